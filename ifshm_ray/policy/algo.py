@@ -1,0 +1,106 @@
+"""Builds the RLlib ``PPOConfig`` that joins the env, the hierarchical (or flat) RLModule and the IFSHM learner.
+
+Used by ``jobs/train.py`` and ``benchmarks/bench_train.py``; see :mod:`ifshm_ray.policy.config` for the fields.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+from ifshm_ray.policy.callbacks import HealingMetricsCallback
+from ifshm_ray.policy.config import TrainConfig
+from ifshm_ray.policy.learner import IFSHMPPOTorchLearner
+from ifshm_ray.policy.module import module_class
+
+
+def resolve_env(entry_point: str) -> Any:
+    """``"package.module:Class"`` -> the class; a registered env name -> the name (registering ``ifshm-*``)."""
+    if ":" in entry_point:
+        mod, _, name = entry_point.partition(":")
+        try:
+            return getattr(importlib.import_module(mod), name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"env.entry_point {entry_point!r} cannot be imported: {exc}") from exc
+    if entry_point.startswith("ifshm-"):
+        from ifshm_ray.env import register
+
+        register()
+    return entry_point
+
+
+def make_env(cfg: TrainConfig):
+    """One local env instance (for spaces and the policy bundle's action-space hash)."""
+    env = resolve_env(cfg.env.entry_point)
+    env_config = env_config_of(cfg)
+    if isinstance(env, str):
+        from ray.tune.registry import ENV_CREATOR, _global_registry
+
+        return _global_registry.get(ENV_CREATOR, env)(env_config)
+    return env(env_config)
+
+
+def env_config_of(cfg: TrainConfig) -> dict:
+    """The env config dict, with ``seed`` defaulting to ``run.seed``."""
+    env_config = dict(cfg.env.config)
+    env_config.setdefault("seed", cfg.run.seed)
+    return env_config
+
+
+def build_ppo_config(cfg: TrainConfig) -> PPOConfig:
+    """The full ``PPOConfig`` for a :class:`TrainConfig` (new API stack, torch)."""
+    r, p, ppo, ft = cfg.runners, cfg.policy, cfg.ppo, cfg.fault_tolerance
+    config = (
+        PPOConfig()
+        .environment(env=resolve_env(cfg.env.entry_point), env_config=env_config_of(cfg))
+        .framework("torch")
+        .env_runners(
+            num_env_runners=r.num_env_runners,
+            num_envs_per_env_runner=r.num_envs_per_env_runner,
+            gym_env_vectorize_mode=r.gym_env_vectorize_mode,
+            rollout_fragment_length=r.rollout_fragment_length,
+            num_cpus_per_env_runner=r.num_cpus_per_env_runner,
+        )
+        .learners(
+            num_learners=r.num_learners,
+            num_gpus_per_learner=r.num_gpus_per_learner,
+            learner_class=IFSHMPPOTorchLearner,
+            learner_config_dict={
+                "entropy_coeff_high": p.entropy_coeff_high,
+                "entropy_coeff_low": p.entropy_coeff_low,
+            },
+        )
+        .rl_module(
+            rl_module_spec=RLModuleSpec(module_class=module_class(p.kind), model_config=p.model_config())
+        )
+        .training(
+            lr=ppo.lr,
+            gamma=ppo.gamma,
+            lambda_=ppo.lambda_,
+            clip_param=ppo.clip_param,
+            vf_loss_coeff=ppo.vf_loss_coeff,
+            vf_clip_param=ppo.vf_clip_param,
+            use_kl_loss=ppo.use_kl_loss,
+            kl_coeff=ppo.kl_coeff,
+            grad_clip=ppo.grad_clip,
+            train_batch_size_per_learner=ppo.train_batch_size,
+            minibatch_size=ppo.minibatch_size,
+            num_epochs=ppo.num_epochs,
+            # PPO's single entropy term is replaced by the learner's two level terms (see learner.py).
+            entropy_coeff=0.0,
+        )
+        .callbacks(HealingMetricsCallback)
+        .fault_tolerance(
+            restart_failed_env_runners=ft.restart_failed_env_runners,
+            max_num_env_runner_restarts=ft.max_num_env_runner_restarts,
+            delay_between_env_runner_restarts_s=ft.delay_between_env_runner_restarts_s,
+            num_consecutive_env_runner_failures_tolerance=ft.num_consecutive_env_runner_failures_tolerance,
+            env_runner_health_probe_timeout_s=ft.env_runner_health_probe_timeout_s,
+            restart_failed_sub_environments=ft.restart_failed_sub_environments,
+        )
+        .reporting(metrics_num_episodes_for_smoothing=100)
+        .debugging(seed=cfg.run.seed, log_level="WARN")
+    )
+    return config

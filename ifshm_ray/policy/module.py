@@ -1,0 +1,376 @@
+"""Hierarchical (and flat baseline) masked PPO RLModules for RLlib's new API stack.
+
+Hierarchical policy (:class:`HierarchicalRecoveryModule`)::
+
+    h        = encoder(obs)                                   shared MLP over the semantic/telemetry features
+    pi_h     = softmax(mask_c(category_head(h)))              pi_h(category | s)
+    e_c      = embedding(category)                            the sampled (exploration) or stored (train) category
+    pi_t     = softmax(mask_t[c](target_head([h, e_c])))      pi_l(target | s, c)
+    pi_r     = softmax(mask_r[c](ratio_head([h, e_c])))       pi_l(ratio  | s, c)
+    V(s)     = value_net(obs)                                 separate MLP unless ``vf_share_encoder``
+
+Masks come from the observation: ``action_mask[c*T + t]`` says if (c, t) is valid, a category is valid iff any
+of its targets is, and ``ratio_mask[c*R + r]`` says which ratio levels c may use (categories without a ratio allow
+level 0 only, so their ratio term is log 1 = 0 and its entropy is 0). Masked logits are set to ``MASK_LOGIT``.
+
+Log-probabilities: ``log p(a) = log p(c) + log p(t|c) + log p(r|c)`` (exact). ``_forward_train`` recomputes the
+target/ratio logits conditioned on the *stored* category ``batch[ACTIONS][0]``, so PPO's ratio uses the same
+conditional that generated the action.
+
+Entropy, two levels (what the learner's ``entropy_coeff_high`` / ``entropy_coeff_low`` multiply):
+
+* ``ENTROPY_HIGH = H(pi_h)``, exact;
+* ``ENTROPY_LOW = E_{c ~ pi_h}[H(t|s,c) + H(r|s,c)]``, the *exact expectation* over categories (the low-level
+  heads are run for all C categories in ``_forward_train``; cheap because the heads are small). With
+  ``model_config["low_entropy"] = "sampled"`` it is instead ``H(t|s,c_stored) + H(r|s,c_stored)``, a sample of
+  the same expectation. Their sum is the joint entropy ``H(c, t, r)`` by the chain rule.
+
+RLlib's own ``ACTION_DIST_INPUTS`` holds ``[c logits | t logits given c | r logits given c]``; the default
+``TorchMultiDistribution.entropy()`` of that (logged as PPO's ``entropy``) is the sampled variant.
+
+Flat policy (:class:`FlatRecoveryModule`): one masked categorical over all ``C*T*R`` combinations
+(``joint_mask[c,t,r] = action_mask[c,t] * ratio_mask[c,r]``); samples are mapped back to ``(c, t, r)``. Its
+``ENTROPY_HIGH`` is the entropy of the category marginal and ``ENTROPY_LOW = H(joint) - H(category)``, exact.
+
+``model_config`` keys (all optional): ``encoder_hiddens`` [256, 256], ``head_hiddens`` [128],
+``vf_hiddens`` [256, 256], ``activation`` "tanh" | "relu", ``category_embed_dim`` 16,
+``vf_share_encoder`` False, ``low_entropy`` "expected" | "sampled".
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Sequence
+
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.rl_module import RLModule
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.framework import try_import_torch
+
+from ifshm_ray.policy.distributions import (
+    MASK_LOGIT,
+    categorical_entropy,
+    flat_dist_cls,
+    flat_to_tuple,
+    hierarchical_dist_cls,
+    tuple_to_flat,
+)
+from ifshm_ray.policy.spaces import ACTION_MASK_KEY, OBS_KEY, RATIO_MASK_KEY, SpaceDims, space_dims
+
+torch, nn = try_import_torch()
+
+#: Extra forward-train outputs read by :class:`ifshm_ray.policy.learner.IFSHMPPOTorchLearner`.
+ENTROPY_HIGH = "entropy_high"
+ENTROPY_LOW = "entropy_low"
+
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {
+    "encoder_hiddens": [256, 256],
+    "head_hiddens": [128],
+    "vf_hiddens": [256, 256],
+    "activation": "tanh",
+    "category_embed_dim": 16,
+    "vf_share_encoder": False,
+    "low_entropy": "expected",
+}
+
+
+def _mlp(in_dim: int, hiddens: Sequence[int], out_dim: int | None, activation: str) -> "nn.Sequential":
+    act = {"tanh": nn.Tanh, "relu": nn.ReLU}.get(activation)
+    if act is None:
+        raise ValueError(f"model_config['activation'] must be 'tanh' or 'relu'; got {activation!r}.")
+    layers: list = []
+    dim = in_dim
+    for h in hiddens:
+        layers += [nn.Linear(dim, int(h)), act()]
+        dim = int(h)
+    if out_dim is not None:
+        layers.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def _masked(logits: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
+    return torch.where(mask, logits, torch.full_like(logits, MASK_LOGIT))
+
+
+class _MaskedRecoveryModuleBase(TorchRLModule, ValueFunctionAPI):
+    """Shared parts: config, spaces, masks, encoder, value function."""
+
+    dims: SpaceDims
+
+    def _cfg(self) -> dict[str, Any]:
+        cfg = dict(DEFAULT_MODEL_CONFIG)
+        user = self.model_config or {}
+        if not isinstance(user, dict):  # a DefaultModelConfig dataclass
+            user = {k: v for k, v in vars(user).items() if k in DEFAULT_MODEL_CONFIG}
+        # RLlib merges its DefaultModelConfig keys (e.g. PPO's ``vf_share_layers``) into model_config: ignore them.
+        from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+        rllib_keys = {f.name for f in dataclasses.fields(DefaultModelConfig)}
+        unknown = set(user) - set(DEFAULT_MODEL_CONFIG) - rllib_keys
+        if unknown:
+            raise ValueError(
+                f"Unknown model_config keys {sorted(unknown)} for {type(self).__name__}; "
+                f"allowed: {sorted(DEFAULT_MODEL_CONFIG)}."
+            )
+        cfg.update({k: v for k, v in user.items() if k in DEFAULT_MODEL_CONFIG})
+        if cfg["low_entropy"] not in ("expected", "sampled"):
+            raise ValueError(f"model_config['low_entropy'] must be 'expected' or 'sampled'; got {cfg['low_entropy']!r}.")
+        return cfg
+
+    def _setup_common(self) -> dict[str, Any]:
+        self.dims = space_dims(self.observation_space, self.action_space)
+        cfg = self._cfg()
+        self._low_entropy_mode = cfg["low_entropy"]
+        self._vf_share_encoder = bool(cfg["vf_share_encoder"])
+        self._encoder = _mlp(self.dims.num_features, cfg["encoder_hiddens"], None, cfg["activation"])
+        self._enc_dim = int(cfg["encoder_hiddens"][-1]) if cfg["encoder_hiddens"] else self.dims.num_features
+        if self._vf_share_encoder:
+            self._value_net = nn.Linear(self._enc_dim, 1)
+        else:
+            self._value_net = _mlp(self.dims.num_features, cfg["vf_hiddens"], 1, cfg["activation"])
+        return cfg
+
+    # --- masks ---------------------------------------------------------------------------------------------
+    def masks(self, obs: Dict[str, "torch.Tensor"]) -> tuple:
+        """``(category_mask (B, C), pair_mask (B, C, T), ratio_mask (B, C, R))`` as bool tensors."""
+        d = self.dims
+        pair = obs[ACTION_MASK_KEY].reshape(-1, d.num_categories, d.num_targets) > 0.5
+        ratio = obs[RATIO_MASK_KEY].reshape(-1, d.num_categories, d.num_ratios) > 0.5
+        # A category that allows no ratio level at all falls back to level 0 (contract: level 0 always allowed).
+        no_ratio = ~ratio.any(-1, keepdim=True)
+        level0 = torch.zeros_like(ratio)
+        level0[..., 0] = True
+        ratio = ratio | (no_ratio & level0)
+        return pair.any(-1), pair, ratio
+
+    # --- value function ------------------------------------------------------------------------------------
+    @override(ValueFunctionAPI)
+    def compute_values(self, batch: Dict[str, Any], embeddings: Any = None) -> "torch.Tensor":
+        obs = batch[Columns.OBS][OBS_KEY]
+        if self._vf_share_encoder:
+            h = embeddings if embeddings is not None else self._encoder(obs)
+            return self._value_net(h).squeeze(-1)
+        return self._value_net(obs).squeeze(-1)
+
+    # --- public helpers (serving, tests) -------------------------------------------------------------------
+    def action_probabilities(self, obs: Dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        """Joint probabilities ``p(c, t, r | s)`` as a ``(B, C, T, R)`` tensor (masked entries are 0)."""
+        raise NotImplementedError
+
+    def category_probabilities(self, obs: Dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        """``p(c | s)`` as a ``(B, C)`` tensor."""
+        return self.action_probabilities(obs).sum(dim=(-1, -2))
+
+
+class HierarchicalRecoveryModule(_MaskedRecoveryModuleBase):
+    """pi_h(category | s) then pi_l(target | s, c), pi_l(ratio | s, c), with masking. See module docstring."""
+
+    @override(RLModule)
+    def setup(self):
+        super().setup()
+        cfg = self._setup_common()
+        d = self.dims
+        act = cfg["activation"]
+        self._category_head = _mlp(self._enc_dim, cfg["head_hiddens"], d.num_categories, act)
+        self._category_embedding = nn.Embedding(d.num_categories, int(cfg["category_embed_dim"]))
+        low_in = self._enc_dim + int(cfg["category_embed_dim"])
+        self._target_head = _mlp(low_in, cfg["head_hiddens"], d.num_targets, act)
+        self._ratio_head = _mlp(low_in, cfg["head_hiddens"], d.num_ratios, act)
+
+    # --- building blocks -----------------------------------------------------------------------------------
+    def _high(self, obs):
+        h = self._encoder(obs[OBS_KEY])
+        cat_mask, pair_mask, ratio_mask = self.masks(obs)
+        cat_logits = _masked(self._category_head(h), cat_mask)
+        return h, cat_logits, pair_mask, ratio_mask
+
+    def _low_given(self, h, category, pair_mask, ratio_mask):
+        """Masked target and ratio logits conditioned on ``category`` (B,)."""
+        x = torch.cat([h, self._category_embedding(category)], dim=-1)
+        idx = torch.arange(category.shape[0], device=category.device)
+        t_logits = _masked(self._target_head(x), pair_mask[idx, category])
+        r_logits = _masked(self._ratio_head(x), ratio_mask[idx, category])
+        return t_logits, r_logits
+
+    def _low_all(self, h, pair_mask, ratio_mask):
+        """Masked target (B, C, T) and ratio (B, C, R) logits for every category."""
+        b, c = h.shape[0], self.dims.num_categories
+        emb = self._category_embedding.weight.unsqueeze(0).expand(b, c, -1)
+        x = torch.cat([h.unsqueeze(1).expand(b, c, h.shape[-1]), emb], dim=-1)
+        return _masked(self._target_head(x), pair_mask), _masked(self._ratio_head(x), ratio_mask)
+
+    def _act(self, obs, deterministic: bool) -> Dict[str, Any]:
+        h, cat_logits, pair_mask, ratio_mask = self._high(obs)
+        if deterministic:
+            c = cat_logits.argmax(-1)
+        else:
+            c = torch.distributions.Categorical(logits=cat_logits).sample()
+        t_logits, r_logits = self._low_given(h, c, pair_mask, ratio_mask)
+        if deterministic:
+            t, r = t_logits.argmax(-1), r_logits.argmax(-1)
+        else:
+            t = torch.distributions.Categorical(logits=t_logits).sample()
+            r = torch.distributions.Categorical(logits=r_logits).sample()
+        logp = (
+            torch.log_softmax(cat_logits, -1).gather(-1, c[:, None]).squeeze(-1)
+            + torch.log_softmax(t_logits, -1).gather(-1, t[:, None]).squeeze(-1)
+            + torch.log_softmax(r_logits, -1).gather(-1, r[:, None]).squeeze(-1)
+        )
+        return {
+            Columns.ACTIONS: (c, t, r),
+            Columns.ACTION_LOGP: logp,
+            Columns.ACTION_DIST_INPUTS: torch.cat([cat_logits, t_logits, r_logits], dim=-1),
+        }
+
+    # --- RLModule forward passes ---------------------------------------------------------------------------
+    @override(TorchRLModule)
+    def _forward_inference(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
+        return self._act(batch[Columns.OBS], deterministic=True)
+
+    @override(TorchRLModule)
+    def _forward_exploration(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
+        return self._act(batch[Columns.OBS], deterministic=False)
+
+    @override(RLModule)
+    def _forward_train(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
+        obs = batch[Columns.OBS]
+        h, cat_logits, pair_mask, ratio_mask = self._high(obs)
+        actions = batch[Columns.ACTIONS]
+        c = (actions[..., 0] if isinstance(actions, torch.Tensor) else actions[0]).long()
+        idx = torch.arange(c.shape[0], device=c.device)
+        ent_high = categorical_entropy(cat_logits)
+        if self._low_entropy_mode == "expected":
+            t_all, r_all = self._low_all(h, pair_mask, ratio_mask)
+            t_logits, r_logits = t_all[idx, c], r_all[idx, c]
+            p_c = torch.softmax(cat_logits, -1)
+            ent_low = (p_c * (categorical_entropy(t_all) + categorical_entropy(r_all))).sum(-1)
+        else:
+            t_logits, r_logits = self._low_given(h, c, pair_mask, ratio_mask)
+            ent_low = categorical_entropy(t_logits) + categorical_entropy(r_logits)
+        out = {
+            Columns.ACTION_DIST_INPUTS: torch.cat([cat_logits, t_logits, r_logits], dim=-1),
+            ENTROPY_HIGH: ent_high,
+            ENTROPY_LOW: ent_low,
+        }
+        if self._vf_share_encoder:
+            out[Columns.EMBEDDINGS] = h
+        return out
+
+    # --- distributions -------------------------------------------------------------------------------------
+    def _dist_cls(self):
+        d = self.dims
+        return hierarchical_dist_cls(d.num_categories, d.num_targets, d.num_ratios)
+
+    @override(TorchRLModule)
+    def get_inference_action_dist_cls(self):
+        return self._dist_cls()
+
+    @override(TorchRLModule)
+    def get_exploration_action_dist_cls(self):
+        return self._dist_cls()
+
+    @override(TorchRLModule)
+    def get_train_action_dist_cls(self):
+        return self._dist_cls()
+
+    # --- public helpers ------------------------------------------------------------------------------------
+    def action_probabilities(self, obs: Dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        h, cat_logits, pair_mask, ratio_mask = self._high(obs)
+        t_all, r_all = self._low_all(h, pair_mask, ratio_mask)
+        p_c = torch.softmax(cat_logits, -1)
+        p_t = torch.softmax(t_all, -1)
+        p_r = torch.softmax(r_all, -1)
+        return p_c[:, :, None, None] * p_t[:, :, :, None] * p_r[:, :, None, :]
+
+    def low_level_logits(self, obs: Dict[str, "torch.Tensor"], category: "torch.Tensor") -> tuple:
+        """Masked ``(target_logits (B, T), ratio_logits (B, R))`` given a category (B,)."""
+        h, _, pair_mask, ratio_mask = self._high(obs)
+        return self._low_given(h, category.long(), pair_mask, ratio_mask)
+
+
+class FlatRecoveryModule(_MaskedRecoveryModuleBase):
+    """Flat PPO baseline: one masked categorical over all (category, target, ratio) combinations."""
+
+    @override(RLModule)
+    def setup(self):
+        super().setup()
+        cfg = self._setup_common()
+        self._pi_head = _mlp(self._enc_dim, cfg["head_hiddens"], self.dims.num_joint_actions, cfg["activation"])
+
+    def _logits(self, obs):
+        d = self.dims
+        h = self._encoder(obs[OBS_KEY])
+        _, pair_mask, ratio_mask = self.masks(obs)
+        joint = (pair_mask[:, :, :, None] & ratio_mask[:, :, None, :]).reshape(-1, d.num_joint_actions)
+        return h, _masked(self._pi_head(h), joint)
+
+    def _act(self, obs, deterministic: bool) -> Dict[str, Any]:
+        d = self.dims
+        _, logits = self._logits(obs)
+        idx = logits.argmax(-1) if deterministic else torch.distributions.Categorical(logits=logits).sample()
+        logp = torch.log_softmax(logits, -1).gather(-1, idx[:, None]).squeeze(-1)
+        return {
+            Columns.ACTIONS: flat_to_tuple(idx, d.num_targets, d.num_ratios),
+            Columns.ACTION_LOGP: logp,
+            Columns.ACTION_DIST_INPUTS: logits,
+        }
+
+    @override(TorchRLModule)
+    def _forward_inference(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
+        return self._act(batch[Columns.OBS], deterministic=True)
+
+    @override(TorchRLModule)
+    def _forward_exploration(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
+        return self._act(batch[Columns.OBS], deterministic=False)
+
+    @override(RLModule)
+    def _forward_train(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
+        d = self.dims
+        h, logits = self._logits(batch[Columns.OBS])
+        ent_joint = categorical_entropy(logits)
+        cat_logits = torch.logsumexp(logits.reshape(-1, d.num_categories, d.num_targets * d.num_ratios), dim=-1)
+        ent_high = categorical_entropy(cat_logits)
+        out = {
+            Columns.ACTION_DIST_INPUTS: logits,
+            ENTROPY_HIGH: ent_high,
+            ENTROPY_LOW: ent_joint - ent_high,
+        }
+        if self._vf_share_encoder:
+            out[Columns.EMBEDDINGS] = h
+        return out
+
+    def _dist_cls(self):
+        return flat_dist_cls(self.dims.num_targets, self.dims.num_ratios)
+
+    @override(TorchRLModule)
+    def get_inference_action_dist_cls(self):
+        return self._dist_cls()
+
+    @override(TorchRLModule)
+    def get_exploration_action_dist_cls(self):
+        return self._dist_cls()
+
+    @override(TorchRLModule)
+    def get_train_action_dist_cls(self):
+        return self._dist_cls()
+
+    def action_probabilities(self, obs: Dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        d = self.dims
+        _, logits = self._logits(obs)
+        return torch.softmax(logits, -1).reshape(-1, d.num_categories, d.num_targets, d.num_ratios)
+
+
+#: ``policy.kind`` -> module class.
+MODULE_CLASSES: dict[str, type[_MaskedRecoveryModuleBase]] = {
+    "hierarchical": HierarchicalRecoveryModule,
+    "flat": FlatRecoveryModule,
+}
+
+
+def module_class(kind: str) -> type[_MaskedRecoveryModuleBase]:
+    """The RLModule class for ``policy.kind`` ("hierarchical" or "flat")."""
+    try:
+        return MODULE_CLASSES[kind]
+    except KeyError:
+        raise ValueError(f"policy.kind must be one of {sorted(MODULE_CLASSES)}; got {kind!r}.") from None

@@ -1,0 +1,257 @@
+"""Fault catalog: loads ``data/catalog.yaml`` (faults and action defaults), ``data/log_templates.yaml`` and
+``data/alerts.yaml``, validates them, and compiles them into numpy tables the batched simulator indexes by
+fault id. The catalog is data: adding a fault type means adding a YAML entry, not a class."""
+from __future__ import annotations
+
+import hashlib
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_INDEX, CATEGORY_TARGET_KIND, RATIO_LEVELS
+
+DATA_DIR = Path(__file__).parent / "data"
+
+SVC_CHANNELS = ("lat", "err", "tp", "cpu", "mem", "restarts", "unready")
+NODE_CHANNELS = ("cpu", "mem", "disk", "gpu_drop", "temp", "xid", "fb", "net_err", "net_lat", "down")
+SVC_CH = {c: i for i, c in enumerate(SVC_CHANNELS)}
+NODE_CH = {c: i for i, c in enumerate(NODE_CHANNELS)}
+EFFECTS = ("none", "heal", "mitigate", "harm")
+EFFECT_CODE = {e: i for i, e in enumerate(EFFECTS)}
+# remedy target specifiers (resolved against the injected root at run time)
+TGT_DEFAULT, TGT_ROOT, TGT_SERVICES_ON_ROOT, TGT_NODE_OF_ROOT, TGT_NAMED = range(5)
+
+
+class CatalogError(ValueError):
+    """The fault catalog (or a fault name asked of it) is invalid."""
+
+
+@dataclass
+class LogTemplate:
+    id: str
+    source: str
+    level: str
+    body: str
+    fields: tuple[str, ...] = ()
+
+
+@dataclass
+class AlertRule:
+    name: str
+    scope: str
+    metric: str
+    op: str
+    threshold: float
+    for_s: float
+    severity: str
+    summary: str
+    only_gpu_nodes: bool = False
+
+
+@dataclass
+class FaultSpec:
+    name: str
+    family: str
+    known: bool
+    freq: float
+    description: str
+    target: dict
+    onset_s: float
+    ramp_s: float
+    effects: dict
+    logs: list
+    remedies: dict
+
+
+@dataclass
+class Catalog:
+    faults: list[FaultSpec]
+    templates: list[LogTemplate]
+    alerts: list[AlertRule]
+    actions: dict
+    sha256: str
+    fault_index: dict[str, int] = field(default_factory=dict)
+    template_index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.fault_index = {f.name: i for i, f in enumerate(self.faults)}
+        self.template_index = {t.id: i for i, t in enumerate(self.templates)}
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.faults]
+
+    @property
+    def known(self) -> list[str]:
+        return [f.name for f in self.faults if f.known]
+
+    @property
+    def unknown(self) -> list[str]:
+        return [f.name for f in self.faults if not f.known]
+
+    def select(self, faults: str | list[str] | tuple[str, ...]) -> list[str]:
+        """Resolve 'known' | 'unknown' | 'all' | list of names (or a comma-separated string) to fault names."""
+        if isinstance(faults, str):
+            if faults in ("known", "unknown", "all"):
+                return {"known": self.known, "unknown": self.unknown, "all": self.names}[faults]
+            faults = [x.strip() for x in faults.split(",") if x.strip()]
+        bad = [f for f in faults if f not in self.fault_index]
+        if bad or not faults:
+            raise CatalogError(
+                f"unknown fault name(s) {bad}; use 'known', 'unknown', 'all' or names from the catalog: {self.names}")
+        return list(faults)
+
+    def spec(self, name: str) -> FaultSpec:
+        if name not in self.fault_index:
+            raise CatalogError(f"unknown fault name {name!r}; valid names: {self.names}")
+        return self.faults[self.fault_index[name]]
+
+
+def _fields(body: str, source: str) -> tuple[str, ...]:
+    out = []
+    for text in (body, source):
+        for _, fname, _, _ in string.Formatter().parse(text):
+            if fname and fname not in out:
+                out.append(fname)
+    return tuple(out)
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """Load and validate the catalog (default: the one shipped in the package)."""
+    cpath = Path(path) if path else DATA_DIR / "catalog.yaml"
+    if not cpath.is_file():
+        raise CatalogError(f"fault catalog {str(cpath)!r} does not exist")
+    raw_c = cpath.read_bytes()
+    raw_t = (DATA_DIR / "log_templates.yaml").read_bytes()
+    raw_a = (DATA_DIR / "alerts.yaml").read_bytes()
+    sha = hashlib.sha256(raw_c + b"\0" + raw_t + b"\0" + raw_a).hexdigest()
+    c = yaml.safe_load(raw_c)
+    templates = [LogTemplate(**t) for t in yaml.safe_load(raw_t)["templates"]]
+    for t in templates:
+        t.fields = _fields(t.body, t.source)
+    alerts = [AlertRule(**a) for a in yaml.safe_load(raw_a)["rules"]]
+    tids = {t.id for t in templates}
+    actions = c["actions"]
+    if set(actions) != set(CATEGORIES):
+        raise CatalogError(f"catalog 'actions' must list exactly the categories {list(CATEGORIES)}")
+    faults = []
+    for f in c["faults"]:
+        try:
+            spec = FaultSpec(**f)
+        except TypeError as e:
+            raise CatalogError(f"fault entry {f.get('name', '?')!r}: {e}") from e
+        _validate_fault(spec, tids)
+        faults.append(spec)
+    names = [f.name for f in faults]
+    if len(set(names)) != len(names):
+        raise CatalogError("duplicate fault names in the catalog")
+    return Catalog(faults=faults, templates=templates, alerts=alerts, actions=actions, sha256=sha)
+
+
+def _validate_fault(f: FaultSpec, tids: set[str]) -> None:
+    where = f"fault {f.name!r}"
+    kind = f.target.get("kind")
+    if kind not in ("node", "service"):
+        raise CatalogError(f"{where}: target.kind must be 'node' or 'service', got {kind!r}")
+    for scope, chans in f.effects.items():
+        node_scope = scope == "node_of_root" or (scope == "root" and kind == "node")
+        valid = NODE_CHANNELS if node_scope else SVC_CHANNELS
+        if scope not in ("root", "services_on_root", "node_of_root") and not scope.startswith("service:"):
+            raise CatalogError(f"{where}: unknown effect scope {scope!r}")
+        for ch in chans:
+            if ch not in valid:
+                raise CatalogError(f"{where}: effect channel {ch!r} in scope {scope!r} is not one of {list(valid)}")
+    for entry in f.logs:
+        if entry["t"] not in tids:
+            raise CatalogError(f"{where}: unknown log template {entry['t']!r}")
+    for cat, rem in f.remedies.items():
+        if cat not in CATEGORY_INDEX:
+            raise CatalogError(f"{where}: remedy for unknown category {cat!r}; categories: {list(CATEGORIES)}")
+        if rem.get("effect") not in EFFECT_CODE:
+            raise CatalogError(f"{where}: remedy {cat}.effect must be one of {list(EFFECTS)}")
+    if not any(r.get("effect") == "heal" for r in f.remedies.values()):
+        raise CatalogError(f"{where}: needs at least one remedy with effect 'heal'")
+
+
+class CompiledCatalog:
+    """Numpy tables of a :class:`Catalog` against a :class:`~ifshm_ray.sim.topology.Topology`."""
+
+    def __init__(self, cat: Catalog, topo):
+        self.cat, self.topo = cat, topo
+        F, C, S = len(cat.faults), len(CATEGORIES), topo.S
+        self.F = F
+        self.onset = np.array([f.onset_s for f in cat.faults], dtype=np.float64)
+        self.ramp = np.array([max(f.ramp_s, 1.0) for f in cat.faults], dtype=np.float64)
+        self.freq = np.array([f.freq for f in cat.faults], dtype=np.float64)
+        self.target_is_node = np.array([f.target["kind"] == "node" for f in cat.faults])
+        self.effect = np.zeros((F, C), dtype=np.int64)
+        self.tgt_spec = np.full((F, C), TGT_DEFAULT, dtype=np.int64)
+        self.tgt_named = np.full((F, C), -1, dtype=np.int64)
+        self.min_ratio = np.zeros((F, C))
+        self.duration = np.zeros((F, C))
+        self.recur = np.zeros((F, C))
+        self.harm_mult = np.zeros((F, C))
+        self.act_duration = np.array([cat.actions[c]["duration_s"] for c in CATEGORIES], dtype=np.float64)
+        self.act_cost = np.array([cat.actions[c]["cost"] for c in CATEGORIES], dtype=np.float64)
+        for i, f in enumerate(cat.faults):
+            for cname, rem in f.remedies.items():
+                c = CATEGORY_INDEX[cname]
+                self.effect[i, c] = EFFECT_CODE[rem["effect"]]
+                self.duration[i, c] = rem.get("duration_s", self.act_duration[c])
+                self.min_ratio[i, c] = rem.get("min_ratio", 0.0)
+                self.recur[i, c] = rem.get("recur_s", 0.0)
+                self.harm_mult[i, c] = rem.get("penalty", 1.0) if rem["effect"] == "harm" else 0.0
+                tgt = rem.get("target")
+                if tgt is not None:
+                    if tgt not in topo.svc_index:
+                        raise CatalogError(f"fault {f.name!r}: remedy target {tgt!r} is not a service: {topo.services}")
+                    self.tgt_spec[i, c] = TGT_NAMED
+                    self.tgt_named[i, c] = topo.svc_index[tgt]
+        # fault targets
+        self.target_service = np.full(F, -1, dtype=np.int64)
+        self.target_hosting = np.full(F, -1, dtype=np.int64)
+        self.target_role = []
+        for i, f in enumerate(cat.faults):
+            t = f.target
+            if t["kind"] == "service":
+                if t["name"] not in topo.svc_index:
+                    raise CatalogError(f"fault {f.name!r}: target service {t['name']!r} not in topology {topo.services}")
+                self.target_service[i] = topo.svc_index[t["name"]]
+                self.target_role.append(None)
+            else:
+                self.target_role.append(t.get("role", "gpu"))
+                if t.get("hosting"):
+                    self.target_hosting[i] = topo.svc_index[t["hosting"]]
+        self.n_templates = len(cat.templates)
+        self.max_logs = max(len(f.logs) for f in cat.faults)
+        self.log_tid = np.full((F, self.max_logs), -1, dtype=np.int64)
+        self.log_rate = np.zeros((F, self.max_logs))
+        self.log_scope = [[e.get("at", "root") for e in f.logs] for f in cat.faults]
+        for i, f in enumerate(cat.faults):
+            for j, e in enumerate(f.logs):
+                self.log_tid[i, j] = cat.template_index[e["t"]]
+                self.log_rate[i, j] = e["rate"]
+
+    def remedy_table(self, fault: int) -> list[dict]:
+        """Heal remedies of a fault as dicts (category, target spec, min ratio, duration), fastest first."""
+        out = []
+        for c in range(len(CATEGORIES)):
+            if self.effect[fault, c] == EFFECT_CODE["heal"]:
+                out.append({"category": c, "spec": int(self.tgt_spec[fault, c]), "named": int(self.tgt_named[fault, c]),
+                            "min_ratio": float(self.min_ratio[fault, c]), "duration": float(self.duration[fault, c])})
+        return sorted(out, key=lambda r: r["duration"])
+
+
+def ratio_level_for(min_ratio: float) -> int:
+    """Smallest ratio level index whose multiplier is >= ``min_ratio`` (and > 1 for scale-ups)."""
+    for i, r in enumerate(RATIO_LEVELS):
+        if r >= max(min_ratio, 1.01):
+            return i
+    return len(RATIO_LEVELS) - 1
+
+
+def default_target_kind(category: int) -> str:
+    return CATEGORY_TARGET_KIND[CATEGORIES[category]]
