@@ -130,8 +130,6 @@ class Topology:
                 m[c, 0] = 1.0
             elif kind == "service":
                 m[c, : self.S] = 1.0
-                if name in ("migrate", "scale", "reallocate", "reroute"):
-                    m[c, : self.S] = 1.0
             else:
                 m[c, self.S:] = 1.0
         # scaling a daemonset is not a thing: its replica count follows the nodes

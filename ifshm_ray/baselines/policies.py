@@ -1,0 +1,217 @@
+"""Baseline policies. A policy maps (observation, telemetry) to an action triple; ``reset()`` starts an episode."""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_TARGET_KIND, NUM_RATIOS, RATIO_LEVELS
+
+RUNBOOK_PATH = Path(__file__).parent / "data" / "runbook.yaml"
+BASELINES = ("oracle", "runbook", "runbook-instant", "random")
+
+
+class Policy:
+    """Interface: ``reset(env)`` at episode start, ``act(obs, info, env) -> (category, target, ratio)``."""
+
+    name = "policy"
+
+    def reset(self, env) -> None:  # noqa: D401 - interface
+        """Start of an episode."""
+
+    def act(self, obs: dict, info: dict, env) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RandomPolicy(Policy):
+    """Uniform over valid (category, target) pairs, then a valid ratio level."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs, info, env):
+        C = len(CATEGORIES)
+        tm = obs["action_mask"].reshape(C, -1)
+        pairs = np.argwhere(tm > 0)
+        c, t = pairs[self.rng.integers(len(pairs))]
+        levels = np.flatnonzero(obs["ratio_mask"].reshape(C, NUM_RATIOS)[c])
+        return np.array([c, t, self.rng.choice(levels)], np.int64)
+
+
+class OraclePolicy(Policy):
+    """Knows the injected fault(s) and applies the catalog's fastest healing remedy as soon as the first symptom is
+    visible (never earlier). The reference for the best achievable MTTR."""
+
+    name = "oracle"
+
+    def act(self, obs, info, env):
+        return env.unwrapped.oracle_action()
+
+
+@dataclass
+class _Rule:
+    alerts: tuple[str, ...]
+    action: str
+    target: str
+    ratio: float | None
+    log: re.Pattern | None
+    xid_in: tuple[int, ...] | None
+
+
+def runbook_sha256(path: Path = RUNBOOK_PATH) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class RunbookPolicy(Policy):
+    """Alert -> action rules read from ``data/runbook.yaml`` (see its header). ``instant=True`` treats pending alerts
+    as firing (acts at the first threshold crossing), separating detection speed from repair skill."""
+
+    def __init__(self, instant: bool = False, path: str | Path = RUNBOOK_PATH):
+        self.instant = instant
+        self.name = "runbook-instant" if instant else "runbook"
+        spec = yaml.safe_load(Path(path).read_text())
+        self.verify_steps = int(spec["verify_steps"])
+        self.max_attempts = int(spec["max_attempts"])
+        self.ignore = set(spec.get("ignore_alerts", []))
+        self.rules = []
+        for r in spec["rules"]:
+            if r["action"] not in CATEGORIES:
+                raise ValueError(f"runbook rule action {r['action']!r} is not one of {list(CATEGORIES)}")
+            self.rules.append(_Rule(tuple(r["alerts"]), r["action"], r["target"], r.get("ratio"),
+                                    re.compile(r["log"]) if r.get("log") else None,
+                                    tuple(r["xid_in"]) if r.get("xid_in") else None))
+        self.sha256 = runbook_sha256(Path(path))
+        self.reset(None)
+
+    def reset(self, env) -> None:
+        self.tried: set[tuple[int, int, int]] = set()
+        self.wait = 0
+        self.attempts = 0
+        self.log_memory: list[str] = []
+        self.escalated = False
+
+    def act(self, obs, info, env):
+        if self.escalated:  # a human owns the incident now
+            return np.zeros(3, np.int64)
+        topo = env.unwrapped.topology
+        tel = info.get("telemetry") or {}
+        alarms = [a for a in tel.get("alarms", []) if a["name"] not in self.ignore
+                  and (a["state"] == "firing" or self.instant)]
+        # an SRE reads the recent log history, not only the last 30 s
+        self.log_memory = (self.log_memory + tel.get("logs", []))[-400:]
+        if self.wait > 0:
+            self.wait -= 1
+            return np.zeros(3, np.int64)
+        if not alarms:
+            return np.zeros(3, np.int64)
+        if self.attempts >= self.max_attempts:
+            self.escalated = True
+            return np.array([CATEGORIES.index("escalate"), 0, 0], np.int64)
+        active = {}
+        for a in alarms:
+            active.setdefault(a["name"], a)
+        for rule in self.rules:
+            hit = [active[n] for n in rule.alerts if n in active]
+            if not hit:
+                continue
+            alarm = hit[0]
+            if rule.xid_in is not None:
+                xid = _last(tel, alarm["entity"], "DCGM_FI_DEV_XID_ERRORS")
+                if xid is None or int(round(xid)) not in rule.xid_in:
+                    continue
+            m_line = None
+            if rule.log is not None:
+                for line in reversed(self.log_memory):
+                    m = rule.log.search(line)
+                    if m:
+                        m_line = (line, m)
+                        break
+                if m_line is None:
+                    continue
+            target = self._target(rule, alarm, m_line, tel, topo)
+            if target is None:
+                continue
+            a = self._encode(rule, target, topo)
+            if a is None or tuple(a) in self.tried:
+                continue
+            self.tried.add(tuple(a))
+            self.attempts += 1
+            self.wait = self.verify_steps
+            return a
+        return np.zeros(3, np.int64)
+
+    def _target(self, rule, alarm, m_line, tel, topo):
+        t = rule.target
+        if t == "alert_entity":
+            return alarm["entity"]
+        if t in topo.services:
+            return t
+        if t in ("log_service", "log_host", "log_group"):
+            line, m = m_line
+            parts = line.split(" ", 3)
+            if t == "log_host":
+                return parts[1]
+            if t == "log_group":
+                g = m.group(1) if m.groups() else None
+                return g if g in topo.services else None
+            src = parts[2].rstrip(":")
+            return src if src in topo.services else None
+        if t == "straggler_node":
+            best, score = None, -1.0
+            for n in topo.nodes:
+                met = tel.get("metrics", {}).get(n, {})
+                if "DCGM_FI_DEV_GPU_UTIL" not in met:
+                    continue
+                s = (_lastv(met, "node_cpu_utilisation") + 10 * _lastv(met, "node_network_receive_errs_ratio")
+                     + (1.0 if _lastv(met, "DCGM_FI_DEV_XID_ERRORS") > 0 else 0.0))
+                if s > score:
+                    best, score = n, s
+            return best
+        if t == "top_memory_service":
+            node = alarm["entity"]
+            ni = topo.nodes.index(node) if node in topo.nodes else -1
+            cand = [s for s in topo.services if ni >= 0 and topo.placement0[topo.services.index(s), ni] > 0]
+            if not cand:
+                return None
+            return max(cand, key=lambda s: _last(tel, s, "memory_util") or 0.0)
+        return None
+
+    def _encode(self, rule, target, topo):
+        c = CATEGORIES.index(rule.action)
+        kind = CATEGORY_TARGET_KIND[rule.action]
+        if kind == "node" and target not in topo.nodes:
+            return None
+        if kind == "service" and target not in topo.services:
+            return None
+        t = topo.targets.index(target) if kind != "none" else 0
+        r = RATIO_LEVELS.index(rule.ratio) if rule.ratio is not None else 0
+        return np.array([c, t, r], np.int64)
+
+
+def _lastv(series: dict, name: str) -> float:
+    v = series.get(name)
+    return float(v[-1]) if v else 0.0
+
+
+def _last(tel: dict, entity: str, metric: str) -> float | None:
+    v = tel.get("metrics", {}).get(entity, {}).get(metric)
+    return float(v[-1]) if v else None
+
+
+def make_baseline(name: str, seed: int = 0) -> Policy:
+    """Build a baseline policy by name (one of :data:`BASELINES`)."""
+    if name == "oracle":
+        return OraclePolicy()
+    if name == "runbook":
+        return RunbookPolicy(instant=False)
+    if name == "runbook-instant":
+        return RunbookPolicy(instant=True)
+    if name == "random":
+        return RandomPolicy(seed)
+    raise ValueError(f"unknown baseline policy {name!r}; valid: {list(BASELINES)} or checkpoint:PATH")

@@ -1,0 +1,20 @@
+"""Gymnasium environment over the simulator (registered with gymnasium and, via :func:`register`, with RLlib)."""
+import gymnasium as gym
+
+from ifshm_ray.env.fault_env import (ENV_ID, RLLIB_ENV_NAME, BatchedFaultEnv, FaultInjectionEnv, action_space_hash,
+                                     split_env_config)
+
+if ENV_ID not in gym.registry:
+    gym.register(id=ENV_ID, entry_point="ifshm_ray.env.fault_env:FaultInjectionEnv")
+
+
+def register() -> str:
+    """Register the env with RLlib/Tune under :data:`RLLIB_ENV_NAME` (imports ray lazily) and return the name."""
+    from ray.tune.registry import register_env
+
+    register_env(RLLIB_ENV_NAME, lambda cfg: FaultInjectionEnv(dict(cfg)))
+    return RLLIB_ENV_NAME
+
+
+__all__ = ["ENV_ID", "RLLIB_ENV_NAME", "BatchedFaultEnv", "FaultInjectionEnv", "action_space_hash", "register",
+           "split_env_config"]

@@ -1,0 +1,275 @@
+"""Gymnasium environments over the fault-injection simulator."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from ifshm_ray.config import ConfigError, SimConfig, from_dict
+from ifshm_ray.sim.actions import CATEGORIES, NUM_RATIOS, RATIO_LEVELS, Action
+from ifshm_ray.sim.catalog import ratio_level_for, TGT_NAMED
+from ifshm_ray.sim.core import BatchedSim, SimError
+from ifshm_ray.sim.render import Renderer, TemplateMiner
+
+ENV_ID = "ifshm/FaultInjection-v0"
+RLLIB_ENV_NAME = "ifshm-fault-v0"
+_ENV_KEYS = ("render_telemetry", "mine_logs", "strict_actions")
+
+
+def split_env_config(config: dict | None) -> tuple[SimConfig, dict]:
+    """Split an env config dict into a :class:`SimConfig` and the env-only options."""
+    config = dict(config or {})
+    opts = {k: config.pop(k) for k in _ENV_KEYS if k in config}
+    config.pop("seed", None)
+    if isinstance(config.get("sim"), SimConfig):
+        return config["sim"], opts
+    if "sim" in config:
+        config = {**config.pop("sim"), **config}
+    return from_dict(SimConfig, config), opts
+
+
+def action_space_hash(space: gym.Space, topology: dict) -> str:
+    """Hash of the action space and the targets it indexes (checked when a trained policy is loaded)."""
+    desc = {"space": str(space), "categories": list(CATEGORIES), "ratios": list(RATIO_LEVELS), "topology": topology}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class FaultInjectionEnv(gym.Env):
+    """A simulated cloud AI platform in trouble; the agent must heal it.
+
+    **Episode.** At reset a fault type is drawn from ``faults`` (weighted by its catalog frequency; with probability
+    ``compound_prob`` a second one joins it) and injected at a random time in ``[0, inject_max_delay_s]`` into a root
+    node or service. Faults propagate along service dependencies and show up, after their onset, in metrics, alarms
+    and log lines (mixed with benign lines, benign transients that can raise false alarms, diurnal load and noise).
+
+    **Action space.** ``Tuple(Discrete(C), Discrete(T), Discrete(R))``: the category (``CATEGORIES``: observe,
+    restart, migrate, scale, rollback, reallocate, drain, clear_storage, reroute, escalate), the target (services
+    then nodes, ``topology.targets``) and the ratio level (``RATIO_LEVELS``, read by scale/reallocate only).
+    Combinations that the observation's masks forbid are invalid: with ``strict_actions=True`` they raise
+    :class:`SimError`; otherwise (default, so that generic checkers can sample the space) they are executed as
+    ``observe`` and flagged in ``info["invalid_action"]``. Indices outside the space always raise.
+
+    **Observation space.** ``Dict(obs=Box(F), action_mask=Box(C*T), ratio_mask=Box(C*R))``. ``obs`` holds per-service
+    metric features (p99 latency / SLO, error rate, throughput deficit, unready fraction, CPU, memory, restarts),
+    per-node features (CPU, memory, disk, GPU util / temperature / last Xid / framebuffer, network errors and latency,
+    NotReady), alert flags (pending and firing for each rule), log1p counts of log templates mined from the rendered
+    log text, the episode time fraction, the last action category, the healthy streak and the cordoned nodes.
+    ``info["telemetry"]`` holds the raw telemetry (logs, metric windows, alarms) in the schema of
+    :mod:`ifshm_ray.telemetry` (``render_telemetry=False`` skips it for speed; the counts then come from the
+    simulator's emitted lines, which the miner recovers exactly, as tested).
+
+    **Time.** One step is one decision: simulated time advances by ``step_s`` plus the action's duration (e.g. a
+    drain takes minutes, ``escalate`` the human response plus fix time).
+
+    **Reward.** ``-(minutes unhealthy) * unhealthy_weight - action cost - harm_penalty * harmful
+    - false_alarm_penalty`` (acting while no fault is active).
+
+    **Episode end.** ``terminated`` once the root cause is cleared and every SLO (p99 latency, error rate,
+    throughput) has held, with every service at its replicas, for ``healthy_steps`` consecutive steps;
+    ``truncated`` at ``time_limit_s``. MTTR runs from injection to the first of those healthy steps. ``escalate``
+    hands the incident to a human: it may recover, but never counts as a success.
+
+    **Determinism.** Fully determined by the reset seed (counter-based randomness).
+
+    Version history: v0 (initial).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, config: dict | None = None):
+        try:
+            self.sim_cfg, opts = split_env_config(config)
+        except ConfigError as e:
+            raise ConfigError(f"invalid FaultInjectionEnv config: {e}") from e
+        self.render_telemetry = bool(opts.get("render_telemetry", True))
+        self.mine_logs = bool(opts.get("mine_logs", self.render_telemetry))
+        self.strict_actions = bool(opts.get("strict_actions", False))
+        self.sim = BatchedSim(self.sim_cfg, batch_size=1)
+        self.topology = self.sim.topo
+        self.renderer = Renderer(self.sim)
+        self.miner = TemplateMiner(self.sim) if self.mine_logs else None
+        C, T, R = len(CATEGORIES), self.topology.T, NUM_RATIOS
+        self.action_space = spaces.Tuple((spaces.Discrete(C), spaces.Discrete(T), spaces.Discrete(R)))
+        self.observation_space = spaces.Dict({
+            "obs": spaces.Box(-np.inf, np.inf, (self.sim.obs_dim,), np.float32),
+            "action_mask": spaces.Box(0.0, 1.0, (C * T,), np.float32),
+            "ratio_mask": spaces.Box(0.0, 1.0, (C * R,), np.float32),
+        })
+        self.action_space_hash = action_space_hash(self.action_space, self.topology.to_dict())
+        self._last_telemetry: dict | None = None
+        self._ep_return = 0.0
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        key = int(self.np_random.integers(0, 2**63 - 1))
+        faults = None
+        if options and options.get("faults") is not None:
+            faults = [options["faults"]]
+        self.sim.reset([0], [key], faults=faults)
+        self._ep_return = 0.0
+        return self._obs(), self._info()
+
+    def step(self, action):
+        a = self._decode(action)
+        invalid = False
+        try:
+            res = self.sim.step(a[None, :])
+        except SimError:
+            if self.strict_actions or not self._in_space(a):
+                raise
+            invalid = True
+            res = self.sim.step(np.zeros((1, 3), np.int64))
+        r = float(res.reward[0]) - (1.0 if invalid else 0.0)
+        self._ep_return += r
+        terminated, truncated = bool(res.terminated[0]), bool(res.truncated[0])
+        info = self._info()
+        info["invalid_action"] = invalid
+        info["harmful"] = bool(res.harmful[0])
+        if terminated or truncated:
+            info.update(self.sim.episode_stats(0))
+            info["episode_return"] = self._ep_return
+        return self._obs(), r, terminated, truncated, info
+
+    # ------------------------------------------------------------------ helpers
+    def _in_space(self, a: np.ndarray) -> bool:
+        return 0 <= a[0] < len(CATEGORIES) and 0 <= a[1] < self.topology.T and 0 <= a[2] < NUM_RATIOS
+
+    def _decode(self, action) -> np.ndarray:
+        if isinstance(action, Action):
+            return self.encode(action)
+        if isinstance(action, dict):
+            action = (action.get("category"), action.get("target"), action.get("ratio"))
+        try:
+            a = np.asarray([int(x) for x in action], dtype=np.int64)
+        except (TypeError, ValueError):
+            raise SimError(f"action must be a (category, target, ratio) triple of integers, got {action!r}") from None
+        if a.shape != (3,):
+            raise SimError(f"action must be a (category, target, ratio) triple, got {action!r}")
+        if not self._in_space(a):
+            raise SimError(f"action {tuple(a)} is outside the action space: category in [0, {len(CATEGORIES)}) "
+                           f"{list(CATEGORIES)}, target in [0, {self.topology.T}) {self.topology.targets}, "
+                           f"ratio level in [0, {NUM_RATIOS}) {list(RATIO_LEVELS)}")
+        return a
+
+    def encode(self, action: Action) -> np.ndarray:
+        """Action object (names) -> index triple; unknown names raise with the valid choices."""
+        if action.category not in CATEGORIES:
+            raise SimError(f"unknown action category {action.category!r}; valid: {list(CATEGORIES)}")
+        c = CATEGORIES.index(action.category)
+        t = 0
+        if action.target is not None:
+            if action.target not in self.topology.targets:
+                raise SimError(f"unknown target {action.target!r}; valid: {self.topology.targets}")
+            t = self.topology.targets.index(action.target)
+        r = 0
+        if action.ratio is not None:
+            if action.ratio not in RATIO_LEVELS:
+                raise SimError(f"unknown ratio {action.ratio!r}; valid: {list(RATIO_LEVELS)}")
+            r = RATIO_LEVELS.index(action.ratio)
+        return np.array([c, t, r], np.int64)
+
+    def decode(self, a) -> Action:
+        c, t, r = (int(x) for x in a)
+        name = CATEGORIES[c]
+        from ifshm_ray.sim.actions import CATEGORY_TARGET_KIND, RATIO_CATEGORIES
+        return Action(name, None if CATEGORY_TARGET_KIND[name] == "none" else self.topology.targets[t],
+                      RATIO_LEVELS[r] if name in RATIO_CATEGORIES else None)
+
+    def _obs(self) -> dict:
+        tm, rm = self.sim.action_masks()
+        if self.render_telemetry:
+            self._last_telemetry = self.renderer.telemetry(0)
+        if self.mine_logs and self._last_telemetry is not None:
+            counts, _ = self.miner.counts(self._last_telemetry["logs"])
+            x = self.sim.features_with_counts(counts)
+        else:
+            x = self.sim.features()[0]
+        return {"obs": x, "action_mask": tm[0].astype(np.float32), "ratio_mask": rm.astype(np.float32)}
+
+    def _info(self) -> dict:
+        info: dict[str, Any] = {"time_s": float(self.sim.t[0])}
+        if self.render_telemetry:
+            info["telemetry"] = self._last_telemetry
+        return info
+
+    # ------------------------------------------------------------------ evaluation-only ground truth
+    def incident(self) -> dict:
+        """The injected faults (ground truth; for evaluation and the oracle, never for a policy)."""
+        return self.sim.incident(0)
+
+    def oracle_action(self) -> np.ndarray:
+        """The catalog's best remedy for the first still-active fault, once its first symptom is visible;
+        ``observe`` before that. Used by the oracle baseline."""
+        sim, cc, topo = self.sim, self.sim.cc, self.topology
+        sev, visible = sim._severity(np.array([0]), sim.t[:1])
+        for k in range(sim.f_id.shape[1]):
+            f = int(sim.f_id[0, k])
+            if f >= cc.F or not sim.f_active[0, k] or not visible[0, k]:
+                continue
+            root = int(sim.f_root[0, k])
+            for rem in cc.remedy_table(f):
+                c = rem["category"]
+                from ifshm_ray.sim.actions import CATEGORY_TARGET_KIND
+                kind = CATEGORY_TARGET_KIND[CATEGORIES[c]]
+                if rem["spec"] == TGT_NAMED:
+                    t = rem["named"]
+                elif kind == "service" and not cc.target_is_node[f]:
+                    t = root
+                elif kind == "node" and cc.target_is_node[f]:
+                    t = topo.S + root
+                elif kind == "service":  # service on the root node
+                    on = np.flatnonzero((sim.P[0, :, root] > 0) & ~topo.daemonset)
+                    if len(on) == 0:
+                        continue
+                    t = int(on[np.argmax(topo.svc_gpus[on])])
+                else:  # node hosting the root service
+                    t = topo.S + sim._host(0, root)
+                r = ratio_level_for(rem["min_ratio"]) if rem["min_ratio"] > 0 else 0
+                a = np.array([c, t, r], np.int64)
+                tm, rm = sim.action_masks()
+                if tm[0, c * topo.T + t] > 0 and rm[c * NUM_RATIOS + r] > 0:
+                    return a
+        return np.zeros(3, np.int64)
+
+
+class BatchedFaultEnv:
+    """The same simulator stepping B clusters at once with numeric observations (no rendering), auto-resetting
+    finished episodes. Under seeds ``[s0, ..., sB-1]`` it gives exactly the observations and rewards of B
+    :class:`FaultInjectionEnv` instances reset with those seeds (``render_telemetry=False``)."""
+
+    def __init__(self, config: dict | None, num_envs: int):
+        self.sim_cfg, _ = split_env_config(config)
+        self.num_envs = num_envs
+        self.sim = BatchedSim(self.sim_cfg, batch_size=num_envs)
+        self._rngs: list[np.random.Generator] = []
+
+    def reset(self, seeds: list[int]):
+        if len(seeds) != self.num_envs:
+            raise SimError(f"need {self.num_envs} seeds, got {len(seeds)}")
+        self._rngs = [np.random.default_rng(s) for s in seeds]
+        keys = [int(r.integers(0, 2**63 - 1)) for r in self._rngs]
+        self.sim.reset(np.arange(self.num_envs), keys)
+        return self._obs()
+
+    def _obs(self) -> dict:
+        tm, rm = self.sim.action_masks()
+        return {"obs": self.sim.features(), "action_mask": tm.astype(np.float32),
+                "ratio_mask": np.tile(rm.astype(np.float32), (self.num_envs, 1))}
+
+    def step(self, actions: np.ndarray):
+        res = self.sim.step(actions)
+        done = res.terminated | res.truncated
+        obs = self._obs()
+        if done.any():
+            idx = np.flatnonzero(done)
+            keys = [int(self._rngs[i].integers(0, 2**63 - 1)) for i in idx]
+            self.sim.reset(idx, keys)
+            fresh = self._obs()
+            for k in obs:
+                obs[k][idx] = fresh[k][idx]
+        return obs, res.reward, res.terminated, res.truncated
