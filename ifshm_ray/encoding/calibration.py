@@ -89,6 +89,8 @@ def unknown_score(states, prototypes, radii) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(prototypes, np.float64)
     valid = np.linalg.norm(p, axis=1) > 0
     d = 1.0 - s @ p.T
+    if not valid.any():  # no prototypes fitted yet
+        return np.full(len(s), np.nan, np.float32), np.zeros(len(s), np.int64)
     d[:, ~valid] = np.inf
     scaled = d / np.asarray(radii, np.float64)[None, :]
     nearest = scaled.argmin(axis=1)

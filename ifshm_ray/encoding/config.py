@@ -138,6 +138,9 @@ class FinetuneConfig:
     """Train on GPU workers (one GPU each)."""
     torch_threads: int = 1
     """``torch.set_num_threads`` in each worker (keep workers x threads <= cores)."""
+    deepspeed_shm_comm: bool = False
+    """Let DeepSpeed build its shared-memory CPU collectives op (a ~50 s one-time JIT compile, only a speed-up);
+    False: collectives go through plain torch.distributed (gloo on CPU, NCCL on GPU)."""
     real_data: str | None = "../shared/data/openstack_fault_injection_fse2019"
     """Real OpenStack fault-injection samples (relative to the repo root); skipped when absent or None."""
     real_max_lines: int = 4000

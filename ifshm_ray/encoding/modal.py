@@ -39,6 +39,7 @@ N_ALARM_EXTRA = 5
 _TS = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
 _OSLO = re.compile(rf"^{_TS}\s+(?:\d+\s+)?(?P<level>[A-Z]+)\s+(?P<logger>\S+)\s?(?P<rest>.*)$")
 _GLOG = re.compile(r"^(?:\[rank\d+\]:)?\[(?P<level>[IWEF])\d{4} [\d:.]+ (?:\d+ )?(?P<logger>[^\]]*)\]\s*(?P<rest>.*)$")
+_COLLECTOR = re.compile(rf"^{_TS}\s+(?P<host>[\w.\-]+)\s+(?P<source>[\w.\-]+):\s(?P<rest>.*)$")
 _LEAD_TS = re.compile(rf"^\[?{_TS}\]?\s*|^\[\s*\d+\.\d+\]\s*|^[A-Z][a-z]{{2}}\s+\d+\s+\d{{2}}:\d{{2}}:\d{{2}}\s+\S+\s+")
 _LEVEL_WORD = re.compile(r"\b(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERR(?:OR)?|CRIT(?:ICAL)?|FATAL)\b")
 _REQ_CTX = re.compile(r"^\[(?:req-|None req-)[^\]]*\]\s*")
@@ -65,10 +66,15 @@ def stable_hash(text: str, buckets: int) -> int:
 def parse_line(line: str) -> tuple[str, str, str]:
     """Split a raw log line into ``(level, component, message)``; timestamps, pids and request contexts go.
 
-    Understands oslo.log (OpenStack), glog/PyTorch (``[rank0]:[E1128 ...] file.cpp:607] ...``), kernel and syslog
+    Understands a log shipper's ``<ts> <host> <source>: `` prefix (host dropped, source kept as component when the
+    line itself names none), oslo.log (OpenStack), glog/PyTorch (``[rank0]:[E1128 ...] file.cpp:607] ...``), kernel and syslog
     prefixes; anything else keeps its text, with a level taken from a level word near the start (``LOG`` if none).
     """
     line = line.rstrip("\n")
+    m = _COLLECTOR.match(line)
+    if m:  # "<ts> <host> <source>: <original line>" (a log shipper's prefix): parse the original line
+        level, comp, msg = parse_line(m.group("rest"))
+        return level, comp or m.group("source"), msg
     m = _OSLO.match(line)
     if m and (m.group("level") in LEVEL_WEIGHT or m.group("level") in _LEVEL_ALIASES):
         level = _LEVEL_ALIASES.get(m.group("level"), m.group("level"))
@@ -138,18 +144,29 @@ def _fmt(x: float) -> str:
 def metric_stats(values: Sequence[float]) -> tuple[float, float, float, float] | None:
     """Scale-free statistics of one metric series: (shift z-score of the tail against the head, relative change,
     signed log level of the last value, the tail mean). None for an empty series."""
-    v = np.asarray(values, dtype=np.float64)
-    n = v.size
-    if n == 0:
+    if len(values) == 0:
         return None
-    head = v[: max(1, n // 2)]
-    tail = v[-max(1, n // 4):]
-    mu, sd, tm = float(head.mean()), float(head.std()), float(tail.mean())
-    z = (tm - mu) / (sd + 0.05 * abs(mu) + 1e-6)
-    rel = (tm - mu) / (abs(mu) + 1e-6)
-    last = float(v[-1])
-    level = math.copysign(math.log1p(abs(last)), last)
-    return float(np.clip(z, -20, 20)), float(np.clip(rel, -10, 10)), level, tm
+    z, rel, level, _, tail = _metric_stats_batch([values])[0]
+    return float(z), float(rel), float(level), float(tail)
+
+
+def _metric_stats_batch(series: list[Sequence[float]]) -> np.ndarray:
+    """[N, 5] = (z, rel, level, head mean, tail mean) per non-empty series; series of equal length go together.
+    Head: the first half of the window; tail: its last quarter; z = (tail - head) / (std(head) + 5% |head|)."""
+    out = np.zeros((len(series), 5), np.float64)
+    by_len: dict[int, list[int]] = {}
+    for i, v in enumerate(series):
+        by_len.setdefault(len(v), []).append(i)
+    for n, idx in by_len.items():
+        v = np.asarray([series[i] for i in idx], np.float64)
+        head = v[:, : max(1, n // 2)]
+        tail = v[:, -max(1, n // 4):]
+        mu, sd, tm = head.mean(1), head.std(1), tail.mean(1)
+        z = np.clip((tm - mu) / (sd + 0.05 * np.abs(mu) + 1e-6), -20, 20)
+        rel = np.clip((tm - mu) / (np.abs(mu) + 1e-6), -10, 10)
+        last = v[:, -1]
+        out[idx] = np.stack([z, rel, np.sign(last) * np.log1p(np.abs(last)), mu, tm], axis=1)
+    return out
 
 
 class ModalEncoder:
@@ -277,33 +294,30 @@ class ModalEncoder:
     def _metric_part(self, metrics: dict):
         cfg = self.config
         nb, ns = cfg.metric_buckets, len(METRIC_STATS)
+        keys, series = [], []
+        for entity in sorted(metrics):
+            for name in sorted(metrics[entity]):
+                if len(metrics[entity][name]):
+                    keys.append((entity, name))
+                    series.append(metrics[entity][name])
+        stats = _metric_stats_batch(series)  # [N, 5]: z, rel, level, head mean, tail mean
         agg = np.zeros((nb, ns), np.float32)
         seen = np.zeros(nb, np.int32)
-        entity_features: dict[str, np.ndarray] = {}
+        entity_features: dict[str, np.ndarray] = {e: np.zeros(nb * ns, np.float32) for e in metrics}
         notes = []
-        for entity in sorted(metrics):
-            ent_vec = np.zeros((nb, ns), np.float32)
-            for name in sorted(metrics[entity]):
-                st = metric_stats(metrics[entity][name])
-                if st is None:
-                    continue
-                z, rel, level, tail_mean = st
-                b = stable_hash(name, nb)
-                ent_vec[b] = (z, rel, level, level)
-                if seen[b] == 0 or abs(z) > abs(agg[b, 0]):
-                    agg[b, 0] = z
-                if seen[b] == 0 or abs(rel) > abs(agg[b, 1]):
-                    agg[b, 1] = rel
-                agg[b, 2] = level if seen[b] == 0 else max(agg[b, 2], level)
-                agg[b, 3] += level
-                seen[b] += 1
-                if abs(z) >= 3.0 or abs(rel) >= 0.5:
-                    series = metrics[entity][name]
-                    head = float(np.mean(series[: max(1, len(series) // 2)]))
-                    word = "rising" if tail_mean > head else "falling"
-                    notes.append((abs(z) + abs(rel), f"{entity} {name} {word} {_fmt(head)} -> {_fmt(tail_mean)} "
-                                                     f"(z={z:.1f})"))
-            entity_features[entity] = ent_vec.reshape(-1)
+        for (entity, name), (z, rel, level, head, tail) in zip(keys, stats):
+            b = stable_hash(name, nb)
+            entity_features[entity][b * ns:(b + 1) * ns] = (z, rel, level, level)
+            if seen[b] == 0 or abs(z) > abs(agg[b, 0]):
+                agg[b, 0] = z
+            if seen[b] == 0 or abs(rel) > abs(agg[b, 1]):
+                agg[b, 1] = rel
+            agg[b, 2] = level if seen[b] == 0 else max(agg[b, 2], level)
+            agg[b, 3] += level
+            seen[b] += 1
+            if (abs(z) >= 3.0 and abs(rel) >= 0.1) or abs(rel) >= 0.5:
+                word = "rising" if tail > head else "falling"
+                notes.append((abs(z) + abs(rel), f"{entity} {name} {word} {_fmt(head)} -> {_fmt(tail)} (z={z:.1f})"))
         agg[:, 3] /= np.maximum(seen, 1)
         notes.sort(key=lambda n: (-n[0], n[1]))
         summary = [n[1] for n in notes[: cfg.max_metric_lines]]
@@ -364,39 +378,39 @@ class ModalEncoder:
                               features=features, template_counts=template_counts, metric_summary=metric_summary,
                               key_lines=key_lines, entity_features=entity_features)
 
+    #: Share of the prompt's token budget each section may use at most (templates get what is left too).
+    SECTION_SHARE = {"alarms": 0.2, "metrics": 0.25, "templates": 1.0, "key_lines": 1.0}
+
     def _prompt(self, alarm_lines, metric_summary, scored, key_lines) -> str:
-        budget = self.config.max_prompt_tokens - 8
+        total = self.config.max_prompt_tokens - 8
         out: list[str] = []
         used = 0
 
-        def add(line: str) -> bool:
+        def section(name: str, header: str, lines: list[str]) -> None:
             nonlocal used
-            cost = self.count_tokens(line + "\n")
-            if used + cost > budget:
-                return False
-            out.append(line)
+            cap = min(total, used + int(self.SECTION_SHARE[name] * total))
+            cost = self.count_tokens(header + "\n")
+            if used + cost > cap:
+                return
+            out.append(header)
             used += cost
-            return True
+            for line in lines:
+                cost = self.count_tokens(line + "\n")
+                if used + cost > cap:
+                    break
+                out.append(line)
+                used += cost
 
-        add(f"Alarms ({len(alarm_lines)}):" if alarm_lines else "Alarms: none")
-        for line in alarm_lines:
-            if not add(f"- {line}"):
-                break
-        add("Metrics:")
-        for line in metric_summary:
-            if not add(f"- {line}"):
-                break
+        section("alarms", f"Alarms ({len(alarm_lines)}):" if alarm_lines else "Alarms: none",
+                [f"- {x}" for x in alarm_lines])
+        section("metrics", "Metrics:", [f"- {x}" for x in metric_summary])
         if scored:
-            add(f"Log templates ({len(scored)}, count x template):")
-            for s in scored[: self.config.max_templates]:
-                if not add(f"- {s[1]}x {s[2][: self.config.max_line_chars]}"):
-                    break
+            section("templates", f"Log templates ({len(scored)}, count x template):",
+                    [f"- {s[1]}x {s[2][: self.config.max_line_chars]}" for s in scored[: self.config.max_templates]])
         else:
-            add("Logs: none")
-        if key_lines and add("Key lines:"):
-            for line in key_lines:
-                if not add(f"- {line}"):
-                    break
+            section("templates", "Logs: none", [])
+        if key_lines:
+            section("key_lines", "Key lines:", [f"- {x}" for x in key_lines])
         return "\n".join(out)
 
 

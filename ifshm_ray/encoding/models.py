@@ -193,3 +193,15 @@ def default_pooling(name_or_path: str, model=None) -> str:
     if key in PRESETS:
         return PRESETS[key].pooling
     return "mean"
+
+
+def load_tokenizer(name_or_path: str, cache_dir: str | Path | None = None):
+    """Only the tokenizer of a model (cheap: no weights are read, except the one-time SmolLM2 cache fill)."""
+    from transformers import AutoTokenizer
+
+    key = ALIASES.get(str(name_or_path).lower(), name_or_path)
+    where = minilm_dir() if key in ("tiny-llama", "tiny-bert") else resolve_model(name_or_path, cache_dir)
+    tok = AutoTokenizer.from_pretrained(where)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok

@@ -81,7 +81,7 @@ class SemanticEncoder(nn.Module):
         self.hidden_size = hidden
         self.attn_key = nn.Linear(hidden, d)
         self.attn_query = nn.Parameter(torch.randn(d, generator=g) / math.sqrt(d))
-        self.count_weight = nn.Parameter(torch.tensor(1.0))
+        self.count_weight = nn.Parameter(torch.ones(1))  # 1-d: DeepSpeed cannot broadcast 0-d tensors
         self.empty = nn.Parameter(torch.zeros(hidden))
         self.text_proj = nn.Linear(hidden, d)
         self.feat_proj = nn.Linear(fdim, d)
@@ -89,7 +89,7 @@ class SemanticEncoder(nn.Module):
         self.head = nn.Linear(d, c)
         self.register_buffer("feat_mean", torch.zeros(fdim))
         self.register_buffer("feat_std", torch.ones(fdim))
-        self.register_buffer("temperature", torch.ones(()))
+        self.register_buffer("temperature", torch.ones(1))
         self.register_buffer("prototypes", torch.zeros(c, d))
         self.register_buffer("radii", torch.ones(c))
         self.embed_cache = LRUCache(config.template_cache_size)
@@ -205,13 +205,17 @@ class SemanticEncoder(nn.Module):
     def _pool_context(self, ctxs: Sequence[EncodedContext]) -> torch.Tensor:
         return self.embed_texts([c.prompt for c in ctxs], self.config.max_prompt_tokens + 16)
 
-    def forward(self, ctxs: Sequence[EncodedContext], mode: str | None = None) -> torch.Tensor:
-        """Semantic states [B, state_dim] of encoded contexts (``mode`` overrides the config's path)."""
+    def forward(self, ctxs: Sequence[EncodedContext], mode: str | None = None, with_logits: bool = False):
+        """Semantic states [B, state_dim] of encoded contexts (``mode`` overrides the config's path); with
+        ``with_logits`` also the fault head's raw logits (one forward, as DeepSpeed ZeRO-3 needs)."""
         mode = mode or self.config.mode
+        if mode not in ("templates", "context"):
+            raise ValueError(f"mode {mode!r}: use 'templates' or 'context'")
         pooled = self._pool_templates(ctxs) if mode == "templates" else self._pool_context(ctxs)
         feats = torch.as_tensor(np.stack([c.features for c in ctxs]), dtype=torch.float32, device=self.device)
         feats = ((feats - self.feat_mean) / self.feat_std).clamp(-6.0, 6.0)
-        return self.out_norm(self.text_proj(pooled) + self.feat_proj(feats))
+        states = self.out_norm(self.text_proj(pooled) + self.feat_proj(feats))
+        return (states, self.head(states)) if with_logits else states
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         return self.head(states)
@@ -246,8 +250,8 @@ class SemanticEncoder(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            states = self.forward(ctxs, mode)
-            z = self.logits(states) / self.temperature
+            states, logits = self.forward(ctxs, mode, with_logits=True)
+            z = logits / self.temperature
         finally:
             self.train(was_training)
         probs = torch.softmax(z, dim=-1).cpu().numpy()

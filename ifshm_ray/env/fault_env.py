@@ -112,7 +112,8 @@ class FaultInjectionEnv(gym.Env):
             faults = [options["faults"]]
         self.sim.reset([0], [key], faults=faults)
         self._ep_return = 0.0
-        return self._obs(), self._info()
+        obs = self._obs()
+        return obs, self._info()
 
     def step(self, action):
         a = self._decode(action)
@@ -127,13 +128,14 @@ class FaultInjectionEnv(gym.Env):
         r = float(res.reward[0]) - (1.0 if invalid else 0.0)
         self._ep_return += r
         terminated, truncated = bool(res.terminated[0]), bool(res.truncated[0])
+        obs = self._obs()
         info = self._info()
         info["invalid_action"] = invalid
         info["harmful"] = bool(res.harmful[0])
         if terminated or truncated:
             info.update(self.sim.episode_stats(0))
             info["episode_return"] = self._ep_return
-        return self._obs(), r, terminated, truncated, info
+        return obs, r, terminated, truncated, info
 
     # ------------------------------------------------------------------ helpers
     def _in_space(self, a: np.ndarray) -> bool:

@@ -1,0 +1,55 @@
+"""jobs/evaluate.py end to end on a tiny budget (Ray tasks on the shared test Ray), and its error messages."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(240)
+def test_evaluate_smoke_several_policies(ray_session, tmp_out):
+    sys.path.insert(0, str(ROOT / "jobs"))
+    import evaluate
+
+    res = evaluate.main(["--policy", "oracle,runbook,runbook-instant,random", "--faults",
+                         "certificate_expiry,node_crash", "--episodes", "2", "--seed", "0", "--out", str(tmp_out),
+                         "--task-cpus", "0.5"])
+    for p in ("oracle", "runbook", "runbook-instant", "random"):
+        m = json.loads((tmp_out / p / "metrics.json").read_text())
+        for key in ("policy", "fault_set", "episodes", "mttr_mean_s", "mttr_p50_s", "mttr_p95_s", "detect_mean_s",
+                    "repair_mean_s", "success_rate", "harmful_action_rate", "catalog_sha256", "runbook_sha256",
+                    "per_fault"):
+            assert key in m
+        assert m["episodes"] == 4 and set(m["per_fault"]) == {"certificate_expiry", "node_crash"}
+    assert res["oracle"]["mttr_mean_s"] <= res["runbook"]["mttr_mean_s"]
+    assert (tmp_out / "report.md").exists()
+    assert (tmp_out / "mttr_per_fault_custom.png").stat().st_size > 1000
+
+
+@pytest.mark.timeout(120)
+def test_evaluate_single_policy_no_ray(tmp_out):
+    r = subprocess.run([sys.executable, "jobs/evaluate.py", "--policy", "oracle", "--faults", "unknown",
+                        "--episodes", "1", "--out", str(tmp_out), "--no-ray"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_out / "metrics.json").read_text())
+    assert m["fault_set"] == "unknown" and m["success_rate"] == 1.0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("args, msg", [
+    (["--policy", "genius"], "unknown policy 'genius'"),
+    (["--faults", "gpu_on_fire"], "unknown fault name"),
+    (["--policy", "checkpoint:/nonexistent/x"], "does not exist"),
+    (["--config", "/nonexistent.yaml"], "does not exist"),
+])
+def test_evaluate_bad_input(tmp_out, args, msg):
+    r = subprocess.run([sys.executable, "jobs/evaluate.py", "--out", str(tmp_out), "--no-ray", *args], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert msg in r.stderr
+    assert "Traceback" not in r.stderr

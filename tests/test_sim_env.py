@@ -1,0 +1,234 @@
+"""Simulator and environment: spec checks, determinism, batched == single, oracle heals every fault, doing
+nothing heals none, harm is penalised, scaling away never counts as recovery, log mining is exact."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from ifshm_ray.env import BatchedFaultEnv, FaultInjectionEnv
+from ifshm_ray.sim.actions import CATEGORIES
+from ifshm_ray.sim.catalog import load_catalog
+from ifshm_ray.sim.core import BENIGN_MIX
+
+pytestmark = pytest.mark.timeout(120)
+CAT = load_catalog()
+ALL = CAT.names
+
+
+def _run(env, actions_rng, steps=30, seed=3):
+    obs, info = env.reset(seed=seed)
+    trace = []
+    for _ in range(steps):
+        tm = obs["action_mask"].reshape(len(CATEGORIES), -1)
+        pairs = np.argwhere(tm > 0)
+        c, t = pairs[actions_rng.integers(len(pairs))]
+        a = (int(c), int(t), 0 if CATEGORIES[c] not in ("scale", "reallocate") else int(actions_rng.integers(4)))
+        obs, r, term, trunc, info = env.step(a)
+        trace.append((obs["obs"].copy(), r, term, trunc, info.get("telemetry")))
+        if term or trunc:
+            obs, info = env.reset()
+    return trace
+
+
+def test_env_checker():
+    check_env(FaultInjectionEnv({"faults": "all"}), skip_render_check=True)
+
+
+def test_catalog_size_and_split():
+    assert len(CAT.faults) >= 20
+    assert len(CAT.unknown) >= 5
+    assert len(CAT.known) >= 15
+
+
+def test_symptoms_overlap_and_unknown_faults_are_related_not_copies():
+    from ifshm_ray.sim.topology import Topology
+
+    # benign lines and the client-side errors any impaired dependency causes are shared by construction
+    benign = {t for t, _, _ in BENIGN_MIX} | {s.client_error for s in Topology().specs}
+    tpl = {f.name: {e["t"] for e in f.logs} for f in CAT.faults}
+    heal = {f.name: {c for c, r in f.remedies.items() if r["effect"] == "heal"} for f in CAT.faults}
+    for f in CAT.faults:
+        others = set().union(*[tpl[g] for g in tpl if g != f.name]) | benign
+        assert tpl[f.name] & others, f"{f.name}: every log template is unique to it"
+    for u in CAT.unknown:
+        related = [k for k in CAT.known if tpl[u] & tpl[k]]
+        assert related, f"unknown {u} shares no symptom with a known fault"
+        assert any(heal[u] & heal[k] for k in CAT.known), f"unknown {u} shares no remedy with a known fault"
+        assert all((tpl[u], heal[u]) != (tpl[k], heal[k]) for k in CAT.known), f"{u} copies a known fault"
+
+
+def test_determinism_same_seed_same_rollout():
+    a = _run(FaultInjectionEnv({"faults": "all"}), np.random.default_rng(1))
+    b = _run(FaultInjectionEnv({"faults": "all"}), np.random.default_rng(1))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x[0], y[0])
+        assert x[1:4] == y[1:4]
+        assert x[4] == y[4]  # identical raw telemetry, log lines included
+
+
+def test_different_seeds_differ():
+    a = _run(FaultInjectionEnv({"faults": "all"}), np.random.default_rng(1), steps=5, seed=1)
+    b = _run(FaultInjectionEnv({"faults": "all"}), np.random.default_rng(1), steps=5, seed=2)
+    assert any(not np.array_equal(x[0], y[0]) for x, y in zip(a, b))
+
+
+def test_batched_equals_single_env():
+    seeds = [11, 12, 13, 14]
+    cfg = {"faults": "all", "compound_prob": 0.3}
+    batched = BatchedFaultEnv(cfg, num_envs=len(seeds))
+    obs_b = batched.reset(seeds)
+    singles = [FaultInjectionEnv({**cfg, "render_telemetry": False}) for _ in seeds]
+    obs_s = [e.reset(seed=s)[0] for e, s in zip(singles, seeds)]
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        acts = []
+        for i in range(len(seeds)):
+            np.testing.assert_array_equal(obs_b["obs"][i], obs_s[i]["obs"])
+            np.testing.assert_array_equal(obs_b["action_mask"][i], obs_s[i]["action_mask"])
+            pairs = np.argwhere(obs_s[i]["action_mask"].reshape(len(CATEGORIES), -1) > 0)
+            c, t = pairs[rng.integers(len(pairs))]
+            acts.append((c, t, 0))
+        obs_b, rew_b, term_b, trunc_b = batched.step(np.array(acts))
+        for i, e in enumerate(singles):
+            o, r, term, trunc, _ = e.step(acts[i])
+            assert r == pytest.approx(rew_b[i], abs=0, rel=0)
+            assert (term, trunc) == (bool(term_b[i]), bool(trunc_b[i]))
+            obs_s[i] = e.reset()[0] if (term or trunc) else o
+
+
+def test_mined_log_counts_equal_emitted_counts():
+    env = FaultInjectionEnv({"faults": "all", "compound_prob": 0.5})
+    rng = np.random.default_rng(0)
+    for seed in range(12):
+        env.reset(seed=seed)
+        for _ in range(8):
+            c = int(rng.choice([0, 0, 0, 1, 3, 8]))
+            _, _, term, trunc, info = env.step((c, int(rng.integers(14)), 1 if c == 3 else 0))
+            counts, unmatched = env.miner.counts(info["telemetry"]["logs"])
+            assert unmatched == 0
+            np.testing.assert_array_equal(counts, env.sim.tcounts[0])
+            if term or trunc:
+                break
+
+
+def test_telemetry_schema_and_no_ground_truth_in_observation():
+    from ifshm_ray.telemetry import validate_telemetry
+
+    env = FaultInjectionEnv({"faults": "all"})
+    obs, info = env.reset(seed=0)
+    obs, *_, info = env.step((0, 0, 0))
+    tel = info["telemetry"]
+    validate_telemetry(tel, services=tel["topology"]["services"], nodes=tel["topology"]["nodes"])
+    import json
+
+    json.dumps(tel)
+    assert "incident" not in info and "fault" not in info
+    assert obs["obs"].shape == env.observation_space["obs"].shape
+
+
+@pytest.mark.parametrize("fault", ALL)
+def test_oracle_heals_and_noop_does_not(fault):
+    env = FaultInjectionEnv({"faults": [fault], "render_telemetry": False})
+    for seed in (0, 1):
+        env.reset(seed=seed)
+        done = False
+        while not done:
+            _, _, term, trunc, info = env.step(env.oracle_action())
+            done = term or trunc
+        assert term and info["success"] and info["harmful_actions"] == 0, (fault, info)
+        assert info["mttr_s"] < 900
+    env.reset(seed=7)
+    done = False
+    while not done:
+        _, _, term, trunc, info = env.step((0, 0, 0))
+        done = term or trunc
+    assert trunc and not info["recovered"], f"{fault} healed by itself"
+
+
+def test_oracle_waits_for_first_visible_symptom():
+    env = FaultInjectionEnv({"faults": ["host_memory_leak"], "render_telemetry": False})  # onset 120 s
+    env.reset(seed=0)
+    vis = env.incident()["faults"][0]["visible_at_s"]
+    while env.sim.t[0] < vis:
+        assert env.oracle_action()[0] == 0
+        env.step((0, 0, 0))
+    assert env.oracle_action()[0] != 0
+
+
+def test_harmful_action_is_penalised():
+    topo_env = FaultInjectionEnv({"faults": ["message_queue_memory_alarm"], "render_telemetry": False})
+    mq = topo_env.topology.targets.index("message-queue")
+    rewards = {}
+    for name, action in (("observe", (0, 0, 0)), ("restart-mq", (CATEGORIES.index("restart"), mq, 0))):
+        topo_env.reset(seed=0)
+        topo_env.step((0, 0, 0))
+        topo_env.step((0, 0, 0))
+        _, r, _, _, info = topo_env.step(action)
+        rewards[name] = r
+        if name == "restart-mq":
+            assert info["harmful"]
+    assert rewards["restart-mq"] < rewards["observe"] - 5
+
+
+def test_draining_last_node_is_harmful():
+    env = FaultInjectionEnv({"faults": ["node_crash"], "render_telemetry": False,
+                             "topology": {"gpu_nodes": 2, "inference_replicas": 2, "training_workers": 2}})
+    env.reset(seed=0)
+    drain = CATEGORIES.index("drain")
+    _, _, _, _, i1 = env.step((drain, env.topology.targets.index("gpu-0"), 0))
+    _, _, _, _, i2 = env.step((drain, env.topology.targets.index("gpu-1"), 0))
+    assert i2["harmful"]
+
+
+@pytest.mark.parametrize("target", ["inference-server", "api-gateway", "feature-store"])
+def test_scaling_a_service_to_zero_never_counts_as_recovery(target):
+    env = FaultInjectionEnv({"faults": ["certificate_expiry"], "render_telemetry": False})
+    env.reset(seed=0)
+    t = env.topology.targets.index(target)
+    scale = CATEGORIES.index("scale")
+    for _ in range(4):  # ratio level 0 = x0.5 -> down to zero replicas
+        env.step((scale, t, 0))
+    assert env.sim.replicas[0, t] == 0
+    env.step(env.oracle_action())  # the root cause is cleared ...
+    done = False
+    while not done:
+        _, _, term, trunc, info = env.step((0, 0, 0))
+        done = term or trunc
+    assert trunc and not info["recovered"]  # ... but a missing service is never healthy
+
+
+def test_escalate_recovers_but_is_never_success():
+    env = FaultInjectionEnv({"faults": ["bad_config_push"], "render_telemetry": False})
+    env.reset(seed=0)
+    env.step((0, 0, 0))
+    env.step((CATEGORIES.index("escalate"), 0, 0))
+    done = False
+    while not done:
+        _, _, term, trunc, info = env.step((0, 0, 0))
+        done = term or trunc
+    assert info["recovered"] and info["escalated"] and not info["success"]
+    assert info["mttr_s"] >= 900
+
+
+def test_acting_on_a_false_alarm_costs():
+    env = FaultInjectionEnv({"faults": ["host_memory_leak"], "render_telemetry": False, "inject_max_delay_s": 60})
+    env.reset(seed=0)
+    t0 = env.incident()["faults"][0]["injected_at_s"]
+    assert t0 > 0
+    env.sim.f_t0[0, 0] = 1e9  # not injected yet during this step
+    _, r_act, *_ = env.step((CATEGORIES.index("restart"), 0, 0))
+    env.reset(seed=0)
+    env.sim.f_t0[0, 0] = 1e9
+    _, r_obs, *_ = env.step((0, 0, 0))
+    assert r_act < r_obs
+
+
+def test_step_duration_advances_time():
+    env = FaultInjectionEnv({"faults": ["node_crash"], "render_telemetry": False})
+    env.reset(seed=0)
+    env.step((0, 0, 0))
+    t = env.sim.t[0]
+    env.step((CATEGORIES.index("drain"), env.topology.targets.index("gpu-3"), 0))
+    assert env.sim.t[0] - t == pytest.approx(env.sim_cfg.step_s + env.sim.cc.act_duration[CATEGORIES.index("drain")],
+                                             abs=1e-6) or env.sim.t[0] - t > env.sim_cfg.step_s
