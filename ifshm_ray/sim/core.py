@@ -134,6 +134,32 @@ class BatchedSim:
             if a.metric not in table:
                 raise CatalogError(f"alert {a.name}: metric {a.metric!r} is not one of {list(table)}")
         self.gpu_node = topo.node_role == "gpu"
+        svc_rules = [i for i, a in enumerate(self.alerts) if a.scope == "service"]
+        node_rules = [i for i, a in enumerate(self.alerts) if a.scope == "node"]
+        self.rs_ix, self.rn_ix = np.array(svc_rules, np.int64), np.array(node_rules, np.int64)
+        self.rs_metric = np.array([self.svc_metric_ix[self.alerts[i].metric] for i in svc_rules], np.int64)
+        self.rn_metric = np.array([self.node_metric_ix[self.alerts[i].metric] for i in node_rules], np.int64)
+        self.r_sign = np.array([1.0 if a.op == ">" else -1.0 for a in self.alerts])
+        self.r_thr = np.array([a.threshold for a in self.alerts], dtype=np.float64)
+        self.r_for = np.array([a.for_s for a in self.alerts], dtype=np.float64)
+        self.rn_gpu_only = np.array([self.alerts[i].metric in GPU_ONLY for i in node_rules])[:, None] & ~self.gpu_node[None, :]
+        self.rn_busy_only = np.array([self.alerts[i].only_gpu_nodes for i in node_rules])
+        self.rn_not_ready_rule = np.array([self.alerts[i].metric == "kube_node_status_ready" for i in node_rules])
+        # candidate root nodes per fault (episodes start from the default placement)
+        self.root_cand = np.zeros((cc.F, N), np.int64)
+        self.root_ncand = np.ones(cc.F, np.int64)
+        for i in range(cc.F):
+            if cc.target_is_node[i]:
+                ok = topo.node_role == cc.target_role[i]
+                if cc.target_hosting[i] >= 0:
+                    ok &= topo.placement0[cc.target_hosting[i]] > 0
+                cand = np.flatnonzero(ok)
+                self.root_cand[i, : len(cand)] = cand
+                self.root_ncand[i] = len(cand)
+            else:
+                self.root_cand[i, 0] = cc.target_service[i]
+        self.freq_allowed = np.cumsum(cc.freq[self.allowed_faults]) / cc.freq[self.allowed_faults].sum()
+        self._emit_cache: dict[tuple[int, int], list[tuple[int, int]]] = {}
         # base service behaviour
         self.base_util = 0.35
         self.slo_latency = topo.base_latency * self.cfg.slo_latency_factor
@@ -142,6 +168,11 @@ class BatchedSim:
         self.is_inf = np.zeros(S, bool)
         self.is_inf[topo.svc_index["inference-server"]] = True
         self.C = len(CATEGORIES)
+        self.i_train, self.i_inf = topo.svc_index["training-worker"], topo.svc_index["inference-server"]
+        # which metrics get multiplicative noise, and caps of observed node metrics
+        self.svc_noisy = np.array([1, 0, 1, 0, 1, 1, 0, 1], float)
+        self.node_noisy = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 0], float)
+        self.node_cap = np.array([1, 1, 1, 100, np.inf, np.inf, 1, 1, np.inf, 1], float)
         # observation layout
         self.obs_dim = S * 7 + N * 10 + 2 * self.A + self.L + 1 + self.C + 1 + N
 
@@ -157,7 +188,6 @@ class BatchedSim:
         self.f_root = np.zeros((B, K), np.int64)
         self.f_worsen = np.zeros((B, K))
         self.f_heal_t = np.full((B, K), np.nan)
-        self.emitters: list[list[list[tuple[int, int]]]] = [[[] for _ in range(K)] for _ in range(B)]
         self.replicas = np.tile(self.topo.base_replicas, (B, 1))
         self.P = np.tile(self.topo.placement0, (B, 1, 1))
         self.cordoned = np.zeros((B, N), bool)
@@ -181,7 +211,8 @@ class BatchedSim:
         self.blip_dur = np.zeros(B)
         self.phase = np.zeros(B)
         self.last_cat = np.zeros(B, np.int64)
-        self.mech_logs: list[list[tuple[int, int, int, int]]] = [[] for _ in range(B)]
+        self.mech_sched = np.full(B, -1, np.int64)     # service that failed to schedule this step (-1: none)
+        self.mech_rollout = np.full(B, -1, np.int64)   # service rolled back this step (-1: none)
         self.window_t0 = np.zeros(B)
         S_, N_ = len(SVC_METRICS), len(NODE_METRICS)
         self.svc_obs = np.zeros((B, S, S_))
@@ -206,100 +237,89 @@ class BatchedSim:
         idx = np.asarray(idx, np.int64)
         keys = np.asarray(keys, np.uint64)
         cfg, cc, topo = self.cfg, self.cc, self.topo
-        u = rng.uniform(keys, np.zeros(len(idx), np.uint64), P_RESET, 16)
-        for j, b in enumerate(idx):
-            self.key[b] = keys[j]
-            self.step_idx[b] = 0
-            self.t[b] = 0.0
-            self.replicas[b] = topo.base_replicas
-            self.P[b] = topo.placement0
-            self.cordoned[b] = False
-            self.cold_until[b] = -np.inf
-            self.res_ratio[b] = 1.0
-            self.disk_cleared[b] = 0.0
-            self.alarm_since[b] = np.nan
-            self.streak[b] = 0
-            self.healthy_since[b] = np.nan
-            self.recover_t[b] = np.nan
-            self.harmful[b] = 0
-            self.n_actions[b] = 0
-            self.escalated[b] = False
-            self.first_action_t[b] = np.nan
-            self.unhealthy_s[b] = 0.0
-            self.last_cat[b] = 0
-            self.phase[b] = u[j, 0] * 2 * np.pi
-            self.f_id[b] = cc.F
-            self.f_active[b] = False
-            self.f_worsen[b] = 0.0
-            self.f_heal_t[b] = np.nan
-            self.f_t0[b] = np.inf
-            self.f_eff_t0[b] = np.inf
-            forced = None if faults is None else faults[j]
-            if forced is not None:
+        n = len(idx)
+        u = rng.uniform(keys, np.zeros(n, np.uint64), P_RESET, 16)
+        self.key[idx] = keys
+        self.step_idx[idx] = 0
+        self.t[idx] = 0.0
+        self.replicas[idx] = topo.base_replicas
+        self.P[idx] = topo.placement0
+        self.cordoned[idx] = False
+        self.cold_until[idx] = -np.inf
+        self.res_ratio[idx] = 1.0
+        self.disk_cleared[idx] = 0.0
+        self.alarm_since[idx] = np.nan
+        self.streak[idx] = 0
+        self.healthy_since[idx] = np.nan
+        self.recover_t[idx] = np.nan
+        self.harmful[idx] = 0
+        self.n_actions[idx] = 0
+        self.escalated[idx] = False
+        self.first_action_t[idx] = np.nan
+        self.unhealthy_s[idx] = 0.0
+        self.last_cat[idx] = 0
+        self.mech_sched[idx] = -1
+        self.mech_rollout[idx] = -1
+        self.phase[idx] = u[:, 0] * 2 * np.pi
+        fid = np.full((n, K_SLOTS), cc.F, np.int64)
+        if faults is not None:
+            for j, forced in enumerate(faults):
                 names = [forced] if isinstance(forced, str) else list(forced)
-                try:
-                    fids = [self.catalog.fault_index[n] for n in names]
-                except KeyError as e:
-                    raise SimError(f"unknown fault name {e.args[0]!r}; valid names: {self.catalog.names}") from None
-            else:
-                fids = [self._draw_fault(u[j, 1], exclude=-1)]
-                if u[j, 2] < cfg.compound_prob and len(self.allowed_faults) > 1:
-                    fids.append(self._draw_fault(u[j, 3], exclude=fids[0]))
-            t_inj = u[j, 4] * cfg.inject_max_delay_s
-            for k, f in enumerate(fids[:K_SLOTS]):
-                self.f_id[b, k] = f
-                self.f_active[b, k] = True
-                self.f_t0[b, k] = t_inj
-                self.f_eff_t0[b, k] = t_inj
-                self.f_root[b, k] = self._draw_root(b, f, u[j, 5 + k])
-            self.emitters[b] = [self._resolve_emitters(b, k) for k in range(K_SLOTS)]
-            if u[j, 7] < cfg.false_alarm_prob:
-                self.blip_svc[b] = int(u[j, 8] * topo.S) % topo.S
-                self.blip_t0[b] = u[j, 9] * cfg.time_limit_s * 0.5
-                self.blip_dur[b] = 30.0 + 90.0 * u[j, 10]
-            else:
-                self.blip_t0[b] = np.inf
-                self.blip_dur[b] = 0.0
-        self._observe(idx, dur=np.zeros(len(idx)), first=True)
+                bad = [x for x in names if x not in self.catalog.fault_index]
+                if bad or not names:
+                    raise SimError(f"unknown fault name(s) {bad}; valid names: {self.catalog.names}")
+                for k, name in enumerate(names[:K_SLOTS]):
+                    fid[j, k] = self.catalog.fault_index[name]
+        else:
+            na = len(self.allowed_faults)
+            first = np.minimum(np.searchsorted(self.freq_allowed, u[:, 1], side="right"), na - 1)
+            fid[:, 0] = self.allowed_faults[first]
+            if na > 1:
+                # the second fault of a compound incident: uniform over the other allowed faults
+                second = (first + 1 + (u[:, 3] * (na - 1)).astype(np.int64)) % na
+                fid[:, 1] = np.where(u[:, 2] < cfg.compound_prob, self.allowed_faults[second], cc.F)
+        live = fid < cc.F
+        fs = np.minimum(fid, cc.F - 1)
+        t_inj = u[:, 4] * cfg.inject_max_delay_s
+        pick = np.minimum((u[:, 5:5 + K_SLOTS] * self.root_ncand[fs]).astype(np.int64), self.root_ncand[fs] - 1)
+        self.f_id[idx] = fid
+        self.f_active[idx] = live
+        self.f_t0[idx] = np.where(live, t_inj[:, None], np.inf)
+        self.f_eff_t0[idx] = self.f_t0[idx]
+        self.f_root[idx] = self.root_cand[fs, pick]
+        self.f_worsen[idx] = 0.0
+        self.f_heal_t[idx] = np.nan
+        blip = u[:, 7] < cfg.false_alarm_prob
+        self.blip_svc[idx] = (u[:, 8] * topo.S).astype(np.int64) % topo.S
+        self.blip_t0[idx] = np.where(blip, u[:, 9] * cfg.time_limit_s * 0.5, np.inf)
+        self.blip_dur[idx] = np.where(blip, 30.0 + 90.0 * u[:, 10], 0.0)
+        self._observe(idx, dur=np.zeros(n), first=True)
 
-    def _draw_fault(self, u: float, exclude: int) -> int:
-        cand = self.allowed_faults[self.allowed_faults != exclude]
-        w = self.cc.freq[cand]
-        c = np.cumsum(w) / w.sum()
-        return int(cand[min(int(np.searchsorted(c, u, side="right")), len(cand) - 1)])
-
-    def _draw_root(self, b: int, f: int, u: float) -> int:
-        cc, topo = self.cc, self.topo
-        if not cc.target_is_node[f]:
-            return int(cc.target_service[f])
-        ok = topo.node_role == cc.target_role[f]
-        if cc.target_hosting[f] >= 0:
-            ok &= self.P[b, cc.target_hosting[f]] > 0
-        cand = np.flatnonzero(ok)
-        return int(cand[min(int(u * len(cand)), len(cand) - 1)])
-
-    def _resolve_emitters(self, b: int, k: int) -> list[tuple[int, int]]:
-        """(emitting service or -1, host node) of each log entry of the fault in slot k."""
-        f = self.f_id[b, k]
+    def emitters(self, b: int, k: int) -> list[tuple[int, int]]:
+        """(emitting service or -1, host node) of each log entry of the fault in slot k (from the default
+        placement the episode started with)."""
+        f, root = int(self.f_id[b, k]), int(self.f_root[b, k])
         if f >= self.cc.F:
             return []
+        hit = self._emit_cache.get((f, root))
+        if hit is not None:
+            return hit
+        P0, topo = self.topo.placement0, self.topo
+        host = lambda s: int(np.argmax(P0[s]))  # noqa: E731
         out = []
-        root = self.f_root[b, k]
         is_node = self.cc.target_is_node[f]
         for scope in self.cc.log_scope[f]:
             if scope == "root":
-                out.append((-1, root) if is_node else (root, self._host(b, root)))
+                out.append((-1, root) if is_node else (root, host(root)))
             elif scope == "services_on_root":
-                share = self.P[b, :, root].copy()
-                share[self.topo.daemonset] = 0.0
-                s = int(np.argmax(share * (1 + self.topo.svc_gpus)))
-                out.append((s, root))
+                share = P0[:, root] * ~topo.daemonset
+                out.append((int(np.argmax(share * (1 + topo.svc_gpus))), root))
             elif scope == "node_of_root":
-                out.append((-1, self._host(b, root)))
+                out.append((-1, host(root)))
             else:
-                s = self.topo.svc_index[scope.split(":", 1)[1]]
-                host = root if (is_node and self.P[b, s, root] > 0) else self._host(b, s)
-                out.append((s, host))
+                s = topo.svc_index[scope.split(":", 1)[1]]
+                out.append((s, root if (is_node and P0[s, root] > 0) else host(s)))
+        self._emit_cache[(f, root)] = out
         return out
 
     def _host(self, b: int, s: int) -> int:
@@ -356,8 +376,8 @@ class BatchedSim:
         first = acting & np.isnan(self.first_action_t) & injected
         self.first_action_t[first] = self.t[first]
         self.last_cat[:] = c
-        for lst in self.mech_logs:
-            lst.clear()
+        self.mech_sched[:] = -1
+        self.mech_rollout[:] = -1
         harm = np.zeros(B)
 
         # ---- fault-specific remedy effects (vectorised over env x slot)
@@ -408,14 +428,13 @@ class BatchedSim:
         self.res_ratio[ar[ra], svc_t[ra]] = np.clip(self.res_ratio[ar[ra], svc_t[ra]] * ratio[ra], 0.25, 4.0)
         cl = c == CATEGORY_INDEX["clear_storage"]
         self.disk_cleared[ar[cl], node_t[cl]] = np.minimum(self.disk_cleared[ar[cl], node_t[cl]] + 0.3, 0.45)
-        for b in np.flatnonzero(c == CATEGORY_INDEX["scale"]):
-            harm[b] += self._scale(b, svc_t[b], ratio[b])
-        for b in np.flatnonzero(c == CATEGORY_INDEX["drain"]):
-            harm[b] += self._drain(b, node_t[b])
-        for b in np.flatnonzero(c == CATEGORY_INDEX["migrate"]):
-            harm[b] += self._migrate(b, svc_t[b])
-        for b in np.flatnonzero(c == CATEGORY_INDEX["rollback"]):
-            self.mech_logs[b].append((self.tid_rollout, svc_t[b], self._host(b, svc_t[b]), 1))
+        for cat_name, fn, tgt in (("scale", self._scale, svc_t), ("drain", self._drain, node_t),
+                                  ("migrate", self._migrate, svc_t)):
+            sel = np.flatnonzero(c == CATEGORY_INDEX[cat_name])
+            if len(sel):
+                harm[sel] += fn(sel, tgt[sel], ratio[sel])
+        rb = c == CATEGORY_INDEX["rollback"]
+        self.mech_rollout[rb] = svc_t[rb]
         self.harmful += (harm > 0).astype(np.int64)
 
         # ---- advance time and observe
@@ -455,98 +474,90 @@ class BatchedSim:
         return np.where(spec == TGT_NAMED, m_named, default)
 
     # ---- structural actions (per env; they move replicas)
-    def _gpu_free(self, b: int) -> np.ndarray:
-        used = (self.P[b] * self.topo.svc_gpus[:, None]).sum(axis=0)
-        return np.where(self.cordoned[b], 0.0, self.topo.node_gpus - used)
-
-    def _place(self, b: int, s: int, n_new: float, exclude: np.ndarray | None = None) -> float:
-        """Place n_new replicas of service s on allowed, uncordoned nodes (GPU capacity permitting).
-        Returns how many could not be placed."""
+    # ---- structural actions, vectorised over the envs that take them; placement is fractional (replica mass)
+    def _weights(self, sel: np.ndarray, svc: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
+        """[n, N] where new replicas of ``svc`` go: allowed, schedulable nodes, by free GPU capacity for GPU
+        services and evenly otherwise. Rows of zeros where nothing fits."""
         topo = self.topo
-        ok = topo.allowed[s] & ~self.cordoned[b]
+        ok = topo.allowed[svc] & ~self.cordoned[sel]
         if exclude is not None:
             ok &= ~exclude
-        left = n_new
-        while left > 1e-9:
-            cand = np.flatnonzero(ok)
-            if topo.svc_gpus[s] > 0:
-                free = self._gpu_free(b)
-                cand = cand[free[cand] >= topo.svc_gpus[s] - 1e-9]
-            if len(cand) == 0:
-                break
-            load = self.P[b, :, cand].sum(axis=1)
-            n = cand[int(np.argmin(load))]
-            step = min(1.0, left)
-            self.P[b, s, n] += step
-            left -= step
-        return left
+        used = np.einsum("bsn,s->bn", self.P[sel], topo.svc_gpus)
+        free = np.maximum(topo.node_gpus[None, :] - used, 0.0)
+        gpu = topo.svc_gpus[svc] > 0
+        w = ok * np.where(gpu[:, None], free, 1.0)
+        tot = w.sum(axis=1, keepdims=True)
+        return np.where(tot > 0, w / np.maximum(tot, 1e-12), 0.0), (free * ok).sum(axis=1)
 
-    def _scale(self, b: int, s: int, ratio: float) -> float:
-        topo = self.topo
-        cur = self.replicas[b, s]
-        new = float(round(cur * ratio)) if cur > 0 else (topo.base_replicas[s] if ratio > 1 else 0.0)
-        new = min(new, 4 * topo.base_replicas[s])
-        harm = 0.0
-        if new > cur:
-            unplaced = self._place(b, s, new - cur)
-            if unplaced > 0:
-                self.mech_logs[b].append((self.tid_failed_sched, s, self._host(b, s), 1))
-            self.replicas[b, s] = new - unplaced
-        elif new < cur:
-            remove = cur - new
-            while remove > 1e-9 and self.P[b, s].sum() > 1e-9:
-                n = int(np.argmax(self.P[b, s]))
-                d = min(self.P[b, s, n], remove)
-                self.P[b, s, n] -= d
-                remove -= d
-            self.replicas[b, s] = new
-            if new < topo.base_replicas[s]:
-                harm = 1.0  # removing capacity below what the service needs
-        return harm
+    def _add(self, sel, svc, amount, exclude=None) -> np.ndarray:
+        """Place ``amount`` replicas of ``svc`` in envs ``sel``; returns the amount that found no room."""
+        w, free_gpus = self._weights(sel, svc, exclude)
+        gpus = self.topo.svc_gpus[svc]
+        fits = np.where(gpus > 0, np.minimum(amount, free_gpus / np.maximum(gpus, 1e-9)), amount)
+        fits = np.where(w.sum(axis=1) > 0, fits, 0.0)
+        self.P[sel, svc, :] += fits[:, None] * w
+        return amount - fits
 
-    def _drain(self, b: int, n: int) -> float:
+    def _scale(self, sel, svc, ratio) -> np.ndarray:
         topo = self.topo
-        harm = 0.0
-        same_role = (topo.node_role == topo.node_role[n]) & ~self.cordoned[b]
-        if same_role.sum() <= 1:
-            harm = 1.0  # draining the last healthy node of its role: outage
-        self.cordoned[b, n] = True
-        for s in range(topo.S):
-            moved = self.P[b, s, n]
-            if moved <= 0:
-                continue
-            self.P[b, s, n] = 0.0
+        cur = self.replicas[sel, svc]
+        base = topo.base_replicas[svc]
+        new = np.where(cur > 0, np.round(cur * ratio), np.where(ratio > 1, base, 0.0))
+        new = np.minimum(new, 4 * base)
+        up = new > cur
+        unplaced = np.zeros(len(sel))
+        if up.any():
+            unplaced[up] = self._add(sel[up], svc[up], (new - cur)[up])
+        failed = unplaced > 1e-9
+        self.mech_sched[sel[failed]] = svc[failed]
+        self.replicas[sel, svc] = new - unplaced
+        down = new < cur
+        if down.any():
+            scale = np.where(cur > 0, new / np.maximum(cur, 1e-9), 0.0)
+            self.P[sel[down], svc[down], :] *= scale[down, None]
+        return (new < base).astype(float)  # removing capacity below what the service needs is harmful
+
+    def _drain(self, sel, node, ratio) -> np.ndarray:
+        topo = self.topo
+        role = topo.node_role[node]
+        same = (topo.node_role[None, :] == role[:, None]) & ~self.cordoned[sel]
+        harm = (same.sum(axis=1) <= 1).astype(float)  # draining the last schedulable node of its role: outage
+        self.cordoned[sel, node] = True
+        moved = self.P[sel, :, node].copy()          # [n, S]
+        self.P[sel, :, node] = 0.0
+        for s in np.flatnonzero(moved.sum(axis=0) > 0):
+            m = moved[:, s] > 0
             if topo.daemonset[s]:
-                self.replicas[b, s] -= moved  # a daemonset follows the schedulable nodes
+                self.replicas[sel[m], s] -= moved[m, s]  # a daemonset follows the schedulable nodes
                 continue
-            unplaced = self._place(b, s, moved)
-            if unplaced > 0:
-                self.replicas[b, s] -= 0.0  # desired stays; unplaced replicas are pending (not ready)
-                self.mech_logs[b].append((self.tid_failed_sched, s, n, 1))
-                harm = 1.0
+            left = self._add(sel[m], np.full(m.sum(), s), moved[m, s])
+            bad = left > 1e-9
+            self.mech_sched[sel[m][bad]] = s
+            harm[np.flatnonzero(m)[bad]] = 1.0
         return harm
 
-    def _migrate(self, b: int, s: int) -> float:
-        """Live-migrate the replicas of s that sit on degraded nodes (node conditions) to healthy nodes."""
-        if self.topo.daemonset[s]:
-            return 0.0
-        degraded = self._node_degraded(b)
-        for n in np.flatnonzero(degraded & (self.P[b, s] > 0)):
-            moved = self.P[b, s, n]
-            self.P[b, s, n] = 0.0
-            left = self._place(b, s, moved, exclude=degraded)
-            if left > 0:
-                self.P[b, s, n] += left  # nowhere to go: stays
-        return 0.0
+    def _migrate(self, sel, svc, ratio) -> np.ndarray:
+        """Live-migrate the replicas of ``svc`` on degraded nodes (node conditions) to healthy nodes."""
+        topo = self.topo
+        ok = ~topo.daemonset[svc]
+        sel, svc = sel[ok], svc[ok]
+        if len(sel) == 0:
+            return np.zeros(len(ok))
+        deg = self._node_degraded(sel)
+        moved = (self.P[sel, svc, :] * deg).sum(axis=1)
+        self.P[sel, svc, :] *= ~deg
+        left = self._add(sel, svc, moved, exclude=deg)
+        self.P[sel, svc, :] += left[:, None] * deg / np.maximum(deg.sum(axis=1, keepdims=True), 1)
+        return np.zeros(len(ok))
 
-    def _node_degraded(self, b: int) -> np.ndarray:
+    def _node_degraded(self, sel) -> np.ndarray:
         """Node conditions a scheduler/descheduler sees: NotReady, pressure, GPU errors, heat, network trouble."""
-        x = self.node_true[b]
+        x = self.node_true[sel]
         ix = self.node_metric_ix
-        return ((x[:, ix["kube_node_status_ready"]] < 0.5) | (x[:, ix["DCGM_FI_DEV_XID_ERRORS"]] > 0)
-                | (x[:, ix["DCGM_FI_DEV_GPU_TEMP"]] > 85) | (x[:, ix["node_network_receive_errs_ratio"]] > 0.01)
-                | (x[:, ix["node_network_latency_ms"]] > 50) | (x[:, ix["node_cpu_utilisation"]] > 0.9)
-                | (x[:, ix["node_filesystem_used_ratio"]] > 0.9))
+        return ((x[..., ix["kube_node_status_ready"]] < 0.5) | (x[..., ix["DCGM_FI_DEV_XID_ERRORS"]] > 0)
+                | (x[..., ix["DCGM_FI_DEV_GPU_TEMP"]] > 85) | (x[..., ix["node_network_receive_errs_ratio"]] > 0.01)
+                | (x[..., ix["node_network_latency_ms"]] > 50) | (x[..., ix["node_cpu_utilisation"]] > 0.9)
+                | (x[..., ix["node_filesystem_used_ratio"]] > 0.9))
 
     # ------------------------------------------------------------------ observation
     def _severity(self, idx: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -561,201 +572,188 @@ class BatchedSim:
     def _observe(self, idx: np.ndarray, dur: np.ndarray, first: bool = False,
                  heal_done_t: np.ndarray | None = None) -> None:
         """Compute metrics, alarms, log counts and health at the current time of envs ``idx``."""
-        cfg, topo = self.cfg, self.topo
-        S, N = topo.S, topo.N
+        cfg, topo, cc = self.cfg, self.topo, self.cc
+        S, N, K = topo.S, topo.N, K_SLOTS
         t = self.t[idx]
         n_env = len(idx)
+        ar = np.arange(n_env)
         sev, visible = self._severity(idx, t)
         f = self.f_id[idx]
         root = self.f_root[idx]
         P = self.P[idx]
         placed = P.sum(axis=2)
         share = P / np.maximum(placed[:, :, None], 1e-9)
-        is_node_fault = self.cc.target_is_node[np.minimum(f, self.cc.F - 1)] & (f < self.cc.F)
-        ek = np.arange(n_env)[:, None]
-        # service-level fault effects [n, S, Ms]
-        sv = np.zeros((n_env, S, len(SVC_CH)))
-        nd = np.zeros((n_env, N, len(NODE_CH)))
-        xid = np.zeros((n_env, N))
-        for k in range(K_SLOTS):
-            fk, rk, sk = f[:, k], root[:, k], sev[:, k][:, None, None]
-            nf = is_node_fault[:, k]
-            onehot_s = np.zeros((n_env, S))
-            onehot_s[np.arange(n_env), np.where(nf, 0, rk)] = (~nf).astype(float)
-            onehot_n = np.zeros((n_env, N))
-            onehot_n[np.arange(n_env), np.where(nf, rk, 0)] = nf.astype(float)
-            share_on_root = share[np.arange(n_env), :, np.where(nf, rk, 0)] * nf[:, None]
-            share_on_root = share_on_root * ~topo.daemonset
-            node_share = share[np.arange(n_env), np.where(nf, 0, rk), :] * (~nf)[:, None]
-            sv += sk * (onehot_s[:, :, None] * self.t_root_svc[fk][:, None, :]
-                        + share_on_root[:, :, None] * self.t_sor[fk][:, None, :]
-                        + self.t_named[fk])
-            nd += sk * (onehot_n[:, :, None] * self.t_root_node[fk][:, None, :]
-                        + node_share[:, :, None] * self.t_nor[fk][:, None, :])
-            xid = np.maximum(xid, onehot_n * (visible[:, k] * self.xid_code[fk])[:, None])
-        # benign transient (false-alarm bait)
+        nf = cc.target_is_node[np.minimum(f, cc.F - 1)] & (f < cc.F)             # [n, K]
+        # ---- fault effects, all slots at once
+        svc_ix = np.arange(S)
+        node_ix = np.arange(N)
+        onehot_s = (root[:, :, None] == svc_ix) & ~nf[:, :, None]                  # [n, K, S]
+        onehot_n = (root[:, :, None] == node_ix) & nf[:, :, None]                  # [n, K, N]
+        rn = np.where(nf, root, 0)
+        rs = np.where(nf, 0, root)
+        sor = np.transpose(share[ar[:, None], :, rn], (0, 1, 2)) * (nf[:, :, None] & ~topo.daemonset)   # [n, K, S]
+        nor = share[ar[:, None], rs, :] * ~nf[:, :, None]                           # [n, K, N]
+        sv = (np.einsum("nk,nks,nkm->nsm", sev, onehot_s, self.t_root_svc[f])
+              + np.einsum("nk,nks,nkm->nsm", sev, sor, self.t_sor[f])
+              + np.einsum("nk,nksm->nsm", sev, self.t_named[f]))
+        nd = (np.einsum("nk,nkj,nkm->njm", sev, onehot_n, self.t_root_node[f])
+              + np.einsum("nk,nkj,nkm->njm", sev, nor, self.t_nor[f]))
+        xid = (onehot_n * (visible * self.xid_code[f])[:, :, None]).max(axis=1)
+        # benign transient (false-alarm bait) and harm after-effects
         blip = (t >= self.blip_t0[idx]) & (t < self.blip_t0[idx] + self.blip_dur[idx])
-        if blip.any():
-            bs = self.blip_svc[idx]
-            sv[np.flatnonzero(blip), bs[blip], SVC_CH["lat"]] += 1.2
-            sv[np.flatnonzero(blip), bs[blip], SVC_CH["err"]] += 0.03
+        bmask = (self.blip_svc[idx][:, None] == svc_ix) & blip[:, None]
         cold = t[:, None] < self.cold_until[idx]
-        sv[:, :, SVC_CH["err"]] += cold * 0.3
-        sv[:, :, SVC_CH["lat"]] += cold * 1.5
-        sv[:, :, SVC_CH["restarts"]] += cold * 1.0
-        # node state
-        down = np.clip(nd[:, :, NODE_CH["down"]], 0, 1) >= 0.5
-        # service capacity
+        sv[:, :, SVC_CH["lat"]] += 1.2 * bmask + 1.5 * cold
+        sv[:, :, SVC_CH["err"]] += 0.03 * bmask + 0.3 * cold
+        sv[:, :, SVC_CH["restarts"]] += cold
+        down = nd[:, :, NODE_CH["down"]] >= 0.5
+        # ---- service capacity and metrics
         base = topo.base_replicas
-        lost = (P * down[:, None, :]).sum(axis=2)
-        desired = self.replicas[idx].copy()
-        desired[:, topo.daemonset] = (topo.allowed[topo.daemonset][None] & ~self.cordoned[idx][:, None, :]).sum(axis=2)
-        need = np.where(topo.daemonset, desired, base)
+        lost = np.einsum("bsn,bn->bs", P, down)
+        desired = self.replicas[idx]
+        ds = topo.daemonset
+        need = np.where(ds, (topo.allowed[None] & ~self.cordoned[idx][:, None, :]).sum(axis=2), base)
         unready = np.clip(sv[:, :, SVC_CH["unready"]], 0, 1)
         ready_n = np.maximum(placed - lost, 0.0) * (1 - unready)
         ready_ratio = np.clip(ready_n / np.maximum(need, 1e-9), 0.0, 1.0)
-        cap = ready_n / np.maximum(base, 1e-9) * np.sqrt(self.res_ratio[idx])
+        rr = np.sqrt(self.res_ratio[idx])
+        cap = ready_n / base * rr
         load = 1.0 + cfg.load_amplitude * np.sin(self.phase[idx] + 2 * np.pi * t / 86400.0)
         util = self.base_util * load[:, None] / np.maximum(cap, 1e-3)
-        q0 = 1.0 / (1.0 - self.base_util)
-        queue = (1.0 / (1.0 - np.minimum(util, 0.97))) / q0
+        queue = (1.0 - self.base_util) / (1.0 - np.minimum(util, 0.97))
+        direct = np.clip(np.maximum(np.maximum(sv[:, :, SVC_CH["err"]], sv[:, :, SVC_CH["tp"]]),
+                                    np.maximum(1 - ready_ratio, sv[:, :, SVC_CH["lat"]] * 0.25)), 0, 1)
         # propagation of impairment along dependencies (two hops)
-        direct = np.clip(np.maximum.reduce([sv[:, :, SVC_CH["err"]], sv[:, :, SVC_CH["tp"]], 1 - ready_ratio,
-                                            sv[:, :, SVC_CH["lat"]] / 4.0]), 0, 1)
-        imp = direct
-        prop = np.zeros_like(direct)
-        worst_dep = np.zeros((n_env, S), np.int64)
-        for _ in range(2):
-            via = topo.dep[None, :, :] * imp[:, None, :]
-            prop = 0.6 * via.max(axis=2)
-            worst_dep = via.argmax(axis=2)
-            imp = np.maximum(direct, prop)
+        via = topo.dep[None] * direct[:, None, :]
+        imp = np.maximum(direct, 0.6 * via.max(axis=2))
+        via = topo.dep[None] * imp[:, None, :]
+        prop = 0.6 * via.max(axis=2)
+        worst_dep = via.argmax(axis=2)
+        dead = ready_n <= 1e-9
         lat = topo.base_latency * (1 + sv[:, :, SVC_CH["lat"]] + prop) * queue
-        err = np.clip(0.002 + sv[:, :, SVC_CH["err"]] + 0.5 * prop + np.maximum(util - 1.0, 0) * 0.5, 0, 1)
-        err = np.where(ready_n <= 1e-9, 1.0, err)
-        tp = np.clip(1 - sv[:, :, SVC_CH["tp"]] - 0.5 * prop, 0, 1) * np.minimum(1.0, 0.95 / np.maximum(util, 1e-6))
-        tp = np.where(ready_n <= 1e-9, 0.0, tp)
+        err = np.where(dead, 1.0, np.clip(0.002 + sv[:, :, SVC_CH["err"]] + 0.5 * prop
+                                          + np.maximum(util - 1.0, 0) * 0.5, 0, 1))
+        tp = np.where(dead, 0.0, np.clip(1 - sv[:, :, SVC_CH["tp"]] - 0.5 * prop, 0, 1)
+                      * np.minimum(1.0, 0.95 / np.maximum(util, 1e-6)))
         cpu = np.clip(util * 0.9 + sv[:, :, SVC_CH["cpu"]], 0, 1)
-        mem = np.clip((0.45 + sv[:, :, SVC_CH["mem"]]) / np.sqrt(self.res_ratio[idx]), 0, 1)
-        restarts = sv[:, :, SVC_CH["restarts"]]
-        svc_true = np.stack([lat, err, tp, ready_ratio, cpu, mem, restarts, lat / self.slo_latency], axis=2)
-        # node metrics
+        mem = np.clip((0.45 + sv[:, :, SVC_CH["mem"]]) / rr, 0, 1)
+        svc_true = np.stack([lat, err, tp, ready_ratio, cpu, mem, sv[:, :, SVC_CH["restarts"]],
+                             lat / self.slo_latency], axis=2)
+        # ---- node metrics
         ng = np.maximum(topo.node_gpus, 1.0)
-        tr = topo.svc_index["training-worker"]
-        inf = topo.svc_index["inference-server"]
-        gpu_busy = (P[:, tr, :] * 0.95 * tp[:, tr][:, None] + P[:, inf, :] * 0.55 * load[:, None] * tp[:, inf][:, None]) / ng
+        tr, inf = self.i_train, self.i_inf
+        Pt, Pi = P[:, tr, :], P[:, inf, :]
+        gpu_busy = (Pt * (0.95 * tp[:, tr])[:, None] + Pi * (0.55 * load * tp[:, inf])[:, None]) / ng
         gpu_util = 100 * np.clip(gpu_busy * (1 - nd[:, :, NODE_CH["gpu_drop"]]), 0, 1)
-        host_cpu = (P * cpu[:, :, None]).sum(axis=1) / np.maximum(P.sum(axis=1), 1.0)
-        ncpu = np.clip(0.15 + 0.5 * host_cpu + nd[:, :, NODE_CH["cpu"]], 0, 1)
-        nmem = np.clip(0.45 + nd[:, :, NODE_CH["mem"]], 0, 1)
-        ndisk = np.clip(0.5 + nd[:, :, NODE_CH["disk"]] - self.disk_cleared[idx], 0.05, 1)
-        temp = 38 + 0.35 * gpu_util + nd[:, :, NODE_CH["temp"]]
-        fb = np.clip((P[:, tr, :] * 0.85 + P[:, inf, :] * 0.6) / ng + nd[:, :, NODE_CH["fb"]], 0, 1)
-        neterr = np.clip(0.0005 + nd[:, :, NODE_CH["net_err"]], 0, 1)
-        netlat = 0.4 + nd[:, :, NODE_CH["net_lat"]]
-        ready = (~down).astype(float)
-        gpu_mask = self.gpu_node[None, :]
-        node_true = np.stack([ncpu, nmem, ndisk, gpu_util * gpu_mask, temp * gpu_mask, xid, fb * gpu_mask,
-                              neterr, netlat, ready], axis=2)
-        # down nodes stop exporting: metrics read as absent (0) except readiness
-        node_true[:, :, :9] *= ~down[:, :, None]
-        # noise
-        cnt = self.step_idx[idx].astype(np.uint64)
-        keys = self.key[idx]
-        nz = rng.normal(keys, cnt, P_NOISE, S * len(SVC_METRICS) + N * len(NODE_METRICS))
-        nzs = nz[:, : S * len(SVC_METRICS)].reshape(n_env, S, len(SVC_METRICS))
-        nzn = nz[:, S * len(SVC_METRICS):].reshape(n_env, N, len(NODE_METRICS))
+        host_cpu = np.einsum("bsn,bs->bn", P, cpu) / np.maximum(P.sum(axis=1), 1.0)
+        g = self.gpu_node
+        node_true = np.stack([
+            np.clip(0.15 + 0.5 * host_cpu + nd[:, :, NODE_CH["cpu"]], 0, 1),
+            np.clip(0.45 + nd[:, :, NODE_CH["mem"]], 0, 1),
+            np.clip(0.5 + nd[:, :, NODE_CH["disk"]] - self.disk_cleared[idx], 0.05, 1),
+            gpu_util * g,
+            (38 + 0.35 * gpu_util + nd[:, :, NODE_CH["temp"]]) * g,
+            xid,
+            np.clip((Pt * 0.85 + Pi * 0.6) / ng + nd[:, :, NODE_CH["fb"]], 0, 1) * g,
+            np.clip(0.0005 + nd[:, :, NODE_CH["net_err"]], 0, 1),
+            0.4 + nd[:, :, NODE_CH["net_lat"]],
+            (~down).astype(float)], axis=2)
+        node_true[:, :, :9] *= ~down[:, :, None]  # a down node stops exporting: metrics read 0, except readiness
+        # ---- one draw of counter-based randomness for the whole step
+        Ms, Mn, cm = len(SVC_METRICS), len(NODE_METRICS), cc.max_logs
+        nb = len(BENIGN_MIX)
+        sizes = (S * Ms + N * Mn, K * cm, K * cm, S, S, nb, nb)
+        u = rng.uniform(self.key[idx], self.step_idx[idx].astype(np.uint64), P_NOISE, sum(sizes))
+        parts = np.split(u, np.cumsum(sizes)[:-1], axis=1)
+        nz = (parts[0] * 2.0 - 1.0) * 1.7320508  # unit-variance uniform noise
+        nzs = nz[:, : S * Ms].reshape(n_env, S, Ms)
+        nzn = nz[:, S * Ms:].reshape(n_env, N, Mn)
         a = cfg.metric_noise
-        svc_obs = svc_true * (1 + a * nzs)
+        svc_obs = svc_true * (1 + a * nzs * self.svc_noisy)
         svc_obs[:, :, 1] = np.clip(svc_true[:, :, 1] + 0.002 * np.abs(nzs[:, :, 1]), 0, 1)
-        svc_obs[:, :, 3] = svc_true[:, :, 3]
-        svc_obs[:, :, 6] = svc_true[:, :, 6]
-        svc_obs[:, :, 2] = np.clip(svc_obs[:, :, 2], 0, 1)
+        svc_obs[:, :, 2] = np.minimum(svc_obs[:, :, 2], 1.0)
         svc_obs[:, :, 7] = svc_obs[:, :, 0] / self.slo_latency
-        node_obs = node_true * (1 + a * nzn)
-        node_obs[:, :, 5] = node_true[:, :, 5]
-        node_obs[:, :, 9] = node_true[:, :, 9]
-        node_obs[:, :, [0, 1, 2, 3, 6]] = np.clip(node_obs[:, :, [0, 1, 2, 3, 6]], 0, [1, 1, 1, 100, 1])
-        self.prev_svc_obs[idx] = self.svc_obs[idx] if not first else svc_obs
-        self.prev_node_obs[idx] = self.node_obs[idx] if not first else node_obs
+        node_obs = node_true * (1 + a * nzn * self.node_noisy)
+        np.minimum(node_obs, self.node_cap, out=node_obs)
+        if first:
+            self.prev_svc_obs[idx], self.prev_node_obs[idx] = svc_obs, node_obs
+        else:
+            self.prev_svc_obs[idx], self.prev_node_obs[idx] = self.svc_obs[idx], self.node_obs[idx]
         self.svc_obs[idx], self.node_obs[idx] = svc_obs, node_obs
         self.svc_true[idx], self.node_true[idx] = svc_true, node_true
-        self.window_t0[idx] = t - cfg.step_s
-        # ---- alerts (on observed metrics)
-        for ai, rule in enumerate(self.alerts):
-            if rule.scope == "service":
-                vals = svc_obs[:, :, self.svc_metric_ix[rule.metric]]
-            else:
-                vals = node_obs[:, :, self.node_metric_ix[rule.metric]]
-            cond_e = vals > rule.threshold if rule.op == ">" else vals < rule.threshold
-            if rule.scope == "node":
-                cond_e &= ~down if rule.metric != "kube_node_status_ready" else True
-                if rule.metric in GPU_ONLY:
-                    cond_e &= self.gpu_node[None, :]
-                if rule.only_gpu_nodes:  # nodes with GPU workloads placed on them
-                    cond_e &= (P[:, self.is_train | self.is_inf, :].sum(axis=1) > 0)
-            cond = cond_e.any(axis=1)
-            score = np.where(cond_e, np.abs(vals - rule.threshold), -np.inf)
-            ent = score.argmax(axis=1)
-            since = self.alarm_since[idx, ai]
-            since = np.where(cond, np.where(np.isnan(since), t, since), np.nan)
-            self.alarm_since[idx, ai] = since
-            self.alarm_entity[idx, ai] = ent
-            self.alarm_value[idx, ai] = vals[np.arange(n_env), ent]
-            self.pending[idx, ai] = cond
-            self.firing[idx, ai] = cond & (t - np.nan_to_num(since, nan=np.inf) >= rule.for_s)
-        # ---- log template counts
-        cm = self.cc.max_logs
-        u1 = rng.uniform(keys, cnt, P_LOGU, K_SLOTS * cm).reshape(n_env, K_SLOTS, cm)
-        u2 = rng.uniform(keys, cnt, P_LOGU2, K_SLOTS * cm).reshape(n_env, K_SLOTS, cm)
+        # ---- alerts on observed metrics: pending from the first crossing, firing after `for:`
+        vs = svc_obs[:, :, self.rs_metric].transpose(0, 2, 1)                     # [n, As, S]
+        vn = node_obs[:, :, self.rn_metric].transpose(0, 2, 1)                    # [n, An, N]
+        cs = self.r_sign[self.rs_ix][None, :, None] * (vs - self.r_thr[self.rs_ix][None, :, None]) > 0
+        cn = self.r_sign[self.rn_ix][None, :, None] * (vn - self.r_thr[self.rn_ix][None, :, None]) > 0
+        busy = (Pt + Pi) > 0
+        cn &= ~self.rn_gpu_only[None]
+        cn &= ~(down[:, None, :] & ~self.rn_not_ready_rule[None, :, None])
+        cn &= ~(self.rn_busy_only[None, :, None] & ~busy[:, None, :])
+        es = np.where(cs, np.abs(vs - self.r_thr[self.rs_ix][None, :, None]), -1.0).argmax(axis=2)
+        en = np.where(cn, np.abs(vn - self.r_thr[self.rn_ix][None, :, None]), -1.0).argmax(axis=2)
+        cond = np.zeros((n_env, self.A), bool)
+        cond[:, self.rs_ix] = cs.any(axis=2)
+        cond[:, self.rn_ix] = cn.any(axis=2)
+        ent = np.zeros((n_env, self.A), np.int64)
+        ent[:, self.rs_ix] = es
+        ent[:, self.rn_ix] = en
+        val = np.zeros((n_env, self.A))
+        val[:, self.rs_ix] = np.take_along_axis(vs, es[:, :, None], axis=2)[:, :, 0]
+        val[:, self.rn_ix] = np.take_along_axis(vn, en[:, :, None], axis=2)[:, :, 0]
+        since = self.alarm_since[idx]
+        since = np.where(cond, np.where(np.isnan(since), t[:, None], since), np.nan)
+        self.alarm_since[idx] = since
+        self.alarm_entity[idx] = ent
+        self.alarm_value[idx] = val
+        self.pending[idx] = cond
+        self.firing[idx] = cond & ((t[:, None] - since) >= self.r_for)
+        # ---- log template counts (stochastic rounding of rate x level)
+        u1 = parts[1].reshape(n_env, K, cm)
+        u2 = parts[2].reshape(n_env, K, cm)
         level = visible * (0.5 + 0.5 * np.minimum(sev, 1.0))
         rate = self.log_rate[f]
-        fc = np.floor(rate * level[:, :, None] * (0.5 + u1) + u2 * (rate > 0) * visible[:, :, None]).astype(np.int64)
-        fc[self.log_tid[f] < 0] = 0
+        fc = np.floor(rate * level[:, :, None] * (0.5 + u1) + u2 * ((rate > 0) & visible[:, :, None])).astype(np.int64)
         self.fault_counts[idx] = fc
-        up = rng.uniform(keys, cnt, P_PROPU, 2 * S)
-        pc = np.floor(2.0 * prop * (0.5 + up[:, :S]) + up[:, S:] * (prop > 0.15)).astype(np.int64)
-        pc[prop <= 0.15] = 0
+        has_prop = prop > 0.15
+        pc = (np.floor(2.0 * prop * (0.5 + parts[3]) + parts[4]) * has_prop).astype(np.int64)
         self.prop_counts[idx] = pc
-        self.prop_tid[idx] = self.client_err_tid[worst_dep]
-        ub = rng.uniform(keys, cnt, P_BENIGN, len(BENIGN_MIX))
-        ub2 = rng.uniform(keys, cnt, P_BENIGN2, len(BENIGN_MIX))
-        bc = np.floor(self.benign_rate * (0.5 + ub) + ub2).astype(np.int64)
+        ptid = self.client_err_tid[worst_dep]
+        self.prop_tid[idx] = ptid
+        bc = np.floor(self.benign_rate * (0.5 + parts[5]) + parts[6]).astype(np.int64)
         self.benign_counts[idx] = bc
         self.blip_counts[idx] = blip * 2
         L = self.L
-        tc = np.zeros((n_env, L))
-        rows = np.repeat(np.arange(n_env), K_SLOTS * cm)
-        tids = self.log_tid[f].reshape(-1)
-        ok = tids >= 0
-        tc += np.bincount(rows[ok] * L + tids[ok], weights=fc.reshape(-1)[ok], minlength=n_env * L).reshape(n_env, L)
-        rows = np.repeat(np.arange(n_env), S)
-        tc += np.bincount(rows * L + self.prop_tid[idx].reshape(-1), weights=pc.reshape(-1),
-                          minlength=n_env * L).reshape(n_env, L)
+        tid_f = self.log_tid[f].reshape(n_env, -1)
+        rows = np.repeat(ar, K * cm)
+        w = fc.reshape(-1) * (tid_f.reshape(-1) >= 0)
+        flat = np.concatenate([rows * L + np.maximum(tid_f.reshape(-1), 0), (ar[:, None] * L + ptid).reshape(-1)])
+        tc = np.bincount(flat, weights=np.concatenate([w, pc.reshape(-1)]), minlength=n_env * L).reshape(n_env, L)
         tc[:, self.benign_tid] += bc  # benign template ids are distinct
         tc[:, self.tid_gc_pause] += blip * 2
-        for j, b in enumerate(idx):
-            for tid, _, _, n in self.mech_logs[b]:
-                tc[j, tid] += n
+        ms, mr = self.mech_sched[idx], self.mech_rollout[idx]
+        tc[:, self.tid_failed_sched] += ms >= 0
+        tc[:, self.tid_rollout] += mr >= 0
         self.tcounts[idx] = tc
         # ---- health: root cause cleared, SLOs hold, every service present with its replicas
         active = self.f_active[idx].any(axis=1)
-        slo_ok = ((svc_true[:, :, 0] <= self.slo_latency * (1 + 1e-9)) & (svc_true[:, :, 1] <= cfg.slo_error_rate)
-                  & (svc_true[:, :, 2] >= cfg.slo_throughput) & (ready_ratio >= 1.0 - 1e-9)
+        slo_ok = ((svc_true[:, :, 0] <= self.slo_latency * (1 + 1e-9)) & (err <= cfg.slo_error_rate)
+                  & (tp >= cfg.slo_throughput) & (ready_ratio >= 1.0 - 1e-9)
                   & (placed - lost >= need - 1e-9)).all(axis=1)
         healthy = ~active & slo_ok & ~down.any(axis=1)
         if first:
             self.healthy[idx] = healthy
             self.streak[idx] = 0
             return
-        newly = healthy & (self.streak[idx] == 0)
+        streak = self.streak[idx]
+        newly = healthy & (streak == 0)
         hd = heal_done_t[idx] if heal_done_t is not None else t
         self.healthy_since[idx] = np.where(newly, hd, np.where(healthy, self.healthy_since[idx], np.nan))
-        self.streak[idx] = np.where(healthy, self.streak[idx] + 1, 0)
+        streak = np.where(healthy, streak + 1, 0)
+        self.streak[idx] = streak
         self.healthy[idx] = healthy
-        done = self.streak[idx] >= cfg.healthy_steps
-        self.recover_t[idx] = np.where(done & np.isnan(self.recover_t[idx]), self.healthy_since[idx],
-                                       self.recover_t[idx])
+        done = (streak >= cfg.healthy_steps) & np.isnan(self.recover_t[idx])
+        self.recover_t[idx] = np.where(done, self.healthy_since[idx], self.recover_t[idx])
 
     # ------------------------------------------------------------------ features
     def features(self) -> np.ndarray:
@@ -821,24 +819,27 @@ class BatchedSim:
     def render_lines(self, b: int) -> list[tuple[int, int, int]]:
         """(template id, emitting service or -1, host node) of every log line of env b's current window."""
         lines: list[tuple[int, int, int]] = []
+        host = self._host
         for k in range(K_SLOTS):
             f = int(self.f_id[b, k])
             if f >= self.cc.F:
                 continue
-            for j, (s, n) in enumerate(self.emitters[b][k]):
+            for j, (s, n) in enumerate(self.emitters(b, k)):
                 lines += [(int(self.log_tid[f, j]), s, n)] * int(self.fault_counts[b, k, j])
-        for s in range(self.topo.S):
-            if self.prop_counts[b, s]:
-                lines += [(int(self.prop_tid[b, s]), s, self._host(b, s))] * int(self.prop_counts[b, s])
-        for j in range(len(BENIGN_MIX)):
-            if self.benign_counts[b, j]:
-                s = int(self.benign_svc[j])
-                lines += [(int(self.benign_tid[j]), s, self._host(b, s))] * int(self.benign_counts[b, j])
+        for s in np.flatnonzero(self.prop_counts[b]):
+            lines += [(int(self.prop_tid[b, s]), int(s), host(b, s))] * int(self.prop_counts[b, s])
+        for j in np.flatnonzero(self.benign_counts[b]):
+            s = int(self.benign_svc[j])
+            lines += [(int(self.benign_tid[j]), s, host(b, s))] * int(self.benign_counts[b, j])
         if self.blip_counts[b]:
             s = int(self.blip_svc[b])
-            lines += [(self.tid_gc_pause, s, self._host(b, s))] * int(self.blip_counts[b])
-        for tid, s, n, cnt in self.mech_logs[b]:
-            lines += [(tid, s, n)] * cnt
+            lines += [(self.tid_gc_pause, s, host(b, s))] * int(self.blip_counts[b])
+        if self.mech_sched[b] >= 0:
+            s = int(self.mech_sched[b])
+            lines.append((self.tid_failed_sched, s, host(b, s)))
+        if self.mech_rollout[b] >= 0:
+            s = int(self.mech_rollout[b])
+            lines.append((self.tid_rollout, s, host(b, s)))
         return lines
 
     def alarms(self, b: int) -> list[dict]:

@@ -94,18 +94,22 @@ class Renderer:
         sim = self.sim
         W = sim.cfg.window_samples
         r = np.random.default_rng(int(sim.key[b]) % (2**63) + int(sim.step_idx[b]))
-        w = np.linspace(0.0, 1.0, W)[None, :]
+        w = np.linspace(0.0, 1.0, W)[None, None, :]
         out: dict = {}
         sv = sim.prev_svc_obs[b][:, :, None] * (1 - w) + sim.svc_obs[b][:, :, None] * w
         sv[:, :, :-1] *= 1 + 0.01 * r.standard_normal(sv[:, :, :-1].shape)
+        rows = np.round(sv, 4).tolist()
         for i, s in enumerate(self.topo.services):
-            out[s] = {m: [round(float(v), 4) for v in sv[i, j]] for j, m in enumerate(SVC_METRICS)}
+            out[s] = dict(zip(SVC_METRICS, rows[i]))
         nd = sim.prev_node_obs[b][:, :, None] * (1 - w) + sim.node_obs[b][:, :, None] * w
         nd[:, :, :-1] *= 1 + 0.01 * r.standard_normal(nd[:, :, :-1].shape)
+        rows = np.round(nd, 4).tolist()
         for i, n in enumerate(self.topo.nodes):
-            gpu = bool(sim.gpu_node[i])
-            out[n] = {m: [round(float(v), 4) for v in nd[i, j]] for j, m in enumerate(NODE_METRICS)
-                      if gpu or m not in GPU_ONLY}
+            d = dict(zip(NODE_METRICS, rows[i]))
+            if not sim.gpu_node[i]:
+                for m in GPU_ONLY:
+                    del d[m]
+            out[n] = d
         return out
 
     def telemetry(self, b: int = 0) -> dict:
