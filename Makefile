@@ -20,7 +20,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 PIP         := $(PY) -m pip
 PYTEST_ARGS ?=
-DEMO_CONFIG ?= configs/demo.yaml
+DEMO_CONFIG ?= configs/pipeline.yaml
 DEMO_OUT    ?= results/demo
 
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)

@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""The main job, end to end: train the recovery policy, evaluate it against the baselines on known and unknown
+faults, write the report. `make demo` runs it with configs/pipeline.yaml.
+
+    python jobs/pipeline.py --config configs/pipeline.yaml --out results/demo
+    python jobs/pipeline.py --config configs/pipeline.yaml --out /tmp/smoke --smoke   # tiny budget (tests)
+
+Stages (each prints progress): 1) `jobs/train.py` once per training seed (subprocess, its own embedded Ray, or the
+cluster under `ray job submit`); 2) `jobs/evaluate.py`-equivalent evaluation of every trained policy and every
+baseline on each fault set, on Ray; 3) report.md with tables (mean and spread over training seeds) and PNG plots.
+Outputs: OUT/train/seed_<s>/ (training runs), OUT/eval_<set>/<policy>/metrics.json, OUT/report.md, OUT/*.png,
+OUT/summary.json. With the default config it takes about 25 minutes on 2 cores (training ~15 min).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from ifshm_ray.config import ConfigError, SimConfig, from_dict, load_yaml  # noqa: E402
+from ifshm_ray.eval.harness import evaluate, summarise  # noqa: E402
+from ifshm_ray.eval.report import summary_table, write_report  # noqa: E402
+
+
+@dataclass
+class PipelineConfig:
+    """What `make demo` runs."""
+
+    train_configs: dict = field(default_factory=dict)
+    """Label -> training config YAML (jobs/train.py); e.g. {ppo: configs/demo.yaml}. Empty: baselines only."""
+    train_seeds: list = field(default_factory=lambda: [0])
+    """Training seeds per trained policy (headline numbers: mean and spread over them)."""
+    sim_config: str | None = None
+    """Simulator config YAML for evaluation (must match the topology the policies were trained on)."""
+    baselines: list = field(default_factory=lambda: ["oracle", "runbook", "runbook-instant", "random"])
+    """Baseline policies to evaluate next to the trained ones."""
+    fault_sets: list = field(default_factory=lambda: ["known", "unknown"])
+    """Fault sets to evaluate on."""
+    eval_episodes: int = 20
+    """Episodes per fault type."""
+    eval_seed: int = 1000
+    """Seed of the evaluation incidents (distinct from training seeds)."""
+    smoke_train_config: str = "configs/tiny.yaml"
+    """Training config used with --smoke."""
+
+    def validate(self) -> None:
+        if self.eval_episodes < 1:
+            raise ConfigError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
+        for label, path in self.train_configs.items():
+            if not (ROOT / path).is_file() and not Path(path).is_file():
+                raise ConfigError(f"train_configs.{label}: {path!r} does not exist")
+        bad = [s for s in self.fault_sets if s not in ("known", "unknown", "all")]
+        if bad:
+            raise ConfigError(f"fault_sets {bad} invalid; use known, unknown, all")
+
+
+def train(label: str, cfg_path: str, seed: int, out: Path, smoke: bool) -> Path:
+    run_dir = out / "train" / f"{label}_seed{seed}"
+    cmd = [sys.executable, str(ROOT / "jobs" / "train.py"), "--config", cfg_path, "--out", str(run_dir),
+           "--seed", str(seed)]
+    print(f"[train] {label} seed {seed}: {' '.join(cmd)}", flush=True)
+    t0 = time.time()
+    r = subprocess.run(cmd, cwd=ROOT)
+    if r.returncode != 0:
+        raise SystemExit(f"error: training {label} seed {seed} failed (exit {r.returncode}); see output above")
+    print(f"[train] {label} seed {seed} done in {time.time() - t0:.0f}s", flush=True)
+    return run_dir
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/pipeline.yaml", help="pipeline config YAML")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--smoke", action="store_true", help="tiny budget: tiny training, 1 episode on 3 faults per set")
+    p.add_argument("--task-cpus", type=float, default=1.0, help="CPUs per evaluation Ray task")
+    a = p.parse_args(argv)
+    try:
+        cfg = load_yaml(PipelineConfig, ROOT / a.config if not Path(a.config).is_file() else a.config)
+        sim_cfg = load_yaml(SimConfig, cfg.sim_config)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    print(f"ifshm-ray pipeline -> {out} (smoke={a.smoke}); training {list(cfg.train_configs)} x seeds "
+          f"{cfg.train_seeds}, then evaluation on {cfg.fault_sets}", flush=True)
+
+    # ---- 1. train
+    trained: dict[str, list[Path]] = {}
+    for label, tcfg in cfg.train_configs.items():
+        seeds = cfg.train_seeds[:1] if a.smoke else cfg.train_seeds
+        path = cfg.smoke_train_config if a.smoke else tcfg
+        trained[label] = [train(label, path, s, out, a.smoke) for s in seeds]
+
+    # ---- 2. evaluate (one local Ray, or the cluster under `ray job submit`)
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+    from ifshm_ray.sim.catalog import load_catalog
+
+    cat = load_catalog(sim_cfg.catalog)
+    results: dict[str, dict[str, dict]] = {}
+    seeds_detail: dict[str, dict[str, list[dict]]] = {}
+    for fs in cfg.fault_sets:
+        faults = cat.select(fs)
+        if a.smoke:
+            faults = faults[:3]
+        episodes = 1 if a.smoke else cfg.eval_episodes
+        results[fs], seeds_detail[fs] = {}, {}
+        policies = {b: [b] for b in cfg.baselines}
+        policies.update({label: [f"checkpoint:{d}" for d in dirs] for label, dirs in trained.items()})
+        for label, specs in policies.items():
+            per_seed = []
+            for spec in specs:
+                t0 = time.time()
+                recs = evaluate(spec, faults, episodes, cfg.eval_seed, sim_cfg, num_cpus_per_task=a.task_cpus,
+                                progress=lambda d, n, l=label, t0=t0, fs=fs: print(
+                                    f"[eval {fs}] {l}: {d}/{n} episodes ({time.time() - t0:.0f}s)", flush=True))
+                m = summarise(recs, label, fs, sim_cfg.time_limit_s)
+                m["wall_s"] = time.time() - t0
+                per_seed.append(m)
+            m = dict(per_seed[0])
+            if len(per_seed) > 1:  # trained policy over several seeds: mean, with the spread alongside
+                for k in ("mttr_mean_s", "mttr_p50_s", "mttr_p95_s", "detect_mean_s", "repair_mean_s",
+                          "success_rate", "harmful_action_rate", "escalation_rate", "recovered_rate", "mean_return"):
+                    vals = np.array([x[k] for x in per_seed], float)
+                    m[k] = float(np.nanmean(vals))
+                    m[k + "_std"] = float(np.nanstd(vals))
+                m["per_fault"] = {f: {k: float(np.mean([x["per_fault"][f][k] for x in per_seed]))
+                                      for k in per_seed[0]["per_fault"][f]} for f in per_seed[0]["per_fault"]}
+                m["training_seeds"] = len(per_seed)
+            d = out / f"eval_{fs}" / label
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "metrics.json").write_text(json.dumps(m, indent=2))
+            if len(per_seed) > 1:
+                (d / "metrics_per_seed.json").write_text(json.dumps(per_seed, indent=2))
+            results[fs][label] = m
+        print(summary_table(results[fs]), flush=True)
+    report = write_report(out, results, " ".join(["python", "jobs/pipeline.py"] + (argv or sys.argv[1:])))
+    summary = {fs: {k: {"mttr_mean_s": v["mttr_mean_s"], "success_rate": v["success_rate"],
+                        "mttr_mean_s_std": v.get("mttr_mean_s_std")} for k, v in r.items()}
+               for fs, r in results.items()}
+    summary["wall_s"] = time.time() - t_start
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"report: {report} ({time.time() - t_start:.0f}s in all)", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
