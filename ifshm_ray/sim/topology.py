@@ -30,7 +30,7 @@ def default_services(cfg: TopologyConfig) -> list[ServiceSpec]:
         ServiceSpec("api-gateway", "control", cfg.gateway_replicas,
                     deps=("inference-server", "coredns"), latency_ms=120.0),
         ServiceSpec("inference-server", "gpu", cfg.inference_replicas, gpus=1,
-                    deps=("feature-store", "object-storage", "coredns"), latency_ms=90.0,
+                    deps=("feature-store", "object-storage", "coredns", "neutron-agent"), latency_ms=90.0,
                     client_error="upstream_503"),
         ServiceSpec("training-worker", "gpu", cfg.training_workers, gpus=1,
                     deps=("object-storage", "cinder-volume", "feature-store", "coredns"), latency_ms=400.0,
