@@ -232,3 +232,36 @@ def test_step_duration_advances_time():
     env.step((CATEGORIES.index("drain"), env.topology.targets.index("gpu-3"), 0))
     assert env.sim.t[0] - t == pytest.approx(env.sim_cfg.step_s + env.sim.cc.act_duration[CATEGORIES.index("drain")],
                                              abs=1e-6) or env.sim.t[0] - t > env.sim_cfg.step_s
+
+
+def test_vector_env_matches_single_envs_with_next_step_autoreset():
+    from ifshm_ray.env import FaultInjectionVectorEnv
+
+    n = 3
+    v = FaultInjectionVectorEnv({"faults": "all", "healthy_steps": 1}, num_envs=n)
+    obs, _ = v.reset(seed=5)
+    singles = [FaultInjectionEnv({"faults": "all", "healthy_steps": 1, "render_telemetry": False}) for _ in range(n)]
+    so = [e.reset(seed=5 + i)[0] for i, e in enumerate(singles)]
+    need = [False] * n
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(150):
+        acts = []
+        for i in range(n):
+            np.testing.assert_array_equal(obs["obs"][i], so[i]["obs"])
+            pairs = np.argwhere(so[i]["action_mask"].reshape(len(CATEGORIES), -1) > 0)
+            c, t = pairs[rng.integers(len(pairs))] if rng.random() < 0.3 else (0, 0)
+            acts.append((c, t, 0))
+        obs, rew, term, trunc, info = v.step(np.array(acts))
+        for i, e in enumerate(singles):
+            if need[i]:
+                so[i], need[i] = e.reset()[0], False
+                assert rew[i] == 0 and not term[i] and not trunc[i]
+                continue
+            so[i], r, t1, t2, inf = e.step(acts[i])
+            assert r == pytest.approx(rew[i], abs=1e-4) and (t1, t2) == (term[i], trunc[i])
+            if t1 or t2:
+                need[i] = True
+                ends += 1
+                assert info["_mttr_s"][i] and info["mttr_s"][i] == pytest.approx(inf["mttr_s"])
+    assert ends > 0

@@ -275,3 +275,100 @@ class BatchedFaultEnv:
             for k in obs:
                 obs[k][idx] = fresh[k][idx]
         return obs, res.reward, res.terminated, res.truncated
+
+
+class FaultInjectionVectorEnv(gym.vector.VectorEnv):
+    """``num_envs`` clusters in one :class:`BatchedSim` behind the gymnasium ``VectorEnv`` API, with
+    gymnasium's default NEXT_STEP autoreset (the step after an episode ends resets that sub-env and ignores its
+    action), as RLlib's env runners expect. Sub-env i seeded with ``seed + i`` behaves exactly like
+    ``FaultInjectionEnv({... , "render_telemetry": False})`` reset with that seed. Use it in RLlib with
+    ``config.environment(env=make_vector_env)`` and ``gym_env_vectorize_mode="vector_entry_point"``.
+
+    Episode-end info (``mttr_s``, ``recovered``, ``success``, ``escalated``, ``harmful_actions``, ``detect_s``)
+    comes as gymnasium vector infos (value arrays plus ``_<key>`` masks)."""
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+    _END_KEYS = ("mttr_s", "recovered", "success", "escalated", "harmful_actions", "detect_s", "episode_return")
+
+    def __init__(self, config: dict | None = None, num_envs: int = 1):
+        config = dict(config or {})
+        num_envs = int(config.pop("num_envs", num_envs))
+        single = FaultInjectionEnv({**config, "render_telemetry": False})
+        self.num_envs = num_envs
+        self.single_observation_space = single.observation_space
+        self.single_action_space = single.action_space
+        self.observation_space = gym.vector.utils.batch_space(single.observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(single.action_space, num_envs)
+        self.topology = single.topology
+        self.action_space_hash = single.action_space_hash
+        self.sim = BatchedSim(single.sim_cfg, batch_size=num_envs)
+        self._rngs = [np.random.default_rng(i) for i in range(num_envs)]
+        self._needs_reset = np.zeros(num_envs, bool)
+        self._ret = np.zeros(num_envs)
+
+    def _obs(self) -> dict:
+        tm, rm = self.sim.action_masks()
+        return {"obs": self.sim.features(), "action_mask": tm.astype(np.float32),
+                "ratio_mask": np.tile(rm.astype(np.float32), (self.num_envs, 1))}
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        if seed is not None:
+            seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + i for i in range(self.num_envs)]
+            self._rngs = [np.random.default_rng(s) for s in seeds]
+        keys = [int(r.integers(0, 2**63 - 1)) for r in self._rngs]
+        self.sim.reset(np.arange(self.num_envs), keys)
+        self._needs_reset[:] = False
+        self._ret[:] = 0.0
+        return self._obs(), {}
+
+    def step(self, actions):
+        if isinstance(actions, (tuple, list)) and len(actions) == 3 and np.ndim(actions[0]) == 1:
+            a = np.stack([np.asarray(x, np.int64) for x in actions], axis=1)
+        else:
+            a = np.asarray(actions, np.int64).reshape(self.num_envs, 3)
+        a = a.copy()
+        resetting = self._needs_reset.copy()
+        a[resetting] = 0
+        # masked (but in-space) actions are executed as observe, like the single env's lenient mode
+        tm, rm = self.sim.action_masks()
+        T, R = self.topology.T, len(RATIO_LEVELS)
+        c, t, r = a[:, 0], a[:, 1], a[:, 2]
+        inspace = (c >= 0) & (c < len(CATEGORIES)) & (t >= 0) & (t < T) & (r >= 0) & (r < R)
+        if not inspace.all():
+            raise SimError(f"actions outside the action space: {a[~inspace].tolist()}")
+        invalid = (tm[np.arange(self.num_envs), c * T + t] <= 0) | (rm[c * R + r] <= 0)
+        a[invalid] = 0
+        res = self.sim.step(a)
+        rew = res.reward - invalid * 1.0
+        self._ret += rew
+        term, trunc = res.terminated.copy(), res.truncated.copy()
+        infos: dict = {}
+        done = term | trunc
+        if done.any():
+            stats = [self.sim.episode_stats(i) if done[i] else None for i in range(self.num_envs)]
+            for k in self._END_KEYS:
+                if k == "episode_return":
+                    vals = self._ret.copy()
+                else:
+                    vals = np.array([s[k] if s else 0 for s in stats],
+                                    dtype=float if k in ("mttr_s", "detect_s") else
+                                    (bool if k in ("recovered", "success", "escalated") else np.int64))
+                infos[k] = vals
+                infos["_" + k] = done.copy()
+        if resetting.any():
+            idx = np.flatnonzero(resetting)
+            keys = [int(self._rngs[i].integers(0, 2**63 - 1)) for i in idx]
+            self.sim.reset(idx, keys)
+            rew[idx] = 0.0
+            term[idx] = False
+            trunc[idx] = False
+            self._ret[idx] = 0.0
+        obs = self._obs()
+        self._needs_reset = done & ~resetting
+        self._ret[done] = 0.0
+        return obs, rew.astype(np.float32), term, trunc, infos
+
+
+def make_vector_env(config: dict | None = None) -> FaultInjectionVectorEnv:
+    """RLlib env creator: ``config`` is the env_config (+ ``num_envs`` from RLlib)."""
+    return FaultInjectionVectorEnv(dict(config or {}))
