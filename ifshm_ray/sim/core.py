@@ -168,6 +168,7 @@ class BatchedSim:
         self.is_inf = np.zeros(S, bool)
         self.is_inf[topo.svc_index["inference-server"]] = True
         self.C = len(CATEGORIES)
+        self._svc_ix, self._node_ix = np.arange(S), np.arange(N)
         self.i_train, self.i_inf = topo.svc_index["training-worker"], topo.svc_index["inference-server"]
         # which metrics get multiplicative noise, and caps of observed node metrics
         self.svc_noisy = np.array([1, 0, 1, 0, 1, 1, 0, 1], float)
@@ -425,7 +426,7 @@ class BatchedSim:
         harm += rl
         self.cold_until[ar[rl], svc_t[rl]] = t_done[rl] + 300.0
         ra = c == CATEGORY_INDEX["reallocate"]
-        self.res_ratio[ar[ra], svc_t[ra]] = np.clip(self.res_ratio[ar[ra], svc_t[ra]] * ratio[ra], 0.25, 4.0)
+        self.res_ratio[ar[ra], svc_t[ra]] = _clip(self.res_ratio[ar[ra], svc_t[ra]] * ratio[ra], 0.25, 4.0)
         cl = c == CATEGORY_INDEX["clear_storage"]
         self.disk_cleared[ar[cl], node_t[cl]] = np.minimum(self.disk_cleared[ar[cl], node_t[cl]] + 0.3, 0.45)
         for cat_name, fn, tgt in (("scale", self._scale, svc_t), ("drain", self._drain, node_t),
@@ -565,7 +566,7 @@ class BatchedSim:
         injected = self.f_active[idx] & (self.f_t0[idx] <= t[:, None])
         x = (t[:, None] - self.f_eff_t0[idx] - self.onset[f]) / self.ramp[f]
         visible = injected & (x >= 0)
-        sev = np.where(injected, np.clip(x, 0.0, 1.0), 0.0) * (1.0 + self.f_worsen[idx])
+        sev = np.where(injected, _clip(x, 0.0, 1.0), 0.0) * (1.0 + self.f_worsen[idx])
         sev = np.where(visible, np.maximum(sev, 0.05), sev)
         return sev, visible
 
@@ -585,8 +586,8 @@ class BatchedSim:
         share = P / np.maximum(placed[:, :, None], 1e-9)
         nf = cc.target_is_node[np.minimum(f, cc.F - 1)] & (f < cc.F)             # [n, K]
         # ---- fault effects, all slots at once
-        svc_ix = np.arange(S)
-        node_ix = np.arange(N)
+        svc_ix = self._svc_ix
+        node_ix = self._node_ix
         onehot_s = (root[:, :, None] == svc_ix) & ~nf[:, :, None]                  # [n, K, S]
         onehot_n = (root[:, :, None] == node_ix) & nf[:, :, None]                  # [n, K, N]
         rn = np.where(nf, root, 0)
@@ -613,15 +614,15 @@ class BatchedSim:
         desired = self.replicas[idx]
         ds = topo.daemonset
         need = np.where(ds, (topo.allowed[None] & ~self.cordoned[idx][:, None, :]).sum(axis=2), base)
-        unready = np.clip(sv[:, :, SVC_CH["unready"]], 0, 1)
+        unready = _clip(sv[:, :, SVC_CH["unready"]], 0, 1)
         ready_n = np.maximum(placed - lost, 0.0) * (1 - unready)
-        ready_ratio = np.clip(ready_n / np.maximum(need, 1e-9), 0.0, 1.0)
+        ready_ratio = _clip(ready_n / np.maximum(need, 1e-9), 0.0, 1.0)
         rr = np.sqrt(self.res_ratio[idx])
         cap = ready_n / base * rr
         load = 1.0 + cfg.load_amplitude * np.sin(self.phase[idx] + 2 * np.pi * t / 86400.0)
         util = self.base_util * load[:, None] / np.maximum(cap, 1e-3)
         queue = (1.0 - self.base_util) / (1.0 - np.minimum(util, 0.97))
-        direct = np.clip(np.maximum(np.maximum(sv[:, :, SVC_CH["err"]], sv[:, :, SVC_CH["tp"]]),
+        direct = _clip(np.maximum(np.maximum(sv[:, :, SVC_CH["err"]], sv[:, :, SVC_CH["tp"]]),
                                     np.maximum(1 - ready_ratio, sv[:, :, SVC_CH["lat"]] * 0.25)), 0, 1)
         # propagation of impairment along dependencies (two hops)
         via = topo.dep[None] * direct[:, None, :]
@@ -631,12 +632,12 @@ class BatchedSim:
         worst_dep = via.argmax(axis=2)
         dead = ready_n <= 1e-9
         lat = topo.base_latency * (1 + sv[:, :, SVC_CH["lat"]] + prop) * queue
-        err = np.where(dead, 1.0, np.clip(0.002 + sv[:, :, SVC_CH["err"]] + 0.5 * prop
+        err = np.where(dead, 1.0, _clip(0.002 + sv[:, :, SVC_CH["err"]] + 0.5 * prop
                                           + np.maximum(util - 1.0, 0) * 0.5, 0, 1))
-        tp = np.where(dead, 0.0, np.clip(1 - sv[:, :, SVC_CH["tp"]] - 0.5 * prop, 0, 1)
+        tp = np.where(dead, 0.0, _clip(1 - sv[:, :, SVC_CH["tp"]] - 0.5 * prop, 0, 1)
                       * np.minimum(1.0, 0.95 / np.maximum(util, 1e-6)))
-        cpu = np.clip(util * 0.9 + sv[:, :, SVC_CH["cpu"]], 0, 1)
-        mem = np.clip((0.45 + sv[:, :, SVC_CH["mem"]]) / rr, 0, 1)
+        cpu = _clip(util * 0.9 + sv[:, :, SVC_CH["cpu"]], 0, 1)
+        mem = _clip((0.45 + sv[:, :, SVC_CH["mem"]]) / rr, 0, 1)
         svc_true = np.stack([lat, err, tp, ready_ratio, cpu, mem, sv[:, :, SVC_CH["restarts"]],
                              lat / self.slo_latency], axis=2)
         # ---- node metrics
@@ -644,18 +645,18 @@ class BatchedSim:
         tr, inf = self.i_train, self.i_inf
         Pt, Pi = P[:, tr, :], P[:, inf, :]
         gpu_busy = (Pt * (0.95 * tp[:, tr])[:, None] + Pi * (0.55 * load * tp[:, inf])[:, None]) / ng
-        gpu_util = 100 * np.clip(gpu_busy * (1 - nd[:, :, NODE_CH["gpu_drop"]]), 0, 1)
+        gpu_util = 100 * _clip(gpu_busy * (1 - nd[:, :, NODE_CH["gpu_drop"]]), 0, 1)
         host_cpu = np.einsum("bsn,bs->bn", P, cpu) / np.maximum(P.sum(axis=1), 1.0)
         g = self.gpu_node
         node_true = np.stack([
-            np.clip(0.15 + 0.5 * host_cpu + nd[:, :, NODE_CH["cpu"]], 0, 1),
-            np.clip(0.45 + nd[:, :, NODE_CH["mem"]], 0, 1),
-            np.clip(0.5 + nd[:, :, NODE_CH["disk"]] - self.disk_cleared[idx], 0.05, 1),
+            _clip(0.15 + 0.5 * host_cpu + nd[:, :, NODE_CH["cpu"]], 0, 1),
+            _clip(0.45 + nd[:, :, NODE_CH["mem"]], 0, 1),
+            _clip(0.5 + nd[:, :, NODE_CH["disk"]] - self.disk_cleared[idx], 0.05, 1),
             gpu_util * g,
             (38 + 0.35 * gpu_util + nd[:, :, NODE_CH["temp"]]) * g,
             xid,
-            np.clip((Pt * 0.85 + Pi * 0.6) / ng + nd[:, :, NODE_CH["fb"]], 0, 1) * g,
-            np.clip(0.0005 + nd[:, :, NODE_CH["net_err"]], 0, 1),
+            _clip((Pt * 0.85 + Pi * 0.6) / ng + nd[:, :, NODE_CH["fb"]], 0, 1) * g,
+            _clip(0.0005 + nd[:, :, NODE_CH["net_err"]], 0, 1),
             0.4 + nd[:, :, NODE_CH["net_lat"]],
             (~down).astype(float)], axis=2)
         node_true[:, :, :9] *= ~down[:, :, None]  # a down node stops exporting: metrics read 0, except readiness
@@ -663,14 +664,15 @@ class BatchedSim:
         Ms, Mn, cm = len(SVC_METRICS), len(NODE_METRICS), cc.max_logs
         nb = len(BENIGN_MIX)
         sizes = (S * Ms + N * Mn, K * cm, K * cm, S, S, nb, nb)
-        u = rng.uniform(self.key[idx], self.step_idx[idx].astype(np.uint64), P_NOISE, sum(sizes))
-        parts = np.split(u, np.cumsum(sizes)[:-1], axis=1)
+        u = rng.table_uniform(self.key[idx], self.step_idx[idx].astype(np.uint64), P_NOISE, sum(sizes))
+        bounds = np.cumsum((0,) + sizes)
+        parts = [u[:, bounds[i]:bounds[i + 1]] for i in range(len(sizes))]
         nz = (parts[0] * 2.0 - 1.0) * 1.7320508  # unit-variance uniform noise
         nzs = nz[:, : S * Ms].reshape(n_env, S, Ms)
         nzn = nz[:, S * Ms:].reshape(n_env, N, Mn)
         a = cfg.metric_noise
         svc_obs = svc_true * (1 + a * nzs * self.svc_noisy)
-        svc_obs[:, :, 1] = np.clip(svc_true[:, :, 1] + 0.002 * np.abs(nzs[:, :, 1]), 0, 1)
+        svc_obs[:, :, 1] = _clip(svc_true[:, :, 1] + 0.002 * np.abs(nzs[:, :, 1]), 0, 1)
         svc_obs[:, :, 2] = np.minimum(svc_obs[:, :, 2], 1.0)
         svc_obs[:, :, 7] = svc_obs[:, :, 0] / self.slo_latency
         node_obs = node_true * (1 + a * nzn * self.node_noisy)
@@ -854,6 +856,11 @@ class BatchedSim:
                         "active_for_s": float(self.t[b] - self.alarm_since[b, ai]),
                         "summary": rule.summary.format(entity=ent, value=val)})
         return out
+
+
+def _clip(x, lo, hi):
+    """np.clip without its Python-level overhead (two ufunc calls; matters for batch size 1)."""
+    return np.minimum(np.maximum(x, lo), hi)
 
 
 _MASK_RE = re.compile(r"\S*\d\S*")

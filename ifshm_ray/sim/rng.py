@@ -1,7 +1,10 @@
-"""Counter-based random numbers (splitmix64), vectorised over a batch of environments.
+"""Counter-based random numbers, vectorised over a batch of environments.
 
 Every draw is a pure function of (episode key, step counter, purpose, index), so a batch of B simulators gives
 exactly the numbers B single simulators with the same keys give, whatever the batch size or order.
+:func:`uniform` hashes every number with splitmix64; :func:`table_uniform` (used for the per-step bulk draws)
+hashes only a start offset into a fixed table of 2^20 uniforms and reads a contiguous run from it, which is
+several times cheaper for large batches and good enough for simulation noise.
 """
 from __future__ import annotations
 
@@ -38,3 +41,18 @@ def normal(keys: np.ndarray, counter: np.ndarray, purpose: int, n: int) -> np.nd
     u1 = uniform(keys, counter, purpose, n)
     u2 = uniform(keys, counter, purpose + 512, n)
     return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
+
+
+_TABLE_SIZE = 1 << 20
+_TABLE = np.random.default_rng(20261128).random(_TABLE_SIZE + 4096)
+
+
+def table_uniform(keys: np.ndarray, counter: np.ndarray, purpose: int, n: int) -> np.ndarray:
+    """Uniform [0, 1) floats of shape (len(keys), n): a run of n table entries from a hashed start offset."""
+    if n > 4096:
+        raise ValueError(f"table_uniform draws at most 4096 numbers per row, asked for {n}")
+    keys = np.asarray(keys, dtype=np.uint64)
+    counter = np.asarray(counter, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        off = mix64(keys ^ mix64(counter * np.uint64(1024) + np.uint64(purpose))) % np.uint64(_TABLE_SIZE)
+    return _TABLE[off.astype(np.int64)[:, None] + np.arange(n)]

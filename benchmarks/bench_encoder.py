@@ -1,0 +1,99 @@
+"""Encoder throughput on CPU: contexts/s at batch 1 and batched, with and without the LM-output cache, for the
+template path (RL) and the whole-context path (diagnosis / serving). Prints ONE JSON line.
+
+How to run (from the repo root)::
+
+    .venv/bin/python benchmarks/bench_encoder.py                 # default model (SmolLM2-135M), ~2-3 min on 2 cores
+    .venv/bin/python benchmarks/bench_encoder.py --model minilm  # fast preset
+
+A context is one telemetry window from the simulator (known faults, several seeds), encoded end to end: modal
+encoding (Drain3 templates, metric features, alarms), the LM pass, the fusion and the heads. "uncached": the
+LM-output cache is emptied before every batch (within a batch each distinct text still runs once); "cached": the
+cache is warm, as in steady-state RL where the set of log templates / alarm texts is small.
+Keys: ``uncached_contexts_per_s`` / ``cached_contexts_per_s`` (template path, batched: the RL configuration),
+``cache_speedup``, and per path and batch size ``{templates,context}_{b1,bN}_{uncached,cached}_contexts_per_s``.
+Target: cached >= 5x uncached.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def measure(enc, windows: list[dict], batch: int, cached: bool, mode: str) -> float:
+    """Contexts per second over ``windows`` in batches of ``batch``."""
+    if cached:
+        for i in range(0, len(windows), batch):
+            enc.predict(windows[i:i + batch], mode=mode)
+    t0 = time.perf_counter()
+    for i in range(0, len(windows), batch):
+        if not cached:
+            enc.clear_cache()
+        enc.predict(windows[i:i + batch], mode=mode)
+    return len(windows) / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2", help="preset, HF name or path (default: the embedded SmolLM2)")
+    ap.add_argument("--windows", type=int, default=48, help="windows per batched measurement")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--context-windows", type=int, default=8,
+                    help="windows for the uncached whole-context path (expensive on CPU)")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+    import logging
+
+    logging.disable(logging.WARNING)
+    import torch
+
+    from ifshm_ray.encoding.config import EncoderConfig
+    from ifshm_ray.encoding.semantic import SemanticEncoder
+    from ifshm_ray.encoding.simdata import known_faults, labelled_windows
+
+    torch.set_num_threads(args.threads)
+    windows = [w["telemetry"] for w in labelled_windows(range(2), windows_per_episode=2)]
+    windows = windows[:: max(1, len(windows) // args.windows)][: args.windows]
+    cfg = EncoderConfig(model=args.model, adapter="lora", max_template_tokens=32)
+    t0 = time.perf_counter()
+    enc = SemanticEncoder.build(cfg, known_faults() + ["healthy"])
+    load_s = time.perf_counter() - t0
+    enc.eval()
+    for w in windows:  # mine the templates once, so every pass sees the same texts
+        enc.modal.encode(w)
+    enc.modal.freeze()
+
+    res: dict = {"model": args.model, "threads": args.threads, "batch": args.batch, "load_s": round(load_s, 2)}
+    few = windows[: args.context_windows]
+    plan = [("templates", 1, False, windows[:8]), ("templates", 1, True, windows),
+            ("templates", args.batch, False, windows), ("templates", args.batch, True, windows),
+            ("context", 1, False, few), ("context", 1, True, windows),
+            ("context", args.batch, False, few), ("context", args.batch, True, windows)]
+    for mode, b, cached, ws in plan:
+        key = f"{mode}_{'b1' if b == 1 else 'bN'}_{'cached' if cached else 'uncached'}_contexts_per_s"
+        res[key] = round(measure(enc, ws, b, cached, mode), 2)
+    stats = enc.cache_stats()
+    res["uncached_contexts_per_s"] = res["templates_bN_uncached_contexts_per_s"]
+    res["cached_contexts_per_s"] = res["templates_bN_cached_contexts_per_s"]
+    res["cache_speedup"] = round(res["cached_contexts_per_s"] / max(res["uncached_contexts_per_s"], 1e-9), 1)
+    res["distinct_items_per_window"] = round(
+        sum(len(set(c.items)) for c in enc.encode_telemetry(windows)) / len(windows), 1)
+    res["distinct_items_total"] = len({t for c in enc.encode_telemetry(windows) for t in c.items})
+    res["cache_entries"] = stats["entries"]
+    print(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
