@@ -265,3 +265,18 @@ def test_vector_env_matches_single_envs_with_next_step_autoreset():
                 ends += 1
                 assert info["_mttr_s"][i] and info["mttr_s"][i] == pytest.approx(inf["mttr_s"])
     assert ends > 0
+
+
+def test_observation_rebuilt_from_telemetry_matches_env():
+    from ifshm_ray.env.observation import TelemetryObserver
+
+    env = FaultInjectionEnv({"faults": "all"})
+    ob = TelemetryObserver(env.sim_cfg)
+    obs, info = env.reset(seed=4)
+    for _ in range(6):
+        obs, *_, info = env.step((0, 0, 0))
+        x = ob.observe(info["telemetry"])
+        # equal up to the 4-decimal rounding of rendered metrics (time, streak: not carried by telemetry)
+        sl = slice(0, env.sim.obs_dim - env.sim.C - 2 - env.topology.N)
+        np.testing.assert_allclose(x["obs"][sl], obs["obs"][sl], atol=2e-3)
+        np.testing.assert_array_equal(x["action_mask"], obs["action_mask"])
