@@ -18,12 +18,32 @@ class AdapterNotFoundError(FileNotFoundError):
     """The adapter / checkpoint path does not exist or holds no adapter."""
 
 
-def apply_lora(backbone, r: int = 8, alpha: int = 16, dropout: float = 0.05, target_modules=None):
-    """Wrap ``backbone`` in a peft LoRA model (base weights frozen; only the LoRA matrices train)."""
+def _layer_pattern(backbone) -> str | None:
+    """Name of the ModuleList that holds the transformer layers ('layers' for Llama, 'layer' for BERT)."""
+    import torch
+
+    n = int(getattr(backbone.config, "num_hidden_layers", 0) or 0)
+    for name, module in backbone.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return name.split(".")[-1]
+    return None
+
+
+def apply_lora(backbone, r: int = 8, alpha: int = 16, dropout: float = 0.05, target_modules=None,
+               last_layers: int | None = None):
+    """Wrap ``backbone`` in a peft LoRA model (base weights frozen; only the LoRA matrices train).
+    ``last_layers``: put LoRA only on the last N transformer layers."""
     from peft import LoraConfig, TaskType, get_peft_model
 
+    extra = {}
+    if last_layers:
+        n = int(backbone.config.num_hidden_layers)
+        pattern = _layer_pattern(backbone)
+        if pattern is None:
+            raise ValueError("lora_layers: could not find the model's list of transformer layers; use null (all)")
+        extra = {"layers_to_transform": list(range(max(0, n - last_layers), n)), "layers_pattern": pattern}
     cfg = LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=r, lora_alpha=alpha, lora_dropout=dropout,
-                     target_modules=target_modules, inference_mode=False)
+                     target_modules=target_modules, inference_mode=False, **extra)
     return get_peft_model(backbone, cfg)
 
 
@@ -37,13 +57,15 @@ def apply_prompt_tuning(backbone, num_virtual_tokens: int = 8):
     return get_peft_model(backbone, cfg)
 
 
-def apply_adapter(backbone, kind: str, *, r=8, alpha=16, dropout=0.05, target_modules=None, num_virtual_tokens=8):
+def apply_adapter(backbone, kind: str, *, r=8, alpha=16, dropout=0.05, target_modules=None, num_virtual_tokens=8,
+                  last_layers=None):
     if kind == "none":
         for p in backbone.parameters():
             p.requires_grad_(False)
         return backbone
     if kind == "lora":
-        return apply_lora(backbone, r=r, alpha=alpha, dropout=dropout, target_modules=target_modules)
+        return apply_lora(backbone, r=r, alpha=alpha, dropout=dropout, target_modules=target_modules,
+                          last_layers=last_layers)
     if kind == "prompt_tuning":
         return apply_prompt_tuning(backbone, num_virtual_tokens=num_virtual_tokens)
     raise ValueError(f"adapter kind {kind!r}: use 'lora', 'prompt_tuning' or 'none'")

@@ -25,9 +25,9 @@ ADAPTERS = ("none", "lora", "prompt_tuning")
 class EncoderConfig:
     """The modal-aware encoder and the LLM semantic encoder."""
 
-    model: str = "minilm"
-    """Preset name (``smollm2``, ``minilm``, ``tiny-llama``, ``tiny-bert``), a Hugging Face model name that is in the
-    local cache, or a local directory."""
+    model: str = "smollm2"
+    """Preset name (``smollm2`` -- the embedded default --, ``minilm`` -- fast --, ``tiny-llama``, ``tiny-bert``), a
+    Hugging Face model name that is in the local cache, or a local directory."""
     cache_dir: str | None = None
     """Where dequantised GGUF models are cached as safetensors; default ``$IFSHM_CACHE_DIR`` or
     ``~/.cache/ifshm_ray/models``."""
@@ -76,6 +76,9 @@ class EncoderConfig:
     """LoRA dropout."""
     lora_target_modules: list[str] | None = None
     """Module names LoRA wraps; None: peft's default for the model type (q/v projections)."""
+    lora_layers: int | None = None
+    """LoRA only on the last N transformer layers (None: all). Backpropagation then stops below them, which makes a
+    training step of SmolLM2 about 1.5x cheaper with the top 8 of 30 layers."""
     num_virtual_tokens: int = 8
     """Soft-prompt length for ``prompt_tuning``."""
     fault_types: list[str] = field(default_factory=list)
@@ -97,6 +100,8 @@ class EncoderConfig:
                      "alarm_buckets", "template_cache_size", "embed_batch_size", "lora_r", "num_virtual_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"encoder.{name}={getattr(self, name)!r}: must be a positive integer")
+        if self.lora_layers is not None and int(self.lora_layers) < 1:
+            raise ConfigError(f"encoder.lora_layers={self.lora_layers}: use a positive number of layers or null (all)")
         if self.max_prompt_tokens < 32:
             raise ConfigError(f"encoder.max_prompt_tokens={self.max_prompt_tokens}: use at least 32 tokens")
         if not 0.0 < self.drain_sim_th < 1.0:
@@ -145,6 +150,11 @@ class FinetuneConfig:
     """Real OpenStack fault-injection samples (relative to the repo root); skipped when absent or None."""
     real_max_lines: int = 4000
     """At most this many service-log lines per real sample (the window's lines, oldest first)."""
+    rl_probe_episodes: int = 8
+    """After training: env episodes (unseen seeds, random actions) encoded one step at a time with a fresh cache,
+    to measure the template-cache hit rate as the RL loop sees it (0: skip)."""
+    rl_probe_steps: int = 25
+    """Steps per probe episode."""
     sim_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the simulator's data-set generator."""
 

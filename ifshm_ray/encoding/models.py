@@ -159,7 +159,7 @@ def resolve_model(name_or_path: str, cache_dir: str | Path | None = None) -> str
             return name_or_path
     raise ModelNotFoundError(
         f"unknown model {name_or_path!r}: not a preset, not a local folder, and not in the local Hugging Face cache "
-        f"(this box is offline). Use a preset -- {preset_list()} -- or the path of a folder with config.json."
+        f"(this box is offline). Presets: {preset_list()}. Or give the path of a folder with config.json."
     )
 
 

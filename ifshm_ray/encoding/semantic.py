@@ -109,7 +109,8 @@ class SemanticEncoder(nn.Module):
         if with_adapter:
             backbone = ad.apply_adapter(backbone, config.adapter, r=config.lora_r, alpha=config.lora_alpha,
                                         dropout=config.lora_dropout, target_modules=config.lora_target_modules,
-                                        num_virtual_tokens=config.num_virtual_tokens)
+                                        num_virtual_tokens=config.num_virtual_tokens,
+                                        last_layers=config.lora_layers)
         torch.manual_seed(config.seed)
         return cls(config, fault_types, backbone, tokenizer)
 

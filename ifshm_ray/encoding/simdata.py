@@ -28,9 +28,12 @@ def episode_seed(seed: int, fault: str) -> int:
 
 
 def labelled_windows(seeds: Sequence[int], faults: Sequence[str] | str = "known", windows_per_episode: int = 4,
-                     healthy_per_seed: int | None = None, max_steps: int = 40, env_config: dict | None = None
-                     ) -> Iterator[dict]:
-    """Yield ``{"seed", "fault", "label", "time_s", "telemetry"}`` dicts (see the module docstring)."""
+                     healthy_per_seed: int | None = None, max_steps: int = 40, env_config: dict | None = None,
+                     settle_s: float | None = None) -> Iterator[dict]:
+    """Yield ``{"seed", "fault", "label", "time_s", "telemetry"}`` dicts (see the module docstring).
+
+    ``settle_s``: a fault window must end at least this long after the fault became visible (default: one window
+    length), so that its telemetry holds the symptoms; earlier windows look healthy and would be label noise."""
     from ifshm_ray.env.fault_env import FaultInjectionEnv
     from ifshm_ray.sim.catalog import load_catalog
 
@@ -45,6 +48,7 @@ def labelled_windows(seeds: Sequence[int], faults: Sequence[str] | str = "known"
             env.reset(seed=episode_seed(seed, fault), options={"faults": fault})
             truth = env.incident()["faults"][0]
             taken = 0
+            settle = settle_s
             for _ in range(max_steps):
                 _, _, term, trunc, info = env.step(noop)
                 tel = info["telemetry"]
@@ -52,7 +56,7 @@ def labelled_windows(seeds: Sequence[int], faults: Sequence[str] | str = "known"
                 if t <= truth["injected_at_s"] and healthy_left > 0:
                     healthy_left -= 1
                     yield {"seed": int(seed), "fault": fault, "label": HEALTHY, "time_s": t, "telemetry": tel}
-                elif t >= truth["visible_at_s"]:
+                elif t >= truth["visible_at_s"] + (settle if settle is not None else tel.get("window_s", 30.0)):
                     yield {"seed": int(seed), "fault": fault, "label": fault, "time_s": t, "telemetry": tel}
                     taken += 1
                 if taken >= windows_per_episode or term or trunc:

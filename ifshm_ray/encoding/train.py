@@ -73,6 +73,7 @@ def train_worker(job: dict) -> None:
     from ifshm_ray.encoding.semantic import SemanticEncoder
 
     ft = job["finetune"]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(int(ft["torch_threads"]))
     _deepspeed_cpu_setup(bool(ft.get("deepspeed_shm_comm", False)))
     ctx = ray.train.get_context()
@@ -117,7 +118,9 @@ def train_worker(job: dict) -> None:
             loss = torch.nn.functional.cross_entropy(logits, y)
             engine.backward(loss)
             engine.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
+            if rank == 0 and step % 10 == 0:
+                logger.info("epoch %d step %d loss %.4f (%.1f s)", epoch, step, losses[-1], time.time() - t0)
         logger.info("rank %d epoch %d mean loss %.4f", rank, epoch, float(np.mean(losses[-10:])))
     train_time = time.time() - t0
 

@@ -17,13 +17,23 @@ from ifshm_ray.policy.module import module_class
 
 
 def resolve_env(entry_point: str) -> Any:
-    """``"package.module:Class"`` -> the class; a registered env name -> the name (registering ``ifshm-*``)."""
+    """``"package.module:Class"`` -> the class; ``"package.module:factory"`` -> registered with
+    ``ray.tune.register_env`` under the entry point string, which is returned (RLlib takes classes or registered
+    names only); any other string is taken as a registered env name (``ifshm-*`` names are registered here)."""
     if ":" in entry_point:
         mod, _, name = entry_point.partition(":")
         try:
-            return getattr(importlib.import_module(mod), name)
+            obj = getattr(importlib.import_module(mod), name)
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"env.entry_point {entry_point!r} cannot be imported: {exc}") from exc
+        if isinstance(obj, type):
+            return obj
+        if not callable(obj):
+            raise ValueError(f"env.entry_point {entry_point!r} is neither a class nor a callable.")
+        from ray.tune.registry import register_env
+
+        register_env(entry_point, obj)
+        return entry_point
     if entry_point.startswith("ifshm-"):
         from ifshm_ray.env import register
 
@@ -31,15 +41,29 @@ def resolve_env(entry_point: str) -> Any:
     return entry_point
 
 
+class SingleEnvView:
+    """The single-env spaces of a gymnasium VectorEnv (what the policy bundle records)."""
+
+    def __init__(self, vec):
+        self.action_space = vec.single_action_space
+        self.observation_space = vec.single_observation_space
+        self.unwrapped = vec.unwrapped
+        self.close = vec.close
+
+
 def make_env(cfg: TrainConfig):
-    """One local env instance (for spaces and the policy bundle's action-space hash)."""
+    """One local env (or :class:`SingleEnvView` of a vector env) for spaces, target names and the action hash."""
+    import gymnasium as gym
+
     env = resolve_env(cfg.env.entry_point)
-    env_config = env_config_of(cfg)
+    env_config = {**env_config_of(cfg), "num_envs": 1} if cfg.runners.gym_env_vectorize_mode == "vector_entry_point" \
+        else env_config_of(cfg)
     if isinstance(env, str):
         from ray.tune.registry import ENV_CREATOR, _global_registry
 
-        return _global_registry.get(ENV_CREATOR, env)(env_config)
-    return env(env_config)
+        env = _global_registry.get(ENV_CREATOR, env)
+    instance = env(env_config)
+    return SingleEnvView(instance) if isinstance(instance, gym.vector.VectorEnv) else instance
 
 
 def env_config_of(cfg: TrainConfig) -> dict:

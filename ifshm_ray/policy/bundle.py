@@ -2,7 +2,9 @@
 
 Layout of ``<out>/policy_bundle/`` (written by :func:`export_policy_bundle` at the end of ``jobs/train.py``)::
 
-    manifest.json               format, policy kind, model_config, space sizes, action-space signature + hash,
+    manifest.json               format, policy kind, model_config, space sizes, action_space_hash (the env's own,
+                                ``env.action_space_hash``), action-space signature (sizes, category names, ratio
+                                levels, target names) + its signature_hash,
                                 env entry point + config (topology), encoder preset/adapter (None for now),
                                 training summary (iterations, env steps, seed), list of files
     rl_module/                  the RLModule checkpoint (``RLModule.from_checkpoint`` format: class + ctor args +
@@ -54,7 +56,14 @@ class PolicyBundleError(RuntimeError):
 
 
 def action_space_hash_of_env(env: Any) -> str:
-    """The action-space hash a bundle must carry to act in ``env`` (sizes, categories, ratios, target names)."""
+    """The action-space hash a bundle must carry to act in ``env``.
+
+    The env's own ``action_space_hash`` (``ifshm_ray.env``: space, categories, ratios, topology) when it has one,
+    else the hash of :func:`~ifshm_ray.policy.spaces.action_space_signature` (sizes, categories, ratios, targets).
+    """
+    own = getattr(getattr(env, "unwrapped", env), "action_space_hash", None)
+    if isinstance(own, str) and own:
+        return own
     return hash_signature(action_space_signature(env.action_space, target_names=env_target_names(env)))
 
 
@@ -124,7 +133,8 @@ def export_policy_bundle(
                 "num_features": int(obs_space[OBS_KEY].shape[0]),
             },
             "action_space_signature": signature,
-            "action_space_hash": hash_signature(signature),
+            "signature_hash": hash_signature(signature),
+            "action_space_hash": action_space_hash_of_env(env),
             "env": {"entry_point": env_entry_point, "config": _jsonable(dict(env_config))},
             "encoder": dict(encoder) if encoder else None,
             "connectors": connectors,
@@ -178,15 +188,15 @@ def load_policy_bundle(path: str | Path, *, expected_action_space_hash: str | No
 
     signature = manifest["action_space_signature"]
     stored_hash = manifest["action_space_hash"]
-    if hash_signature(signature) != stored_hash:
-        raise PolicyBundleError(f"{bundle}: action_space_hash does not match its signature (edited manifest?).")
+    if hash_signature(signature) != manifest.get("signature_hash"):
+        raise PolicyBundleError(f"{bundle}: signature_hash does not match the action-space signature (edited manifest?).")
     import gymnasium as gym
 
     sizes = signature["sizes"]
     current = action_space_signature(
         gym.spaces.Tuple(tuple(gym.spaces.Discrete(n) for n in sizes)), target_names=signature.get("targets")
     )
-    if hash_signature(current) != stored_hash:
+    if hash_signature(current) != manifest["signature_hash"]:
         raise PolicyBundleError(
             f"{bundle}: action-space hash mismatch: the bundle was trained with categories "
             f"{signature['categories']} / ratio levels {signature['ratio_levels']}, the code now defines "

@@ -22,11 +22,14 @@ import yaml
 
 @dataclass
 class EnvSection:
-    entry_point: str = "ifshm_ray.env:FaultInjectionEnv"
-    """``"package.module:Class"`` of a gymnasium env taking one ``config`` dict, or a name registered with
-    ``ray.tune.register_env`` (names starting with ``ifshm-`` are registered by ``ifshm_ray.env.register()``)."""
-    config: dict = field(default_factory=dict)
-    """The env's config dict (``faults``, simulator options). ``seed`` is filled from ``run.seed`` if absent."""
+    entry_point: str = "ifshm_ray.env:make_vector_env"
+    """``"package.module:callable"`` building the env from one ``config`` dict (a gymnasium Env class, or with
+    ``runners.gym_env_vectorize_mode: vector_entry_point`` a factory of a whole VectorEnv such as
+    ``ifshm_ray.env:make_vector_env``), or a name registered with ``ray.tune.register_env`` (names starting with
+    ``ifshm-`` are registered by ``ifshm_ray.env.register()``)."""
+    config: dict = field(default_factory=lambda: {"faults": "known", "render_telemetry": False})
+    """The env's config dict (``faults``, ``SimConfig`` options, ``render_telemetry``: off for training, the policy
+    reads only the numeric observation). ``seed`` is filled from ``run.seed`` if absent."""
 
 
 @dataclass
@@ -100,7 +103,9 @@ class RunnersSection:
     num_envs_per_env_runner: int = 8
     """Vectorised envs stepped together by each runner (one batched forward pass per step)."""
     gym_env_vectorize_mode: str = "sync"
-    """``sync`` (in-process) or ``async`` (one subprocess per env) gymnasium vectorisation."""
+    """``sync`` (in-process gymnasium SyncVectorEnv), ``async`` (one subprocess per env) or ``vector_entry_point``
+    (the env entry point builds the whole vector env itself, e.g. ``ifshm_ray.env:make_vector_env``: one batched
+    simulator for all envs of a runner, much faster)."""
     rollout_fragment_length: int | str = "auto"
     """Steps per env per sample() call; ``auto`` = train_batch_size / (runners * envs)."""
     num_cpus_per_env_runner: float = 1.0
@@ -165,8 +170,8 @@ class TrainConfig:
             raise ValueError("runners.num_envs_per_env_runner must be >= 1.")
         if self.runners.num_env_runners < 0:
             raise ValueError("runners.num_env_runners must be >= 0.")
-        if self.runners.gym_env_vectorize_mode not in ("sync", "async"):
-            raise ValueError("runners.gym_env_vectorize_mode must be 'sync' or 'async'.")
+        if self.runners.gym_env_vectorize_mode not in ("sync", "async", "vector_entry_point"):
+            raise ValueError("runners.gym_env_vectorize_mode must be 'sync', 'async' or 'vector_entry_point'.")
         if self.run.iterations < 1 or self.run.checkpoint_every < 1:
             raise ValueError("run.iterations and run.checkpoint_every must be >= 1.")
         return self

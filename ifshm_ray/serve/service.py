@@ -1,0 +1,461 @@
+"""The serving logic as plain classes (no Ray, no HTTP), so it is tested in-process.
+
+* :class:`EncoderDiagnoser`: telemetry windows -> fault mode, confidence, unknown score, top 3, with the encoding
+  package's :class:`~ifshm_ray.encoding.semantic.SemanticEncoder` (a fine-tuned checkpoint, or an untrained one
+  over a preset backbone) and an LRU cache of results keyed by a hash of the window.
+* :class:`HealingService`: the policy bundle (``load_policy_bundle``) + :class:`~ifshm_ray.env.observation.TelemetryObserver`
+  + the fault catalog; answers diagnose / heal / Alertmanager requests given any ``diagnose_one`` coroutine
+  (the encoder deployment's handle under Serve, an :class:`EncoderDiagnoser` in tests).
+* :func:`check_limits`, :func:`alertmanager_to_telemetry`: input limits (413) and the Alertmanager mapping.
+
+Expected recovery time (``/v1/heal``): the catalog remedy of the recommended category for the *diagnosed* fault;
+when its effect is ``heal``, its ``duration_s`` (the category's default duration when the remedy gives none) plus the
+SLO verification time ``healthy_steps x step_s`` of the policy's simulator config; otherwise null, with the
+fastest healing remedy named in ``expected_recovery_basis``.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Sequence
+
+import numpy as np
+
+from ifshm_ray.serve.config import ServeConfig
+
+logger = logging.getLogger(__name__)
+
+HEALTHY = "healthy"
+RATIO_CATEGORIES = ("scale", "reallocate")
+
+
+class InputError(ValueError):
+    """The request is well-formed JSON but wrong (unknown entity, bad time stamp): HTTP 422."""
+
+
+class LimitError(ValueError):
+    """The request is larger than a configured limit: HTTP 413."""
+
+
+class LRU:
+    """A small LRU map (``maxsize`` 0: never stores)."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = int(maxsize)
+        self._d: OrderedDict = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key):
+        if key in self._d:
+            self._d.move_to_end(key)
+            self.hits += 1
+            return self._d[key]
+        self.misses += 1
+        return None
+
+    def put(self, key, value) -> None:
+        if self.maxsize <= 0:
+            return
+        self._d[key] = value
+        self._d.move_to_end(key)
+        while len(self._d) > self.maxsize:
+            self._d.popitem(last=False)
+
+    def stats(self) -> dict:
+        n = self.hits + self.misses
+        return {"entries": len(self._d), "hits": self.hits, "misses": self.misses,
+                "hit_rate": self.hits / n if n else 0.0}
+
+
+def telemetry_key(telemetry: dict) -> str:
+    """Hash of a telemetry window's content (logs, metrics, alarms; time stamps excluded)."""
+    body = {k: telemetry.get(k) for k in ("logs", "metrics", "alarms")}
+    return hashlib.blake2b(json.dumps(body, sort_keys=True, separators=(",", ":")).encode(), digest_size=16).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------- limits
+def check_limits(t: dict, cfg: ServeConfig) -> None:
+    """Raise :class:`LimitError` naming the limit a telemetry window exceeds (limits are ``ServeConfig`` fields)."""
+    logs, metrics, alarms = t.get("logs", []), t.get("metrics", {}), t.get("alarms", [])
+    if len(logs) > cfg.max_log_lines:
+        raise LimitError(f"telemetry.logs has {len(logs)} lines; the limit is max_log_lines={cfg.max_log_lines}")
+    for i, line in enumerate(logs):
+        if len(line) > cfg.max_line_chars:
+            raise LimitError(f"telemetry.logs[{i}] has {len(line)} characters; the limit is "
+                             f"max_line_chars={cfg.max_line_chars}")
+    n_series = sum(len(s) for s in metrics.values())
+    if n_series > cfg.max_metric_series:
+        raise LimitError(f"telemetry.metrics has {n_series} series; the limit is "
+                         f"max_metric_series={cfg.max_metric_series}")
+    for ent, series in metrics.items():
+        for name, vals in series.items():
+            if len(vals) > cfg.max_samples_per_series:
+                raise LimitError(f"telemetry.metrics[{ent!r}][{name!r}] has {len(vals)} samples; the limit is "
+                                 f"max_samples_per_series={cfg.max_samples_per_series}")
+    if len(alarms) > cfg.max_alarms:
+        raise LimitError(f"telemetry.alarms has {len(alarms)} alarms; the limit is max_alarms={cfg.max_alarms}")
+    for i, a in enumerate(alarms):
+        for key in ("name", "summary", "entity"):
+            if len(a.get(key) or "") > cfg.max_line_chars:
+                raise LimitError(f"telemetry.alarms[{i}].{key} is longer than max_line_chars={cfg.max_line_chars}")
+
+
+# ---------------------------------------------------------------------------------------------- Alertmanager
+_SEVERITY = {"critical": "critical", "page": "critical", "error": "critical", "high": "critical",
+             "warning": "warning", "warn": "warning", "medium": "warning",
+             "info": "info", "none": "info", "low": "info"}
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """Alertmanager's time stamps (RFC 3339, Go may give nanoseconds) as an aware datetime."""
+    s = value.strip()
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    if "." in s:  # cut the fraction to microseconds
+        head, _, rest = s.partition(".")
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        s = head + "." + rest[:min(digits, 6)].ljust(6, "0") + rest[digits:]
+    dt = datetime.fromisoformat(s)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+def resolve_entity(labels: dict[str, str], services: Sequence[str], nodes: Sequence[str]) -> str | None:
+    """The topology entity an alert's labels name: ``service``, then ``pod`` (a service name prefix, Kubernetes
+    pod naming), then ``node``, then ``instance`` (its host part). None when no such label is present;
+    :class:`InputError` naming the valid entities when labels are present but none names an entity."""
+    svc, node_set = set(services), set(nodes)
+    given = {k: labels[k] for k in ("service", "pod", "node", "instance") if labels.get(k)}
+    if not given:
+        return None
+    if given.get("service") in svc:
+        return given["service"]
+    pod = given.get("pod")
+    if pod:
+        for s in sorted(services, key=len, reverse=True):
+            if pod == s or pod.startswith(s + "-"):
+                return s
+    if given.get("node") in node_set:
+        return given["node"]
+    inst = given.get("instance")
+    if inst:
+        host = inst.rsplit(":", 1)[0] if inst.count(":") == 1 else inst
+        host = host.split(".", 1)[0]
+        if host in node_set or host in svc:
+            return host
+    shown = ", ".join(f"{k}={v!r}" for k, v in given.items())
+    raise InputError(f"alert labels {shown} name no service or node of the served topology; valid services: "
+                     f"{sorted(services)}; valid nodes: {sorted(nodes)}")
+
+
+def alertmanager_to_telemetry(payload: dict, services: Sequence[str], nodes: Sequence[str],
+                              now: datetime | None = None) -> tuple[dict, int, int]:
+    """Map an Alertmanager webhook payload (version 4) to a telemetry window.
+
+    Firing alerts become alarms: ``labels.alertname`` -> name, ``labels.severity`` -> severity (critical / page /
+    error -> critical, warning -> warning, info / none -> info; missing -> warning), ``labels.service`` / ``pod`` /
+    ``node`` / ``instance`` -> entity (:func:`resolve_entity`), ``startsAt`` -> ``active_for_s`` (until ``now``),
+    ``annotations.summary`` (else ``description``, else the common ones) -> summary, state ``firing``. Resolved alerts are counted, not used.
+    Returns ``(telemetry, alerts_used, alerts_resolved)``."""
+    now = now or datetime.now(timezone.utc)
+    alarms, resolved = [], 0
+    for i, alert in enumerate(payload.get("alerts", [])):
+        if alert.get("status") == "resolved":
+            resolved += 1
+            continue
+        labels = {**payload.get("commonLabels", {}), **alert.get("labels", {})}
+        own, common = alert.get("annotations", {}), payload.get("commonAnnotations", {})
+        name = labels.get("alertname")
+        if not name:
+            raise InputError(f"alerts[{i}].labels has no 'alertname' (every Alertmanager alert has one)")
+        active = 0.0
+        if alert.get("startsAt"):
+            try:
+                active = max(0.0, (now - parse_rfc3339(alert["startsAt"])).total_seconds())
+            except ValueError:
+                raise InputError(f"alerts[{i}].startsAt {alert['startsAt']!r} is not an RFC 3339 time "
+                                 "(e.g. 2026-11-28T10:15:02.113Z)") from None
+        if not math.isfinite(active):
+            active = 0.0
+        alarms.append({
+            "name": name,
+            "severity": _SEVERITY.get(labels.get("severity", "warning").lower(), "warning"),
+            "entity": resolve_entity(labels, services, nodes),
+            "state": "firing",
+            "active_for_s": active,
+            "summary": (own.get("summary") or own.get("description") or common.get("summary")
+                        or common.get("description") or ""),
+        })
+    telemetry = {"schema": "ifshm.telemetry/v1", "time_s": 0.0, "window_s": 30.0, "logs": [], "metrics": {},
+                 "alarms": alarms}
+    return telemetry, len(alarms), resolved
+
+
+# --------------------------------------------------------------------------------------------------- encoder
+class EncoderDiagnoser:
+    """Diagnoses telemetry windows with the encoding package's ``SemanticEncoder``.
+
+    ``encoder``: a ``jobs/finetune_encoder.py --out`` checkpoint (trained fault head, calibration, prototypes).
+    Without it, an *untrained* encoder over the ``model`` preset and the catalog's known fault types (+ healthy) is
+    built: the API works, but its diagnoses are not meaningful (``info()["trained"]`` is False). The template miner
+    is frozen either way, so a diagnosis never depends on earlier requests.
+
+    ``diagnose(windows) -> [{"fault_mode", "confidence", "unknown_score", "top": [{"fault", "prob"}] x3}]``.
+    """
+
+    def __init__(self, model: str = "minilm", encoder: str | None = None, mode: str | None = None,
+                 cache_size: int = 4096, torch_threads: int | None = 1):
+        import torch
+
+        from ifshm_ray.encoding.config import EncoderConfig
+        from ifshm_ray.encoding.semantic import SemanticEncoder
+
+        if torch_threads:
+            torch.set_num_threads(int(torch_threads))
+        if encoder:
+            self.encoder = SemanticEncoder.load(encoder)
+            self.trained = True
+        else:
+            from ifshm_ray.sim.catalog import load_catalog
+
+            fault_types = [HEALTHY] + load_catalog().known
+            self.encoder = SemanticEncoder.build(EncoderConfig(model=model), fault_types)
+            self.trained = False
+            logger.warning("no encoder checkpoint given: serving an UNTRAINED %s encoder (diagnoses are not "
+                           "meaningful); pass encoder=<jobs/finetune_encoder.py --out>", model)
+        self.encoder.modal.freeze()
+        self.encoder.eval()
+        self.model = self.encoder.config.model
+        self.mode = mode
+        self.source = encoder
+        self.cache = LRU(cache_size)
+
+    def info(self) -> dict:
+        return {"model": self.model, "checkpoint": self.source, "trained": self.trained,
+                "mode": self.mode or self.encoder.config.mode, "fault_types": list(self.encoder.fault_types),
+                "result_cache": self.cache.stats(), "embedding_cache": self.encoder.cache_stats()}
+
+    def diagnose(self, windows: Sequence[dict]) -> list[dict]:
+        keys = [telemetry_key(t) for t in windows]
+        out: list[dict | None] = [self.cache.get(k) for k in keys]
+        todo = [i for i, o in enumerate(out) if o is None]
+        if todo:
+            pred = self.encoder.predict([windows[i] for i in todo], mode=self.mode)
+            names = self.encoder.fault_types
+            for j, i in enumerate(todo):
+                probs = pred["probs"][j]
+                top = np.argsort(-probs)[:3]
+                unk = float(pred["unknown_score"][j])
+                out[i] = {"fault_mode": pred["fault"][j], "confidence": float(pred["confidence"][j]),
+                          # no prototypes fitted (untrained encoder): the score is undefined
+                          "unknown_score": unk if math.isfinite(unk) else None,
+                          "top": [{"fault": names[k], "prob": float(probs[k])} for k in top]}
+                self.cache.put(keys[i], out[i])
+        return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------- service
+DiagnoseOne = Callable[[dict], Awaitable[dict]]
+
+
+class HealingService:
+    """Diagnosis + recommended action for telemetry windows, for one policy bundle and one diagnoser.
+
+    ``policy``: a :class:`~ifshm_ray.policy.bundle.PolicyBundle`; ``diagnose_one``: coroutine function telemetry ->
+    diagnosis dict (as :meth:`EncoderDiagnoser.diagnose` gives for one window). The valid entities are the services
+    and nodes of the simulator topology recorded in the bundle's manifest."""
+
+    def __init__(self, policy: Any, diagnose_one: DiagnoseOne, cfg: ServeConfig,
+                 diagnoser_info: Callable[[], Awaitable[dict]] | None = None):
+        from ifshm_ray.env.fault_env import split_env_config
+        from ifshm_ray.env.observation import TelemetryObserver
+        from ifshm_ray.sim.catalog import load_catalog
+
+        self.cfg = cfg
+        self.policy = policy
+        self.diagnose_one = diagnose_one
+        self.diagnoser_info = diagnoser_info
+        env = policy.manifest.get("env", {})
+        try:
+            self.sim_cfg, _ = split_env_config(env.get("config", {}))
+        except Exception as exc:  # a bundle trained on another env (e.g. the policy tests' stand-in)
+            raise ValueError(f"policy bundle {policy.path}: its env config {env} is no FaultInjectionEnv config, so "
+                             f"telemetry cannot be turned into its observations ({exc})") from exc
+        self.observer = TelemetryObserver(self.sim_cfg)
+        topo = self.observer.topology
+        self.services, self.nodes = list(topo.services), list(topo.nodes)
+        spaces = policy.manifest.get("spaces", {})
+        probe = self.observer.observe({"logs": [], "metrics": {}, "alarms": []})
+        if spaces and (spaces.get("num_features") != probe["obs"].shape[0]
+                       or spaces.get("num_targets") != len(topo.targets)):
+            raise ValueError(
+                f"policy bundle {policy.path} expects {spaces.get('num_features')} features / "
+                f"{spaces.get('num_targets')} targets, but its recorded env config gives {probe['obs'].shape[0]} / "
+                f"{len(topo.targets)}: the bundle does not fit this simulator version (env {env})")
+        self.catalog = load_catalog(self.sim_cfg.catalog)
+        self.verify_s = float(self.sim_cfg.healthy_steps * self.sim_cfg.step_s)
+        # The observer and the policy are not thread-safe: one worker thread runs them, off the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifshm-policy")
+        self._policy_cache = LRU(cfg.cache_size)
+
+    # ----- inputs ------------------------------------------------------------------------------------------------
+    def check(self, telemetry: dict) -> dict:
+        """Limits (413) and entity names (422) of one window; returns it."""
+        from ifshm_ray.telemetry import TelemetryError, validate_telemetry
+
+        check_limits(telemetry, self.cfg)
+        try:
+            validate_telemetry(telemetry, services=self.services, nodes=self.nodes)
+        except TelemetryError as exc:
+            raise InputError(str(exc)) from None
+        return telemetry
+
+    def check_cordoned(self, cordoned: Sequence[str]) -> None:
+        bad = [n for n in cordoned if n not in self.nodes]
+        if bad:
+            raise InputError(f"cordoned names unknown node(s) {bad}; valid nodes: {self.nodes}")
+
+    # ----- endpoints ---------------------------------------------------------------------------------------------
+    def faults(self) -> list[dict]:
+        return [{"name": f.name, "family": f.family, "known": bool(f.known), "description": f.description,
+                 "remedies": {c: {k: v for k, v in r.items()} for c, r in f.remedies.items()}}
+                for f in self.catalog.faults]
+
+    async def health(self) -> dict:
+        m = self.policy.manifest
+        info = await self.diagnoser_info() if self.diagnoser_info else None
+        return {"status": "ok", "policy": {"path": str(self.policy.path), "kind": m.get("policy_kind"),
+                                           "action_space_hash": m.get("action_space_hash"),
+                                           "env": m.get("env", {}).get("entry_point")},
+                "topology": {"services": self.services, "nodes": self.nodes},
+                "encoder": info, "auth": self.cfg.resolved_token() is not None,
+                "policy_cache": self._policy_cache.stats()}
+
+    async def diagnose(self, telemetry: dict) -> dict:
+        d = await self.diagnose_one(telemetry)
+        return self._diagnosis(d, telemetry)
+
+    async def heal(self, telemetry: dict, last_action: str = "observe", cordoned: Sequence[str] = ()) -> dict:
+        self.check_cordoned(cordoned)
+        loop = asyncio.get_running_loop()
+        diag, pol = await asyncio.gather(
+            self.diagnose_one(telemetry),
+            loop.run_in_executor(self._executor, self._policy, telemetry, last_action, list(cordoned)),
+        )
+        return self._heal_response(self._diagnosis(diag, telemetry), pol)
+
+    async def alertmanager(self, payload: dict) -> dict:
+        if len(payload.get("alerts", [])) > self.cfg.max_alarms:
+            raise LimitError(f"the notification has {len(payload['alerts'])} alerts; the limit is "
+                             f"max_alarms={self.cfg.max_alarms}")
+        telemetry, used, resolved = alertmanager_to_telemetry(payload, self.services, self.nodes)
+        self.check(telemetry)
+        out = await self.heal(telemetry)
+        return {**out, "groupKey": payload.get("groupKey", ""), "alerts_used": used, "alerts_resolved": resolved}
+
+    # ----- internals ---------------------------------------------------------------------------------------------
+    def _policy(self, telemetry: dict, last_action: str, cordoned: list[str]) -> dict:
+        obs = self.observer.observe(telemetry, last_action=last_action, cordoned=cordoned)
+        key = b"".join(np.ascontiguousarray(obs[k], np.float32).tobytes() for k in ("obs", "action_mask", "ratio_mask"))
+        hit = self._policy_cache.get(key)
+        if hit is not None:
+            return hit
+        c, t, r = self.policy.act(obs, deterministic=True)
+        dist = self.policy.action_distribution(obs, top_k=max(64, self.cfg.top_k))
+        out = {"act": (c, t, r), "dist": dist}
+        self._policy_cache.put(key, out)
+        return out
+
+    def _action(self, c: int, t: int, r: int, prob: float | None) -> dict:
+        p = self.policy
+        cat = p.categories[c] if c < len(p.categories) else str(c)
+        target = p.target_names[t] if p.target_names and t < len(p.target_names) else None
+        ratio = p.ratio_levels[r] if cat in RATIO_CATEGORIES and r < len(p.ratio_levels) else None
+        if cat in ("observe", "escalate"):
+            target = None
+        return {"category": cat, "target": target, "ratio": ratio, "probability": prob}
+
+    def _heal_response(self, diagnosis: dict, pol: dict) -> dict:
+        c, t, r = pol["act"]
+        dist = pol["dist"]
+        joint = {(a["category"], a["target"], a["ratio"]): a["prob"] for a in dist["top_actions"]}
+        action = self._action(c, t, r, joint.get((c, t, r)))
+        cat_prob = next((x["prob"] for x in dist["categories"] if x["index"] == c), None)
+        alternatives = [self._action(a["category"], a["target"], a["ratio"], a["prob"])
+                        for a in dist["top_actions"] if (a["category"], a["target"], a["ratio"]) != (c, t, r)]
+        alternatives = alternatives[: self.cfg.top_k - 1]
+        eta, basis = self.expected_recovery(diagnosis["fault_mode"], action["category"])
+        reasons = []
+        if diagnosis["confidence"] < self.cfg.min_confidence:
+            reasons.append(f"diagnosis confidence {diagnosis['confidence']:.2f} < min_confidence "
+                           f"{self.cfg.min_confidence}")
+        if diagnosis["unknown"]:
+            reasons.append(f"unknown score {diagnosis['unknown_score']:.2f} > max_unknown_score "
+                           f"{self.cfg.max_unknown_score} (unlike every known fault type)")
+        if action["category"] == "escalate":
+            reasons.append("the policy recommends escalating to a human")
+        return {"diagnosis": diagnosis, "action": action, "category_probability": cat_prob,
+                "alternatives": alternatives, "expected_recovery_s": eta, "expected_recovery_basis": basis,
+                "escalate": bool(reasons), "escalate_reasons": reasons,
+                "value": float(dist["value"]) if dist.get("value") is not None else None}
+
+    def expected_recovery(self, fault: str, category: str) -> tuple[float | None, str]:
+        """Expected seconds to recovery if ``category`` is applied to ``fault`` (see the module docstring)."""
+        if fault == HEALTHY:
+            return (0.0, "diagnosed healthy: nothing to recover") if category == "observe" else \
+                (None, f"diagnosed healthy: {category!r} is not expected to change anything")
+        if fault not in self.catalog.fault_index:
+            return None, f"fault {fault!r} is not in the catalog"
+        spec = self.catalog.spec(fault)
+        heals = {cat: float(rem.get("duration_s", self.catalog.actions[cat]["duration_s"]))
+                 for cat, rem in spec.remedies.items() if rem.get("effect") == "heal"}
+        verify = f"+ {self.verify_s:.0f} s SLO verification ({self.sim_cfg.healthy_steps} x {self.sim_cfg.step_s:.0f} s)"
+        if category in heals:
+            return heals[category] + self.verify_s, f"catalog: {category} heals {fault} in {heals[category]:.0f} s {verify}"
+        best = min(heals, key=heals.get)
+        effect = spec.remedies.get(category, {}).get("effect", "none")
+        return None, (f"catalog: {category} does not heal {fault} (effect: {effect}); fastest healing remedy: "
+                      f"{best} ({heals[best]:.0f} s {verify})")
+
+    def _diagnosis(self, d: dict, telemetry: dict) -> dict:
+        unknown = d["unknown_score"] is not None and d["unknown_score"] > self.cfg.max_unknown_score
+        return {**d, "unknown": bool(unknown), "explanation": self.explain(d, telemetry, unknown)}
+
+    def explain(self, d: dict, telemetry: dict, unknown: bool) -> str:
+        """A short explanation: the diagnosis and runner-up, the catalog's description, the evidence seen."""
+        fault = d["fault_mode"]
+        parts = [f"{fault} (p={d['confidence']:.2f}"]
+        if len(d["top"]) > 1:
+            parts[0] += f"; next {d['top'][1]['fault']} p={d['top'][1]['prob']:.2f}"
+        parts[0] += ")."
+        if fault in self.catalog.fault_index:
+            desc = self.catalog.spec(fault).description
+            parts.append(desc.split(". ")[0].rstrip(".") + ".")
+        firing = [a for a in telemetry.get("alarms", []) if a.get("state", "firing") == "firing"]
+        pending = len(telemetry.get("alarms", [])) - len(firing)
+        if firing:
+            shown = ", ".join(f"{a['name']}" + (f" on {a['entity']}" if a.get("entity") else "") for a in firing[:3])
+            more = f" (+{len(firing) - 3} more)" if len(firing) > 3 else ""
+            parts.append(f"Firing: {shown}{more}.")
+        if pending:
+            parts.append(f"{pending} pending alert(s).")
+        errors = sum(1 for line in telemetry.get("logs", []) if any(w in line for w in ("ERROR", "CRITICAL", "FATAL",
+                                                                                        "Xid", "Error", "error")))
+        if errors:
+            parts.append(f"{errors} error log line(s).")
+        if d["unknown_score"] is None:
+            parts.append("No unknown score (the encoder has no fault prototypes: untrained).")
+        else:
+            parts.append(f"Unknown score {d['unknown_score']:.2f}" +
+                         (": unlike every known fault type." if unknown else ": close to a known fault type."))
+        return " ".join(parts)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)

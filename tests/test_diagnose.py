@@ -1,0 +1,109 @@
+"""Real-data ingestion and jobs/diagnose.py: workload logs are never model input; folder and single-window runs."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ifshm_ray.encoding.real_data import (REAL_CLASSES, is_service_log, load_samples, scoring_label,
+                                          sim_to_failure_mode)
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "openstack_fault_injection_fse2019"
+needs_real = pytest.mark.skipif(not (REAL / "samples.json").is_file(), reason="../shared/data is absent")
+
+
+def fake_dataset(root: Path) -> Path:
+    """A two-sample folder in the openstack_fault_injection_fse2019 layout; the workload .err log holds the label."""
+    samples = []
+    for i, (mode, err_line) in enumerate([("FAILURE_VOLUME_CREATED", "ERROR cinder.volume.manager No space"),
+                                          ("NORMAL_FAULT_FREE_ROUND", "INFO cinder.volume.manager ok")]):
+        base = root / "tests" / "Cinder" / f"Test_{i}" / "logs" / "round_1"
+        (base / "cinder").mkdir(parents=True)
+        (base / "foreground_wl").mkdir(parents=True)
+        (base / "cinder" / "volume.log.bzip2.out").write_text(
+            f"2018-09-28 21:29:2{i}.816 9211 {err_line} [req-x] volume {i}\n")
+        (base / "foreground_wl" / "openstack_demo_workload-1.err.log.bzip2.out").write_text(
+            f"2018-09-28 21:30:38.335131 INFO [sample_workload.sh]: Assertion results: {mode} LEAK_MARKER\n")
+        (base / "trigger_log").write_text("1538184568.0 LEAK_MARKER\n")
+        files = [{"path": f"dev/x/tests/{p.relative_to(root / 'tests')}", "source_path": str(p.relative_to(root / 'tests'))}
+                 for p in sorted(base.rglob("*")) if p.is_file()]
+        samples.append({"sample_id": f"s{i}", "failure_mode": mode, "files": files})
+    (root / "samples.json").write_text(json.dumps({"samples": samples}))
+    return root
+
+
+@pytest.mark.timeout(30)
+def test_workload_logs_are_never_input(tmp_path):
+    root = fake_dataset(tmp_path / "data")
+    samples = load_samples(root)
+    assert [s.label for s in samples] == ["FAILURE_VOLUME_CREATED", "HEALTHY"]
+    for s in samples:
+        assert s.input_files and all("foreground_wl" not in f and "trigger_log" not in f for f in s.input_files)
+        assert not any("LEAK_MARKER" in line or "Assertion results" in line for line in s.telemetry["logs"])
+    assert not is_service_log("Nova/Test_1/logs/round_1/foreground_wl/openstack_demo_workload-1.err.log.bzip2.out")
+    assert not is_service_log("Nova/Test_1/fip_info.data")
+    assert is_service_log("Nova/Test_1/logs/round_1/nova/nova-api.log.bzip2.out")
+
+
+@needs_real
+@pytest.mark.timeout(60)
+def test_real_samples_only_service_logs():
+    samples = load_samples(REAL, max_lines=500)
+    assert len(samples) >= 10
+    for s in samples:
+        assert s.label in REAL_CLASSES
+        for f in s.input_files:
+            assert "foreground_wl" not in f and not f.endswith(("fip_info.data", "trigger_log"))
+            assert Path(f).parent.name in ("nova", "cinder", "neutron")
+        # the workload's assertion text (the label) never reaches the model
+        assert not any("Assertion results" in line or "sample_workload.sh" in line for line in s.telemetry["logs"])
+    assert scoring_label("NO_FAILURE") == scoring_label("NORMAL_FAULT_FREE_ROUND") == "HEALTHY"
+    assert sim_to_failure_mode("volume_attach_failure") == "FAILURE_VOLUME_ATTACHED"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from ifshm_ray.encoding.config import EncoderConfig
+    from ifshm_ray.encoding.semantic import SemanticEncoder
+
+    enc = SemanticEncoder.build(EncoderConfig(model="tiny-llama", state_dim=8, adapter="lora"),
+                                ["healthy", "volume_attach_failure", "instance_boot_failure"])
+    return enc.save(tmp_path_factory.mktemp("ckpt") / "enc")
+
+
+def run_diagnose(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "jobs" / "diagnose.py"), *args], capture_output=True,
+                          text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                                                       "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+
+
+@pytest.mark.timeout(150)
+def test_diagnose_folder_json_and_window(tmp_path, tiny_checkpoint):
+    data = REAL if (REAL / "samples.json").is_file() else fake_dataset(tmp_path / "data")
+    res = run_diagnose("--data", str(data), "--adapter", str(tiny_checkpoint), "--json", "--max-lines", "300")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {"accuracy", "macro_f1", "n", "confusion_matrix"} <= set(out)
+    assert out["n"] == len(json.loads((data / "samples.json").read_text())["samples"])
+    assert 0.0 <= out["accuracy"] <= 1.0
+    window = tmp_path / "w.json"
+    window.write_text(json.dumps({"logs": ["2026-11-28 10:00:00.0 1 ERROR cinder.volume.api Volume status error"],
+                                  "metrics": {}, "alarms": []}))
+    res = run_diagnose("--telemetry", str(window), "--adapter", str(tiny_checkpoint), "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    one = json.loads(res.stdout.strip().splitlines()[-1])
+    assert one["fault"] in ("healthy", "volume_attach_failure", "instance_boot_failure") and len(one["top3"]) == 3
+
+
+@pytest.mark.timeout(60)
+def test_diagnose_missing_adapter_is_clear(tmp_path):
+    root = fake_dataset(tmp_path / "data")
+    res = run_diagnose("--data", str(root), "--adapter", str(tmp_path / "no-such-adapter"))
+    assert res.returncode != 0
+    assert "does not exist" in res.stderr and "finetune_encoder.py" in res.stderr
+    shutil.rmtree(root)

@@ -1,0 +1,97 @@
+"""Policy bundle export/load round trip and its refusals (no Ray cluster needed)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ray.rllib.core.columns import Columns  # noqa: E402
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec  # noqa: E402
+
+from ifshm_ray.policy.bundle import (  # noqa: E402
+    BUNDLE_DIRNAME,
+    MANIFEST,
+    PolicyBundleError,
+    action_space_hash_of_env,
+    export_policy_bundle,
+    load_policy_bundle,
+)
+from ifshm_ray.policy.module import module_class  # noqa: E402
+
+from test_policy_standin_env import StandInFaultEnv  # noqa: E402
+
+SMALL = {"encoder_hiddens": [32], "head_hiddens": [32], "vf_hiddens": [32], "category_embed_dim": 8}
+
+
+def make_bundle(out, kind="hierarchical"):
+    env = StandInFaultEnv()
+    module = RLModuleSpec(module_class=module_class(kind), observation_space=env.observation_space,
+                          action_space=env.action_space, model_config=SMALL).build()
+    path = export_policy_bundle(None, out, env=env, env_entry_point="tests.test_policy_standin_env:StandInFaultEnv",
+                                env_config={}, policy_kind=kind, model_config=SMALL, module=module)
+    return env, module, path
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["hierarchical", "flat"])
+def test_bundle_round_trip(tmp_path, kind):
+    env, module, path = make_bundle(tmp_path, kind)
+    assert path == tmp_path / BUNDLE_DIRNAME
+    for where in (tmp_path, path):  # the --out dir or the bundle dir
+        policy = load_policy_bundle(where, expected_action_space_hash=action_space_hash_of_env(env))
+        obs, _ = env.reset(seed=0)
+        obs["telemetry"] = {"ignored": True}
+        c, t, r = policy.act(obs)
+        batch = {k: torch.as_tensor(obs[k])[None] for k in ("obs", "action_mask", "ratio_mask")}
+        with torch.no_grad():
+            ref = module.forward_inference({Columns.OBS: batch})[Columns.ACTIONS]
+        assert (c, t, r) == tuple(int(a[0]) for a in ref)
+        dist = policy.action_distribution(obs, top_k=4)
+        assert len(dist["top_actions"]) == 4
+        assert dist["top_actions"][0]["prob"] >= dist["top_actions"][-1]["prob"]
+        assert abs(sum(x["prob"] for x in dist["categories"]) - 1.0) < 1e-5
+        mask = obs["action_mask"].reshape(10, -1)
+        assert all(mask[a["category"], a["target"]] == 1.0 for a in dist["top_actions"])
+        assert dist["top_actions"][0]["target_name"] == env.target_names[dist["top_actions"][0]["target"]]
+        assert isinstance(policy.act(obs, deterministic=False)[0], int)
+
+
+@pytest.mark.timeout(60)
+def test_bundle_refuses_missing_files(tmp_path):
+    with pytest.raises(PolicyBundleError, match="No policy bundle"):
+        load_policy_bundle(tmp_path)
+    _, _, path = make_bundle(tmp_path)
+    (path / "rl_module" / "module_state.pkl").unlink()
+    with pytest.raises(PolicyBundleError, match="missing"):
+        load_policy_bundle(tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_bundle_refuses_mismatching_action_space_hash(tmp_path):
+    _, _, path = make_bundle(tmp_path)
+    with pytest.raises(PolicyBundleError, match="hash mismatch"):
+        load_policy_bundle(path, expected_action_space_hash="0" * 64)
+    # A bundle trained with other action definitions (e.g. a category renamed since).
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["action_space_signature"]["categories"][1] = "reboot"
+    from ifshm_ray.policy.spaces import hash_signature
+
+    manifest["signature_hash"] = hash_signature(manifest["action_space_signature"])
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(PolicyBundleError, match="hash mismatch"):
+        load_policy_bundle(path)
+    # A hand-edited hash.
+    manifest["signature_hash"] = "f" * 64
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(PolicyBundleError, match="does not match the action-space signature"):
+        load_policy_bundle(path)
+
+
+@pytest.mark.timeout(60)
+def test_other_topology_hash_differs():
+    env = StandInFaultEnv()
+    other = StandInFaultEnv()
+    other.target_names = list(reversed(other.target_names))
+    assert action_space_hash_of_env(env) != action_space_hash_of_env(other)
