@@ -114,8 +114,11 @@ def main(argv=None) -> dict[str, dict]:
         def progress(done: int, total: int, label=label, t0=t0) -> None:
             print(f"[{label}] {done}/{total} episodes ({time.time() - t0:.0f}s)", flush=True)
 
-        recs = evaluate(pol, faults, args.episodes, args.seed, sim_cfg, use_ray=not args.no_ray,
-                        num_cpus_per_task=args.task_cpus, progress=progress)
+        try:
+            recs = evaluate(pol, faults, args.episodes, args.seed, sim_cfg, use_ray=not args.no_ray,
+                            num_cpus_per_task=args.task_cpus, progress=progress)
+        except (ValueError, RuntimeError, FileNotFoundError) as e:  # bad bundle, topology mismatch, ...
+            raise SystemExit(f"error: policy {label!r}: {e}")
         m = summarise(recs, label, fault_set, sim_cfg.time_limit_s)
         m["wall_s"] = time.time() - t0
         m["seed"] = args.seed

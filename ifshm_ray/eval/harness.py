@@ -24,12 +24,22 @@ def episode_seed(seed: int, fault: str, i: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(fault.encode()) * 7919 + i) % (2**31 - 1)
 
 
-def make_policy(spec: str, seed: int = 0) -> Policy:
-    """``oracle | runbook | runbook-instant | random | checkpoint:PATH``."""
+def make_policy(spec: str, seed: int = 0, env: FaultInjectionEnv | None = None) -> Policy:
+    """``oracle | runbook | runbook-instant | random | checkpoint:PATH``. A checkpoint must fit ``env``'s action
+    space (topology) and observation size, otherwise a clear error says so."""
     if spec.startswith("checkpoint:"):
-        from ifshm_ray.policy.bundle import load_policy_bundle  # torch only when needed
+        from ifshm_ray.policy.bundle import PolicyBundleError, action_space_hash_of_env, load_policy_bundle
 
-        return _BundlePolicy(load_policy_bundle(spec.split(":", 1)[1]), spec)
+        path = spec.split(":", 1)[1]
+        expected = action_space_hash_of_env(env) if env is not None else None
+        bundle = load_policy_bundle(path, expected_action_space_hash=expected)
+        if env is not None:
+            want = env.observation_space["obs"].shape
+            have = getattr(bundle.module.observation_space, "spaces", {}).get("obs")
+            if have is not None and have.shape != want:
+                raise PolicyBundleError(f"{path}: policy observation size {have.shape} != env's {want}: it was "
+                                        "trained with another simulator config or catalog; evaluate with the same")
+        return _BundlePolicy(bundle, spec)
     if spec in BASELINES:
         return make_baseline(spec, seed)
     raise ValueError(f"unknown policy {spec!r}; valid: {list(BASELINES)} or checkpoint:PATH")
@@ -66,7 +76,7 @@ def run_chunk(policy_spec: str, sim_cfg: dict, jobs: list[tuple[str, int]], poli
     needs_text = policy_spec.startswith("runbook")
     env = FaultInjectionEnv({**sim_cfg, "render_telemetry": needs_text or policy_spec.startswith("checkpoint:"),
                              "mine_logs": not policy_spec in ("oracle", "random")})
-    policy = make_policy(policy_spec, policy_seed)
+    policy = make_policy(policy_spec, policy_seed, env)
     return [run_episode(env, policy, f, s) for f, s in jobs]
 
 
@@ -77,6 +87,8 @@ def evaluate(policy_spec: str, faults: list[str], episodes: int, seed: int, sim_
     cfg = to_dict(sim_cfg)
     cfg.pop("faults", None)
     cfg["faults"] = list(faults)
+    if policy_spec.startswith("checkpoint:"):  # fail fast, here, with a clear message (topology, obs size, files)
+        make_policy(policy_spec, seed, FaultInjectionEnv({**cfg, "render_telemetry": False}))
     jobs = [(f, episode_seed(seed, f, i)) for f in faults for i in range(episodes)]
     if not use_ray:
         out = []
