@@ -594,11 +594,14 @@ class BatchedSim:
         rs = np.where(nf, 0, root)
         sor = np.transpose(share[ar[:, None], :, rn], (0, 1, 2)) * (nf[:, :, None] & ~topo.daemonset)   # [n, K, S]
         nor = share[ar[:, None], rs, :] * ~nf[:, :, None]                           # [n, K, N]
-        sv = (np.einsum("nk,nks,nkm->nsm", sev, onehot_s, self.t_root_svc[f])
-              + np.einsum("nk,nks,nkm->nsm", sev, sor, self.t_sor[f])
-              + np.einsum("nk,nksm->nsm", sev, self.t_named[f]))
-        nd = (np.einsum("nk,nkj,nkm->njm", sev, onehot_n, self.t_root_node[f])
-              + np.einsum("nk,nkj,nkm->njm", sev, nor, self.t_nor[f]))
+        sv = np.zeros((n_env, S, len(SVC_CH)))
+        nd = np.zeros((n_env, N, len(NODE_CH)))
+        for k in range(K):
+            fk, sk = f[:, k], sev[:, k]
+            sv[ar, rs[:, k], :] += (sk * ~nf[:, k])[:, None] * self.t_root_svc[fk]
+            nd[ar, rn[:, k], :] += (sk * nf[:, k])[:, None] * self.t_root_node[fk]
+            sv += sk[:, None, None] * (sor[:, k, :, None] * self.t_sor[fk][:, None, :] + self.t_named[fk])
+            nd += sk[:, None, None] * nor[:, k, :, None] * self.t_nor[fk][:, None, :]
         xid = (onehot_n * (visible * self.xid_code[f])[:, :, None]).max(axis=1)
         # benign transient (false-alarm bait) and harm after-effects
         blip = (t >= self.blip_t0[idx]) & (t < self.blip_t0[idx] + self.blip_dur[idx])
