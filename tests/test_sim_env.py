@@ -105,9 +105,11 @@ def test_mined_log_counts_equal_emitted_counts():
         for _ in range(8):
             c = int(rng.choice([0, 0, 0, 1, 3, 8]))
             _, _, term, trunc, info = env.step((c, int(rng.integers(14)), 1 if c == 3 else 0))
-            counts, unmatched = env.miner.counts(info["telemetry"]["logs"])
+            counts, svc_lines, node_lines, unmatched = env.miner.mine(info["telemetry"]["logs"])
             assert unmatched == 0
             np.testing.assert_array_equal(counts, env.sim.tcounts[0])
+            np.testing.assert_array_equal(svc_lines, env.sim.svc_lines[0])
+            np.testing.assert_array_equal(node_lines, env.sim.node_lines[0])
             if term or trunc:
                 break
 
@@ -277,6 +279,9 @@ def test_observation_rebuilt_from_telemetry_matches_env():
         obs, *_, info = env.step((0, 0, 0))
         x = ob.observe(info["telemetry"])
         # equal up to the 4-decimal rounding of rendered metrics (time, streak: not carried by telemetry)
-        sl = slice(0, env.sim.obs_dim - env.sim.C - 2 - env.topology.N)
-        np.testing.assert_allclose(x["obs"][sl], obs["obs"][sl], atol=2e-3)
+        T, FT = env.topology.T, env.sim.target_feat
+        tb_x, tb_o = x["obs"][: T * FT].reshape(T, FT), obs["obs"][: T * FT].reshape(T, FT)
+        np.testing.assert_allclose(tb_x[:, :14], tb_o[:, :14], atol=2e-3)  # column 14: cordoned, not in telemetry
+        g = slice(T * FT, env.sim.obs_dim - env.sim.C - 2)  # alert flags and template counts
+        np.testing.assert_allclose(x["obs"][g], obs["obs"][g], atol=2e-3)
         np.testing.assert_array_equal(x["action_mask"], obs["action_mask"])

@@ -100,6 +100,7 @@ class FaultInjectionEnv(gym.Env):
             "ratio_mask": spaces.Box(0.0, 1.0, (C * R,), np.float32),
         })
         self.action_space_hash = action_space_hash(self.action_space, self.topology.to_dict())
+        self.obs_layout = self.sim.obs_layout()
         self._last_telemetry: dict | None = None
         self._ep_return = 0.0
 
@@ -187,8 +188,8 @@ class FaultInjectionEnv(gym.Env):
         if self.render_telemetry:
             self._last_telemetry = self.renderer.telemetry(0)
         if self.mine_logs and self._last_telemetry is not None:
-            counts, _ = self.miner.counts(self._last_telemetry["logs"])
-            x = self.sim.features_with_counts(counts)
+            counts, svc_lines, node_lines, _ = self.miner.mine(self._last_telemetry["logs"])
+            x = self.sim.features(counts[None], svc_lines[None], node_lines[None])[0]
         else:
             x = self.sim.features()[0]
         return {"obs": x, "action_mask": tm[0].astype(np.float32), "ratio_mask": rm.astype(np.float32)}
@@ -302,6 +303,7 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
         self.topology = single.topology
         self.action_space_hash = single.action_space_hash
         self.sim = BatchedSim(single.sim_cfg, batch_size=num_envs)
+        self.obs_layout = self.sim.obs_layout()
         self._rngs = [np.random.default_rng(i) for i in range(num_envs)]
         self._needs_reset = np.zeros(num_envs, bool)
         self._ret = np.zeros(num_envs)

@@ -51,18 +51,30 @@ class TelemetryObserver:
                     node[0, i, j] = v[-1]
         pending = np.zeros((1, sim.A), bool)
         firing = np.zeros((1, sim.A), bool)
+        ent_p = np.zeros((1, topo.T))
+        ent_f = np.zeros((1, topo.T))
+        targets = {n: i for i, n in enumerate(topo.targets)}
         for a in telemetry.get("alarms", []):
+            is_firing = a.get("state", "firing") == "firing"
+            t = targets.get(a.get("entity"))
+            if t is not None:
+                ent_p[0, t] += 1
+                ent_f[0, t] += is_firing
             k = self.alert_index.get(a["name"])
             if k is None:
-                continue  # alerts from outside the rule set carry no feature
+                continue  # alerts from outside the rule set carry no flag feature
             pending[0, k] = True
-            firing[0, k] |= a.get("state", "firing") == "firing"
-        counts, _ = self.miner.counts(telemetry.get("logs", []))
+            firing[0, k] |= is_firing
+        counts, svc_lines, node_lines, _ = self.miner.mine(telemetry.get("logs", []))
         sim.svc_obs[:] = svc
         sim.node_obs[:] = node
         sim.pending[:] = pending
         sim.firing[:] = firing
         sim.tcounts[0] = counts
+        sim.svc_lines[0] = svc_lines
+        sim.node_lines[0] = node_lines
+        sim.ent_pending[:] = ent_p
+        sim.ent_firing[:] = ent_f
         sim.t[0] = float(telemetry.get("time_s", 0.0))
         sim.last_cat[0] = CATEGORIES.index(last_action)
         sim.streak[0] = 0

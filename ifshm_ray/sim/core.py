@@ -27,6 +27,7 @@ from ifshm_ray.sim.catalog import (EFFECT_CODE, NODE_CH, SVC_CH, TGT_DEFAULT, TG
 from ifshm_ray.sim.topology import Topology
 
 K_SLOTS = 2  # concurrent faults per episode (compound incidents)
+TARGET_FEAT = 15  # features per action target in the observation (see BatchedSim.features)
 
 # metric names as they appear in telemetry, in feature order
 SVC_METRICS = ("latency_p99_ms", "error_rate", "throughput_ratio", "ready_ratio", "cpu_util", "memory_util",
@@ -158,6 +159,25 @@ class BatchedSim:
                 self.root_ncand[i] = len(cand)
             else:
                 self.root_cand[i, 0] = cc.target_service[i]
+        # per-entity log attribution: a line counts for its host node, and for a service when its source (the
+        # process that wrote it) is that service; only WARNING/ERROR lines count
+        tpls = cat.templates
+        self.tpl_errwarn = np.array([t.level in ("ERROR", "WARNING") for t in tpls] + [False])
+        R = max(S, N)
+        self.attr_svc = np.full((cc.F + 1, R, cc.max_logs), -1, np.int64)
+        self.attr_node = np.full((cc.F + 1, R, cc.max_logs), -1, np.int64)
+        for i in range(cc.F):
+            roots = range(N) if cc.target_is_node[i] else [int(cc.target_service[i])]
+            for r in roots:
+                for j, (es, en) in enumerate(self._emitters_for(i, r)):
+                    tpl = tpls[cc.log_tid[i, j]]
+                    src = tpl.source if tpl.source != "{svc}" else (topo.services[es] if es >= 0 else "kernel")
+                    self.attr_svc[i, r, j] = topo.svc_index.get(src, -1)
+                    self.attr_node[i, r, j] = en
+        self.benign_attr = np.array([topo.svc_index.get(tpls[t].source if tpls[t].source != "{svc}" else
+                                                        topo.services[sv], -1)
+                                     for t, sv in zip(self.benign_tid, self.benign_svc)], np.int64)
+        self.benign_errwarn = self.tpl_errwarn[self.benign_tid]
         self.freq_allowed = np.cumsum(cc.freq[self.allowed_faults]) / cc.freq[self.allowed_faults].sum()
         self._emit_cache: dict[tuple[int, int], list[tuple[int, int]]] = {}
         # base service behaviour
@@ -175,7 +195,8 @@ class BatchedSim:
         self.node_noisy = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 0], float)
         self.node_cap = np.array([1, 1, 1, 100, np.inf, np.inf, 1, 1, np.inf, 1], float)
         # observation layout
-        self.obs_dim = S * 7 + N * 10 + 2 * self.A + self.L + 1 + self.C + 1 + N
+        self.target_feat = TARGET_FEAT
+        self.obs_dim = topo.T * TARGET_FEAT + 2 * self.A + self.L + 1 + self.C + 1
 
     def _alloc(self) -> None:
         B, S, N, K = self.B, self.topo.S, self.topo.N, K_SLOTS
@@ -230,6 +251,10 @@ class BatchedSim:
         self.blip_counts = np.zeros(B, np.int64)
         self.firing = np.zeros((B, self.A), bool)
         self.pending = np.zeros((B, self.A), bool)
+        self.ent_pending = np.zeros((B, self.topo.T))
+        self.ent_firing = np.zeros((B, self.topo.T))
+        self.svc_lines = np.zeros((B, S))
+        self.node_lines = np.zeros((B, N))
 
     # ------------------------------------------------------------------ reset
     def reset(self, idx: np.ndarray | list[int], keys: np.ndarray | list[int], faults: list | None = None) -> None:
@@ -303,8 +328,11 @@ class BatchedSim:
         if f >= self.cc.F:
             return []
         hit = self._emit_cache.get((f, root))
-        if hit is not None:
-            return hit
+        if hit is None:
+            hit = self._emit_cache[(f, root)] = self._emitters_for(f, root)
+        return hit
+
+    def _emitters_for(self, f: int, root: int) -> list[tuple[int, int]]:
         P0, topo = self.topo.placement0, self.topo
         host = lambda s: int(np.argmax(P0[s]))  # noqa: E731
         out = []
@@ -320,7 +348,6 @@ class BatchedSim:
             else:
                 s = topo.svc_index[scope.split(":", 1)[1]]
                 out.append((s, root if (is_node and P0[s, root] > 0) else host(s)))
-        self._emit_cache[(f, root)] = out
         return out
 
     def _host(self, b: int, s: int) -> int:
@@ -712,7 +739,13 @@ class BatchedSim:
         self.alarm_entity[idx] = ent
         self.alarm_value[idx] = val
         self.pending[idx] = cond
-        self.firing[idx] = cond & ((t[:, None] - since) >= self.r_for)
+        firing = cond & ((t[:, None] - since) >= self.r_for)
+        self.firing[idx] = firing
+        # alerts per entity (services, then nodes: the target order)
+        ent_t = np.where(np.isin(np.arange(self.A), self.rn_ix)[None, :], ent + S, ent)
+        T = topo.T
+        self.ent_pending[idx] = np.bincount((ar[:, None] * T + ent_t)[cond], minlength=n_env * T).reshape(n_env, T)
+        self.ent_firing[idx] = np.bincount((ar[:, None] * T + ent_t)[firing], minlength=n_env * T).reshape(n_env, T)
         # ---- log template counts (stochastic rounding of rate x level)
         u1 = parts[1].reshape(n_env, K, cm)
         u2 = parts[2].reshape(n_env, K, cm)
@@ -740,6 +773,25 @@ class BatchedSim:
         tc[:, self.tid_failed_sched] += ms >= 0
         tc[:, self.tid_rollout] += mr >= 0
         self.tcounts[idx] = tc
+        # WARNING/ERROR lines per service (by source) and per host node
+        host_of = P.argmax(axis=2)                                               # [n, S]
+        sa = self.attr_svc[f, root].reshape(n_env, -1)                            # [n, K*cm]
+        na = self.attr_node[f, root].reshape(n_env, -1)
+        wf = fc.reshape(n_env, -1) * self.tpl_errwarn[tid_f]
+        bw = bc * self.benign_errwarn
+        bhost = host_of[:, self.benign_svc]
+        bsvc = np.broadcast_to(self.benign_attr, bw.shape)
+        bl_host = host_of[ar, self.blip_svc[idx]]
+        svc_w = np.concatenate([wf, pc, bw, (blip * 2)[:, None]], axis=1)
+        svc_i = np.concatenate([sa, np.broadcast_to(svc_ix, pc.shape), bsvc, self.blip_svc[idx][:, None]], axis=1)
+        ok = svc_i >= 0
+        self.svc_lines[idx] = np.bincount((ar[:, None] * S + svc_i)[ok], weights=svc_w[ok],
+                                          minlength=n_env * S).reshape(n_env, S)
+        node_w = np.concatenate([wf, pc, bw, (blip * 2)[:, None], (ms >= 0)[:, None].astype(float)], axis=1)
+        node_i = np.concatenate([na, host_of, bhost, bl_host[:, None], host_of[ar, np.maximum(ms, 0)][:, None]], axis=1)
+        ok = node_i >= 0
+        self.node_lines[idx] = np.bincount((ar[:, None] * N + node_i)[ok], weights=node_w[ok],
+                                           minlength=n_env * N).reshape(n_env, N)
         # ---- health: root cause cleared, SLOs hold, every service present with its replicas
         active = self.f_active[idx].any(axis=1)
         slo_ok = ((svc_true[:, :, 0] <= self.slo_latency * (1 + 1e-9)) & (err <= cfg.slo_error_rate)
@@ -761,31 +813,52 @@ class BatchedSim:
         self.recover_t[idx] = np.where(done, self.healthy_since[idx], self.recover_t[idx])
 
     # ------------------------------------------------------------------ features
-    def features(self) -> np.ndarray:
-        """Numeric observation [B, obs_dim]: service and node metric features, alarm flags (pending, firing),
-        log1p log-template counts, time, last action and healthy streak, cordoned nodes."""
-        B = self.B
+    def features(self, counts: np.ndarray | None = None, svc_lines: np.ndarray | None = None,
+                 node_lines: np.ndarray | None = None) -> np.ndarray:
+        """Numeric observation [B, obs_dim]. First a block of TARGET_FEAT features for every action target
+        (services, then nodes; the order of the target index): the entity's metric features, the number of pending
+        and firing alerts on it, its WARNING/ERROR log lines (log1p), whether it is a node, whether it is cordoned.
+        Then global features: alert flags (pending, firing) per rule, log1p log-template counts, episode time
+        fraction, last action category (one-hot) and healthy streak. ``counts``/``svc_lines``/``node_lines``
+        replace the simulator's own log counts with counts mined from rendered text (same values, tested)."""
+        B, S, N = self.B, self.topo.S, self.topo.N
         s = self.svc_obs
-        svc = np.stack([np.log(np.maximum(s[:, :, 7], 1e-3)), s[:, :, 1], 1 - s[:, :, 2], 1 - s[:, :, 3], s[:, :, 4],
-                        s[:, :, 5], np.minimum(s[:, :, 6], 5.0) / 5.0], axis=2).reshape(B, -1)
         n = self.node_obs
-        node = np.stack([n[:, :, 0], n[:, :, 1], n[:, :, 2], n[:, :, 3] / 100.0, (n[:, :, 4] - 60.0) / 40.0 * self.gpu_node,
-                         n[:, :, 5] / 100.0, n[:, :, 6], np.minimum(n[:, :, 7] * 10, 1.0),
-                         np.log1p(n[:, :, 8]) / 7.0, 1 - n[:, :, 9]], axis=2).reshape(B, -1)
-        last = np.zeros((B, self.C))
+        tb = np.zeros((B, self.topo.T, TARGET_FEAT), np.float32)
+        tb[:, :S, 0] = np.log(np.maximum(s[:, :, 7], 1e-3))
+        tb[:, :S, 1] = s[:, :, 1]
+        tb[:, :S, 2] = 1 - s[:, :, 2]
+        tb[:, :S, 3] = 1 - s[:, :, 3]
+        tb[:, :S, 4] = s[:, :, 4]
+        tb[:, :S, 5] = s[:, :, 5]
+        tb[:, :S, 6] = np.minimum(s[:, :, 6], 5.0) / 5.0
+        tb[:, S:, 0] = n[:, :, 0]
+        tb[:, S:, 1] = n[:, :, 1]
+        tb[:, S:, 2] = n[:, :, 2]
+        tb[:, S:, 3] = n[:, :, 3] / 100.0
+        tb[:, S:, 4] = (n[:, :, 4] - 60.0) / 40.0 * self.gpu_node
+        tb[:, S:, 5] = n[:, :, 5] / 100.0
+        tb[:, S:, 6] = n[:, :, 6]
+        tb[:, S:, 7] = np.minimum(n[:, :, 7] * 10, 1.0)
+        tb[:, S:, 8] = np.log1p(n[:, :, 8]) / 7.0
+        tb[:, S:, 9] = 1 - n[:, :, 9]
+        tb[:, :, 10] = self.ent_pending
+        tb[:, :, 11] = self.ent_firing
+        tb[:, :S, 12] = np.log1p(self.svc_lines if svc_lines is None else svc_lines)
+        tb[:, S:, 12] = np.log1p(self.node_lines if node_lines is None else node_lines)
+        tb[:, S:, 13] = 1.0
+        tb[:, S:, 14] = self.cordoned
+        last = np.zeros((B, self.C), np.float32)
         last[np.arange(B), self.last_cat] = 1.0
-        return np.concatenate([svc, node, self.pending.astype(float), self.firing.astype(float),
-                               np.log1p(self.tcounts), (self.t / self.cfg.time_limit_s)[:, None], last,
-                               (self.streak / self.cfg.healthy_steps)[:, None], self.cordoned.astype(float)],
-                              axis=1).astype(np.float32)
+        return np.concatenate([tb.reshape(B, -1), self.pending, self.firing,
+                               np.log1p(self.tcounts if counts is None else counts),
+                               (self.t / self.cfg.time_limit_s)[:, None], last,
+                               (self.streak / self.cfg.healthy_steps)[:, None]], axis=1, dtype=np.float32)
 
-    def features_with_counts(self, counts: np.ndarray) -> np.ndarray:
-        """Like :meth:`features` for env 0 but with log-template counts given (mined from rendered text)."""
-        x = self.features()[:1].copy()
-        S, N = self.topo.S, self.topo.N
-        off = S * 7 + N * 10 + 2 * self.A
-        x[0, off:off + self.L] = np.log1p(counts)
-        return x[0]
+    def obs_layout(self) -> dict:
+        """Where things are in :meth:`features` (for models that score targets with per-target features)."""
+        return {"num_targets": self.topo.T, "target_feat": TARGET_FEAT, "global_offset": self.topo.T * TARGET_FEAT,
+                "obs_dim": self.obs_dim}
 
     # ------------------------------------------------------------------ ground truth (evaluation / oracle only)
     def incident(self, b: int = 0) -> dict:

@@ -126,6 +126,10 @@ class TemplateMiner:
 
     def __init__(self, sim: BatchedSim):
         self.L = len(sim.catalog.templates)
+        self.errwarn = [t.level in ("ERROR", "WARNING") for t in sim.catalog.templates]
+        self.svc_index = dict(sim.topo.svc_index)
+        self.node_index = dict(sim.topo.node_index)
+        self.S, self.N = sim.topo.S, sim.topo.N
         names = sim.topo.services
         r = random.Random(0)
         self.table: dict[str, int] = {}
@@ -154,13 +158,35 @@ class TemplateMiner:
         return self.table.get(self.key(line), -1)
 
     def counts(self, lines: list[str]) -> tuple[np.ndarray, int]:
+        c, _, _, unmatched = self.mine(lines)
+        return c, unmatched
+
+    def mine(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(template counts [L], WARNING/ERROR lines per service by source [S], per host node [N], unmatched).
+        Lines that match no template still count for their host/service when they say ERROR or WARN."""
         c = np.zeros(self.L)
+        sl = np.zeros(self.S)
+        nl = np.zeros(self.N)
         unmatched = 0
         get = self.table.get
         for line in lines:
-            tid = get(self.key(line), -1)
+            parts = line.split(" ", 3)
+            if len(parts) < 4:
+                unmatched += 1
+                continue
+            source = parts[2][:-1]
+            tid = get(source + "|" + mask_body(parts[3]), -1)
             if tid >= 0:
                 c[tid] += 1
+                bad = self.errwarn[tid]
             else:
                 unmatched += 1
-        return c, unmatched
+                bad = "ERROR" in parts[3] or "WARN" in parts[3]
+            if bad:
+                si = self.svc_index.get(source)
+                if si is not None:
+                    sl[si] += 1
+                ni = self.node_index.get(parts[1])
+                if ni is not None:
+                    nl[ni] += 1
+        return c, sl, nl, unmatched
