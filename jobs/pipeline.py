@@ -40,6 +40,10 @@ class PipelineConfig:
     """Label -> training config YAML (jobs/train.py); e.g. {ppo: configs/demo.yaml}. Empty: baselines only."""
     train_seeds: list = field(default_factory=lambda: [0])
     """Training seeds per trained policy (headline numbers: mean and spread over them)."""
+    train_iterations: int | None = None
+    """Override every training config's run.iterations (equal env steps across policies); None keeps them."""
+    train_max_wall_s: float | None = None
+    """Override every training config's run.max_wall_s; None keeps them."""
     sim_config: str | None = None
     """Simulator config YAML for evaluation (must match the topology the policies were trained on)."""
     baselines: list = field(default_factory=lambda: ["oracle", "runbook", "runbook-instant", "random"])
@@ -64,10 +68,14 @@ class PipelineConfig:
             raise ConfigError(f"fault_sets {bad} invalid; use known, unknown, all")
 
 
-def train(label: str, cfg_path: str, seed: int, out: Path, smoke: bool) -> Path:
+def train(label: str, cfg_path: str, seed: int, out: Path, cfg: "PipelineConfig", smoke: bool) -> Path:
     run_dir = out / "train" / f"{label}_seed{seed}"
     cmd = [sys.executable, str(ROOT / "jobs" / "train.py"), "--config", cfg_path, "--out", str(run_dir),
            "--seed", str(seed)]
+    if cfg.train_iterations is not None and not smoke:
+        cmd += ["--iterations", str(cfg.train_iterations)]
+    if cfg.train_max_wall_s is not None and not smoke:
+        cmd += ["--max-wall-s", str(cfg.train_max_wall_s)]
     print(f"[train] {label} seed {seed}: {' '.join(cmd)}", flush=True)
     t0 = time.time()
     r = subprocess.run(cmd, cwd=ROOT)
@@ -100,7 +108,7 @@ def main(argv=None) -> dict:
     for label, tcfg in cfg.train_configs.items():
         seeds = cfg.train_seeds[:1] if a.smoke else cfg.train_seeds
         path = cfg.smoke_train_config if a.smoke else tcfg
-        trained[label] = [train(label, path, s, out, a.smoke) for s in seeds]
+        trained[label] = [train(label, path, s, out, cfg, a.smoke) for s in seeds]
 
     # ---- 2. evaluate (one local Ray, or the cluster under `ray job submit`)
     import ray
@@ -130,10 +138,19 @@ def main(argv=None) -> dict:
                 m = summarise(recs, label, fs, sim_cfg.time_limit_s)
                 m["wall_s"] = time.time() - t0
                 per_seed.append(m)
+            if label in trained:  # training cost next to the result (equal env steps; wall-clock reported)
+                for x, d in zip(per_seed, trained[label]):
+                    ts = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+                    x["train_env_steps"] = ts.get("env_steps_lifetime")
+                    x["train_wall_s"] = ts.get("total_wall_s")
+                    x["train_iterations"] = ts.get("iteration")
             m = dict(per_seed[0])
             if len(per_seed) > 1:  # trained policy over several seeds: mean, with the spread alongside
                 for k in ("mttr_mean_s", "mttr_p50_s", "mttr_p95_s", "detect_mean_s", "repair_mean_s",
-                          "success_rate", "harmful_action_rate", "escalation_rate", "recovered_rate", "mean_return"):
+                          "success_rate", "harmful_action_rate", "escalation_rate", "recovered_rate", "mean_return",
+                          "train_env_steps", "train_wall_s"):
+                    if per_seed[0].get(k) is None:
+                        continue
                     vals = np.array([x[k] for x in per_seed], float)
                     m[k] = float(np.nanmean(vals))
                     m[k + "_std"] = float(np.nanstd(vals))

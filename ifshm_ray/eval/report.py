@@ -16,10 +16,20 @@ def summary_table(metrics: dict[str, dict]) -> str:
     rows = ["| policy | faults | episodes | MTTR mean (s) | p50 | p95 | detect (s) | repair (s) | success | "
             "harmful actions | escalated |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in metrics.items():
-        rows.append(f"| {m['policy']} | {m['fault_set']} | {m['episodes']} | {_fmt(m['mttr_mean_s'])} | "
-                    f"{_fmt(m['mttr_p50_s'])} | {_fmt(m['mttr_p95_s'])} | {_fmt(m['detect_mean_s'])} | "
-                    f"{_fmt(m['repair_mean_s'])} | {_fmt(m['success_rate'], True)} | "
+        def pm(key: str, pct: bool = False) -> str:  # mean, and the spread over training seeds when there is one
+            sd = m.get(key + "_std")
+            return _fmt(m[key], pct) + (f" ± {_fmt(sd, pct)}" if sd is not None else "")
+
+        label = m["policy"] + (f" ({m['training_seeds']} seeds)" if m.get("training_seeds") else "")
+        rows.append(f"| {label} | {m['fault_set']} | {m['episodes']} | {pm('mttr_mean_s')} | "
+                    f"{_fmt(m['mttr_p50_s'])} | {_fmt(m['mttr_p95_s'])} | {pm('detect_mean_s')} | "
+                    f"{pm('repair_mean_s')} | {pm('success_rate', True)} | "
                     f"{_fmt(m['harmful_action_rate'], True)} | {_fmt(m['escalation_rate'], True)} |")
+    trained = [m for m in metrics.values() if m.get("train_env_steps") is not None]
+    if trained:
+        rows += ["", "| trained policy | training env steps | training wall (s) |", "|---|---|---|"]
+        for m in trained:
+            rows.append(f"| {m['policy']} | {_fmt(m['train_env_steps'])} | {_fmt(m['train_wall_s'])} |")
     return "\n".join(rows)
 
 
