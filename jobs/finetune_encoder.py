@@ -141,6 +141,7 @@ def run_training(cfg: EncoderJobConfig, dataset: Path, miner: Path, labels: list
         # address="local" + own temp dir: never join (or disturb) another Ray running on the machine.
         ray.init(address="local", num_cpus=max(2, int(np.ceil(ft.num_workers * ft.cpus_per_worker))),
                  include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="ifr-ft-", dir="/tmp"))
+    own_storage = storage is None
     storage = storage or Path(tempfile.mkdtemp(prefix="ray-train-"))
     # Workers inherit the environment of the process that started Ray (HF_HUB_OFFLINE, TORCH_EXTENSIONS_DIR, ...).
     trainer = TorchTrainer(
@@ -161,6 +162,8 @@ def run_training(cfg: EncoderJobConfig, dataset: Path, miner: Path, labels: list
                 shutil.copytree(item, dst, dirs_exist_ok=True)
             else:
                 shutil.copy2(item, dst)
+    if own_storage:
+        shutil.rmtree(storage, ignore_errors=True)
     return json.loads((out / "train_metrics.json").read_text())
 
 

@@ -111,13 +111,17 @@ def main(argv: list[str] | None = None) -> dict:
     random.seed(cfg.run.seed)
     np.random.seed(cfg.run.seed)
     torch.manual_seed(cfg.run.seed)
-    if cfg.runners.torch_threads > 0:
+    prev_threads = torch.get_num_threads()
+    if cfg.runners.torch_threads > 0:  # the learner (num_learners=0) and the local env runner live in this process
         torch.set_num_threads(cfg.runners.torch_threads)
 
     # ---- Ray: join a cluster (ray job submit sets RAY_ADDRESS) or start a local one ---------------------
     import ray
 
-    if args.address:
+    owns_ray = not ray.is_initialized()  # main() called in-process with Ray already up (tests, notebooks)
+    if not owns_ray:
+        pass
+    elif args.address:
         ray.init(address=args.address)
     else:
         # Workers inherit the raylet's environment: make the repo importable for env runners.
@@ -231,7 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
     writer.close()
     metrics_fh.close()
     algo.stop()
-    ray.shutdown()
+    if owns_ray:
+        ray.shutdown()
+    torch.set_num_threads(prev_threads)
     return summary
 
 

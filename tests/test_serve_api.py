@@ -294,8 +294,8 @@ def test_bearer_token_auth(make_client, served, monkeypatch):
 @pytest.mark.timeout(30)
 def test_serve_config_from_args():
     cfg = serve_config_from_args({"checkpoint": "x", "max_log_lines": "10", "min_confidence": "0.3",
-                                  "encoder": "none", "noop_route": "true"})
-    assert cfg.max_log_lines == 10 and cfg.min_confidence == 0.3 and cfg.encoder is None and cfg.noop_route is True
+                                  "encoder": "none"})
+    assert cfg.max_log_lines == 10 and cfg.min_confidence == 0.3 and cfg.encoder is None
     with pytest.raises(ServeConfigError, match="valid settings"):
         serve_config_from_args({"checkpoint": "x", "chekpoint": "y"})
     with pytest.raises(ServeConfigError, match="checkpoint is required"):

@@ -27,15 +27,6 @@ def _env() -> dict:
     return env
 
 
-def _run_train(*args: str, timeout: float = 150) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "jobs/train.py", *args], cwd=REPO, env=_env(), capture_output=True, text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"train.py failed:\nSTDOUT\n{proc.stdout[-3000:]}\nSTDERR\n{proc.stderr[-5000:]}"
-    return proc
-
-
 @pytest.mark.timeout(30)
 def test_train_help_documents_flags():
     proc = subprocess.run([sys.executable, "jobs/train.py", "--help"], cwd=REPO, env=_env(), capture_output=True,
@@ -45,18 +36,32 @@ def test_train_help_documents_flags():
         assert flag in proc.stdout
 
 
+def _load_train_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ifshm_train_job", REPO / "jobs" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_train_script_smoke_then_resume(tmp_path):
+def test_train_script_smoke_then_resume(ray_session, tmp_path, capsys, monkeypatch):
+    """jobs/train.py's main() in-process on the session Ray (saves two Ray start-ups), then --resume."""
+    monkeypatch.chdir(REPO)
+    train = _load_train_module()
     out = tmp_path / "run"
-    first = _run_train("--config", TINY, "--out", str(out), "--iterations", "1", "--seed", "1")
-    assert "iter    1/1" in first.stdout and "env-steps/s" in first.stdout
+    train.main(["--config", TINY, "--out", str(out), "--iterations", "1", "--seed", "1"])
+    first = capsys.readouterr().out
+    assert "iter    1/1" in first and "env-steps/s" in first
     assert (out / "checkpoints" / "iter_000001" / "rllib_checkpoint.json").is_file()
     assert (out / "policy_bundle" / "manifest.json").is_file()
     assert list((out / "tb").iterdir()), "no TensorBoard events"
 
-    second = _run_train("--config", TINY, "--out", str(out), "--resume", str(out), "--iterations", "2", "--seed", "1")
-    assert "iter    2/2" in second.stdout and "iter    1/" not in second.stdout
+    train.main(["--config", TINY, "--out", str(out), "--resume", str(out), "--iterations", "2", "--seed", "1"])
+    second = capsys.readouterr().out
+    assert "iter    2/2" in second and "iter    1/" not in second
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2]
     assert rows[1]["env_steps_lifetime"] > rows[0]["env_steps_lifetime"]
@@ -66,10 +71,17 @@ def test_train_script_smoke_then_resume(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iteration"] == 2
 
-    from ifshm_ray.policy.bundle import load_policy_bundle
+    from ifshm_ray.policy.bundle import action_space_hash_of_env, load_policy_bundle
+    from ifshm_ray.env import FaultInjectionEnv
 
-    policy = load_policy_bundle(out)
+    env = FaultInjectionEnv({"faults": "known", "render_telemetry": False})
+    policy = load_policy_bundle(out, expected_action_space_hash=action_space_hash_of_env(env))
     assert policy.manifest["training"]["iterations"] == 2
+    obs, _ = env.reset(seed=3)
+    c, t, r = policy.act(obs)
+    assert obs["action_mask"][c * env.topology.T + t] == 1.0
+    assert obs["ratio_mask"][c * len(policy.ratio_levels) + r] == 1.0
+    assert policy.action_distribution(obs)["top_actions"]
 
 
 def _free_port() -> int:
@@ -149,23 +161,13 @@ def test_ray_job_submit_end_to_end(tmp_path):
         submit = submitted["proc"]
         assert submit.returncode == 0, submit.stderr[-3000:]
 
-        status = {"value": None}
+        from ray.job_submission import JobStatus, JobSubmissionClient
 
-        def finished() -> bool:
-            proc = subprocess.run([str(bin_dir / "ray"), "job", "status", "--address", url, sub_id], env=env,
-                                  capture_output=True, text=True, timeout=60)
-            text = (proc.stdout + proc.stderr).lower()  # e.g. "Job 'x' succeeded"
-            for state in ("succeeded", "failed", "stopped"):
-                if f"' {state}" in text or f": {state}" in text:
-                    status["value"] = state.upper()
-                    return True
-            return False
-
-        _wait_for(finished, 200, "the job to finish", interval=3.0)
-        if status["value"] != "SUCCEEDED":
-            logs = subprocess.run([str(bin_dir / "ray"), "job", "logs", "--address", url, sub_id], env=env,
-                                  capture_output=True, text=True, timeout=60)
-            pytest.fail(f"job {status['value']}:\n{logs.stdout[-5000:]}")
+        client = JobSubmissionClient(url)
+        _wait_for(lambda: client.get_job_status(sub_id).is_terminal(), 200, "the job to finish", interval=1.0)
+        status = client.get_job_status(sub_id)
+        if status != JobStatus.SUCCEEDED:
+            pytest.fail(f"job {status}:\n{client.get_job_logs(sub_id)[-5000:]}")
         assert (out / "checkpoints" / "iter_000002" / "rllib_checkpoint.json").is_file()
         assert (out / "policy_bundle" / "manifest.json").is_file()
     finally:

@@ -9,7 +9,10 @@ Modules (imports are lazy: importing this package loads neither torch nor a mode
 * :mod:`.adapters`    -- LoRA and prompt tuning (peft), save / load, ``AdapterNotFoundError``
 * :mod:`.calibration` -- temperature scaling, ECE, prototypes, macro-F1, Wilson intervals
 * :mod:`.cache`       -- ``LRUCache`` and ``text_key`` (hash of the exact text the model sees)
+* :mod:`.linear`      -- a small logistic regression (the baseline, the leave-one-out head on real samples)
 * :mod:`.real_data`   -- the OpenStack fault-injection samples (service logs only) and the label map
+* :mod:`.simdata`     -- labelled telemetry windows from the simulator (fault type per window)
+* :mod:`.train`       -- the Ray Train + DeepSpeed per-worker loop of ``jobs/finetune_encoder.py``
 * :mod:`.service`     -- ``EncoderWorker`` / ``EncoderPool`` (Ray actors, batching, LRU cache) and the env wrapper
 
 Typical use::

@@ -70,8 +70,6 @@ class ServeConfig:
     """CPUs of each encoder replica (overridden by the Serve config YAML, e.g. on the GPU cluster)."""
     encoder_num_gpus: float = 0.0
     """GPUs of each encoder replica (``configs/cluster_serve.yaml`` sets 1 on the A100 workers)."""
-    noop_route: bool = False
-    """Also add ``GET /v1/noop`` (answers ``{}``): the baseline of ``benchmarks/bench_serve.py``."""
 
     def validate(self) -> "ServeConfig":
         if not self.checkpoint:

@@ -107,6 +107,13 @@ def create_app(service: HealingService) -> FastAPI:
     async def _validation(_: Request, exc: RequestValidationError):
         return JSONResponse({"detail": _format_errors(exc.errors())}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI could not decode the body (e.g. invalid UTF-8): malformed input
+            return JSONResponse({"detail": f"malformed request body: {exc.detail} (send UTF-8 JSON)"},
+                                status_code=422)
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(InputError)
     async def _input(_: Request, exc: InputError):
         return JSONResponse({"detail": str(exc)}, status_code=422)
@@ -141,10 +148,5 @@ def create_app(service: HealingService) -> FastAPI:
     @app.get("/healthz", summary="Liveness and what is served (policy, topology, encoder).")
     async def healthz() -> dict:
         return await service.health()
-
-    if cfg.noop_route:
-        @app.get("/v1/noop", include_in_schema=False)
-        async def noop() -> dict:
-            return {}
 
     return app
