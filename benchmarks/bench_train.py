@@ -2,20 +2,23 @@
 
 How to run::
 
-    .venv/bin/python benchmarks/bench_train.py                     # ~6 min on 2 cores (2 x 150 s + start-up)
+    .venv/bin/python benchmarks/bench_train.py                     # ~6 min on 2 cores (2 x 150 s + start-up;
+                                                                   # a default iteration is indivisible, ~40-60 s)
     .venv/bin/python benchmarks/bench_train.py --budget-s 60       # quicker, noisier
 
 What it measures, in one process and one local Ray (2 CPUs), one after the other, each for the same wall-clock
 training budget (``--budget-s`` of ``algo.train()`` time; building the algorithm is not counted):
 
 * ``default``: ``PPOConfig()`` defaults (2 env runners x 1 env, gymnasium sync vectorisation, train batch 4000,
-  minibatch 128, 30 epochs, lr 5e-5, torch's default thread count) with only what the problem needs set: the env
+  minibatch 128, 30 epochs, lr 5e-5) with only what the problem needs set: the env
   (``ifshm_ray.env:FaultInjectionEnv``), the hierarchical RLModule (its default sizes), the IFSHM learner and the
   metrics callback.
 * ``tuned``: ``configs/demo.yaml`` (``--config``): no remote env runner (sampling in the driver, no weight sync),
   32 envs in one batched simulator (``make_vector_env``), batch 2048, minibatch 512, 4 epochs, small MLP,
   ``torch.set_num_threads(1)`` (with 2 threads on a busy 2-core box every tiny matmul waits on a spinning OpenMP
-  thread: ~70x slower forward passes measured).
+  thread: ~70x slower forward passes measured). By default the default run also gets 1 torch thread, so ``ratio``
+  isolates the RLlib knobs; ``--default-torch-threads 0`` keeps torch's own default for it (measured here on a busy
+  box: 6.3 env-steps/s, one 4000-step iteration in ~630 s).
 
 Both use the same simulator and the same observation (``render_telemetry: false``: the policy reads only the numeric
 observation; the raw telemetry text is not needed for training).
@@ -89,6 +92,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--config", default=str(REPO_ROOT / "configs" / "demo.yaml"), help="The tuned training config.")
     p.add_argument("--budget-s", type=float, default=150.0, help="Training wall seconds per configuration.")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--default-torch-threads", type=int, default=1,
+                   help="torch threads during the default run. 1 (default): both runs use 1 thread, so the ratio "
+                        "measures the RLlib knobs only. 0: torch's own default (2 here); on a busy 2-core box one "
+                        "default iteration (4000 steps, 30 epochs x 31 minibatches) then takes minutes.")
     args = p.parse_args(argv)
 
     import ray
@@ -97,10 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
     from ifshm_ray.policy.algo import build_ppo_config
     from ifshm_ray.policy.config import load_train_config
 
-    default_threads = torch.get_num_threads()
+    default_threads = args.default_torch_threads or torch.get_num_threads()
+    torch.set_num_threads(default_threads)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        # RLlib defaults first, with torch's default thread count.
+        # RLlib defaults first.
         algo = default_config(args.seed).build_algo()
         default = run_for(algo, args.budget_s)
         algo.stop()

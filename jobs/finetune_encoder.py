@@ -24,8 +24,13 @@ What it does, top to bottom:
 5. ``OUT/``: the checkpoint (``adapter/``, ``heads.safetensors``, ``encoder.json``, ``miner.bin``) and
    ``metrics.json`` (``accuracy``, ``macro_f1``, ``baseline_macro_f1``, ... see the end of :func:`main`).
 
-Expected (configs/encoder.yaml: SmolLM2-135M + LoRA r=8, templates mode, 2 CPU workers, ZeRO-2): see README of
-this job's issue report; on 2 cores it stays under 30 minutes.
+Expected (configs/encoder.yaml: SmolLM2-135M + LoRA r=8 on the last 8 layers, templates mode, 768 training windows,
+2 epochs, 2 CPU workers, ZeRO-2), measured 2026-11-28 on the 2-core box while other users kept its load average at
+5-21: 16 min wall in all (training 10 min); held-out seeds accuracy 0.991, macro-F1 0.991 (baseline 0.995: the
+simulator's template counts separate its faults almost linearly); temperature 0.57 (ECE 0.062 -> 0.013); template
+cache hit rate 0.96 in evaluation and 0.98 in the RL-style probe; real OpenStack samples (22): zero-shot through the
+map 0.23 accuracy (95 % CI 0.10-0.43), leave-one-out head 0.59 (0.39-0.77), majority class 0.32.
+``configs/encoder_smoke.yaml`` (2-layer random Llama) runs the same pipeline in about a minute.
 """
 from __future__ import annotations
 

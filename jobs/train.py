@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     # ---- config --------------------------------------------------------------------------------------------
-    cfg: TrainConfig = load_train_config(args.config)
+    config_path = Path(args.config)
+    if not config_path.is_file() and (REPO_ROOT / config_path).is_file():
+        config_path = REPO_ROOT / config_path  # e.g. `--config configs/demo.yaml` from another directory
+    cfg: TrainConfig = load_train_config(config_path)
     if args.seed is not None:
         cfg.run.seed = args.seed
     if args.iterations is not None:
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tensorboardX import SummaryWriter
 
     writer = SummaryWriter(str(out / "tb"))
-    metrics_fh = (out / "metrics.jsonl").open("a")
+    metrics_fh = (out / "metrics.jsonl").open("a" if args.resume else "w")
 
     def save_checkpoint() -> Path:
         path = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{algo.iteration:06d}"

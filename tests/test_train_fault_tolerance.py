@@ -18,6 +18,7 @@ def test_training_survives_killed_env_runner(ray_session):
     cfg.runners.num_env_runners = 2
     cfg.runners.num_cpus_per_env_runner = 0.25
     cfg.fault_tolerance.delay_between_env_runner_restarts_s = 0.0
+    cfg.fault_tolerance.env_runner_health_probe_timeout_s = 5.0
     algo = build_ppo_config(cfg).build_algo()
     try:
         algo.train()

@@ -80,8 +80,9 @@ class PPOSection:
     """PPO ratio clip."""
     vf_loss_coeff: float = 0.5
     """Value-loss coefficient."""
-    vf_clip_param: float = 100.0
-    """Clip of the squared value error (in reward units squared)."""
+    vf_clip_param: float = 10000.0
+    """Clip of the squared value error (reward units squared). RLlib *clamps* the squared error, which zeroes its
+    gradient beyond the clip; returns here reach -100, so keep it large (RLlib's default 10 stalls the critic)."""
     use_kl_loss: bool = False
     """Add PPO's adaptive KL penalty (``kl_coeff``, ``kl_target``)."""
     kl_coeff: float = 0.2
