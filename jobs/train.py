@@ -121,12 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- Ray: join a cluster (ray job submit sets RAY_ADDRESS) or start a local one ---------------------
     import ray
 
-    owns_ray = not ray.is_initialized()  # main() called in-process with Ray already up (tests, notebooks)
-    if not owns_ray:
-        pass
-    elif args.address:
+    owns_ray = not ray.is_initialized()  # False: main() called in-process with Ray already up (tests, notebooks)
+    if owns_ray and args.address:
         ray.init(address=args.address)
-    else:
+    elif owns_ray:
         # Workers inherit the raylet's environment: make the repo importable for env runners.
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
