@@ -68,8 +68,12 @@ class PipelineConfig:
             raise ConfigError(f"fault_sets {bad} invalid; use known, unknown, all")
 
 
-def train(label: str, cfg_path: str, seed: int, out: Path, cfg: "PipelineConfig", smoke: bool) -> Path:
+def train(label: str, cfg_path: str, seed: int, out: Path, cfg: "PipelineConfig", smoke: bool,
+          reuse: bool = False) -> Path:
     run_dir = out / "train" / f"{label}_seed{seed}"
+    if reuse and (run_dir / "policy_bundle" / "manifest.json").is_file():
+        print(f"[train] {label} seed {seed}: reusing the finished run in {run_dir}", flush=True)
+        return run_dir
     cmd = [sys.executable, str(ROOT / "jobs" / "train.py"), "--config", cfg_path, "--out", str(run_dir),
            "--seed", str(seed)]
     if cfg.train_iterations is not None and not smoke:
@@ -91,13 +95,14 @@ def main(argv=None) -> dict:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--smoke", action="store_true", help="tiny budget: tiny training, 1 episode on 3 faults per set")
     p.add_argument("--task-cpus", type=float, default=1.0, help="CPUs per evaluation Ray task")
+    p.add_argument("--reuse", action="store_true", help="reuse finished training runs found in OUT/train (re-evaluate)")
     a = p.parse_args(argv)
     try:
         cfg = load_yaml(PipelineConfig, ROOT / a.config if not Path(a.config).is_file() else a.config)
         sim_cfg = load_yaml(SimConfig, cfg.sim_config)
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
-    out = Path(a.out)
+    out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     print(f"ifshm-ray pipeline -> {out} (smoke={a.smoke}); with configs/pipeline.yaml this takes about 15 minutes "
@@ -109,7 +114,7 @@ def main(argv=None) -> dict:
     for label, tcfg in cfg.train_configs.items():
         seeds = cfg.train_seeds[:1] if a.smoke else cfg.train_seeds
         path = cfg.smoke_train_config if a.smoke else tcfg
-        trained[label] = [train(label, path, s, out, cfg, a.smoke) for s in seeds]
+        trained[label] = [train(label, path, s, out, cfg, a.smoke, a.reuse) for s in seeds]
 
     # ---- 2. evaluate (one local Ray, or the cluster under `ray job submit`)
     import ray

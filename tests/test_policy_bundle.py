@@ -95,3 +95,15 @@ def test_other_topology_hash_differs():
     other = StandInFaultEnv()
     other.target_names = list(reversed(other.target_names))
     assert action_space_hash_of_env(env) != action_space_hash_of_env(other)
+
+
+@pytest.mark.timeout(120)
+def test_bundle_loads_from_a_relative_path(tmp_path, monkeypatch):
+    """`make demo` writes results/demo/...: a relative bundle path must load (RLModule needs absolute paths)."""
+    from ifshm_ray.policy.bundle import load_policy_bundle
+    from ifshm_ray.serve.testing import untrained_policy_bundle
+
+    untrained_policy_bundle(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    bundle = load_policy_bundle("run")
+    assert bundle.manifest["format"].startswith("ifshm-policy-bundle")

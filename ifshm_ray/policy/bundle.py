@@ -178,7 +178,7 @@ def load_policy_bundle(path: str | Path, *, expected_action_space_hash: str | No
             current action definitions (``ifshm_ray.sim.actions``), the bundle's own signature, or the expected
             hash.
     """
-    bundle = _find_bundle(Path(path))
+    bundle = _find_bundle(Path(path).expanduser().resolve())  # RLModule.from_checkpoint needs an absolute path
     manifest = json.loads((bundle / MANIFEST).read_text())
     if manifest.get("format") != FORMAT:
         raise PolicyBundleError(f"{bundle}: unknown bundle format {manifest.get('format')!r}; expected {FORMAT!r}.")
