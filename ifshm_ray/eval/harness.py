@@ -88,6 +88,9 @@ def evaluate(policy_spec: str, faults: list[str], episodes: int, seed: int, sim_
     cfg.pop("faults", None)
     cfg["faults"] = list(faults)
     if policy_spec.startswith("checkpoint:"):  # fail fast, here, with a clear message (topology, obs size, files)
+        from pathlib import Path
+
+        policy_spec = "checkpoint:" + str(Path(policy_spec.split(":", 1)[1]).expanduser().resolve())  # for workers
         make_policy(policy_spec, seed, FaultInjectionEnv({**cfg, "render_telemetry": False}))
     jobs = [(f, episode_seed(seed, f, i)) for f in faults for i in range(episodes)]
     if not use_ray:
