@@ -54,10 +54,27 @@ class PolicySection:
     """Entropy bonus coefficient of the high level (category)."""
     entropy_coeff_low: float = 0.01
     """Entropy bonus coefficient of the low level (target and ratio given the category)."""
+    semantic_encoder: str | None = None
+    """PPO with the LLM semantic state: an encoder checkpoint folder (``jobs/finetune_encoder.py --out``, e.g.
+    ``results/encoder``) or a model preset. ``jobs/train.py`` embeds every log template and alarm text with it once
+    (``<out>/semantic_items.npz``) and the policy pools those embeddings per window
+    (:class:`ifshm_ray.policy.module.SemanticStateBlock`). None: numeric features only."""
+    semantic_table: str | None = None
+    """A prebuilt ``semantic_items.npz`` (``python -m ifshm_ray.encoding.rl_state``) instead of ``semantic_encoder``."""
+    semantic_init_from_encoder: bool = True
+    """Start the policy's attention pooling and projection from the fine-tuned encoder's weights."""
 
     def model_config(self) -> dict:
         """The ``model_config`` dict for the RLModule."""
-        return {
+        semantic = {}
+        if self.semantic_table:
+            from ifshm_ray.encoding.rl_state import load_table
+
+            t = load_table(self.semantic_table)
+            semantic = {"semantic_table": str(Path(self.semantic_table).expanduser().resolve()),
+                        "semantic_shape": [*t["embeddings"].shape, len(t["drop_index"]), t["text_proj_w"].shape[0]],
+                        "semantic_init_from_encoder": bool(self.semantic_init_from_encoder)}
+        return {**semantic,
             "encoder_hiddens": list(self.encoder_hiddens),
             "head_hiddens": list(self.head_hiddens),
             "vf_hiddens": list(self.vf_hiddens),

@@ -34,7 +34,10 @@ Flat policy (:class:`FlatRecoveryModule`): one masked categorical over all ``C*T
 
 ``model_config`` keys (all optional): ``encoder_hiddens`` [256, 256], ``head_hiddens`` [128],
 ``vf_hiddens`` [256, 256], ``activation`` "tanh" | "relu", ``category_embed_dim`` 16,
-``vf_share_encoder`` False, ``low_entropy`` "expected" | "sampled".
+``vf_share_encoder`` False, ``low_entropy`` "expected" | "sampled", ``semantic_table`` None (path of a
+``semantic_items.npz``: adds the LLM semantic state, see :class:`SemanticStateBlock`), ``semantic_shape`` (filled by
+the training job: ``[items, hidden, dropped columns, state_dim]``, lets a saved module rebuild without the file),
+``semantic_init_from_encoder`` True.
 """
 from __future__ import annotations
 
@@ -72,6 +75,9 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "category_embed_dim": 16,
     "vf_share_encoder": False,
     "low_entropy": "expected",
+    "semantic_table": None,
+    "semantic_shape": None,
+    "semantic_init_from_encoder": True,
 }
 
 
@@ -91,6 +97,76 @@ def _mlp(in_dim: int, hiddens: Sequence[int], out_dim: int | None, activation: s
 
 def _masked(logits: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":
     return torch.where(mask, logits, torch.full_like(logits, MASK_LOGIT))
+
+
+class SemanticStateBlock(nn.Module):
+    """LLM semantic state from the observation's template counts and alarm flags (IFSHM's s_t inside PPO).
+
+    Holds a frozen table of LM embeddings, one per log template / alarm text (built once by
+    :func:`ifshm_ray.encoding.rl_state.build_table`), and computes per window a learned, count-weighted attention
+    pooling over the items present (``softmax(q . tanh(K e_i) / sqrt(d) + w * log(1 + count_i))``, as the encoder's
+    template path does), projected to ``state_dim`` and layer-normalised, next to a count-weighted sum of projected
+    embeddings (``sum_i log(1 + count_i) P e_i``, layer-normalised): softmax pooling keeps the most salient item,
+    the sum keeps every item (a window holds ~13, most of them benign). Both projections start from the fine-tuned
+    encoder's weights and are trained by PPO; being shared by all items, they place a template never seen in
+    training near the known templates the LM finds similar. The output replaces the raw template-count columns:
+    the policy reads logs only through the language model, and metrics / alarm flags / action history as numbers.
+    """
+
+    def __init__(self, obs_dim: int, shape: Sequence[int], table: dict | None = None, init_from_encoder: bool = True):
+        super().__init__()
+        n, hidden, n_drop, d = (int(x) for x in shape)
+        self.state_dim = d
+        self.register_buffer("embeddings", torch.zeros(n, hidden))
+        self.register_buffer("count_index", torch.zeros(n, dtype=torch.long))
+        self.register_buffer("count_is_log1p", torch.zeros(n, dtype=torch.bool))
+        self.register_buffer("keep_index", torch.arange(obs_dim - n_drop, dtype=torch.long))
+        self.key = nn.Linear(hidden, d)
+        self.query = nn.Parameter(torch.randn(d) / d ** 0.5)
+        self.count_weight = nn.Parameter(torch.ones(1))
+        self.proj = nn.Linear(hidden, d)
+        self.norm = nn.LayerNorm(d)
+        self.bag_proj = nn.Linear(hidden, d)
+        self.bag_norm = nn.LayerNorm(d)
+        if table is not None:
+            self.load_table(table, obs_dim, init_from_encoder)
+
+    @torch.no_grad()
+    def load_table(self, table: dict, obs_dim: int, init_from_encoder: bool) -> None:
+        t = lambda k, dt=torch.float32: torch.as_tensor(table[k], dtype=dt)  # noqa: E731
+        self.embeddings.copy_(t("embeddings"))
+        self.count_index.copy_(t("count_index", torch.long))
+        self.count_is_log1p.copy_(t("count_is_log1p", torch.bool))
+        keep = torch.ones(obs_dim, dtype=torch.bool)
+        keep[t("drop_index", torch.long)] = False
+        self.keep_index.copy_(torch.nonzero(keep).squeeze(-1))
+        if init_from_encoder and tuple(table["text_proj_w"].shape) == tuple(self.proj.weight.shape):
+            self.key.weight.copy_(t("attn_key_w"))
+            self.key.bias.copy_(t("attn_key_b"))
+            self.query.copy_(t("attn_query"))
+            self.count_weight.copy_(t("count_weight").reshape(1))
+            for proj in (self.proj, self.bag_proj):
+                proj.weight.copy_(t("text_proj_w"))
+                proj.bias.copy_(t("text_proj_b"))
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.keep_index.numel()) + 2 * self.state_dim
+
+    def semantic_state(self, x: "torch.Tensor") -> "torch.Tensor":
+        raw = x[:, self.count_index]
+        lc = torch.where(self.count_is_log1p, raw, torch.log1p(raw.clamp_min(0.0)))  # log(1 + count) per item
+        present = lc > 0
+        keys = torch.tanh(self.key(self.embeddings))                                   # [N, d]
+        score = keys @ self.query / keys.shape[1] ** 0.5                               # [N]
+        logits = (score + self.count_weight * lc).masked_fill(~present, -1e9)
+        w = torch.softmax(logits, dim=-1) * present                                   # [B, N], 0 when none present
+        attended = self.norm(w @ self.proj(self.embeddings))                          # = proj(sum_i w_i e_i)
+        bag = self.bag_norm(lc @ self.bag_proj(self.embeddings))                      # sum_i log(1 + c_i) P e_i
+        return torch.cat([attended, bag], dim=-1)
+
+    def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        return torch.cat([x[:, self.keep_index], self.semantic_state(x)], dim=-1)
 
 
 class _MaskedRecoveryModuleBase(TorchRLModule, ValueFunctionAPI):
@@ -123,13 +199,37 @@ class _MaskedRecoveryModuleBase(TorchRLModule, ValueFunctionAPI):
         cfg = self._cfg()
         self._low_entropy_mode = cfg["low_entropy"]
         self._vf_share_encoder = bool(cfg["vf_share_encoder"])
-        self._encoder = _mlp(self.dims.num_features, cfg["encoder_hiddens"], None, cfg["activation"])
-        self._enc_dim = int(cfg["encoder_hiddens"][-1]) if cfg["encoder_hiddens"] else self.dims.num_features
+        self._semantic = self._semantic_block(cfg)
+        in_dim = self._semantic.out_dim if self._semantic is not None else self.dims.num_features
+        self._encoder = _mlp(in_dim, cfg["encoder_hiddens"], None, cfg["activation"])
+        self._enc_dim = int(cfg["encoder_hiddens"][-1]) if cfg["encoder_hiddens"] else in_dim
         if self._vf_share_encoder:
             self._value_net = nn.Linear(self._enc_dim, 1)
         else:
-            self._value_net = _mlp(self.dims.num_features, cfg["vf_hiddens"], 1, cfg["activation"])
+            self._value_net = _mlp(in_dim, cfg["vf_hiddens"], 1, cfg["activation"])
         return cfg
+
+    def _semantic_block(self, cfg: dict) -> "SemanticStateBlock | None":
+        path, shape = cfg["semantic_table"], cfg["semantic_shape"]
+        if not path and not shape:
+            return None
+        table = None
+        if path:
+            from pathlib import Path
+
+            from ifshm_ray.encoding.rl_state import load_table
+
+            if Path(path).expanduser().exists() or not shape:
+                table = load_table(path, obs_dim=self.dims.num_features)
+                n, h = table["embeddings"].shape
+                shape = [n, h, len(table["drop_index"]), table["text_proj_w"].shape[0]]
+        # without the file (a saved module moved elsewhere), the shape rebuilds it and the state dict fills it
+        return SemanticStateBlock(self.dims.num_features, shape, table, bool(cfg["semantic_init_from_encoder"]))
+
+    def _inputs(self, obs: Dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        """The features the MLPs read: the numeric observation, with the LLM semantic state when configured."""
+        x = obs[OBS_KEY]
+        return self._semantic(x) if self._semantic is not None else x
 
     # --- masks ---------------------------------------------------------------------------------------------
     def masks(self, obs: Dict[str, "torch.Tensor"]) -> tuple:
@@ -147,11 +247,10 @@ class _MaskedRecoveryModuleBase(TorchRLModule, ValueFunctionAPI):
     # --- value function ------------------------------------------------------------------------------------
     @override(ValueFunctionAPI)
     def compute_values(self, batch: Dict[str, Any], embeddings: Any = None) -> "torch.Tensor":
-        obs = batch[Columns.OBS][OBS_KEY]
         if self._vf_share_encoder:
-            h = embeddings if embeddings is not None else self._encoder(obs)
+            h = embeddings if embeddings is not None else self._encoder(self._inputs(batch[Columns.OBS]))
             return self._value_net(h).squeeze(-1)
-        return self._value_net(obs).squeeze(-1)
+        return self._value_net(self._inputs(batch[Columns.OBS])).squeeze(-1)
 
     # --- public helpers (serving, tests) -------------------------------------------------------------------
     def action_probabilities(self, obs: Dict[str, "torch.Tensor"]) -> "torch.Tensor":
@@ -180,7 +279,7 @@ class HierarchicalRecoveryModule(_MaskedRecoveryModuleBase):
 
     # --- building blocks -----------------------------------------------------------------------------------
     def _high(self, obs):
-        h = self._encoder(obs[OBS_KEY])
+        h = self._encoder(self._inputs(obs))
         cat_mask, pair_mask, ratio_mask = self.masks(obs)
         cat_logits = _masked(self._category_head(h), cat_mask)
         return h, cat_logits, pair_mask, ratio_mask
@@ -300,7 +399,7 @@ class FlatRecoveryModule(_MaskedRecoveryModuleBase):
 
     def _logits(self, obs):
         d = self.dims
-        h = self._encoder(obs[OBS_KEY])
+        h = self._encoder(self._inputs(obs))
         _, pair_mask, ratio_mask = self.masks(obs)
         joint = (pair_mask[:, :, :, None] & ratio_mask[:, :, None, :]).reshape(-1, d.num_joint_actions)
         return h, _masked(self._pi_head(h), joint)
