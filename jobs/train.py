@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     env.close()
     summary = {**row, "checkpoint": str(last_ckpt), "policy_bundle": str(bundle), "total_wall_s": time.time() - t_start}
+    if semantic_meta is not None:
+        summary["semantic_cache"] = semantic_cache_stats(algo, semantic_meta)
+        print(f"LLM semantic state cache: {summary['semantic_cache']}", flush=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"done: {algo.iteration} iterations, checkpoint {last_ckpt}, policy bundle {bundle}", flush=True)
 
@@ -255,6 +258,24 @@ def main(argv: list[str] | None = None) -> dict:
         ray.shutdown()
     torch.set_num_threads(prev_threads)
     return summary
+
+
+def semantic_cache_stats(algo, meta: dict) -> dict:
+    """Item-embedding lookups made by the env runners' policies while sampling vs LM passes (table build)."""
+    def counts(runner):
+        block = getattr(getattr(runner, "module", None), "_semantic", None)
+        return (block.windows, block.lookups) if block is not None else (0, 0)
+
+    try:
+        got = algo.env_runner_group.foreach_env_runner(counts, local_env_runner=True)
+    except Exception as exc:  # noqa: BLE001 - statistics only; never fail a finished training run for them
+        logger.warning("could not read the semantic lookup counters: %s", exc)
+        got = []
+    windows, lookups = sum(g[0] for g in got), sum(g[1] for g in got)
+    passes = int(meta["lm_passes"])
+    return {"lm_passes": passes, "windows": windows, "item_lookups": lookups,
+            "items_per_window": round(lookups / windows, 2) if windows else None,
+            "hit_rate": round(1.0 - passes / (lookups + passes), 6) if lookups else None}
 
 
 if __name__ == "__main__":

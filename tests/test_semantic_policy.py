@@ -140,3 +140,7 @@ def test_train_job_with_semantic_encoder(ray_session, tmp_path, capsys):
     assert manifest["encoder"]["model"] == "tiny-llama"
     assert manifest["model_config"]["semantic_table"].endswith("semantic_items.npz")
     assert "LLM semantic state" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    cache = summary["semantic_cache"]
+    assert cache["windows"] >= 256 and cache["item_lookups"] > cache["windows"]  # several items per window
+    assert cache["hit_rate"] > 0.9  # the LM ran once per distinct text, every later window reused it

@@ -20,6 +20,11 @@ creator and give each env runner a pool handle found by name (:meth:`EncoderPool
     def env_creator(cfg):                                                                       # on env runners
         return SemanticStateWrapper(FaultInjectionEnv(cfg), EncoderPool.connect("ifshm-encoder").encode)
 
+In PPO training the LM does not run per window at all: :mod:`ifshm_ray.encoding.rl_state` embeds every log
+template and alarm text of the simulator once, and the policy pools those embeddings per window
+(``policy.semantic_encoder`` in a training config; measured: 99 LM passes, then only cache hits). The per-window
+wrapper above is for envs with open-ended telemetry (real logs, new templates).
+
 Actors
 ------
 Each actor holds a :class:`~ifshm_ray.encoding.semantic.SemanticEncoder` (from a checkpoint, or untrained) with

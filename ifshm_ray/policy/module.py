@@ -128,6 +128,11 @@ class SemanticStateBlock(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.bag_proj = nn.Linear(hidden, d)
         self.bag_norm = nn.LayerNorm(d)
+        self.counting = False
+        self.windows = 0
+        """Windows encoded while acting (``_forward_inference`` / ``_forward_exploration``), and the item-embedding lookups they made: with the LM run
+        once per distinct text, the cache hit rate in the loop is ``1 - lm_passes / lookups``."""
+        self.lookups = 0
         if table is not None:
             self.load_table(table, obs_dim, init_from_encoder)
 
@@ -157,6 +162,9 @@ class SemanticStateBlock(nn.Module):
         raw = x[:, self.count_index]
         lc = torch.where(self.count_is_log1p, raw, torch.log1p(raw.clamp_min(0.0)))  # log(1 + count) per item
         present = lc > 0
+        if self.counting:  # acting (env runners, serving): count the item-embedding lookups
+            self.windows += int(x.shape[0])
+            self.lookups += int(present.sum())
         keys = torch.tanh(self.key(self.embeddings))                                   # [N, d]
         score = keys @ self.query / keys.shape[1] ** 0.5                               # [N]
         logits = (score + self.count_weight * lc).masked_fill(~present, -1e9)
@@ -225,6 +233,16 @@ class _MaskedRecoveryModuleBase(TorchRLModule, ValueFunctionAPI):
                 shape = [n, h, len(table["drop_index"]), table["text_proj_w"].shape[0]]
         # without the file (a saved module moved elsewhere), the shape rebuilds it and the state dict fills it
         return SemanticStateBlock(self.dims.num_features, shape, table, bool(cfg["semantic_init_from_encoder"]))
+
+    def _acting(self, batch: Dict[str, Any], deterministic: bool) -> Dict[str, Any]:
+        """Forward for acting; counts the semantic item lookups (training forwards do not)."""
+        if self._semantic is None:
+            return self._act(batch[Columns.OBS], deterministic=deterministic)
+        self._semantic.counting = True
+        try:
+            return self._act(batch[Columns.OBS], deterministic=deterministic)
+        finally:
+            self._semantic.counting = False
 
     def _inputs(self, obs: Dict[str, "torch.Tensor"]) -> "torch.Tensor":
         """The features the MLPs read: the numeric observation, with the LLM semantic state when configured."""
@@ -325,11 +343,11 @@ class HierarchicalRecoveryModule(_MaskedRecoveryModuleBase):
     # --- RLModule forward passes ---------------------------------------------------------------------------
     @override(TorchRLModule)
     def _forward_inference(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
-        return self._act(batch[Columns.OBS], deterministic=True)
+        return self._acting(batch, deterministic=True)
 
     @override(TorchRLModule)
     def _forward_exploration(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
-        return self._act(batch[Columns.OBS], deterministic=False)
+        return self._acting(batch, deterministic=False)
 
     @override(RLModule)
     def _forward_train(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
@@ -417,11 +435,11 @@ class FlatRecoveryModule(_MaskedRecoveryModuleBase):
 
     @override(TorchRLModule)
     def _forward_inference(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
-        return self._act(batch[Columns.OBS], deterministic=True)
+        return self._acting(batch, deterministic=True)
 
     @override(TorchRLModule)
     def _forward_exploration(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
-        return self._act(batch[Columns.OBS], deterministic=False)
+        return self._acting(batch, deterministic=False)
 
     @override(RLModule)
     def _forward_train(self, batch: Dict[str, Any], **kwargs) -> Dict[str, Any]:
