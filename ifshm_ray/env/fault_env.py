@@ -267,15 +267,13 @@ class BatchedFaultEnv:
     def step(self, actions: np.ndarray):
         res = self.sim.step(actions)
         done = res.terminated | res.truncated
-        obs = self._obs()
         if done.any():
             idx = np.flatnonzero(done)
             keys = [int(self._rngs[i].integers(0, 2**63 - 1)) for i in idx]
             self.sim.reset(idx, keys)
-            fresh = self._obs()
-            for k in obs:
-                obs[k][idx] = fresh[k][idx]
-        return obs, res.reward, res.terminated, res.truncated
+        # one observation of the whole batch after the resets: a reset only touches its own envs' rows, so the
+        # others read exactly what they would have right after the step, and finished envs read their fresh episode
+        return self._obs(), res.reward, res.terminated, res.truncated
 
 
 class FaultInjectionVectorEnv(gym.vector.VectorEnv):

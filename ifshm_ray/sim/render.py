@@ -4,22 +4,56 @@ counts, mined from text, never the simulator's internal fault state)."""
 from __future__ import annotations
 
 import random
-import string
 
 import numpy as np
 
 from ifshm_ray.sim.core import GPU_ONLY, NODE_METRICS, SVC_METRICS, BatchedSim, mask_body
 from ifshm_ray.telemetry import SCHEMA
 
-_HEX = "0123456789abcdef"
 EPOCH_DAY = "2026-11-28"
+_PCI_BUSES = ("07", "0f", "47", "4e", "87", "90", "b7", "bd")
 
 
 def _clock(sec: float) -> str:
     sec = max(sec, 0.0)
-    ms = int((sec - int(sec)) * 1000)
     s = int(sec)
-    return f"{(s // 3600) % 24:02d}:{(s // 60) % 60:02d}:{s % 60:02d}.{ms:03d}"
+    ms = int((sec - s) * 1000)
+    m, s = divmod(s, 60)
+    h, m = divmod(m, 60)
+    return "%02d:%02d:%02d.%03d" % (h % 24, m, s, ms)
+
+
+# Generators of template field values: (rng, svc, dep, node, t, clock) -> str, where t is the line's time of day in
+# seconds and clock its formatted time. ``r._randbelow(n)`` is what ``randrange``/``choice`` call internally; calling
+# it directly draws exactly the same numbers without their argument checking (a third of the rendering time).
+def _uuid(r: random.Random, *_) -> str:
+    h = "%032x" % r.getrandbits(128)
+    return f"{r._randbelow(10)}{h[1:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def _randint_field(lo: int, hi: int):
+    """A field holding a uniform integer in [lo, hi) (``str(r.randrange(lo, hi))``)."""
+    width = hi - lo
+    return lambda r, *_: str(lo + r._randbelow(width))
+
+
+_FIELD_GEN = {
+    "svc": lambda r, svc, dep, node, t, clock: svc,
+    "dep": lambda r, svc, dep, node, t, clock: dep,
+    "node": lambda r, svc, dep, node, t, clock: node,
+    "d": lambda *_: EPOCH_DAY,
+    "t": lambda r, svc, dep, node, t, clock: clock,
+    "req": _uuid, "inst": _uuid, "vol": _uuid,
+    "hex": lambda r, *_: f"{r._randbelow(10)}{r.getrandbits(36):09x}",
+    "pod": lambda r, svc, *_: f"{svc}-{r.getrandbits(28):07x}{r._randbelow(10)}-{r._randbelow(10)}x{r.getrandbits(12):03x}",
+    "pci": lambda r, *_: f"0000:{_PCI_BUSES[r._randbelow(len(_PCI_BUSES))]}:00",
+    "up": lambda r, svc, dep, node, t, clock: f"{100000 + t + r.random():.6f}",
+    "rank": _randint_field(0, 8),
+    "pid": _randint_field(1000, 40000),
+    "f": lambda r, *_: f"{0.1 + (30 - 0.1) * r.random():.2f}",  # r.uniform(0.1, 30)
+    "ms": _randint_field(5, 3000),
+}
+_NUMERIC_FIELD = _randint_field(1, 2000)  # n, m and any other field: a small integer
 
 
 class Renderer:
@@ -30,83 +64,69 @@ class Renderer:
         self.topo = sim.topo
         self.templates = sim.catalog.templates
         self.offset = start_hour * 3600.0
-        self._fmt = string.Formatter()
         self.ips = [f"10.20.{i // 8}.{10 + i}" for i in range(self.topo.N)]
+        ips = self.ips
+        self._gens = {**_FIELD_GEN, "ip": lambda r, *_: ips[r._randbelow(len(ips))]}
+        # per template: body formatter, (field name, generator) in draw order, source (a format string or a name)
+        self._compiled = [(t.body.format_map, tuple((f, self._gen(f)) for f in t.fields),
+                           t.source, "{" in t.source) for t in self.templates]
+        # emitting service index -> (name, impaired dependency); index -1 (no service: a kernel line) is the last
+        topo = self.topo
+        self._svc_name = list(topo.services) + ["kernel"]
+        self._dep_name = [topo.services[int(np.argmax(topo.dep[s]))] if topo.dep[s].any() else "object-storage"
+                          for s in range(topo.S)] + ["object-storage"]
+        W = sim.cfg.window_samples
+        self._w = np.linspace(0.0, 1.0, W)[None, None, :]
+        self._1mw = 1 - self._w
+        self._gpu_node = sim.gpu_node.tolist()
+
+    def _gen(self, name: str):
+        return self._gens.get(name, _NUMERIC_FIELD)
 
     def _fields(self, r: random.Random, tpl, svc: str, dep: str, node: str, t: float) -> dict:
-        out = {}
-        for name in tpl.fields:
-            if name == "svc":
-                out[name] = svc
-            elif name == "dep":
-                out[name] = dep
-            elif name == "node":
-                out[name] = node
-            elif name == "d":
-                out[name] = EPOCH_DAY
-            elif name == "t":
-                out[name] = _clock(t)
-            elif name in ("req", "inst", "vol"):
-                h = "%032x" % r.getrandbits(128)
-                out[name] = f"{r.randrange(10)}{h[1:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
-            elif name == "hex":
-                out[name] = f"{r.randrange(10)}{r.getrandbits(36):09x}"
-            elif name == "pod":
-                out[name] = f"{svc}-{r.getrandbits(28):07x}{r.randrange(10)}-{r.randrange(10)}x{r.getrandbits(12):03x}"
-            elif name == "pci":
-                out[name] = f"0000:{r.choice(('07', '0f', '47', '4e', '87', '90', 'b7', 'bd'))}:00"
-            elif name == "ip":
-                out[name] = r.choice(self.ips)
-            elif name == "up":
-                out[name] = f"{100000 + t + r.random():.6f}"
-            elif name == "rank":
-                out[name] = str(r.randrange(8))
-            elif name == "pid":
-                out[name] = str(r.randrange(1000, 40000))
-            elif name == "f":
-                out[name] = f"{r.uniform(0.1, 30):.2f}"
-            elif name == "ms":
-                out[name] = str(r.randrange(5, 3000))
-            else:  # n, m and anything numeric
-                out[name] = str(r.randrange(1, 2000))
-        return out
+        """Random values of ``tpl``'s fields (drawn from ``r`` in field order) for a line at time of day ``t``."""
+        clock = _clock(t)
+        return {name: self._gen(name)(r, svc, dep, node, t, clock) for name in tpl.fields}
 
     def log_lines(self, b: int = 0) -> list[str]:
         sim = self.sim
         r = random.Random(int(sim.key[b]) * 1_000_003 + int(sim.step_idx[b]))
+        rand = r.random
         t1 = float(sim.t[b])
         t0 = t1 - sim.cfg.step_s
-        services, nodes = self.topo.services, self.topo.nodes
+        span = t1 - t0
+        offset = self.offset
+        nodes, svc_name, dep_name, compiled = self.topo.nodes, self._svc_name, self._dep_name, self._compiled
         out = []
         for tid, s, n in sim.render_lines(b):
-            tpl = self.templates[tid]
-            svc = services[s] if s >= 0 else "kernel"
-            dep = services[int(np.argmax(self.topo.dep[s]))] if s >= 0 and self.topo.dep[s].any() else "object-storage"
-            ts = t0 + r.random() * (t1 - t0)
-            vals = self._fields(r, tpl, svc, dep, nodes[n], self.offset + ts)
-            body = tpl.body.format(**vals) if tpl.fields else tpl.body.format()
-            source = tpl.source.format(svc=svc) if "{" in tpl.source else tpl.source
-            out.append((ts, f"{EPOCH_DAY}T{_clock(self.offset + ts)}Z {nodes[n]} {source}: {body}"))
-        out.sort(key=lambda x: x[0])
+            fmt, gens, source, source_fmt = compiled[tid]
+            svc, dep, node = svc_name[s], dep_name[s], nodes[n]
+            ts = t0 + rand() * span
+            tday = offset + ts
+            clock = _clock(tday)
+            body = fmt({name: g(r, svc, dep, node, tday, clock) for name, g in gens})
+            if source_fmt:
+                source = source.format(svc=svc)
+            out.append((ts, f"{EPOCH_DAY}T{clock}Z {node} {source}: {body}"))
+        out.sort(key=_first)
         return [line for _, line in out]
 
     def metrics(self, b: int = 0) -> dict:
         sim = self.sim
-        W = sim.cfg.window_samples
         r = np.random.default_rng(int(sim.key[b]) % (2**63) + int(sim.step_idx[b]))
-        w = np.linspace(0.0, 1.0, W)[None, None, :]
+        w, one_minus_w = self._w, self._1mw
         out: dict = {}
-        sv = sim.prev_svc_obs[b][:, :, None] * (1 - w) + sim.svc_obs[b][:, :, None] * w
+        sv = sim.prev_svc_obs[b][:, :, None] * one_minus_w + sim.svc_obs[b][:, :, None] * w
         sv[:, :, :-1] *= 1 + 0.01 * r.standard_normal(sv[:, :, :-1].shape)
         rows = np.round(sv, 4).tolist()
-        for i, s in enumerate(self.topo.services):
-            out[s] = dict(zip(SVC_METRICS, rows[i]))
-        nd = sim.prev_node_obs[b][:, :, None] * (1 - w) + sim.node_obs[b][:, :, None] * w
+        for s, row in zip(self.topo.services, rows):
+            out[s] = dict(zip(SVC_METRICS, row))
+        nd = sim.prev_node_obs[b][:, :, None] * one_minus_w + sim.node_obs[b][:, :, None] * w
         nd[:, :, :-1] *= 1 + 0.01 * r.standard_normal(nd[:, :, :-1].shape)
         rows = np.round(nd, 4).tolist()
-        for i, n in enumerate(self.topo.nodes):
-            d = dict(zip(NODE_METRICS, rows[i]))
-            if not sim.gpu_node[i]:
+        for n, row, gpu in zip(self.topo.nodes, rows, self._gpu_node):
+            d = dict(zip(NODE_METRICS, row))
+            if not gpu:
                 for m in GPU_ONLY:
                     del d[m]
             out[n] = d
@@ -117,6 +137,10 @@ class Renderer:
         return {"schema": SCHEMA, "time_s": float(sim.t[b]), "window_s": float(sim.cfg.step_s),
                 "topology": self.topo.to_dict(), "logs": self.log_lines(b), "metrics": self.metrics(b),
                 "alarms": sim.alarms(b)}
+
+
+def _first(x: tuple):
+    return x[0]
 
 
 class TemplateMiner:
@@ -164,11 +188,12 @@ class TemplateMiner:
     def mine(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(template counts [L], WARNING/ERROR lines per service by source [S], per host node [N], unmatched).
         Lines that match no template still count for their host/service when they say ERROR or WARN."""
-        c = np.zeros(self.L)
-        sl = np.zeros(self.S)
-        nl = np.zeros(self.N)
+        L = self.L
+        c = [0] * L
+        sl = [0] * self.S
+        nl = [0] * self.N
         unmatched = 0
-        get = self.table.get
+        get, errwarn, svc_index, node_index = self.table.get, self.errwarn, self.svc_index, self.node_index
         for line in lines:
             parts = line.split(" ", 3)
             if len(parts) < 4:
@@ -178,15 +203,16 @@ class TemplateMiner:
             tid = get(source + "|" + mask_body(parts[3]), -1)
             if tid >= 0:
                 c[tid] += 1
-                bad = self.errwarn[tid]
+                bad = errwarn[tid]
             else:
                 unmatched += 1
                 bad = "ERROR" in parts[3] or "WARN" in parts[3]
             if bad:
-                si = self.svc_index.get(source)
+                si = svc_index.get(source)
                 if si is not None:
                     sl[si] += 1
-                ni = self.node_index.get(parts[1])
+                ni = node_index.get(parts[1])
                 if ni is not None:
                     nl[ni] += 1
-        return c, sl, nl, unmatched
+        return (np.array(c, dtype=np.float64), np.array(sl, dtype=np.float64), np.array(nl, dtype=np.float64),
+                unmatched)

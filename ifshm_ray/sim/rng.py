@@ -45,6 +45,17 @@ def normal(keys: np.ndarray, counter: np.ndarray, purpose: int, n: int) -> np.nd
 
 _TABLE_SIZE = 1 << 20
 _TABLE = np.random.default_rng(20261128).random(_TABLE_SIZE + 4096)
+_TABLE_RUNS = np.lib.stride_tricks.sliding_window_view(_TABLE, 4096)  # row i: _TABLE[i:i + 4096] (a read-only view)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64_int(z: int) -> int:
+    """:func:`mix64` of one number as a Python int (same wrapping arithmetic, without numpy's per-call cost)."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
 
 
 def table_uniform(keys: np.ndarray, counter: np.ndarray, purpose: int, n: int) -> np.ndarray:
@@ -53,6 +64,11 @@ def table_uniform(keys: np.ndarray, counter: np.ndarray, purpose: int, n: int) -
         raise ValueError(f"table_uniform draws at most 4096 numbers per row, asked for {n}")
     keys = np.asarray(keys, dtype=np.uint64)
     counter = np.asarray(counter, dtype=np.uint64)
+    if keys.shape == (1,) and counter.shape == (1,):  # one env (the single env's every step): the same hash on ints
+        c = (int(counter[0]) * 1024 + purpose) & _MASK64
+        off = _mix64_int(int(keys[0]) ^ _mix64_int(c)) % _TABLE_SIZE
+        return _TABLE[None, off:off + n].copy()
     with np.errstate(over="ignore"):
         off = mix64(keys ^ mix64(counter * np.uint64(1024) + np.uint64(purpose))) % np.uint64(_TABLE_SIZE)
-    return _TABLE[off.astype(np.int64)[:, None] + np.arange(n)]
+    # rows of a strided view: copied run by run, without building an index per number
+    return _TABLE_RUNS[off.astype(np.int64), :n]
