@@ -91,6 +91,17 @@ def test_semantic_state_reads_logs_through_the_lm(table_path):
     assert torch.allclose(block(xa), block(xb), atol=1e-6)
 
 
+@pytest.mark.timeout(120)
+def test_keep_counts_joins_the_raw_counts(table_path):
+    env = FaultInjectionEnv({"render_telemetry": False})
+    m = _module(env, table_path, semantic_keep_counts=True)
+    obs, _ = env.reset(seed=1)
+    x = torch.as_tensor(obs["obs"])[None]
+    feats = m._semantic(x)
+    assert feats.shape[1] == env.sim.obs_dim + 2 * 64
+    assert torch.equal(feats[:, :env.sim.obs_dim], x)
+
+
 @pytest.mark.timeout(180)
 def test_semantic_module_acts_trains_and_reloads_without_the_table(table_path, tmp_path):
     env = FaultInjectionEnv({"render_telemetry": False})

@@ -63,6 +63,9 @@ class PolicySection:
     """A prebuilt ``semantic_items.npz`` (``python -m ifshm_ray.encoding.rl_state``) instead of ``semantic_encoder``."""
     semantic_init_from_encoder: bool = True
     """Start the policy's attention pooling and projection from the fine-tuned encoder's weights."""
+    semantic_keep_counts: bool = False
+    """False: the LLM state replaces the raw log-template counts in the policy's input (logs are read only through
+    the LM); True: it joins them (numeric features + LLM state)."""
 
     def model_config(self) -> dict:
         """The ``model_config`` dict for the RLModule."""
@@ -73,7 +76,8 @@ class PolicySection:
             t = load_table(self.semantic_table)
             semantic = {"semantic_table": str(Path(self.semantic_table).expanduser().resolve()),
                         "semantic_shape": [*t["embeddings"].shape, len(t["drop_index"]), t["text_proj_w"].shape[0]],
-                        "semantic_init_from_encoder": bool(self.semantic_init_from_encoder)}
+                        "semantic_init_from_encoder": bool(self.semantic_init_from_encoder),
+                        "semantic_keep_counts": bool(self.semantic_keep_counts)}
         return {**semantic,
             "encoder_hiddens": list(self.encoder_hiddens),
             "head_hiddens": list(self.head_hiddens),

@@ -37,7 +37,8 @@ Flat policy (:class:`FlatRecoveryModule`): one masked categorical over all ``C*T
 ``vf_share_encoder`` False, ``low_entropy`` "expected" | "sampled", ``semantic_table`` None (path of a
 ``semantic_items.npz``: adds the LLM semantic state, see :class:`SemanticStateBlock`), ``semantic_shape`` (filled by
 the training job: ``[items, hidden, dropped columns, state_dim]``, lets a saved module rebuild without the file),
-``semantic_init_from_encoder`` True.
+``semantic_init_from_encoder`` True, ``semantic_keep_counts`` False (True: the semantic state joins the raw
+template counts instead of replacing them).
 """
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "semantic_table": None,
     "semantic_shape": None,
     "semantic_init_from_encoder": True,
+    "semantic_keep_counts": False,
 }
 
 
@@ -109,13 +111,17 @@ class SemanticStateBlock(nn.Module):
     embeddings (``sum_i log(1 + count_i) P e_i``, layer-normalised): softmax pooling keeps the most salient item,
     the sum keeps every item (a window holds ~13, most of them benign). Both projections start from the fine-tuned
     encoder's weights and are trained by PPO; being shared by all items, they place a template never seen in
-    training near the known templates the LM finds similar. The output replaces the raw template-count columns:
-    the policy reads logs only through the language model, and metrics / alarm flags / action history as numbers.
+    training near the known templates the LM finds similar. By default the output replaces the raw template-count
+    columns (the policy reads logs only through the language model, metrics / alarm flags / action history as
+    numbers); with ``keep_counts`` it joins them.
     """
 
-    def __init__(self, obs_dim: int, shape: Sequence[int], table: dict | None = None, init_from_encoder: bool = True):
+    def __init__(self, obs_dim: int, shape: Sequence[int], table: dict | None = None, init_from_encoder: bool = True,
+                 keep_counts: bool = False):
         super().__init__()
         n, hidden, n_drop, d = (int(x) for x in shape)
+        self.keep_counts = bool(keep_counts)
+        n_drop = 0 if self.keep_counts else n_drop
         self.state_dim = d
         self.register_buffer("embeddings", torch.zeros(n, hidden))
         self.register_buffer("count_index", torch.zeros(n, dtype=torch.long))
@@ -143,7 +149,8 @@ class SemanticStateBlock(nn.Module):
         self.count_index.copy_(t("count_index", torch.long))
         self.count_is_log1p.copy_(t("count_is_log1p", torch.bool))
         keep = torch.ones(obs_dim, dtype=torch.bool)
-        keep[t("drop_index", torch.long)] = False
+        if not self.keep_counts:
+            keep[t("drop_index", torch.long)] = False
         self.keep_index.copy_(torch.nonzero(keep).squeeze(-1))
         if init_from_encoder and tuple(table["text_proj_w"].shape) == tuple(self.proj.weight.shape):
             self.key.weight.copy_(t("attn_key_w"))
@@ -232,7 +239,8 @@ class _MaskedRecoveryModuleBase(TorchRLModule, ValueFunctionAPI):
                 n, h = table["embeddings"].shape
                 shape = [n, h, len(table["drop_index"]), table["text_proj_w"].shape[0]]
         # without the file (a saved module moved elsewhere), the shape rebuilds it and the state dict fills it
-        return SemanticStateBlock(self.dims.num_features, shape, table, bool(cfg["semantic_init_from_encoder"]))
+        return SemanticStateBlock(self.dims.num_features, shape, table, bool(cfg["semantic_init_from_encoder"]),
+                                  keep_counts=bool(cfg["semantic_keep_counts"]))
 
     def _acting(self, batch: Dict[str, Any], deterministic: bool) -> Dict[str, Any]:
         """Forward for acting; counts the semantic item lookups (training forwards do not)."""
