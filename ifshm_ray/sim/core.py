@@ -111,6 +111,9 @@ class BatchedSim:
         self.xid_code = np.zeros(F + 1)
         self.xid_code[:F] = self.t_root_node[:F, NODE_CH["xid"]]
         self.t_root_node[:, NODE_CH["xid"]] = 0.0
+        # faults whose effects spread beyond the root entity (to services, to nodes), by fault id, F = no fault
+        self.f_spreads_svc = (self.t_sor != 0).any(axis=1) | (self.t_named != 0).any(axis=(1, 2))
+        self.f_spreads_node = (self.t_nor != 0).any(axis=1)
         self.onset = np.append(cc.onset, 0.0)
         self.ramp = np.append(cc.ramp, 1.0)
         self.log_tid = np.vstack([cc.log_tid, np.full((1, cc.max_logs), -1)])
@@ -231,7 +234,24 @@ class BatchedSim:
                 self.r_ent_offset[i] = S
                 self.r_down_blocks[i] = rule.metric != "kube_node_status_ready"
                 self.r_busy_only[i] = rule.only_gpu_nodes
-        self._rule_ix = np.arange(self.A)[None, :]
+        # The alert test runs in "signed" space: d = sign * value - sign * threshold is > 0 exactly when the rule's
+        # comparison holds, and then equals |value - threshold| bit for bit (IEEE negation is exact), the score of
+        # the worst offender. Entities a rule never looks at (padding, GPU metrics of nodes without GPUs) get an
+        # infinite threshold, so d = -inf can neither cross nor win the argmax (metrics are always finite).
+        self.r_sthr = np.where(self.r_static_ok, (self.r_sign * self.r_thr)[:, None], np.inf)
+        self._busy_rules = np.flatnonzero(self.r_busy_only).tolist()
+        # flat index of (env b, rule a, entity 0) in a [B, A, E] array, to read one entity per (env, rule)
+        self._rule_flat = (np.arange(self.B)[:, None] * self.A + np.arange(self.A)) * E
+        # dependency propagation over the (few) edges only: service s reads its dependencies dep_ix[s, :] (sorted,
+        # so the first worst one wins ties as in a dense argmax), with weight 0 in the padding slots
+        deg = (topo.dep != 0).sum(axis=1)
+        D = max(int(deg.max()), 1)
+        self.dep_ix = np.zeros((S, D), np.int64)
+        self.dep_w = np.zeros((S, D))
+        for s_, row in enumerate(topo.dep):
+            nz = np.flatnonzero(row)
+            self.dep_ix[s_, : len(nz)] = nz
+            self.dep_w[s_, : len(nz)] = row[nz]
         # per-env rows of constants (sliced to the envs observed), to concatenate with per-env arrays
         self._svc_ix_rows = np.tile(self._svc_ix, (self.B, 1))
         self._benign_attr_rows = np.tile(self.benign_attr, (self.B, 1))
@@ -296,6 +316,9 @@ class BatchedSim:
         self.ent_firing = np.zeros((B, self.topo.T))
         self.svc_lines = np.zeros((B, S))
         self.node_lines = np.zeros((B, N))
+        # scratch of the alert evaluation in _observe (values and signed excess of every (rule, entity) pair)
+        self._alert_vals = np.empty((B, self.A, max(S, N)))
+        self._alert_d = np.empty((B, self.A, max(S, N)))
 
     # ------------------------------------------------------------------ reset
     def reset(self, idx: np.ndarray | list[int], keys: np.ndarray | list[int], faults: list | None = None) -> None:
@@ -690,22 +713,36 @@ class BatchedSim:
         rs = np.where(nf, 0, root)
         sv = np.zeros((n_env, S, len(SVC_CH)))
         nd = np.zeros((n_env, N, len(NODE_CH)))
-        # A slot with severity 0 in every env adds (signed) zeros, which cannot change sv/nd (they start at +0 and
-        # so never hold -0): it is skipped, and so is the whole block when no fault shows yet or any more.
+        # A term with severity 0, or from an all-zero table row, adds (signed) zeros, which cannot change sv/nd
+        # (they start at +0 and so never hold -0): a slot with severity 0 in every env is skipped, and so is the
+        # whole block when no fault shows yet or any more; the spread terms are computed only for the envs whose
+        # fault in the slot shows and has spread effects (a minority of the faults).
         live = sev.any(axis=0).tolist()
         if any(live):
-            sor = share[ar[:, None], :, rn] * (nf[:, :, None] & self.not_daemonset)     # [n, K, S]
-            nor = share[ar[:, None], rs, :] * ~nf[:, :, None]                            # [n, K, N]
             root_sv = (sev * ~nf)[:, :, None] * self.t_root_svc[f]                      # [n, K, Ms]
             root_nd = (sev * nf)[:, :, None] * self.t_root_node[f]                      # [n, K, Mn]
-            spread_sv = sev[:, :, None, None] * (sor[:, :, :, None] * self.t_sor[f][:, :, None, :] + self.t_named[f])
-            spread_nd = sev[:, :, None, None] * nor[:, :, :, None] * self.t_nor[f][:, :, None, :]
+            shows = sev != 0
+            spread_s = shows & self.f_spreads_svc[f]                                    # [n, K]
+            spread_n = shows & self.f_spreads_node[f]
             for k in range(K):  # slot by slot: the sums keep their order
-                if live[k]:
-                    sv[ar, rs[:, k], :] += root_sv[:, k]
-                    nd[ar, rn[:, k], :] += root_nd[:, k]
-                    sv += spread_sv[:, k]
-                    nd += spread_nd[:, k]
+                if not live[k]:
+                    continue
+                sv[ar, rs[:, k], :] += root_sv[:, k]
+                nd[ar, rn[:, k], :] += root_nd[:, k]
+                e = np.flatnonzero(spread_s[:, k])
+                if len(e):
+                    fk, sev_k = f[e, k], sev[e, k][:, None, None]
+                    sor = share[e, :, rn[e, k]] * (nf[e, k][:, None] & self.not_daemonset)  # [m, S]
+                    x = sor[:, :, None] * self.t_sor[fk][:, None, :]
+                    x += self.t_named[fk]
+                    x *= sev_k
+                    sv[e] += x
+                e = np.flatnonzero(spread_n[:, k])
+                if len(e):
+                    fk = f[e, k]
+                    nor = share[e, rs[e, k], :] * ~nf[e, k][:, None]                         # [m, N]
+                    x = (sev[e, k][:, None] * nor)[:, :, None] * self.t_nor[fk][:, None, :]
+                    nd[e] += x
         onehot_n = (root[:, :, None] == self._node_ix) & nf[:, :, None]             # [n, K, N]
         xid = (onehot_n * (visible * self.xid_code[f])[:, :, None]).max(axis=1)
         # benign transient (false-alarm bait) and harm after-effects
@@ -734,11 +771,14 @@ class BatchedSim:
         direct = _clip(np.maximum(np.maximum(sv[:, :, SVC_CH["err"]], sv[:, :, SVC_CH["tp"]]),
                                     np.maximum(1 - ready_ratio, sv[:, :, SVC_CH["lat"]] * 0.25)), 0, 1)
         # propagation of impairment along dependencies (two hops)
-        via = topo.dep[None] * direct[:, None, :]
+        # (over the edges only: a dense [S, S] product would add zeros, which never exceed an impairment >= 0; a
+        # service without an impaired dependency gets worst_dep 0, as a dense argmax over zeros would give)
+        via = direct[:, self.dep_ix] * self.dep_w                                  # [n, S, D]
         imp = np.maximum(direct, 0.6 * via.max(axis=2))
-        via = topo.dep[None] * imp[:, None, :]
-        prop = 0.6 * via.max(axis=2)
-        worst_dep = via.argmax(axis=2)
+        via = imp[:, self.dep_ix] * self.dep_w
+        worst = via.max(axis=2)
+        prop = 0.6 * worst
+        worst_dep = np.where(worst > 0, self.dep_ix[svc_ix, via.argmax(axis=2)], 0)
         dead = ready_n <= 1e-9
         lat = topo.base_latency * (1 + sv[:, :, SVC_CH["lat"]] + prop) * queue
         err = np.where(dead, 1.0, _clip(0.002 + sv[:, :, SVC_CH["err"]] + 0.5 * prop
@@ -796,20 +836,28 @@ class BatchedSim:
             self.svc_true[idx], self.node_true[idx] = svc_true, node_true
         # ---- alerts on observed metrics: pending from the first crossing, firing after `for:`. All rules at once:
         # the value of every (rule, entity) pair is gathered from the flattened metrics (see _build_tables)
+        # (into preallocated buffers: fresh multi-MB temporaries each step cost page faults at large batch sizes;
+        # mode="clip" only lets np.take write into `out` directly, the indices are all in range)
         vals = np.take(np.concatenate([svc_obs.reshape(n_env, -1), node_obs.reshape(n_env, -1)], axis=1),
-                       self.r_gather, axis=1)                                        # [n, A, E]
-        dev = vals - self.r_thr[:, None]
-        cross = self.r_sign[:, None] * dev > 0
-        cross &= self.r_static_ok
-        cross_n = cross[:, :, :N]  # (a view) node rules: down nodes only fire NotReady; some rules need busy GPUs
-        cross_n &= ~(down[:, None, :] & self.r_down_blocks[:, None])
-        busy = (Pt + Pi) > 0
-        cross_n &= ~(self.r_busy_only[:, None] & ~busy[:, None, :])
-        score = np.abs(dev)  # the worst offender: the crossing entity farthest from the threshold
-        np.copyto(score, -1.0, where=~cross)
-        ent = score.argmax(axis=2)                                                   # [n, A]
-        cond = cross.any(axis=2)
-        val = vals[ar[:, None], self._rule_ix, ent]
+                       self.r_gather, axis=1, out=self._alert_vals[:n_env], mode="clip")     # [n, A, E]
+        d = np.multiply(vals, self.r_sign[:, None], out=self._alert_d[:n_env])  # signed excess (see _build_tables)
+        d -= self.r_sthr
+        # node rules: a down node only raises NotReady; some rules look at nodes running GPU work only
+        if down.any():  # (few envs have a down node: only their rows are touched)
+            down_env = np.flatnonzero(down.any(axis=1))
+            dd = d[down_env]
+            np.copyto(dd[:, :, :N], -np.inf, where=down[down_env][:, None, :] & self.r_down_blocks[:, None])
+            d[down_env] = dd
+        if self._busy_rules:
+            idle = ~((Pt + Pi) > 0)
+            for j in self._busy_rules:
+                np.copyto(d[:, j, :N], -np.inf, where=idle)
+        ent = d.argmax(axis=2)                 # [n, A] the worst offender, if any entity crosses
+        flat = self._rule_flat[:n_env] + ent
+        cond = np.take(d, flat) > 0
+        ent *= cond                            # (entity 0 where none crosses, as before)
+        flat = self._rule_flat[:n_env] + ent
+        val = np.take(vals, flat)
         since = self.alarm_since[idx]
         since = np.where(cond, np.where(np.isnan(since), t[:, None], since), np.nan)
         self.alarm_since[idx] = since
@@ -918,14 +966,14 @@ class BatchedSim:
         tn[:, :, 9] = 1 - n[:, :, 9]
         tb[:, :, 10] = self.ent_pending
         tb[:, :, 11] = self.ent_firing
-        ts[:, :, 12] = np.log1p(self.svc_lines if svc_lines is None else svc_lines)
-        tn[:, :, 12] = np.log1p(self.node_lines if node_lines is None else node_lines)
+        ts[:, :, 12] = _log1p_count(self.svc_lines) if svc_lines is None else np.log1p(svc_lines)
+        tn[:, :, 12] = _log1p_count(self.node_lines) if node_lines is None else np.log1p(node_lines)
         tn[:, :, 13] = 1.0
         tn[:, :, 14] = self.cordoned
         last = np.zeros((B, self.C), np.float32)
         last[self._arange, self.last_cat] = 1.0
         return np.concatenate([tb.reshape(B, -1), self.pending, self.firing,
-                               np.log1p(self.tcounts if counts is None else counts),
+                               _log1p_count(self.tcounts) if counts is None else np.log1p(counts),
                                (self.t / self.cfg.time_limit_s)[:, None], last,
                                (self.streak / self.cfg.healthy_steps)[:, None]], axis=1, dtype=np.float32)
 
@@ -1014,6 +1062,23 @@ class BatchedSim:
 def _stack_last(arrays: list[np.ndarray]) -> np.ndarray:
     """np.stack(arrays, axis=-1) for same-shape float arrays, without np.stack's argument checks."""
     return np.concatenate([a[..., None] for a in arrays], axis=-1)
+
+
+# log1p of the small whole numbers the simulator counts (log lines), looked up instead of computed: the table holds
+# np.log1p of the same float64 values, so the results are identical; larger counts fall back to np.log1p
+_LOG1P_TABLE_SIZE = 4096
+_LOG1P_TABLE = np.log1p(np.arange(_LOG1P_TABLE_SIZE, dtype=np.float64))
+_LOG1P_MIN_SIZE = 4096
+
+
+def _log1p_count(x: np.ndarray) -> np.ndarray:
+    """np.log1p(x) for a float64 array of whole numbers >= 0 (the simulator's own counts)."""
+    if x.size < _LOG1P_MIN_SIZE:  # (small arrays: one np.log1p call is cheaper than the lookup's three)
+        return np.log1p(x)
+    ix = x.astype(np.intp)
+    if ix.max() >= _LOG1P_TABLE_SIZE:
+        return np.log1p(x)
+    return np.take(_LOG1P_TABLE, ix)
 
 
 def _clip(x, lo, hi):
