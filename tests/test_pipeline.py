@@ -26,3 +26,41 @@ def test_pipeline_smoke(ray_session, tmp_out):
     report = (tmp_out / "report.md").read_text()
     assert "known faults" in report and "unknown faults" in report
     assert (tmp_out / "mttr_per_fault_known.png").exists()
+
+
+def _pipeline():
+    sys.path.insert(0, str(ROOT / "jobs"))
+    import pipeline
+
+    return pipeline
+
+
+@pytest.mark.timeout(60)
+def test_encoder_stage_reuses_runs_and_fails_clearly(tmp_path, monkeypatch):
+    pipeline = _pipeline()
+    enc = tmp_path / "encoder"
+    cfg = pipeline.PipelineConfig(encoder_config="configs/encoder.yaml", encoder_out=str(enc))
+    cfg.validate()
+    calls = []
+
+    def fake_run(cmd, cwd=None):  # stands in for the 16-minute fine-tuning job
+        calls.append(cmd)
+        Path(cmd[cmd.index("--out") + 1]).mkdir(parents=True, exist_ok=True)
+        (enc / "metrics.json").write_text(json.dumps({"model": "tiny", "accuracy": 0.9, "macro_f1": 0.8,
+                                                      "baseline_accuracy": 0.7, "baseline_macro_f1": 0.6}))
+        return type("R", (), {"returncode": 0})()
+
+    monkeypatch.setattr(pipeline.subprocess, "run", fake_run)
+    m = pipeline.finetune_encoder(cfg)  # missing: fine-tunes
+    assert m["macro_f1"] == 0.8 and len(calls) == 1
+    assert calls[0][calls[0].index("--config") + 1] == "configs/encoder.yaml"
+    assert pipeline.finetune_encoder(cfg)["accuracy"] == 0.9 and len(calls) == 1  # there: reused, not rerun
+    section = pipeline.encoder_section(m)
+    assert "| fine-tuned encoder | 0.900 | 0.800 |" in section and "0.600" in section
+
+    (enc / "metrics.json").unlink()
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, cwd=None: type("R", (), {"returncode": 3})())
+    with pytest.raises(SystemExit, match="encoder fine-tuning failed"):
+        pipeline.finetune_encoder(cfg)
+    with pytest.raises(pipeline.ConfigError, match="encoder_config"):
+        pipeline.PipelineConfig(encoder_config="configs/nope.yaml").validate()

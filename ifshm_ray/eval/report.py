@@ -27,9 +27,12 @@ def summary_table(metrics: dict[str, dict]) -> str:
                     f"{_fmt(m['harmful_action_rate'], True)} | {_fmt(m['escalation_rate'], True)} |")
     trained = [m for m in metrics.values() if m.get("train_env_steps") is not None]
     if trained:
-        rows += ["", "| trained policy | training env steps | training wall (s) |", "|---|---|---|"]
+        rows += ["", "| trained policy | training env steps | training wall (s) | LM cache hit rate |",
+                 "|---|---|---|---|"]
         for m in trained:
-            rows.append(f"| {m['policy']} | {_fmt(m['train_env_steps'])} | {_fmt(m['train_wall_s'])} |")
+            hit = m.get("train_lm_hit_rate")
+            rows.append(f"| {m['policy']} | {_fmt(m['train_env_steps'])} | {_fmt(m['train_wall_s'])} | "
+                        f"{'-' if hit is None else _fmt(hit, True)} |")
     return "\n".join(rows)
 
 
