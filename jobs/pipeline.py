@@ -40,6 +40,8 @@ class PipelineConfig:
     """Label -> training config YAML (jobs/train.py); e.g. {ppo: configs/demo.yaml}. Empty: baselines only."""
     train_seeds: list = field(default_factory=lambda: [0])
     """Training seeds per trained policy (headline numbers: mean and spread over them)."""
+    train_seeds_by_label: dict = field(default_factory=dict)
+    """Per-label override of train_seeds, e.g. {llm_state: [0, 1, 2]}; labels not named use train_seeds."""
     train_iterations: int | None = None
     """Override every training config's run.iterations (equal env steps across policies); None keeps them."""
     train_max_wall_s: float | None = None
@@ -71,6 +73,10 @@ class PipelineConfig:
                 raise ConfigError(f"train_configs.{label}: {path!r} does not exist")
         if self.encoder_config and not (ROOT / self.encoder_config).is_file() and not Path(self.encoder_config).is_file():
             raise ConfigError(f"encoder_config: {self.encoder_config!r} does not exist")
+        unknown = set(self.train_seeds_by_label) - set(self.train_configs)
+        if unknown:
+            raise ConfigError(f"train_seeds_by_label names {sorted(unknown)}, not in train_configs "
+                              f"{sorted(self.train_configs)}")
         bad = [s for s in self.fault_sets if s not in ("known", "unknown", "all")]
         if bad:
             raise ConfigError(f"fault_sets {bad} invalid; use known, unknown, all")
@@ -156,9 +162,13 @@ def main(argv=None) -> dict:
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    print(f"ifshm-ray pipeline -> {out} (smoke={a.smoke}); with configs/pipeline.yaml this takes about 15 minutes "
-          f"on 2 cores (training ~12, evaluation ~3). Training {list(cfg.train_configs)} x seeds "
-          f"{cfg.train_seeds}, then evaluation on {cfg.fault_sets}", flush=True)
+    n_runs = 1 if a.smoke else sum(len(cfg.train_seeds_by_label.get(k, cfg.train_seeds)) for k in cfg.train_configs)
+    enc = cfg.encoder_config and not a.smoke
+    print(f"ifshm-ray pipeline -> {out} (smoke={a.smoke}): "
+          + (f"fine-tune the encoder ({cfg.encoder_config}, ~15 min on 2 cores unless {cfg.encoder_out} exists), "
+             if enc else "")
+          + f"train {list(cfg.train_configs)} x seeds {cfg.train_seeds} ({n_runs} run(s), ~12-14 min each on 2 "
+          f"cores at the demo budget), then evaluate on {cfg.fault_sets} (~3 min)", flush=True)
 
     # ---- 0. the encoder (only when a training config reads it)
     encoder_metrics = finetune_encoder(cfg) if cfg.encoder_config and not a.smoke else None
@@ -166,7 +176,8 @@ def main(argv=None) -> dict:
     # ---- 1. train
     trained: dict[str, list[Path]] = {}
     for label, tcfg in cfg.train_configs.items():
-        seeds = cfg.train_seeds[:1] if a.smoke else cfg.train_seeds
+        seeds = cfg.train_seeds_by_label.get(label, cfg.train_seeds)
+        seeds = seeds[:1] if a.smoke else seeds
         path = cfg.smoke_train_config if a.smoke else tcfg
         trained[label] = [train(label, path, s, out, cfg, a.smoke, a.reuse) for s in seeds]
 

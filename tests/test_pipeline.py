@@ -64,3 +64,5 @@ def test_encoder_stage_reuses_runs_and_fails_clearly(tmp_path, monkeypatch):
         pipeline.finetune_encoder(cfg)
     with pytest.raises(pipeline.ConfigError, match="encoder_config"):
         pipeline.PipelineConfig(encoder_config="configs/nope.yaml").validate()
+    with pytest.raises(pipeline.ConfigError, match="train_seeds_by_label"):
+        pipeline.PipelineConfig(train_configs={"a": "configs/demo.yaml"}, train_seeds_by_label={"b": [0]}).validate()
