@@ -56,6 +56,15 @@ def test_table_covers_every_template_and_alarm(table_path):
         load_table(table_path, obs_dim=env.sim.obs_dim + 1)
 
 
+@pytest.mark.timeout(120)
+def test_table_is_deterministic(table_path, tmp_path):
+    """Same encoder -> the same table, bit for bit (training runs under a seed then see the same LLM state)."""
+    again = load_table(build_table("tiny-llama", None, tmp_path))
+    first = load_table(table_path)
+    for key in ("texts", "embeddings", "count_index", "drop_index", "attn_key_w", "text_proj_w"):
+        assert np.array_equal(first[key], again[key]), key
+
+
 @pytest.mark.timeout(60)
 def test_missing_table_gives_clear_error(tmp_path):
     with pytest.raises(SemanticTableError, match="does not exist.*rl_state"):
