@@ -1,15 +1,16 @@
 #!/usr/bin/env python
-"""The main job, end to end: train the recovery policy, evaluate it against the baselines on known and unknown
+"""The main job, end to end: fine-tune the LLM encoder (when configured), train the recovery policy, evaluate it against the baselines on known and unknown
 faults, write the report. `make demo` runs it with configs/pipeline.yaml.
 
     python jobs/pipeline.py --config configs/pipeline.yaml --out results/demo
     python jobs/pipeline.py --config configs/pipeline.yaml --out /tmp/smoke --smoke   # tiny budget (tests)
 
-Stages (each prints progress): 1) `jobs/train.py` once per training seed (subprocess, its own embedded Ray, or the
+Stages (each prints progress): 0) `jobs/finetune_encoder.py` when `encoder_config` is set (reused when its output
+exists); 1) `jobs/train.py` once per training seed (subprocess, its own embedded Ray, or the
 cluster under `ray job submit`); 2) `jobs/evaluate.py`-equivalent evaluation of every trained policy and every
 baseline on each fault set, on Ray; 3) report.md with tables (mean and spread over training seeds) and PNG plots.
 Outputs: OUT/train/seed_<s>/ (training runs), OUT/eval_<set>/<policy>/metrics.json, OUT/report.md, OUT/*.png,
-OUT/summary.json. With the default config it takes about 25 minutes on 2 cores (training ~15 min).
+OUT/summary.json. With the default config it takes about 30 minutes on 2 cores (encoder ~15, training ~13).
 """
 from __future__ import annotations
 
@@ -69,9 +70,9 @@ class PipelineConfig:
         if self.eval_episodes < 1:
             raise ConfigError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
         for label, path in self.train_configs.items():
-            if not (ROOT / path).is_file() and not Path(path).is_file():
+            if not _repo_path(path).is_file():
                 raise ConfigError(f"train_configs.{label}: {path!r} does not exist")
-        if self.encoder_config and not (ROOT / self.encoder_config).is_file() and not Path(self.encoder_config).is_file():
+        if self.encoder_config and not _repo_path(self.encoder_config).is_file():
             raise ConfigError(f"encoder_config: {self.encoder_config!r} does not exist")
         unknown = set(self.train_seeds_by_label) - set(self.train_configs)
         if unknown:
@@ -80,6 +81,11 @@ class PipelineConfig:
         bad = [s for s in self.fault_sets if s not in ("known", "unknown", "all")]
         if bad:
             raise ConfigError(f"fault_sets {bad} invalid; use known, unknown, all")
+
+
+def _repo_path(path: str) -> Path:
+    """A config path as given when it exists (or is absolute), else relative to the repository root."""
+    return Path(path) if Path(path).is_absolute() or Path(path).exists() else ROOT / path
 
 
 def train(label: str, cfg_path: str, seed: int, out: Path, cfg: "PipelineConfig", smoke: bool,
@@ -105,13 +111,13 @@ def train(label: str, cfg_path: str, seed: int, out: Path, cfg: "PipelineConfig"
 
 def finetune_encoder(cfg: "PipelineConfig") -> dict:
     """Stage 0: the fine-tuned encoder the semantic training configs read; reused when already there."""
-    enc_out = ROOT / cfg.encoder_out if not Path(cfg.encoder_out).is_absolute() else Path(cfg.encoder_out)
+    enc_out = ROOT / cfg.encoder_out  # (an absolute encoder_out stays absolute)
     if (enc_out / "metrics.json").is_file():
         print(f"[encoder] reusing the fine-tuned encoder in {enc_out} (delete it to fine-tune again)", flush=True)
     else:
         cmd = [sys.executable, str(ROOT / "jobs" / "finetune_encoder.py"), "--config", cfg.encoder_config,
                "--out", str(enc_out)]
-        print(f"[encoder] fine-tuning (about 16 minutes on 2 cores with configs/encoder.yaml): {' '.join(cmd)}",
+        print(f"[encoder] fine-tuning (about 15 minutes on 2 cores with configs/encoder.yaml): {' '.join(cmd)}",
               flush=True)
         t0 = time.time()
         r = subprocess.run(cmd, cwd=ROOT)
@@ -155,19 +161,20 @@ def main(argv=None) -> dict:
     p.add_argument("--reuse", action="store_true", help="reuse finished training runs found in OUT/train (re-evaluate)")
     a = p.parse_args(argv)
     try:
-        cfg = load_yaml(PipelineConfig, ROOT / a.config if not Path(a.config).is_file() else a.config)
+        cfg = load_yaml(PipelineConfig, _repo_path(a.config))
         sim_cfg = load_yaml(SimConfig, cfg.sim_config)
     except ConfigError as e:
         raise SystemExit(f"error: {e}")
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    n_runs = 1 if a.smoke else sum(len(cfg.train_seeds_by_label.get(k, cfg.train_seeds)) for k in cfg.train_configs)
+    seeds_of = {k: cfg.train_seeds_by_label.get(k, cfg.train_seeds) for k in cfg.train_configs}
+    n_runs = 1 if a.smoke else sum(len(v) for v in seeds_of.values())
     enc = cfg.encoder_config and not a.smoke
     print(f"ifshm-ray pipeline -> {out} (smoke={a.smoke}): "
           + (f"fine-tune the encoder ({cfg.encoder_config}, ~15 min on 2 cores unless {cfg.encoder_out} exists), "
              if enc else "")
-          + f"train {list(cfg.train_configs)} x seeds {cfg.train_seeds} ({n_runs} run(s), ~12-14 min each on 2 "
+          + f"train {seeds_of} (label: seeds; {n_runs} run(s), ~12-14 min each on 2 "
           f"cores at the demo budget), then evaluate on {cfg.fault_sets} (~3 min)", flush=True)
 
     # ---- 0. the encoder (only when a training config reads it)
@@ -176,8 +183,7 @@ def main(argv=None) -> dict:
     # ---- 1. train
     trained: dict[str, list[Path]] = {}
     for label, tcfg in cfg.train_configs.items():
-        seeds = cfg.train_seeds_by_label.get(label, cfg.train_seeds)
-        seeds = seeds[:1] if a.smoke else seeds
+        seeds = seeds_of[label][:1] if a.smoke else seeds_of[label]
         path = cfg.smoke_train_config if a.smoke else tcfg
         trained[label] = [train(label, path, s, out, cfg, a.smoke, a.reuse) for s in seeds]
 

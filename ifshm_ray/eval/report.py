@@ -30,9 +30,8 @@ def summary_table(metrics: dict[str, dict]) -> str:
         rows += ["", "| trained policy | training env steps | training wall (s) | LM cache hit rate |",
                  "|---|---|---|---|"]
         for m in trained:
-            hit = m.get("train_lm_hit_rate")
             rows.append(f"| {m['policy']} | {_fmt(m['train_env_steps'])} | {_fmt(m['train_wall_s'])} | "
-                        f"{'-' if hit is None else _fmt(hit, True)} |")
+                        f"{_fmt(m.get('train_lm_hit_rate'), True)} |")
     return "\n".join(rows)
 
 
