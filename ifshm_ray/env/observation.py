@@ -70,9 +70,6 @@ class TelemetryObserver:
         sim.node_obs[:] = node
         sim.pending[:] = pending
         sim.firing[:] = firing
-        sim.tcounts[0] = counts
-        sim.svc_lines[0] = svc_lines
-        sim.node_lines[0] = node_lines
         sim.ent_pending[:] = ent_p
         sim.ent_firing[:] = ent_f
         sim.t[0] = float(telemetry.get("time_s", 0.0))
@@ -80,4 +77,5 @@ class TelemetryObserver:
         sim.streak[0] = 0
         sim.cordoned[0] = [n in (cordoned or []) for n in topo.nodes]
         tm, rm = sim.action_masks()
-        return {"obs": sim.features()[0], "action_mask": tm[0].astype(np.float32), "ratio_mask": rm.astype(np.float32)}
+        x = sim.features(counts[None], svc_lines[None], node_lines[None])[0]
+        return {"obs": x, "action_mask": tm[0].astype(np.float32), "ratio_mask": rm.astype(np.float32)}

@@ -202,6 +202,9 @@ class BatchedSim:
         self._arange = np.arange(self.B)
         self._ratio_levels = np.asarray(RATIO_LEVELS)
         self._action_hi = np.array([self.C, topo.T, len(RATIO_LEVELS)])  # exclusive bounds of (category, target, ratio)
+        # [C, T, R] valid (category, target, ratio) before cordoning; draining a node is valid while it is uncordoned
+        self._static_valid = (topo.target_mask[:, :, None] > 0) & (topo.ratio_mask[:, None, :] > 0)
+        self._static_valid[CATEGORY_INDEX["drain"], topo.S:] = topo.ratio_mask[CATEGORY_INDEX["drain"]] > 0
         self.f_is_node = np.append(cc.target_is_node, False)      # by fault id, F = no fault
         self.not_daemonset = ~topo.daemonset
         self.allowed_nodes_t = topo.allowed.T.astype(np.int64)    # [N, S]: uncordoned @ it = schedulable nodes
@@ -304,7 +307,6 @@ class BatchedSim:
         self.prev_node_obs = np.zeros((B, N, N_))
         self.svc_true = np.zeros((B, S, S_))
         self.node_true = np.zeros((B, N, N_))
-        self.tcounts = np.zeros((B, self.L))
         self.fault_counts = np.zeros((B, K, self.cc.max_logs), np.int64)
         self.prop_counts = np.zeros((B, S), np.int64)
         self.prop_tid = np.zeros((B, S), np.int64)
@@ -314,8 +316,28 @@ class BatchedSim:
         self.pending = np.zeros((B, self.A), bool)
         self.ent_pending = np.zeros((B, self.topo.T))
         self.ent_firing = np.zeros((B, self.topo.T))
-        self.svc_lines = np.zeros((B, S))
-        self.node_lines = np.zeros((B, N))
+        self._log_totals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # per-episode tables: what the catalog says of each slot's fault (constant within an episode, set at reset)
+        Ms, Mn, cm = len(SVC_CH), len(NODE_CH), self.cc.max_logs
+        self.ep_nf = np.zeros((B, K), bool)            # the fault targets a node
+        self.ep_onset = np.zeros((B, K))
+        self.ep_ramp = np.ones((B, K))
+        self.ep_rn = np.zeros((B, K), np.int64)        # root node (0 for service faults)
+        self.ep_rs = np.zeros((B, K), np.int64)        # root service (0 for node faults)
+        self.ep_root_svc = np.zeros((B, K, Ms))
+        self.ep_root_node = np.zeros((B, K, Mn))
+        self.ep_spreads_svc = np.zeros((B, K), bool)
+        self.ep_spreads_node = np.zeros((B, K), bool)
+        self.ep_xid = np.zeros((B, K, N))              # Xid code on the root node
+        self.ep_log_rate = np.zeros((B, K, cm))
+        self.ep_log_on = np.zeros((B, K, cm), bool)
+        # functions of the placement and the cordons (they change only at reset and with scale/drain/migrate)
+        self.placed = np.zeros((B, S))                 # replicas placed per service
+        self.share = np.zeros((B, S, N))               # share of a service's replicas on each node
+        self.node_load_div = np.ones((B, N))           # max(replicas on the node, 1)
+        self.fb_base = np.zeros((B, N))                # GPU memory of the placed training/inference replicas
+        self.gpu_idle = np.ones((B, N), bool)          # no training/inference replica on the node
+        self.need = np.zeros((B, S))                   # replicas each service needs (daemonsets: one per node)
         # scratch of the alert evaluation in _observe (values and signed excess of every (rule, entity) pair)
         self._alert_vals = np.empty((B, self.A, max(S, N)))
         self._alert_d = np.empty((B, self.A, max(S, N)))
@@ -383,7 +405,42 @@ class BatchedSim:
         self.blip_svc[idx] = (u[:, 8] * topo.S).astype(np.int64) % topo.S
         self.blip_t0[idx] = np.where(blip, u[:, 9] * cfg.time_limit_s * 0.5, np.inf)
         self.blip_dur[idx] = np.where(blip, 30.0 + 90.0 * u[:, 10], 0.0)
+        self._episode_tables(idx)
+        self._refresh_placement(idx)
         self._observe(idx, dur=np.zeros(n), first=True)
+
+    def _episode_tables(self, idx: np.ndarray) -> None:
+        """The catalog rows of the faults of envs ``idx`` (gathered once per episode instead of every step)."""
+        f, root = self.f_id[idx], self.f_root[idx]
+        nf = self.f_is_node[f]
+        self.ep_nf[idx] = nf
+        self.ep_onset[idx] = self.onset[f]
+        self.ep_ramp[idx] = self.ramp[f]
+        self.ep_rn[idx] = np.where(nf, root, 0)
+        self.ep_rs[idx] = np.where(nf, 0, root)
+        self.ep_root_svc[idx] = self.t_root_svc[f]
+        self.ep_root_node[idx] = self.t_root_node[f]
+        self.ep_spreads_svc[idx] = self.f_spreads_svc[f]
+        self.ep_spreads_node[idx] = self.f_spreads_node[f]
+        onehot_n = (root[:, :, None] == self._node_ix) & nf[:, :, None]                 # [n, K, N]
+        self.ep_xid[idx] = onehot_n * self.xid_code[f][:, :, None]
+        rate = self.log_rate[f]
+        self.ep_log_rate[idx] = rate
+        self.ep_log_on[idx] = rate > 0
+
+    def _refresh_placement(self, idx: np.ndarray | slice) -> None:
+        """Recompute the functions of the placement and the cordons for envs ``idx``."""
+        P = self.P[idx]
+        placed = P.sum(axis=2)
+        self.placed[idx] = placed
+        self.share[idx] = P / np.maximum(placed[:, :, None], 1e-9)
+        self.node_load_div[idx] = np.maximum(P.sum(axis=1), 1.0)
+        Pt, Pi = P[:, self.i_train, :], P[:, self.i_inf, :]
+        self.fb_base[idx] = (Pt * 0.85 + Pi * 0.6) / self.node_gpus_min1
+        self.gpu_idle[idx] = ~((Pt + Pi) > 0)
+        # a daemonset needs one replica per schedulable node of its role
+        self.need[idx] = np.where(self.topo.daemonset, ~self.cordoned[idx] @ self.allowed_nodes_t,
+                                  self.topo.base_replicas)
 
     def emitters(self, b: int, k: int) -> list[tuple[int, int]]:
         """(emitting service or -1, host node) of each log entry of the fault in slot k (from the default
@@ -428,23 +485,24 @@ class BatchedSim:
 
     def _valid_actions(self, c: np.ndarray, t: np.ndarray, r: np.ndarray) -> np.ndarray:
         """[B] bool: is (c, t, r) allowed by :meth:`action_masks` (looked up without building the masks)."""
-        topo = self.topo
-        drain_node = (c == CATEGORY_INDEX["drain"]) & (t >= topo.S)
-        target_ok = np.where(drain_node, ~self.cordoned[self._arange, np.maximum(t - topo.S, 0)],
-                             topo.target_mask[c, t] > 0)
-        return target_ok & (topo.ratio_mask[c, r] > 0)
+        ok = self._static_valid[c, t, r]
+        drain = c == CATEGORY_INDEX["drain"]
+        if drain.any():
+            S = self.topo.S
+            ok &= ~(drain & (t >= S) & self.cordoned[self._arange, np.maximum(t - S, 0)])
+        return ok
 
     def check_actions(self, actions: np.ndarray) -> np.ndarray:
         a = np.asarray(actions)
-        if a.ndim != 2 or a.shape != (self.B, 3):
+        if a.shape != (self.B, 3):
             raise SimError(f"actions must have shape ({self.B}, 3) as (category, target, ratio), got {a.shape}")
-        if not np.issubdtype(a.dtype, np.integer):
-            if not np.all(np.equal(np.mod(a, 1), 0)):
+        if a.dtype != np.int64:
+            if a.dtype.kind not in "iub" and not np.all(np.equal(np.mod(a, 1), 0)):
                 raise SimError("actions must be integer indices (category, target, ratio)")
             a = a.astype(np.int64)
         c, t, r = a[:, 0], a[:, 1], a[:, 2]
         C, T, R = self.C, self.topo.T, len(RATIO_LEVELS)
-        if ((a < 0) | (a >= self._action_hi)).any():
+        if a.min() < 0 or (a >= self._action_hi).any():
             bad = (c < 0) | (c >= C) | (t < 0) | (t >= T) | (r < 0) | (r >= R)
             b = int(np.flatnonzero(bad)[0])
             raise SimError(f"action {tuple(a[b])} out of range: category in [0, {C}) = {list(CATEGORIES)}, "
@@ -457,7 +515,7 @@ class BatchedSim:
             valid = [self.topo.targets[i] for i in np.flatnonzero(tm[b].reshape(C, T)[c[b]])]
             raise SimError(f"invalid action ({cn}, {self.topo.targets[t[b]]}, ratio level {r[b]}): valid targets "
                            f"for {cn!r}: {valid}; ratio levels used only by scale/reallocate (others take level 0)")
-        return a.astype(np.int64)
+        return a
 
     # ------------------------------------------------------------------ step
     def step(self, actions: np.ndarray) -> StepResult:
@@ -512,12 +570,12 @@ class BatchedSim:
             self.f_heal_t = np.where(heal, t_done[:, None], self.f_heal_t)
             self.f_active &= ~heal
             mit = eff == EFFECT_CODE["mitigate"]
-            onset_f = self.onset[f]
+            onset_f = self.ep_onset
             self.f_eff_t0 = np.where(mit, t_done[:, None] + cc.recur[fc_ix] - onset_f, self.f_eff_t0)
             hm = eff == EFFECT_CODE["harm"]
             harm += (hm * cc.harm_mult[fc_ix]).sum(axis=1)
             self.f_worsen = np.where(hm, np.minimum(self.f_worsen + 0.5, 1.0), self.f_worsen)
-            self.f_eff_t0 = np.where(hm, np.minimum(self.f_eff_t0, self.t[:, None] - self.ramp[f] - onset_f),
+            self.f_eff_t0 = np.where(hm, np.minimum(self.f_eff_t0, self.t[:, None] - self.ep_ramp - onset_f),
                                      self.f_eff_t0)
         # escalate: the human fixes everything
         if taken[CATEGORY_INDEX["escalate"]]:
@@ -544,14 +602,18 @@ class BatchedSim:
         if taken[CATEGORY_INDEX["clear_storage"]]:
             cl = c == CATEGORY_INDEX["clear_storage"]
             self.disk_cleared[ar[cl], node_t[cl]] = np.minimum(self.disk_cleared[ar[cl], node_t[cl]] + 0.3, 0.45)
+        moved = False
         for cat_name, fn, tgt in (("scale", self._scale, svc_t), ("drain", self._drain, node_t),
                                   ("migrate", self._migrate, svc_t)):
             if taken[CATEGORY_INDEX[cat_name]]:
                 sel = np.flatnonzero(c == CATEGORY_INDEX[cat_name])
                 harm[sel] += fn(sel, tgt[sel], ratio[sel])
+                moved = True
         if taken[CATEGORY_INDEX["rollback"]]:
             rb = c == CATEGORY_INDEX["rollback"]
             self.mech_rollout[rb] = svc_t[rb]
+        if moved:
+            self._refresh_placement(slice(None))
         self.harmful += harm > 0
 
         # ---- advance time and observe
@@ -678,9 +740,8 @@ class BatchedSim:
 
     # ------------------------------------------------------------------ observation
     def _severity(self, idx: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        f = self.f_id[idx]
         injected = self.f_active[idx] & (self.f_t0[idx] <= t[:, None])
-        x = (t[:, None] - self.f_eff_t0[idx] - self.onset[f]) / self.ramp[f]
+        x = (t[:, None] - self.f_eff_t0[idx] - self.ep_onset[idx]) / self.ep_ramp[idx]
         visible = injected & (x >= 0)
         sev = np.where(injected, _clip(x, 0.0, 1.0), 0.0) * (1.0 + self.f_worsen[idx])
         sev = np.where(visible, np.maximum(sev, 0.05), sev)
@@ -702,15 +763,12 @@ class BatchedSim:
         t = self.t[idx]
         sev, visible = self._severity(idx, t)
         f = self.f_id[idx]
-        root = self.f_root[idx]
         P = self.P[idx]
-        placed = P.sum(axis=2)
-        share = P / np.maximum(placed[:, :, None], 1e-9)
-        nf = self.f_is_node[f]                                                       # [n, K]
+        placed, share = self.placed[idx], self.share[idx]
+        nf = self.ep_nf[idx]                                                          # [n, K]
         # ---- fault effects: per slot, on the root entity, then spread over the entities around it
         svc_ix = self._svc_ix
-        rn = np.where(nf, root, 0)
-        rs = np.where(nf, 0, root)
+        rn, rs = self.ep_rn[idx], self.ep_rs[idx]
         sv = np.zeros((n_env, S, len(SVC_CH)))
         nd = np.zeros((n_env, N, len(NODE_CH)))
         # A term with severity 0, or from an all-zero table row, adds (signed) zeros, which cannot change sv/nd
@@ -719,11 +777,11 @@ class BatchedSim:
         # fault in the slot shows and has spread effects (a minority of the faults).
         live = sev.any(axis=0).tolist()
         if any(live):
-            root_sv = (sev * ~nf)[:, :, None] * self.t_root_svc[f]                      # [n, K, Ms]
-            root_nd = (sev * nf)[:, :, None] * self.t_root_node[f]                      # [n, K, Mn]
+            root_sv = (sev * ~nf)[:, :, None] * self.ep_root_svc[idx]                   # [n, K, Ms]
+            root_nd = (sev * nf)[:, :, None] * self.ep_root_node[idx]                   # [n, K, Mn]
             shows = sev != 0
-            spread_s = shows & self.f_spreads_svc[f]                                    # [n, K]
-            spread_n = shows & self.f_spreads_node[f]
+            spread_s = shows & self.ep_spreads_svc[idx]                                 # [n, K]
+            spread_n = shows & self.ep_spreads_node[idx]
             for k in range(K):  # slot by slot: the sums keep their order
                 if not live[k]:
                     continue
@@ -743,8 +801,7 @@ class BatchedSim:
                     nor = share[e, rs[e, k], :] * ~nf[e, k][:, None]                         # [m, N]
                     x = (sev[e, k][:, None] * nor)[:, :, None] * self.t_nor[fk][:, None, :]
                     nd[e] += x
-        onehot_n = (root[:, :, None] == self._node_ix) & nf[:, :, None]             # [n, K, N]
-        xid = (onehot_n * (visible * self.xid_code[f])[:, :, None]).max(axis=1)
+        xid = (self.ep_xid[idx] * visible[:, :, None]).max(axis=1)
         # benign transient (false-alarm bait) and harm after-effects
         blip_t0, blip_svc = self.blip_t0[idx], self.blip_svc[idx]
         blip = (t >= blip_t0) & (t < blip_t0 + self.blip_dur[idx])
@@ -755,11 +812,12 @@ class BatchedSim:
             sv[:, :, SVC_CH["err"]] += 0.03 * bmask + 0.3 * cold
             sv[:, :, SVC_CH["restarts"]] += cold
         down = nd[:, :, NODE_CH["down"]] >= 0.5
+        down_env = down.any(axis=1)
+        any_down = bool(down_env.any())
         # ---- service capacity and metrics
         base = topo.base_replicas
-        lost = np.einsum("bsn,bn->bs", P, down)
-        # a daemonset needs one replica per schedulable node of its role
-        need = np.where(topo.daemonset, ~self.cordoned[idx] @ self.allowed_nodes_t, base)
+        lost = np.einsum("bsn,bn->bs", P, down) if any_down else 0.0  # (replicas on down nodes; else P x 0 = +0)
+        need = self.need[idx]
         unready = _clip(sv[:, :, SVC_CH["unready"]], 0, 1)
         ready_n = np.maximum(placed - lost, 0.0) * (1 - unready)
         ready_ratio = _clip(ready_n / np.maximum(need, 1e-9), 0.0, 1.0)
@@ -795,7 +853,7 @@ class BatchedSim:
         Pt, Pi = P[:, tr, :], P[:, inf, :]
         gpu_busy = (Pt * (0.95 * tp[:, tr])[:, None] + Pi * (0.55 * load * tp[:, inf])[:, None]) / ng
         gpu_util = 100 * _clip(gpu_busy * (1 - nd[:, :, NODE_CH["gpu_drop"]]), 0, 1)
-        host_cpu = np.einsum("bsn,bs->bn", P, cpu) / np.maximum(P.sum(axis=1), 1.0)
+        host_cpu = np.einsum("bsn,bs->bn", P, cpu) / self.node_load_div[idx]
         g = self.gpu_node
         node_true = _stack_last([
             _clip(0.15 + 0.5 * host_cpu + nd[:, :, NODE_CH["cpu"]], 0, 1),
@@ -804,7 +862,7 @@ class BatchedSim:
             gpu_util * g,
             (38 + 0.35 * gpu_util + nd[:, :, NODE_CH["temp"]]) * g,
             xid,
-            _clip((Pt * 0.85 + Pi * 0.6) / ng + nd[:, :, NODE_CH["fb"]], 0, 1) * g,
+            _clip(self.fb_base[idx] + nd[:, :, NODE_CH["fb"]], 0, 1) * g,
             _clip(0.0005 + nd[:, :, NODE_CH["net_err"]], 0, 1),
             0.4 + nd[:, :, NODE_CH["net_lat"]],
             (~down).astype(float)])
@@ -843,13 +901,13 @@ class BatchedSim:
         d = np.multiply(vals, self.r_sign[:, None], out=self._alert_d[:n_env])  # signed excess (see _build_tables)
         d -= self.r_sthr
         # node rules: a down node only raises NotReady; some rules look at nodes running GPU work only
-        if down.any():  # (few envs have a down node: only their rows are touched)
-            down_env = np.flatnonzero(down.any(axis=1))
-            dd = d[down_env]
-            np.copyto(dd[:, :, :N], -np.inf, where=down[down_env][:, None, :] & self.r_down_blocks[:, None])
-            d[down_env] = dd
+        if any_down:  # (few envs have a down node: only their rows are touched)
+            de = np.flatnonzero(down_env)
+            dd = d[de]
+            np.copyto(dd[:, :, :N], -np.inf, where=down[de][:, None, :] & self.r_down_blocks[:, None])
+            d[de] = dd
         if self._busy_rules:
-            idle = ~((Pt + Pi) > 0)
+            idle = self.gpu_idle[idx]
             for j in self._busy_rules:
                 np.copyto(d[:, j, :N], -np.inf, where=idle)
         ent = d.argmax(axis=2)                 # [n, A] the worst offender, if any entity crosses
@@ -875,8 +933,8 @@ class BatchedSim:
         u1 = parts[1].reshape(n_env, K, cm)
         u2 = parts[2].reshape(n_env, K, cm)
         level = visible * (0.5 + 0.5 * np.minimum(sev, 1.0))
-        rate = self.log_rate[f]
-        fc = np.floor(rate * level[:, :, None] * (0.5 + u1) + u2 * ((rate > 0) & visible[:, :, None])).astype(np.int64)
+        rate = self.ep_log_rate[idx]
+        fc = np.floor(rate * level[:, :, None] * (0.5 + u1) + u2 * (self.ep_log_on[idx] & visible[:, :, None])).astype(np.int64)
         self.fault_counts[idx] = fc
         has_prop = prop > 0.15
         pc = (np.floor(2.0 * prop * (0.5 + parts[3]) + parts[4]) * has_prop).astype(np.int64)
@@ -887,43 +945,13 @@ class BatchedSim:
         self.benign_counts[idx] = bc
         blip2 = blip * 2
         self.blip_counts[idx] = blip2
-        L = self.L
-        tid_f = self.log_tid[f].reshape(n_env, -1)
-        # (all counts are whole numbers, so the order of the weighted sums cannot change them)
-        flat = np.concatenate([(ar[:, None] * L + np.maximum(tid_f, 0)).reshape(-1), (ar[:, None] * L + ptid).reshape(-1)])
-        w = np.concatenate([(fc.reshape(n_env, -1) * (tid_f >= 0)).reshape(-1), pc.reshape(-1)])
-        tc = np.bincount(flat, weights=w, minlength=n_env * L).reshape(n_env, L)
-        tc[:, self.benign_tid] += bc  # benign template ids are distinct
-        tc[:, self.tid_gc_pause] += blip2
-        ms, mr = self.mech_sched[idx], self.mech_rollout[idx]
-        tc[:, self.tid_failed_sched] += ms >= 0
-        tc[:, self.tid_rollout] += mr >= 0
-        self.tcounts[idx] = tc
-        # WARNING/ERROR lines per service (by source) and per host node
-        host_of = P.argmax(axis=2)                                               # [n, S]
-        sa = self.attr_svc[f, root].reshape(n_env, -1)                            # [n, K*cm]
-        na = self.attr_node[f, root].reshape(n_env, -1)
-        wf = fc.reshape(n_env, -1) * self.tpl_errwarn[tid_f]
-        bw = bc * self.benign_errwarn
-        bhost = host_of[:, self.benign_svc]
-        bl_host = host_of[ar, blip_svc]
-        svc_w = np.concatenate([wf, pc, bw, blip2[:, None]], axis=1)
-        svc_i = np.concatenate([sa, self._svc_ix_rows[:n_env], self._benign_attr_rows[:n_env], blip_svc[:, None]],
-                               axis=1)
-        ok = svc_i >= 0
-        self.svc_lines[idx] = np.bincount((ar[:, None] * S + svc_i)[ok], weights=svc_w[ok],
-                                          minlength=n_env * S).reshape(n_env, S)
-        node_w = np.concatenate([wf, pc, bw, blip2[:, None], (ms >= 0)[:, None]], axis=1)
-        node_i = np.concatenate([na, host_of, bhost, bl_host[:, None], host_of[ar, np.maximum(ms, 0)][:, None]], axis=1)
-        ok = node_i >= 0
-        self.node_lines[idx] = np.bincount((ar[:, None] * N + node_i)[ok], weights=node_w[ok],
-                                           minlength=n_env * N).reshape(n_env, N)
+        self._log_totals = None  # (the per-template / per-entity totals follow from these counts on demand)
         # ---- health: root cause cleared, SLOs hold, every service present with its replicas
         active = self.f_active[idx].any(axis=1)
         slo_ok = ((svc_true[:, :, 0] <= self.slo_latency_tol) & (err <= cfg.slo_error_rate)
                   & (tp >= cfg.slo_throughput) & (ready_ratio >= 1.0 - 1e-9)
                   & (placed - lost >= need - 1e-9)).all(axis=1)
-        healthy = ~active & slo_ok & ~down.any(axis=1)
+        healthy = ~active & slo_ok & ~down_env
         if first:
             self.healthy[idx] = healthy
             self.streak[idx] = 0
@@ -937,6 +965,56 @@ class BatchedSim:
         self.healthy[idx] = healthy
         done = (streak >= cfg.healthy_steps) & np.isnan(self.recover_t[idx])
         self.recover_t[idx] = np.where(done, self.healthy_since[idx], self.recover_t[idx])
+
+
+    # ------------------------------------------------------------------ log totals (on demand)
+    def log_totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(template counts [B, L], WARNING/ERROR lines per service by source [B, S], per host node [B, N]) of the
+        current window, from the per-entry counts :meth:`_observe` drew. Computed when first asked for after a
+        step (the raw-telemetry env mines them from the rendered text instead and never needs them) and kept."""
+        if self._log_totals is None:
+            self._log_totals = self._count_lines()
+        return self._log_totals
+
+    tcounts = property(lambda self: self.log_totals()[0])
+    svc_lines = property(lambda self: self.log_totals()[1])
+    node_lines = property(lambda self: self.log_totals()[2])
+
+    def _count_lines(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        S, N, L, n_env = self.topo.S, self.topo.N, self.L, self.B
+        ar = self._arange
+        f, root, P = self.f_id, self.f_root, self.P
+        fc, pc, ptid, bc = self.fault_counts, self.prop_counts, self.prop_tid, self.benign_counts
+        blip2, blip_svc, ms, mr = self.blip_counts, self.blip_svc, self.mech_sched, self.mech_rollout
+        tid_f = self.log_tid[f].reshape(n_env, -1)
+        # (all counts are whole numbers, so the order of the weighted sums cannot change them)
+        flat = np.concatenate([(ar[:, None] * L + np.maximum(tid_f, 0)).reshape(-1), (ar[:, None] * L + ptid).reshape(-1)])
+        w = np.concatenate([(fc.reshape(n_env, -1) * (tid_f >= 0)).reshape(-1), pc.reshape(-1)])
+        tc = np.bincount(flat, weights=w, minlength=n_env * L).reshape(n_env, L)
+        tc[:, self.benign_tid] += bc  # benign template ids are distinct
+        tc[:, self.tid_gc_pause] += blip2
+        tc[:, self.tid_failed_sched] += ms >= 0
+        tc[:, self.tid_rollout] += mr >= 0
+        # WARNING/ERROR lines per service (by source) and per host node
+        host_of = P.argmax(axis=2)                                               # [n, S]
+        sa = self.attr_svc[f, root].reshape(n_env, -1)                            # [n, K*cm]
+        na = self.attr_node[f, root].reshape(n_env, -1)
+        wf = fc.reshape(n_env, -1) * self.tpl_errwarn[tid_f]
+        bw = bc * self.benign_errwarn
+        bhost = host_of[:, self.benign_svc]
+        bl_host = host_of[ar, blip_svc]
+        svc_w = np.concatenate([wf, pc, bw, blip2[:, None]], axis=1)
+        svc_i = np.concatenate([sa, self._svc_ix_rows[:n_env], self._benign_attr_rows[:n_env], blip_svc[:, None]],
+                               axis=1)
+        ok = svc_i >= 0
+        svc_lines = np.bincount((ar[:, None] * S + svc_i)[ok], weights=svc_w[ok],
+                                minlength=n_env * S).reshape(n_env, S)
+        node_w = np.concatenate([wf, pc, bw, blip2[:, None], (ms >= 0)[:, None]], axis=1)
+        node_i = np.concatenate([na, host_of, bhost, bl_host[:, None], host_of[ar, np.maximum(ms, 0)][:, None]], axis=1)
+        ok = node_i >= 0
+        node_lines = np.bincount((ar[:, None] * N + node_i)[ok], weights=node_w[ok],
+                                 minlength=n_env * N).reshape(n_env, N)
+        return tc, svc_lines, node_lines
 
     # ------------------------------------------------------------------ features
     def features(self, counts: np.ndarray | None = None, svc_lines: np.ndarray | None = None,

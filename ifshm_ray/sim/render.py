@@ -76,9 +76,21 @@ class Renderer:
         self._dep_name = [topo.services[int(np.argmax(topo.dep[s]))] if topo.dep[s].any() else "object-storage"
                           for s in range(topo.S)] + ["object-storage"]
         W = sim.cfg.window_samples
-        self._w = np.linspace(0.0, 1.0, W)[None, None, :]
+        self._w = np.linspace(0.0, 1.0, W)[None, :]
         self._1mw = 1 - self._w
-        self._gpu_node = sim.gpu_node.tolist()
+        # metric windows: the series of the flattened [service metrics, node metrics] that the telemetry reports
+        # (nodes without GPUs report no GPU metrics), and per entity its metric names and its rows of the series
+        Ms, Mn = len(SVC_METRICS), len(NODE_METRICS)
+        self._noise_shape = (topo.S * Ms + topo.N * Mn, W - 1)
+        series, self._entities = [], []
+        for i, name in enumerate(topo.services):
+            self._entities.append((name, SVC_METRICS, len(series), len(series) + Ms))
+            series += range(i * Ms, (i + 1) * Ms)
+        for i, (name, gpu) in enumerate(zip(topo.nodes, sim.gpu_node.tolist())):
+            keep = [j for j, m in enumerate(NODE_METRICS) if gpu or m not in GPU_ONLY]
+            self._entities.append((name, tuple(NODE_METRICS[j] for j in keep), len(series), len(series) + len(keep)))
+            series += [topo.S * Ms + i * Mn + j for j in keep]
+        self._series = np.array(series, np.int64)
 
     def _gen(self, name: str):
         return self._gens.get(name, _NUMERIC_FIELD)
@@ -114,23 +126,13 @@ class Renderer:
     def metrics(self, b: int = 0) -> dict:
         sim = self.sim
         r = np.random.default_rng(int(sim.key[b]) % (2**63) + int(sim.step_idx[b]))
-        w, one_minus_w = self._w, self._1mw
-        out: dict = {}
-        sv = sim.prev_svc_obs[b][:, :, None] * one_minus_w + sim.svc_obs[b][:, :, None] * w
-        sv[:, :, :-1] *= 1 + 0.01 * r.standard_normal(sv[:, :, :-1].shape)
-        rows = np.round(sv, 4).tolist()
-        for s, row in zip(self.topo.services, rows):
-            out[s] = dict(zip(SVC_METRICS, row))
-        nd = sim.prev_node_obs[b][:, :, None] * one_minus_w + sim.node_obs[b][:, :, None] * w
-        nd[:, :, :-1] *= 1 + 0.01 * r.standard_normal(nd[:, :, :-1].shape)
-        rows = np.round(nd, 4).tolist()
-        for n, row, gpu in zip(self.topo.nodes, rows, self._gpu_node):
-            d = dict(zip(NODE_METRICS, row))
-            if not gpu:
-                for m in GPU_ONLY:
-                    del d[m]
-            out[n] = d
-        return out
+        # every metric series of the window at once: services then nodes, flattened as in self._series
+        prev = np.concatenate([sim.prev_svc_obs[b].ravel(), sim.prev_node_obs[b].ravel()])[:, None]
+        cur = np.concatenate([sim.svc_obs[b].ravel(), sim.node_obs[b].ravel()])[:, None]
+        x = prev * self._1mw + cur * self._w
+        x[:, :-1] *= 1 + 0.01 * r.standard_normal(self._noise_shape)  # (the last sample is the scrape itself)
+        rows = np.round(x[self._series], 4).tolist()
+        return {name: dict(zip(metric_names, rows[lo:hi])) for name, metric_names, lo, hi in self._entities}
 
     def telemetry(self, b: int = 0) -> dict:
         sim = self.sim
