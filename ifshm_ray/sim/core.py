@@ -49,7 +49,7 @@ BENIGN_MIX = (
 )
 
 # purposes of the counter-based random streams
-P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC = 1, 2, 3, 4, 5, 6, 7, 8
+P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC, P_WINDOW = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 
 class SimError(ValueError):

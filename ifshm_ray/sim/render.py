@@ -4,10 +4,12 @@ counts, mined from text, never the simulator's internal fault state)."""
 from __future__ import annotations
 
 import random
+import string
 
 import numpy as np
 
-from ifshm_ray.sim.core import GPU_ONLY, NODE_METRICS, SVC_METRICS, BatchedSim, mask_body
+from ifshm_ray.sim import rng
+from ifshm_ray.sim.core import GPU_ONLY, NODE_METRICS, P_WINDOW, SVC_METRICS, BatchedSim, mask_body
 from ifshm_ray.telemetry import SCHEMA
 
 EPOCH_DAY = "2026-11-28"
@@ -15,12 +17,11 @@ _PCI_BUSES = ("07", "0f", "47", "4e", "87", "90", "b7", "bd")
 
 
 def _clock(sec: float) -> str:
-    sec = max(sec, 0.0)
+    """hh:mm:ss.mmm of ``sec`` seconds of the day (negative times read 00:00:00.000)."""
+    if sec < 0.0:
+        sec = 0.0
     s = int(sec)
-    ms = int((sec - s) * 1000)
-    m, s = divmod(s, 60)
-    h, m = divmod(m, 60)
-    return "%02d:%02d:%02d.%03d" % (h % 24, m, s, ms)
+    return "%02d:%02d:%02d.%03d" % (s // 3600 % 24, s // 60 % 60, s % 60, int((sec - s) * 1000))
 
 
 # Generators of template field values: (rng, svc, dep, node, t, clock) -> str, where t is the line's time of day in
@@ -67,9 +68,8 @@ class Renderer:
         self.ips = [f"10.20.{i // 8}.{10 + i}" for i in range(self.topo.N)]
         ips = self.ips
         self._gens = {**_FIELD_GEN, "ip": lambda r, *_: ips[r._randbelow(len(ips))]}
-        # per template: body formatter, (field name, generator) in draw order, source (a format string or a name)
-        self._compiled = [(t.body.format_map, tuple((f, self._gen(f)) for f in t.fields),
-                           t.source, "{" in t.source) for t in self.templates]
+        # per template: a function (rng, svc, dep, node, time of day, clock) -> the whole log line
+        self._compiled = [self._compile(t) for t in self.templates]
         # emitting service index -> (name, impaired dependency); index -1 (no service: a kernel line) is the last
         topo = self.topo
         self._svc_name = list(topo.services) + ["kernel"]
@@ -82,6 +82,8 @@ class Renderer:
         # (nodes without GPUs report no GPU metrics), and per entity its metric names and its rows of the series
         Ms, Mn = len(SVC_METRICS), len(NODE_METRICS)
         self._noise_shape = (topo.S * Ms + topo.N * Mn, W - 1)
+        self._noise_n = self._noise_shape[0] * self._noise_shape[1]
+        self._noise_scale, self._noise_shift = 0.02 * 3 ** 0.5, 1.0 - 0.01 * 3 ** 0.5
         series, self._entities = [], []
         for i, name in enumerate(topo.services):
             self._entities.append((name, SVC_METRICS, len(series), len(series) + Ms))
@@ -94,6 +96,38 @@ class Renderer:
 
     def _gen(self, name: str):
         return self._gens.get(name, _NUMERIC_FIELD)
+
+    # fields whose value is an argument of the line function (no random draw)
+    _ARG_FIELDS = {"svc": "svc", "dep": "dep", "node": "node", "t": "clock", "d": "D"}
+
+    def _compile(self, tpl) -> callable:
+        """The line function of ``tpl``: draws the template's random fields from ``r`` in field order (as
+        :meth:`_fields` does) and concatenates '<day>T<clock>Z <node> <source>: <body>'. Generated once per
+        template (like ``collections.namedtuple``), so a line costs no dict, no format parsing, no generic calls."""
+        names = {"D": EPOCH_DAY}
+        code = ["def line(r, svc, dep, node, t, clock):"]
+        var = {}
+        for i, f in enumerate(tpl.fields):
+            if f in self._ARG_FIELDS:
+                var[f] = self._ARG_FIELDS[f]
+            else:
+                names[f"G{i}"] = self._gen(f)
+                var[f] = f"v{i}"
+                code.append(f"    v{i} = G{i}(r, svc, dep, node, t, clock)")
+
+        def pieces(text: str) -> list[str]:
+            out = []
+            for lit, fname, _, _ in string.Formatter().parse(text):
+                if lit:
+                    out.append(repr(lit))
+                if fname is not None:
+                    out.append(var[fname])
+            return out or ["''"]
+
+        parts = ["D", "'T'", "clock", "'Z '", "node", "' '"] + pieces(tpl.source) + ["': '"] + pieces(tpl.body)
+        code.append("    return " + " + ".join(parts))
+        exec("\n".join(code), names)  # noqa: S102 (source built above from the catalog's parsed templates)
+        return names["line"]
 
     def _fields(self, r: random.Random, tpl, svc: str, dep: str, node: str, t: float) -> dict:
         """Random values of ``tpl``'s fields (drawn from ``r`` in field order) for a line at time of day ``t``."""
@@ -111,26 +145,21 @@ class Renderer:
         nodes, svc_name, dep_name, compiled = self.topo.nodes, self._svc_name, self._dep_name, self._compiled
         out = []
         for tid, s, n in sim.render_lines(b):
-            fmt, gens, source, source_fmt = compiled[tid]
-            svc, dep, node = svc_name[s], dep_name[s], nodes[n]
             ts = t0 + rand() * span
             tday = offset + ts
-            clock = _clock(tday)
-            body = fmt({name: g(r, svc, dep, node, tday, clock) for name, g in gens})
-            if source_fmt:
-                source = source.format(svc=svc)
-            out.append((ts, f"{EPOCH_DAY}T{clock}Z {node} {source}: {body}"))
+            out.append((ts, compiled[tid](r, svc_name[s], dep_name[s], nodes[n], tday, _clock(tday))))
         out.sort(key=_first)
         return [line for _, line in out]
 
     def metrics(self, b: int = 0) -> dict:
         sim = self.sim
-        r = np.random.default_rng(int(sim.key[b]) % (2**63) + int(sim.step_idx[b]))
-        # every metric series of the window at once: services then nodes, flattened as in self._series
+        # every metric series of the window at once: services then nodes, flattened as in self._series; the
+        # samples between scrapes get 1% unit-variance noise (counter-based: a function of episode and step)
         prev = np.concatenate([sim.prev_svc_obs[b].ravel(), sim.prev_node_obs[b].ravel()])[:, None]
         cur = np.concatenate([sim.svc_obs[b].ravel(), sim.node_obs[b].ravel()])[:, None]
         x = prev * self._1mw + cur * self._w
-        x[:, :-1] *= 1 + 0.01 * r.standard_normal(self._noise_shape)  # (the last sample is the scrape itself)
+        u = rng.table_run(int(sim.key[b]), int(sim.step_idx[b]), P_WINDOW, self._noise_n).reshape(self._noise_shape)
+        x[:, :-1] *= u * self._noise_scale + self._noise_shift  # 1 + 0.01 * sqrt(3) * (2u - 1)
         rows = np.round(x[self._series], 4).tolist()
         return {name: dict(zip(metric_names, rows[lo:hi])) for name, metric_names, lo, hi in self._entities}
 

@@ -58,6 +58,12 @@ def _mix64_int(z: int) -> int:
     return z ^ (z >> 31)
 
 
+def table_run(key: int, counter: int, purpose: int, n: int) -> np.ndarray:
+    """Row 0 of ``table_uniform([key], [counter], purpose, n)`` for Python ints, as a read-only view."""
+    off = _mix64_int(key ^ _mix64_int((counter * 1024 + purpose) & _MASK64)) % _TABLE_SIZE
+    return _TABLE_RUNS[off, :n]
+
+
 def table_uniform(keys: np.ndarray, counter: np.ndarray, purpose: int, n: int) -> np.ndarray:
     """Uniform [0, 1) floats of shape (len(keys), n): a run of n table entries from a hashed start offset."""
     if n > 4096:
@@ -65,9 +71,7 @@ def table_uniform(keys: np.ndarray, counter: np.ndarray, purpose: int, n: int) -
     keys = np.asarray(keys, dtype=np.uint64)
     counter = np.asarray(counter, dtype=np.uint64)
     if keys.shape == (1,) and counter.shape == (1,):  # one env (the single env's every step): the same hash on ints
-        c = (int(counter[0]) * 1024 + purpose) & _MASK64
-        off = _mix64_int(int(keys[0]) ^ _mix64_int(c)) % _TABLE_SIZE
-        return _TABLE[None, off:off + n].copy()
+        return table_run(int(keys[0]), int(counter[0]), purpose, n)[None].copy()
     with np.errstate(over="ignore"):
         off = mix64(keys ^ mix64(counter * np.uint64(1024) + np.uint64(purpose))) % np.uint64(_TABLE_SIZE)
     # rows of a strided view: copied run by run, without building an index per number
