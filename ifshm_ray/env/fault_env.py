@@ -100,6 +100,7 @@ class FaultInjectionEnv(gym.Env):
             "ratio_mask": spaces.Box(0.0, 1.0, (C * R,), np.float32),
         })
         self.action_space_hash = action_space_hash(self.action_space, self.topology.to_dict())
+        self._ratio_mask = self.sim.action_masks()[1].astype(np.float32)  # (constant)
         self.obs_layout = self.sim.obs_layout()
         self._last_telemetry: dict | None = None
         self._ep_return = 0.0
@@ -148,12 +149,11 @@ class FaultInjectionEnv(gym.Env):
         if isinstance(action, dict):
             action = (action.get("category"), action.get("target"), action.get("ratio"))
         try:
-            a = np.asarray([int(x) for x in action], dtype=np.int64)
+            c, t, r = (int(x) for x in action)
         except (TypeError, ValueError):
             raise SimError(f"action must be a (category, target, ratio) triple of integers, got {action!r}") from None
-        if a.shape != (3,):
-            raise SimError(f"action must be a (category, target, ratio) triple, got {action!r}")
-        if not self._in_space(a):
+        a = np.array((c, t, r), np.int64)
+        if not (0 <= c < len(CATEGORIES) and 0 <= t < self.topology.T and 0 <= r < NUM_RATIOS):
             raise SimError(f"action {tuple(a)} is outside the action space: category in [0, {len(CATEGORIES)}) "
                            f"{list(CATEGORIES)}, target in [0, {self.topology.T}) {self.topology.targets}, "
                            f"ratio level in [0, {NUM_RATIOS}) {list(RATIO_LEVELS)}")
@@ -192,7 +192,7 @@ class FaultInjectionEnv(gym.Env):
             x = self.sim.features(counts[None], svc_lines[None], node_lines[None])[0]
         else:
             x = self.sim.features()[0]
-        return {"obs": x, "action_mask": tm[0].astype(np.float32), "ratio_mask": rm.astype(np.float32)}
+        return {"obs": x, "action_mask": tm[0], "ratio_mask": self._ratio_mask.copy()}  # (tm: fresh float32)
 
     def _info(self) -> dict:
         info: dict[str, Any] = {"time_s": float(self.sim.t[0])}

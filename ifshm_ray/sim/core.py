@@ -89,11 +89,11 @@ class BatchedSim:
         topo, cc, cat = self.topo, self.cc, self.catalog
         S, N, F = topo.S, topo.N, cc.F
         Ms, Mn = len(SVC_CH), len(NODE_CH)
-        # effect tables, with an all-zero row at index F for "no fault"
+        # effect tables, with an all-zero row at index F for "no fault" (node tables: and an all-zero channel Mn)
         self.t_root_svc = np.zeros((F + 1, Ms))
-        self.t_root_node = np.zeros((F + 1, Mn))
+        self.t_root_node = np.zeros((F + 1, Mn + 1))
         self.t_sor = np.zeros((F + 1, Ms))
-        self.t_nor = np.zeros((F + 1, Mn))
+        self.t_nor = np.zeros((F + 1, Mn + 1))
         self.t_named = np.zeros((F + 1, S, Ms))
         for i, f in enumerate(cat.faults):
             for scope, chans in f.effects.items():
@@ -198,6 +198,16 @@ class BatchedSim:
         self.svc_noisy = np.array([1, 0, 1, 0, 1, 1, 0, 1], float)
         self.node_noisy = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 0], float)
         self.node_cap = np.array([1, 1, 1, 100, np.inf, np.inf, 1, 1, np.inf, 1], float)
+        # node metrics from fault channels in one pass (see _observe): per metric its constant base, its channel
+        # (the all-zero channel where none), its clip bounds and whether it exists on nodes without GPUs only
+        inf = np.inf
+        self.node_base = np.array([0, 0.45, 0.5, 0, 0, 0, 0, 0.0005, 0.4, 0])
+        self.node_ch_of_metric = np.array([NODE_CH[c] if c else len(NODE_CH) for c in
+                                           ("cpu", "mem", "disk", None, "temp", None, "fb", "net_err", "net_lat", None)])
+        self.node_lo = np.array([0, 0, 0.05, -inf, -inf, -inf, 0, 0, -inf, -inf])
+        self.node_hi = np.array([1, 1, 1, inf, inf, inf, 1, 1, inf, inf])
+        self.node_gmask = np.where(np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 0], bool), self.gpu_node[:, None], True
+                                   ).astype(float)                                           # [N, 10]
         # ---- tables of _observe (built once: at batch size 1 the cost is per numpy call, not per element)
         self._arange = np.arange(self.B)
         self._ratio_levels = np.asarray(RATIO_LEVELS)
@@ -259,6 +269,8 @@ class BatchedSim:
         self._svc_ix_rows = np.tile(self._svc_ix, (self.B, 1))
         self._benign_attr_rows = np.tile(self.benign_attr, (self.B, 1))
         # observation layout
+        self._feat_template = np.zeros((self.B, topo.T, TARGET_FEAT), np.float32)
+        self._feat_template[:, S:, 13] = 1.0
         self.target_feat = TARGET_FEAT
         self.obs_dim = topo.T * TARGET_FEAT + 2 * self.A + self.L + 1 + self.C + 1
 
@@ -325,7 +337,7 @@ class BatchedSim:
         self.ep_rn = np.zeros((B, K), np.int64)        # root node (0 for service faults)
         self.ep_rs = np.zeros((B, K), np.int64)        # root service (0 for node faults)
         self.ep_root_svc = np.zeros((B, K, Ms))
-        self.ep_root_node = np.zeros((B, K, Mn))
+        self.ep_root_node = np.zeros((B, K, Mn + 1))
         self.ep_spreads_svc = np.zeros((B, K), bool)
         self.ep_spreads_node = np.zeros((B, K), bool)
         self.ep_xid = np.zeros((B, K, N))              # Xid code on the root node
@@ -547,13 +559,14 @@ class BatchedSim:
         fs = np.minimum(f, cc.F - 1)
         fc_ix = (fs, c[:, None])
         no_effect = EFFECT_CODE["none"]
-        eff = np.where(self.f_active & (f < cc.F), cc.effect[fc_ix], no_effect)
-        if (eff != no_effect).any():  # (else no remedy applies: the matching is skipped)
+        eff = np.where(self.f_active, cc.effect[fc_ix], no_effect)  # (only slots holding a fault are ever active)
+        effective = bool((eff != no_effect).any())  # else every remedy effect below is a no-op: skipped
+        if effective:  # (the target matching is needed only then)
             match = self._target_matches(f, c, tg)
             rneed = cc.min_ratio[fc_ix]
             match &= (rneed <= 0) | (ratio[:, None] >= rneed - 1e-9)
             eff = np.where(match, eff, no_effect)
-        effective = bool((eff != no_effect).any())  # else every remedy effect below is a no-op: skipped
+            effective = bool((eff != no_effect).any())
         if effective:
             dur_rem = cc.duration[fc_ix]
             has_rem = (eff == EFFECT_CODE["heal"]) | (eff == EFFECT_CODE["mitigate"])
@@ -770,7 +783,7 @@ class BatchedSim:
         svc_ix = self._svc_ix
         rn, rs = self.ep_rn[idx], self.ep_rs[idx]
         sv = np.zeros((n_env, S, len(SVC_CH)))
-        nd = np.zeros((n_env, N, len(NODE_CH)))
+        nd = np.zeros((n_env, N, len(NODE_CH) + 1))  # (+ an all-zero channel, read by metrics without one)
         # A term with severity 0, or from an all-zero table row, adds (signed) zeros, which cannot change sv/nd
         # (they start at +0 and so never hold -0): a slot with severity 0 in every env is skipped, and so is the
         # whole block when no fault shows yet or any more; the spread terms are computed only for the envs whose
@@ -854,21 +867,26 @@ class BatchedSim:
         gpu_busy = (Pt * (0.95 * tp[:, tr])[:, None] + Pi * (0.55 * load * tp[:, inf])[:, None]) / ng
         gpu_util = 100 * _clip(gpu_busy * (1 - nd[:, :, NODE_CH["gpu_drop"]]), 0, 1)
         host_cpu = np.einsum("bsn,bs->bn", P, cpu) / self.node_load_div[idx]
-        g = self.gpu_node
-        node_true = _stack_last([
-            _clip(0.15 + 0.5 * host_cpu + nd[:, :, NODE_CH["cpu"]], 0, 1),
-            _clip(0.45 + nd[:, :, NODE_CH["mem"]], 0, 1),
-            _clip(0.5 + nd[:, :, NODE_CH["disk"]] - self.disk_cleared[idx], 0.05, 1),
-            gpu_util * g,
-            (38 + 0.35 * gpu_util + nd[:, :, NODE_CH["temp"]]) * g,
-            xid,
-            _clip(self.fb_base[idx] + nd[:, :, NODE_CH["fb"]], 0, 1) * g,
-            _clip(0.0005 + nd[:, :, NODE_CH["net_err"]], 0, 1),
-            0.4 + nd[:, :, NODE_CH["net_lat"]],
-            (~down).astype(float)])
+        # node metric m = clip(base_m + fault channel m, lo_m, hi_m) * gpu mask_m, all metrics in one pass (see
+        # _build_tables: metrics without a channel add the zero channel, unclipped ones clip at -inf/inf, metrics of
+        # all nodes multiply by 1; every one of these is exact, so each metric keeps its own formula bit for bit):
+        # cpu 0.15 + 0.5 host CPU; mem 0.45; disk 0.5 (- cleared); GPU util; GPU temp 38 + 0.35 util; Xid; GPU
+        # memory of the placed replicas; network errors 0.0005; latency 0.4 ms; ready unless down
+        nb = np.empty((n_env, N, len(NODE_METRICS)))
+        nb[:] = self.node_base
+        nb[:, :, 0] = 0.15 + 0.5 * host_cpu
+        nb[:, :, 3] = gpu_util
+        nb[:, :, 4] = 38 + 0.35 * gpu_util
+        nb[:, :, 5] = xid
+        nb[:, :, 6] = self.fb_base[idx]
+        nb[:, :, 9] = ~down
+        nb += nd[:, :, self.node_ch_of_metric]
+        nb[:, :, 2] -= self.disk_cleared[idx]
+        node_true = np.minimum(np.maximum(nb, self.node_lo, out=nb), self.node_hi, out=nb)
+        node_true *= self.node_gmask
         node_true[:, :, :9] *= ~down[:, :, None]  # a down node stops exporting: metrics read 0, except readiness
         # ---- one draw of counter-based randomness for the whole step
-        u = rng.table_uniform(self.key[idx], self.step_idx[idx].astype(np.uint64), P_NOISE, self._noise_n)
+        u = rng.table_uniform(self.key[idx], self.step_idx[idx], P_NOISE, self._noise_n)
         parts = [u[:, sl] for sl in self._noise_parts]
         nz = (parts[0] * 2.0 - 1.0) * 1.7320508  # unit-variance uniform noise
         Ms, Mn, cm = len(SVC_METRICS), len(NODE_METRICS), self.cc.max_logs
@@ -1028,7 +1046,7 @@ class BatchedSim:
         B, S, N = self.B, self.topo.S, self.topo.N
         s = self.svc_obs
         n = self.node_obs
-        tb = np.zeros((B, self.topo.T, TARGET_FEAT), np.float32)
+        tb = self._feat_template.copy()  # zeros, and 1 in the is-node feature of nodes
         # (neighbouring features are written as one block, then the transformed ones overwrite theirs: fewer numpy
         # calls, the same values)
         ts, tn = tb[:, :S], tb[:, S:]
@@ -1046,7 +1064,6 @@ class BatchedSim:
         tb[:, :, 11] = self.ent_firing
         ts[:, :, 12] = _log1p_count(self.svc_lines) if svc_lines is None else np.log1p(svc_lines)
         tn[:, :, 12] = _log1p_count(self.node_lines) if node_lines is None else np.log1p(node_lines)
-        tn[:, :, 13] = 1.0
         tn[:, :, 14] = self.cordoned
         last = np.zeros((B, self.C), np.float32)
         last[self._arange, self.last_cat] = 1.0
@@ -1125,15 +1142,18 @@ class BatchedSim:
 
     def alarms(self, b: int) -> list[dict]:
         out = []
-        for ai in np.flatnonzero(self.pending[b]):
+        pending = np.flatnonzero(self.pending[b]).tolist()
+        if not pending:
+            return out
+        ents, vals = self.alarm_entity[b].tolist(), self.alarm_value[b].tolist()
+        firing, since, t = self.firing[b].tolist(), self.alarm_since[b].tolist(), float(self.t[b])
+        services, nodes = self.topo.services, self.topo.nodes
+        for ai in pending:
             rule = self.alerts[ai]
-            ent_ix = int(self.alarm_entity[b, ai])
-            ent = self.topo.services[ent_ix] if rule.scope == "service" else self.topo.nodes[ent_ix]
-            val = float(self.alarm_value[b, ai])
+            ent = services[ents[ai]] if rule.scope == "service" else nodes[ents[ai]]
             out.append({"name": rule.name, "severity": rule.severity, "entity": ent,
-                        "state": "firing" if self.firing[b, ai] else "pending",
-                        "active_for_s": float(self.t[b] - self.alarm_since[b, ai]),
-                        "summary": rule.summary.format(entity=ent, value=val)})
+                        "state": "firing" if firing[ai] else "pending", "active_for_s": t - since[ai],
+                        "summary": rule.summary.format(entity=ent, value=vals[ai])})
         return out
 
 

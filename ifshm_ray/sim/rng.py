@@ -65,13 +65,14 @@ def table_run(key: int, counter: int, purpose: int, n: int) -> np.ndarray:
 
 
 def table_uniform(keys: np.ndarray, counter: np.ndarray, purpose: int, n: int) -> np.ndarray:
-    """Uniform [0, 1) floats of shape (len(keys), n): a run of n table entries from a hashed start offset."""
+    """Uniform [0, 1) floats of shape (len(keys), n): a run of n table entries from a hashed start offset.
+    The result may be a read-only view of the table."""
     if n > 4096:
         raise ValueError(f"table_uniform draws at most 4096 numbers per row, asked for {n}")
+    if len(keys) == 1 and len(counter) == 1:  # one env (the single env's every step): the same hash on ints
+        return table_run(int(keys[0]), int(counter[0]), purpose, n)[None]
     keys = np.asarray(keys, dtype=np.uint64)
     counter = np.asarray(counter, dtype=np.uint64)
-    if keys.shape == (1,) and counter.shape == (1,):  # one env (the single env's every step): the same hash on ints
-        return table_run(int(keys[0]), int(counter[0]), purpose, n)[None].copy()
     with np.errstate(over="ignore"):
         off = mix64(keys ^ mix64(counter * np.uint64(1024) + np.uint64(purpose))) % np.uint64(_TABLE_SIZE)
     # rows of a strided view: copied run by run, without building an index per number
