@@ -214,7 +214,12 @@ class BatchedSim:
         self._action_hi = np.array([self.C, topo.T, len(RATIO_LEVELS)])  # exclusive bounds of (category, target, ratio)
         # [C, T, R] valid (category, target, ratio) before cordoning; draining a node is valid while it is uncordoned
         self._static_valid = (topo.target_mask[:, :, None] > 0) & (topo.ratio_mask[:, None, :] > 0)
+        self._act_cost_scaled = cc.act_cost * self.cfg.reward.action_cost_scale  # (the reward's action cost term)
         self._static_valid[CATEGORY_INDEX["drain"], topo.S:] = topo.ratio_mask[CATEGORY_INDEX["drain"]] > 0
+        self._static_valid_flat = self._static_valid.ravel()
+        # action target -> (service index, node index), 0 where the target is of the other kind
+        self._svc_of_target = np.where(np.arange(topo.T) < topo.S, np.arange(topo.T), 0)
+        self._node_of_target = np.where(np.arange(topo.T) < topo.S, 0, np.arange(topo.T) - topo.S)
         self.f_is_node = np.append(cc.target_is_node, False)      # by fault id, F = no fault
         self.not_daemonset = ~topo.daemonset
         self.allowed_nodes_t = topo.allowed.T.astype(np.int64)    # [N, S]: uncordoned @ it = schedulable nodes
@@ -271,6 +276,13 @@ class BatchedSim:
         # observation layout
         self._feat_template = np.zeros((self.B, topo.T, TARGET_FEAT), np.float32)
         self._feat_template[:, S:, 13] = 1.0
+        self._eye_c = np.eye(self.C, dtype=np.float32)
+        one = np.ones(len(NODE_METRICS))
+        self._node_feat_affine = (np.where(np.arange(10) == 7, 10.0, one), np.where(np.arange(10) == 7, 1.0, np.inf),
+                                  np.where(np.arange(10) == 9, -1.0, one),
+                                  np.array([0, 0, 0, 0, -60.0, 0, 0, 0, 0, 1.0]),
+                                  np.array([1, 1, 1, 100.0, 40.0, 100.0, 1, 1, 1, 1]),
+                                  np.where(np.arange(10) == 4, self.gpu_node[:, None], True).astype(float))
         self.target_feat = TARGET_FEAT
         self.obs_dim = topo.T * TARGET_FEAT + 2 * self.A + self.L + 1 + self.C + 1
 
@@ -313,10 +325,12 @@ class BatchedSim:
         self.mech_rollout = np.full(B, -1, np.int64)   # service rolled back this step (-1: none)
         self.window_t0 = np.zeros(B)
         S_, N_ = len(SVC_METRICS), len(NODE_METRICS)
-        self.svc_obs = np.zeros((B, S, S_))
-        self.node_obs = np.zeros((B, N, N_))
-        self.prev_svc_obs = np.zeros((B, S, S_))
-        self.prev_node_obs = np.zeros((B, N, N_))
+        # observed metrics, flattened as [service metrics, node metrics] per env (the order the alert rules and the
+        # renderer read them in); svc_obs [B, S, S_] and node_obs [B, N, N_] are views of it
+        self.obs_flat = np.zeros((B, S * S_ + N * N_))
+        self.prev_obs_flat = np.zeros((B, S * S_ + N * N_))
+        self.svc_obs, self.node_obs = self._obs_views(self.obs_flat)
+        self.prev_svc_obs, self.prev_node_obs = self._obs_views(self.prev_obs_flat)
         self.svc_true = np.zeros((B, S, S_))
         self.node_true = np.zeros((B, N, N_))
         self.fault_counts = np.zeros((B, K, self.cc.max_logs), np.int64)
@@ -350,9 +364,18 @@ class BatchedSim:
         self.fb_base = np.zeros((B, N))                # GPU memory of the placed training/inference replicas
         self.gpu_idle = np.ones((B, N), bool)          # no training/inference replica on the node
         self.need = np.zeros((B, S))                   # replicas each service needs (daemonsets: one per node)
+        self.need_tol = np.zeros((B, S))               # need - 1e-9 (the health test's tolerance)
+        self._any_xid = False                          # does any env's fault raise a GPU Xid
         # scratch of the alert evaluation in _observe (values and signed excess of every (rule, entity) pair)
         self._alert_vals = np.empty((B, self.A, max(S, N)))
         self._alert_d = np.empty((B, self.A, max(S, N)))
+
+    def _obs_views(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(service metrics [n, S, S_], node metrics [n, N, N_]) as views of flattened metrics [n, S*S_ + N*N_]."""
+        S, N, S_, N_ = self.topo.S, self.topo.N, len(SVC_METRICS), len(NODE_METRICS)
+        svc, node = flat[:, : S * S_].reshape(-1, S, S_), flat[:, S * S_:].reshape(-1, N, N_)
+        assert svc.base is not None and node.base is not None  # (views, never copies)
+        return svc, node
 
     # ------------------------------------------------------------------ reset
     def reset(self, idx: np.ndarray | list[int], keys: np.ndarray | list[int], faults: list | None = None) -> None:
@@ -436,6 +459,7 @@ class BatchedSim:
         self.ep_spreads_node[idx] = self.f_spreads_node[f]
         onehot_n = (root[:, :, None] == self._node_ix) & nf[:, :, None]                 # [n, K, N]
         self.ep_xid[idx] = onehot_n * self.xid_code[f][:, :, None]
+        self._any_xid = bool(self.ep_xid.any())  # (else the Xid metric reads 0 everywhere: not computed)
         rate = self.log_rate[f]
         self.ep_log_rate[idx] = rate
         self.ep_log_on[idx] = rate > 0
@@ -451,8 +475,9 @@ class BatchedSim:
         self.fb_base[idx] = (Pt * 0.85 + Pi * 0.6) / self.node_gpus_min1
         self.gpu_idle[idx] = ~((Pt + Pi) > 0)
         # a daemonset needs one replica per schedulable node of its role
-        self.need[idx] = np.where(self.topo.daemonset, ~self.cordoned[idx] @ self.allowed_nodes_t,
-                                  self.topo.base_replicas)
+        need = np.where(self.topo.daemonset, ~self.cordoned[idx] @ self.allowed_nodes_t, self.topo.base_replicas)
+        self.need[idx] = need
+        self.need_tol[idx] = need - 1e-9
 
     def emitters(self, b: int, k: int) -> list[tuple[int, int]]:
         """(emitting service or -1, host node) of each log entry of the fault in slot k (from the default
@@ -495,9 +520,10 @@ class BatchedSim:
         m[:, CATEGORY_INDEX["drain"], topo.S:] = ~self.cordoned
         return m.reshape(self.B, -1), topo.ratio_mask.reshape(-1)
 
-    def _valid_actions(self, c: np.ndarray, t: np.ndarray, r: np.ndarray) -> np.ndarray:
-        """[B] bool: is (c, t, r) allowed by :meth:`action_masks` (looked up without building the masks)."""
-        ok = self._static_valid[c, t, r]
+    def _valid_actions(self, c: np.ndarray, t: np.ndarray, flat: np.ndarray) -> np.ndarray:
+        """[B] bool: is (c, t, r) allowed by :meth:`action_masks` (looked up without building the masks; ``flat``
+        is the flat index of (c, t, r) in [C, T, R])."""
+        ok = self._static_valid_flat[flat]
         drain = c == CATEGORY_INDEX["drain"]
         if drain.any():
             S = self.topo.S
@@ -514,12 +540,14 @@ class BatchedSim:
             a = a.astype(np.int64)
         c, t, r = a[:, 0], a[:, 1], a[:, 2]
         C, T, R = self.C, self.topo.T, len(RATIO_LEVELS)
-        if a.min() < 0 or (a >= self._action_hi).any():
+        try:
+            flat = np.ravel_multi_index((c, t, r), (C, T, R))  # (raises on an index out of range)
+        except ValueError:
             bad = (c < 0) | (c >= C) | (t < 0) | (t >= T) | (r < 0) | (r >= R)
             b = int(np.flatnonzero(bad)[0])
             raise SimError(f"action {tuple(a[b])} out of range: category in [0, {C}) = {list(CATEGORIES)}, "
                            f"target in [0, {T}) = {self.topo.targets}, ratio level in [0, {R}) = {list(RATIO_LEVELS)}")
-        ok = self._valid_actions(c, t, r)
+        ok = self._valid_actions(c, t, flat)
         if not ok.all():
             tm, _ = self.action_masks()
             b = int(np.flatnonzero(~ok)[0])
@@ -548,7 +576,7 @@ class BatchedSim:
         self.n_actions += acting
         injected = started.any(axis=1)
         first = acting & np.isnan(self.first_action_t) & injected
-        self.first_action_t[first] = self.t[first]
+        np.copyto(self.first_action_t, self.t, where=first)
         self.last_cat[:] = c
         self.mech_sched[:] = -1
         self.mech_rollout[:] = -1
@@ -597,9 +625,7 @@ class BatchedSim:
             self.escalated |= esc
 
         # ---- generic action mechanics
-        is_svc_t = tg < topo.S
-        svc_t = np.where(is_svc_t, tg, 0)
-        node_t = np.where(is_svc_t, 0, tg - topo.S)
+        svc_t, node_t = self._svc_of_target[tg], self._node_of_target[tg]
         if taken[CATEGORY_INDEX["restart"]]:
             # restarting a stateful store that is not being healed by this restart loses in-flight writes
             rs = (c == CATEGORY_INDEX["restart"]) & topo.stateful[svc_t] & ~heal_any
@@ -636,7 +662,7 @@ class BatchedSim:
         unhealthy_s = dur * unhealthy_before + cfg.step_s * ~healthy_after
         self.unhealthy_s += unhealthy_s
         rw = cfg.reward
-        reward = (-(unhealthy_s / 60.0) * rw.unhealthy_weight - cc.act_cost[c] * rw.action_cost_scale
+        reward = (-(unhealthy_s / 60.0) * rw.unhealthy_weight - self._act_cost_scaled[c]
                   - harm * rw.harm_penalty - false_alarm * rw.false_alarm_penalty)
         terminated = self.streak >= cfg.healthy_steps
         truncated = ~terminated & (self.t >= cfg.time_limit_s)
@@ -814,7 +840,6 @@ class BatchedSim:
                     nor = share[e, rs[e, k], :] * ~nf[e, k][:, None]                         # [m, N]
                     x = (sev[e, k][:, None] * nor)[:, :, None] * self.t_nor[fk][:, None, :]
                     nd[e] += x
-        xid = (self.ep_xid[idx] * visible[:, :, None]).max(axis=1)
         # benign transient (false-alarm bait) and harm after-effects
         blip_t0, blip_svc = self.blip_t0[idx], self.blip_svc[idx]
         blip = (t >= blip_t0) & (t < blip_t0 + self.blip_dur[idx])
@@ -829,10 +854,11 @@ class BatchedSim:
         any_down = bool(down_env.any())
         # ---- service capacity and metrics
         base = topo.base_replicas
-        lost = np.einsum("bsn,bn->bs", P, down) if any_down else 0.0  # (replicas on down nodes; else P x 0 = +0)
+        # replicas not on down nodes (with no node down: the placed ones, as placed - (P x 0 = +0) would give)
+        avail = placed - np.einsum("bsn,bn->bs", P, down) if any_down else placed
         need = self.need[idx]
         unready = _clip(sv[:, :, SVC_CH["unready"]], 0, 1)
-        ready_n = np.maximum(placed - lost, 0.0) * (1 - unready)
+        ready_n = np.maximum(avail, 0.0) * (1 - unready)
         ready_ratio = _clip(ready_n / np.maximum(need, 1e-9), 0.0, 1.0)
         rr = np.sqrt(self.res_ratio[idx])
         cap = ready_n / base * rr
@@ -877,7 +903,8 @@ class BatchedSim:
         nb[:, :, 0] = 0.15 + 0.5 * host_cpu
         nb[:, :, 3] = gpu_util
         nb[:, :, 4] = 38 + 0.35 * gpu_util
-        nb[:, :, 5] = xid
+        if self._any_xid:
+            nb[:, :, 5] = (self.ep_xid[idx] * visible[:, :, None]).max(axis=1)  # Xid of the visible node faults
         nb[:, :, 6] = self.fb_base[idx]
         nb[:, :, 9] = ~down
         nb += nd[:, :, self.node_ch_of_metric]
@@ -893,29 +920,27 @@ class BatchedSim:
         nzs = nz[:, : S * Ms].reshape(n_env, S, Ms)
         nzn = nz[:, S * Ms:].reshape(n_env, N, Mn)
         a = cfg.metric_noise
-        svc_obs = svc_true * (1 + a * nzs * self.svc_noisy)
+        flat = np.empty((n_env, self._noise_parts[0].stop))  # (the metrics take the first part of the draw)
+        svc_obs, node_obs = self._obs_views(flat)
+        np.multiply(svc_true, 1 + a * nzs * self.svc_noisy, out=svc_obs)
         svc_obs[:, :, 1] = _clip(svc_true[:, :, 1] + 0.002 * np.abs(nzs[:, :, 1]), 0, 1)
         svc_obs[:, :, 2] = np.minimum(svc_obs[:, :, 2], 1.0)
         svc_obs[:, :, 7] = svc_obs[:, :, 0] / self.slo_latency
-        node_obs = node_true * (1 + a * nzn * self.node_noisy)
+        np.multiply(node_true, 1 + a * nzn * self.node_noisy, out=node_obs)
         np.minimum(node_obs, self.node_cap, out=node_obs)
         if full and not first:  # the fresh arrays become the state (nobody else holds them)
-            self.prev_svc_obs, self.prev_node_obs = self.svc_obs, self.node_obs
-            self.svc_obs, self.node_obs = svc_obs, node_obs
+            self.prev_obs_flat, self.prev_svc_obs, self.prev_node_obs = self.obs_flat, self.svc_obs, self.node_obs
+            self.obs_flat, self.svc_obs, self.node_obs = flat, svc_obs, node_obs
             self.svc_true, self.node_true = svc_true, node_true
         else:
-            if first:
-                self.prev_svc_obs[idx], self.prev_node_obs[idx] = svc_obs, node_obs
-            else:
-                self.prev_svc_obs[idx], self.prev_node_obs[idx] = self.svc_obs[idx], self.node_obs[idx]
-            self.svc_obs[idx], self.node_obs[idx] = svc_obs, node_obs
+            self.prev_obs_flat[idx] = flat if first else self.obs_flat[idx]
+            self.obs_flat[idx] = flat
             self.svc_true[idx], self.node_true[idx] = svc_true, node_true
         # ---- alerts on observed metrics: pending from the first crossing, firing after `for:`. All rules at once:
         # the value of every (rule, entity) pair is gathered from the flattened metrics (see _build_tables)
         # (into preallocated buffers: fresh multi-MB temporaries each step cost page faults at large batch sizes;
         # mode="clip" only lets np.take write into `out` directly, the indices are all in range)
-        vals = np.take(np.concatenate([svc_obs.reshape(n_env, -1), node_obs.reshape(n_env, -1)], axis=1),
-                       self.r_gather, axis=1, out=self._alert_vals[:n_env], mode="clip")     # [n, A, E]
+        vals = np.take(flat, self.r_gather, axis=1, out=self._alert_vals[:n_env], mode="clip")     # [n, A, E]
         d = np.multiply(vals, self.r_sign[:, None], out=self._alert_d[:n_env])  # signed excess (see _build_tables)
         d -= self.r_sthr
         # node rules: a down node only raises NotReady; some rules look at nodes running GPU work only
@@ -968,7 +993,7 @@ class BatchedSim:
         active = self.f_active[idx].any(axis=1)
         slo_ok = ((svc_true[:, :, 0] <= self.slo_latency_tol) & (err <= cfg.slo_error_rate)
                   & (tp >= cfg.slo_throughput) & (ready_ratio >= 1.0 - 1e-9)
-                  & (placed - lost >= need - 1e-9)).all(axis=1)
+                  & (avail >= self.need_tol[idx])).all(axis=1)
         healthy = ~active & slo_ok & ~down_env
         if first:
             self.healthy[idx] = healthy
@@ -1054,19 +1079,18 @@ class BatchedSim:
         ts[:, :, 1:6] = s[:, :, 1:6]
         ts[:, :, 2:4] = 1 - s[:, :, 2:4]
         ts[:, :, 6] = np.minimum(s[:, :, 6], 5.0) / 5.0
-        tn[:, :, :10] = n
-        tn[:, :, 3:6:2] = n[:, :, 3:6:2] / 100.0
-        tn[:, :, 4] = (n[:, :, 4] - 60.0) / 40.0 * self.gpu_node
-        tn[:, :, 7] = np.minimum(n[:, :, 7] * 10, 1.0)
+        # node metrics: (min(x * mul, cap) * sign + shift) / div * gpu mask per metric, then log1p latency
+        # (CPU, memory, disk as they are; GPU util / 100; (GPU temp - 60) / 40 on GPU nodes; Xid / 100; GPU memory;
+        # min(10 x network errors, 1); log1p(latency) / 7; NotReady = 1 - ready)
+        fm, fcap, fsign, fshift, fdiv, fg = self._node_feat_affine
+        tn[:, :, :10] = (np.minimum(n * fm, fcap) * fsign + fshift) / fdiv * fg
         tn[:, :, 8] = np.log1p(n[:, :, 8]) / 7.0
-        tn[:, :, 9] = 1 - n[:, :, 9]
         tb[:, :, 10] = self.ent_pending
         tb[:, :, 11] = self.ent_firing
         ts[:, :, 12] = _log1p_count(self.svc_lines) if svc_lines is None else np.log1p(svc_lines)
         tn[:, :, 12] = _log1p_count(self.node_lines) if node_lines is None else np.log1p(node_lines)
         tn[:, :, 14] = self.cordoned
-        last = np.zeros((B, self.C), np.float32)
-        last[self._arange, self.last_cat] = 1.0
+        last = self._eye_c[self.last_cat]  # one-hot last action category
         return np.concatenate([tb.reshape(B, -1), self.pending, self.firing,
                                _log1p_count(self.tcounts) if counts is None else np.log1p(counts),
                                (self.t / self.cfg.time_limit_s)[:, None], last,
@@ -1186,8 +1210,9 @@ def _clip(x, lo, hi):
 
 # Every whitespace-delimited token that holds a digit. Equivalent to r"\S*\d\S*" (a match can only start at a token
 # start, since from there the token's digit, if any, is reachable), but anchored at token starts and possessive, so
-# a token without digits is scanned once instead of once per start position: 2.7x faster.
-_MASK_RE = re.compile(r"(?<!\S)[^\s\d]*+\d\S*+")
+# a token without digits is scanned once instead of once per start position: 2.7x faster. ASCII digits and
+# whitespace only (what log formats use; another 15% faster than the Unicode classes).
+_MASK_RE = re.compile(r"(?<!\S)[^\s\d]*+\d\S*+", re.ASCII)
 
 
 def mask_body(body: str) -> str:

@@ -9,7 +9,7 @@ import string
 import numpy as np
 
 from ifshm_ray.sim import rng
-from ifshm_ray.sim.core import GPU_ONLY, NODE_METRICS, P_WINDOW, SVC_METRICS, BatchedSim, mask_body
+from ifshm_ray.sim.core import _MASK_RE, GPU_ONLY, NODE_METRICS, P_WINDOW, SVC_METRICS, BatchedSim, mask_body
 from ifshm_ray.telemetry import SCHEMA
 
 EPOCH_DAY = "2026-11-28"
@@ -155,8 +155,7 @@ class Renderer:
         sim = self.sim
         # every metric series of the window at once: services then nodes, flattened as in self._series; the
         # samples between scrapes get 1% unit-variance noise (counter-based: a function of episode and step)
-        prev = np.concatenate([sim.prev_svc_obs[b].ravel(), sim.prev_node_obs[b].ravel()])[:, None]
-        cur = np.concatenate([sim.svc_obs[b].ravel(), sim.node_obs[b].ravel()])[:, None]
+        prev, cur = sim.prev_obs_flat[b][:, None], sim.obs_flat[b][:, None]
         x = prev * self._1mw + cur * self._w
         u = rng.table_run(int(sim.key[b]), int(sim.step_idx[b]), P_WINDOW, self._noise_n).reshape(self._noise_shape)
         x[:, :-1] *= u * self._noise_scale + self._noise_shift  # 1 + 0.01 * sqrt(3) * (2u - 1)
@@ -225,13 +224,14 @@ class TemplateMiner:
         nl = [0] * self.N
         unmatched = 0
         get, errwarn, svc_index, node_index = self.table.get, self.errwarn, self.svc_index, self.node_index
+        sub = _MASK_RE.sub  # (mask_body, without its call)
         for line in lines:
             parts = line.split(" ", 3)
             if len(parts) < 4:
                 unmatched += 1
                 continue
             source = parts[2][:-1]
-            tid = get(source + "|" + mask_body(parts[3]), -1)
+            tid = get(source + "|" + sub("<*>", parts[3]), -1)
             if tid >= 0:
                 c[tid] += 1
                 bad = errwarn[tid]
