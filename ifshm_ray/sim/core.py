@@ -303,6 +303,7 @@ class BatchedSim:
         self.cordoned = np.zeros((B, N), bool)
         self.cold_until = np.full((B, S), -np.inf)
         self.res_ratio = np.ones((B, S))
+        self.res_sqrt = np.ones((B, S))                # sqrt(res_ratio)
         self.disk_cleared = np.zeros((B, N))
         self.alarm_since = np.full((B, self.A), np.nan)
         self.alarm_entity = np.zeros((B, self.A), np.int64)
@@ -365,6 +366,7 @@ class BatchedSim:
         self.gpu_idle = np.ones((B, N), bool)          # no training/inference replica on the node
         self.need = np.zeros((B, S))                   # replicas each service needs (daemonsets: one per node)
         self.need_tol = np.zeros((B, S))               # need - 1e-9 (the health test's tolerance)
+        self.need_div = np.ones((B, S))                # max(need, 1e-9) (the readiness ratio's divisor)
         self._any_xid = False                          # does any env's fault raise a GPU Xid
         # scratch of the alert evaluation in _observe (values and signed excess of every (rule, entity) pair)
         self._alert_vals = np.empty((B, self.A, max(S, N)))
@@ -394,6 +396,7 @@ class BatchedSim:
         self.cordoned[idx] = False
         self.cold_until[idx] = -np.inf
         self.res_ratio[idx] = 1.0
+        self.res_sqrt[idx] = 1.0
         self.disk_cleared[idx] = 0.0
         self.alarm_since[idx] = np.nan
         self.streak[idx] = 0
@@ -478,6 +481,7 @@ class BatchedSim:
         need = np.where(self.topo.daemonset, ~self.cordoned[idx] @ self.allowed_nodes_t, self.topo.base_replicas)
         self.need[idx] = need
         self.need_tol[idx] = need - 1e-9
+        self.need_div[idx] = np.maximum(need, 1e-9)
 
     def emitters(self, b: int, k: int) -> list[tuple[int, int]]:
         """(emitting service or -1, host node) of each log entry of the fault in slot k (from the default
@@ -638,6 +642,7 @@ class BatchedSim:
             harm += rl
             self.cold_until[ar[rl], svc_t[rl]] = t_done[rl] + 300.0
             self.res_ratio[ar[ra], svc_t[ra]] = _clip(self.res_ratio[ar[ra], svc_t[ra]] * ratio[ra], 0.25, 4.0)
+            self.res_sqrt[ar[ra], svc_t[ra]] = np.sqrt(self.res_ratio[ar[ra], svc_t[ra]])
         if taken[CATEGORY_INDEX["clear_storage"]]:
             cl = c == CATEGORY_INDEX["clear_storage"]
             self.disk_cleared[ar[cl], node_t[cl]] = np.minimum(self.disk_cleared[ar[cl], node_t[cl]] + 0.3, 0.45)
@@ -856,11 +861,12 @@ class BatchedSim:
         base = topo.base_replicas
         # replicas not on down nodes (with no node down: the placed ones, as placed - (P x 0 = +0) would give)
         avail = placed - np.einsum("bsn,bn->bs", P, down) if any_down else placed
-        need = self.need[idx]
+        # the true service metrics are written straight into their columns of svc_true (SVC_METRICS order)
+        svc_true = np.empty((n_env, S, len(SVC_METRICS)))
         unready = _clip(sv[:, :, SVC_CH["unready"]], 0, 1)
         ready_n = np.maximum(avail, 0.0) * (1 - unready)
-        ready_ratio = _clip(ready_n / np.maximum(need, 1e-9), 0.0, 1.0)
-        rr = np.sqrt(self.res_ratio[idx])
+        ready_ratio = np.minimum(np.maximum(ready_n / self.need_div[idx], 0.0), 1.0, out=svc_true[:, :, 3])
+        rr = self.res_sqrt[idx]
         cap = ready_n / base * rr
         load = 1.0 + cfg.load_amplitude * np.sin(self.phase[idx] + 2 * np.pi * t / 86400.0)
         util = self.base_util * load[:, None] / np.maximum(cap, 1e-3)
@@ -875,17 +881,22 @@ class BatchedSim:
         via = imp[:, self.dep_ix] * self.dep_w
         worst = via.max(axis=2)
         prop = 0.6 * worst
+        half_prop = 0.5 * prop
         worst_dep = np.where(worst > 0, self.dep_ix[svc_ix, via.argmax(axis=2)], 0)
-        dead = ready_n <= 1e-9
-        lat = topo.base_latency * (1 + sv[:, :, SVC_CH["lat"]] + prop) * queue
-        err = np.where(dead, 1.0, _clip(0.002 + sv[:, :, SVC_CH["err"]] + 0.5 * prop
-                                          + np.maximum(util - 1.0, 0) * 0.5, 0, 1))
-        tp = np.where(dead, 0.0, _clip(1 - sv[:, :, SVC_CH["tp"]] - 0.5 * prop, 0, 1)
-                      * np.minimum(1.0, 0.95 / np.maximum(util, 1e-6)))
-        cpu = _clip(util * 0.9 + sv[:, :, SVC_CH["cpu"]], 0, 1)
-        mem = _clip((0.45 + sv[:, :, SVC_CH["mem"]]) / rr, 0, 1)
-        svc_true = _stack_last([lat, err, tp, ready_ratio, cpu, mem, sv[:, :, SVC_CH["restarts"]],
-                                lat / self.slo_latency])
+        dead = ready_n <= 1e-9  # (a service without ready replicas errs on every request and serves nothing)
+        any_dead = bool(dead.any())
+        lat = np.multiply(topo.base_latency * (1 + sv[:, :, SVC_CH["lat"]] + prop), queue, out=svc_true[:, :, 0])
+        err = np.minimum(np.maximum(0.002 + sv[:, :, SVC_CH["err"]] + half_prop + np.maximum(util - 1.0, 0) * 0.5, 0),
+                         1, out=svc_true[:, :, 1])
+        tp = np.multiply(_clip(1 - sv[:, :, SVC_CH["tp"]] - half_prop, 0, 1),
+                         np.minimum(1.0, 0.95 / np.maximum(util, 1e-6)), out=svc_true[:, :, 2])
+        if any_dead:
+            np.copyto(err, 1.0, where=dead)
+            np.copyto(tp, 0.0, where=dead)
+        cpu = np.minimum(np.maximum(util * 0.9 + sv[:, :, SVC_CH["cpu"]], 0), 1, out=svc_true[:, :, 4])
+        np.minimum(np.maximum((0.45 + sv[:, :, SVC_CH["mem"]]) / rr, 0), 1, out=svc_true[:, :, 5])
+        svc_true[:, :, 6] = sv[:, :, SVC_CH["restarts"]]
+        np.divide(lat, self.slo_latency, out=svc_true[:, :, 7])
         # ---- node metrics
         ng = self.node_gpus_min1
         tr, inf = self.i_train, self.i_inf
@@ -975,13 +986,21 @@ class BatchedSim:
         # ---- log template counts (stochastic rounding of rate x level)
         u1 = parts[1].reshape(n_env, K, cm)
         u2 = parts[2].reshape(n_env, K, cm)
-        level = visible * (0.5 + 0.5 * np.minimum(sev, 1.0))
-        rate = self.ep_log_rate[idx]
-        fc = np.floor(rate * level[:, :, None] * (0.5 + u1) + u2 * (self.ep_log_on[idx] & visible[:, :, None])).astype(np.int64)
-        self.fault_counts[idx] = fc
+        # (no visible fault: every term is 0, and so is every count; likewise without impaired dependencies)
+        if visible.any():
+            level = visible * (0.5 + 0.5 * np.minimum(sev, 1.0))
+            rate = self.ep_log_rate[idx]
+            fc = np.floor(rate * level[:, :, None] * (0.5 + u1)
+                          + u2 * (self.ep_log_on[idx] & visible[:, :, None])).astype(np.int64)
+            self.fault_counts[idx] = fc
+        else:
+            self.fault_counts[idx] = 0
         has_prop = prop > 0.15
-        pc = (np.floor(2.0 * prop * (0.5 + parts[3]) + parts[4]) * has_prop).astype(np.int64)
-        self.prop_counts[idx] = pc
+        if has_prop.any():
+            pc = (np.floor(2.0 * prop * (0.5 + parts[3]) + parts[4]) * has_prop).astype(np.int64)
+            self.prop_counts[idx] = pc
+        else:
+            self.prop_counts[idx] = 0
         ptid = self.client_err_tid[worst_dep]
         self.prop_tid[idx] = ptid
         bc = np.floor(self.benign_rate * (0.5 + parts[5]) + parts[6]).astype(np.int64)
@@ -991,10 +1010,13 @@ class BatchedSim:
         self._log_totals = None  # (the per-template / per-entity totals follow from these counts on demand)
         # ---- health: root cause cleared, SLOs hold, every service present with its replicas
         active = self.f_active[idx].any(axis=1)
-        slo_ok = ((svc_true[:, :, 0] <= self.slo_latency_tol) & (err <= cfg.slo_error_rate)
-                  & (tp >= cfg.slo_throughput) & (ready_ratio >= 1.0 - 1e-9)
-                  & (avail >= self.need_tol[idx])).all(axis=1)
-        healthy = ~active & slo_ok & ~down_env
+        if active.all():  # (a root cause still active everywhere: nobody is healthy, the SLOs need no test)
+            healthy = np.zeros(n_env, bool)
+        else:
+            slo_ok = ((svc_true[:, :, 0] <= self.slo_latency_tol) & (err <= cfg.slo_error_rate)
+                      & (tp >= cfg.slo_throughput) & (ready_ratio >= 1.0 - 1e-9)
+                      & (avail >= self.need_tol[idx])).all(axis=1)
+            healthy = ~active & slo_ok & ~down_env
         if first:
             self.healthy[idx] = healthy
             self.streak[idx] = 0

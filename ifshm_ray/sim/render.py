@@ -115,17 +115,17 @@ class Renderer:
                 var[f] = f"v{i}"
                 code.append(f"    v{i} = G{i}(r, svc, dep, node, t, clock)")
 
-        def pieces(text: str) -> list[str]:
+        def pieces(text: str) -> str:  # the text as f-string parts: literals by name (nothing to escape), fields
             out = []
             for lit, fname, _, _ in string.Formatter().parse(text):
                 if lit:
-                    out.append(repr(lit))
+                    names[f"L{len(names)}"] = lit
+                    out.append("{L%d}" % (len(names) - 1))
                 if fname is not None:
-                    out.append(var[fname])
-            return out or ["''"]
+                    out.append("{%s}" % var[fname])
+            return "".join(out)
 
-        parts = ["D", "'T'", "clock", "'Z '", "node", "' '"] + pieces(tpl.source) + ["': '"] + pieces(tpl.body)
-        code.append("    return " + " + ".join(parts))
+        code.append('    return f"{D}T{clock}Z {node} %s: %s"' % (pieces(tpl.source), pieces(tpl.body)))
         exec("\n".join(code), names)  # noqa: S102 (source built above from the catalog's parsed templates)
         return names["line"]
 
