@@ -208,6 +208,9 @@ class BatchedSim:
         self.node_hi = np.array([1, 1, 1, inf, inf, inf, 1, 1, inf, inf])
         self.node_gmask = np.where(np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 0], bool), self.gpu_node[:, None], True
                                    ).astype(float)                                           # [N, 10]
+        # (the same, shaped for metric-major [metric, n, N] arrays)
+        self.node_lo_m, self.node_hi_m = self.node_lo[:, None, None], self.node_hi[:, None, None]
+        self.node_gmask_m = np.ascontiguousarray(self.node_gmask.T[:, None, :])
         # ---- tables of _observe (built once: at batch size 1 the cost is per numpy call, not per element)
         self._arange = np.arange(self.B)
         self._ratio_levels = np.asarray(RATIO_LEVELS)
@@ -813,8 +816,11 @@ class BatchedSim:
         # ---- fault effects: per slot, on the root entity, then spread over the entities around it
         svc_ix = self._svc_ix
         rn, rs = self.ep_rn[idx], self.ep_rs[idx]
-        sv = np.zeros((n_env, S, len(SVC_CH)))
-        nd = np.zeros((n_env, N, len(NODE_CH) + 1))  # (+ an all-zero channel, read by metrics without one)
+        # fault channels, stored channel-major (svc_ch[c] and node_ch[c] are contiguous [n, S] / [n, N] rows: numpy
+        # is several times faster on those than on strided columns); sv and nd are their entity-major views
+        svc_ch = np.zeros((len(SVC_CH), n_env, S))
+        node_ch = np.zeros((len(NODE_CH) + 1, n_env, N))  # (+ an all-zero channel, read by metrics without one)
+        sv, nd = svc_ch.transpose(1, 2, 0), node_ch.transpose(1, 2, 0)
         # A term with severity 0, or from an all-zero table row, adds (signed) zeros, which cannot change sv/nd
         # (they start at +0 and so never hold -0): a slot with severity 0 in every env is skipped, and so is the
         # whole block when no fault shows yet or any more; the spread terms are computed only for the envs whose
@@ -851,10 +857,10 @@ class BatchedSim:
         cold = t[:, None] < self.cold_until[idx]
         if blip.any() or cold.any():  # (otherwise this adds zeros: skipped)
             bmask = (blip_svc[:, None] == svc_ix) & blip[:, None]
-            sv[:, :, SVC_CH["lat"]] += 1.2 * bmask + 1.5 * cold
-            sv[:, :, SVC_CH["err"]] += 0.03 * bmask + 0.3 * cold
-            sv[:, :, SVC_CH["restarts"]] += cold
-        down = nd[:, :, NODE_CH["down"]] >= 0.5
+            svc_ch[SVC_CH["lat"]] += 1.2 * bmask + 1.5 * cold
+            svc_ch[SVC_CH["err"]] += 0.03 * bmask + 0.3 * cold
+            svc_ch[SVC_CH["restarts"]] += cold
+        down = node_ch[NODE_CH["down"]] >= 0.5
         down_env = down.any(axis=1)
         any_down = bool(down_env.any())
         # ---- service capacity and metrics
@@ -862,17 +868,18 @@ class BatchedSim:
         # replicas not on down nodes (with no node down: the placed ones, as placed - (P x 0 = +0) would give)
         avail = placed - np.einsum("bsn,bn->bs", P, down) if any_down else placed
         # the true service metrics are written straight into their columns of svc_true (SVC_METRICS order)
-        svc_true = np.empty((n_env, S, len(SVC_METRICS)))
-        unready = _clip(sv[:, :, SVC_CH["unready"]], 0, 1)
+        true_m = np.empty((len(SVC_METRICS), n_env, S))  # (metric-major rows; svc_true is its [n, S, M] view)
+        svc_true = true_m.transpose(1, 2, 0)
+        unready = _clip(svc_ch[SVC_CH["unready"]], 0, 1)
         ready_n = np.maximum(avail, 0.0) * (1 - unready)
-        ready_ratio = np.minimum(np.maximum(ready_n / self.need_div[idx], 0.0), 1.0, out=svc_true[:, :, 3])
+        ready_ratio = np.minimum(np.maximum(ready_n / self.need_div[idx], 0.0), 1.0, out=true_m[3])
         rr = self.res_sqrt[idx]
         cap = ready_n / base * rr
         load = 1.0 + cfg.load_amplitude * np.sin(self.phase[idx] + 2 * np.pi * t / 86400.0)
         util = self.base_util * load[:, None] / np.maximum(cap, 1e-3)
         queue = (1.0 - self.base_util) / (1.0 - np.minimum(util, 0.97))
-        direct = _clip(np.maximum(np.maximum(sv[:, :, SVC_CH["err"]], sv[:, :, SVC_CH["tp"]]),
-                                    np.maximum(1 - ready_ratio, sv[:, :, SVC_CH["lat"]] * 0.25)), 0, 1)
+        direct = _clip(np.maximum(np.maximum(svc_ch[SVC_CH["err"]], svc_ch[SVC_CH["tp"]]),
+                                    np.maximum(1 - ready_ratio, svc_ch[SVC_CH["lat"]] * 0.25)), 0, 1)
         # propagation of impairment along dependencies (two hops)
         # (over the edges only: a dense [S, S] product would add zeros, which never exceed an impairment >= 0; a
         # service without an impaired dependency gets worst_dep 0, as a dense argmax over zeros would give)
@@ -885,44 +892,45 @@ class BatchedSim:
         worst_dep = np.where(worst > 0, self.dep_ix[svc_ix, via.argmax(axis=2)], 0)
         dead = ready_n <= 1e-9  # (a service without ready replicas errs on every request and serves nothing)
         any_dead = bool(dead.any())
-        lat = np.multiply(topo.base_latency * (1 + sv[:, :, SVC_CH["lat"]] + prop), queue, out=svc_true[:, :, 0])
-        err = np.minimum(np.maximum(0.002 + sv[:, :, SVC_CH["err"]] + half_prop + np.maximum(util - 1.0, 0) * 0.5, 0),
-                         1, out=svc_true[:, :, 1])
-        tp = np.multiply(_clip(1 - sv[:, :, SVC_CH["tp"]] - half_prop, 0, 1),
-                         np.minimum(1.0, 0.95 / np.maximum(util, 1e-6)), out=svc_true[:, :, 2])
+        lat = np.multiply(topo.base_latency * (1 + svc_ch[SVC_CH["lat"]] + prop), queue, out=true_m[0])
+        err = np.minimum(np.maximum(0.002 + svc_ch[SVC_CH["err"]] + half_prop + np.maximum(util - 1.0, 0) * 0.5, 0),
+                         1, out=true_m[1])
+        tp = np.multiply(_clip(1 - svc_ch[SVC_CH["tp"]] - half_prop, 0, 1),
+                         np.minimum(1.0, 0.95 / np.maximum(util, 1e-6)), out=true_m[2])
         if any_dead:
             np.copyto(err, 1.0, where=dead)
             np.copyto(tp, 0.0, where=dead)
-        cpu = np.minimum(np.maximum(util * 0.9 + sv[:, :, SVC_CH["cpu"]], 0), 1, out=svc_true[:, :, 4])
-        np.minimum(np.maximum((0.45 + sv[:, :, SVC_CH["mem"]]) / rr, 0), 1, out=svc_true[:, :, 5])
-        svc_true[:, :, 6] = sv[:, :, SVC_CH["restarts"]]
-        np.divide(lat, self.slo_latency, out=svc_true[:, :, 7])
+        cpu = np.minimum(np.maximum(util * 0.9 + svc_ch[SVC_CH["cpu"]], 0), 1, out=true_m[4])
+        np.minimum(np.maximum((0.45 + svc_ch[SVC_CH["mem"]]) / rr, 0), 1, out=true_m[5])
+        true_m[6] = svc_ch[SVC_CH["restarts"]]
+        np.divide(lat, self.slo_latency, out=true_m[7])
         # ---- node metrics
         ng = self.node_gpus_min1
         tr, inf = self.i_train, self.i_inf
         Pt, Pi = P[:, tr, :], P[:, inf, :]
         gpu_busy = (Pt * (0.95 * tp[:, tr])[:, None] + Pi * (0.55 * load * tp[:, inf])[:, None]) / ng
-        gpu_util = 100 * _clip(gpu_busy * (1 - nd[:, :, NODE_CH["gpu_drop"]]), 0, 1)
+        gpu_util = 100 * _clip(gpu_busy * (1 - node_ch[NODE_CH["gpu_drop"]]), 0, 1)
         host_cpu = np.einsum("bsn,bs->bn", P, cpu) / self.node_load_div[idx]
         # node metric m = clip(base_m + fault channel m, lo_m, hi_m) * gpu mask_m, all metrics in one pass (see
         # _build_tables: metrics without a channel add the zero channel, unclipped ones clip at -inf/inf, metrics of
         # all nodes multiply by 1; every one of these is exact, so each metric keeps its own formula bit for bit):
         # cpu 0.15 + 0.5 host CPU; mem 0.45; disk 0.5 (- cleared); GPU util; GPU temp 38 + 0.35 util; Xid; GPU
         # memory of the placed replicas; network errors 0.0005; latency 0.4 ms; ready unless down
-        nb = np.empty((n_env, N, len(NODE_METRICS)))
-        nb[:] = self.node_base
-        nb[:, :, 0] = 0.15 + 0.5 * host_cpu
-        nb[:, :, 3] = gpu_util
-        nb[:, :, 4] = 38 + 0.35 * gpu_util
+        nb = node_ch[self.node_ch_of_metric]  # [metric, n, N] (metric-major rows; node_true is its [n, N, M] view)
+        nb[0] += 0.15 + 0.5 * host_cpu
+        nb[1:3] += self.node_base[1:3, None, None]
+        nb[2] -= self.disk_cleared[idx]
+        nb[3] += gpu_util
+        nb[4] += 38 + 0.35 * gpu_util
         if self._any_xid:
-            nb[:, :, 5] = (self.ep_xid[idx] * visible[:, :, None]).max(axis=1)  # Xid of the visible node faults
-        nb[:, :, 6] = self.fb_base[idx]
-        nb[:, :, 9] = ~down
-        nb += nd[:, :, self.node_ch_of_metric]
-        nb[:, :, 2] -= self.disk_cleared[idx]
-        node_true = np.minimum(np.maximum(nb, self.node_lo, out=nb), self.node_hi, out=nb)
-        node_true *= self.node_gmask
-        node_true[:, :, :9] *= ~down[:, :, None]  # a down node stops exporting: metrics read 0, except readiness
+            nb[5] += (self.ep_xid[idx] * visible[:, :, None]).max(axis=1)  # Xid of the visible node faults
+        nb[6] += self.fb_base[idx]
+        nb[7:9] += self.node_base[7:9, None, None]
+        nb[9] += ~down
+        np.minimum(np.maximum(nb, self.node_lo_m, out=nb), self.node_hi_m, out=nb)
+        nb *= self.node_gmask_m
+        nb[:9] *= ~down  # a down node stops exporting: metrics read 0, except readiness
+        node_true = nb.transpose(1, 2, 0)
         # ---- one draw of counter-based randomness for the whole step
         u = rng.table_uniform(self.key[idx], self.step_idx[idx], P_NOISE, self._noise_n)
         parts = [u[:, sl] for sl in self._noise_parts]
@@ -934,7 +942,7 @@ class BatchedSim:
         flat = np.empty((n_env, self._noise_parts[0].stop))  # (the metrics take the first part of the draw)
         svc_obs, node_obs = self._obs_views(flat)
         np.multiply(svc_true, 1 + a * nzs * self.svc_noisy, out=svc_obs)
-        svc_obs[:, :, 1] = _clip(svc_true[:, :, 1] + 0.002 * np.abs(nzs[:, :, 1]), 0, 1)
+        svc_obs[:, :, 1] = _clip(err + 0.002 * np.abs(nzs[:, :, 1]), 0, 1)
         svc_obs[:, :, 2] = np.minimum(svc_obs[:, :, 2], 1.0)
         svc_obs[:, :, 7] = svc_obs[:, :, 0] / self.slo_latency
         np.multiply(node_true, 1 + a * nzn * self.node_noisy, out=node_obs)
@@ -1013,7 +1021,7 @@ class BatchedSim:
         if active.all():  # (a root cause still active everywhere: nobody is healthy, the SLOs need no test)
             healthy = np.zeros(n_env, bool)
         else:
-            slo_ok = ((svc_true[:, :, 0] <= self.slo_latency_tol) & (err <= cfg.slo_error_rate)
+            slo_ok = ((lat <= self.slo_latency_tol) & (err <= cfg.slo_error_rate)
                       & (tp >= cfg.slo_throughput) & (ready_ratio >= 1.0 - 1e-9)
                       & (avail >= self.need_tol[idx])).all(axis=1)
             healthy = ~active & slo_ok & ~down_env
