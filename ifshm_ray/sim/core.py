@@ -237,7 +237,7 @@ class BatchedSim:
         self._noise_n = bounds[-1]
         self._noise_parts = [slice(bounds[i], bounds[i + 1]) for i in range(len(sizes))]
         # alert rules over entities: rule a looks at entity e (a service or a node, by its scope) through
-        # r_gather[a, e], an index into the metrics flattened as [svc_obs.ravel(), node_obs.ravel()];
+        # r_gather[a, e], an index into the flattened metrics obs_flat (metric-major, see _obs_views);
         # r_static_ok masks padding (E = max(S, N)) and GPU metrics of nodes without GPUs
         E = max(S, N)
         self.r_gather = np.zeros((self.A, E), np.int64)
@@ -247,10 +247,10 @@ class BatchedSim:
         self.r_busy_only = np.zeros(self.A, bool)        # rules for nodes running GPU work only
         for i, rule in enumerate(self.alerts):
             if rule.scope == "service":
-                self.r_gather[i, :S] = np.arange(S) * Ms_obs + self.svc_metric_ix[rule.metric]
+                self.r_gather[i, :S] = self.svc_metric_ix[rule.metric] * S + np.arange(S)
                 self.r_static_ok[i, :S] = True
             else:
-                self.r_gather[i, :N] = S * Ms_obs + np.arange(N) * Mn_obs + self.node_metric_ix[rule.metric]
+                self.r_gather[i, :N] = S * Ms_obs + self.node_metric_ix[rule.metric] * N + np.arange(N)
                 self.r_static_ok[i, :N] = self.gpu_node | (rule.metric not in GPU_ONLY)
                 self.r_ent_offset[i] = S
                 self.r_down_blocks[i] = rule.metric != "kube_node_status_ready"
@@ -277,15 +277,15 @@ class BatchedSim:
         self._svc_ix_rows = np.tile(self._svc_ix, (self.B, 1))
         self._benign_attr_rows = np.tile(self.benign_attr, (self.B, 1))
         # observation layout
-        self._feat_template = np.zeros((self.B, topo.T, TARGET_FEAT), np.float32)
-        self._feat_template[:, S:, 13] = 1.0
+        self._feat_template = np.zeros((self.B, TARGET_FEAT, topo.T))  # (feature-major, see features)
+        self._feat_template[:, 13, S:] = 1.0
         self._eye_c = np.eye(self.C, dtype=np.float32)
         one = np.ones(len(NODE_METRICS))
-        self._node_feat_affine = (np.where(np.arange(10) == 7, 10.0, one), np.where(np.arange(10) == 7, 1.0, np.inf),
-                                  np.where(np.arange(10) == 9, -1.0, one),
-                                  np.array([0, 0, 0, 0, -60.0, 0, 0, 0, 0, 1.0]),
-                                  np.array([1, 1, 1, 100.0, 40.0, 100.0, 1, 1, 1, 1]),
-                                  np.where(np.arange(10) == 4, self.gpu_node[:, None], True).astype(float))
+        col = lambda v: np.asarray(v, float)[:, None]  # noqa: E731 (per-metric constants of [.., metric, node] arrays)
+        self._node_feat_affine = (col(np.where(np.arange(10) == 7, 10.0, one)),
+                                  col(np.where(np.arange(10) == 7, 1.0, np.inf)), col(np.where(np.arange(10) == 9, -1.0, one)),
+                                  col([0, 0, 0, 0, -60.0, 0, 0, 0, 0, 1.0]), col([1, 1, 1, 100.0, 40.0, 100.0, 1, 1, 1, 1]),
+                                  np.where(np.arange(10)[:, None] == 4, self.gpu_node[None, :], True).astype(float))
         self.target_feat = TARGET_FEAT
         self.obs_dim = topo.T * TARGET_FEAT + 2 * self.A + self.L + 1 + self.C + 1
 
@@ -376,9 +376,11 @@ class BatchedSim:
         self._alert_d = np.empty((B, self.A, max(S, N)))
 
     def _obs_views(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(service metrics [n, S, S_], node metrics [n, N, N_]) as views of flattened metrics [n, S*S_ + N*N_]."""
+        """(service metrics [n, S, S_], node metrics [n, N, N_]) as views of flattened metrics [n, S*S_ + N*N_],
+        stored metric-major: all services' first metric, then their second, ..., then the same for nodes."""
         S, N, S_, N_ = self.topo.S, self.topo.N, len(SVC_METRICS), len(NODE_METRICS)
-        svc, node = flat[:, : S * S_].reshape(-1, S, S_), flat[:, S * S_:].reshape(-1, N, N_)
+        svc = flat[:, : S * S_].reshape(-1, S_, S).transpose(0, 2, 1)
+        node = flat[:, S * S_:].reshape(-1, N_, N).transpose(0, 2, 1)
         assert svc.base is not None and node.base is not None  # (views, never copies)
         return svc, node
 
@@ -1099,29 +1101,32 @@ class BatchedSim:
         fraction, last action category (one-hot) and healthy streak. ``counts``/``svc_lines``/``node_lines``
         replace the simulator's own log counts with counts mined from rendered text (same values, tested)."""
         B, S, N = self.B, self.topo.S, self.topo.N
-        s = self.svc_obs
-        n = self.node_obs
-        tb = self._feat_template.copy()  # zeros, and 1 in the is-node feature of nodes
+        Ms = len(SVC_METRICS)
+        # built feature-major (fb[:, k] is feature k of every target: contiguous rows), from the metric-major
+        # metrics (s[:, m] is metric m of every service), then laid out target by target
+        s = self.obs_flat[:, : S * Ms].reshape(B, Ms, S)
+        n = self.obs_flat[:, S * Ms:].reshape(B, len(NODE_METRICS), N)
+        fb = self._feat_template.copy()  # zeros, and 1 in the is-node feature of nodes
+        fs, fn = fb[:, :, :S], fb[:, :, S:]
         # (neighbouring features are written as one block, then the transformed ones overwrite theirs: fewer numpy
         # calls, the same values)
-        ts, tn = tb[:, :S], tb[:, S:]
-        ts[:, :, 0] = np.log(np.maximum(s[:, :, 7], 1e-3))
-        ts[:, :, 1:6] = s[:, :, 1:6]
-        ts[:, :, 2:4] = 1 - s[:, :, 2:4]
-        ts[:, :, 6] = np.minimum(s[:, :, 6], 5.0) / 5.0
+        fs[:, 0] = np.log(np.maximum(s[:, 7], 1e-3))
+        fs[:, 1:6] = s[:, 1:6]
+        fs[:, 2:4] = 1 - s[:, 2:4]
+        fs[:, 6] = np.minimum(s[:, 6], 5.0) / 5.0
         # node metrics: (min(x * mul, cap) * sign + shift) / div * gpu mask per metric, then log1p latency
         # (CPU, memory, disk as they are; GPU util / 100; (GPU temp - 60) / 40 on GPU nodes; Xid / 100; GPU memory;
         # min(10 x network errors, 1); log1p(latency) / 7; NotReady = 1 - ready)
         fm, fcap, fsign, fshift, fdiv, fg = self._node_feat_affine
-        tn[:, :, :10] = (np.minimum(n * fm, fcap) * fsign + fshift) / fdiv * fg
-        tn[:, :, 8] = np.log1p(n[:, :, 8]) / 7.0
-        tb[:, :, 10] = self.ent_pending
-        tb[:, :, 11] = self.ent_firing
-        ts[:, :, 12] = _log1p_count(self.svc_lines) if svc_lines is None else np.log1p(svc_lines)
-        tn[:, :, 12] = _log1p_count(self.node_lines) if node_lines is None else np.log1p(node_lines)
-        tn[:, :, 14] = self.cordoned
+        fn[:, :10] = (np.minimum(n * fm, fcap) * fsign + fshift) / fdiv * fg
+        fn[:, 8] = np.log1p(n[:, 8]) / 7.0
+        fb[:, 10] = self.ent_pending
+        fb[:, 11] = self.ent_firing
+        fs[:, 12] = _log1p_count(self.svc_lines) if svc_lines is None else np.log1p(svc_lines)
+        fn[:, 12] = _log1p_count(self.node_lines) if node_lines is None else np.log1p(node_lines)
+        fn[:, 14] = self.cordoned
         last = self._eye_c[self.last_cat]  # one-hot last action category
-        return np.concatenate([tb.reshape(B, -1), self.pending, self.firing,
+        return np.concatenate([fb.transpose(0, 2, 1).reshape(B, -1), self.pending, self.firing,
                                _log1p_count(self.tcounts) if counts is None else np.log1p(counts),
                                (self.t / self.cfg.time_limit_s)[:, None], last,
                                (self.streak / self.cfg.healthy_steps)[:, None]], axis=1, dtype=np.float32)

@@ -87,11 +87,11 @@ class Renderer:
         series, self._entities = [], []
         for i, name in enumerate(topo.services):
             self._entities.append((name, SVC_METRICS, len(series), len(series) + Ms))
-            series += range(i * Ms, (i + 1) * Ms)
+            series += range(i, topo.S * Ms, topo.S)  # (the flat metrics are metric-major: see BatchedSim._obs_views)
         for i, (name, gpu) in enumerate(zip(topo.nodes, sim.gpu_node.tolist())):
             keep = [j for j, m in enumerate(NODE_METRICS) if gpu or m not in GPU_ONLY]
             self._entities.append((name, tuple(NODE_METRICS[j] for j in keep), len(series), len(series) + len(keep)))
-            series += [topo.S * Ms + i * Mn + j for j in keep]
+            series += [topo.S * Ms + j * topo.N + i for j in keep]
         self._series = np.array(series, np.int64)
 
     def _gen(self, name: str):
