@@ -263,6 +263,8 @@ class BatchedSim:
         self._busy_rules = np.flatnonzero(self.r_busy_only).tolist()
         # flat index of (env b, rule a, entity 0) in a [B, A, E] array, to read one entity per (env, rule)
         self._rule_flat = (np.arange(self.B)[:, None] * self.A + np.arange(self.A)) * E
+        # flat index of (env b, target 0 of rule a's scope) in a [B, T] array (services first, then nodes)
+        self._ent_base = np.arange(self.B)[:, None] * topo.T + self.r_ent_offset
         # dependency propagation over the (few) edges only: service s reads its dependencies dep_ix[s, :] (sorted,
         # so the first worst one wins ties as in a dense argmax), with weight 0 in the padding slots
         deg = (topo.dep != 0).sum(axis=1)
@@ -935,8 +937,8 @@ class BatchedSim:
         node_true = nb.transpose(1, 2, 0)
         # ---- one draw of counter-based randomness for the whole step
         u = rng.table_uniform(self.key[idx], self.step_idx[idx], P_NOISE, self._noise_n)
-        parts = [u[:, sl] for sl in self._noise_parts]
-        nz = (parts[0] * 2.0 - 1.0) * 1.7320508  # unit-variance uniform noise
+        part = self._noise_parts  # (each part sliced from u where it is used)
+        nz = (u[:, part[0]] * 2.0 - 1.0) * 1.7320508  # unit-variance uniform noise
         Ms, Mn, cm = len(SVC_METRICS), len(NODE_METRICS), self.cc.max_logs
         nzs = nz[:, : S * Ms].reshape(n_env, S, Ms)
         nzn = nz[:, S * Ms:].reshape(n_env, N, Mn)
@@ -981,7 +983,7 @@ class BatchedSim:
         flat = self._rule_flat[:n_env] + ent
         val = np.take(vals, flat)
         since = self.alarm_since[idx]
-        since = np.where(cond, np.where(np.isnan(since), t[:, None], since), np.nan)
+        since = np.where(cond, np.fmin(since, t[:, None]), np.nan)  # (a pending alert keeps its start time <= t)
         self.alarm_since[idx] = since
         self.alarm_entity[idx] = ent
         self.alarm_value[idx] = val
@@ -990,16 +992,15 @@ class BatchedSim:
         self.firing[idx] = firing
         # alerts per entity (services, then nodes: the target order)
         T = topo.T
-        ent_flat = ar[:, None] * T + (ent + self.r_ent_offset)
+        ent_flat = self._ent_base[:n_env] + ent
         self.ent_pending[idx] = np.bincount(ent_flat[cond], minlength=n_env * T).reshape(n_env, T)
         self.ent_firing[idx] = np.bincount(ent_flat[firing], minlength=n_env * T).reshape(n_env, T)
         # ---- log template counts (stochastic rounding of rate x level)
-        u1 = parts[1].reshape(n_env, K, cm)
-        u2 = parts[2].reshape(n_env, K, cm)
         # (no visible fault: every term is 0, and so is every count; likewise without impaired dependencies)
         if visible.any():
             level = visible * (0.5 + 0.5 * np.minimum(sev, 1.0))
             rate = self.ep_log_rate[idx]
+            u1, u2 = u[:, part[1]].reshape(n_env, K, cm), u[:, part[2]].reshape(n_env, K, cm)
             fc = np.floor(rate * level[:, :, None] * (0.5 + u1)
                           + u2 * (self.ep_log_on[idx] & visible[:, :, None])).astype(np.int64)
             self.fault_counts[idx] = fc
@@ -1007,13 +1008,13 @@ class BatchedSim:
             self.fault_counts[idx] = 0
         has_prop = prop > 0.15
         if has_prop.any():
-            pc = (np.floor(2.0 * prop * (0.5 + parts[3]) + parts[4]) * has_prop).astype(np.int64)
+            pc = (np.floor(2.0 * prop * (0.5 + u[:, part[3]]) + u[:, part[4]]) * has_prop).astype(np.int64)
             self.prop_counts[idx] = pc
         else:
             self.prop_counts[idx] = 0
         ptid = self.client_err_tid[worst_dep]
         self.prop_tid[idx] = ptid
-        bc = np.floor(self.benign_rate * (0.5 + parts[5]) + parts[6]).astype(np.int64)
+        bc = np.floor(self.benign_rate * (0.5 + u[:, part[5]]) + u[:, part[6]]).astype(np.int64)
         self.benign_counts[idx] = bc
         blip2 = blip * 2
         self.blip_counts[idx] = blip2
@@ -1030,6 +1031,11 @@ class BatchedSim:
         if first:
             self.healthy[idx] = healthy
             self.streak[idx] = 0
+            return
+        if not healthy.any():  # (nobody healthy: every streak restarts and nobody recovers; the general case below
+            self.healthy_since[idx] = np.nan  # gives exactly this)
+            self.streak[idx] = 0
+            self.healthy[idx] = False
             return
         streak = self.streak[idx]
         newly = healthy & (streak == 0)
