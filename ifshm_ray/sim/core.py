@@ -114,6 +114,7 @@ class BatchedSim:
         # faults whose effects spread beyond the root entity (to services, to nodes), by fault id, F = no fault
         self.f_spreads_svc = (self.t_sor != 0).any(axis=1) | (self.t_named != 0).any(axis=(1, 2))
         self.f_spreads_node = (self.t_nor != 0).any(axis=1)
+        self.f_can_down = (self.t_root_node[:, NODE_CH["down"]] != 0) | (self.t_nor[:, NODE_CH["down"]] != 0)
         self.onset = np.append(cc.onset, 0.0)
         self.ramp = np.append(cc.ramp, 1.0)
         self.log_tid = np.vstack([cc.log_tid, np.full((1, cc.max_logs), -1)])
@@ -373,6 +374,8 @@ class BatchedSim:
         self.need_tol = np.zeros((B, S))               # need - 1e-9 (the health test's tolerance)
         self.need_div = np.ones((B, S))                # max(need, 1e-9) (the readiness ratio's divisor)
         self._any_xid = False                          # does any env's fault raise a GPU Xid
+        self._any_down_fault = False                   # can any env's fault take a node down
+        self._no_down, self._no_down_env = np.zeros((B, N), bool), np.zeros(B, bool)
         # scratch of the alert evaluation in _observe (values and signed excess of every (rule, entity) pair)
         self._alert_vals = np.empty((B, self.A, max(S, N)))
         self._alert_d = np.empty((B, self.A, max(S, N)))
@@ -470,6 +473,7 @@ class BatchedSim:
         onehot_n = (root[:, :, None] == self._node_ix) & nf[:, :, None]                 # [n, K, N]
         self.ep_xid[idx] = onehot_n * self.xid_code[f][:, :, None]
         self._any_xid = bool(self.ep_xid.any())  # (else the Xid metric reads 0 everywhere: not computed)
+        self._any_down_fault = bool(self.f_can_down[self.f_id].any())  # (else no node is ever down: not tested)
         rate = self.log_rate[f]
         self.ep_log_rate[idx] = rate
         self.ep_log_on[idx] = rate > 0
@@ -864,9 +868,12 @@ class BatchedSim:
             svc_ch[SVC_CH["lat"]] += 1.2 * bmask + 1.5 * cold
             svc_ch[SVC_CH["err"]] += 0.03 * bmask + 0.3 * cold
             svc_ch[SVC_CH["restarts"]] += cold
-        down = node_ch[NODE_CH["down"]] >= 0.5
-        down_env = down.any(axis=1)
-        any_down = bool(down_env.any())
+        if self._any_down_fault:
+            down = node_ch[NODE_CH["down"]] >= 0.5
+            down_env = down.any(axis=1)
+            any_down = bool(down_env.any())
+        else:  # (no env's fault can take a node down)
+            down, down_env, any_down = self._no_down[:n_env], self._no_down_env[:n_env], False
         # ---- service capacity and metrics
         base = topo.base_replicas
         # replicas not on down nodes (with no node down: the placed ones, as placed - (P x 0 = +0) would give)
@@ -933,7 +940,8 @@ class BatchedSim:
         nb[9] += ~down
         np.minimum(np.maximum(nb, self.node_lo_m, out=nb), self.node_hi_m, out=nb)
         nb *= self.node_gmask_m
-        nb[:9] *= ~down  # a down node stops exporting: metrics read 0, except readiness
+        if any_down:
+            nb[:9] *= ~down  # a down node stops exporting: metrics read 0, except readiness
         node_true = nb.transpose(1, 2, 0)
         # ---- one draw of counter-based randomness for the whole step
         u = rng.table_uniform(self.key[idx], self.step_idx[idx], P_NOISE, self._noise_n)

@@ -222,27 +222,29 @@ class TemplateMiner:
         c = [0] * L
         sl = [0] * self.S
         nl = [0] * self.N
-        unmatched = 0
         get, errwarn, svc_index, node_index = self.table.get, self.errwarn, self.svc_index, self.node_index
-        sub = _MASK_RE.sub  # (mask_body, without its call)
-        for line in lines:
-            parts = line.split(" ", 3)
-            if len(parts) < 4:
-                unmatched += 1
-                continue
-            source = parts[2][:-1]
-            tid = get(source + "|" + sub("<*>", parts[3]), -1)
+        split = [line.split(" ", 3) for line in lines]
+        whole = [p for p in split if len(p) == 4]  # (others hold no source and body)
+        unmatched = len(split) - len(whole)
+        # every body masked in one regex pass over the bodies joined by newlines (a newline is whitespace: tokens
+        # and token starts are the same as line by line); line by line if a body holds a newline itself
+        masked = _MASK_RE.sub("<*>", "\n".join([p[3] for p in whole])).split("\n") if whole else []
+        if len(masked) != len(whole):
+            masked = [_MASK_RE.sub("<*>", p[3]) for p in whole]
+        for (_, host, src, body), key in zip(whole, masked):
+            source = src[:-1]
+            tid = get(source + "|" + key, -1)
             if tid >= 0:
                 c[tid] += 1
                 bad = errwarn[tid]
             else:
                 unmatched += 1
-                bad = "ERROR" in parts[3] or "WARN" in parts[3]
+                bad = "ERROR" in body or "WARN" in body
             if bad:
                 si = svc_index.get(source)
                 if si is not None:
                     sl[si] += 1
-                ni = node_index.get(parts[1])
+                ni = node_index.get(host)
                 if ni is not None:
                     nl[ni] += 1
         return (np.array(c, dtype=np.float64), np.array(sl, dtype=np.float64), np.array(nl, dtype=np.float64),
