@@ -114,6 +114,32 @@ def test_mined_log_counts_equal_emitted_counts():
                 break
 
 
+def test_miner_masks_in_one_pass_as_line_by_line():
+    """The miner masks all bodies in one regex pass; a body holding a newline (foreign logs) falls back to masking
+    line by line, and lines without source/body count as unmatched without shifting the others."""
+    from ifshm_ray.sim.core import mask_body
+
+    env = FaultInjectionEnv({"faults": "all"})
+    env.reset(seed=3)
+    lines = []
+    for _ in range(6):
+        lines += env.step((0, 0, 0))[4]["telemetry"]["logs"]
+    counts, svc_lines, node_lines, unmatched = env.miner.mine(lines)
+    assert unmatched == 0
+    assert counts.sum() == len(lines)
+    expect = np.zeros_like(counts)
+    for line in lines:  # line by line, through the documented normal form
+        expect[env.miner.table[line.split(" ", 3)[2][:-1] + "|" + mask_body(line.split(" ", 3)[3])]] += 1
+    np.testing.assert_array_equal(counts, expect)
+    topo = env.topology
+    foreign = f"2026-11-28T09:00:00.000Z {topo.nodes[0]} {topo.services[0]}: ERROR first\nsecond 42"
+    odd = lines[:3] + ["no-source-line", foreign] + lines[3:]
+    c2, s2, n2, u2 = env.miner.mine(odd)
+    assert u2 == 2
+    np.testing.assert_array_equal(c2, counts)
+    assert s2.sum() == svc_lines.sum() + 1 and n2.sum() == node_lines.sum() + 1  # (the foreign ERROR line counts)
+
+
 def test_telemetry_schema_and_no_ground_truth_in_observation():
     from ifshm_ray.telemetry import validate_telemetry
 
