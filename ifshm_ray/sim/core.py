@@ -21,8 +21,7 @@ import numpy as np
 from ifshm_ray.config import SimConfig
 from ifshm_ray.sim import rng
 from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_INDEX, RATIO_LEVELS
-from ifshm_ray.sim.catalog import (EFFECT_CODE, NODE_CH, SVC_CH, TGT_DEFAULT, TGT_NAMED, TGT_NODE_OF_ROOT,
-                                   TGT_ROOT, TGT_SERVICES_ON_ROOT, Catalog, CatalogError, CompiledCatalog,
+from ifshm_ray.sim.catalog import (EFFECT_CODE, NODE_CH, SVC_CH, TGT_NAMED, Catalog, CatalogError, CompiledCatalog,
                                    load_catalog)
 from ifshm_ray.sim.topology import Topology
 
@@ -205,17 +204,13 @@ class BatchedSim:
         self.node_base = np.array([0, 0.45, 0.5, 0, 0, 0, 0, 0.0005, 0.4, 0])
         self.node_ch_of_metric = np.array([NODE_CH[c] if c else len(NODE_CH) for c in
                                            ("cpu", "mem", "disk", None, "temp", None, "fb", "net_err", "net_lat", None)])
-        self.node_lo = np.array([0, 0, 0.05, -inf, -inf, -inf, 0, 0, -inf, -inf])
-        self.node_hi = np.array([1, 1, 1, inf, inf, inf, 1, 1, inf, inf])
-        self.node_gmask = np.where(np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 0], bool), self.gpu_node[:, None], True
-                                   ).astype(float)                                           # [N, 10]
-        # (the same, shaped for metric-major [metric, n, N] arrays)
-        self.node_lo_m, self.node_hi_m = self.node_lo[:, None, None], self.node_hi[:, None, None]
-        self.node_gmask_m = np.ascontiguousarray(self.node_gmask.T[:, None, :])
+        self.node_lo_m = np.array([0, 0, 0.05, -inf, -inf, -inf, 0, 0, -inf, -inf])[:, None, None]  # [metric, 1, 1]
+        self.node_hi_m = np.array([1, 1, 1, inf, inf, inf, 1, 1, inf, inf])[:, None, None]
+        self.node_gmask_m = np.where(np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 0], bool)[:, None, None],
+                                     self.gpu_node[None, None, :], True).astype(float)        # [metric, 1, N]
         # ---- tables of _observe (built once: at batch size 1 the cost is per numpy call, not per element)
         self._arange = np.arange(self.B)
         self._ratio_levels = np.asarray(RATIO_LEVELS)
-        self._action_hi = np.array([self.C, topo.T, len(RATIO_LEVELS)])  # exclusive bounds of (category, target, ratio)
         # [C, T, R] valid (category, target, ratio) before cordoning; draining a node is valid while it is uncordoned
         self._static_valid = (topo.target_mask[:, :, None] > 0) & (topo.ratio_mask[:, None, :] > 0)
         self._act_cost_scaled = cc.act_cost * self.cfg.reward.action_cost_scale  # (the reward's action cost term)
@@ -922,9 +917,10 @@ class BatchedSim:
         gpu_busy = (Pt * (0.95 * tp[:, tr])[:, None] + Pi * (0.55 * load * tp[:, inf])[:, None]) / ng
         gpu_util = 100 * _clip(gpu_busy * (1 - node_ch[NODE_CH["gpu_drop"]]), 0, 1)
         host_cpu = np.einsum("bsn,bs->bn", P, cpu) / self.node_load_div[idx]
-        # node metric m = clip(base_m + fault channel m, lo_m, hi_m) * gpu mask_m, all metrics in one pass (see
-        # _build_tables: metrics without a channel add the zero channel, unclipped ones clip at -inf/inf, metrics of
-        # all nodes multiply by 1; every one of these is exact, so each metric keeps its own formula bit for bit):
+        # node metric m = clip(fault channel m + base_m, lo_m, hi_m) * gpu mask_m, all metrics in one pass (see
+        # _build_tables: metrics without a channel read the zero channel, unclipped ones clip at -inf/inf, metrics of
+        # all nodes multiply by 1; each of these is exact and IEEE addition commutes, so every metric keeps its own
+        # formula bit for bit):
         # cpu 0.15 + 0.5 host CPU; mem 0.45; disk 0.5 (- cleared); GPU util; GPU temp 38 + 0.35 util; Xid; GPU
         # memory of the placed replicas; network errors 0.0005; latency 0.4 ms; ready unless down
         nb = node_ch[self.node_ch_of_metric]  # [metric, n, N] (metric-major rows; node_true is its [n, N, M] view)
@@ -1228,11 +1224,6 @@ class BatchedSim:
                         "state": "firing" if firing[ai] else "pending", "active_for_s": t - since[ai],
                         "summary": rule.summary.format(entity=ent, value=vals[ai])})
         return out
-
-
-def _stack_last(arrays: list[np.ndarray]) -> np.ndarray:
-    """np.stack(arrays, axis=-1) for same-shape float arrays, without np.stack's argument checks."""
-    return np.concatenate([a[..., None] for a in arrays], axis=-1)
 
 
 # log1p of the small whole numbers the simulator counts (log lines), looked up instead of computed: the table holds
