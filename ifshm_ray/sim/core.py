@@ -370,6 +370,7 @@ class BatchedSim:
         self.need_div = np.ones((B, S))                # max(need, 1e-9) (the readiness ratio's divisor)
         self._any_xid = False                          # does any env's fault raise a GPU Xid
         self._any_down_fault = False                   # can any env's fault take a node down
+        self._slot_kinds = [(False, False, False, False)] * K  # (see _episode_tables)
         self._no_down, self._no_down_env = np.zeros((B, N), bool), np.zeros(B, bool)
         # scratch of the alert evaluation in _observe (values and signed excess of every (rule, entity) pair)
         self._alert_vals = np.empty((B, self.A, max(S, N)))
@@ -469,6 +470,11 @@ class BatchedSim:
         self.ep_xid[idx] = onehot_n * self.xid_code[f][:, :, None]
         self._any_xid = bool(self.ep_xid.any())  # (else the Xid metric reads 0 everywhere: not computed)
         self._any_down_fault = bool(self.f_can_down[self.f_id].any())  # (else no node is ever down: not tested)
+        # per slot, over all envs: does any fault there target a service / a node / spread to services / to nodes
+        # (terms of a kind no env can have add zeros: skipped)
+        live_f = self.f_id < self.cc.F
+        self._slot_kinds = list(zip((live_f & ~self.ep_nf).any(axis=0).tolist(), (live_f & self.ep_nf).any(axis=0).tolist(),
+                                    self.ep_spreads_svc.any(axis=0).tolist(), self.ep_spreads_node.any(axis=0).tolist()))
         rate = self.log_rate[f]
         self.ep_log_rate[idx] = rate
         self.ep_log_on[idx] = rate > 0
@@ -793,8 +799,10 @@ class BatchedSim:
         injected = self.f_active[idx] & (self.f_t0[idx] <= t[:, None])
         x = (t[:, None] - self.f_eff_t0[idx] - self.ep_onset[idx]) / self.ep_ramp[idx]
         visible = injected & (x >= 0)
-        sev = np.where(injected, _clip(x, 0.0, 1.0), 0.0) * (1.0 + self.f_worsen[idx])
-        sev = np.where(visible, np.maximum(sev, 0.05), sev)
+        # (x is never -0: as a where(injected, clip(x), 0) the product is the same; so is the floor of 0.05 on the
+        # visible ones, as severities are >= +0)
+        sev = _clip(x, 0.0, 1.0) * injected * (1.0 + self.f_worsen[idx])
+        sev = np.maximum(sev, 0.05 * visible)
         return sev, visible
 
     def _observe(self, idx: np.ndarray | slice, dur: np.ndarray, first: bool = False,
@@ -830,17 +838,23 @@ class BatchedSim:
         # fault in the slot shows and has spread effects (a minority of the faults).
         live = sev.any(axis=0).tolist()
         if any(live):
-            root_sv = (sev * ~nf)[:, :, None] * self.ep_root_svc[idx]                   # [n, K, Ms]
-            root_nd = (sev * nf)[:, :, None] * self.ep_root_node[idx]                   # [n, K, Mn]
+            kinds = [self._slot_kinds[k] for k in range(K) if live[k]]
+            if any(kind[0] for kind in kinds):
+                root_sv = (sev * ~nf)[:, :, None] * self.ep_root_svc[idx]               # [n, K, Ms]
+            if any(kind[1] for kind in kinds):
+                root_nd = (sev * nf)[:, :, None] * self.ep_root_node[idx]               # [n, K, Mn]
             shows = sev != 0
             spread_s = shows & self.ep_spreads_svc[idx]                                 # [n, K]
             spread_n = shows & self.ep_spreads_node[idx]
             for k in range(K):  # slot by slot: the sums keep their order
                 if not live[k]:
                     continue
-                sv[ar, rs[:, k], :] += root_sv[:, k]
-                nd[ar, rn[:, k], :] += root_nd[:, k]
-                e = np.flatnonzero(spread_s[:, k])
+                svc_kind, node_kind, spreads_s, spreads_n = self._slot_kinds[k]
+                if svc_kind:
+                    sv[ar, rs[:, k], :] += root_sv[:, k]
+                if node_kind:
+                    nd[ar, rn[:, k], :] += root_nd[:, k]
+                e = np.flatnonzero(spread_s[:, k]) if spreads_s else ()
                 if len(e):
                     fk, sev_k = f[e, k], sev[e, k][:, None, None]
                     sor = share[e, :, rn[e, k]] * (nf[e, k][:, None] & self.not_daemonset)  # [m, S]
@@ -848,7 +862,7 @@ class BatchedSim:
                     x += self.t_named[fk]
                     x *= sev_k
                     sv[e] += x
-                e = np.flatnonzero(spread_n[:, k])
+                e = np.flatnonzero(spread_n[:, k]) if spreads_n else ()
                 if len(e):
                     fk = f[e, k]
                     nor = share[e, rs[e, k], :] * ~nf[e, k][:, None]                         # [m, N]
@@ -996,9 +1010,13 @@ class BatchedSim:
         self.firing[idx] = firing
         # alerts per entity (services, then nodes: the target order)
         T = topo.T
-        ent_flat = self._ent_base[:n_env] + ent
-        self.ent_pending[idx] = np.bincount(ent_flat[cond], minlength=n_env * T).reshape(n_env, T)
-        self.ent_firing[idx] = np.bincount(ent_flat[firing], minlength=n_env * T).reshape(n_env, T)
+        if cond.any():
+            ent_flat = self._ent_base[:n_env] + ent
+            self.ent_pending[idx] = np.bincount(ent_flat[cond], minlength=n_env * T).reshape(n_env, T)
+            self.ent_firing[idx] = np.bincount(ent_flat[firing], minlength=n_env * T).reshape(n_env, T)
+        else:  # (no alert pending anywhere)
+            self.ent_pending[idx] = 0
+            self.ent_firing[idx] = 0
         # ---- log template counts (stochastic rounding of rate x level)
         # (no visible fault: every term is 0, and so is every count; likewise without impaired dependencies)
         if visible.any():
