@@ -394,6 +394,8 @@ class BatchedSim:
         cfg, cc, topo = self.cfg, self.cc, self.topo
         n = len(idx)
         u = rng.uniform(keys, np.zeros(n, np.uint64), P_RESET, 16)
+        if n == self.B and np.array_equal(idx, self._arange):
+            idx = slice(None)  # (every env, in order: state is then written and read through views)
         self.key[idx] = keys
         self.step_idx[idx] = 0
         self.t[idx] = 0.0
