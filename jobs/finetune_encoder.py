@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2. baseline
     metrics: dict = {"model": cfg.encoder.model, "mode": cfg.encoder.mode, "adapter": cfg.encoder.adapter,
-                     "labels": labels}
+                     "labels": labels, "config_hash": cfg.training_hash()}
     metrics.update(baseline_scores(dataset))
     logger.info("baseline macro-F1 %.3f", metrics["baseline_macro_f1"])
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from ifshm_ray.config import ConfigError, SimConfig, from_dict, load_yaml  # noqa: E402
+from ifshm_ray.config import ConfigError, SimConfig, load_yaml  # noqa: E402
 from ifshm_ray.eval.harness import evaluate, summarise  # noqa: E402
 from ifshm_ray.eval.report import summary_table, write_report  # noqa: E402
 
@@ -64,7 +64,9 @@ class PipelineConfig:
     encoder (policy.semantic_encoder); None: no encoder stage. Skipped with --smoke."""
     encoder_out: str = "results/encoder"
     """Where the fine-tuned encoder goes: the path that the semantic training configs' policy.semantic_encoder names.
-    An encoder already there (its metrics.json) is reused; delete the folder to fine-tune again."""
+    An encoder already there (its metrics.json) is reused when it was fine-tuned with encoder_config and the current
+    fault catalog (its config hash); one fine-tuned otherwise stops the pipeline with a message. Delete the folder to
+    fine-tune again."""
 
     def validate(self) -> None:
         if self.eval_episodes < 1:
@@ -113,7 +115,22 @@ def finetune_encoder(cfg: "PipelineConfig") -> dict:
     """Stage 0: the fine-tuned encoder the semantic training configs read; reused when already there."""
     enc_out = ROOT / cfg.encoder_out  # (an absolute encoder_out stays absolute)
     if (enc_out / "metrics.json").is_file():
-        print(f"[encoder] reusing the fine-tuned encoder in {enc_out} (delete it to fine-tune again)", flush=True)
+        from ifshm_ray.encoding.config import load_config as load_encoder_config
+
+        have = json.loads((enc_out / "metrics.json").read_text()).get("config_hash")
+        want = load_encoder_config(_repo_path(cfg.encoder_config)).training_hash()
+        if have is None:
+            print(f"[encoder] reusing the fine-tuned encoder in {enc_out}: it records no config hash (fine-tuned "
+                  f"before hashes were written), so it cannot be checked against {cfg.encoder_config}; delete it to "
+                  "fine-tune again", flush=True)
+        elif have != want:
+            raise SystemExit(f"error: {enc_out} holds an encoder fine-tuned with another configuration (hash {have}) "
+                             f"than {cfg.encoder_config} with the current fault catalog ({want}); delete that folder "
+                             "to fine-tune again, or set encoder_out to another folder (and the training configs' "
+                             "policy.semantic_encoder with it)")
+        else:
+            print(f"[encoder] reusing the fine-tuned encoder in {enc_out} (it matches {cfg.encoder_config}; delete "
+                  "it to fine-tune again)", flush=True)
     else:
         cmd = [sys.executable, str(ROOT / "jobs" / "finetune_encoder.py"), "--config", cfg.encoder_config,
                "--out", str(enc_out)]

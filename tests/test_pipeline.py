@@ -43,11 +43,18 @@ def test_encoder_stage_reuses_runs_and_fails_clearly(tmp_path, monkeypatch):
     cfg.validate()
     calls = []
 
+    from ifshm_ray.encoding.config import load_config
+
+    want = load_config("configs/encoder.yaml").training_hash()
+    assert want == load_config("configs/encoder.yaml", {"service.max_batch": 3}).training_hash()
+    assert want != load_config("configs/encoder.yaml", {"encoder.lora_r": 4}).training_hash()
+
     def fake_run(cmd, cwd=None):  # stands in for the 16-minute fine-tuning job
         calls.append(cmd)
         Path(cmd[cmd.index("--out") + 1]).mkdir(parents=True, exist_ok=True)
         (enc / "metrics.json").write_text(json.dumps({"model": "tiny", "accuracy": 0.9, "macro_f1": 0.8,
-                                                      "baseline_accuracy": 0.7, "baseline_macro_f1": 0.6}))
+                                                      "baseline_accuracy": 0.7, "baseline_macro_f1": 0.6,
+                                                      "config_hash": want}))
         return type("R", (), {"returncode": 0})()
 
     monkeypatch.setattr(pipeline.subprocess, "run", fake_run)
@@ -57,6 +64,12 @@ def test_encoder_stage_reuses_runs_and_fails_clearly(tmp_path, monkeypatch):
     assert pipeline.finetune_encoder(cfg)["accuracy"] == 0.9 and len(calls) == 1  # there: reused, not rerun
     section = pipeline.encoder_section(m)
     assert "| fine-tuned encoder | 0.900 | 0.800 |" in section and "0.600" in section
+    # an encoder fine-tuned with another configuration stops the pipeline; one without a hash (older) is reused
+    (enc / "metrics.json").write_text(json.dumps({**m, "config_hash": "0123456789abcdef"}))
+    with pytest.raises(SystemExit, match="another configuration"):
+        pipeline.finetune_encoder(cfg)
+    (enc / "metrics.json").write_text(json.dumps({k: v for k, v in m.items() if k != "config_hash"}))
+    assert pipeline.finetune_encoder(cfg)["accuracy"] == 0.9 and len(calls) == 1
 
     (enc / "metrics.json").unlink()
     monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, cwd=None: type("R", (), {"returncode": 3})())

@@ -222,6 +222,19 @@ class EncoderJobConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def training_hash(self) -> str:
+        """Hash of what decides the fine-tuned encoder: the encoder and finetune sections and the fault catalog the
+        training windows come from (the service section does not count). Written to the encoder's metrics.json, so
+        a pipeline can tell a stale encoder from a matching one."""
+        import hashlib
+        import json
+
+        from ifshm_ray.sim.catalog import load_catalog
+
+        desc = {"encoder": dataclasses.asdict(self.encoder), "finetune": dataclasses.asdict(self.finetune),
+                "catalog": load_catalog().sha256}
+        return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 
 def _build(cls, data: dict | None, section: str):
     data = dict(data or {})
