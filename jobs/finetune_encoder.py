@@ -143,9 +143,11 @@ def run_training(cfg: EncoderJobConfig, dataset: Path, miner: Path, labels: list
     job = {"finetune": vars(ft).copy(), "encoder": vars(cfg.encoder).copy(), "dataset": str(dataset.resolve()),
            "miner": str(miner.resolve()), "labels": labels}
     if not ray.is_initialized():
-        # address="local" + own temp dir: never join (or disturb) another Ray running on the machine.
+        # address="local" + own temp dir: never join (or disturb) another Ray running on the machine. The dashboard
+        # serves the State API that Ray Train's PlacementGroupCleaner polls: without it the cleaner logs "Failed to
+        # query Ray Train Controller actor state" every few seconds for the whole run (~300 lines per fine-tuning).
         ray.init(address="local", num_cpus=max(2, int(np.ceil(ft.num_workers * ft.cpus_per_worker))),
-                 include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="ifr-ft-", dir="/tmp"))
+                 include_dashboard=True, _temp_dir=tempfile.mkdtemp(prefix="ifr-ft-", dir="/tmp"))
     own_storage = storage is None
     storage = storage or Path(tempfile.mkdtemp(prefix="ray-train-"))
     # Workers inherit the environment of the process that started Ray (HF_HUB_OFFLINE, TORCH_EXTENSIONS_DIR, ...).
