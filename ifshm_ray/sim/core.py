@@ -813,8 +813,12 @@ class BatchedSim:
         ``slice(None)`` for all envs: then state is read through views and the big arrays are replaced, not copied).
 
         Most of the cost at small batch sizes is per numpy call, so static index tables are built once
-        (:meth:`_build_tables`) and each quantity is computed for all fault slots / alert rules in one call, always
-        with the same floating-point operations in the same order (results do not depend on the batch size)."""
+        (:meth:`_build_tables`), what is constant within an episode once per reset (:meth:`_episode_tables`), what
+        depends on the placement only when it changes (:meth:`_refresh_placement`), and each quantity is computed for
+        all fault slots / alert rules in one call, on contiguous rows where it matters (channels and metrics are
+        stored metric-major; numpy is several times slower on strided columns at these sizes). Terms that can only
+        add zeros are skipped. Every quantity keeps the same floating-point operations in the same order, so results
+        do not depend on the batch size."""
         cfg, topo = self.cfg, self.topo
         S, N, K = topo.S, topo.N, K_SLOTS
         full = isinstance(idx, slice)
