@@ -153,8 +153,9 @@ class Renderer:
 
     def metrics(self, b: int = 0) -> dict:
         sim = self.sim
-        # every metric series of the window at once: services then nodes, flattened as in self._series; the
-        # samples between scrapes get 1% unit-variance noise (counter-based: a function of episode and step)
+        # every metric series of the window at once, in the simulator's flat (metric-major) order; self._series then
+        # picks them entity by entity. The samples before the scrape get 1% unit-variance noise (counter-based: a
+        # function of episode and step)
         prev, cur = sim.prev_obs_flat[b][:, None], sim.obs_flat[b][:, None]
         x = prev * self._1mw + cur * self._w
         u = rng.table_run(int(sim.key[b]), int(sim.step_idx[b]), P_WINDOW, self._noise_n).reshape(self._noise_shape)
