@@ -1,6 +1,7 @@
 """Bad input gives clear errors that name the valid choices."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from ifshm_ray.config import ConfigError, SimConfig, from_dict, load_yaml
@@ -68,3 +69,21 @@ def test_yaml_config_roundtrip(tmp_path):
     p.write_text("step_s: 20\ntopology:\n  gpu_nodes: 4\n")
     cfg = load_yaml(SimConfig, p)
     assert cfg.step_s == 20.0 and cfg.topology.gpu_nodes == 4
+
+
+def test_batched_sim_rejects_bad_action_arrays_clearly():
+    from ifshm_ray.sim.core import BatchedSim
+
+    sim = BatchedSim(batch_size=2)
+    sim.reset([0, 1], [1, 2])
+    with pytest.raises(SimError, match=r"shape \(2, 3\)"):
+        sim.step(np.zeros((1, 3), np.int64))
+    with pytest.raises(SimError, match="integer indices"):
+        sim.step(np.array([[0, 0, 0.5], [0, 0, 0]]))
+    with pytest.raises(SimError, match="integer indices"):
+        sim.step(np.array([["a", "b", "c"], ["d", "e", "f"]]))
+    for bad in ([-1, 0, 0], [0, sim.topo.T, 0], [len(sim.cc.act_cost), 0, 0]):
+        with pytest.raises(SimError, match="out of range: category in .* target in .* ratio level in"):
+            sim.step(np.array([bad, [0, 0, 0]]))
+    sim.step(np.array([[0.0, 0.0, 0.0], [0, 0, 0]]))  # whole floats are fine
+    assert int(sim.step_idx[0]) == 1  # (the rejected calls changed nothing)

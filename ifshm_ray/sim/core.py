@@ -553,8 +553,8 @@ class BatchedSim:
         if a.shape != (self.B, 3):
             raise SimError(f"actions must have shape ({self.B}, 3) as (category, target, ratio), got {a.shape}")
         if a.dtype != np.int64:
-            if a.dtype.kind not in "iub" and not np.all(np.equal(np.mod(a, 1), 0)):
-                raise SimError("actions must be integer indices (category, target, ratio)")
+            if a.dtype.kind not in "iubf" or (a.dtype.kind == "f" and not np.all(np.equal(np.mod(a, 1), 0))):
+                raise SimError(f"actions must be integer indices (category, target, ratio), got {a.tolist()!r}")
             a = a.astype(np.int64)
         c, t, r = a[:, 0], a[:, 1], a[:, 2]
         C, T, R = self.C, self.topo.T, len(RATIO_LEVELS)
