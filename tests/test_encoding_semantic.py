@@ -70,6 +70,25 @@ def test_default_smollm2_loads_offline_and_caches(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("adapter", ["lora", "prompt_tuning"])
+def test_adapter_init_is_the_same_in_every_run(adapter):
+    """The adapter's random init comes from config.seed, not from whatever the global torch RNG holds (a pretrained
+    backbone does not seed it): two builds after different RNG use give the same weights, so fine-tuning runs
+    repeat bit for bit."""
+    cfg = EncoderConfig(model="tiny-llama", adapter=adapter, seed=3)
+    states = []
+    for noise in (1, 7):
+        backbone, tok = load_backbone("tiny-llama", seed=0)
+        torch.manual_seed(1000 + noise)
+        torch.rand(noise)  # (as if other code had used the RNG before)
+        m = SemanticEncoder.build(cfg, ["a", "b"], backbone=backbone, tokenizer=tok)
+        states.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
 def test_template_cache_hits_and_exact_text_key():
     enc = build(adapter="none")
     tel = [telemetry(k, i) for k in FAULTS for i in range(4)]

@@ -129,6 +129,7 @@ class SemanticEncoder(nn.Module):
         if backbone is None or tokenizer is None:
             backbone, tokenizer = load_backbone(config.model, config.cache_dir, seed=config.seed)
         if with_adapter:
+            torch.manual_seed(config.seed)  # the adapter's random init (LoRA A, soft prompts): the same in every run
             backbone = ad.apply_adapter(backbone, config.adapter, r=config.lora_r, alpha=config.lora_alpha,
                                         dropout=config.lora_dropout, target_modules=config.lora_target_modules,
                                         num_virtual_tokens=config.num_virtual_tokens,
