@@ -123,7 +123,7 @@ class FaultInjectionEnv(gym.Env):
         try:
             res = self.sim.step(a[None, :])
         except SimError:
-            if self.strict_actions or not self._in_space(a):
+            if self.strict_actions or not self._in_space(*a.tolist()):
                 raise
             invalid = True
             res = self.sim.step(np.zeros((1, 3), np.int64))
@@ -140,8 +140,8 @@ class FaultInjectionEnv(gym.Env):
         return obs, r, terminated, truncated, info
 
     # ------------------------------------------------------------------ helpers
-    def _in_space(self, a: np.ndarray) -> bool:
-        return 0 <= a[0] < len(CATEGORIES) and 0 <= a[1] < self.topology.T and 0 <= a[2] < NUM_RATIOS
+    def _in_space(self, c: int, t: int, r: int) -> bool:
+        return 0 <= c < len(CATEGORIES) and 0 <= t < self.topology.T and 0 <= r < NUM_RATIOS
 
     def _decode(self, action) -> np.ndarray:
         if isinstance(action, Action):
@@ -153,7 +153,7 @@ class FaultInjectionEnv(gym.Env):
         except (TypeError, ValueError):
             raise SimError(f"action must be a (category, target, ratio) triple of integers, got {action!r}") from None
         a = np.array((c, t, r), np.int64)
-        if not (0 <= c < len(CATEGORIES) and 0 <= t < self.topology.T and 0 <= r < NUM_RATIOS):
+        if not self._in_space(c, t, r):
             raise SimError(f"action {tuple(a)} is outside the action space: category in [0, {len(CATEGORIES)}) "
                            f"{list(CATEGORIES)}, target in [0, {self.topology.T}) {self.topology.targets}, "
                            f"ratio level in [0, {NUM_RATIOS}) {list(RATIO_LEVELS)}")

@@ -212,10 +212,10 @@ class BatchedSim:
         self._arange = np.arange(self.B)
         self._ratio_levels = np.asarray(RATIO_LEVELS)
         # [C, T, R] valid (category, target, ratio) before cordoning; draining a node is valid while it is uncordoned
-        self._static_valid = (topo.target_mask[:, :, None] > 0) & (topo.ratio_mask[:, None, :] > 0)
+        static_valid = (topo.target_mask[:, :, None] > 0) & (topo.ratio_mask[:, None, :] > 0)
+        static_valid[CATEGORY_INDEX["drain"], topo.S:] = topo.ratio_mask[CATEGORY_INDEX["drain"]] > 0
+        self._static_valid_flat = static_valid.ravel()  # (indexed by the flat (c, t, r), see check_actions)
         self._act_cost_scaled = cc.act_cost * self.cfg.reward.action_cost_scale  # (the reward's action cost term)
-        self._static_valid[CATEGORY_INDEX["drain"], topo.S:] = topo.ratio_mask[CATEGORY_INDEX["drain"]] > 0
-        self._static_valid_flat = self._static_valid.ravel()
         # action target -> (service index, node index), 0 where the target is of the other kind
         self._svc_of_target = np.where(np.arange(topo.T) < topo.S, np.arange(topo.T), 0)
         self._node_of_target = np.where(np.arange(topo.T) < topo.S, 0, np.arange(topo.T) - topo.S)
@@ -278,12 +278,16 @@ class BatchedSim:
         self._feat_template = np.zeros((self.B, TARGET_FEAT, topo.T))  # (feature-major, see features)
         self._feat_template[:, 13, S:] = 1.0
         self._eye_c = np.eye(self.C, dtype=np.float32)
-        one = np.ones(len(NODE_METRICS))
-        col = lambda v: np.asarray(v, float)[:, None]  # noqa: E731 (per-metric constants of [.., metric, node] arrays)
-        self._node_feat_affine = (col(np.where(np.arange(10) == 7, 10.0, one)),
-                                  col(np.where(np.arange(10) == 7, 1.0, np.inf)), col(np.where(np.arange(10) == 9, -1.0, one)),
-                                  col([0, 0, 0, 0, -60.0, 0, 0, 0, 0, 1.0]), col([1, 1, 1, 100.0, 40.0, 100.0, 1, 1, 1, 1]),
-                                  np.where(np.arange(10)[:, None] == 4, self.gpu_node[None, :], True).astype(float))
+        # node features = (min(metric * mul, cap) * sign + shift) / div * gpu mask, per metric (NODE_METRICS order;
+        # [metric, 1] columns, the mask [metric, N]); see features
+        inf = np.inf
+        self._node_feat_affine = (
+            np.array([1, 1, 1, 1, 1, 1, 1, 10, 1, 1.0])[:, None],                  # mul
+            np.array([inf, inf, inf, inf, inf, inf, inf, 1, inf, inf])[:, None],   # cap
+            np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, -1.0])[:, None],                  # sign
+            np.array([0, 0, 0, 0, -60.0, 0, 0, 0, 0, 1])[:, None],                 # shift
+            np.array([1, 1, 1, 100.0, 40, 100, 1, 1, 1, 1])[:, None],              # div
+            np.where(np.arange(len(NODE_METRICS))[:, None] == 4, self.gpu_node[None, :], True).astype(float))
         self.target_feat = TARGET_FEAT
         self.obs_dim = topo.T * TARGET_FEAT + 2 * self.A + self.L + 1 + self.C + 1
 
@@ -365,7 +369,7 @@ class BatchedSim:
         self.node_load_div = np.ones((B, N))           # max(replicas on the node, 1)
         self.fb_base = np.zeros((B, N))                # GPU memory of the placed training/inference replicas
         self.gpu_idle = np.ones((B, N), bool)          # no training/inference replica on the node
-        self.need = np.zeros((B, S))                   # replicas each service needs (daemonsets: one per node)
+        # replicas each service needs (daemonsets: one per schedulable node), as the two forms _observe reads
         self.need_tol = np.zeros((B, S))               # need - 1e-9 (the health test's tolerance)
         self.need_div = np.ones((B, S))                # max(need, 1e-9) (the readiness ratio's divisor)
         self._any_xid = False                          # does any env's fault raise a GPU Xid
@@ -376,14 +380,20 @@ class BatchedSim:
         self._alert_vals = np.empty((B, self.A, max(S, N)))
         self._alert_d = np.empty((B, self.A, max(S, N)))
 
-    def _obs_views(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(service metrics [n, S, S_], node metrics [n, N, N_]) as views of flattened metrics [n, S*S_ + N*N_],
-        stored metric-major: all services' first metric, then their second, ..., then the same for nodes."""
-        S, N, S_, N_ = self.topo.S, self.topo.N, len(SVC_METRICS), len(NODE_METRICS)
-        svc = flat[:, : S * S_].reshape(-1, S_, S).transpose(0, 2, 1)
-        node = flat[:, S * S_:].reshape(-1, N_, N).transpose(0, 2, 1)
+    def _metric_rows(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(service metrics [n, S_, S], node metrics [n, N_, N]) as views of flattened metrics [n, S*S_ + N*N_],
+        which are stored metric-major: all services' first metric, then their second, ..., then the same for
+        nodes (each metric a contiguous row)."""
+        S, N = self.topo.S, self.topo.N
+        S_ = len(SVC_METRICS)
+        svc, node = flat[:, : S * S_].reshape(-1, S_, S), flat[:, S * S_:].reshape(-1, len(NODE_METRICS), N)
         assert svc.base is not None and node.base is not None  # (views, never copies)
         return svc, node
+
+    def _obs_views(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(service metrics [n, S, S_], node metrics [n, N, N_]): :meth:`_metric_rows` entity by entity."""
+        svc, node = self._metric_rows(flat)
+        return svc.transpose(0, 2, 1), node.transpose(0, 2, 1)
 
     # ------------------------------------------------------------------ reset
     def reset(self, idx: np.ndarray | list[int], keys: np.ndarray | list[int], faults: list | None = None) -> None:
@@ -455,7 +465,7 @@ class BatchedSim:
         self._refresh_placement(idx)
         self._observe(idx, dur=np.zeros(n), first=True)
 
-    def _episode_tables(self, idx: np.ndarray) -> None:
+    def _episode_tables(self, idx: np.ndarray | slice) -> None:
         """The catalog rows of the faults of envs ``idx`` (gathered once per episode instead of every step)."""
         f, root = self.f_id[idx], self.f_root[idx]
         nf = self.f_is_node[f]
@@ -475,8 +485,10 @@ class BatchedSim:
         # per slot, over all envs: does any fault there target a service / a node / spread to services / to nodes
         # (terms of a kind no env can have add zeros: skipped)
         live_f = self.f_id < self.cc.F
-        self._slot_kinds = list(zip((live_f & ~self.ep_nf).any(axis=0).tolist(), (live_f & self.ep_nf).any(axis=0).tolist(),
-                                    self.ep_spreads_svc.any(axis=0).tolist(), self.ep_spreads_node.any(axis=0).tolist()))
+        self._slot_kinds = list(zip((live_f & ~self.ep_nf).any(axis=0).tolist(),
+                                    (live_f & self.ep_nf).any(axis=0).tolist(),
+                                    self.ep_spreads_svc.any(axis=0).tolist(),
+                                    self.ep_spreads_node.any(axis=0).tolist()))
         rate = self.log_rate[f]
         self.ep_log_rate[idx] = rate
         self.ep_log_on[idx] = rate > 0
@@ -493,7 +505,6 @@ class BatchedSim:
         self.gpu_idle[idx] = ~((Pt + Pi) > 0)
         # a daemonset needs one replica per schedulable node of its role
         need = np.where(self.topo.daemonset, ~self.cordoned[idx] @ self.allowed_nodes_t, self.topo.base_replicas)
-        self.need[idx] = need
         self.need_tol[idx] = need - 1e-9
         self.need_div[idx] = np.maximum(need, 1e-9)
 
@@ -1075,7 +1086,6 @@ class BatchedSim:
         done = (streak >= cfg.healthy_steps) & np.isnan(self.recover_t[idx])
         self.recover_t[idx] = np.where(done, self.healthy_since[idx], self.recover_t[idx])
 
-
     # ------------------------------------------------------------------ log totals (on demand)
     def log_totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(template counts [B, L], WARNING/ERROR lines per service by source [B, S], per host node [B, N]) of the
@@ -1134,12 +1144,10 @@ class BatchedSim:
         Then global features: alert flags (pending, firing) per rule, log1p log-template counts, episode time
         fraction, last action category (one-hot) and healthy streak. ``counts``/``svc_lines``/``node_lines``
         replace the simulator's own log counts with counts mined from rendered text (same values, tested)."""
-        B, S, N = self.B, self.topo.S, self.topo.N
-        Ms = len(SVC_METRICS)
+        B, S = self.B, self.topo.S
         # built feature-major (fb[:, k] is feature k of every target: contiguous rows), from the metric-major
         # metrics (s[:, m] is metric m of every service), then laid out target by target
-        s = self.obs_flat[:, : S * Ms].reshape(B, Ms, S)
-        n = self.obs_flat[:, S * Ms:].reshape(B, len(NODE_METRICS), N)
+        s, n = self._metric_rows(self.obs_flat)
         fb = self._feat_template.copy()  # zeros, and 1 in the is-node feature of nodes
         fs, fn = fb[:, :, :S], fb[:, :, S:]
         # (neighbouring features are written as one block, then the transformed ones overwrite theirs: fewer numpy
@@ -1282,3 +1290,12 @@ _MASK_RE = re.compile(r"(?<!\S)[^\s\d]*+\d\S*+", re.ASCII)
 def mask_body(body: str) -> str:
     """The miner's normal form of a log body: every token holding a digit becomes <*>."""
     return _MASK_RE.sub("<*>", body)
+
+
+def mask_bodies(bodies: list[str]) -> list[str]:
+    """:func:`mask_body` of each body, in one regex pass over the bodies joined by newlines (a newline is
+    whitespace, so tokens and token starts are those of each body alone); body by body if one holds a newline."""
+    if not bodies:
+        return []
+    masked = _MASK_RE.sub("<*>", "\n".join(bodies)).split("\n")
+    return masked if len(masked) == len(bodies) else [_MASK_RE.sub("<*>", b) for b in bodies]

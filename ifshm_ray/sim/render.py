@@ -9,7 +9,7 @@ import string
 import numpy as np
 
 from ifshm_ray.sim import rng
-from ifshm_ray.sim.core import _MASK_RE, GPU_ONLY, NODE_METRICS, P_WINDOW, SVC_METRICS, BatchedSim, mask_body
+from ifshm_ray.sim.core import GPU_ONLY, NODE_METRICS, P_WINDOW, SVC_METRICS, BatchedSim, mask_bodies, mask_body
 from ifshm_ray.telemetry import SCHEMA
 
 EPOCH_DAY = "2026-11-28"
@@ -227,11 +227,7 @@ class TemplateMiner:
         split = [line.split(" ", 3) for line in lines]
         whole = [p for p in split if len(p) == 4]  # (others hold no source and body)
         unmatched = len(split) - len(whole)
-        # every body masked in one regex pass over the bodies joined by newlines (a newline is whitespace: tokens
-        # and token starts are the same as line by line); line by line if a body holds a newline itself
-        masked = _MASK_RE.sub("<*>", "\n".join([p[3] for p in whole])).split("\n") if whole else []
-        if len(masked) != len(whole):
-            masked = [_MASK_RE.sub("<*>", p[3]) for p in whole]
+        masked = mask_bodies([p[3] for p in whole])
         for (_, host, src, body), key in zip(whole, masked):
             source = src[:-1]
             tid = get(source + "|" + key, -1)
