@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, ClassVar, Sequence, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -38,6 +38,18 @@ class ConfigModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
                               validate_default=True, protected_namespaces=())
+
+    renamed_keys: ClassVar[dict[str, str]] = {}
+    """Keys of older versions -> their new name; a config that still uses one is refused with the new name."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls.renamed_keys:
+            old = [k for k in data if k in cls.renamed_keys]
+            if old:
+                raise ValueError("; ".join(f"key {k!r} was renamed: use {cls.renamed_keys[k]!r}" for k in old))
+        return data
 
     def __init__(self, **data: Any) -> None:
         try:
