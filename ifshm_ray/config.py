@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 T = TypeVar("T", bound="ConfigModel")
+_UNSET = object()
 
 
 class ConfigError(ValueError):
@@ -62,9 +63,12 @@ class ConfigModel(BaseModel):
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     def __setattr__(self, name: str, value: Any) -> None:
+        old = self.__dict__.get(name, _UNSET)
         try:
             super().__setattr__(name, value)
         except ValidationError as e:
+            if old is not _UNSET:  # a model-level check failed after pydantic stored the value: undo it
+                self.__dict__[name] = old
             raise ConfigError(format_validation_error(e, type(self), type(self).__name__)) from None
 
     def validate(self: T) -> T:  # type: ignore[override]  (pydantic's deprecated classmethod of that name)
