@@ -170,6 +170,12 @@ def test_unknown_key_lists_the_valid_keys_and_the_yaml_path(tmp_path):
         load_encoder_config(write(tmp_path, "finetune:\n  epoch: 2\n", "enc.yaml"))
 
 
+def test_an_empty_section_takes_its_defaults(tmp_path):
+    cfg = load_train_config(write(tmp_path, "policy:\nfault_tolerance:\nrun:\n  seed: 3\n"))
+    assert cfg.policy == TrainConfig().policy and cfg.run.seed == 3
+    assert config_from_dict({"service": None}).service.num_actors == 1
+
+
 def test_a_section_that_is_no_mapping_is_refused():
     with pytest.raises(ConfigError, match=r"policy = \[\]: Input should be a valid dictionary"):
         train_config_from_dict({"policy": []})
