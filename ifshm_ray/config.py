@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 T = TypeVar("T", bound="ConfigModel")
+_UNSET = object()
 
 
 class ConfigError(ValueError):
@@ -51,6 +52,15 @@ class ConfigModel(BaseModel):
                 raise ValueError("; ".join(f"key {k!r} was renamed: use {cls.renamed_keys[k]!r}" for k in old))
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section left empty in YAML (``fault_tolerance:`` with nothing under it) reads None: its defaults."""
+        if isinstance(data, dict) and any(v is None for v in data.values()):
+            return {k: {} if v is None and k in cls.model_fields and _is_section(cls.model_fields[k].annotation)
+                    else v for k, v in data.items()}
+        return data
+
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
@@ -62,9 +72,12 @@ class ConfigModel(BaseModel):
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     def __setattr__(self, name: str, value: Any) -> None:
+        old = self.__dict__.get(name, _UNSET)
         try:
             super().__setattr__(name, value)
         except ValidationError as e:
+            if old is not _UNSET:  # a model-level check failed after pydantic stored the value: undo it
+                self.__dict__[name] = old
             raise ConfigError(format_validation_error(e, type(self), type(self).__name__)) from None
 
     def validate(self: T) -> T:  # type: ignore[override]  (pydantic's deprecated classmethod of that name)
@@ -91,6 +104,10 @@ class ConfigModel(BaseModel):
     def to_dict(self) -> dict:
         """A plain (YAML/JSON-serialisable) dict of every field."""
         return self.model_dump(mode="json")
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, ConfigModel)
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -140,7 +140,7 @@ def run_training(cfg: EncoderJobConfig, dataset: Path, miner: Path, labels: list
     from ray.train.torch import TorchTrainer
 
     ft = cfg.finetune
-    job = {"finetune": vars(ft).copy(), "encoder": vars(cfg.encoder).copy(), "dataset": str(dataset.resolve()),
+    job = {"finetune": ft.to_dict(), "encoder": cfg.encoder.to_dict(), "dataset": str(dataset.resolve()),
            "miner": str(miner.resolve()), "labels": labels}
     if not ray.is_initialized():
         # address="local" + own temp dir: never join (or disturb) another Ray running on the machine. The dashboard

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "model": args.model}
     if args.encoder:
-        settings["encoder"] = str(Path(args.encoder).resolve())
+        settings["encoder_checkpoint"] = str(Path(args.encoder).resolve())
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:

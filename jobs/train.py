@@ -107,14 +107,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out).resolve()
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     semantic_meta = None
-    if cfg.policy.semantic_encoder and not cfg.policy.semantic_table:
+    if cfg.policy.encoder_checkpoint and not cfg.policy.semantic_table:
         # PPO with the LLM state: embed every log template / alarm text once (the LM never runs in the loop)
         from ifshm_ray.encoding.rl_state import build_table
         from ifshm_ray.policy.algo import env_config_of as _env_config_of
 
-        print(f"embedding the simulator's log templates and alarm texts with {cfg.policy.semantic_encoder} ...",
+        print(f"embedding the simulator's log templates and alarm texts with {cfg.policy.encoder_checkpoint} ...",
               flush=True)
-        cfg.policy.semantic_table = str(build_table(cfg.policy.semantic_encoder, _env_config_of(cfg), out))
+        cfg.policy.semantic_table = str(build_table(cfg.policy.encoder_checkpoint, _env_config_of(cfg), out))
     if cfg.policy.semantic_table:
         from ifshm_ray.encoding.rl_state import load_table
 
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
         env_entry_point=cfg.env.entry_point,
         env_config=env_config_of(cfg),
         policy_kind=cfg.policy.kind,
-        model_config=cfg.policy.model_config(),
+        model_config=cfg.policy.rl_module_config(),
         checkpoint_dir=last_ckpt,
         encoder=semantic_meta,
         training={"iterations": algo.iteration, "env_steps": row.get("env_steps_lifetime"), "seed": cfg.run.seed,
