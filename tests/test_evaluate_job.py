@@ -7,16 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.timeout(240)
 def test_evaluate_smoke_several_policies(ray_session, tmp_out):
-    sys.path.insert(0, str(ROOT / "jobs"))
-    import evaluate
-
-    res = evaluate.main(["--policy", "oracle,runbook,runbook-instant,random", "--faults",
+    res = load_job("evaluate").main(["--policy", "oracle,runbook,runbook-instant,random", "--faults",
                          "certificate_expiry,node_crash", "--episodes", "2", "--seed", "0", "--out", str(tmp_out),
                          "--task-cpus", "0.5"])
     for p in ("oracle", "runbook", "runbook-instant", "random"):
@@ -46,6 +44,8 @@ def test_evaluate_single_policy_no_ray(tmp_out):
     (["--faults", "gpu_on_fire"], "unknown fault name"),
     (["--policy", "checkpoint:/nonexistent/x"], "does not exist"),
     (["--config", "/nonexistent.yaml"], "does not exist"),
+    (["--set", "step_s=-30"], "step_s = -30: Input should be greater than 0"),
+    (["--set", "reward.harm_penaltyy=5"], "reward.harm_penaltyy: unknown config key"),
 ])
 def test_evaluate_bad_input(tmp_out, args, msg):
     r = subprocess.run([sys.executable, "jobs/evaluate.py", "--out", str(tmp_out), "--no-ray", *args], cwd=ROOT,

@@ -3,13 +3,12 @@ Train's TorchTrainer with DeepSpeed ZeRO on 2 gloo workers, checkpoint + metrics
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_job
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "jobs"))
 
 
 @pytest.mark.timeout(300)
@@ -17,7 +16,7 @@ def test_finetune_smoke_zero3_two_workers(ray_session, tmp_out):
     """ZeRO-3 (the smoke config says 2; stage 3 also covers partitioned weights and rank 0's gather)."""
     import pyarrow.parquet as pq
 
-    import finetune_encoder as job
+    job = load_job("finetune_encoder")
     from ifshm_ray.encoding.semantic import SemanticEncoder
 
     metrics = job.main(["--config", str(REPO / "configs" / "encoder_smoke.yaml"), "--out", str(tmp_out),
