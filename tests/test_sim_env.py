@@ -117,7 +117,7 @@ def test_mined_log_counts_equal_emitted_counts():
 def test_miner_masks_in_one_pass_as_line_by_line():
     """The miner masks all bodies in one regex pass; a body holding a newline (foreign logs) falls back to masking
     line by line, and lines without source/body count as unmatched without shifting the others."""
-    from ifshm_ray.sim.core import mask_body
+    from ifshm_ray.sim.render import mask_body
 
     env = FaultInjectionEnv({"faults": "all"})
     env.reset(seed=3)
@@ -296,6 +296,7 @@ def test_vector_env_matches_single_envs_with_next_step_autoreset():
 
 
 def test_observation_rebuilt_from_telemetry_matches_env():
+    from ifshm_ray.env.features import F_CORDONED, TARGET_FEAT
     from ifshm_ray.env.observation import TelemetryObserver
 
     env = FaultInjectionEnv({"faults": "all"})
@@ -305,9 +306,10 @@ def test_observation_rebuilt_from_telemetry_matches_env():
         obs, *_, info = env.step((0, 0, 0))
         x = ob.observe(info["telemetry"])
         # equal up to the 4-decimal rounding of rendered metrics (time, streak: not carried by telemetry)
-        T, FT = env.topology.T, env.sim.target_feat
+        T, FT = env.topology.T, TARGET_FEAT
         tb_x, tb_o = x["obs"][: T * FT].reshape(T, FT), obs["obs"][: T * FT].reshape(T, FT)
-        np.testing.assert_allclose(tb_x[:, :14], tb_o[:, :14], atol=2e-3)  # column 14: cordoned, not in telemetry
-        g = slice(T * FT, env.sim.obs_dim - env.sim.C - 2)  # alert flags and template counts
+        # (cordoned, the last column, is not in telemetry)
+        np.testing.assert_allclose(tb_x[:, :F_CORDONED], tb_o[:, :F_CORDONED], atol=2e-3)
+        g = slice(T * FT, env.obs_layout["obs_dim"] - env.sim.C - 2)  # alert flags and template counts
         np.testing.assert_allclose(x["obs"][g], obs["obs"][g], atol=2e-3)
         np.testing.assert_array_equal(x["action_mask"], obs["action_mask"])

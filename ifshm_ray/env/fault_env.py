@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ifshm_ray.config import ConfigError, SimConfig, from_dict
+from ifshm_ray.env.features import Featurizer
 from ifshm_ray.sim.actions import CATEGORIES, NUM_RATIOS, RATIO_LEVELS, Action
 from ifshm_ray.sim.catalog import ratio_level_for, TGT_NAMED
 from ifshm_ray.sim.core import BatchedSim, SimError
@@ -89,19 +90,20 @@ class FaultInjectionEnv(gym.Env):
         self.mine_logs = bool(opts.get("mine_logs", self.render_telemetry))
         self.strict_actions = bool(opts.get("strict_actions", False))
         self.sim = BatchedSim(self.sim_cfg, batch_size=1)
+        self.featurizer = Featurizer(self.sim)
         self.topology = self.sim.topo
         self.renderer = Renderer(self.sim)
         self.miner = TemplateMiner(self.sim) if self.mine_logs else None
         C, T, R = len(CATEGORIES), self.topology.T, NUM_RATIOS
         self.action_space = spaces.Tuple((spaces.Discrete(C), spaces.Discrete(T), spaces.Discrete(R)))
         self.observation_space = spaces.Dict({
-            "obs": spaces.Box(-np.inf, np.inf, (self.sim.obs_dim,), np.float32),
+            "obs": spaces.Box(-np.inf, np.inf, (self.featurizer.obs_dim,), np.float32),
             "action_mask": spaces.Box(0.0, 1.0, (C * T,), np.float32),
             "ratio_mask": spaces.Box(0.0, 1.0, (C * R,), np.float32),
         })
         self.action_space_hash = action_space_hash(self.action_space, self.topology.to_dict())
         self._ratio_mask = self.sim.action_masks()[1].astype(np.float32)  # (constant)
-        self.obs_layout = self.sim.obs_layout()
+        self.obs_layout = dict(self.featurizer.layout)
         self._last_telemetry: dict | None = None
         self._ep_return = 0.0
 
@@ -189,9 +191,9 @@ class FaultInjectionEnv(gym.Env):
             self._last_telemetry = self.renderer.telemetry(0)
         if self.mine_logs and self._last_telemetry is not None:
             counts, svc_lines, node_lines, _ = self.miner.mine(self._last_telemetry["logs"])
-            x = self.sim.features(counts[None], svc_lines[None], node_lines[None])[0]
+            x = self.featurizer.features(counts[None], svc_lines[None], node_lines[None])[0]
         else:
-            x = self.sim.features()[0]
+            x = self.featurizer.features()[0]
         return {"obs": x, "action_mask": tm[0], "ratio_mask": self._ratio_mask.copy()}  # (tm: fresh float32)
 
     def _info(self) -> dict:
@@ -249,6 +251,7 @@ class BatchedFaultEnv:
         self.sim_cfg, _ = split_env_config(config)
         self.num_envs = num_envs
         self.sim = BatchedSim(self.sim_cfg, batch_size=num_envs)
+        self.featurizer = Featurizer(self.sim)
         self._rngs: list[np.random.Generator] = []
 
     def reset(self, seeds: list[int]):
@@ -261,7 +264,7 @@ class BatchedFaultEnv:
 
     def _obs(self) -> dict:
         tm, rm = self.sim.action_masks()
-        return {"obs": self.sim.features(), "action_mask": tm.astype(np.float32),
+        return {"obs": self.featurizer.features(), "action_mask": tm.astype(np.float32),
                 "ratio_mask": np.tile(rm.astype(np.float32), (self.num_envs, 1))}
 
     def step(self, actions: np.ndarray):
@@ -301,14 +304,15 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
         self.topology = single.topology
         self.action_space_hash = single.action_space_hash
         self.sim = BatchedSim(single.sim_cfg, batch_size=num_envs)
-        self.obs_layout = self.sim.obs_layout()
+        self.featurizer = Featurizer(self.sim)
+        self.obs_layout = dict(self.featurizer.layout)
         self._rngs = [np.random.default_rng(i) for i in range(num_envs)]
         self._needs_reset = np.zeros(num_envs, bool)
         self._ret = np.zeros(num_envs)
 
     def _obs(self) -> dict:
         tm, rm = self.sim.action_masks()
-        return {"obs": self.sim.features(), "action_mask": tm.astype(np.float32),
+        return {"obs": self.featurizer.features(), "action_mask": tm.astype(np.float32),
                 "ratio_mask": np.tile(rm.astype(np.float32), (self.num_envs, 1))}
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
