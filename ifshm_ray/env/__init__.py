@@ -1,8 +1,8 @@
 """Gymnasium environment over the simulator (registered with gymnasium and, via :func:`register`, with RLlib)."""
 import gymnasium as gym
 
-from ifshm_ray.env.fault_env import (ENV_ID, RLLIB_ENV_NAME, BatchedFaultEnv, FaultInjectionEnv,
-                                     FaultInjectionVectorEnv, action_space_hash, make_vector_env, split_env_config)
+from ifshm_ray.env.fault_env import (ENV_ID, RLLIB_ENV_NAME, FaultInjectionEnv, FaultInjectionVectorEnv,
+                                     action_space_hash, make_vector_env, split_env_config)
 
 if ENV_ID not in gym.registry:
     gym.register(id=ENV_ID, entry_point="ifshm_ray.env.fault_env:FaultInjectionEnv")
@@ -16,5 +16,5 @@ def register() -> str:
     return RLLIB_ENV_NAME
 
 
-__all__ = ["ENV_ID", "RLLIB_ENV_NAME", "BatchedFaultEnv", "FaultInjectionEnv", "FaultInjectionVectorEnv",
-           "action_space_hash", "make_vector_env", "register", "split_env_config"]
+__all__ = ["ENV_ID", "RLLIB_ENV_NAME", "FaultInjectionEnv", "FaultInjectionVectorEnv", "action_space_hash",
+           "make_vector_env", "register", "split_env_config"]

@@ -242,49 +242,13 @@ class FaultInjectionEnv(gym.Env):
         return np.zeros(3, np.int64)
 
 
-class BatchedFaultEnv:
-    """The same simulator stepping B clusters at once with numeric observations (no rendering), auto-resetting
-    finished episodes. Under seeds ``[s0, ..., sB-1]`` it gives exactly the observations and rewards of B
-    :class:`FaultInjectionEnv` instances reset with those seeds (``render_telemetry=False``)."""
-
-    def __init__(self, config: dict | None, num_envs: int):
-        self.sim_cfg, _ = split_env_config(config)
-        self.num_envs = num_envs
-        self.sim = BatchedSim(self.sim_cfg, batch_size=num_envs)
-        self.featurizer = Featurizer(self.sim)
-        self._rngs: list[np.random.Generator] = []
-
-    def reset(self, seeds: list[int]):
-        if len(seeds) != self.num_envs:
-            raise SimError(f"need {self.num_envs} seeds, got {len(seeds)}")
-        self._rngs = [np.random.default_rng(s) for s in seeds]
-        keys = [int(r.integers(0, 2**63 - 1)) for r in self._rngs]
-        self.sim.reset(np.arange(self.num_envs), keys)
-        return self._obs()
-
-    def _obs(self) -> dict:
-        tm, rm = self.sim.action_masks()
-        return {"obs": self.featurizer.features(), "action_mask": tm.astype(np.float32),
-                "ratio_mask": np.tile(rm.astype(np.float32), (self.num_envs, 1))}
-
-    def step(self, actions: np.ndarray):
-        res = self.sim.step(actions)
-        done = res.terminated | res.truncated
-        if done.any():
-            idx = np.flatnonzero(done)
-            keys = [int(self._rngs[i].integers(0, 2**63 - 1)) for i in idx]
-            self.sim.reset(idx, keys)
-        # one observation of the whole batch after the resets: a reset only touches its own envs' rows, so the
-        # others read exactly what they would have right after the step, and finished envs read their fresh episode
-        return self._obs(), res.reward, res.terminated, res.truncated
-
-
 class FaultInjectionVectorEnv(gym.vector.VectorEnv):
-    """``num_envs`` clusters in one :class:`BatchedSim` behind the gymnasium ``VectorEnv`` API, with
-    gymnasium's default NEXT_STEP autoreset (the step after an episode ends resets that sub-env and ignores its
-    action), as RLlib's env runners expect. Sub-env i seeded with ``seed + i`` behaves exactly like
-    ``FaultInjectionEnv({... , "render_telemetry": False})`` reset with that seed. Use it in RLlib with
-    ``config.environment(env=make_vector_env)`` and ``gym_env_vectorize_mode="vector_entry_point"``.
+    """``num_envs`` clusters in one :class:`BatchedSim` (B clusters per numpy call) behind the gymnasium
+    ``VectorEnv`` API, with gymnasium's default NEXT_STEP autoreset (the step after an episode ends resets that
+    sub-env and ignores its action), as RLlib's env runners expect. Sub-env i seeded with ``seed + i`` (or with
+    ``seed[i]`` when ``seed`` is a list) behaves exactly like ``FaultInjectionEnv({... , "render_telemetry": False})``
+    reset with that seed. Training uses it (``config.environment(env=make_vector_env)`` and
+    ``gym_env_vectorize_mode="vector_entry_point"``), and ``benchmarks/bench_sim.py`` measures it.
 
     Episode-end info (``mttr_s``, ``recovered``, ``success``, ``escalated``, ``harmful_actions``, ``detect_s``)
     comes as gymnasium vector infos (value arrays plus ``_<key>`` masks)."""
