@@ -1,4 +1,10 @@
-"""Gymnasium environment over the simulator (registered with gymnasium and, via :func:`register`, with RLlib)."""
+"""Gymnasium environments over the simulator (registered with gymnasium and, via :func:`register`, with RLlib).
+
+* :mod:`.fault_env`   -- ``FaultInjectionEnv`` (one cluster, raw telemetry) and ``FaultInjectionVectorEnv`` (B clusters
+  in one batched simulator: the env training runs);
+* :mod:`.features`    -- ``Featurizer``: the policy's numeric observation of the simulator's state, and its layout;
+* :mod:`.observation` -- ``TelemetryObserver``: the same observation rebuilt from raw telemetry (what serving gets).
+"""
 import gymnasium as gym
 
 from ifshm_ray.env.fault_env import (ENV_ID, RLLIB_ENV_NAME, FaultInjectionEnv, FaultInjectionVectorEnv,

@@ -29,7 +29,7 @@ from ifshm_ray.sim.topology import Topology
 
 K_SLOTS = 2  # concurrent faults per episode (compound incidents)
 
-# metric names as they appear in telemetry, in feature order
+# metric names as they appear in telemetry, in the order of the metric rows (see BatchedSim.metric_rows)
 SVC_METRICS = ("latency_p99_ms", "error_rate", "throughput_ratio", "ready_ratio", "cpu_util", "memory_util",
                "container_restarts", "latency_slo_ratio")
 NODE_METRICS = ("node_cpu_utilisation", "node_memory_utilisation", "node_filesystem_used_ratio",
