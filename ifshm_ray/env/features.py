@@ -23,9 +23,7 @@ F_UNREADY = 3             # 1 - ready ratio
 F_CPU = 4
 F_MEMORY = 5
 F_RESTARTS = 6            # min(container restarts, 5) / 5
-# nodes: their metric features, one column per metric of NODE_METRICS in that order (CPU, memory, disk as they are;
-# GPU util / 100; (GPU temp - 60) / 40 on GPU nodes; Xid / 100; GPU memory; min(10 x network errors, 1);
-# log1p(network latency) / 7; NotReady = 1 - ready)
+# nodes: their metric features, one column per metric of NODE_METRICS in that order (scaled as _NODE_AFFINE says)
 F_NODE_METRICS = slice(0, len(NODE_METRICS))
 F_NODE_NET_LATENCY = NODE_METRICS.index("node_network_latency_ms")
 # every target
@@ -46,7 +44,20 @@ _M_RATIOS = slice(SVC_METRICS.index("throughput_ratio"), SVC_METRICS.index("read
 _F_COPIED = slice(F_ERROR_RATE, F_MEMORY + 1)
 _F_DEFICITS = slice(F_THROUGHPUT_DEFICIT, F_UNREADY + 1)
 _M_NET_LATENCY = NODE_METRICS.index("node_network_latency_ms")
-_M_GPU_TEMP = NODE_METRICS.index("DCGM_FI_DEV_GPU_TEMP")
+# node metric -> (mul, cap, sign, shift, div) of its feature (min(x * mul, cap) * sign + shift) / div; the GPU
+# temperature reads 0 on nodes without GPUs, the network latency is then replaced by log1p(latency) / 7
+_NODE_AFFINE = {
+    "node_cpu_utilisation": (1, np.inf, 1, 0, 1),
+    "node_memory_utilisation": (1, np.inf, 1, 0, 1),
+    "node_filesystem_used_ratio": (1, np.inf, 1, 0, 1),
+    "DCGM_FI_DEV_GPU_UTIL": (1, np.inf, 1, 0, 100),            # / 100
+    "DCGM_FI_DEV_GPU_TEMP": (1, np.inf, 1, -60, 40),           # (temp - 60) / 40
+    "DCGM_FI_DEV_XID_ERRORS": (1, np.inf, 1, 0, 100),          # last Xid / 100
+    "gpu_fb_used_ratio": (1, np.inf, 1, 0, 1),
+    "node_network_receive_errs_ratio": (10, 1, 1, 0, 1),       # min(10 x errors, 1)
+    "node_network_latency_ms": (1, np.inf, 1, 0, 1),
+    "kube_node_status_ready": (1, np.inf, -1, 1, 1),           # NotReady = 1 - ready
+}
 assert SVC_METRICS[_M_COPIED] == ("error_rate", "throughput_ratio", "ready_ratio", "cpu_util", "memory_util")
 
 
@@ -70,16 +81,13 @@ class Featurizer:
         self._template = np.zeros((sim.B, TARGET_FEAT, T))
         self._template[:, F_IS_NODE, S:] = 1.0
         self._eye_c = np.eye(sim.C, dtype=np.float32)
-        # node features = (min(metric * mul, cap) * sign + shift) / div * gpu mask, per metric (NODE_METRICS order;
-        # [metric, 1] columns, the mask [metric, N]); see features
-        inf = np.inf
-        self._node_affine = (
-            np.array([1, 1, 1, 1, 1, 1, 1, 10, 1, 1.0])[:, None],                  # mul
-            np.array([inf, inf, inf, inf, inf, inf, inf, 1, inf, inf])[:, None],   # cap
-            np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, -1.0])[:, None],                  # sign
-            np.array([0, 0, 0, 0, -60.0, 0, 0, 0, 0, 1])[:, None],                 # shift
-            np.array([1, 1, 1, 100.0, 40, 100, 1, 1, 1, 1])[:, None],              # div
-            np.where(np.arange(len(NODE_METRICS))[:, None] == _M_GPU_TEMP, sim.gpu_node[None, :], True).astype(float))
+        # node features = (min(metric * mul, cap) * sign + shift) / div * gpu mask (see _NODE_AFFINE), as
+        # [metric, 1] columns in NODE_METRICS order and the mask [metric, N]
+        mul, cap, sign, shift, div = (np.array(col, dtype=np.float64)[:, None]
+                                      for col in zip(*(_NODE_AFFINE[m] for m in NODE_METRICS)))
+        gpu_only = np.array([m == "DCGM_FI_DEV_GPU_TEMP" for m in NODE_METRICS])[:, None]
+        self._node_affine = (mul, cap, sign, shift, div,
+                             np.where(gpu_only, sim.gpu_node[None, :], True).astype(float))
 
     def features(self, counts: np.ndarray | None = None, svc_lines: np.ndarray | None = None,
                  node_lines: np.ndarray | None = None) -> np.ndarray:
