@@ -6,7 +6,8 @@
 Measures env-steps/s with uniformly random valid actions (so every action mechanic is exercised) for:
   * single_raw:      FaultInjectionEnv with raw telemetry rendered every step and log templates mined from the text
   * single_numeric:  FaultInjectionEnv with numeric observations only (render_telemetry=False)
-  * batched_numeric: BatchedFaultEnv (the same simulator, B clusters per numpy call), auto-resetting
+  * batched_numeric: FaultInjectionVectorEnv, the class training runs (the same simulator, B clusters per numpy
+                     call, masked actions checked, NEXT_STEP autoreset)
 All on one core (OMP/MKL threads = 1). Rates are per CPU-second of this process (time.process_time), so they
 stay meaningful when other work shares the machine; wall-clock rates are reported too (`*_wall`).
 Targets: batched numeric >= 50,000 steps/s, single raw >= 2,000 steps/s.
@@ -24,7 +25,7 @@ for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from ifshm_ray.env import BatchedFaultEnv, FaultInjectionEnv  # noqa: E402
+from ifshm_ray.env import FaultInjectionEnv, FaultInjectionVectorEnv  # noqa: E402
 from ifshm_ray.sim.actions import CATEGORIES, NUM_RATIOS, RATIO_CATEGORIES  # noqa: E402
 
 RATIO_CATS = np.array([c in RATIO_CATEGORIES for c in CATEGORIES])
@@ -63,10 +64,10 @@ def bench_single(render: bool, seconds: float) -> tuple[float, float]:
 
 
 def bench_batched(batch: int, seconds: float) -> tuple[float, float]:
-    env = BatchedFaultEnv({"faults": "all"}, num_envs=batch)
+    env = FaultInjectionVectorEnv({"faults": "all"}, num_envs=batch)
     rng = np.random.default_rng(0)
-    obs = env.reset(list(range(batch)))
-    T = env.sim.topo.T
+    obs, _ = env.reset(seed=list(range(batch)))
+    T = env.topology.T
     n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.process_time() - c0 < seconds:
         obs, *_ = env.step(sample(obs["action_mask"], rng, T))

@@ -40,12 +40,12 @@ def _batch(obs_list):
 @pytest.mark.timeout(120)
 def test_table_covers_every_template_and_alarm(table_path):
     env = FaultInjectionEnv({"render_telemetry": False})
-    t = load_table(table_path, obs_dim=env.sim.obs_dim)
+    t = load_table(table_path, obs_dim=env.obs_layout["obs_dim"])
     A, L = len(env.sim.alerts), len(env.sim.catalog.templates)
     assert len(t["texts"]) == A + L and t["embeddings"].shape[0] == A + L
     assert list(t["kinds"]).count("alarm") == A
     # every log item points at its own log1p-count column, every alarm at its pending flag; counts are dropped
-    layout = env.sim.obs_layout()
+    layout = env.obs_layout
     counts0 = layout["global_offset"] + 2 * A
     assert list(t["count_index"][A:]) == list(range(counts0, counts0 + L))
     assert list(t["drop_index"]) == list(range(counts0, counts0 + L))
@@ -53,7 +53,7 @@ def test_table_covers_every_template_and_alarm(table_path):
     assert any("Xid" in x for x in t["texts"][A:])
     assert t["meta"]["lm_passes"] <= len(set(t["texts"].tolist()))  # each distinct text through the LM once
     with pytest.raises(SemanticTableError, match="obs"):
-        load_table(table_path, obs_dim=env.sim.obs_dim + 1)
+        load_table(table_path, obs_dim=env.obs_layout["obs_dim"] + 1)
 
 
 @pytest.mark.timeout(120)
@@ -80,7 +80,7 @@ def test_semantic_state_reads_logs_through_the_lm(table_path):
     obs, _ = env.reset(seed=3)
     x = torch.as_tensor(obs["obs"])[None]
     feats = block(x)
-    assert feats.shape == (1, block.out_dim) and block.out_dim == env.sim.obs_dim - len(t["drop_index"]) + 2 * 64
+    assert feats.shape == (1, block.out_dim) and block.out_dim == env.obs_layout["obs_dim"] - len(t["drop_index"]) + 2 * 64
     # the raw count columns are gone: changing one only moves the semantic part, through the LM embedding
     col = int(t["drop_index"][17])
     x2 = x.clone()
@@ -107,8 +107,8 @@ def test_keep_counts_joins_the_raw_counts(table_path):
     obs, _ = env.reset(seed=1)
     x = torch.as_tensor(obs["obs"])[None]
     feats = m._semantic(x)
-    assert feats.shape[1] == env.sim.obs_dim + 2 * 64
-    assert torch.equal(feats[:, :env.sim.obs_dim], x)
+    assert feats.shape[1] == env.obs_layout["obs_dim"] + 2 * 64
+    assert torch.equal(feats[:, :env.obs_layout["obs_dim"]], x)
 
 
 @pytest.mark.timeout(180)

@@ -58,6 +58,7 @@ def item_texts(sim_config: dict | None, modal) -> dict:
 
     ``modal``: the encoder's :class:`~ifshm_ray.encoding.modal.ModalEncoder` (its miner makes the log texts)."""
     from ifshm_ray.env.fault_env import split_env_config
+    from ifshm_ray.env.features import obs_layout
     from ifshm_ray.sim.core import BatchedSim
     from ifshm_ray.sim.render import Renderer
 
@@ -66,7 +67,8 @@ def item_texts(sim_config: dict | None, modal) -> dict:
     topo = sim.topo
     renderer = Renderer(sim)
     A, L = len(sim.alerts), len(sim.catalog.templates)
-    off = topo.T * sim.obs_layout()["target_feat"]
+    layout = obs_layout(sim)
+    off = layout["global_offset"]
     pending0, counts0 = off, off + 2 * A
     was_learning = getattr(modal, "learn", False)
     modal.learn = False  # match only: embedding the table must not change the encoder's miner
@@ -90,7 +92,7 @@ def item_texts(sim_config: dict | None, modal) -> dict:
     return {"texts": texts, "kinds": kinds, "count_index": np.asarray(count_index, np.int64),
             "count_is_log1p": np.asarray(is_log1p, bool),
             "drop_index": np.arange(counts0, counts0 + L, dtype=np.int64),
-            "obs_dim": int(sim.obs_dim), "catalog_sha256": sim.catalog.sha256}
+            "obs_dim": int(layout["obs_dim"]), "catalog_sha256": sim.catalog.sha256}
 
 
 def build_table(encoder: str, sim_config: dict | None, out: str | Path, **encoder_overrides) -> Path:

@@ -1,8 +1,14 @@
-"""Gymnasium environment over the simulator (registered with gymnasium and, via :func:`register`, with RLlib)."""
+"""Gymnasium environments over the simulator (registered with gymnasium and, via :func:`register`, with RLlib).
+
+* :mod:`.fault_env`   -- ``FaultInjectionEnv`` (one cluster, raw telemetry) and ``FaultInjectionVectorEnv`` (B clusters
+  in one batched simulator: the env training runs);
+* :mod:`.features`    -- ``Featurizer``: the policy's numeric observation of the simulator's state, and its layout;
+* :mod:`.observation` -- ``TelemetryObserver``: the same observation rebuilt from raw telemetry (what serving gets).
+"""
 import gymnasium as gym
 
-from ifshm_ray.env.fault_env import (ENV_ID, RLLIB_ENV_NAME, BatchedFaultEnv, FaultInjectionEnv,
-                                     FaultInjectionVectorEnv, action_space_hash, make_vector_env, split_env_config)
+from ifshm_ray.env.fault_env import (ENV_ID, RLLIB_ENV_NAME, FaultInjectionEnv, FaultInjectionVectorEnv,
+                                     action_space_hash, make_vector_env, split_env_config)
 
 if ENV_ID not in gym.registry:
     gym.register(id=ENV_ID, entry_point="ifshm_ray.env.fault_env:FaultInjectionEnv")
@@ -16,5 +22,5 @@ def register() -> str:
     return RLLIB_ENV_NAME
 
 
-__all__ = ["ENV_ID", "RLLIB_ENV_NAME", "BatchedFaultEnv", "FaultInjectionEnv", "FaultInjectionVectorEnv",
-           "action_space_hash", "make_vector_env", "register", "split_env_config"]
+__all__ = ["ENV_ID", "RLLIB_ENV_NAME", "FaultInjectionEnv", "FaultInjectionVectorEnv", "action_space_hash",
+           "make_vector_env", "register", "split_env_config"]

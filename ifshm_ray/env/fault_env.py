@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ifshm_ray.config import ConfigError, SimConfig, from_dict
+from ifshm_ray.env.features import Featurizer
 from ifshm_ray.sim.actions import CATEGORIES, NUM_RATIOS, RATIO_LEVELS, Action
 from ifshm_ray.sim.catalog import ratio_level_for, TGT_NAMED
 from ifshm_ray.sim.core import BatchedSim, SimError
@@ -91,19 +92,20 @@ class FaultInjectionEnv(gym.Env):
         self.mine_logs = bool(opts.get("mine_logs", self.render_telemetry))
         self.strict_actions = bool(opts.get("strict_actions", False))
         self.sim = BatchedSim(self.sim_cfg, batch_size=1)
+        self.featurizer = Featurizer(self.sim)
         self.topology = self.sim.topo
         self.renderer = Renderer(self.sim)
         self.miner = TemplateMiner(self.sim) if self.mine_logs else None
         C, T, R = len(CATEGORIES), self.topology.T, NUM_RATIOS
         self.action_space = spaces.Tuple((spaces.Discrete(C), spaces.Discrete(T), spaces.Discrete(R)))
         self.observation_space = spaces.Dict({
-            "obs": spaces.Box(-np.inf, np.inf, (self.sim.obs_dim,), np.float32),
+            "obs": spaces.Box(-np.inf, np.inf, (self.featurizer.obs_dim,), np.float32),
             "action_mask": spaces.Box(0.0, 1.0, (C * T,), np.float32),
             "ratio_mask": spaces.Box(0.0, 1.0, (C * R,), np.float32),
         })
         self.action_space_hash = action_space_hash(self.action_space, self.topology.to_dict())
         self._ratio_mask = self.sim.action_masks()[1].astype(np.float32)  # (constant)
-        self.obs_layout = self.sim.obs_layout()
+        self.obs_layout = dict(self.featurizer.layout)
         self._last_telemetry: dict | None = None
         self._ep_return = 0.0
 
@@ -191,9 +193,9 @@ class FaultInjectionEnv(gym.Env):
             self._last_telemetry = self.renderer.telemetry(0)
         if self.mine_logs and self._last_telemetry is not None:
             counts, svc_lines, node_lines, _ = self.miner.mine(self._last_telemetry["logs"])
-            x = self.sim.features(counts[None], svc_lines[None], node_lines[None])[0]
+            x = self.featurizer.features(counts[None], svc_lines[None], node_lines[None])[0]
         else:
-            x = self.sim.features()[0]
+            x = self.featurizer.features()[0]
         return {"obs": x, "action_mask": tm[0], "ratio_mask": self._ratio_mask.copy()}  # (tm: fresh float32)
 
     def _info(self) -> dict:
@@ -242,48 +244,13 @@ class FaultInjectionEnv(gym.Env):
         return np.zeros(3, np.int64)
 
 
-class BatchedFaultEnv:
-    """The same simulator stepping B clusters at once with numeric observations (no rendering), auto-resetting
-    finished episodes. Under seeds ``[s0, ..., sB-1]`` it gives exactly the observations and rewards of B
-    :class:`FaultInjectionEnv` instances reset with those seeds (``render_telemetry=False``)."""
-
-    def __init__(self, config: dict | None, num_envs: int):
-        self.sim_cfg, _ = split_env_config(config)
-        self.num_envs = num_envs
-        self.sim = BatchedSim(self.sim_cfg, batch_size=num_envs)
-        self._rngs: list[np.random.Generator] = []
-
-    def reset(self, seeds: list[int]):
-        if len(seeds) != self.num_envs:
-            raise SimError(f"need {self.num_envs} seeds, got {len(seeds)}")
-        self._rngs = [np.random.default_rng(s) for s in seeds]
-        keys = [int(r.integers(0, 2**63 - 1)) for r in self._rngs]
-        self.sim.reset(np.arange(self.num_envs), keys)
-        return self._obs()
-
-    def _obs(self) -> dict:
-        tm, rm = self.sim.action_masks()
-        return {"obs": self.sim.features(), "action_mask": tm.astype(np.float32),
-                "ratio_mask": np.tile(rm.astype(np.float32), (self.num_envs, 1))}
-
-    def step(self, actions: np.ndarray):
-        res = self.sim.step(actions)
-        done = res.terminated | res.truncated
-        if done.any():
-            idx = np.flatnonzero(done)
-            keys = [int(self._rngs[i].integers(0, 2**63 - 1)) for i in idx]
-            self.sim.reset(idx, keys)
-        # one observation of the whole batch after the resets: a reset only touches its own envs' rows, so the
-        # others read exactly what they would have right after the step, and finished envs read their fresh episode
-        return self._obs(), res.reward, res.terminated, res.truncated
-
-
 class FaultInjectionVectorEnv(gym.vector.VectorEnv):
-    """``num_envs`` clusters in one :class:`BatchedSim` behind the gymnasium ``VectorEnv`` API, with
-    gymnasium's default NEXT_STEP autoreset (the step after an episode ends resets that sub-env and ignores its
-    action), as RLlib's env runners expect. Sub-env i seeded with ``seed + i`` behaves exactly like
-    ``FaultInjectionEnv({... , "render_telemetry": False})`` reset with that seed. Use it in RLlib with
-    ``config.environment(env=make_vector_env)`` and ``gym_env_vectorize_mode="vector_entry_point"``.
+    """``num_envs`` clusters in one :class:`BatchedSim` (B clusters per numpy call) behind the gymnasium
+    ``VectorEnv`` API, with gymnasium's default NEXT_STEP autoreset (the step after an episode ends resets that
+    sub-env and ignores its action), as RLlib's env runners expect. Sub-env i seeded with ``seed + i`` (or with
+    ``seed[i]`` when ``seed`` is a list) behaves exactly like ``FaultInjectionEnv({... , "render_telemetry": False})``
+    reset with that seed. Training uses it (``config.environment(env=make_vector_env)`` and
+    ``gym_env_vectorize_mode="vector_entry_point"``), and ``benchmarks/bench_sim.py`` measures it.
 
     Episode-end info (``mttr_s``, ``recovered``, ``success``, ``escalated``, ``harmful_actions``, ``detect_s``)
     comes as gymnasium vector infos (value arrays plus ``_<key>`` masks)."""
@@ -304,14 +271,15 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
         self.action_space_hash = single.action_space_hash
         self.sim_cfg = single.sim_cfg
         self.sim = BatchedSim(self.sim_cfg, batch_size=num_envs)
-        self.obs_layout = self.sim.obs_layout()
+        self.featurizer = Featurizer(self.sim)
+        self.obs_layout = dict(self.featurizer.layout)
         self._rngs = [np.random.default_rng(i) for i in range(num_envs)]
         self._needs_reset = np.zeros(num_envs, bool)
         self._ret = np.zeros(num_envs)
 
     def _obs(self) -> dict:
         tm, rm = self.sim.action_masks()
-        return {"obs": self.sim.features(), "action_mask": tm.astype(np.float32),
+        return {"obs": self.featurizer.features(), "action_mask": tm.astype(np.float32),
                 "ratio_mask": np.tile(rm.astype(np.float32), (self.num_envs, 1))}
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):

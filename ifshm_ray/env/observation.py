@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ifshm_ray.config import SimConfig
+from ifshm_ray.env.features import Featurizer
 from ifshm_ray.sim.actions import CATEGORIES
 from ifshm_ray.sim.core import NODE_METRICS, SVC_METRICS, BatchedSim
 from ifshm_ray.sim.render import TemplateMiner
@@ -21,6 +22,7 @@ class TelemetryObserver:
     def __init__(self, sim_cfg: SimConfig | None = None):
         self.sim = BatchedSim(sim_cfg or SimConfig(), batch_size=1)
         self.sim.reset([0], [0])
+        self.featurizer = Featurizer(self.sim)
         self.topology = self.sim.topo
         self.miner = TemplateMiner(self.sim)
         self.alert_index = {a.name: i for i, a in enumerate(self.sim.alerts)}
@@ -32,10 +34,11 @@ class TelemetryObserver:
         if last_action not in CATEGORIES:
             raise ValueError(f"last_action {last_action!r} is not one of {list(CATEGORIES)}")
         svc = np.zeros((1, topo.S, len(SVC_METRICS)))
-        svc[0, :, 2] = 1.0  # throughput ratio and readiness default to healthy when not reported
-        svc[0, :, 3] = 1.0
-        svc[0, :, 0] = topo.base_latency
-        svc[0, :, 7] = 1.0 / sim.cfg.slo_latency_factor
+        # metrics not reported default to a healthy service (full throughput and readiness, base latency)
+        svc[0, :, SVC_METRICS.index("throughput_ratio")] = 1.0
+        svc[0, :, SVC_METRICS.index("ready_ratio")] = 1.0
+        svc[0, :, SVC_METRICS.index("latency_p99_ms")] = topo.base_latency
+        svc[0, :, SVC_METRICS.index("latency_slo_ratio")] = 1.0 / sim.cfg.slo_latency_factor
         node = np.zeros((1, topo.N, len(NODE_METRICS)))
         node[0, :, NODE_METRICS.index("kube_node_status_ready")] = 1.0
         metrics = telemetry.get("metrics", {})
@@ -77,5 +80,5 @@ class TelemetryObserver:
         sim.streak[0] = 0
         sim.cordoned[0] = [n in (cordoned or []) for n in topo.nodes]
         tm, rm = sim.action_masks()
-        x = sim.features(counts[None], svc_lines[None], node_lines[None])[0]
+        x = self.featurizer.features(counts[None], svc_lines[None], node_lines[None])[0]
         return {"obs": x, "action_mask": tm[0].astype(np.float32), "ratio_mask": rm.astype(np.float32)}

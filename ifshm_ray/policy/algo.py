@@ -5,7 +5,7 @@ Used by ``jobs/train.py`` and ``benchmarks/bench_train.py``; see :mod:`ifshm_ray
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Callable
 
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -16,20 +16,27 @@ from ifshm_ray.policy.learner import IFSHMPPOTorchLearner
 from ifshm_ray.policy.module import module_class
 
 
+def _import_entry_point(entry_point: str) -> Callable[[dict], Any]:
+    """The class or factory a ``"package.module:attr"`` entry point names."""
+    mod, _, name = entry_point.partition(":")
+    try:
+        obj = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"env.entry_point {entry_point!r} cannot be imported: {exc}") from exc
+    if not callable(obj):
+        raise ValueError(f"env.entry_point {entry_point!r} is neither a class nor a callable.")
+    return obj
+
+
 def resolve_env(entry_point: str) -> Any:
-    """``"package.module:Class"`` -> the class; ``"package.module:factory"`` -> registered with
-    ``ray.tune.register_env`` under the entry point string, which is returned (RLlib takes classes or registered
-    names only); any other string is taken as a registered env name (``ifshm-*`` names are registered here)."""
+    """What RLlib's ``config.environment(env=...)`` gets for an entry point: ``"package.module:Class"`` -> the class;
+    ``"package.module:factory"`` -> registered with ``ray.tune.register_env`` under the entry point string, which is
+    returned (RLlib takes classes or registered names only); any other string is taken as a registered env name
+    (``ifshm-*`` names are registered here)."""
     if ":" in entry_point:
-        mod, _, name = entry_point.partition(":")
-        try:
-            obj = getattr(importlib.import_module(mod), name)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"env.entry_point {entry_point!r} cannot be imported: {exc}") from exc
+        obj = _import_entry_point(entry_point)
         if isinstance(obj, type):
             return obj
-        if not callable(obj):
-            raise ValueError(f"env.entry_point {entry_point!r} is neither a class nor a callable.")
         from ray.tune.registry import register_env
 
         register_env(entry_point, obj)
@@ -39,6 +46,22 @@ def resolve_env(entry_point: str) -> Any:
 
         register()
     return entry_point
+
+
+def env_creator(entry_point: str) -> Callable[[dict], Any]:
+    """The class or factory that builds the env of an entry point here, from its env config: the one a
+    ``"package.module:attr"`` entry point names, or :class:`~ifshm_ray.env.FaultInjectionEnv` for
+    :data:`~ifshm_ray.env.RLLIB_ENV_NAME` (what :func:`ifshm_ray.env.register` registers it as). Other registered
+    names cannot be built here: Tune has no public lookup of registered envs."""
+    if ":" in entry_point:
+        return _import_entry_point(entry_point)
+    from ifshm_ray.env import RLLIB_ENV_NAME, FaultInjectionEnv
+
+    if entry_point == RLLIB_ENV_NAME:
+        return FaultInjectionEnv
+    raise ValueError(f"env.entry_point {entry_point!r}: give the env as 'package.module:Class' or "
+                     f"'package.module:factory' (or {RLLIB_ENV_NAME!r}); a name registered elsewhere with "
+                     "ray.tune.register_env cannot be built locally for the policy's spaces")
 
 
 class SingleEnvView:
@@ -55,14 +78,9 @@ def make_env(cfg: TrainConfig):
     """One local env (or :class:`SingleEnvView` of a vector env) for spaces, target names and the action hash."""
     import gymnasium as gym
 
-    env = resolve_env(cfg.env.entry_point)
     env_config = {**env_config_of(cfg), "num_envs": 1} if cfg.runners.gym_env_vectorize_mode == "vector_entry_point" \
         else env_config_of(cfg)
-    if isinstance(env, str):
-        from ray.tune.registry import ENV_CREATOR, _global_registry
-
-        env = _global_registry.get(ENV_CREATOR, env)
-    instance = env(env_config)
+    instance = env_creator(cfg.env.entry_point)(env_config)
     return SingleEnvView(instance) if isinstance(instance, gym.vector.VectorEnv) else instance
 
 

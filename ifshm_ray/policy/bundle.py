@@ -5,8 +5,10 @@ Layout of ``<out>/policy_bundle/`` (written by :func:`export_policy_bundle` at t
     manifest.json               format, policy kind, model_config, space sizes, action_space_hash (the env's own,
                                 ``env.action_space_hash``), action-space signature (sizes, category names, ratio
                                 levels, target names) + its signature_hash,
-                                env entry point + config (topology), encoder preset/adapter (None for now),
-                                training summary (iterations, env steps, seed), list of files
+                                env entry point + config (topology), encoder (the ``meta`` of the semantic
+                                item table when the policy has the LLM semantic state: encoder checkpoint or
+                                preset, model, adapter, catalog hash, ...; None without it), training summary
+                                (iterations, env steps, seed), list of files
     rl_module/                  the RLModule checkpoint (``RLModule.from_checkpoint`` format: class + ctor args +
                                 weights), taken from the learner's module
     connectors/env_to_module/   RLlib connector state (the default pipeline is stateless; kept for completeness)
@@ -91,7 +93,9 @@ def export_policy_bundle(
         policy_kind, model_config: the policy's kind and model config (recorded).
         checkpoint_dir: an existing ``algo.save_to_path`` directory of the final weights.
         module: an RLModule to bundle directly (instead of ``algo``/``checkpoint_dir``; tools and tests).
-        encoder: encoder preset / adapter path, when one is used (None for now).
+        encoder: the ``meta`` of the policy's semantic item table (:func:`ifshm_ray.encoding.rl_state.load_table`:
+            encoder checkpoint or preset, model, adapter, catalog hash, ...) when it has the LLM semantic state, as
+            ``jobs/train.py`` passes it; None otherwise.
         training: free-form summary (iterations, env steps, seed).
     """
     out_dir = Path(out_dir)

@@ -8,7 +8,7 @@ Main entry points:
 * :class:`~ifshm_ray.sim.render.TemplateMiner` - rendered log lines back to template counts.
 
 Labelled telemetry for the encoder: run :class:`ifshm_ray.env.FaultInjectionEnv` (``info["telemetry"]`` every
-step, ``env.unwrapped.incident()`` the ground truth) or :func:`ifshm_ray.sim.dataset.telemetry_windows`.
+step, ``env.unwrapped.incident()`` the ground truth) or :func:`ifshm_ray.encoding.simdata.labelled_windows`.
 """
 from ifshm_ray.sim.actions import CATEGORIES, RATIO_LEVELS, Action
 from ifshm_ray.sim.catalog import Catalog, CatalogError, load_catalog

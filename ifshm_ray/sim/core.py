@@ -7,13 +7,15 @@ rewards (all randomness is counter-based, see :mod:`ifshm_ray.sim.rng`).
 One call to :meth:`BatchedSim.step` is one decision: the action is applied, simulated time advances by the
 action's duration plus the step interval, then faults evolve, metrics are computed (with noise), alert rules are
 evaluated (pending / firing with their ``for:`` delays), log-template counts are drawn, health is checked and the
-reward is computed. :meth:`BatchedSim.telemetry` renders the raw telemetry (log lines, metric windows, alarms) of
-one environment in the schema of :mod:`ifshm_ray.telemetry`.
+reward is computed. The state holds what the telemetry reports (observed metrics, pending / firing alerts, the log
+lines drawn, as counts per template and emitter); :class:`ifshm_ray.sim.render.Renderer` renders one environment's
+raw telemetry (log lines, metric windows, alarms) from it in the schema of :mod:`ifshm_ray.telemetry`
+(:meth:`BatchedSim.render_lines` and :meth:`BatchedSim.alarms` give its pieces), and
+:class:`ifshm_ray.env.features.Featurizer` turns it into the policy's numeric observation.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +28,8 @@ from ifshm_ray.sim.catalog import (EFFECT_CODE, NODE_CH, SVC_CH, TGT_NAMED, Cata
 from ifshm_ray.sim.topology import Topology
 
 K_SLOTS = 2  # concurrent faults per episode (compound incidents)
-TARGET_FEAT = 15  # features per action target in the observation (see BatchedSim.features)
 
-# metric names as they appear in telemetry, in feature order
+# metric names as they appear in telemetry, in the order of the metric rows (see BatchedSim.metric_rows)
 SVC_METRICS = ("latency_p99_ms", "error_rate", "throughput_ratio", "ready_ratio", "cpu_util", "memory_util",
                "container_restarts", "latency_slo_ratio")
 NODE_METRICS = ("node_cpu_utilisation", "node_memory_utilisation", "node_filesystem_used_ratio",
@@ -274,22 +275,6 @@ class BatchedSim:
         # per-env rows of constants (sliced to the envs observed), to concatenate with per-env arrays
         self._svc_ix_rows = np.tile(self._svc_ix, (self.B, 1))
         self._benign_attr_rows = np.tile(self.benign_attr, (self.B, 1))
-        # observation layout
-        self._feat_template = np.zeros((self.B, TARGET_FEAT, topo.T))  # (feature-major, see features)
-        self._feat_template[:, 13, S:] = 1.0
-        self._eye_c = np.eye(self.C, dtype=np.float32)
-        # node features = (min(metric * mul, cap) * sign + shift) / div * gpu mask, per metric (NODE_METRICS order;
-        # [metric, 1] columns, the mask [metric, N]); see features
-        inf = np.inf
-        self._node_feat_affine = (
-            np.array([1, 1, 1, 1, 1, 1, 1, 10, 1, 1.0])[:, None],                  # mul
-            np.array([inf, inf, inf, inf, inf, inf, inf, 1, inf, inf])[:, None],   # cap
-            np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, -1.0])[:, None],                  # sign
-            np.array([0, 0, 0, 0, -60.0, 0, 0, 0, 0, 1])[:, None],                 # shift
-            np.array([1, 1, 1, 100.0, 40, 100, 1, 1, 1, 1])[:, None],              # div
-            np.where(np.arange(len(NODE_METRICS))[:, None] == 4, self.gpu_node[None, :], True).astype(float))
-        self.target_feat = TARGET_FEAT
-        self.obs_dim = topo.T * TARGET_FEAT + 2 * self.A + self.L + 1 + self.C + 1
 
     def _alloc(self) -> None:
         B, S, N, K = self.B, self.topo.S, self.topo.N, K_SLOTS
@@ -380,7 +365,7 @@ class BatchedSim:
         self._alert_vals = np.empty((B, self.A, max(S, N)))
         self._alert_d = np.empty((B, self.A, max(S, N)))
 
-    def _metric_rows(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def metric_rows(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(service metrics [n, S_, S], node metrics [n, N_, N]) as views of flattened metrics [n, S*S_ + N*N_],
         which are stored metric-major: all services' first metric, then their second, ..., then the same for
         nodes (each metric a contiguous row)."""
@@ -391,8 +376,8 @@ class BatchedSim:
         return svc, node
 
     def _obs_views(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(service metrics [n, S, S_], node metrics [n, N, N_]): :meth:`_metric_rows` entity by entity."""
-        svc, node = self._metric_rows(flat)
+        """(service metrics [n, S, S_], node metrics [n, N, N_]): :meth:`metric_rows` entity by entity."""
+        svc, node = self.metric_rows(flat)
         return svc.transpose(0, 2, 1), node.transpose(0, 2, 1)
 
     # ------------------------------------------------------------------ reset
@@ -1135,49 +1120,6 @@ class BatchedSim:
                                  minlength=n_env * N).reshape(n_env, N)
         return tc, svc_lines, node_lines
 
-    # ------------------------------------------------------------------ features
-    def features(self, counts: np.ndarray | None = None, svc_lines: np.ndarray | None = None,
-                 node_lines: np.ndarray | None = None) -> np.ndarray:
-        """Numeric observation [B, obs_dim]. First a block of TARGET_FEAT features for every action target
-        (services, then nodes; the order of the target index): the entity's metric features, the number of pending
-        and firing alerts on it, its WARNING/ERROR log lines (log1p), whether it is a node, whether it is cordoned.
-        Then global features: alert flags (pending, firing) per rule, log1p log-template counts, episode time
-        fraction, last action category (one-hot) and healthy streak. ``counts``/``svc_lines``/``node_lines``
-        replace the simulator's own log counts with counts mined from rendered text (same values, tested)."""
-        B, S = self.B, self.topo.S
-        # built feature-major (fb[:, k] is feature k of every target: contiguous rows), from the metric-major
-        # metrics (s[:, m] is metric m of every service), then laid out target by target
-        s, n = self._metric_rows(self.obs_flat)
-        fb = self._feat_template.copy()  # zeros, and 1 in the is-node feature of nodes
-        fs, fn = fb[:, :, :S], fb[:, :, S:]
-        # (neighbouring features are written as one block, then the transformed ones overwrite theirs: fewer numpy
-        # calls, the same values)
-        fs[:, 0] = np.log(np.maximum(s[:, 7], 1e-3))
-        fs[:, 1:6] = s[:, 1:6]
-        fs[:, 2:4] = 1 - s[:, 2:4]
-        fs[:, 6] = np.minimum(s[:, 6], 5.0) / 5.0
-        # node metrics: (min(x * mul, cap) * sign + shift) / div * gpu mask per metric, then log1p latency
-        # (CPU, memory, disk as they are; GPU util / 100; (GPU temp - 60) / 40 on GPU nodes; Xid / 100; GPU memory;
-        # min(10 x network errors, 1); log1p(latency) / 7; NotReady = 1 - ready)
-        fm, fcap, fsign, fshift, fdiv, fg = self._node_feat_affine
-        fn[:, :10] = (np.minimum(n * fm, fcap) * fsign + fshift) / fdiv * fg
-        fn[:, 8] = np.log1p(n[:, 8]) / 7.0
-        fb[:, 10] = self.ent_pending
-        fb[:, 11] = self.ent_firing
-        fs[:, 12] = _log1p_count(self.svc_lines) if svc_lines is None else np.log1p(svc_lines)
-        fn[:, 12] = _log1p_count(self.node_lines) if node_lines is None else np.log1p(node_lines)
-        fn[:, 14] = self.cordoned
-        last = self._eye_c[self.last_cat]  # one-hot last action category
-        return np.concatenate([fb.transpose(0, 2, 1).reshape(B, -1), self.pending, self.firing,
-                               _log1p_count(self.tcounts) if counts is None else np.log1p(counts),
-                               (self.t / self.cfg.time_limit_s)[:, None], last,
-                               (self.streak / self.cfg.healthy_steps)[:, None]], axis=1, dtype=np.float32)
-
-    def obs_layout(self) -> dict:
-        """Where things are in :meth:`features` (for models that score targets with per-target features)."""
-        return {"num_targets": self.topo.T, "target_feat": TARGET_FEAT, "global_offset": self.topo.T * TARGET_FEAT,
-                "obs_dim": self.obs_dim}
-
     # ------------------------------------------------------------------ ground truth (evaluation / oracle only)
     def incident(self, b: int = 0) -> dict:
         """Ground truth of env b: injected faults and their roots. Never part of a policy's observation."""
@@ -1258,44 +1200,6 @@ class BatchedSim:
         return out
 
 
-# log1p of the small whole numbers the simulator counts (log lines), looked up instead of computed: the table holds
-# np.log1p of the same float64 values, so the results are identical; larger counts fall back to np.log1p
-_LOG1P_TABLE_SIZE = 4096
-_LOG1P_TABLE = np.log1p(np.arange(_LOG1P_TABLE_SIZE, dtype=np.float64))
-_LOG1P_MIN_SIZE = 4096
-
-
-def _log1p_count(x: np.ndarray) -> np.ndarray:
-    """np.log1p(x) for a float64 array of whole numbers >= 0 (the simulator's own counts)."""
-    if x.size < _LOG1P_MIN_SIZE:  # (small arrays: one np.log1p call is cheaper than the lookup's three)
-        return np.log1p(x)
-    ix = x.astype(np.intp)
-    if ix.max() >= _LOG1P_TABLE_SIZE:
-        return np.log1p(x)
-    return np.take(_LOG1P_TABLE, ix)
-
-
 def _clip(x, lo, hi):
     """np.clip without its Python-level overhead (two ufunc calls; matters for batch size 1)."""
     return np.minimum(np.maximum(x, lo), hi)
-
-
-# Every whitespace-delimited token that holds a digit. Equivalent to r"\S*\d\S*" (a match can only start at a token
-# start, since from there the token's digit, if any, is reachable), but anchored at token starts and possessive, so
-# a token without digits is scanned once instead of once per start position: 2.7x faster. ASCII digits and
-# whitespace only (what log formats use; another 15% faster than the Unicode classes).
-_MASK_RE = re.compile(r"(?<!\S)[^\s\d]*+\d\S*+", re.ASCII)
-
-
-def mask_body(body: str) -> str:
-    """The miner's normal form of a log body: every token holding a digit becomes <*>."""
-    return _MASK_RE.sub("<*>", body)
-
-
-def mask_bodies(bodies: list[str]) -> list[str]:
-    """:func:`mask_body` of each body, in one regex pass over the bodies joined by newlines (a newline is
-    whitespace, so tokens and token starts are those of each body alone); body by body if one holds a newline."""
-    if not bodies:
-        return []
-    masked = _MASK_RE.sub("<*>", "\n".join(bodies)).split("\n")
-    return masked if len(masked) == len(bodies) else [_MASK_RE.sub("<*>", b) for b in bodies]

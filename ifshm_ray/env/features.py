@@ -1,0 +1,139 @@
+"""The policy's numeric observation: features of a :class:`~ifshm_ray.sim.core.BatchedSim`'s current state.
+
+The simulator (:mod:`ifshm_ray.sim.core`) computes metrics, alerts and log counts; this module turns them into the
+``obs`` vector of the environments (:class:`Featurizer`), laid out as :func:`obs_layout` says:
+
+* a block of :data:`TARGET_FEAT` features for every action target (services, then nodes; the order of the target
+  index), its columns named by the ``F_*`` constants below;
+* then global features: alert flags (pending, then firing) per rule, log1p log-template counts, the episode time
+  fraction, the last action category (one-hot) and the healthy streak.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ifshm_ray.sim.core import NODE_METRICS, SVC_METRICS, BatchedSim
+
+# ---- columns of a target's feature block
+# services: their metric features
+F_LATENCY = 0             # log(max(p99 latency / SLO, 1e-3))
+F_ERROR_RATE = 1
+F_THROUGHPUT_DEFICIT = 2  # 1 - throughput ratio
+F_UNREADY = 3             # 1 - ready ratio
+F_CPU = 4
+F_MEMORY = 5
+F_RESTARTS = 6            # min(container restarts, 5) / 5
+# nodes: their metric features, one column per metric of NODE_METRICS in that order (scaled as _NODE_AFFINE says)
+F_NODE_METRICS = slice(0, len(NODE_METRICS))
+F_NODE_NET_LATENCY = NODE_METRICS.index("node_network_latency_ms")
+# every target
+F_PENDING = 10            # alerts pending (firing included) on the target
+F_FIRING = 11             # alerts firing on the target
+F_LOG_LINES = 12          # log1p(WARNING/ERROR log lines): by source for services, by host for nodes
+F_IS_NODE = 13
+F_CORDONED = 14           # (nodes; 0 for services)
+TARGET_FEAT = 15          # features per action target
+
+# ---- the metric rows (SVC_METRICS / NODE_METRICS order) the features read
+_M_LATENCY_SLO = SVC_METRICS.index("latency_slo_ratio")
+_M_RESTARTS = SVC_METRICS.index("container_restarts")
+# error rate, throughput ratio, ready ratio, CPU, memory: copied as one block into the same feature columns, then
+# throughput and readiness become deficits (fewer numpy calls than feature by feature, the same values)
+_M_COPIED = slice(SVC_METRICS.index("error_rate"), SVC_METRICS.index("memory_util") + 1)
+_M_RATIOS = slice(SVC_METRICS.index("throughput_ratio"), SVC_METRICS.index("ready_ratio") + 1)
+_F_COPIED = slice(F_ERROR_RATE, F_MEMORY + 1)
+_F_DEFICITS = slice(F_THROUGHPUT_DEFICIT, F_UNREADY + 1)
+_M_NET_LATENCY = NODE_METRICS.index("node_network_latency_ms")
+# node metric -> (mul, cap, sign, shift, div) of its feature (min(x * mul, cap) * sign + shift) / div; the GPU
+# temperature reads 0 on nodes without GPUs, the network latency is then replaced by log1p(latency) / 7
+_NODE_AFFINE = {
+    "node_cpu_utilisation": (1, np.inf, 1, 0, 1),
+    "node_memory_utilisation": (1, np.inf, 1, 0, 1),
+    "node_filesystem_used_ratio": (1, np.inf, 1, 0, 1),
+    "DCGM_FI_DEV_GPU_UTIL": (1, np.inf, 1, 0, 100),            # / 100
+    "DCGM_FI_DEV_GPU_TEMP": (1, np.inf, 1, -60, 40),           # (temp - 60) / 40
+    "DCGM_FI_DEV_XID_ERRORS": (1, np.inf, 1, 0, 100),          # last Xid / 100
+    "gpu_fb_used_ratio": (1, np.inf, 1, 0, 1),
+    "node_network_receive_errs_ratio": (10, 1, 1, 0, 1),       # min(10 x errors, 1)
+    "node_network_latency_ms": (1, np.inf, 1, 0, 1),
+    "kube_node_status_ready": (1, np.inf, -1, 1, 1),           # NotReady = 1 - ready
+}
+assert SVC_METRICS[_M_COPIED] == ("error_rate", "throughput_ratio", "ready_ratio", "cpu_util", "memory_util")
+
+
+def obs_layout(sim: BatchedSim) -> dict:
+    """Where things are in the observation of ``sim`` (for models that score targets with per-target features)."""
+    T, A, L, C = sim.topo.T, sim.A, sim.L, sim.C
+    return {"num_targets": T, "target_feat": TARGET_FEAT, "global_offset": T * TARGET_FEAT,
+            "obs_dim": T * TARGET_FEAT + 2 * A + L + 1 + C + 1}
+
+
+class Featurizer:
+    """The numeric observation [B, obs_dim] of ``sim``'s B clusters (see the module docstring), from tables built
+    once here (at batch size 1 the cost is per numpy call, not per element)."""
+
+    def __init__(self, sim: BatchedSim):
+        self.sim = sim
+        self.layout = obs_layout(sim)
+        self.obs_dim = self.layout["obs_dim"]
+        S, T = sim.topo.S, sim.topo.T
+        # built feature-major (see features): zeros, and 1 in the is-node feature of nodes
+        self._template = np.zeros((sim.B, TARGET_FEAT, T))
+        self._template[:, F_IS_NODE, S:] = 1.0
+        self._eye_c = np.eye(sim.C, dtype=np.float32)
+        # node features = (min(metric * mul, cap) * sign + shift) / div * gpu mask (see _NODE_AFFINE), as
+        # [metric, 1] columns in NODE_METRICS order and the mask [metric, N]
+        mul, cap, sign, shift, div = (np.array(col, dtype=np.float64)[:, None]
+                                      for col in zip(*(_NODE_AFFINE[m] for m in NODE_METRICS)))
+        gpu_only = np.array([m == "DCGM_FI_DEV_GPU_TEMP" for m in NODE_METRICS])[:, None]
+        self._node_affine = (mul, cap, sign, shift, div,
+                             np.where(gpu_only, sim.gpu_node[None, :], True).astype(float))
+
+    def features(self, counts: np.ndarray | None = None, svc_lines: np.ndarray | None = None,
+                 node_lines: np.ndarray | None = None) -> np.ndarray:
+        """Observation [B, obs_dim] of the simulator's current state. ``counts`` / ``svc_lines`` / ``node_lines``
+        replace the simulator's own log counts (template counts [B, L], WARNING/ERROR lines per service [B, S] and
+        per node [B, N]) with counts mined from rendered text (same values, tested)."""
+        sim = self.sim
+        B, S = sim.B, sim.topo.S
+        # built feature-major (fb[:, k] is feature k of every target: contiguous rows), from the metric-major
+        # metrics (s[:, m] is metric m of every service), then laid out target by target
+        s, n = sim.metric_rows(sim.obs_flat)
+        fb = self._template.copy()
+        fs, fn = fb[:, :, :S], fb[:, :, S:]
+        # (neighbouring features are written as one block, then the transformed ones overwrite theirs: fewer numpy
+        # calls, the same values)
+        fs[:, F_LATENCY] = np.log(np.maximum(s[:, _M_LATENCY_SLO], 1e-3))
+        fs[:, _F_COPIED] = s[:, _M_COPIED]
+        fs[:, _F_DEFICITS] = 1 - s[:, _M_RATIOS]
+        fs[:, F_RESTARTS] = np.minimum(s[:, _M_RESTARTS], 5.0) / 5.0
+        fm, fcap, fsign, fshift, fdiv, fg = self._node_affine
+        fn[:, F_NODE_METRICS] = (np.minimum(n * fm, fcap) * fsign + fshift) / fdiv * fg
+        fn[:, F_NODE_NET_LATENCY] = np.log1p(n[:, _M_NET_LATENCY]) / 7.0
+        fb[:, F_PENDING] = sim.ent_pending
+        fb[:, F_FIRING] = sim.ent_firing
+        fs[:, F_LOG_LINES] = _log1p_count(sim.svc_lines) if svc_lines is None else np.log1p(svc_lines)
+        fn[:, F_LOG_LINES] = _log1p_count(sim.node_lines) if node_lines is None else np.log1p(node_lines)
+        fn[:, F_CORDONED] = sim.cordoned
+        last = self._eye_c[sim.last_cat]  # one-hot last action category
+        return np.concatenate([fb.transpose(0, 2, 1).reshape(B, -1), sim.pending, sim.firing,
+                               _log1p_count(sim.tcounts) if counts is None else np.log1p(counts),
+                               (sim.t / sim.cfg.time_limit_s)[:, None], last,
+                               (sim.streak / sim.cfg.healthy_steps)[:, None]], axis=1, dtype=np.float32)
+
+
+# log1p of the small whole numbers the simulator counts (log lines), looked up instead of computed: the table holds
+# np.log1p of the same float64 values, so the results are identical; larger counts fall back to np.log1p
+_LOG1P_TABLE_SIZE = 4096
+_LOG1P_TABLE = np.log1p(np.arange(_LOG1P_TABLE_SIZE, dtype=np.float64))
+_LOG1P_MIN_SIZE = 4096
+
+
+def _log1p_count(x: np.ndarray) -> np.ndarray:
+    """np.log1p(x) for a float64 array of whole numbers >= 0 (the simulator's own counts)."""
+    if x.size < _LOG1P_MIN_SIZE:  # (small arrays: one np.log1p call is cheaper than the lookup's three)
+        return np.log1p(x)
+    ix = x.astype(np.intp)
+    if ix.max() >= _LOG1P_TABLE_SIZE:
+        return np.log1p(x)
+    return np.take(_LOG1P_TABLE, ix)
