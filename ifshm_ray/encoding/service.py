@@ -76,7 +76,7 @@ PLACEMENT_TIMEOUT_S = 120.0
 """How long a tensor-parallel replica waits for its placement group before the pool gives up with an error."""
 
 
-def _as(cls, value):
+def as_config(cls, value):
     """A config object from ``None`` (defaults), an instance or a dict; dataclass configs are validated here
     (pydantic models validate when they are built)."""
     if value is None:
@@ -104,7 +104,7 @@ def load_encoder(checkpoint: str | None = None, encoder_config: EncoderConfig | 
     if checkpoint:
         enc = SemanticEncoder.load(checkpoint, **overrides)
     else:
-        enc = SemanticEncoder.build(_as(EncoderConfig, encoder_config), list(fault_types or ["unknown"]))
+        enc = SemanticEncoder.build(as_config(EncoderConfig, encoder_config), list(fault_types or ["unknown"]))
     enc.modal.freeze()
     enc.eval()
     return enc
@@ -136,7 +136,7 @@ class EncoderWorker:
 
         from ifshm_ray.encoding.cache import LRUCache
 
-        self.service = _as(ServiceConfig, service_config)
+        self.service = as_config(ServiceConfig, service_config)
         if self.service.num_gpus <= 0 and self.service.num_cpus >= 1:
             torch.set_num_threads(max(1, int(self.service.num_cpus)))
         self._encoder_config, self._fault_types, self._overrides = encoder_config, fault_types, overrides or {}
@@ -334,7 +334,7 @@ class EncoderPool:
         import ray
         from ray.util import ActorPool
 
-        self.service = _as(ServiceConfig, service_config)
+        self.service = as_config(ServiceConfig, service_config)
         self._lock = threading.Lock()  # ActorPool is not thread-safe (the Serve deployment calls from threads)
         self._pgs: list = []
         self.replicas: list[list] = []
@@ -347,7 +347,7 @@ class EncoderPool:
             from ifshm_ray.encoding.semantic import checkpoint_dir
 
             checkpoint = str(checkpoint_dir(checkpoint).resolve())
-        kwargs = dict(encoder_config=_as(EncoderConfig, encoder_config), service_config=self.service,
+        kwargs = dict(encoder_config=as_config(EncoderConfig, encoder_config), service_config=self.service,
                       fault_types=list(fault_types) if fault_types else None, checkpoint=checkpoint,
                       deepspeed=deepspeed, mode=mode, result_cache_size=result_cache_size, overrides=overrides)
         remote = ray.remote(EncoderActor)
