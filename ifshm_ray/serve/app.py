@@ -69,6 +69,10 @@ class EncoderDeployment:
     def info(self) -> dict:
         return self.encoder.info()
 
+    def stats(self) -> dict:
+        """The encoder's cache hit rate, contexts and batches (see ``EncoderWorker.stats``)."""
+        return self.encoder.stats()
+
 
 @serve.deployment(name=INGRESS_DEPLOYMENT, max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.5})
 @serve.ingress()
