@@ -9,6 +9,7 @@ import pytest
 from ifshm_ray.encoding.adapters import AdapterNotFoundError
 from ifshm_ray.encoding.cache import LRUCache, telemetry_key
 from ifshm_ray.encoding.config import EncoderConfig, ServiceConfig
+from ifshm_ray.encoding.models import ModelNotFoundError
 from ifshm_ray.encoding.semantic import SemanticEncoder
 from ifshm_ray.encoding.service import EncoderPool, EncoderWorker, SemanticStateWrapper
 
@@ -137,8 +138,10 @@ def test_pool_of_two_actors_equals_the_worker(ray_session, worker, checkpoint):
         assert pool.info()["checkpoint"] == str(checkpoint.resolve())
         ref = SemanticEncoder.load(checkpoint)
         np.testing.assert_allclose(re_embedded, ref.embed_texts(texts, 48).detach().numpy(), atol=TOL)
-    with pytest.raises(AdapterNotFoundError, match="does not exist"):
+    with pytest.raises(AdapterNotFoundError, match="does not exist"):  # checked before any actor starts
         EncoderPool(ENC, SVC, FAULTS, checkpoint="/no/such/encoder")
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):     # raised in the actor, with its own type
+        EncoderPool(EncoderConfig(model="no-such-model"), ServiceConfig(num_cpus=0.25), FAULTS)
 
 
 @pytest.mark.slow
@@ -176,7 +179,7 @@ def test_tensor_parallel_gang_in_a_placement_group(ray_session, worker):
     from ray.util import placement_group_table
 
     svc = ServiceConfig(num_actors=1, num_cpus=0.25, tensor_parallel=2, max_batch=4)
-    with EncoderPool(ENC, svc, FAULTS) as pool:
+    with EncoderPool(ENC, svc, FAULTS, name="test-tp-pool") as pool:
         (gang,) = pool.replicas
         assert ray.get([a.all_reduce_sum.remote(r + 1) for r, a in enumerate(gang)]) == [3.0, 3.0]
         (pg,) = pool._pgs
@@ -188,3 +191,5 @@ def test_tensor_parallel_gang_in_a_placement_group(ray_session, worker):
         diff = max_diff(pool.encode(windows(6)), worker.encode(windows(6)))
         print(f"tensor parallel 2 vs one process: max abs diff {diff:.3g}")
         assert diff <= TOL
+        with pytest.raises(ValueError, match="tensor parallel"):  # only the creating pool drives the ranks
+            EncoderPool.connect("test-tp-pool")
