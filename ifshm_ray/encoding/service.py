@@ -49,9 +49,10 @@ the backbone over it (AutoTP). Every rank receives the same batches; rank 0 answ
 
 :meth:`EncoderPool.encode` / :meth:`~EncoderPool.embed_texts` split a list into ``max_batch`` chunks and hand them
 to the replicas through ``ray.util.ActorPool`` (ordered results; a replica gets the next chunk when it is free).
-Joining *single* requests of many callers into batches is Serve's job (``@serve.batch`` in the encoder deployment):
-``serve.batch`` needs a Serve replica context (``serve.get_replica_context()`` raises in a plain actor), so the
-pool has no micro-batcher of its own (``max_wait_ms`` is unused). ``stats()`` reports the cache hit rate, the number
+Joining *single* requests of many callers into batches is Serve's job (``@serve.batch`` in the encoder deployment).
+``serve.batch`` cannot batch inside a plain actor (checked with Ray 2.60: its queue calls
+``serve.get_replica_context()``, which raises ``RayServeException`` outside a Serve replica), so the pool has no
+micro-batcher of its own and ``ServiceConfig.max_wait_ms`` is unused. ``stats()`` reports the cache hit rate, the number
 of distinct cached entries and contexts/s.
 """
 from __future__ import annotations
