@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import shutil
 import subprocess
@@ -112,19 +113,38 @@ def test_diagnose_folder_and_window_through_the_pool(ray_session, tmp_path, tiny
 
 
 @pytest.mark.timeout(60)
-def test_diagnose_bad_input_is_clear_before_ray_starts(tmp_path, tiny_checkpoint):
+def test_diagnose_missing_adapter_is_clear(tmp_path):
     root = fake_dataset(tmp_path / "data")
     res = run_diagnose("--data", str(root), "--adapter", str(tmp_path / "no-such-adapter"))
     assert res.returncode == 2
     assert "does not exist" in res.stderr and "finetune_encoder.py" in res.stderr
-    res = run_diagnose("--data", str(tmp_path), "--adapter", str(tiny_checkpoint))
-    assert res.returncode == 2 and "samples.json" in res.stderr
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"logs": "not a list", "metrics": {}, "alarms": []}))
-    res = run_diagnose("--telemetry", str(bad), "--adapter", str(tiny_checkpoint))
-    assert res.returncode == 2 and "--telemetry" in res.stderr and "logs" in res.stderr, res.stderr[-2000:]
-    bad.write_text("{not json")
-    res = run_diagnose("--telemetry", str(bad), "--adapter", str(tiny_checkpoint))
-    assert res.returncode == 2 and "not JSON" in res.stderr
-    assert "Started a local Ray" not in res.stderr  # rejected before Ray starts
     shutil.rmtree(root)
+
+
+@pytest.mark.timeout(60)
+def test_diagnose_bad_input_is_clear_before_ray_starts(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    import ray
+
+    from ifshm_ray.encoding.service import EncoderPool
+
+    def started(*args, **kwargs):
+        raise AssertionError("Ray or the encoder pool started for bad input")
+
+    monkeypatch.setattr(ray, "init", started)
+    monkeypatch.setattr(EncoderPool, "__init__", started)
+    main = runpy.run_path(str(REPO / "jobs" / "diagnose.py"), run_name="diagnose_job")["main"]
+    bad = tmp_path / "bad.json"
+    cases = [(["--data", str(tmp_path)], "samples.json"),
+             (["--telemetry", str(bad)], "--telemetry .*logs"),
+             (["--telemetry", str(tmp_path / "garbled.json")], "not JSON"),
+             (["--telemetry", str(bad), "--tensor-parallel", "0"], "tensor_parallel")]
+    bad.write_text(json.dumps({"logs": "not a list", "metrics": {}, "alarms": []}))
+    (tmp_path / "garbled.json").write_text("{not json")
+    for args, message in cases:
+        if "tensor_parallel" in message:
+            bad.write_text(json.dumps({"logs": [], "metrics": {}, "alarms": []}))
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--adapter", str(tiny_checkpoint)])
+        assert exit_info.value.code == 2, args
+        err = capsys.readouterr().err
+        assert re.search(message, err), (args, err)
