@@ -146,7 +146,7 @@ def test_pool_of_two_actors_equals_the_worker(ray_session, worker, checkpoint):
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_semantic_table_through_the_pool_equals_the_direct_one(ray_session, tmp_path):
+def test_semantic_table_through_the_pool_equals_the_direct_one(ray_session, tmp_path, checkpoint):
     from ifshm_ray.encoding.rl_state import TABLE_KEYS, build_table, load_table
 
     lm = dict(encoder_config=EncoderConfig(model="tiny-llama", adapter="none"), fault_types=["x"])
@@ -158,10 +158,17 @@ def test_semantic_table_through_the_pool_equals_the_direct_one(ray_session, tmp_
         pooled = load_table(build_table("tiny-llama", None, tmp_path / "pool", pool=pool))
         assert pool.stats()["misses"] == direct["meta"]["distinct_texts"]  # each text once, over both actors
         assert all(r["misses"] > 0 for r in pool.stats()["replicas"])
+        # re-embedding with another (e.g. prompt-tuned) checkpoint: the same pool loads it first
+        tuned = load_table(build_table(str(checkpoint), None, tmp_path / "tuned", pool=pool))
+    tuned_direct = load_table(build_table(str(checkpoint), None, tmp_path / "tuned_direct",
+                                          pool=EncoderWorker(**lm)))
+    assert tuned_direct["meta"]["adapter"] == tuned["meta"]["adapter"] == "lora"
     assert pooled["meta"]["lm_actors"] == 2
-    for name, table in (("one actor", auto), ("two actors", pooled)):
+    assert not np.allclose(tuned["embeddings"], pooled["embeddings"], atol=1e-3)  # another encoder indeed
+    for name, table, ref in (("one actor", auto, direct), ("two actors", pooled, direct),
+                             ("two actors, checkpoint", tuned, tuned_direct)):
         for key in TABLE_KEYS[:-1]:
-            a, b = direct[key], table[key]
+            a, b = ref[key], table[key]
             assert a.shape == b.shape and a.dtype == b.dtype, key
             if a.dtype.kind == "f":
                 diff = float(np.abs(a - b).max())

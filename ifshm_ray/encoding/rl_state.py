@@ -115,7 +115,8 @@ def build_table(encoder: str, sim_config: dict | None, out: str | Path, pool=Non
     ``semantic_items.npz``). Each distinct text goes through the LM once.
 
     The LM runs in the encoder actor pool (:class:`~ifshm_ray.encoding.service.EncoderPool`): ``pool`` if given
-    (it must serve ``encoder``; an ``EncoderWorker`` works too), else, when Ray is running, a pool started here with ``service_config`` (a
+    (an ``EncoderWorker`` works too; when ``encoder`` is a checkpoint it does not serve yet, it loads it first: e.g.
+    re-embedding after prompt tuning is ``build_table(new_checkpoint, sim_config, out, pool=pool)``), else, when Ray is running, a pool started here with ``service_config`` (a
     :class:`~ifshm_ray.encoding.config.ServiceConfig`; default: one actor) and shut down after. Without Ray (the
     CLI below, unit tests) the same :class:`~ifshm_ray.encoding.service.EncoderWorker` runs in this process."""
     from ifshm_ray.encoding.service import EncoderPool, EncoderWorker, ray_running
@@ -129,6 +130,9 @@ def build_table(encoder: str, sim_config: dict | None, out: str | Path, pool=Non
     lm_actors = len(getattr(lm, "replicas", ()))  # 0: in this process
     try:
         info = lm.info()
+        if pool is not None and source.get("checkpoint") not in (None, info["checkpoint"]):
+            lm.load_checkpoint(source["checkpoint"])
+            info = lm.info()
         items = lm.item_texts(sim_config)
         misses0 = lm.stats()["misses"]
         emb = lm.embed_texts(items["texts"])
