@@ -103,6 +103,16 @@ def test_worker_loads_checkpoints_and_embeds_texts(worker, checkpoint, tmp_path)
         w.load_checkpoint(tmp_path / "missing")
 
 
+@pytest.mark.timeout(30)
+def test_pool_refuses_bad_settings_before_ray(tmp_path):
+    from ifshm_ray.encoding.config import ConfigError
+
+    with pytest.raises(ConfigError, match="whole GPU"):
+        EncoderPool(ENC, ServiceConfig(num_gpus=1, tensor_parallel=2), FAULTS)
+    with pytest.raises(AdapterNotFoundError, match="no encoder checkpoint.*encoder.json"):
+        EncoderPool(ENC, SVC, FAULTS, checkpoint=str(tmp_path))  # a folder, but no checkpoint
+
+
 @pytest.mark.timeout(60)
 def test_env_wrapper_adds_semantic_state(worker):
     from ifshm_ray.env.fault_env import FaultInjectionEnv

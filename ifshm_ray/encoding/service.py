@@ -343,6 +343,10 @@ class EncoderPool:
             self.replicas = [[h] for h in _handles]
             self._actors = ActorPool(self.replicas)
             return
+        tp = self.service.tensor_parallel
+        if tp > 1 and 0 < self.service.num_gpus < tp:
+            raise ConfigError(f"service.num_gpus={self.service.num_gpus} for tensor_parallel={tp}: each rank needs a "
+                              f"whole GPU of its own (NCCL refuses two ranks on one device); set num_gpus >= {tp}")
         checkpoint = checkpoint or self.service.adapter
         if checkpoint:
             from ifshm_ray.encoding.semantic import checkpoint_dir
