@@ -8,6 +8,13 @@ How to run (from the repo root)::
     .venv/bin/python jobs/diagnose.py --data $DATA --encoder-checkpoint results/encoder --json   # one JSON object
     # one telemetry window (JSON file in the ifshm.telemetry/v1 schema)
     .venv/bin/python jobs/diagnose.py --telemetry window.json --encoder-checkpoint results/encoder
+    # on a cluster: the LM sharded over 2 GPUs of one node
+    .venv/bin/python jobs/diagnose.py --data ... --encoder-checkpoint ... --address auto --num-gpus 2 --tensor-parallel 2
+
+The language model runs in the encoder actor pool (:class:`ifshm_ray.encoding.service.EncoderPool`, on the
+cluster of ``--address`` or a local Ray started here): ``--num-actors`` replicas, ``--num-cpus`` each,
+``--num-gpus`` per replica shared by its ``--tensor-parallel`` ranks (DeepSpeed inference). A missing checkpoint,
+a missing ``samples.json`` or a malformed telemetry window is reported (exit status 2) before Ray starts.
 
 What it prints for a folder: accuracy and macro-F1 against the samples' ``failure_mode`` labels (``NO_FAILURE`` and
 ``NORMAL_FAULT_FREE_ROUND`` both count as ``HEALTHY``), a 95 % Wilson interval for the accuracy (there are few
@@ -19,7 +26,8 @@ label) are never read. Two ways to turn the encoder's output into a failure mode
 * ``loo``: a linear head on the frozen semantic states, leave-one-out: each sample is scored by a head fitted on
   the other samples only.
 
-``--json`` prints one JSON object with at least ``accuracy``, ``macro_f1`` and ``n``.
+``--json`` prints one JSON object with at least ``accuracy``, ``macro_f1`` and ``n``, and ``encoder``: the pool's
+``actors`` and the ``contexts`` they encoded.
 For one window it prints the diagnosed fault, its calibrated confidence, the unknown score and the top 3.
 """
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -35,16 +44,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def diagnose_folder(encoder, data_dir: Path, head: str = "map", max_lines: int = 4000, mode: str | None = None
-                    ) -> dict:
+def diagnose_folder(encoder, samples: list, head: str = "map", mode: str | None = None) -> dict:
+    """Accuracy, macro-F1 and the confusion matrix of ``samples`` (``load_samples``); ``encoder``: an
+    :class:`~ifshm_ray.encoding.service.EncoderPool` (or an ``EncoderWorker``: the same interface)."""
     from ifshm_ray.encoding.calibration import confusion_matrix, macro_f1, wilson_interval
     from ifshm_ray.encoding.linear import leave_one_out_predictions
-    from ifshm_ray.encoding.real_data import REAL_CLASSES, load_samples, sim_to_failure_mode
+    from ifshm_ray.encoding.real_data import REAL_CLASSES, sim_to_failure_mode
 
-    samples = load_samples(data_dir, max_lines=max_lines)
-    if not samples:
-        raise SystemExit(f"no samples in {data_dir}/samples.json")
-    out = encoder.predict([s.telemetry for s in samples], mode=mode)
+    out = encoder.encode([s.telemetry for s in samples], mode=mode)
     y = np.asarray([REAL_CLASSES.index(s.label) for s in samples])
     if head == "map":
         pred = np.asarray([REAL_CLASSES.index(sim_to_failure_mode(f)) for f in out["fault"]])
@@ -65,17 +72,29 @@ def diagnose_folder(encoder, data_dir: Path, head: str = "map", max_lines: int =
 
 
 def diagnose_window(encoder, telemetry: dict, mode: str | None = None) -> dict:
+    """The diagnosis of one (validated) window; ``encoder`` as in :func:`diagnose_folder`."""
     from ifshm_ray.encoding.real_data import sim_to_failure_mode
-    from ifshm_ray.telemetry import validate_telemetry
 
-    validate_telemetry(telemetry)
-    out = encoder.predict([telemetry], mode=mode)
+    out = encoder.encode([telemetry], mode=mode)
     probs = out["probs"][0]
     top = np.argsort(-probs)[:3]
     fault = out["fault"][0]
+    fault_types = encoder.info()["fault_types"]
     return {"fault": fault, "confidence": float(out["confidence"][0]), "unknown_score": float(out["unknown_score"][0]),
             "openstack_failure_mode": sim_to_failure_mode(fault),
-            "top3": [{"fault": encoder.fault_types[i], "p": float(probs[i])} for i in top]}
+            "top3": [{"fault": fault_types[i], "p": float(probs[i])} for i in top]}
+
+
+def read_window(path: str) -> dict:
+    """A telemetry window from a JSON file, checked against the ifshm.telemetry/v1 schema."""
+    from ifshm_ray.telemetry import validate_telemetry
+
+    try:
+        return validate_telemetry(json.loads(Path(path).read_text()))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--telemetry {path}: not JSON ({exc})") from None
+    except ValueError as exc:  # TelemetryError
+        raise ValueError(f"--telemetry {path}: {exc}") from None
 
 
 def print_report(res: dict) -> None:
@@ -104,30 +123,65 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mode", choices=("templates", "context"), help="LM path (default: the checkpoint's)")
     ap.add_argument("--max-lines", type=int, default=4000, help="service-log lines per sample")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ray_args = ap.add_argument_group("encoder actor pool")
+    ray_args.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local Ray")
+    ray_args.add_argument("--num-actors", type=int, default=1, help="encoder replicas")
+    ray_args.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per encoder actor")
+    ray_args.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per replica (split over its ranks)")
+    ray_args.add_argument("--tensor-parallel", type=int, default=1, help="ranks per replica (one node)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING)
 
-    from ifshm_ray.encoding.semantic import SemanticEncoder
+    # ---- inputs, checked before Ray starts ---------------------------------------------------------------
+    from ifshm_ray.encoding.config import ServiceConfig
+    from ifshm_ray.encoding.real_data import load_samples
+    from ifshm_ray.encoding.semantic import checkpoint_dir
+    from ifshm_ray.encoding.service import EncoderPool, as_config
 
-    encoder = SemanticEncoder.load(args.encoder_checkpoint)
-    encoder.modal.freeze()
-    if args.data:
-        res = diagnose_folder(encoder, Path(args.data), args.head, args.max_lines, args.mode)
-        if args.json:
-            print(json.dumps(res))
-        else:
-            print_report(res)
+    try:
+        checkpoint = str(checkpoint_dir(args.encoder_checkpoint).resolve())
+        samples = load_samples(Path(args.data), max_lines=args.max_lines) if args.data else None
+        window = read_window(args.telemetry) if args.telemetry else None
+        service = as_config(ServiceConfig, dict(num_actors=args.num_actors, num_cpus=args.num_cpus,
+                                                num_gpus=args.num_gpus, tensor_parallel=args.tensor_parallel))
+    except (OSError, ValueError) as exc:  # AdapterNotFoundError, RealDataError, TelemetryError, ConfigError
+        ap.exit(2, f"diagnose.py: error: {exc}\n")
+    if samples is not None and not samples:
+        ap.exit(2, f"diagnose.py: error: no samples in {args.data}/samples.json\n")
+
+    # ---- the encoder actor pool ----------------------------------------------------------------------------
+    import ray
+
+    owns_ray = not ray.is_initialized()
+    if owns_ray and args.address:
+        ray.init(address=args.address, logging_level=logging.WARNING)
+    elif owns_ray:
+        cpus = max(1, math.ceil(service.num_actors * service.tensor_parallel * service.num_cpus))
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        with EncoderPool(service_config=service, checkpoint=checkpoint) as pool:
+            if samples is not None:
+                res = diagnose_folder(pool, samples, args.head, args.mode)
+            else:
+                res = diagnose_window(pool, window, args.mode)
+            res["encoder"] = {"actors": len(pool.replicas), "tensor_parallel": service.tensor_parallel,
+                              "contexts": pool.stats()["contexts"]}
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
+    # ---- report ----------------------------------------------------------------------------------------------
+    if args.json:
+        print(json.dumps(res))
+    elif samples is not None:
+        print_report(res)
     else:
-        res = diagnose_window(encoder, json.loads(Path(args.telemetry).read_text()), args.mode)
-        if args.json:
-            print(json.dumps(res))
-        else:
-            print(f"fault: {res['fault']}  confidence {res['confidence']:.3f}  unknown score "
-                  f"{res['unknown_score']:.2f}  (OpenStack failure mode: {res['openstack_failure_mode']})")
-            for t in res["top3"]:
-                print(f"  {t['p']:.3f}  {t['fault']}")
+        print(f"fault: {res['fault']}  confidence {res['confidence']:.3f}  unknown score "
+              f"{res['unknown_score']:.2f}  (OpenStack failure mode: {res['openstack_failure_mode']})")
+        for t in res["top3"]:
+            print(f"  {t['p']:.3f}  {t['fault']}")
     return res
 
 

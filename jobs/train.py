@@ -110,22 +110,6 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(e))  # exit 2 with the message, no traceback
     out = Path(args.out).resolve()
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    semantic_meta = None
-    if cfg.policy.encoder_checkpoint and not cfg.policy.semantic_table:
-        # PPO with the LLM state: embed every log template / alarm text once (the LM never runs in the loop)
-        from ifshm_ray.encoding.rl_state import build_table
-        from ifshm_ray.policy.algo import env_config_of as _env_config_of
-
-        print(f"embedding the simulator's log templates and alarm texts with {cfg.policy.encoder_checkpoint} ...",
-              flush=True)
-        cfg.policy.semantic_table = str(build_table(cfg.policy.encoder_checkpoint, _env_config_of(cfg), out))
-    if cfg.policy.semantic_table:
-        from ifshm_ray.encoding.rl_state import load_table
-
-        semantic_meta = load_table(cfg.policy.semantic_table)["meta"]
-        print(f"LLM semantic state: {semantic_meta['items']} items from {semantic_meta['encoder']} "
-              f"({semantic_meta['lm_passes']} LM passes, {semantic_meta['build_s']} s)", flush=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     # ---- seeding -------------------------------------------------------------------------------------------
     import torch
@@ -146,6 +130,24 @@ def main(argv: list[str] | None = None) -> dict:
     elif owns_ray:  # env runners import ifshm_ray from the installed package (pip install -e .)
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
     logger.info("Ray resources: %s", ray.cluster_resources())
+
+    semantic_meta = None
+    if cfg.policy.encoder_checkpoint and not cfg.policy.semantic_table:
+        # PPO with the LLM state: embed every log template / alarm text once (the LM never runs in the loop), in
+        # the encoder actor pool (an actor process: this driver's seeded RNG streams stay untouched)
+        from ifshm_ray.encoding.rl_state import build_table
+        from ifshm_ray.policy.algo import env_config_of as _env_config_of
+
+        print(f"embedding the simulator's log templates and alarm texts with {cfg.policy.encoder_checkpoint} ...",
+              flush=True)
+        cfg.policy.semantic_table = str(build_table(cfg.policy.encoder_checkpoint, _env_config_of(cfg), out))
+    if cfg.policy.semantic_table:
+        from ifshm_ray.encoding.rl_state import load_table
+
+        semantic_meta = load_table(cfg.policy.semantic_table)["meta"]
+        print(f"LLM semantic state: {semantic_meta['items']} items from {semantic_meta['encoder']} "
+              f"({semantic_meta['lm_passes']} LM passes, {semantic_meta['build_s']} s)", flush=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     from ifshm_ray.policy.algo import build_ppo_config, env_config_of, make_env
     from ifshm_ray.policy.bundle import export_policy_bundle

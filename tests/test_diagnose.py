@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import runpy
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -84,29 +87,66 @@ def run_diagnose(*args) -> subprocess.CompletedProcess:
                                                        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}})
 
 
-@pytest.mark.timeout(150)
-def test_diagnose_folder_json_and_window(tmp_path, tiny_checkpoint):
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_diagnose_folder_and_window_through_the_pool(ray_session, tmp_path, tiny_checkpoint, capsys):
+    """jobs/diagnose.py on the session's Ray: every window goes through the encoder actors, and the pool's answer
+    equals the encoder's own (the same worker class in this process)."""
+    from ifshm_ray.encoding.service import EncoderWorker
+
+    job = SimpleNamespace(**runpy.run_path(str(REPO / "jobs" / "diagnose.py"), run_name="diagnose_job"))
     data = REAL if (REAL / "samples.json").is_file() else fake_dataset(tmp_path / "data")
-    res = run_diagnose("--data", str(data), "--encoder-checkpoint", str(tiny_checkpoint), "--json",
-                       "--max-lines", "300")
-    assert res.returncode == 0, res.stderr[-2000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = job.main(["--data", str(data), "--encoder-checkpoint", str(tiny_checkpoint), "--json", "--max-lines", "300",
+                    "--num-cpus", "0.25"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == out["n"]
     assert {"accuracy", "macro_f1", "n", "confusion_matrix"} <= set(out)
     assert out["n"] == len(json.loads((data / "samples.json").read_text())["samples"])
-    assert 0.0 <= out["accuracy"] <= 1.0
+    assert out["encoder"] == {"actors": 1, "tensor_parallel": 1, "contexts": out["n"]}  # all through the actor
+    local = job.diagnose_folder(EncoderWorker(checkpoint=str(tiny_checkpoint)), load_samples(data, max_lines=300))
+    assert [p["sim_fault"] for p in out["predictions"]] == [p["sim_fault"] for p in local["predictions"]]
+    assert max(abs(a["confidence"] - b["confidence"]) for a, b in zip(out["predictions"], local["predictions"])) \
+        <= 1e-5
     window = tmp_path / "w.json"
     window.write_text(json.dumps({"logs": ["2026-11-28 10:00:00.0 1 ERROR cinder.volume.api Volume status error"],
                                   "metrics": {}, "alarms": []}))
-    res = run_diagnose("--telemetry", str(window), "--encoder-checkpoint", str(tiny_checkpoint), "--json")
-    assert res.returncode == 0, res.stderr[-2000:]
-    one = json.loads(res.stdout.strip().splitlines()[-1])
+    one = job.main(["--telemetry", str(window), "--encoder-checkpoint", str(tiny_checkpoint), "--json", "--num-cpus", "0.25"])
     assert one["fault"] in ("healthy", "volume_attach_failure", "instance_boot_failure") and len(one["top3"]) == 3
+    assert one["encoder"]["contexts"] == 1
 
 
 @pytest.mark.timeout(60)
 def test_diagnose_missing_adapter_is_clear(tmp_path):
     root = fake_dataset(tmp_path / "data")
     res = run_diagnose("--data", str(root), "--encoder-checkpoint", str(tmp_path / "no-such-adapter"))
-    assert res.returncode != 0
+    assert res.returncode == 2
     assert "does not exist" in res.stderr and "finetune_encoder.py" in res.stderr
     shutil.rmtree(root)
+
+
+@pytest.mark.timeout(60)
+def test_diagnose_bad_input_is_clear_before_ray_starts(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    import ray
+
+    from ifshm_ray.encoding.service import EncoderPool
+
+    def started(*args, **kwargs):
+        raise AssertionError("Ray or the encoder pool started for bad input")
+
+    monkeypatch.setattr(ray, "init", started)
+    monkeypatch.setattr(EncoderPool, "__init__", started)
+    main = runpy.run_path(str(REPO / "jobs" / "diagnose.py"), run_name="diagnose_job")["main"]
+    bad = tmp_path / "bad.json"
+    cases = [(["--data", str(tmp_path)], "samples.json"),
+             (["--telemetry", str(bad)], "--telemetry .*logs"),
+             (["--telemetry", str(tmp_path / "garbled.json")], "not JSON"),
+             (["--telemetry", str(bad), "--tensor-parallel", "0"], "tensor_parallel")]
+    bad.write_text(json.dumps({"logs": "not a list", "metrics": {}, "alarms": []}))
+    (tmp_path / "garbled.json").write_text("{not json")
+    for args, message in cases:
+        if "tensor_parallel" in message:
+            bad.write_text(json.dumps({"logs": [], "metrics": {}, "alarms": []}))
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--encoder-checkpoint", str(tiny_checkpoint)])
+        assert exit_info.value.code == 2, args
+        err = capsys.readouterr().err
+        assert re.search(message, err), (args, err)

@@ -19,11 +19,11 @@ TOKEN_ENV = "IFSHM_TEST_SERVE_TOKEN"
 def served(tmp_path_factory):
     """One untrained policy bundle, one tiny encoder and a few simulator windows for the whole module."""
     from ifshm_ray.policy.bundle import load_policy_bundle
-    from ifshm_ray.serve.service import EncoderDiagnoser
+    from ifshm_ray.serve.service import serve_encoder
     from ifshm_ray.serve.testing import sample_windows, untrained_policy_bundle
 
     bundle = untrained_policy_bundle(tmp_path_factory.mktemp("bundle"))
-    return {"bundle": bundle, "policy": load_policy_bundle(bundle), "diagnoser": EncoderDiagnoser(model="tiny-llama"),
+    return {"bundle": bundle, "policy": load_policy_bundle(bundle), "diagnoser": serve_encoder(model="tiny-llama"),
             "windows": sample_windows(6, seed=3)}
 
 

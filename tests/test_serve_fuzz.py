@@ -78,11 +78,11 @@ def client(tmp_path_factory):
     from ifshm_ray.policy.bundle import load_policy_bundle
     from ifshm_ray.serve.config import ServeConfig
     from ifshm_ray.serve.http import create_app
-    from ifshm_ray.serve.service import EncoderDiagnoser, HealingService
+    from ifshm_ray.serve.service import HealingService, serve_encoder
     from ifshm_ray.serve.testing import untrained_policy_bundle
 
     bundle = untrained_policy_bundle(tmp_path_factory.mktemp("bundle"))
-    diagnoser = EncoderDiagnoser(model="tiny-llama")
+    diagnoser = serve_encoder(model="tiny-llama")
 
     async def diagnose_one(t):
         return (await asyncio.to_thread(diagnoser.diagnose, [t]))[0]

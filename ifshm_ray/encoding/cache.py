@@ -1,9 +1,11 @@
-"""LRU cache of language-model outputs, keyed by a hash of exactly the text the model sees."""
+"""The one LRU cache of the project (LM embeddings, diagnoses, policy outputs), and the key of an LM input."""
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+import json
 from typing import Any, Hashable
+
+from cachetools import LRUCache as _LRU
 
 
 def text_key(text: str, salt: str = "") -> str:
@@ -14,29 +16,28 @@ def text_key(text: str, salt: str = "") -> str:
 
 
 class LRUCache:
-    """A bounded mapping that forgets the least recently used entry; counts hits and misses."""
+    """``cachetools.LRUCache`` that counts hits and misses; ``maxsize`` 0 turns the cache off (stores nothing)."""
 
     def __init__(self, maxsize: int = 8192):
-        if maxsize < 1:
-            raise ValueError(f"maxsize={maxsize}: an LRU cache needs room for at least one entry")
+        if maxsize < 0:
+            raise ValueError(f"maxsize={maxsize}: an LRU cache size must be >= 0 (0 turns the cache off)")
         self.maxsize = int(maxsize)
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._data: _LRU = _LRU(max(1, self.maxsize))
         self.hits = 0
         self.misses = 0
 
     def get(self, key: Hashable, default: Any = None) -> Any:
-        if key in self._data:
-            self._data.move_to_end(key)
-            self.hits += 1
-            return self._data[key]
-        self.misses += 1
-        return default
+        """The cached value (now the most recently used) or ``default``; counts a hit or a miss."""
+        value = self._data.get(key, _MISSING)
+        if value is _MISSING:
+            self.misses += 1
+            return default
+        self.hits += 1
+        return value
 
     def put(self, key: Hashable, value: Any) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+        if self.maxsize:
+            self._data[key] = value
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._data
@@ -60,3 +61,12 @@ class LRUCache:
     def stats(self) -> dict:
         return {"hits": self.hits, "misses": self.misses, "hit_rate": self.hit_rate, "entries": len(self._data),
                 "maxsize": self.maxsize}
+
+
+_MISSING = object()
+
+
+def telemetry_key(telemetry: dict, salt: str = "") -> str:
+    """Hash of a telemetry window's content (logs, metrics, alarms; time stamps excluded) and ``salt``."""
+    body = {k: telemetry.get(k) for k in ("logs", "metrics", "alarms")}
+    return text_key(json.dumps(body, sort_keys=True, separators=(",", ":")), salt)

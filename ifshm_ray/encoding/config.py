@@ -138,20 +138,20 @@ class FinetuneConfig(ConfigModel):
 class ServiceConfig(ConfigModel):
     """The encoder actor pool that serves semantic states to env runners."""
 
-    renamed_keys: ClassVar[dict[str, str]] = {"adapter": "encoder_checkpoint"}
+    renamed_keys: ClassVar[dict[str, str]] = {"adapter": "encoder_checkpoint",
+                                               "max_wait_ms": "nothing (removed: Serve's @serve.batch joins requests)"}
 
     num_actors: int = Field(1, ge=1)
     """Encoder actors in the pool."""
     num_cpus: float = Field(1.0, ge=0.0)
-    """CPUs per actor (fractions allowed, e.g. 0.5 in tests)."""
+    """CPUs per actor, i.e. per tensor-parallel rank (fractions allowed, e.g. 0.5 in tests)."""
     num_gpus: float = Field(0.0, ge=0.0)
-    """GPUs per actor; > 0 uses DeepSpeed ``init_inference`` (tensor parallel over ``tensor_parallel`` GPUs)."""
+    """GPUs per replica, split over its ``tensor_parallel`` ranks; > 0 uses DeepSpeed ``init_inference``."""
     tensor_parallel: int = Field(1, ge=1)
-    """DeepSpeed inference tensor-parallel degree (GPU only)."""
+    """Ranks one replica's LM is sharded over (DeepSpeed inference tensor parallel, in a STRICT_PACK placement
+    group on one node; NCCL on GPUs, gloo on CPU, where it works but is slower)."""
     max_batch: int = Field(32, ge=1)
-    """Requests joined into one LM batch."""
-    max_wait_ms: float = Field(5.0, ge=0.0)
-    """How long an actor waits for more requests before it runs a partial batch."""
+    """Windows or texts per LM batch: a list is split into chunks of this size over the replicas."""
     lru_size: int = Field(65536, ge=1)
     """Entries of each actor's LRU cache of LM outputs."""
     encoder_checkpoint: str | None = None

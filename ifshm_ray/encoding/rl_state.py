@@ -21,7 +21,7 @@ The table file (``semantic_items.npz``) holds:
 * ``drop_index``: observation columns the semantic block replaces (the raw template counts);
 * the encoder's pooling and projection weights (``attn_key_w``, ``attn_key_b``, ``attn_query``, ``count_weight``,
   ``text_proj_w``, ``text_proj_b``) to initialise the policy's copy;
-* ``meta``: JSON (encoder path, model, adapter, catalog hash, build time, LM passes).
+* ``meta``: JSON (encoder path, model, adapter, catalog hash, build time, LM passes, encoder actors used).
 """
 from __future__ import annotations
 
@@ -95,35 +95,60 @@ def item_texts(sim_config: dict | None, modal) -> dict:
             "obs_dim": int(layout["obs_dim"]), "catalog_sha256": sim.catalog.sha256}
 
 
-def build_table(encoder: str, sim_config: dict | None, out: str | Path, **encoder_overrides) -> Path:
-    """Embed every item text with the encoder (a checkpoint folder written by ``jobs/finetune_encoder.py``, or a
-    model preset / name for an un-tuned encoder) and write ``out`` (a file, or a folder that gets
-    ``semantic_items.npz``). Each distinct text goes through the LM once (``SemanticEncoder.embed_texts``)."""
-    import torch
-
+def _lm_source(encoder: str, overrides: dict) -> dict:
+    """EncoderWorker / EncoderPool arguments for ``encoder``: a checkpoint folder (checked now, so a wrong path is a
+    clear error before any actor starts) or a model preset / name (an un-tuned encoder over the known faults)."""
     from ifshm_ray.encoding.config import EncoderConfig
-    from ifshm_ray.encoding.semantic import SemanticEncoder
+    from ifshm_ray.encoding.semantic import checkpoint_dir
     from ifshm_ray.sim.catalog import load_catalog
 
-    t0 = time.time()
     path = Path(encoder).expanduser()
     if path.exists() or "/" in str(encoder):
-        enc = SemanticEncoder.load(path, **encoder_overrides)  # clear AdapterNotFoundError when it is no checkpoint
-        source = str(path.resolve())
-    else:
-        known = [f.name for f in load_catalog().faults if f.known]
-        enc = SemanticEncoder.build(EncoderConfig(model=encoder, adapter="none", **encoder_overrides), known)
-        source = encoder
-    items = item_texts(sim_config, enc.modal)
-    with torch.no_grad():
-        emb = enc.embed_texts(items["texts"], enc.config.max_template_tokens).cpu().numpy().astype(np.float32)
-    stats = enc.cache_stats()
-    sd = {k: v.detach().cpu().numpy() for k, v in enc.head_state_dict().items()}
-    meta = {"format": TABLE_FORMAT, "encoder": source, "model": enc.config.model, "adapter": enc.config.adapter,
-            "hidden_size": int(emb.shape[1]), "state_dim": int(enc.config.state_dim), "items": len(items["texts"]),
-            "lm_passes": int(stats.get("misses", len(set(items["texts"])))),
+        path = checkpoint_dir(path)  # AdapterNotFoundError naming jobs/finetune_encoder.py when it is none
+        return {"checkpoint": str(path.resolve()), "overrides": overrides}
+    known = [f.name for f in load_catalog().faults if f.known]
+    return {"encoder_config": EncoderConfig(model=encoder, adapter="none", **overrides), "fault_types": known}
+
+
+def build_table(encoder: str, sim_config: dict | None, out: str | Path, pool=None, service_config=None,
+                **encoder_overrides) -> Path:
+    """Embed every item text with the encoder (a checkpoint folder written by ``jobs/finetune_encoder.py``, or a
+    model preset / name for an un-tuned encoder) and write ``out`` (a file, or a folder that gets
+    ``semantic_items.npz``). Each distinct text goes through the LM once.
+
+    The LM runs in the encoder actor pool (:class:`~ifshm_ray.encoding.service.EncoderPool`): ``pool`` if given
+    (an ``EncoderWorker`` works too; when ``encoder`` is a checkpoint it does not serve yet, it loads it first: e.g.
+    re-embedding after prompt tuning is ``build_table(new_checkpoint, sim_config, out, pool=pool)``), else, when Ray is running, a pool started here with ``service_config`` (a
+    :class:`~ifshm_ray.encoding.config.ServiceConfig`; default: one actor) and shut down after. Without Ray (the
+    CLI below, unit tests) the same :class:`~ifshm_ray.encoding.service.EncoderWorker` runs in this process."""
+    from ifshm_ray.encoding.service import EncoderPool, EncoderWorker, ray_running
+
+    t0 = time.time()
+    source = _lm_source(encoder, encoder_overrides)
+    own_pool = pool is None and ray_running()
+    if own_pool:
+        pool = EncoderPool(service_config=service_config, **source)
+    lm = pool if pool is not None else EncoderWorker(service_config=service_config, **source)
+    lm_actors = len(getattr(lm, "replicas", ()))  # 0: in this process
+    try:
+        info = lm.info()
+        if pool is not None and source.get("checkpoint") not in (None, info["checkpoint"]):
+            lm.load_checkpoint(source["checkpoint"])
+            info = lm.info()
+        items = lm.item_texts(sim_config)
+        misses0 = lm.stats()["misses"]
+        emb = lm.embed_texts(items["texts"])
+        lm_passes = lm.stats()["misses"] - misses0
+        sd = lm.head_weights()
+    finally:
+        if own_pool:
+            pool.shutdown()
+    meta = {"format": TABLE_FORMAT, "encoder": source.get("checkpoint", encoder), "model": info["model"],
+            "adapter": info["adapter"], "hidden_size": int(emb.shape[1]), "state_dim": info["state_dim"],
+            "items": len(items["texts"]), "lm_passes": int(lm_passes),
             "distinct_texts": len(set(items["texts"])), "obs_dim": items["obs_dim"],
-            "catalog_sha256": items["catalog_sha256"], "build_s": round(time.time() - t0, 1)}
+            "catalog_sha256": items["catalog_sha256"], "lm_actors": lm_actors,
+            "build_s": round(time.time() - t0, 1)}
     out = Path(out)
     if out.suffix != ".npz":
         out = out / TABLE_FILENAME
@@ -134,8 +159,9 @@ def build_table(encoder: str, sim_config: dict | None, out: str | Path, **encode
              attn_key_w=sd["attn_key.weight"], attn_key_b=sd["attn_key.bias"], attn_query=sd["attn_query"],
              count_weight=sd["count_weight"], text_proj_w=sd["text_proj.weight"], text_proj_b=sd["text_proj.bias"],
              meta=np.asarray(json.dumps(meta)))
-    log.info("semantic item table: %d texts (%d distinct) embedded by %s in %.1f s -> %s", len(items["texts"]),
-             meta["distinct_texts"], source, meta["build_s"], out)
+    log.info("semantic item table: %d texts (%d distinct) embedded by %s (%d LM passes, %s) in %.1f s -> %s",
+             len(items["texts"]), meta["distinct_texts"], meta["encoder"], lm_passes,
+             f"{meta['lm_actors']} encoder actor(s)" if meta["lm_actors"] else "in-process", meta["build_s"], out)
     return out
 
 

@@ -83,6 +83,24 @@ def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Ten
     raise ValueError(f"pooling {how!r}: use 'mean', 'last' or 'cls'")
 
 
+def checkpoint_dir(directory: str | Path) -> Path:
+    """The encoder checkpoint folder ``directory`` names (its ``adapter/`` subfolder names it too); raises
+    :class:`~ifshm_ray.encoding.adapters.AdapterNotFoundError` when it is missing or is no checkpoint."""
+    directory = Path(directory).expanduser()
+    if directory.name == ad.ADAPTER_DIRNAME and not (directory / "encoder.json").exists():
+        directory = directory.parent
+    if not directory.exists():
+        raise ad.AdapterNotFoundError(
+            f"encoder checkpoint {str(directory)!r} does not exist; pass the --out folder of "
+            f"jobs/finetune_encoder.py (it holds encoder.json, heads.safetensors and adapter/)")
+    missing = [f for f in CHECKPOINT_FILES if not (directory / f).is_file()]
+    if missing:
+        raise ad.AdapterNotFoundError(
+            f"{str(directory)!r} is no encoder checkpoint: {missing} missing (written by "
+            f"jobs/finetune_encoder.py --out DIR)")
+    return directory
+
+
 class SemanticEncoder(nn.Module):
     """Backbone (+ adapter) + modal-aware fusion + fault head. Build with :meth:`build` or :meth:`load`."""
 
@@ -321,18 +339,7 @@ class SemanticEncoder(nn.Module):
         :class:`~ifshm_ray.encoding.adapters.AdapterNotFoundError`."""
         from safetensors.torch import load_file
 
-        directory = Path(directory)
-        if directory.name == ad.ADAPTER_DIRNAME and not (directory / "encoder.json").exists():
-            directory = directory.parent
-        if not directory.exists():
-            raise ad.AdapterNotFoundError(
-                f"encoder checkpoint {str(directory)!r} does not exist; pass the --out folder of "
-                f"jobs/finetune_encoder.py (it holds encoder.json, heads.safetensors and adapter/)")
-        missing = [f for f in CHECKPOINT_FILES if not (directory / f).is_file()]
-        if missing:
-            raise ad.AdapterNotFoundError(
-                f"{str(directory)!r} is no encoder checkpoint: {missing} missing (written by "
-                f"jobs/finetune_encoder.py --out DIR)")
+        directory = checkpoint_dir(directory)
         meta = json.loads((directory / "encoder.json").read_text())
         cfg_dict = {**meta["config"], **config_overrides}
         config = EncoderConfig(**cfg_dict)

@@ -3,7 +3,7 @@
 
 * :mod:`.config`  -- ``ServeConfig`` (builder args / Serve config YAML ``args``)
 * :mod:`.schemas` -- pydantic request / response models (the OpenAPI schema)
-* :mod:`.service` -- ``HealingService`` and ``EncoderDiagnoser``: the logic as plain classes (no Ray, no HTTP)
+* :mod:`.service` -- ``HealingService`` and ``serve_encoder``: the logic as plain classes (no Ray, no HTTP)
 * :mod:`.http`    -- ``create_app``: the FastAPI app (limits, auth, error messages)
 * :mod:`.app`     -- the Serve deployments and ``build_app``
 
@@ -23,7 +23,7 @@ from typing import Any
 _EXPORTS = {
     "build_app": "app", "EncoderDeployment": "app", "IngressDeployment": "app",
     "ServeConfig": "config", "serve_config_from_args": "config",
-    "HealingService": "service", "EncoderDiagnoser": "service", "alertmanager_to_telemetry": "service",
+    "HealingService": "service", "serve_encoder": "service", "alertmanager_to_telemetry": "service",
     "create_app": "http",
 }
 

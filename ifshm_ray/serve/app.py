@@ -2,8 +2,9 @@
 
 Two deployments, composed by a deployment handle:
 
-* ``IFSHMEncoder`` (:class:`EncoderDeployment`): the semantic encoder (an :class:`~ifshm_ray.serve.service.EncoderDiagnoser`)
-  behind ``@serve.batch``: single windows sent by the ingress replicas are diagnosed together in batches of up to
+* ``IFSHMEncoder`` (:class:`EncoderDeployment`): the semantic encoder (the encoder actor pool's
+  :class:`~ifshm_ray.encoding.service.EncoderWorker`, see :func:`~ifshm_ray.serve.service.serve_encoder`) behind
+  ``@serve.batch``: single windows sent by the ingress replicas are diagnosed together in batches of up to
   ``max_batch_size`` (waiting at most ``batch_wait_timeout_s``). On the GPU cluster it gets ``num_gpus: 1``
   (``configs/cluster_serve.yaml``).
 * ``IFSHMIngress`` (:class:`IngressDeployment`): the FastAPI app (:func:`~ifshm_ray.serve.http.create_app`) with the
@@ -38,25 +39,40 @@ def _offline_env() -> None:
 
 @serve.deployment(name=ENCODER_DEPLOYMENT, max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.5})
 class EncoderDeployment:
-    """The encoder as its own deployment: ``diagnose(window) -> dict``, batched with ``@serve.batch``."""
+    """The encoder as its own deployment: ``diagnose(window) -> dict``, batched with ``@serve.batch``.
+
+    The LM runs in the encoder actor pool's own class (:func:`~ifshm_ray.serve.service.serve_encoder`): an
+    ``EncoderWorker`` in this replica, or with ``encoder_tensor_parallel`` > 1 a one-replica ``EncoderPool`` whose ranks
+    share a placement group. ``@serve.batch`` is the only micro-batcher: single windows from the ingress replicas
+    become one ``diagnose`` call of up to ``max_batch_size`` windows."""
 
     def __init__(self, config: dict):
         _offline_env()
-        from ifshm_ray.serve.service import EncoderDiagnoser
+        import ray
+
+        from ifshm_ray.serve.service import serve_encoder
 
         cfg = serve_config_from_args(config)
-        self.diagnoser = EncoderDiagnoser(model=cfg.model, encoder=cfg.encoder_checkpoint, mode=cfg.encoder_mode,
-                                          cache_size=cfg.cache_size, torch_threads=cfg.torch_threads)
+        tensor_parallel = cfg.encoder_tensor_parallel
+        # tensor parallel: the ranks hold the GPUs (encoder_num_gpus split over them), this replica holds none
+        gpus = cfg.encoder_num_gpus if tensor_parallel > 1 else float(len(ray.get_gpu_ids()))
+        self.encoder = serve_encoder(model=cfg.model, encoder=cfg.encoder_checkpoint, mode=cfg.encoder_mode,
+                                     cache_size=cfg.cache_size, torch_threads=cfg.torch_threads, num_gpus=gpus,
+                                     tensor_parallel=tensor_parallel)
         self.diagnose.set_max_batch_size(cfg.max_batch_size)
         self.diagnose.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def diagnose(self, windows: list[dict]) -> list[dict]:
         # The model runs in a worker thread, so the replica keeps accepting (and batching) requests meanwhile.
-        return await asyncio.to_thread(self.diagnoser.diagnose, windows)
+        return await asyncio.to_thread(self.encoder.diagnose, windows)
 
     def info(self) -> dict:
-        return self.diagnoser.info()
+        return self.encoder.info()
+
+    def stats(self) -> dict:
+        """The encoder's cache hit rate, contexts and batches (see ``EncoderWorker.stats``)."""
+        return self.encoder.stats()
 
 
 @serve.deployment(name=INGRESS_DEPLOYMENT, max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.5})
@@ -91,9 +107,11 @@ class IngressDeployment:
 
 def build_app(args: dict[str, Any] | ServeConfig | None = None) -> serve.Application:
     """The Serve application (ingress bound to the encoder). ``args``: :class:`ServeConfig` fields, e.g.
-    ``{"checkpoint": "results/train", "model": "minilm"}`` (strings are converted)."""
+    ``{"checkpoint": "results/train", "model": "minilm"}`` (strings are converted). ``encoder_tensor_parallel`` > 1:
+    the encoder's LM is sharded over that many ranks (``encoder_num_gpus`` GPUs in all) on one node."""
     cfg = serve_config_from_args(args)
     conf = cfg.to_dict()
+    encoder_gpus = cfg.encoder_num_gpus if cfg.encoder_tensor_parallel <= 1 else 0.0
     encoder = EncoderDeployment.options(
-        ray_actor_options={"num_cpus": cfg.encoder_num_cpus, "num_gpus": cfg.encoder_num_gpus}).bind(conf)
+        ray_actor_options={"num_cpus": cfg.encoder_num_cpus, "num_gpus": encoder_gpus}).bind(conf)
     return IngressDeployment.options(ray_actor_options={"num_cpus": cfg.ingress_num_cpus}).bind(encoder, conf)

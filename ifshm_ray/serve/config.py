@@ -74,6 +74,9 @@ class ServeConfig(ConfigModel):
     """CPUs of each encoder replica (overridden by the Serve config YAML, e.g. on the GPU cluster)."""
     encoder_num_gpus: float = Field(0.0, ge=0.0)
     """GPUs of each encoder replica (``configs/cluster_serve.yaml`` sets 1 on the A100 workers)."""
+    encoder_tensor_parallel: int = Field(1, ge=1)
+    """Ranks the encoder's LM is sharded over (DeepSpeed inference on one node, ``encoder_num_gpus`` GPUs in all,
+    the ranks in one STRICT_PACK placement group). 1: the LM runs inside the encoder replica."""
 
     @model_validator(mode="before")
     @classmethod

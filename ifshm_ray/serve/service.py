@@ -1,11 +1,12 @@
 """The serving logic as plain classes (no Ray, no HTTP), so it is tested in-process.
 
-* :class:`EncoderDiagnoser`: telemetry windows -> fault mode, confidence, unknown score, top 3, with the encoding
-  package's :class:`~ifshm_ray.encoding.semantic.SemanticEncoder` (a fine-tuned checkpoint, or an untrained one
-  over a preset backbone) and an LRU cache of results keyed by a hash of the window.
+* :func:`serve_encoder`: the encoder of the Serve app, an :class:`~ifshm_ray.encoding.service.EncoderWorker` (the
+  class the encoder actor pool runs): telemetry windows -> fault mode, confidence, unknown score, top 3, from a
+  fine-tuned checkpoint or an untrained encoder over a preset backbone, with an LRU cache of results keyed by a hash
+  of the window.
 * :class:`HealingService`: the policy bundle (``load_policy_bundle``) + :class:`~ifshm_ray.env.observation.TelemetryObserver`
   + the fault catalog; answers diagnose / heal / Alertmanager requests given any ``diagnose_one`` coroutine
-  (the encoder deployment's handle under Serve, an :class:`EncoderDiagnoser` in tests).
+  (the encoder deployment's handle under Serve, a :func:`serve_encoder` in tests).
 * :func:`check_limits`, :func:`alertmanager_to_telemetry`: input limits (413) and the Alertmanager mapping.
 
 Expected recovery time (``/v1/heal``): the catalog remedy of the recommended category for the *diagnosed* fault;
@@ -16,17 +17,15 @@ fastest healing remedy named in ``expected_recovery_basis``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import math
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
 
+from ifshm_ray.encoding.cache import LRUCache
 from ifshm_ray.serve.config import ServeConfig
 
 logger = logging.getLogger(__name__)
@@ -41,42 +40,6 @@ class InputError(ValueError):
 
 class LimitError(ValueError):
     """The request is larger than a configured limit: HTTP 413."""
-
-
-class LRU:
-    """A small LRU map (``maxsize`` 0: never stores)."""
-
-    def __init__(self, maxsize: int):
-        self.maxsize = int(maxsize)
-        self._d: OrderedDict = OrderedDict()
-        self.hits = self.misses = 0
-
-    def get(self, key):
-        if key in self._d:
-            self._d.move_to_end(key)
-            self.hits += 1
-            return self._d[key]
-        self.misses += 1
-        return None
-
-    def put(self, key, value) -> None:
-        if self.maxsize <= 0:
-            return
-        self._d[key] = value
-        self._d.move_to_end(key)
-        while len(self._d) > self.maxsize:
-            self._d.popitem(last=False)
-
-    def stats(self) -> dict:
-        n = self.hits + self.misses
-        return {"entries": len(self._d), "hits": self.hits, "misses": self.misses,
-                "hit_rate": self.hits / n if n else 0.0}
-
-
-def telemetry_key(telemetry: dict) -> str:
-    """Hash of a telemetry window's content (logs, metrics, alarms; time stamps excluded)."""
-    body = {k: telemetry.get(k) for k in ("logs", "metrics", "alarms")}
-    return hashlib.blake2b(json.dumps(body, sort_keys=True, separators=(",", ":")).encode(), digest_size=16).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- limits
@@ -199,66 +162,42 @@ def alertmanager_to_telemetry(payload: dict, services: Sequence[str], nodes: Seq
 
 
 # --------------------------------------------------------------------------------------------------- encoder
-class EncoderDiagnoser:
-    """Diagnoses telemetry windows with the encoding package's ``SemanticEncoder``.
+def serve_encoder(model: str = "minilm", encoder: str | None = None, mode: str | None = None,
+                  cache_size: int = 4096, torch_threads: int | None = 1, num_gpus: float = 0.0,
+                  tensor_parallel: int = 1):
+    """The encoder of the Serve app, run by the encoder actor pool's own class: an
+    :class:`~ifshm_ray.encoding.service.EncoderWorker` in this process, or with ``tensor_parallel`` > 1 a
+    one-replica :class:`~ifshm_ray.encoding.service.EncoderPool` (its ranks share a STRICT_PACK placement group and
+    split ``num_gpus``). Either answers ``diagnose(windows) -> [{"fault_mode", "confidence", "unknown_score",
+    "top": [{"fault", "prob"}] x3}]`` and ``info()``.
 
     ``encoder``: a ``jobs/finetune_encoder.py --out`` checkpoint (trained fault head, calibration, prototypes).
     Without it, an *untrained* encoder over the ``model`` preset and the catalog's known fault types (+ healthy) is
     built: the API works, but its diagnoses are not meaningful (``info()["trained"]`` is False). The template miner
-    is frozen either way, so a diagnosis never depends on earlier requests.
+    is frozen either way, so a diagnosis never depends on earlier requests. ``cache_size``: diagnoses kept by window
+    hash (0: off). ``num_gpus``: GPUs for the encoder (> 0 with CUDA: on the GPU, with DeepSpeed inference)."""
+    import torch
 
-    ``diagnose(windows) -> [{"fault_mode", "confidence", "unknown_score", "top": [{"fault", "prob"}] x3}]``.
-    """
+    from ifshm_ray.encoding.config import EncoderConfig, ServiceConfig
+    from ifshm_ray.encoding.service import EncoderPool, EncoderWorker
 
-    def __init__(self, model: str = "minilm", encoder: str | None = None, mode: str | None = None,
-                 cache_size: int = 4096, torch_threads: int | None = 1):
-        import torch
+    if torch_threads:
+        torch.set_num_threads(int(torch_threads))
+    fault_types = None
+    if not encoder:
+        from ifshm_ray.sim.catalog import load_catalog
 
-        from ifshm_ray.encoding.config import EncoderConfig
-        from ifshm_ray.encoding.semantic import SemanticEncoder
-
-        if torch_threads:
-            torch.set_num_threads(int(torch_threads))
-        if encoder:
-            self.encoder = SemanticEncoder.load(encoder)
-            self.trained = True
-        else:
-            from ifshm_ray.sim.catalog import load_catalog
-
-            fault_types = [HEALTHY] + load_catalog().known
-            self.encoder = SemanticEncoder.build(EncoderConfig(model=model), fault_types)
-            self.trained = False
-            logger.warning("no encoder checkpoint given: serving an UNTRAINED %s encoder (diagnoses are not "
-                           "meaningful); pass encoder_checkpoint=<jobs/finetune_encoder.py --out>", model)
-        self.encoder.modal.freeze()
-        self.encoder.eval()
-        self.model = self.encoder.config.model
-        self.mode = mode
-        self.source = encoder
-        self.cache = LRU(cache_size)
-
-    def info(self) -> dict:
-        return {"model": self.model, "checkpoint": self.source, "trained": self.trained,
-                "mode": self.mode or self.encoder.config.mode, "fault_types": list(self.encoder.fault_types),
-                "result_cache": self.cache.stats(), "embedding_cache": self.encoder.cache_stats()}
-
-    def diagnose(self, windows: Sequence[dict]) -> list[dict]:
-        keys = [telemetry_key(t) for t in windows]
-        out: list[dict | None] = [self.cache.get(k) for k in keys]
-        todo = [i for i, o in enumerate(out) if o is None]
-        if todo:
-            pred = self.encoder.predict([windows[i] for i in todo], mode=self.mode)
-            names = self.encoder.fault_types
-            for j, i in enumerate(todo):
-                probs = pred["probs"][j]
-                top = np.argsort(-probs)[:3]
-                unk = float(pred["unknown_score"][j])
-                out[i] = {"fault_mode": pred["fault"][j], "confidence": float(pred["confidence"][j]),
-                          # no prototypes fitted (untrained encoder): the score is undefined
-                          "unknown_score": unk if math.isfinite(unk) else None,
-                          "top": [{"fault": names[k], "prob": float(probs[k])} for k in top]}
-                self.cache.put(keys[i], out[i])
-        return out  # type: ignore[return-value]
+        fault_types = [HEALTHY] + load_catalog().known
+        logger.warning("no encoder checkpoint given: serving an UNTRAINED %s encoder (diagnoses are not "
+                       "meaningful); pass encoder_checkpoint=<jobs/finetune_encoder.py --out>", model)
+    args = dict(encoder_config=EncoderConfig(model=model), fault_types=fault_types, checkpoint=encoder, mode=mode,
+                result_cache_size=cache_size)
+    if tensor_parallel > 1:
+        service = ServiceConfig(num_actors=1, num_cpus=max(1, int(torch_threads or 1)), num_gpus=num_gpus,
+                                tensor_parallel=tensor_parallel)
+        return EncoderPool(service_config=service, **args)
+    # num_cpus < 1: the worker leaves torch's threads as set above
+    return EncoderWorker(service_config=ServiceConfig(num_cpus=0.5, num_gpus=num_gpus), **args)
 
 
 # --------------------------------------------------------------------------------------------------- service
@@ -269,7 +208,7 @@ class HealingService:
     """Diagnosis + recommended action for telemetry windows, for one policy bundle and one diagnoser.
 
     ``policy``: a :class:`~ifshm_ray.policy.bundle.PolicyBundle`; ``diagnose_one``: coroutine function telemetry ->
-    diagnosis dict (as :meth:`EncoderDiagnoser.diagnose` gives for one window). The valid entities are the services
+    diagnosis dict (as :meth:`~ifshm_ray.encoding.service.EncoderWorker.diagnose` gives for one window). The valid entities are the services
     and nodes of the simulator topology recorded in the bundle's manifest."""
 
     def __init__(self, policy: Any, diagnose_one: DiagnoseOne, cfg: ServeConfig,
@@ -303,7 +242,7 @@ class HealingService:
         self.verify_s = float(self.sim_cfg.healthy_steps * self.sim_cfg.step_s)
         # The observer and the policy are not thread-safe: one worker thread runs them, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifshm-policy")
-        self._policy_cache = LRU(cfg.cache_size)
+        self._policy_cache = LRUCache(cfg.cache_size)
 
     # ----- inputs ------------------------------------------------------------------------------------------------
     def check(self, telemetry: dict) -> dict:
