@@ -82,6 +82,7 @@ def run_diagnose(*args) -> subprocess.CompletedProcess:
                                                        "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_diagnose_folder_json_and_window(tmp_path, tiny_checkpoint):
     data = REAL if (REAL / "samples.json").is_file() else fake_dataset(tmp_path / "data")

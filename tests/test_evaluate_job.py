@@ -11,6 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(240)
 def test_evaluate_smoke_several_policies(ray_session, tmp_out):
     sys.path.insert(0, str(ROOT / "jobs"))

@@ -1,5 +1,6 @@
 """jobs/finetune_encoder.py with a tiny budget: simulator data set as Parquet, baseline, LoRA fine-tuning through Ray
-Train's TorchTrainer with DeepSpeed ZeRO on 2 gloo workers, checkpoint + metrics.json, real-data scoring."""
+Train's TorchTrainer with DeepSpeed ZeRO on 2 gloo workers, checkpoint + metrics.json, real-data scoring; and its
+data-set step alone (held-out seeds, templates mined on the training split only)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,33 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))
 
 
+@pytest.mark.timeout(60)
+def test_dataset_splits_hold_out_seeds_and_mine_templates_on_train_only(tmp_path):
+    import pyarrow.parquet as pq
+
+    import finetune_encoder as job
+    from ifshm_ray.encoding.config import load_config
+    from ifshm_ray.encoding.modal import ModalEncoder
+
+    cfg = load_config(REPO / "configs" / "encoder_smoke.yaml", {"finetune.train_seeds": 2})
+    rows = job.sim_windows(cfg)
+    seeds = {s: {r["seed"] for r in rows if r["split"] == s} for s in ("train", "val", "test")}
+    assert seeds == {"train": {0, 1}, "val": {2}, "test": {3}}
+    path, labels = job.encode_rows(rows, cfg, tmp_path)
+    table = pq.read_table(path).to_pylist()
+    assert [r["split"] for r in table] == sorted((r["split"] for r in table), key=["train", "val", "test"].index)
+    assert labels == sorted({r["label"] for r in rows if r["split"] == "train"})
+    assert all(r["label_id"] == labels.index(r["label"]) for r in table if r["label"] in labels)
+    # the saved miner knows only the training split's templates: re-mining train alone gives the same state
+    train_only = ModalEncoder(cfg.encoder)
+    for r in rows:
+        if r["split"] == "train":
+            train_only.encode(r["telemetry"])
+    assert (tmp_path / "miner.bin").read_bytes() == train_only.miner_state()
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_finetune_smoke_zero3_two_workers(ray_session, tmp_out):
     """ZeRO-3 (the smoke config says 2; stage 3 also covers partitioned weights and rank 0's gather)."""

@@ -10,6 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_pipeline_smoke(ray_session, tmp_out):
     sys.path.insert(0, str(ROOT / "jobs"))
