@@ -347,7 +347,8 @@ def test_openapi_schema_carries_the_topology_and_alertname(client, served):
     assert "alertname" in schemas["AlertLabels"]["required"]
 
     def validator(name):
-        return jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": spec["components"]})
+        schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+        return jsonschema.Draft202012Validator(schema)
 
     heal, am = validator("HealRequest"), validator("AlertmanagerWebhook")
     window = served["windows"][-1]
