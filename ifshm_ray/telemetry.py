@@ -35,14 +35,15 @@ and raises :class:`TelemetryError` with a message that names the wrong field, wh
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 from pydantic_core import PydanticCustomError
 
 SCHEMA = "ifshm.telemetry/v1"
-ALARM_SEVERITIES = ("info", "warning", "critical")
-ALARM_STATES = ("pending", "firing")
+Severity = Literal["info", "warning", "critical"]
+AlarmState = Literal["pending", "firing"]
+ALARM_SEVERITIES, ALARM_STATES = get_args(Severity), get_args(AlarmState)
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A JSON number that is finite: not NaN or infinite, not a string, not a boolean."""
@@ -57,9 +58,9 @@ class Alarm(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     name: str = Field(min_length=1, description="Alert rule name, e.g. KubePodCrashLooping.")
-    severity: Literal["info", "warning", "critical"] = "warning"
+    severity: Severity = "warning"
     entity: str | None = Field(None, description="Service or node the alert is about (must be in the topology).")
-    state: Literal["pending", "firing"] = "firing"
+    state: AlarmState = "firing"
     active_for_s: FiniteFloat = Field(0.0, ge=0.0, description="Seconds since the alert became active.")
     summary: str = ""
 
