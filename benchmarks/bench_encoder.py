@@ -27,11 +27,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def measure(enc, windows: list[dict], batch: int, cached: bool, mode: str) -> float:

@@ -33,16 +33,11 @@ import os
 import random
 import socket
 import string
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -148,7 +143,7 @@ def main(argv=None) -> dict:
 
     tmp = tempfile.mkdtemp(prefix="ifshm_bench_serve_")
     checkpoint = args.checkpoint or str(untrained_policy_bundle(Path(tmp) / "run",
-                                                                model_config=PolicySection().model_config()))
+                                                                model_config=PolicySection().rl_module_config()))
     windows = sample_windows(max(args.pool, 32), seed=11)
     pool = [json.dumps({"telemetry": w}).encode() for w in windows[-args.pool:]]
     rng = random.Random(0)
@@ -161,7 +156,7 @@ def main(argv=None) -> dict:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(make_noop_app(args.ingress_cpus), name="noop", route_prefix="/noop")
-        settings = {"checkpoint": checkpoint, "model": args.model, "encoder": args.encoder,
+        settings = {"checkpoint": checkpoint, "model": args.model, "encoder_checkpoint": args.encoder,
                     "ingress_num_cpus": args.ingress_cpus, "encoder_num_cpus": args.encoder_cpus,
                     "max_batch_size": args.max_batch_size}
         serve.run(build_app(settings), name="ifshm", route_prefix="/")

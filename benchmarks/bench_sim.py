@@ -17,13 +17,10 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(v, "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 

@@ -1,199 +1,338 @@
-"""Typed configuration shared by the jobs: dataclasses with a docstring per field, loadable from YAML.
+"""The one typed configuration layer: pydantic v2 models with a docstring per field, loadable from YAML.
 
-Every job owns one top-level config object; nested sections are dataclasses too. :func:`from_dict`
-builds a dataclass from a plain ``dict`` (e.g. parsed YAML) and rejects unknown keys and wrong types with
-a :class:`ConfigError` that names the field and the valid choices.
+Every job owns one top-level config model; nested sections are models too. All of them derive from
+:class:`ConfigModel`:
+
+* unknown keys are refused (``extra="forbid"``) with the list of valid ones;
+* values are read as their field's type where that is unambiguous (YAML reads ``2e-3`` as a string: it becomes
+  0.002; ``"64"`` becomes 64 for an int field; ``"false"`` becomes False for a bool field) and rejected otherwise;
+* every problem is one :class:`ConfigError` whose message names the file, the dotted YAML path, the bad value and
+  what is allowed, e.g. ``configs/demo.yaml: policy.activation = 'gelu': Input should be 'tanh' or 'relu'``.
+
+One override syntax serves every job's command line: ``--set section.key=value`` (repeatable; the value is read as
+YAML, so ``--set ppo.lr=1e-3``, ``--set env.config.faults=[node_crash,dns_upstream_failure]``,
+``--set policy.encoder_checkpoint=null``). :func:`add_override_arg` adds it to an ``argparse`` parser and
+:func:`load_config` applies it on top of the YAML file.
+
+This module also holds the simulator's own configuration (:class:`SimConfig`), which the environment, the
+evaluation harness and every job share.
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
-from dataclasses import dataclass, field
+import argparse
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Sequence, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-T = TypeVar("T")
+T = TypeVar("T", bound="ConfigModel")
+_UNSET = object()
 
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message says which one and how to fix it."""
+    """A configuration value is invalid; the message says which one (file, dotted path, value) and how to fix it."""
 
 
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
+class ConfigModel(BaseModel):
+    """Base of every configuration section: strict about keys, lenient about YAML's number-as-string."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
+                              validate_default=True, protected_namespaces=())
+
+    renamed_keys: ClassVar[dict[str, str]] = {}
+    """Keys of older versions -> their new name; a config that still uses one is refused with the new name."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls.renamed_keys:
+            old = [k for k in data if k in cls.renamed_keys]
+            if old:
+                raise ValueError("; ".join(f"key {k!r} was renamed: use {cls.renamed_keys[k]!r}" for k in old))
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section left empty in YAML (``fault_tolerance:`` with nothing under it) reads None: its defaults."""
+        if isinstance(data, dict) and any(v is None for v in data.values()):
+            return {k: {} if v is None and k in cls.model_fields and _is_section(cls.model_fields[k].annotation)
+                    else v for k, v in data.items()}
+        return data
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e, type(self), type(self).__name__)) from None
+
+    # pydantic calls a model's own __init__ for nested sections too (which would wrap errors twice); marked as the
+    # base init, it is used only for direct construction (``SimConfig(step_s=-1)`` -> ConfigError).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        old = self.__dict__.get(name, _UNSET)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as e:
+            if old is not _UNSET:  # a model-level check failed after pydantic stored the value: undo it
+                self.__dict__[name] = old
+            raise ConfigError(format_validation_error(e, type(self), type(self).__name__)) from None
+
+    def validate(self: T) -> T:  # type: ignore[override]  (pydantic's deprecated classmethod of that name)
+        """Check the whole model again and return it (models are already checked when built and on assignment;
+        this catches in-place edits of nested lists and dicts)."""
+        type(self).from_dict(self.model_dump(), source=type(self).__name__)
+        return self
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict | None, *, source: str = "<config>") -> T:
+        """Validated instance from a plain ``dict`` (parsed YAML); problems raise :class:`ConfigError`."""
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{source}: must be a mapping of {cls.__name__} fields, got {_short(data)}")
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e, cls, source)) from None
+
+    @classmethod
+    def load(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] | dict | None = None) -> T:
+        """From a YAML file (None: the defaults) with overrides on top; see :func:`load_config`."""
+        return load_config(cls, path, overrides)
+
+    def to_dict(self) -> dict:
+        """A plain (YAML/JSON-serialisable) dict of every field."""
+        return self.model_dump(mode="json")
 
 
-@dataclass
-class TopologyConfig:
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, ConfigModel)
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def _short(value: Any, limit: int = 80) -> str:
+    s = repr(value)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _model_at(cls: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The config model at ``loc`` inside ``cls`` (for listing valid keys), or None."""
+    cur: Any = cls
+    for part in loc:
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
+            return None
+        ann = cur.model_fields[part].annotation
+        cur = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type)
+                    and issubclass(a, BaseModel)), None)
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def format_validation_error(err: ValidationError, cls: type[BaseModel], source: str) -> str:
+    """One readable line per problem: ``source: dotted.path = value: what is wrong / allowed``."""
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = [p for p in e["loc"] if isinstance(p, (str, int))]
+        # a union's branch names ("str", "list[str]", "function-after[...]") are not YAML keys
+        keys = [p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool")))]
+        where = ".".join(str(p) for p in keys) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(cls, [p for p in keys[:-1] if isinstance(p, str)])
+            valid = sorted(parent.model_fields) if parent is not None else []
+            lines.append(f"{where}: unknown config key; valid keys here: {valid}")
+        elif e["type"] in ("value_error", "assertion_error") and not keys:
+            lines.append(msg)
+        elif isinstance(e.get("input"), dict):  # a whole section: its check failed, the message says why
+            lines.append(f"{where}: {msg}")
+        else:
+            lines.append(f"{where} = {_short(e.get('input'))}: {msg}")
+    head = f"{source}: " if len(lines) == 1 else f"{source}: {len(lines)} problems:\n  "
+    return head + "\n  ".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def parse_overrides(items: Sequence[str] | dict | None) -> dict:
+    """``["a.b=1", "c=[x, y]"]`` -> ``{"a": {"b": 1}, "c": ["x", "y"]}`` (values read as YAML). A dict whose keys
+    may be dotted (``{"a.b": 1}``) is nested the same way."""
+    if not items:
+        return {}
+    pairs: list[tuple[str, Any]]
+    if isinstance(items, dict):
+        pairs = list(items.items())
+    else:
+        pairs = []
+        for item in items:
+            key, sep, raw = str(item).partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {item!r} must look like section.key=value, e.g. ppo.lr=1e-3")
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError as e:
+                raise ConfigError(f"override {item!r}: the value is not valid YAML ({e})") from None
+            pairs.append((key.strip(), value))
+    out: dict = {}
+    for key, value in pairs:
+        parts = key.split(".")
+        if any(not p for p in parts):
+            raise ConfigError(f"override key {key!r} has an empty part; use section.key=value")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r} conflicts with another override of {p!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict, top: dict) -> dict:
+    """Deep merge: mappings merge key by key, anything else in ``top`` replaces."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file's top-level mapping; a missing file, bad YAML or a non-mapping raise :class:`ConfigError`."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{what} {str(p)!r} does not exist (see configs/*.yaml for examples)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {str(p)!r} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(p)!r} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] | dict | None = None) -> T:
+    """``cls`` from a YAML file (None: the defaults) with ``overrides`` (``["a.b=v", ...]`` or a dict) on top."""
+    data = read_yaml(path) if path is not None else {}
+    over = parse_overrides(overrides)
+    source = str(path) if path is not None else "<defaults>"
+    if over:
+        source += " + overrides"
+    return cls.from_dict(merge(data, over), source=source)
+
+
+def add_override_arg(parser: argparse.ArgumentParser) -> None:
+    """Adds the shared ``--set section.key=value`` option (repeatable) to a job's parser."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value by its dotted path, e.g. --set ppo.lr=1e-3 (repeatable; "
+                             "the value is read as YAML)")
+
+
+# ----------------------------------------------------------------------- backwards-compatible helpers
+def from_dict(cls: type[T], data: dict | None, *, path: str = "") -> T:
+    """``cls.from_dict(data)`` (kept for callers of the old dataclass layer)."""
+    return cls.from_dict(data, source=path.rstrip(".") or "<config>")
+
+
+def load_yaml(cls: type[T], path: str | Path | None, overrides: Sequence[str] | dict | None = None) -> T:
+    """``load_config(cls, path, overrides)`` (kept for callers of the old dataclass layer)."""
+    return load_config(cls, path, overrides)
+
+
+def to_dict(obj: ConfigModel) -> dict:
+    """A config model as a plain dict."""
+    return obj.to_dict()
+
+
+# ------------------------------------------------------------------------------------------------ simulator
+class TopologyConfig(ConfigModel):
     """The simulated cloud AI cluster."""
 
-    control_nodes: int = 2
+    control_nodes: int = Field(2, ge=1)
     """Nodes hosting the control plane and stateful stores (CPU only)."""
-    gpu_nodes: int = 6
-    """GPU worker nodes hosting inference servers, training workers and per-node agents."""
-    gpus_per_node: int = 4
+    gpu_nodes: int = Field(6, ge=2)
+    """GPU worker nodes hosting inference servers, training workers and per-node agents (>= 2: draining one must
+    leave one)."""
+    gpus_per_node: int = Field(4, ge=1)
     """GPUs on every GPU node."""
-    inference_replicas: int = 4
+    inference_replicas: int = Field(4, ge=1)
     """Replicas of the model-inference server (1 GPU each)."""
-    training_workers: int = 4
+    training_workers: int = Field(4, ge=1)
     """Ranks of the distributed training job (1 GPU each)."""
-    gateway_replicas: int = 2
+    gateway_replicas: int = Field(2, ge=1)
     """Replicas of the API gateway."""
 
-    def validate(self) -> None:
-        _check(self.control_nodes >= 1, f"topology.control_nodes must be >= 1, got {self.control_nodes}")
-        _check(self.gpu_nodes >= 2, f"topology.gpu_nodes must be >= 2 (draining one must leave one), got {self.gpu_nodes}")
-        _check(self.gpus_per_node >= 1, f"topology.gpus_per_node must be >= 1, got {self.gpus_per_node}")
-        for name in ("inference_replicas", "training_workers", "gateway_replicas"):
-            _check(getattr(self, name) >= 1, f"topology.{name} must be >= 1, got {getattr(self, name)}")
+    @model_validator(mode="after")
+    def _fits(self) -> "TopologyConfig":
         need = self.inference_replicas + self.training_workers
         cap = (self.gpu_nodes - 1) * self.gpus_per_node
-        _check(need <= cap, f"topology: inference_replicas + training_workers = {need} GPUs must fit on "
-               f"gpu_nodes-1 = {self.gpu_nodes - 1} nodes x {self.gpus_per_node} GPUs = {cap} (so a node can be drained)")
+        if need > cap:
+            raise ValueError(f"inference_replicas + training_workers = {need} GPUs must fit on "
+                             f"gpu_nodes-1 = {self.gpu_nodes - 1} nodes x {self.gpus_per_node} GPUs = {cap} "
+                             "(so a node can be drained)")
+        return self
 
 
-@dataclass
-class RewardConfig:
-    """Reward = -(unhealthy_weight * minutes unhealthy) - action cost - harm."""
+class RewardConfig(ConfigModel):
+    """Reward = -(unhealthy_weight * minutes unhealthy) - action cost - harm - invalid-action penalty."""
 
-    unhealthy_weight: float = 1.0
+    unhealthy_weight: float = Field(1.0, ge=0.0)
     """Penalty per simulated minute during which any SLO is violated or the root cause is active."""
-    action_cost_scale: float = 1.0
+    action_cost_scale: float = Field(1.0, ge=0.0)
     """Multiplier on the catalog's per-category action costs."""
-    harm_penalty: float = 10.0
+    harm_penalty: float = Field(10.0, ge=0.0)
     """Penalty for each harmful action (data loss, outage, scaling a service away, ...)."""
-    false_alarm_penalty: float = 1.0
+    false_alarm_penalty: float = Field(1.0, ge=0.0)
     """Extra penalty for a non-observe action while no fault is active (acting on a false alarm)."""
+    invalid_action_penalty: float = Field(1.0, ge=0.0)
+    """Penalty for an action the observation's masks forbid (the env executes it as ``observe``; lenient mode)."""
 
 
-@dataclass
-class SimConfig:
+class SimConfig(ConfigModel):
     """The fault-injection simulator and its environment."""
 
-    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    topology: TopologyConfig = Field(default_factory=TopologyConfig)
     """The simulated cluster."""
-    reward: RewardConfig = field(default_factory=RewardConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
     """Reward weights."""
-    faults: Any = "known"
-    """Fault types to inject: 'known', 'unknown', 'all', or a list of fault names from the catalog."""
-    step_s: float = 30.0
+    faults: str | list[str] = "known"
+    """Fault types to inject: 'known', 'unknown', 'all', or a non-empty list of fault names from the catalog."""
+    step_s: float = Field(30.0, gt=0.0)
     """Seconds between two decisions (one scrape/alert-evaluation window)."""
     time_limit_s: float = 3600.0
-    """Episode time limit in simulated seconds (truncated after it)."""
-    healthy_steps: int = 3
+    """Episode time limit in simulated seconds (truncated after it; >= 4 * step_s)."""
+    healthy_steps: int = Field(3, ge=1)
     """K: recovery needs the root cause cleared and every SLO holding for K consecutive steps."""
-    human_response_s: float = 900.0
+    human_response_s: float = Field(900.0, ge=0.0)
     """Time for a paged human to respond after `escalate`."""
-    human_fix_s: float = 300.0
+    human_fix_s: float = Field(300.0, ge=0.0)
     """Time the human needs to fix the incident after responding."""
-    inject_max_delay_s: float = 60.0
+    inject_max_delay_s: float = Field(60.0, ge=0.0)
     """The fault is injected uniformly in [0, this] seconds after the episode starts."""
-    compound_prob: float = 0.0
+    compound_prob: float = Field(0.0, ge=0.0, le=1.0)
     """Probability that a second fault is injected at the same time (compound incident)."""
-    false_alarm_prob: float = 0.15
+    false_alarm_prob: float = Field(0.15, ge=0.0, le=1.0)
     """Probability per episode of a benign transient (GC pause, load blip) that can raise a pending alert."""
-    benign_log_rate: float = 10.0
+    benign_log_rate: float = Field(10.0, ge=0.0)
     """Mean benign log lines per window across the platform."""
-    window_samples: int = 6
+    window_samples: int = Field(6, ge=2)
     """Metric samples per window in the raw telemetry (one scrape every step_s / window_samples)."""
-    metric_noise: float = 0.03
+    metric_noise: float = Field(0.03, ge=0.0)
     """Relative noise on metrics."""
-    load_amplitude: float = 0.25
+    load_amplitude: float = Field(0.25, ge=0.0)
     """Amplitude of the diurnal load curve (load = 1 + amplitude * sin(...))."""
-    slo_latency_factor: float = 2.0
+    slo_latency_factor: float = Field(2.0, gt=1.0)
     """Latency SLO: p99 <= this x the service's baseline p99."""
-    slo_error_rate: float = 0.02
+    slo_error_rate: float = Field(0.02, gt=0.0)
     """Error-rate SLO for every service."""
-    slo_throughput: float = 0.9
+    slo_throughput: float = Field(0.9, gt=0.0, le=1.0)
     """Throughput SLO: served / offered >= this."""
     catalog: str | None = None
     """Path to a fault catalog YAML; None uses the one shipped in the package."""
 
-    def validate(self) -> None:
-        self.topology.validate()
-        _check(self.step_s > 0, f"step_s must be > 0, got {self.step_s}")
-        _check(self.time_limit_s >= 4 * self.step_s, f"time_limit_s must be >= 4 * step_s, got {self.time_limit_s}")
-        _check(self.healthy_steps >= 1, f"healthy_steps must be >= 1, got {self.healthy_steps}")
-        _check(0.0 <= self.compound_prob <= 1.0, f"compound_prob must be in [0, 1], got {self.compound_prob}")
-        _check(0.0 <= self.false_alarm_prob <= 1.0, f"false_alarm_prob must be in [0, 1], got {self.false_alarm_prob}")
-        _check(self.window_samples >= 2, f"window_samples must be >= 2, got {self.window_samples}")
-        _check(self.human_response_s >= 0 and self.human_fix_s >= 0, "human_response_s and human_fix_s must be >= 0")
-        _check(self.metric_noise >= 0, f"metric_noise must be >= 0, got {self.metric_noise}")
-        _check(self.slo_latency_factor > 1.0, f"slo_latency_factor must be > 1, got {self.slo_latency_factor}")
-        if not (isinstance(self.faults, str) or (isinstance(self.faults, (list, tuple)) and self.faults)):
-            raise ConfigError("faults must be 'known', 'unknown', 'all' or a non-empty list of fault names")
+    @model_validator(mode="after")
+    def _check(self) -> "SimConfig":
+        if self.time_limit_s < 4 * self.step_s:
+            raise ValueError(f"time_limit_s must be >= 4 * step_s = {4 * self.step_s}, got {self.time_limit_s}")
+        if isinstance(self.faults, list) and not self.faults:
+            raise ValueError("faults must be 'known', 'unknown', 'all' or a non-empty list of fault names")
+        return self
 
-
-def _resolve_type(tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0] if len(args) == 1 else Any
-    return tp
-
-
-def from_dict(cls: type[T], data: dict | None, *, path: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`ConfigError`."""
-    data = dict(data or {})
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {[path + k for k in unknown]}; valid keys: {sorted(names)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        val = data[f.name]
-        tp = _resolve_type(hints[f.name])
-        where = path + f.name
-        if dataclasses.is_dataclass(tp):
-            if isinstance(val, tp):
-                kwargs[f.name] = val
-                continue
-            if not isinstance(val, dict):
-                raise ConfigError(f"{where} must be a mapping of {tp.__name__} fields, got {val!r}")
-            kwargs[f.name] = from_dict(tp, val, path=where + ".")
-            continue
-        if val is not None and tp in (int, float, bool, str):
-            if tp is float and isinstance(val, int) and not isinstance(val, bool):
-                val = float(val)
-            if not isinstance(val, tp) or (tp is int and isinstance(val, bool)):
-                raise ConfigError(f"{where} must be of type {tp.__name__}, got {val!r}")
-        kwargs[f.name] = val
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate) and not path:
-        validate()
-    return obj
-
-
-def load_yaml(cls: type[T], path: str | Path | None, overrides: dict | None = None) -> T:
-    """Load ``cls`` from a YAML file (None: defaults), applying ``overrides`` (nested dict) on top."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
-        data = loaded
-    if overrides:
-        data = _merge(data, overrides)
-    return from_dict(cls, data)
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def to_dict(obj: Any) -> dict:
-    """A dataclass config as a plain (YAML/JSON-serialisable) dict."""
-    return dataclasses.asdict(obj)

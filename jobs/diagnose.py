@@ -3,10 +3,11 @@
 How to run (from the repo root)::
 
     # every sample of a folder in the layout of ../shared/data/openstack_fault_injection_fse2019
-    .venv/bin/python jobs/diagnose.py --data ../shared/data/openstack_fault_injection_fse2019 --adapter results/encoder
-    .venv/bin/python jobs/diagnose.py --data ... --adapter ... --json        # one JSON object
+    DATA=../shared/data/openstack_fault_injection_fse2019
+    .venv/bin/python jobs/diagnose.py --data $DATA --encoder-checkpoint results/encoder
+    .venv/bin/python jobs/diagnose.py --data $DATA --encoder-checkpoint results/encoder --json   # one JSON object
     # one telemetry window (JSON file in the ifshm.telemetry/v1 schema)
-    .venv/bin/python jobs/diagnose.py --telemetry window.json --adapter results/encoder
+    .venv/bin/python jobs/diagnose.py --telemetry window.json --encoder-checkpoint results/encoder
 
 What it prints for a folder: accuracy and macro-F1 against the samples' ``failure_mode`` labels (``NO_FAILURE`` and
 ``NORMAL_FAULT_FREE_ROUND`` both count as ``HEALTHY``), a 95 % Wilson interval for the accuracy (there are few
@@ -27,14 +28,11 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def diagnose_folder(encoder, data_dir: Path, head: str = "map", max_lines: int = 4000, mode: str | None = None
@@ -98,8 +96,10 @@ def main(argv: list[str] | None = None) -> dict:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="folder with samples.json (openstack_fault_injection_fse2019 layout)")
     src.add_argument("--telemetry", help="one telemetry window as a JSON file")
-    ap.add_argument("--adapter", default=str(REPO / "results" / "encoder"),
+    ap.add_argument("--encoder-checkpoint", default=str(REPO / "results" / "encoder"),
                     help="checkpoint folder written by jobs/finetune_encoder.py --out (default: results/encoder)")
+    ap.add_argument("--adapter", dest="encoder_checkpoint", default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS)  # the old name of --encoder-checkpoint
     ap.add_argument("--head", choices=("map", "loo"), default="map")
     ap.add_argument("--mode", choices=("templates", "context"), help="LM path (default: the checkpoint's)")
     ap.add_argument("--max-lines", type=int, default=4000, help="service-log lines per sample")
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from ifshm_ray.encoding.semantic import SemanticEncoder
 
-    encoder = SemanticEncoder.load(args.adapter)
+    encoder = SemanticEncoder.load(args.encoder_checkpoint)
     encoder.modal.freeze()
     if args.data:
         res = diagnose_folder(encoder, Path(args.data), args.head, args.max_lines, args.mode)

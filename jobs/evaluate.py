@@ -24,13 +24,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ifshm_ray.baselines import BASELINES  # noqa: E402
-from ifshm_ray.config import ConfigError, SimConfig, load_yaml  # noqa: E402
-from ifshm_ray.eval.harness import evaluate, summarise  # noqa: E402
-from ifshm_ray.eval.report import summary_table, write_report  # noqa: E402
-from ifshm_ray.sim.catalog import CatalogError, load_catalog  # noqa: E402
+from ifshm_ray.baselines import BASELINES
+from ifshm_ray.config import ConfigError, SimConfig, add_override_arg, load_config
+from ifshm_ray.eval.harness import evaluate, summarise
+from ifshm_ray.eval.report import summary_table, write_report
+from ifshm_ray.sim.catalog import CatalogError, load_catalog
 
 
 @dataclass
@@ -51,6 +49,8 @@ class Args:
     """Run in this process instead of Ray tasks."""
     task_cpus: float
     """CPUs reserved per Ray task."""
+    overrides: list[str]
+    """``--set KEY=VALUE`` overrides of the simulator config, e.g. ``step_s=60``."""
 
 
 def parse_args(argv=None) -> Args:
@@ -65,8 +65,9 @@ def parse_args(argv=None) -> Args:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-ray", action="store_true", help="run in this process instead of Ray tasks")
     p.add_argument("--task-cpus", type=float, default=1.0, help="CPUs per Ray task (default 1)")
+    add_override_arg(p)  # simulator config values, e.g. --set step_s=60 --set reward.harm_penalty=5
     a = p.parse_args(argv)
-    return Args(a.policy, a.faults, a.episodes, a.seed, a.config, a.out, a.no_ray, a.task_cpus)
+    return Args(a.policy, a.faults, a.episodes, a.seed, a.config, a.out, a.no_ray, a.task_cpus, a.overrides)
 
 
 def parse_policies(spec: str) -> dict[str, str]:
@@ -99,7 +100,7 @@ def main(argv=None) -> dict[str, dict]:
         raise SystemExit("error: --episodes must be >= 1")
     policies = parse_policies(args.policy)
     try:
-        sim_cfg = load_yaml(SimConfig, args.config)
+        sim_cfg = load_config(SimConfig, args.config, args.overrides)
         faults = load_catalog(sim_cfg.catalog).select(args.faults)
     except (ConfigError, CatalogError) as e:
         raise SystemExit(f"error: {e}")

@@ -39,19 +39,17 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from ifshm_ray.config import ConfigError, add_override_arg
+from ifshm_ray.encoding.config import EncoderJobConfig
+from ifshm_ray.encoding.train import read_split, to_context, train_worker
 
-from ifshm_ray.encoding.config import EncoderJobConfig, load_config  # noqa: E402
-from ifshm_ray.encoding.train import read_split, to_context, train_worker  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 logger = logging.getLogger("finetune_encoder")
 
@@ -140,7 +138,7 @@ def run_training(cfg: EncoderJobConfig, dataset: Path, miner: Path, labels: list
     from ray.train.torch import TorchTrainer
 
     ft = cfg.finetune
-    job = {"finetune": vars(ft).copy(), "encoder": vars(cfg.encoder).copy(), "dataset": str(dataset.resolve()),
+    job = {"finetune": ft.to_dict(), "encoder": cfg.encoder.to_dict(), "dataset": str(dataset.resolve()),
            "miner": str(miner.resolve()), "labels": labels}
     if not ray.is_initialized():
         # address="local" + own temp dir: never join (or disturb) another Ray running on the machine. The dashboard
@@ -240,8 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "encoder.yaml"))
     ap.add_argument("--out", required=True, help="output folder: adapter + heads + metrics.json")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                    help="override a config value (YAML syntax), e.g. --set encoder.model=minilm")
+    add_override_arg(ap)  # e.g. --set encoder.model=minilm --set finetune.zero_stage=3
     ap.add_argument("--dataset", help="reuse a dataset.parquet (with miner.bin + labels.json beside it)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -249,13 +246,10 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "ifshm-ray" / "torch_extensions"))
 
-    import yaml
-
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
-    cfg = load_config(args.config, overrides)
+    try:
+        cfg = EncoderJobConfig.load(args.config, args.overrides)
+    except ConfigError as e:  # the file, the key, its value and what is allowed
+        ap.error(str(e))  # exit 2 with the message, no traceback
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

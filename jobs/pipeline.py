@@ -1,16 +1,21 @@
 #!/usr/bin/env python
-"""The main job, end to end: fine-tune the LLM encoder (when configured), train the recovery policy, evaluate it against the baselines on known and unknown
-faults, write the report. `make demo` runs it with configs/pipeline.yaml.
+"""The main job, end to end: fine-tune the LLM encoder (when configured), train the recovery policy, evaluate it
+against the baselines on known and unknown faults, write the report. `make demo` runs it with configs/pipeline.yaml.
 
     python jobs/pipeline.py --config configs/pipeline.yaml --out results/demo
     python jobs/pipeline.py --config configs/pipeline.yaml --out /tmp/smoke --smoke   # tiny budget (tests)
+    python jobs/pipeline.py --out results/quick --set eval_episodes=5 --set 'train_seeds=[0, 1]'   # any config value
 
 Stages (each prints progress): 0) `jobs/finetune_encoder.py` when `encoder_config` is set (reused when its output
 exists); 1) `jobs/train.py` once per training seed (subprocess, its own embedded Ray, or the
 cluster under `ray job submit`); 2) `jobs/evaluate.py`-equivalent evaluation of every trained policy and every
-baseline on each fault set, on Ray; 3) report.md with tables (mean and spread over training seeds) and PNG plots.
-Outputs: OUT/train/seed_<s>/ (training runs), OUT/eval_<set>/<policy>/metrics.json, OUT/report.md, OUT/*.png,
-OUT/summary.json. With the default config it takes about 30 minutes on 2 cores (encoder ~15, training ~13).
+baseline on each fault set, on Ray; 3) report.md with tables (mean and spread over training seeds:
+`ifshm_ray.eval.aggregate`) and PNG plots.
+Outputs: OUT/train/<label>_seed<s>/ (training runs, <label> a key of `train_configs`),
+OUT/eval_<set>/<policy>/metrics.json (several training seeds: their mean and spread, each seed's metrics in
+metrics_per_seed.json beside it), OUT/report.md, OUT/*.png, OUT/summary.json; the fine-tuned encoder in
+`encoder_checkpoint` (results/encoder by default). With the default config it takes about 30 minutes on 2 cores
+(encoder ~15, training ~13).
 """
 from __future__ import annotations
 
@@ -20,40 +25,42 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ifshm_ray.baselines import BASELINES
+from ifshm_ray.config import ConfigError, ConfigModel, SimConfig, add_override_arg, load_config
+from ifshm_ray.eval.aggregate import aggregate_seeds
+from ifshm_ray.eval.harness import evaluate, summarise
+from ifshm_ray.eval.report import summary_table, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-
-from ifshm_ray.config import ConfigError, SimConfig, load_yaml  # noqa: E402
-from ifshm_ray.eval.harness import evaluate, summarise  # noqa: E402
-from ifshm_ray.eval.report import summary_table, write_report  # noqa: E402
 
 
-@dataclass
-class PipelineConfig:
+class PipelineConfig(ConfigModel):
     """What `make demo` runs."""
 
-    train_configs: dict = field(default_factory=dict)
+    renamed_keys = {"encoder_out": "encoder_checkpoint"}
+
+    train_configs: dict[str, str] = Field(default_factory=dict)
     """Label -> training config YAML (jobs/train.py); e.g. {ppo: configs/demo.yaml}. Empty: baselines only."""
-    train_seeds: list = field(default_factory=lambda: [0])
+    train_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     """Training seeds per trained policy (headline numbers: mean and spread over them)."""
-    train_seeds_by_label: dict = field(default_factory=dict)
+    train_seeds_by_label: dict[str, list[int]] = Field(default_factory=dict)
     """Per-label override of train_seeds, e.g. {llm_state: [0, 1, 2]}; labels not named use train_seeds."""
-    train_iterations: int | None = None
+    train_iterations: int | None = Field(None, ge=1)
     """Override every training config's run.iterations (equal env steps across policies); None keeps them."""
-    train_max_wall_s: float | None = None
+    train_max_wall_s: float | None = Field(None, gt=0)
     """Override every training config's run.max_wall_s; None keeps them."""
     sim_config: str | None = None
     """Simulator config YAML for evaluation (must match the topology the policies were trained on)."""
-    baselines: list = field(default_factory=lambda: ["oracle", "runbook", "runbook-instant", "random"])
-    """Baseline policies to evaluate next to the trained ones."""
-    fault_sets: list = field(default_factory=lambda: ["known", "unknown"])
+    baselines: list[str] = Field(default_factory=lambda: list(BASELINES))
+    """Baseline policies to evaluate next to the trained ones (oracle, runbook, runbook-instant, random)."""
+    fault_sets: list[Literal["known", "unknown", "all"]] = Field(default_factory=lambda: ["known", "unknown"])
     """Fault sets to evaluate on."""
-    eval_episodes: int = 20
+    eval_episodes: int = Field(20, ge=1)
     """Episodes per fault type."""
     eval_seed: int = 1000
     """Seed of the evaluation incidents (distinct from training seeds)."""
@@ -61,28 +68,33 @@ class PipelineConfig:
     """Training config used with --smoke."""
     encoder_config: str | None = None
     """Encoder fine-tuning config (jobs/finetune_encoder.py), run before training when the training configs read the
-    encoder (policy.semantic_encoder); None: no encoder stage. Skipped with --smoke."""
-    encoder_out: str = "results/encoder"
-    """Where the fine-tuned encoder goes: the path that the semantic training configs' policy.semantic_encoder names.
+    encoder (policy.encoder_checkpoint); None: no encoder stage. Skipped with --smoke."""
+    encoder_checkpoint: str = "results/encoder"
+    """Where the fine-tuned encoder goes: the path that the semantic training configs' policy.encoder_checkpoint names.
     An encoder already there (its metrics.json) is reused when it was fine-tuned with encoder_config and the current
     fault catalog (its config hash); one fine-tuned otherwise stops the pipeline with a message. Delete the folder to
     fine-tune again."""
 
-    def validate(self) -> None:
-        if self.eval_episodes < 1:
-            raise ConfigError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
+    @field_validator("baselines")
+    @classmethod
+    def _known_baselines(cls, value: list[str]) -> list[str]:
+        bad = [b for b in value if b not in BASELINES]
+        if bad:
+            raise ValueError(f"unknown baseline(s) {bad}; valid: {list(BASELINES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _paths_and_labels(self) -> "PipelineConfig":
         for label, path in self.train_configs.items():
             if not _repo_path(path).is_file():
-                raise ConfigError(f"train_configs.{label}: {path!r} does not exist")
+                raise ValueError(f"train_configs.{label}: {path!r} does not exist")
         if self.encoder_config and not _repo_path(self.encoder_config).is_file():
-            raise ConfigError(f"encoder_config: {self.encoder_config!r} does not exist")
+            raise ValueError(f"encoder_config: {self.encoder_config!r} does not exist")
         unknown = set(self.train_seeds_by_label) - set(self.train_configs)
         if unknown:
-            raise ConfigError(f"train_seeds_by_label names {sorted(unknown)}, not in train_configs "
-                              f"{sorted(self.train_configs)}")
-        bad = [s for s in self.fault_sets if s not in ("known", "unknown", "all")]
-        if bad:
-            raise ConfigError(f"fault_sets {bad} invalid; use known, unknown, all")
+            raise ValueError(f"train_seeds_by_label names {sorted(unknown)}, not in train_configs "
+                             f"{sorted(self.train_configs)}")
+        return self
 
 
 def _repo_path(path: str) -> Path:
@@ -90,7 +102,7 @@ def _repo_path(path: str) -> Path:
     return Path(path) if Path(path).is_absolute() or Path(path).exists() else ROOT / path
 
 
-def train(label: str, cfg_path: str, seed: int, out: Path, cfg: "PipelineConfig", smoke: bool,
+def train(label: str, cfg_path: str, seed: int, out: Path, cfg: PipelineConfig, smoke: bool,
           reuse: bool = False) -> Path:
     run_dir = out / "train" / f"{label}_seed{seed}"
     if reuse and (run_dir / "policy_bundle" / "manifest.json").is_file():
@@ -111,9 +123,9 @@ def train(label: str, cfg_path: str, seed: int, out: Path, cfg: "PipelineConfig"
     return run_dir
 
 
-def finetune_encoder(cfg: "PipelineConfig") -> dict:
+def finetune_encoder(cfg: PipelineConfig) -> dict:
     """Stage 0: the fine-tuned encoder the semantic training configs read; reused when already there."""
-    enc_out = ROOT / cfg.encoder_out  # (an absolute encoder_out stays absolute)
+    enc_out = ROOT / cfg.encoder_checkpoint  # (an absolute encoder_checkpoint stays absolute)
     if (enc_out / "metrics.json").is_file():
         from ifshm_ray.encoding.config import load_config as load_encoder_config
 
@@ -126,8 +138,8 @@ def finetune_encoder(cfg: "PipelineConfig") -> dict:
         elif have != want:
             raise SystemExit(f"error: {enc_out} holds an encoder fine-tuned with another configuration (hash {have}) "
                              f"than {cfg.encoder_config} with the current fault catalog ({want}); delete that folder "
-                             "to fine-tune again, or set encoder_out to another folder (and the training configs' "
-                             "policy.semantic_encoder with it)")
+                             "to fine-tune again, or set encoder_checkpoint to another folder (and the training "
+                             "configs' policy.encoder_checkpoint with it)")
         else:
             print(f"[encoder] reusing the fine-tuned encoder in {enc_out} (it matches {cfg.encoder_config}; delete "
                   "it to fine-tune again)", flush=True)
@@ -176,12 +188,13 @@ def main(argv=None) -> dict:
     p.add_argument("--smoke", action="store_true", help="tiny budget: tiny training, 1 episode on 3 faults per set")
     p.add_argument("--task-cpus", type=float, default=1.0, help="CPUs per evaluation Ray task")
     p.add_argument("--reuse", action="store_true", help="reuse finished training runs found in OUT/train (re-evaluate)")
+    add_override_arg(p)
     a = p.parse_args(argv)
     try:
-        cfg = load_yaml(PipelineConfig, _repo_path(a.config))
-        sim_cfg = load_yaml(SimConfig, cfg.sim_config)
+        cfg = load_config(PipelineConfig, _repo_path(a.config), a.overrides)
+        sim_cfg = load_config(SimConfig, cfg.sim_config)
     except ConfigError as e:
-        raise SystemExit(f"error: {e}")
+        p.error(str(e))  # exit 2 with the message, no traceback
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -189,8 +202,8 @@ def main(argv=None) -> dict:
     n_runs = 1 if a.smoke else sum(len(v) for v in seeds_of.values())
     enc = cfg.encoder_config and not a.smoke
     print(f"ifshm-ray pipeline -> {out} (smoke={a.smoke}): "
-          + (f"fine-tune the encoder ({cfg.encoder_config}, ~15 min on 2 cores unless {cfg.encoder_out} exists), "
-             if enc else "")
+          + (f"fine-tune the encoder ({cfg.encoder_config}, ~15 min on 2 cores unless {cfg.encoder_checkpoint} "
+             "exists), " if enc else "")
           + f"train {seeds_of} (label: seeds; {n_runs} run(s), ~12-14 min each on 2 "
           f"cores at the demo budget), then evaluate on {cfg.fault_sets} (~3 min)", flush=True)
 
@@ -213,13 +226,12 @@ def main(argv=None) -> dict:
 
     cat = load_catalog(sim_cfg.catalog)
     results: dict[str, dict[str, dict]] = {}
-    seeds_detail: dict[str, dict[str, list[dict]]] = {}
     for fs in cfg.fault_sets:
         faults = cat.select(fs)
         if a.smoke:
             faults = faults[:3]
         episodes = 1 if a.smoke else cfg.eval_episodes
-        results[fs], seeds_detail[fs] = {}, {}
+        results[fs] = {}
         policies = {b: [b] for b in cfg.baselines}
         policies.update({label: [f"checkpoint:{d}" for d in dirs] for label, dirs in trained.items()})
         for label, specs in policies.items():
@@ -240,19 +252,7 @@ def main(argv=None) -> dict:
                     x["train_iterations"] = ts.get("iteration")
                     if ts.get("semantic_cache"):  # LM item-embedding cache while sampling (semantic policies)
                         x["train_lm_hit_rate"] = ts["semantic_cache"].get("hit_rate")
-            m = dict(per_seed[0])
-            if len(per_seed) > 1:  # trained policy over several seeds: mean, with the spread alongside
-                for k in ("mttr_mean_s", "mttr_p50_s", "mttr_p95_s", "detect_mean_s", "repair_mean_s",
-                          "success_rate", "harmful_action_rate", "escalation_rate", "recovered_rate", "mean_return",
-                          "train_env_steps", "train_wall_s", "train_lm_hit_rate"):
-                    if per_seed[0].get(k) is None:
-                        continue
-                    vals = np.array([x[k] for x in per_seed], float)
-                    m[k] = float(np.nanmean(vals))
-                    m[k + "_std"] = float(np.nanstd(vals))
-                m["per_fault"] = {f: {k: float(np.mean([x["per_fault"][f][k] for x in per_seed]))
-                                      for k in per_seed[0]["per_fault"][f]} for f in per_seed[0]["per_fault"]}
-                m["training_seeds"] = len(per_seed)
+            m = aggregate_seeds(per_seed)
             d = out / f"eval_{fs}" / label
             d.mkdir(parents=True, exist_ok=True)
             (d / "metrics.json").write_text(json.dumps(m, indent=2))

@@ -5,7 +5,7 @@ How to run
 ::
 
     .venv/bin/python jobs/serve.py --checkpoint results/demo                  # policy bundle of jobs/train.py --out
-    .venv/bin/python jobs/serve.py --checkpoint results/demo --encoder results/encoder --port 8000
+    .venv/bin/python jobs/serve.py --checkpoint results/demo --encoder-checkpoint results/encoder --port 8000
     IFSHM_SERVE_TOKEN=s3cret .venv/bin/python jobs/serve.py --checkpoint results/demo   # bearer-token auth on
     .venv/bin/python jobs/serve.py --checkpoint results/demo --set max_log_lines=500 --set min_confidence=0.6
 
@@ -30,53 +30,49 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # `python jobs/serve.py` puts jobs/ (not the repo) on sys.path
-    sys.path.insert(0, str(REPO_ROOT))
+from ifshm_ray.config import ConfigError, add_override_arg, parse_overrides
 
 logger = logging.getLogger("serve")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Serve IFSHM (diagnosis + recommended recovery action) locally with "
                                             "Ray Serve. See the module docstring.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="Policy bundle: the --out dir of jobs/train.py or jobs/tune.py, or its policy_bundle/.")
     p.add_argument("--model", default="minilm",
-                   help="Encoder preset when --encoder is not given (minilm, smollm2, tiny-llama, tiny-bert); "
-                        "the fault head is then untrained.")
-    p.add_argument("--encoder", default=None, help="Fine-tuned encoder: the --out dir of jobs/finetune_encoder.py.")
+                   help="Encoder preset when --encoder-checkpoint is not given (minilm, smollm2, tiny-llama, "
+                        "tiny-bert); the fault head is then untrained.")
+    p.add_argument("--encoder-checkpoint", "--encoder", dest="encoder_checkpoint", default=None,
+                   help="Fine-tuned encoder checkpoint: the --out dir of jobs/finetune_encoder.py.")
     p.add_argument("--host", default="127.0.0.1", help="HTTP host (0.0.0.0 to listen on every interface).")
     p.add_argument("--port", type=int, default=8000, help="HTTP port.")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="Any other ServeConfig setting (ifshm_ray/serve/config.py), e.g. max_log_lines=500.")
+    add_override_arg(p)  # any other ServeConfig setting (ifshm_ray/serve/config.py), e.g. --set max_log_lines=500
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="Ray cluster to join (default: $RAY_ADDRESS); unset = start a local embedded Ray.")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local embedded Ray (default: all).")
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     # ---- settings ------------------------------------------------------------------------------------------
     from ifshm_ray.serve.config import serve_config_from_args
 
     settings = {"checkpoint": str(Path(args.checkpoint).resolve()), "model": args.model}
-    if args.encoder:
-        settings["encoder"] = str(Path(args.encoder).resolve())
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: use KEY=VALUE, e.g. --set max_log_lines=500")
-        settings[key.strip()] = value
-    cfg = serve_config_from_args(settings)
+    if args.encoder_checkpoint:
+        settings["encoder_checkpoint"] = str(Path(args.encoder_checkpoint).resolve())
+    try:
+        cfg = serve_config_from_args({**settings, **parse_overrides(args.overrides)})
+    except ConfigError as e:  # the setting, its value and what is allowed
+        parser.error(str(e))  # exit 2 with the message, no traceback
 
     # ---- Ray + Serve ----------------------------------------------------------------------------------------
     import ray
@@ -88,9 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.address:
         ray.init(address=args.address)
-    else:
-        # Replicas inherit the raylet's environment: make the repo importable there.
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    else:  # replicas import ifshm_ray from the installed package (pip install -e .)
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_app(cfg), name="ifshm", route_prefix="/")

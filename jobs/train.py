@@ -12,6 +12,10 @@ On a Ray cluster (joins it; the working dir is uploaded)::
         --runtime-env-json '{"excludes": [".venv", "results", ".git"]}' \
         -- python jobs/train.py --config configs/cluster_train.yaml --out /shared/runs/ifshm
 
+Any config value can be overridden on the command line (repeatable; the value is read as YAML)::
+
+    .venv/bin/python jobs/train.py --config configs/demo.yaml --out results/lr --set ppo.lr=1e-3 --set run.seed=3
+
 Continue a run (iteration count, weights, optimizer state preserved; ``run.iterations`` is the *total*)::
 
     .venv/bin/python jobs/train.py --config configs/demo.yaml --out results/demo --resume results/demo
@@ -36,25 +40,23 @@ import logging
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # `python jobs/train.py` puts jobs/ (not the repo) on sys.path
-    sys.path.insert(0, str(REPO_ROOT))
+from ifshm_ray.config import ConfigError, add_override_arg
+from ifshm_ray.policy.config import TrainConfig
 
-from ifshm_ray.policy.config import TrainConfig, load_train_config  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 logger = logging.getLogger("train")
 
 CHECKPOINT_PREFIX = "iter_"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Train the IFSHM recovery policy (PPO, RLlib new API stack). See the module docstring.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -66,15 +68,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", default=None,
                    help="Continue from an algorithm checkpoint dir, or from a previous --out dir (its newest "
                         "checkpoint). run.iterations counts the total, including the resumed iterations.")
-    p.add_argument("--seed", type=int, default=None, help="Overrides run.seed (torch, numpy, RLlib, envs).")
-    p.add_argument("--iterations", type=int, default=None, help="Overrides run.iterations.")
-    p.add_argument("--max-wall-s", type=float, default=None, help="Overrides run.max_wall_s.")
+    p.add_argument("--seed", type=int, default=None, help="Same as --set run.seed=... (torch, numpy, RLlib, envs).")
+    p.add_argument("--iterations", type=int, default=None, help="Same as --set run.iterations=...")
+    p.add_argument("--max-wall-s", type=float, default=None, help="Same as --set run.max_wall_s=...")
+    add_override_arg(p)
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="Ray cluster to join (default: $RAY_ADDRESS, set by `ray job submit`); "
                         "unset = start a local embedded Ray.")
     p.add_argument("--num-cpus", type=int, default=None,
                    help="CPUs of the local embedded Ray (default: all of this machine's).")
-    return p.parse_args(argv)
+    return p
 
 
 def find_checkpoint(path: Path) -> Path:
@@ -89,32 +92,33 @@ def find_checkpoint(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    # ---- config --------------------------------------------------------------------------------------------
+    # ---- config: the YAML file, then --set overrides, then the shorthand flags --------------------------------
     config_path = Path(args.config)
     if not config_path.is_file() and (REPO_ROOT / config_path).is_file():
         config_path = REPO_ROOT / config_path  # e.g. `--config configs/demo.yaml` from another directory
-    cfg: TrainConfig = load_train_config(config_path)
-    if args.seed is not None:
-        cfg.run.seed = args.seed
-    if args.iterations is not None:
-        cfg.run.iterations = args.iterations
-    if args.max_wall_s is not None:
-        cfg.run.max_wall_s = args.max_wall_s
-    cfg.validate()
+    overrides = list(args.overrides)
+    for flag, key in ((args.seed, "seed"), (args.iterations, "iterations"), (args.max_wall_s, "max_wall_s")):
+        if flag is not None:
+            overrides.append(f"run.{key}={flag}")
+    try:
+        cfg = TrainConfig.load(config_path, overrides)
+    except ConfigError as e:  # the file, the key, its value and what is allowed
+        parser.error(str(e))  # exit 2 with the message, no traceback
     out = Path(args.out).resolve()
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     semantic_meta = None
-    if cfg.policy.semantic_encoder and not cfg.policy.semantic_table:
+    if cfg.policy.encoder_checkpoint and not cfg.policy.semantic_table:
         # PPO with the LLM state: embed every log template / alarm text once (the LM never runs in the loop)
         from ifshm_ray.encoding.rl_state import build_table
         from ifshm_ray.policy.algo import env_config_of as _env_config_of
 
-        print(f"embedding the simulator's log templates and alarm texts with {cfg.policy.semantic_encoder} ...",
+        print(f"embedding the simulator's log templates and alarm texts with {cfg.policy.encoder_checkpoint} ...",
               flush=True)
-        cfg.policy.semantic_table = str(build_table(cfg.policy.semantic_encoder, _env_config_of(cfg), out))
+        cfg.policy.semantic_table = str(build_table(cfg.policy.encoder_checkpoint, _env_config_of(cfg), out))
     if cfg.policy.semantic_table:
         from ifshm_ray.encoding.rl_state import load_table
 
@@ -139,9 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     owns_ray = not ray.is_initialized()  # False: main() called in-process with Ray already up (tests, notebooks)
     if owns_ray and args.address:
         ray.init(address=args.address)
-    elif owns_ray:
-        # Workers inherit the raylet's environment: make the repo importable for env runners.
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    elif owns_ray:  # env runners import ifshm_ray from the installed package (pip install -e .)
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
     logger.info("Ray resources: %s", ray.cluster_resources())
 
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
         env_entry_point=cfg.env.entry_point,
         env_config=env_config_of(cfg),
         policy_kind=cfg.policy.kind,
-        model_config=cfg.policy.model_config(),
+        model_config=cfg.policy.rl_module_config(),
         checkpoint_dir=last_ckpt,
         encoder=semantic_meta,
         training={"iterations": algo.iteration, "env_steps": row.get("env_steps_lifetime"), "seed": cfg.run.seed,

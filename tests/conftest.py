@@ -13,14 +13,20 @@ Fixtures:
   Ray 2.60 ignores ``TUNE_RESULT_DIR`` / ``RAY_AIR_LOCAL_CACHE_DIR`` (``tune.run`` raises if they are set),
   so the default storage path is patched instead.
 - ``tmp_out``: an empty output directory for one test.
+
+Helper: :func:`load_job` imports a job script (``jobs/<name>.py``) by its file path, so tests can call its
+``main(argv)`` in-process; the package itself is installed (``pip install -e .``), nothing is put on ``sys.path``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -31,6 +37,24 @@ os.environ.setdefault(
     "TORCH_EXTENSIONS_DIR",
     str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ifshm-ray" / "torch_extensions"),
 )
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+def load_job(name: str) -> ModuleType:
+    """The job script ``jobs/<name>.py`` as a module (loaded once per session, as ``ifshm_job_<name>``)."""
+    module_name = f"ifshm_job_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, JOBS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # before running it: pydantic and dataclasses look their module up
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+    return sys.modules[module_name]
+
 
 # Modules that bind ray.train.constants.DEFAULT_STORAGE_PATH (~/ray_results) at import time; the others read it
 # from ray.train.constants when called.

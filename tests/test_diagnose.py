@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -79,14 +80,16 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def run_diagnose(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "jobs" / "diagnose.py"), *args], capture_output=True,
                           text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                                                       "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+                                                       "PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
+                                                       **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}})
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_diagnose_folder_json_and_window(tmp_path, tiny_checkpoint):
     data = REAL if (REAL / "samples.json").is_file() else fake_dataset(tmp_path / "data")
-    res = run_diagnose("--data", str(data), "--adapter", str(tiny_checkpoint), "--json", "--max-lines", "300")
+    res = run_diagnose("--data", str(data), "--encoder-checkpoint", str(tiny_checkpoint), "--json",
+                       "--max-lines", "300")
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert {"accuracy", "macro_f1", "n", "confusion_matrix"} <= set(out)
@@ -95,7 +98,7 @@ def test_diagnose_folder_json_and_window(tmp_path, tiny_checkpoint):
     window = tmp_path / "w.json"
     window.write_text(json.dumps({"logs": ["2026-11-28 10:00:00.0 1 ERROR cinder.volume.api Volume status error"],
                                   "metrics": {}, "alarms": []}))
-    res = run_diagnose("--telemetry", str(window), "--adapter", str(tiny_checkpoint), "--json")
+    res = run_diagnose("--telemetry", str(window), "--encoder-checkpoint", str(tiny_checkpoint), "--json")
     assert res.returncode == 0, res.stderr[-2000:]
     one = json.loads(res.stdout.strip().splitlines()[-1])
     assert one["fault"] in ("healthy", "volume_attach_failure", "instance_boot_failure") and len(one["top3"]) == 3
@@ -104,7 +107,7 @@ def test_diagnose_folder_json_and_window(tmp_path, tiny_checkpoint):
 @pytest.mark.timeout(60)
 def test_diagnose_missing_adapter_is_clear(tmp_path):
     root = fake_dataset(tmp_path / "data")
-    res = run_diagnose("--data", str(root), "--adapter", str(tmp_path / "no-such-adapter"))
+    res = run_diagnose("--data", str(root), "--encoder-checkpoint", str(tmp_path / "no-such-adapter"))
     assert res.returncode != 0
     assert "does not exist" in res.stderr and "finetune_encoder.py" in res.stderr
     shutil.rmtree(root)

@@ -115,11 +115,11 @@ def test_miner_state_roundtrip_and_freeze():
 
 @pytest.mark.timeout(10)
 def test_config_validation_messages(tmp_path):
-    with pytest.raises(ConfigError, match="templates"):
-        EncoderConfig(mode="whole").validate()
+    with pytest.raises(ConfigError, match="mode = 'whole': Input should be 'templates' or 'context'"):
+        EncoderConfig(mode="whole")
     with pytest.raises(ConfigError, match="valid keys"):
         config_from_dict({"encoder": {"modle": "minilm"}})
-    with pytest.raises(ConfigError, match="ZeRO"):
+    with pytest.raises(ConfigError, match="zero_stage = 4: Input should be 0, 1, 2 or 3"):
         config_from_dict({"finetune": {"zero_stage": 4}})
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")

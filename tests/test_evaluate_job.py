@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,10 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.e2e
 @pytest.mark.timeout(240)
 def test_evaluate_smoke_several_policies(ray_session, tmp_out):
-    sys.path.insert(0, str(ROOT / "jobs"))
-    import evaluate
-
-    res = evaluate.main(["--policy", "oracle,runbook,runbook-instant,random", "--faults",
+    res = load_job("evaluate").main(["--policy", "oracle,runbook,runbook-instant,random", "--faults",
                          "certificate_expiry,node_crash", "--episodes", "2", "--seed", "0", "--out", str(tmp_out),
                          "--task-cpus", "0.5"])
     for p in ("oracle", "runbook", "runbook-instant", "random"):
@@ -51,6 +49,8 @@ def test_evaluate_single_policy_no_ray(tmp_out):
     (["--config", "/nonexistent.yaml"], "does not exist"),
     (["--policy", "checkpoint:tests,checkpoint:jobs"], "two policies are labelled 'ppo'"),
     (["--policy", "oracle,random,oracle"], "two policies are labelled 'oracle'"),
+    (["--set", "step_s=-30"], "step_s = -30: Input should be greater than 0"),
+    (["--set", "reward.harm_penaltyy=5"], "reward.harm_penaltyy: unknown config key"),
 ])
 def test_evaluate_bad_input(tmp_out, args, msg):
     r = subprocess.run([sys.executable, "jobs/evaluate.py", "--out", str(tmp_out), "--no-ray", *args], cwd=ROOT,
@@ -60,16 +60,9 @@ def test_evaluate_bad_input(tmp_out, args, msg):
     assert "Traceback" not in r.stderr
 
 
-def _evaluate_job():
-    sys.path.insert(0, str(ROOT / "jobs"))
-    import evaluate
-
-    return evaluate
-
-
 @pytest.mark.timeout(30)
 def test_checkpoints_need_distinct_labels(tmp_path):
-    evaluate = _evaluate_job()
+    evaluate = load_job("evaluate")
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
@@ -91,7 +84,7 @@ def test_metrics_record_the_hash_of_the_catalog_that_ran(tmp_out):
     sim.write_text(f"catalog: {catalog}\n")
     want, default = load_catalog(catalog).sha256, load_catalog().sha256
     assert want != default
-    res = _evaluate_job().main(["--policy", "oracle", "--faults", "node_crash", "--episodes", "1", "--config", str(sim),
+    res = load_job("evaluate").main(["--policy", "oracle", "--faults", "node_crash", "--episodes", "1", "--config", str(sim),
                                 "--out", str(tmp_out / "eval"), "--no-ray"])
     assert res["oracle"]["catalog_sha256"] == want
     assert json.loads((tmp_out / "eval" / "metrics.json").read_text())["catalog_sha256"] == want

@@ -4,23 +4,22 @@ data-set step alone (held-out seeds, templates mined on the training split only)
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_job
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "jobs"))
 
 
 @pytest.mark.timeout(60)
 def test_dataset_splits_hold_out_seeds_and_mine_templates_on_train_only(tmp_path):
     import pyarrow.parquet as pq
 
-    import finetune_encoder as job
     from ifshm_ray.encoding.config import load_config
     from ifshm_ray.encoding.modal import ModalEncoder
 
+    job = load_job("finetune_encoder")
     cfg = load_config(REPO / "configs" / "encoder_smoke.yaml")  # 1 seed per split, 1 window per episode
     cfg.finetune.sim_kwargs = {"faults": "certificate_expiry,node_crash,gpu_xid79_fallen_off_bus"}  # 3 of 24: fast
     rows = job.sim_windows(cfg)
@@ -47,7 +46,7 @@ def test_finetune_smoke_zero3_two_workers(ray_session, tmp_out):
     """ZeRO-3 (the smoke config says 2; stage 3 also covers partitioned weights and rank 0's gather)."""
     import pyarrow.parquet as pq
 
-    import finetune_encoder as job
+    job = load_job("finetune_encoder")
     from ifshm_ray.encoding.semantic import SemanticEncoder
 
     metrics = job.main(["--config", str(REPO / "configs" / "encoder_smoke.yaml"), "--out", str(tmp_out),

@@ -2,21 +2,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_job
 
 
 @pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_pipeline_smoke(ray_session, tmp_out):
-    sys.path.insert(0, str(ROOT / "jobs"))
-    import pipeline
-
+    pipeline = load_job("pipeline")
     res = pipeline.main(["--config", "configs/pipeline.yaml", "--out", str(tmp_out), "--smoke", "--task-cpus", "0.5"])
     assert set(res) == {"known", "unknown"}
     for fs in ("known", "unknown"):
@@ -30,19 +26,11 @@ def test_pipeline_smoke(ray_session, tmp_out):
     assert (tmp_out / "mttr_per_fault_known.png").exists()
 
 
-def _pipeline():
-    sys.path.insert(0, str(ROOT / "jobs"))
-    import pipeline
-
-    return pipeline
-
-
 @pytest.mark.timeout(60)
 def test_encoder_stage_reuses_runs_and_fails_clearly(tmp_path, monkeypatch):
-    pipeline = _pipeline()
+    pipeline = load_job("pipeline")
     enc = tmp_path / "encoder"
-    cfg = pipeline.PipelineConfig(encoder_config="configs/encoder.yaml", encoder_out=str(enc))
-    cfg.validate()
+    cfg = pipeline.PipelineConfig(encoder_config="configs/encoder.yaml", encoder_checkpoint=str(enc))
     calls = []
 
     from ifshm_ray.encoding.config import load_config

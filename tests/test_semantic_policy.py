@@ -1,5 +1,5 @@
 """PPO with the LLM semantic state: the item table (LM embeddings of every log template / alarm text), the
-policy's SemanticStateBlock, saving / loading, and jobs/train.py with ``policy.semantic_encoder``."""
+policy's SemanticStateBlock, saving / loading, and jobs/train.py with ``policy.encoder_checkpoint``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -147,7 +147,7 @@ def test_train_job_with_semantic_encoder(ray_session, tmp_path, capsys):
     import yaml
 
     cfg = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
-    cfg["policy"]["semantic_encoder"] = "tiny-llama"
+    cfg["policy"]["encoder_checkpoint"] = "tiny-llama"
     path = tmp_path / "tiny_semantic.yaml"
     path.write_text(yaml.safe_dump(cfg))
     spec = importlib.util.spec_from_file_location("train_job_sem", ROOT / "jobs" / "train.py")

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ifshm_ray.serve.config import ServeConfig, ServeConfigError, serve_config_from_args
+from ifshm_ray.config import ConfigError
+from ifshm_ray.serve.config import ServeConfig, serve_config_from_args
 from ifshm_ray.serve.service import InputError, alertmanager_to_telemetry, parse_rfc3339, resolve_entity
 
 TOKEN_ENV = "IFSHM_TEST_SERVE_TOKEN"
@@ -100,7 +101,7 @@ def test_heal_contract(client, served):
         assert a["ratio"] is None or a["ratio"] in policy.ratio_levels
         assert a["probability"] is None or 0.0 <= a["probability"] <= 1.0
         assert 0.0 <= body["category_probability"] <= 1.0
-        assert len(body["alternatives"]) <= ServeConfig.top_k - 1
+        assert len(body["alternatives"]) <= ServeConfig.model_fields["top_k"].default - 1
         probs = [x["probability"] for x in body["alternatives"]]
         assert probs == sorted(probs, reverse=True)
         assert isinstance(body["escalate"], bool) and isinstance(body["escalate_reasons"], list)
@@ -294,15 +295,17 @@ def test_bearer_token_auth(make_client, served, monkeypatch):
 @pytest.mark.timeout(30)
 def test_serve_config_from_args():
     cfg = serve_config_from_args({"checkpoint": "x", "max_log_lines": "10", "min_confidence": "0.3",
-                                  "encoder": "none"})
-    assert cfg.max_log_lines == 10 and cfg.min_confidence == 0.3 and cfg.encoder is None
-    with pytest.raises(ServeConfigError, match="valid settings"):
+                                  "encoder_checkpoint": "none"})
+    assert cfg.max_log_lines == 10 and cfg.min_confidence == 0.3 and cfg.encoder_checkpoint is None
+    with pytest.raises(ConfigError, match="renamed: use 'encoder_checkpoint'"):
+        serve_config_from_args({"checkpoint": "x", "encoder": "results/encoder"})
+    with pytest.raises(ConfigError, match="chekpoint: unknown config key; valid keys"):
         serve_config_from_args({"checkpoint": "x", "chekpoint": "y"})
-    with pytest.raises(ServeConfigError, match="checkpoint is required"):
+    with pytest.raises(ConfigError, match="checkpoint is required"):
         serve_config_from_args({})
-    with pytest.raises(ServeConfigError, match="must be a number"):
+    with pytest.raises(ConfigError, match="top_k = 'many': Input should be a valid integer"):
         serve_config_from_args({"checkpoint": "x", "top_k": "many"})
-    with pytest.raises(ServeConfigError, match="min_confidence"):
+    with pytest.raises(ConfigError, match="min_confidence"):
         serve_config_from_args({"checkpoint": "x", "min_confidence": 2})
 
 

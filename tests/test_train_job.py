@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import load_job
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "configs/tiny.yaml"
@@ -36,21 +37,12 @@ def test_train_help_documents_flags():
         assert flag in proc.stdout
 
 
-def _load_train_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ifshm_train_job", REPO / "jobs" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_train_script_smoke_then_resume(ray_session, tmp_path, capsys, monkeypatch):
     """jobs/train.py's main() in-process on the session Ray (saves two Ray start-ups), then --resume."""
     monkeypatch.chdir(REPO)
-    train = _load_train_module()
+    train = load_job("train")
     out = tmp_path / "run"
     train.main(["--config", TINY, "--out", str(out), "--iterations", "1", "--seed", "1"])
     first = capsys.readouterr().out

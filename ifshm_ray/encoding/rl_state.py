@@ -149,7 +149,7 @@ def load_table(path: str | Path, obs_dim: int | None = None) -> dict:
     if not path.is_file():
         raise SemanticTableError(f"semantic item table {str(path)!r} does not exist; build it with "
                                  "`python -m ifshm_ray.encoding.rl_state --encoder results/encoder --out DIR` "
-                                 "(or set policy.semantic_encoder so that jobs/train.py builds it)")
+                                 "(or set policy.encoder_checkpoint so that jobs/train.py builds it)")
     with np.load(path, allow_pickle=False) as z:
         missing = [k for k in TABLE_KEYS if k not in z.files]
         if missing:

@@ -44,7 +44,6 @@ but the backbone), ``miner.bin`` (Drain3 templates) and ``adapter/`` (peft ``sav
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -307,7 +306,7 @@ class SemanticEncoder(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file(self.head_state_dict(), str(directory / "heads.safetensors"))
-        meta = {"config": dataclasses.asdict(self.config), "fault_types": self.fault_types,
+        meta = {"config": self.config.to_dict(), "fault_types": self.fault_types,
                 "feature_dim": self.modal.feature_dim, "hidden_size": self.hidden_size, "pooling": self.pooling,
                 "format": "ifshm.encoder/v1"}
         (directory / "encoder.json").write_text(json.dumps(meta, indent=2))

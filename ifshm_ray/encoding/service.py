@@ -80,7 +80,7 @@ class EncoderWorker:
         enc_cfg = _as(EncoderConfig, encoder_config)
         if self.service.num_gpus <= 0 and self.service.num_cpus >= 1:
             torch.set_num_threads(max(1, int(self.service.num_cpus)))
-        checkpoint = checkpoint or self.service.adapter
+        checkpoint = checkpoint or self.service.encoder_checkpoint
         if checkpoint:
             self.encoder = SemanticEncoder.load(checkpoint)
             self.encoder.modal.freeze()

@@ -66,7 +66,9 @@ class FaultInjectionEnv(gym.Env):
     drain takes minutes, ``escalate`` the human response plus fix time).
 
     **Reward.** ``-(minutes unhealthy) * unhealthy_weight - action cost - harm_penalty * harmful
-    - false_alarm_penalty`` (acting while no fault is active).
+    - false_alarm_penalty`` (acting while no fault is active) ``- invalid_action_penalty`` (an action the masks
+    forbid, executed as ``observe`` in lenient mode; default 1.0). The weights are ``SimConfig.reward``
+    (:class:`~ifshm_ray.config.RewardConfig`).
 
     **Episode end.** ``terminated`` once the root cause is cleared and every SLO (p99 latency, error rate,
     throughput) has held, with every service at its replicas, for ``healthy_steps`` consecutive steps;
@@ -127,7 +129,7 @@ class FaultInjectionEnv(gym.Env):
                 raise
             invalid = True
             res = self.sim.step(np.zeros((1, 3), np.int64))
-        r = float(res.reward[0]) - (1.0 if invalid else 0.0)
+        r = float(res.reward[0]) - (self.sim_cfg.reward.invalid_action_penalty if invalid else 0.0)
         self._ep_return += r
         terminated, truncated = bool(res.terminated[0]), bool(res.truncated[0])
         obs = self._obs()
@@ -300,7 +302,8 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
         self.action_space = gym.vector.utils.batch_space(single.action_space, num_envs)
         self.topology = single.topology
         self.action_space_hash = single.action_space_hash
-        self.sim = BatchedSim(single.sim_cfg, batch_size=num_envs)
+        self.sim_cfg = single.sim_cfg
+        self.sim = BatchedSim(self.sim_cfg, batch_size=num_envs)
         self.obs_layout = self.sim.obs_layout()
         self._rngs = [np.random.default_rng(i) for i in range(num_envs)]
         self._needs_reset = np.zeros(num_envs, bool)
@@ -339,7 +342,7 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
         invalid = (tm[np.arange(self.num_envs), c * T + t] <= 0) | (rm[c * R + r] <= 0)
         a[invalid] = 0
         res = self.sim.step(a)
-        rew = res.reward - invalid * 1.0
+        rew = res.reward - invalid * self.sim_cfg.reward.invalid_action_penalty
         self._ret += rew
         term, trunc = res.terminated.copy(), res.truncated.copy()
         infos: dict = {}

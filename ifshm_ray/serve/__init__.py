@@ -22,7 +22,7 @@ from typing import Any
 
 _EXPORTS = {
     "build_app": "app", "EncoderDeployment": "app", "IngressDeployment": "app",
-    "ServeConfig": "config", "ServeConfigError": "config", "serve_config_from_args": "config",
+    "ServeConfig": "config", "serve_config_from_args": "config",
     "HealingService": "service", "EncoderDiagnoser": "service", "alertmanager_to_telemetry": "service",
     "create_app": "http",
 }

@@ -45,7 +45,7 @@ class EncoderDeployment:
         from ifshm_ray.serve.service import EncoderDiagnoser
 
         cfg = serve_config_from_args(config)
-        self.diagnoser = EncoderDiagnoser(model=cfg.model, encoder=cfg.encoder, mode=cfg.encoder_mode,
+        self.diagnoser = EncoderDiagnoser(model=cfg.model, encoder=cfg.encoder_checkpoint, mode=cfg.encoder_mode,
                                           cache_size=cfg.cache_size, torch_threads=cfg.torch_threads)
         self.diagnose.set_max_batch_size(cfg.max_batch_size)
         self.diagnose.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)

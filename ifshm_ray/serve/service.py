@@ -229,7 +229,7 @@ class EncoderDiagnoser:
             self.encoder = SemanticEncoder.build(EncoderConfig(model=model), fault_types)
             self.trained = False
             logger.warning("no encoder checkpoint given: serving an UNTRAINED %s encoder (diagnoses are not "
-                           "meaningful); pass encoder=<jobs/finetune_encoder.py --out>", model)
+                           "meaningful); pass encoder_checkpoint=<jobs/finetune_encoder.py --out>", model)
         self.encoder.modal.freeze()
         self.encoder.eval()
         self.model = self.encoder.config.model
