@@ -5,7 +5,7 @@ How to run (from the repo root)::
 
     .venv/bin/python benchmarks/bench_encoder.py                 # default model (SmolLM2-135M), a few min on 2 cores
     .venv/bin/python benchmarks/bench_encoder.py --model minilm  # fast preset
-    .venv/bin/python benchmarks/bench_encoder.py --load-only     # only the backbone load times (~5 s; --cold: ~25 s)
+    .venv/bin/python benchmarks/bench_encoder.py --load-only     # only the backbone load times (~5 s; --cold: ~30 s)
 
 A context is one telemetry window from the simulator (known faults, several seeds), encoded end to end: modal
 encoding (Drain3 templates, metric features, alarms), the LM pass, the fusion and the heads. "uncached": the
