@@ -1,4 +1,6 @@
 # ifshm-ray: the two commands a user needs are `make demo` and `make test`; both install first.
+# `make test` runs every test (CI); `make test-fast` skips the ones marked slow or e2e (pyproject.toml's
+# [tool.pytest.ini_options] markers) and takes under 2 minutes on 2 cores.
 #
 # The install is idempotent: it leaves a stamp file in the venv named after a hash of pyproject.toml and
 # constraints.txt, so a second run is instant and an edit to either file reinstalls.
@@ -32,11 +34,12 @@ STAMP         := $(VENV)/.installed-$(INSTALL_HASH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install demo test bench clean distclean
+.PHONY: help install demo test test-fast bench clean distclean
 
 help:
 	@echo "make demo       install (if needed), then run the main pipeline end to end -> $(DEMO_OUT)/"
 	@echo "make test       install (if needed), then run the test suite (PYTEST_ARGS='...' to pass options)"
+	@echo "make test-fast  install (if needed), then run the fast tier: every test not marked slow or e2e (< 2 min)"
 	@echo "make bench      install (if needed), then run benchmarks/*.py one by one"
 	@echo "make install    only create/refresh the venv ($(VENV))"
 	@echo "make clean      remove build outputs and caches (keeps $(VENV) and results/)"
@@ -62,6 +65,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not e2e" $(PYTEST_ARGS)
 
 bench: install
 	@shopt -s nullglob; files=(benchmarks/*.py); \

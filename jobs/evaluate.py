@@ -8,8 +8,9 @@ Run (local embedded Ray; or under `ray job submit`, where it joins the cluster):
 
 With one policy it writes OUT/metrics.json; with several, OUT/<policy>/metrics.json for each plus a combined
 report.md and PNG plots (MTTR per fault per policy, detection vs repair). A trained policy is given as
-`checkpoint:PATH` (PATH = a policy bundle or the --out directory of jobs/train.py), optionally labelled
-`NAME=checkpoint:PATH`. Every policy meets the same incidents (seeds depend on seed, fault and episode index).
+`checkpoint:PATH` (PATH = a policy bundle or the --out directory of jobs/train.py), labelled `ppo` unless given as
+`NAME=checkpoint:PATH`; labels must be unique (two checkpoints need a NAME each). Every policy meets the same
+incidents (seeds depend on seed, fault and episode index).
 Expect about 0.05 s per episode for oracle/random and 0.2 s for the runbook (it reads rendered telemetry).
 """
 from __future__ import annotations
@@ -70,6 +71,8 @@ def parse_args(argv=None) -> Args:
 
 
 def parse_policies(spec: str) -> dict[str, str]:
+    """``--policy`` as ``{label: policy}``; a label given twice (two unlabelled checkpoints, or a repeated baseline)
+    is refused, since one policy's results would replace the other's."""
     out: dict[str, str] = {}
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
         label, _, pol = item.rpartition("=") if "=" in item.split(":", 1)[0] else ("", "", item)
@@ -80,7 +83,11 @@ def parse_policies(spec: str) -> dict[str, str]:
             path = pol.split(":", 1)[1]
             if not Path(path).exists():
                 raise SystemExit(f"error: checkpoint path {path!r} does not exist")
-        out[label or ("ppo" if pol.startswith("checkpoint:") else pol)] = pol
+        label = label or ("ppo" if pol.startswith("checkpoint:") else pol)
+        if label in out:
+            raise SystemExit(f"error: two policies are labelled {label!r} ({out[label]} and {pol}); give each "
+                             "checkpoint its own label, e.g. a=checkpoint:PATH_A,b=checkpoint:PATH_B")
+        out[label] = pol
     if not out:
         raise SystemExit("error: --policy is empty")
     return out
@@ -120,7 +127,7 @@ def main(argv=None) -> dict[str, dict]:
                             num_cpus_per_task=args.task_cpus, progress=progress)
         except (ValueError, RuntimeError, FileNotFoundError) as e:  # bad bundle, topology mismatch, ...
             raise SystemExit(f"error: policy {label!r}: {e}")
-        m = summarise(recs, label, fault_set, sim_cfg.time_limit_s)
+        m = summarise(recs, label, fault_set, sim_cfg.time_limit_s, catalog=sim_cfg.catalog)
         m["wall_s"] = time.time() - t0
         m["seed"] = args.seed
         target = out if len(policies) == 1 else out / label

@@ -49,27 +49,28 @@ def test_presets_load_offline(model):
     assert tok.pad_token is not None and backbone.config.hidden_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_default_smollm2_loads_offline_and_caches(tmp_path, monkeypatch):
-    """The embedded default: first load dequantises the GGUF and caches safetensors; the second load reads them."""
-    import os
-    import time
+def test_default_smollm2_loads_offline_and_caches(monkeypatch):
+    """The embedded default: the first load dequantises the GGUF and caches safetensors; a later load reads them
+    and never touches the GGUF again. (The load times are measured by ``benchmarks/bench_encoder.py --load-only``.)"""
+    from ifshm_ray.encoding import models
 
-    from ifshm_ray.encoding.models import default_cache_dir
+    cached = models.smollm2_dir()  # dequantises and caches on the first call ever
+    assert cached == models.default_cache_dir() / "smollm2-135m-instruct"
+    assert (cached / "model.safetensors").is_file() and (cached / "tokenizer.json").is_file()
 
-    cached = default_cache_dir() / "smollm2-135m-instruct"
+    def no_gguf(*_, **__):
+        raise AssertionError("a cached SmolLM2 was dequantised from the GGUF again")
+
+    monkeypatch.setattr(models, "_package_dir", no_gguf)
     backbone, tok = load_backbone("smollm2")
-    assert (cached / "model.safetensors").is_file()
-    t0 = time.perf_counter()
-    backbone, tok = load_backbone("smollm2")
-    assert time.perf_counter() - t0 < 30.0  # ~1 s normally; the GGUF dequantisation takes ~17 s
-    assert backbone.config.hidden_size == 576 and os.path.isdir(cached)
+    assert backbone.config.hidden_size == 576
     with torch.no_grad():
         out = backbone(**tok(["ERROR nova.compute failed"], return_tensors="pt")).last_hidden_state
     assert out.shape[-1] == 576 and torch.isfinite(out).all()
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("adapter", ["lora", "prompt_tuning"])
 def test_adapter_init_is_the_same_in_every_run(adapter):

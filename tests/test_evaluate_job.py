@@ -1,4 +1,5 @@
-"""jobs/evaluate.py end to end on a tiny budget (Ray tasks on the shared test Ray), and its error messages."""
+"""jobs/evaluate.py end to end on a tiny budget (Ray tasks on the shared test Ray), its error messages, policy
+labels, and the catalog hash it records."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,8 @@ from conftest import load_job
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(240)
 def test_evaluate_smoke_several_policies(ray_session, tmp_out):
     res = load_job("evaluate").main(["--policy", "oracle,runbook,runbook-instant,random", "--faults",
@@ -44,6 +47,8 @@ def test_evaluate_single_policy_no_ray(tmp_out):
     (["--faults", "gpu_on_fire"], "unknown fault name"),
     (["--policy", "checkpoint:/nonexistent/x"], "does not exist"),
     (["--config", "/nonexistent.yaml"], "does not exist"),
+    (["--policy", "checkpoint:tests,checkpoint:jobs"], "two policies are labelled 'ppo'"),
+    (["--policy", "oracle,random,oracle"], "two policies are labelled 'oracle'"),
     (["--set", "step_s=-30"], "step_s = -30: Input should be greater than 0"),
     (["--set", "reward.harm_penaltyy=5"], "reward.harm_penaltyy: unknown config key"),
 ])
@@ -53,3 +58,33 @@ def test_evaluate_bad_input(tmp_out, args, msg):
     assert r.returncode != 0
     assert msg in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.timeout(30)
+def test_checkpoints_need_distinct_labels(tmp_path):
+    evaluate = load_job("evaluate")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    with pytest.raises(SystemExit, match="two policies are labelled 'ppo'.*its own label"):
+        evaluate.parse_policies(f"checkpoint:{a},checkpoint:{b}")
+    assert evaluate.parse_policies(f"oracle,checkpoint:{a}") == {"oracle": "oracle", "ppo": f"checkpoint:{a}"}
+    assert evaluate.parse_policies(f"x=checkpoint:{a},y=checkpoint:{b}") == {"x": f"checkpoint:{a}",
+                                                                            "y": f"checkpoint:{b}"}
+
+
+@pytest.mark.timeout(60)
+def test_metrics_record_the_hash_of_the_catalog_that_ran(tmp_out):
+    """SimConfig.catalog names another catalog: metrics.json hashes that one, not the packaged default."""
+    from ifshm_ray.sim.catalog import DATA_DIR, load_catalog
+
+    catalog = tmp_out / "catalog.yaml"
+    catalog.write_text("# a copy of the packaged catalog, so another file\n" + (DATA_DIR / "catalog.yaml").read_text())
+    sim = tmp_out / "sim.yaml"
+    sim.write_text(f"catalog: {catalog}\n")
+    want, default = load_catalog(catalog).sha256, load_catalog().sha256
+    assert want != default
+    res = load_job("evaluate").main(["--policy", "oracle", "--faults", "node_crash", "--episodes", "1", "--config", str(sim),
+                                "--out", str(tmp_out / "eval"), "--no-ray"])
+    assert res["oracle"]["catalog_sha256"] == want
+    assert json.loads((tmp_out / "eval" / "metrics.json").read_text())["catalog_sha256"] == want

@@ -1,5 +1,6 @@
 """jobs/finetune_encoder.py with a tiny budget: simulator data set as Parquet, baseline, LoRA fine-tuning through Ray
-Train's TorchTrainer with DeepSpeed ZeRO on 2 gloo workers, checkpoint + metrics.json, real-data scoring."""
+Train's TorchTrainer with DeepSpeed ZeRO on 2 gloo workers, checkpoint + metrics.json, real-data scoring; and its
+data-set step alone (held-out seeds, templates mined on the training split only)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,35 @@ from conftest import load_job
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.timeout(60)
+def test_dataset_splits_hold_out_seeds_and_mine_templates_on_train_only(tmp_path):
+    import pyarrow.parquet as pq
+
+    from ifshm_ray.encoding.config import load_config
+    from ifshm_ray.encoding.modal import ModalEncoder
+
+    job = load_job("finetune_encoder")
+    cfg = load_config(REPO / "configs" / "encoder_smoke.yaml")  # 1 seed per split, 1 window per episode
+    cfg.finetune.sim_kwargs = {"faults": "certificate_expiry,node_crash,gpu_xid79_fallen_off_bus"}  # 3 of 24: fast
+    rows = job.sim_windows(cfg)
+    assert {r["label"] for r in rows} == {"certificate_expiry", "node_crash", "gpu_xid79_fallen_off_bus", "healthy"}
+    seeds = {s: {r["seed"] for r in rows if r["split"] == s} for s in ("train", "val", "test")}
+    assert seeds == {"train": {0}, "val": {1}, "test": {2}}
+    path, labels = job.encode_rows(rows, cfg, tmp_path)
+    table = pq.read_table(path).to_pylist()
+    assert [r["split"] for r in table] == sorted((r["split"] for r in table), key=["train", "val", "test"].index)
+    assert labels == sorted({r["label"] for r in rows if r["split"] == "train"})
+    assert all(r["label_id"] == labels.index(r["label"]) for r in table if r["label"] in labels)
+    # the saved miner knows only the training split's templates: re-mining train alone gives the same state
+    train_only = ModalEncoder(cfg.encoder)
+    for r in rows:
+        if r["split"] == "train":
+            train_only.encode(r["telemetry"])
+    assert (tmp_path / "miner.bin").read_bytes() == train_only.miner_state()
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_finetune_smoke_zero3_two_workers(ray_session, tmp_out):
     """ZeRO-3 (the smoke config says 2; stage 3 also covers partitioned weights and rank 0's gather)."""

@@ -8,6 +8,8 @@ import pytest
 from conftest import load_job
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_pipeline_smoke(ray_session, tmp_out):
     pipeline = load_job("pipeline")

@@ -4,13 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-torch = pytest.importorskip("torch")
-
-from ray.rllib.core.columns import Columns  # noqa: E402
-from ray.rllib.core.rl_module.rl_module import RLModuleSpec  # noqa: E402
-
-from ifshm_ray.policy.bundle import (  # noqa: E402
+from ifshm_ray.policy.bundle import (
     BUNDLE_DIRNAME,
     MANIFEST,
     PolicyBundleError,
@@ -18,9 +16,9 @@ from ifshm_ray.policy.bundle import (  # noqa: E402
     export_policy_bundle,
     load_policy_bundle,
 )
-from ifshm_ray.policy.module import module_class  # noqa: E402
+from ifshm_ray.policy.module import module_class
 
-from test_policy_standin_env import StandInFaultEnv  # noqa: E402
+from test_policy_standin_env import StandInFaultEnv
 
 SMALL = {"encoder_hiddens": [32], "head_hiddens": [32], "vf_hiddens": [32], "category_embed_dim": 8}
 

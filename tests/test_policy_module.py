@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-torch = pytest.importorskip("torch")
-
-from ray.rllib.core.columns import Columns  # noqa: E402
-from ray.rllib.core.rl_module.rl_module import RLModuleSpec  # noqa: E402
-
-from ifshm_ray.policy.distributions import MASK_LOGIT  # noqa: E402
-from ifshm_ray.policy.module import (  # noqa: E402
+from ifshm_ray.policy.distributions import MASK_LOGIT
+from ifshm_ray.policy.module import (
     ENTROPY_HIGH,
     ENTROPY_LOW,
     FlatRecoveryModule,
@@ -18,7 +16,7 @@ from ifshm_ray.policy.module import (  # noqa: E402
     module_class,
 )
 
-from test_policy_standin_env import C, F, R, T, StandInFaultEnv  # noqa: E402
+from test_policy_standin_env import C, F, R, T, StandInFaultEnv
 
 KINDS = ["hierarchical", "flat"]
 SMALL = {"encoder_hiddens": [32], "head_hiddens": [32], "vf_hiddens": [32], "category_embed_dim": 8}

@@ -6,14 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
 
-torch = pytest.importorskip("torch")
-
-from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec  # noqa: E402
-
-from ifshm_ray.encoding.rl_state import SemanticTableError, build_table, load_table  # noqa: E402
-from ifshm_ray.env import FaultInjectionEnv  # noqa: E402
-from ifshm_ray.policy.module import HierarchicalRecoveryModule  # noqa: E402
+from ifshm_ray.encoding.rl_state import SemanticTableError, build_table, load_table
+from ifshm_ray.env import FaultInjectionEnv
+from ifshm_ray.policy.module import HierarchicalRecoveryModule
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"encoder_hiddens": [32], "head_hiddens": [32], "vf_hiddens": [32], "category_embed_dim": 8}
@@ -138,6 +136,8 @@ def test_semantic_module_acts_trains_and_reloads_without_the_table(table_path, t
         moved.rename(table_path)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_train_job_with_semantic_encoder(ray_session, tmp_path, capsys):
     """jobs/train.py builds the table with the configured encoder (a tiny preset here), trains and bundles."""

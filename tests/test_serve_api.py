@@ -307,3 +307,63 @@ def test_serve_config_from_args():
         serve_config_from_args({"checkpoint": "x", "top_k": "many"})
     with pytest.raises(ConfigError, match="min_confidence"):
         serve_config_from_args({"checkpoint": "x", "min_confidence": 2})
+
+
+# ------------------------------------------------------------------------------------------------ OpenAPI
+def _operations(spec: dict) -> dict:
+    return {(path, method): op for path, ops in spec["paths"].items() for method, op in ops.items()}
+
+
+@pytest.mark.timeout(60)
+def test_openapi_declares_bearer_auth_only_when_a_token_is_set(make_client, monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    spec = make_client()[0].get("/openapi.json").json()
+    assert "securitySchemes" not in spec.get("components", {})
+    for (path, method), op in _operations(spec).items():
+        assert "security" not in op and "401" not in op["responses"], (path, method)
+        assert all(p.get("name", "").lower() != "authorization" for p in op.get("parameters", [])), (path, method)
+
+    monkeypatch.setenv(TOKEN_ENV, "s3cret-token")
+    spec = make_client()[0].get("/openapi.json").json()
+    (scheme_name, scheme), = spec["components"]["securitySchemes"].items()
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    for (path, method), op in _operations(spec).items():
+        if path.startswith("/v1/"):
+            assert op["security"] == [{scheme_name: []}] and "401" in op["responses"], (path, method)
+        else:
+            assert "security" not in op, (path, method)
+
+
+@pytest.mark.timeout(60)
+def test_openapi_schema_carries_the_topology_and_alertname(client, served):
+    """What the app enforces is in the document: a client validating against it (jsonschema here) accepts a
+    simulator window and the Alertmanager example, and rejects unknown entities and an alert without alertname."""
+    import jsonschema
+
+    spec = client.get("/openapi.json").json()
+    topo = client.get("/healthz").json()["topology"]
+    schemas = spec["components"]["schemas"]
+    entities = topo["services"] + topo["nodes"]
+    assert schemas["Telemetry"]["properties"]["metrics"]["propertyNames"]["enum"] == entities
+    assert schemas["Alarm"]["properties"]["entity"]["anyOf"][0]["enum"] == entities
+    assert schemas["HealRequest"]["properties"]["cordoned"]["items"]["enum"] == topo["nodes"]
+    assert "alertname" in schemas["AlertLabels"]["required"]
+
+    def validator(name):
+        schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+        return jsonschema.Draft202012Validator(schema)
+
+    heal, am = validator("HealRequest"), validator("AlertmanagerWebhook")
+    window = served["windows"][-1]
+    assert not list(heal.iter_errors({"telemetry": window, "cordoned": [topo["nodes"][0]]}))
+    assert list(heal.iter_errors({"telemetry": {"metrics": {"db-7": {"cpu": [1.0]}}}}))
+    assert list(heal.iter_errors({"telemetry": {"alarms": [{"name": "X", "entity": "db-7"}]}}))
+    assert list(heal.iter_errors({"telemetry": {}, "cordoned": ["gpu-99"]}))
+    payload = alertmanager_payload()
+    assert not list(am.iter_errors(payload))
+    del payload["alerts"][0]["labels"]["alertname"]
+    errors = list(am.iter_errors(payload))
+    assert errors and "alertname" in errors[0].message
+    # and the app answers those the same way
+    r = client.post("/v1/alertmanager", json=payload)
+    assert r.status_code == 422 and "alerts[0].labels.alertname: Field required" in r.json()["detail"]

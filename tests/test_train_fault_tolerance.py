@@ -1,4 +1,5 @@
-"""Killing an env-runner actor mid-training does not stop training (RLlib restarts it)."""
+"""Killing an env-runner actor mid-training does not stop training (RLlib restarts it); the fault_tolerance section
+of the training config reaches RLlib's config."""
 from __future__ import annotations
 
 import time
@@ -10,11 +11,29 @@ from ifshm_ray.policy.algo import build_ppo_config
 from ifshm_ray.policy.config import load_train_config
 
 
+def tiny_cfg():
+    return load_train_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+
+
+@pytest.mark.timeout(60)
+def test_fault_tolerance_section_reaches_the_ppo_config():
+    """Every fault_tolerance setting (non-default values here) is what RLlib's AlgorithmConfig holds (no Ray)."""
+    cfg = tiny_cfg()
+    want = {"restart_failed_env_runners": False, "max_num_env_runner_restarts": 7,
+            "delay_between_env_runner_restarts_s": 0.5, "num_consecutive_env_runner_failures_tolerance": 3,
+            "env_runner_health_probe_timeout_s": 4.0, "restart_failed_sub_environments": True}
+    for key, value in want.items():
+        setattr(cfg.fault_tolerance, key, value)
+    config = build_ppo_config(cfg)
+    assert {key: getattr(config, key) for key in want} == want
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_training_survives_killed_env_runner(ray_session):
     import ray
 
-    cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    cfg = tiny_cfg()
     cfg.runners.num_env_runners = 2
     cfg.runners.num_cpus_per_env_runner = 0.25
     cfg.fault_tolerance.delay_between_env_runner_restarts_s = 0.0

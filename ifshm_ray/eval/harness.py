@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -117,9 +118,11 @@ def evaluate(policy_spec: str, faults: list[str], episodes: int, seed: int, sim_
     return out
 
 
-def summarise(records: list[dict], policy: str, fault_set: str, time_limit_s: float) -> dict:
+def summarise(records: list[dict], policy: str, fault_set: str, time_limit_s: float,
+              catalog: str | Path | None = None) -> dict:
     """metrics.json content. Failed episodes (not recovered, or escalated) count in MTTR as they ended; an episode
-    that never recovered counts at the time limit."""
+    that never recovered counts at the time limit. ``catalog``: the fault catalog the episodes ran on
+    (``SimConfig.catalog``; None: the packaged one), whose hash is recorded as ``catalog_sha256``."""
     mttr = np.array([r["mttr_s"] for r in records])
     det = np.array([r["detect_s"] for r in records], dtype=float)
     rep = np.array([r["repair_s"] for r in records], dtype=float)
@@ -132,7 +135,7 @@ def summarise(records: list[dict], policy: str, fault_set: str, time_limit_s: fl
                         "detect_mean_s": _nanmean([r["detect_s"] for r in rs]),
                         "repair_mean_s": _nanmean([r["repair_s"] for r in rs]),
                         "episodes": len(rs)}
-    cat = load_catalog()
+    cat = load_catalog(catalog)
     return {
         "policy": policy, "fault_set": fault_set, "episodes": len(records),
         "mttr_mean_s": float(mttr.mean()), "mttr_p50_s": float(np.percentile(mttr, 50)),

@@ -5,9 +5,15 @@ on its replica (``__serve_build_asgi_app__``), tests build it in-process with ``
 
 Errors always carry ``{"detail": "<what is wrong>"}``: 422 for malformed JSON, wrong types or unknown entity names,
 413 for bodies or telemetry larger than the configured limits, 401 for a missing or wrong bearer token.
-"""
-from __future__ import annotations
 
+The OpenAPI document (``/openapi.json``) says what the app enforces: the request bodies name the served topology's
+entities as enums (:func:`~ifshm_ray.serve.schemas.request_models`), Alertmanager alerts require
+``labels.alertname``, and the bearer-token security scheme (with the 401 answers) is declared on the ``/v1/*``
+operations only when a token is configured, so a client or fuzzer generated from it sends what the app accepts.
+"""
+# No `from __future__ import annotations`: the request models are built per app (per topology) inside create_app,
+# and FastAPI reads the endpoints' annotations as objects; postponed (string) annotations would be looked up in
+# the module's globals, where those models are not.
 import hmac
 import logging
 
@@ -17,13 +23,14 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ifshm_ray.serve.schemas import (AlertmanagerResponse, AlertmanagerWebhook, DiagnoseRequest, Diagnosis,
-                                     ErrorResponse, HealRequest, HealResponse)
+from ifshm_ray.serve.schemas import (AlertmanagerResponse, AlertmanagerWebhook, Diagnosis, ErrorResponse,
+                                     HealResponse, request_models)
 from ifshm_ray.serve.service import HealingService, InputError, LimitError
+from ifshm_ray.telemetry import describe_errors
 
 logger = logging.getLogger(__name__)
 
-_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or wrong bearer token (when auth is on)."},
+_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
            413: {"model": ErrorResponse, "description": "Body or telemetry larger than a configured limit."},
            422: {"model": ErrorResponse, "description": "Malformed JSON, wrong types or unknown entity names."}}
 
@@ -72,12 +79,12 @@ class BodySizeLimit:
 
 
 def _format_errors(errors) -> str:
-    parts = []
-    for e in errors[:10]:
-        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
-    more = f" (+{len(errors) - 10} more)" if len(errors) > 10 else ""
-    return "invalid request: " + "; ".join(parts) + more
+    for e in errors:
+        if e.get("type") == "json_invalid":  # loc = ("body", character offset)
+            pos = e.get("loc", ())[-1]
+            return f"malformed JSON at character {pos}: {(e.get('ctx') or {}).get('error', e.get('msg'))}"
+    body_relative = [{**e, "loc": tuple(x for x in e.get("loc", ()) if x != "body") or ("body",)} for e in errors]
+    return "invalid request: " + describe_errors(body_relative, limit=10)
 
 
 def create_app(service: HealingService) -> FastAPI:
@@ -92,12 +99,12 @@ def create_app(service: HealingService) -> FastAPI:
                     "(`GET /healthz` lists them).",
     )
     app.add_middleware(BodySizeLimit, max_bytes=cfg.max_body_bytes)
-    bearer = HTTPBearer(auto_error=False, description="Bearer token; required only when auth is on.")
+    DiagnoseRequest, HealRequest = request_models(tuple(service.services), tuple(service.nodes))
+    token = cfg.resolved_token()  # read once, when the app is built (on the replica under Serve)
+    bearer = HTTPBearer(auto_error=False, description="Bearer token: the served config's auth_token or the value "
+                                                      "of its auth_token_env variable.")
 
     async def require_token(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        token = cfg.resolved_token()
-        if token is None:
-            return
         if creds is None or creds.scheme.lower() != "bearer" or not hmac.compare_digest(
                 creds.credentials.encode(), token.encode()):
             raise StarletteHTTPException(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
@@ -122,25 +129,28 @@ def create_app(service: HealingService) -> FastAPI:
     async def _limit(_: Request, exc: LimitError):
         return JSONResponse({"detail": str(exc)}, status_code=413)
 
-    auth = [Depends(require_token)]
+    # Auth off: no security requirement and no 401 in the document (an OpenAPI-driven client would otherwise
+    # insist on an Authorization header the app never checks).
+    auth = [Depends(require_token)] if token is not None else []
+    errors = _ERRORS if token is not None else {k: v for k, v in _ERRORS.items() if k != 401}
 
-    @app.post("/v1/diagnose", response_model=Diagnosis, responses=_ERRORS, dependencies=auth,
+    @app.post("/v1/diagnose", response_model=Diagnosis, responses=errors, dependencies=auth,
               summary="Diagnose a telemetry window: fault mode, confidence, unknown score, explanation.")
     async def diagnose(req: DiagnoseRequest) -> dict:
         return await service.diagnose(service.check(req.telemetry.to_telemetry()))
 
-    @app.post("/v1/heal", response_model=HealResponse, responses=_ERRORS, dependencies=auth,
+    @app.post("/v1/heal", response_model=HealResponse, responses=errors, dependencies=auth,
               summary="Diagnose and recommend a hierarchical recovery action (category, target, ratio).")
     async def heal(req: HealRequest) -> dict:
         telemetry = service.check(req.telemetry.to_telemetry())
         return await service.heal(telemetry, req.last_action, req.cordoned)
 
-    @app.post("/v1/alertmanager", response_model=AlertmanagerResponse, responses=_ERRORS, dependencies=auth,
+    @app.post("/v1/alertmanager", response_model=AlertmanagerResponse, responses=errors, dependencies=auth,
               summary="Prometheus Alertmanager webhook receiver (payload version 4).")
     async def alertmanager(req: AlertmanagerWebhook) -> dict:
         return await service.alertmanager(req.model_dump())
 
-    @app.get("/v1/faults", dependencies=auth, responses={401: _ERRORS[401]},
+    @app.get("/v1/faults", dependencies=auth, responses={k: v for k, v in errors.items() if k == 401},
              summary="The fault catalog: name, family, known/unknown, description, remedies.")
     async def faults() -> list[dict]:
         return service.faults()

@@ -1,50 +1,27 @@
 """Request and response models of the HTTP API (pydantic 2); they define the OpenAPI document at ``/openapi.json``.
 
-Requests carry one telemetry window in the schema of :mod:`ifshm_ray.telemetry` (logs, metrics, alarms). The
-models check shapes and types (numbers must be finite JSON numbers, not strings or booleans); the *sizes* (lines,
-bytes, series) are checked against the configurable limits afterwards (413), and entity names against the served
-policy's topology (422 naming the valid ones).
+Requests carry one telemetry window in the schema of :mod:`ifshm_ray.telemetry`, whose models (:class:`Telemetry`,
+:class:`Alarm`) are used here as they are: they check shapes and types (numbers must be finite JSON numbers, not
+strings or booleans). :func:`request_models` binds the requests to the served topology: entity names (metric and
+alarm entities, cordoned nodes) become enums, checked on input (422 naming the valid ones) and visible to a client
+generated from the OpenAPI document. The *sizes* (lines, bytes, series) are checked against the configurable limits
+afterwards (413).
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import functools
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+from ifshm_ray.telemetry import Alarm, Telemetry, name_type, telemetry_model
+
+__all__ = ["Alarm", "Telemetry", "DiagnoseRequest", "HealRequest", "request_models", "AlertLabels",
+           "AlertmanagerAlert", "AlertmanagerWebhook", "FaultProb", "Diagnosis", "Action", "HealResponse",
+           "AlertmanagerResponse", "ErrorResponse"]
+
 Category = Literal["observe", "restart", "migrate", "scale", "rollback", "reallocate", "drain", "clear_storage",
                    "reroute", "escalate"]
-
-
-class Alarm(BaseModel):
-    """A Prometheus-style alert, pending or firing."""
-
-    model_config = ConfigDict(extra="ignore")
-    name: str = Field(min_length=1, description="Alert rule name, e.g. KubePodCrashLooping.")
-    severity: Literal["info", "warning", "critical"] = "warning"
-    entity: str | None = Field(None, description="Service or node the alert is about (must be in the topology).")
-    state: Literal["pending", "firing"] = "firing"
-    active_for_s: FiniteFloat = Field(0.0, ge=0.0, description="Seconds since the alert became active.")
-    summary: str = ""
-
-
-class Telemetry(BaseModel):
-    """One telemetry window (schema ``ifshm.telemetry/v1``); unknown extra keys are ignored."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    schema_: str | None = Field(None, alias="schema", description="Optional; 'ifshm.telemetry/v1'.")
-    time_s: FiniteFloat = Field(0.0, ge=0.0, description="Seconds since the incident window started.")
-    window_s: FiniteFloat = Field(30.0, gt=0.0, description="Length of the window the logs/metrics cover.")
-    logs: list[str] = Field(default_factory=list, description="Raw log lines, oldest first.")
-    metrics: dict[str, dict[str, list[FiniteFloat]]] = Field(
-        default_factory=dict, description="entity -> metric name -> samples over the window (oldest first).")
-    alarms: list[Alarm] = Field(default_factory=list)
-
-    def to_telemetry(self) -> dict:
-        """The plain telemetry dict every component accepts."""
-        d = self.model_dump(by_alias=True, exclude={"schema_"})
-        d["schema"] = self.schema_ or "ifshm.telemetry/v1"
-        return d
 
 
 class DiagnoseRequest(BaseModel):
@@ -59,13 +36,37 @@ class HealRequest(BaseModel):
     cordoned: list[str] = Field(default_factory=list, description="Nodes already cordoned (drained).")
 
 
+@functools.lru_cache(maxsize=16)
+def request_models(services: tuple[str, ...], nodes: tuple[str, ...]) -> tuple[type[DiagnoseRequest],
+                                                                                type[HealRequest]]:
+    """``(DiagnoseRequest, HealRequest)`` for one topology: telemetry entities name ``services`` / ``nodes`` and
+    ``cordoned`` names ``nodes`` (enums in the OpenAPI document)."""
+    telemetry = telemetry_model(services, nodes)
+    node = name_type(nodes, "node", "nodes")
+    diagnose = create_model("DiagnoseRequest", __base__=DiagnoseRequest, __module__=__name__,
+                            telemetry=(telemetry, ...))
+    heal = create_model("HealRequest", __base__=HealRequest, __module__=__name__, telemetry=(telemetry, ...),
+                        cordoned=(list[node], Field(default_factory=list,
+                                                    description=HealRequest.model_fields["cordoned"].description)))
+    return diagnose, heal
+
+
 # ------------------------------------------------------------------------------------------- Alertmanager webhook
+class AlertLabels(BaseModel):
+    """An alert's labels: ``alertname`` (required, as Alertmanager always sends it) and any other string labels.
+    ``severity``, ``service``, ``pod``, ``node`` and ``instance`` are read (see ``alertmanager_to_telemetry``)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str] = Field(init=False)
+    alertname: str = Field(min_length=1, description="Alert rule name; becomes the alarm name.")
+
+
 class AlertmanagerAlert(BaseModel):
     """One alert of an Alertmanager webhook notification (``alerts[]``)."""
 
     model_config = ConfigDict(extra="ignore")
     status: Literal["firing", "resolved"]
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: AlertLabels
     annotations: dict[str, str] = Field(default_factory=dict)
     startsAt: str = ""
     endsAt: str = ""
