@@ -9,7 +9,7 @@ How to run
     IFSHM_SERVE_TOKEN=s3cret .venv/bin/python jobs/serve.py --checkpoint results/demo   # bearer-token auth on
     .venv/bin/python jobs/serve.py --checkpoint results/demo --set max_log_lines=500 --set min_confidence=0.6
 
-The same app starts with ``serve run ifshm_ray.serve:build_app checkpoint=results/demo model=minilm`` or, on a
+The same app starts with ``serve run ifshm_ray.serve.app:build_app checkpoint=results/demo model=minilm`` or, on a
 running Ray (``ray start --head`` / a cluster), ``serve deploy configs/serve.yaml``.
 
 What to expect

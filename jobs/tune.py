@@ -31,7 +31,7 @@ One line per finished trial, then the table. Outputs in ``--out``:
 ``results.csv`` and ``results.md`` (one row per trial: parameters, final metrics, iterations, status),
 ``best.json`` (best trial's parameters and metrics), ``best_config.yaml`` (its full training config:
 ``jobs/train.py --config OUT/best_config.yaml`` retrains it), ``best_checkpoint/`` (its RLlib checkpoint) and
-``policy_bundle/`` (exported from that checkpoint: ``serve run ifshm_ray.serve:build_app checkpoint=OUT``),
+``policy_bundle/`` (exported from that checkpoint: ``serve run ifshm_ray.serve.app:build_app checkpoint=OUT``),
 ``tune/`` (Tune's experiment directory). With PBT, only the continuous parameters (``loguniform`` / ``uniform``)
 are mutated; the others (network sizes, batch sizes) stay as sampled, so checkpoints stay loadable.
 """

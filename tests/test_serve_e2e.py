@@ -30,7 +30,7 @@ def test_serve_config_yaml_is_valid(name):
     data = yaml.safe_load((REPO / "configs" / name).read_text())
     schema = ServeDeploySchema.model_validate(data)
     app = schema.applications[0]
-    assert app.import_path == "ifshm_ray.serve:build_app"
+    assert app.import_path == "ifshm_ray.serve.app:build_app"
     assert {d.name for d in app.deployments} == {INGRESS_DEPLOYMENT, ENCODER_DEPLOYMENT}
     assert isinstance(serve_config_from_args(app.args), ServeConfig)  # every arg is a ServeConfig field
     if name == "cluster_serve.yaml":

@@ -1,6 +1,8 @@
 """Encoding: modal-aware encoder (logs, metrics, alarms -> one context) and the LLM semantic encoder.
 
-Modules (imports are lazy: importing this package loads neither torch nor a model):
+Modules (this package re-exports nothing: import from the module, e.g. ``from ifshm_ray.encoding.config import
+EncoderConfig``. Plain re-exports would make ``import ifshm_ray.encoding.config``, which the jobs import first to check
+their config, load torch and transformers too: ~4 s against <0.1 s, measured):
 
 * :mod:`.config`      -- ``EncoderConfig`` / ``FinetuneConfig`` / ``ServiceConfig``, loaded from ``configs/encoder*.yaml``
 * :mod:`.models`      -- backbones by preset name (``smollm2``, ``minilm``, ``tiny-llama``, ``tiny-bert``) or path
@@ -17,30 +19,8 @@ Modules (imports are lazy: importing this package loads neither torch nor a mode
 
 Typical use::
 
-    from ifshm_ray.encoding import EncoderConfig, SemanticEncoder
+    from ifshm_ray.encoding.config import EncoderConfig
+    from ifshm_ray.encoding.semantic import SemanticEncoder
     enc = SemanticEncoder.build(EncoderConfig(model="minilm"), fault_types=["gpu_xid", "oom", ...])
     out = enc.predict([telemetry_window])   # state, probs, fault, confidence, unknown_score
 """
-from __future__ import annotations
-
-import importlib
-
-_EXPORTS = {
-    "EncoderConfig": "config", "FinetuneConfig": "config", "ServiceConfig": "config", "EncoderJobConfig": "config",
-    "ConfigError": "config", "load_config": "config", "config_from_dict": "config",
-    "ModelNotFoundError": "models", "PRESETS": "models", "load_backbone": "models", "resolve_model": "models",
-    "ModalEncoder": "modal", "EncodedContext": "modal", "template_count_vector": "modal",
-    "SemanticEncoder": "semantic",
-    "AdapterNotFoundError": "adapters",
-    "LRUCache": "cache", "text_key": "cache",
-    "EncoderWorker": "service", "EncoderPool": "service", "SemanticStateWrapper": "service",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ Two deployments, composed by a deployment handle:
 * ``IFSHMIngress`` (:class:`IngressDeployment`): the FastAPI app (:func:`~ifshm_ray.serve.http.create_app`) with the
   policy bundle loaded through :func:`~ifshm_ray.policy.bundle.load_policy_bundle`; it calls the encoder's handle.
 
-Start it with ``serve run ifshm_ray.serve:build_app checkpoint=PATH model=minilm``, ``serve deploy configs/serve.yaml``
+Start it with ``serve run ifshm_ray.serve.app:build_app checkpoint=PATH model=minilm``, ``serve deploy configs/serve.yaml``
 or ``python jobs/serve.py --checkpoint PATH``. Builder args are the fields of :class:`~ifshm_ray.serve.config.ServeConfig`.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Typed settings of the Serve application (``ifshm_ray.serve:build_app``), from builder args or a Serve config YAML.
+"""Typed settings of the Serve application (``ifshm_ray.serve.app:build_app``), from builder args or a Serve config YAML.
 
-``serve run ifshm_ray.serve:build_app checkpoint=PATH model=minilm`` passes every ``key=value`` as a string;
+``serve run ifshm_ray.serve.app:build_app checkpoint=PATH model=minilm`` passes every ``key=value`` as a string;
 ``configs/serve.yaml`` passes them under ``applications[].args`` (typed YAML). :func:`serve_config_from_args`
 turns either into a validated :class:`ServeConfig`: strings are read as the field's type (``"10"`` -> 10,
 ``"true"``/``"false"`` for a bool, ``"none"``/``"null"``/``""`` -> None for an optional field), unknown keys are
@@ -93,7 +93,7 @@ class ServeConfig(ConfigModel):
     def _checkpoint_given(cls, value: str) -> str:
         if not value:
             raise ValueError("checkpoint is required: the --out directory of jobs/train.py (or its policy_bundle/), "
-                             "e.g. `serve run ifshm_ray.serve:build_app checkpoint=results/train model=minilm`")
+                             "e.g. `serve run ifshm_ray.serve.app:build_app checkpoint=results/train model=minilm`")
         return value
 
     def resolved_token(self) -> str | None:
