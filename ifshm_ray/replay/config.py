@@ -1,0 +1,100 @@
+"""Configuration of the replay pieces (no torch, no Ray imported here).
+
+* :class:`ReplayConfig`: the stratified prioritized replay buffer and the Ray actor that holds it.
+* :class:`LevelSamplerConfig`: prioritized level replay over fault types (Jiang et al. 2021).
+* :class:`SILConfig`: the self-imitation loss (Oh et al. 2018).
+
+Defaults follow the papers where they give a number (named in each docstring); every number lives here.
+"""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from ifshm_ray.config import ConfigModel
+
+
+class ReplayConfig(ConfigModel):
+    """The shared prioritized replay: one RLlib ``PrioritizedEpisodeReplayBuffer`` per stratum under one capacity."""
+
+    capacity: int = Field(50_000, ge=1)
+    """Total capacity in env steps over all strata (RLlib's buffer counts env steps too)."""
+    known_stratum: str = "known"
+    """Name of the stratum that holds the known fault types; every other stratum is a novel cluster."""
+    known_floor: float = Field(0.5, ge=0.5, lt=1.0)
+    """Share of ``capacity`` the known stratum keeps when novel strata exist (at least half). Novel strata split the
+    rest equally. A stratum may grow past its share while the total is under capacity; eviction only ever takes
+    the oldest episodes of strata over their share."""
+    alpha: float = Field(0.6, ge=0.0)
+    """Prioritization exponent: sampling probability ~ priority**alpha (0.6: Schaul et al. 2016 and the
+    self-imitation paper)."""
+    beta: float = Field(0.4, ge=0.0, le=1.0)
+    """Initial importance-sampling exponent, annealed linearly to 1 (0.4: Schaul et al. 2016)."""
+    beta_anneal_samples: int = Field(10_000, ge=1)
+    """Number of ``sample`` calls (learner updates) over which beta goes from ``beta`` to 1."""
+    priority_eps: float = Field(1e-6, gt=0.0)
+    """Added to every written priority, so a step with (R - V)+ = 0 keeps a small chance to be replayed."""
+    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    """Discount of the returns-to-go stored with every step (use the PPO config's gamma)."""
+    recovered_only: bool = True
+    """Store only episodes that ended recovered (terminated), not those cut at the time limit. The analogue of the
+    self-imitation paper storing only episodes with a positive reward: every reward here is <= 0."""
+    seed: int = 0
+    """Seed of the sampling generators (one per stratum, derived from this seed and the stratum name)."""
+    # ----- the Ray actor
+    actor_name: str = "ifshm_replay"
+    """Name under which env runners and learners find the actor (get-or-create)."""
+    deterministic: bool = True
+    """Synchronous mode: pushes are staged per source and added in a fixed order (source index, then arrival)
+    on ``flush``, which the driver calls at a barrier; a seed then reproduces a run. False: pushes are added on
+    arrival (for clusters)."""
+    max_restarts: int = Field(-1, ge=-1)
+    """Ray restarts of the actor after it dies (-1: unlimited); each restart reloads the last saved state."""
+    max_task_retries: int = Field(3, ge=-1)
+    """Retries of a call that was in flight when the actor died (-1: unlimited)."""
+    num_cpus: float = Field(0.25, gt=0.0)
+    """CPUs the actor reserves."""
+    detached: bool = False
+    """Detached lifetime (outlives the driver that created it; for a cluster where several jobs share it)."""
+
+class LevelSamplerConfig(ConfigModel):
+    """Prioritized level replay over fault types (Jiang et al. 2021, facebookresearch/level-replay)."""
+
+    score_alpha: float = Field(1.0, gt=0.0, le=1.0)
+    """Weight of a new score in the exponential moving average of a level's score (1.0: the latest score, as in
+    the paper's code)."""
+    temperature: float = Field(0.1, gt=0.0)
+    """Temperature of the rank transform: weight = (1 / rank) ** (1 / temperature) (0.1: the paper's Procgen
+    setting)."""
+    staleness_coef: float = Field(0.1, ge=0.0, le=1.0)
+    """Mixing weight of staleness: P = (1 - coef) * P_score + coef * P_staleness (0.1: the paper)."""
+    staleness_temperature: float = Field(1.0, gt=0.0)
+    """Temperature of the staleness power transform: weight = staleness ** (1 / temperature)."""
+    rho: float = Field(0.0, ge=0.0, le=1.0)
+    """Replay starts once this fraction of levels has been seen; until then only unseen levels are drawn
+    (proportionate schedule: afterwards replay with probability = fraction seen, otherwise an unseen level)."""
+    seed: int = 0
+    """Seed of the draws."""
+
+class SILConfig(ConfigModel):
+    """Self-imitation loss (Oh et al. 2018): -log pi(a|s) (R - V)+ + value_weight * 0.5 ((R - V)+)^2."""
+
+    weight: float = Field(1.0, ge=0.0)
+    """Weight of the whole self-imitation term in the policy's loss."""
+    value_weight: float = Field(0.01, ge=0.0)
+    """Weight of the value term (0.01: the paper's beta^sil)."""
+    adv_clip: float | None = Field(None, gt=0.0)
+    """Upper clip of (R - V)+ (the official code clips at 1 for clipped Atari rewards); None: no clip."""
+    max_nlogp: float | None = Field(5.0, gt=0.0)
+    """Cap on -log pi(a|s) in the policy term (5: the official code), so that a step the policy now finds
+    very unlikely cannot dominate; None: no cap."""
+    min_valid: int = Field(1, ge=1)
+    """The terms are averaged over max(number of steps with R > V, this) (64 in the official code for batches
+    of 512)."""
+    batch_size: int = Field(256, ge=1)
+    """Steps sampled from the replay per learner update."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "SILConfig":
+        if self.min_valid > self.batch_size:
+            raise ValueError(f"min_valid = {self.min_valid} must be <= batch_size = {self.batch_size}")
+        return self
