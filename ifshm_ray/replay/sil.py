@@ -1,0 +1,79 @@
+"""The self-imitation loss (Oh et al. 2018, "Self-Imitation Learning"), as small torch functions.
+
+For replayed steps (s, a, R) with R the discounted return the episode actually got from s, V(s) the value
+estimate and w the importance weight of the prioritized sample:
+
+    d_i      = (R_i - V(s_i))+                      (only steps that turned out better than expected count)
+    L_policy = sum_i w_i * stopgrad(d_i) * (-log pi(a_i|s_i)) / N
+    L_value  = sum_i w_i * 0.5 * d_i^2 / N
+    L_sil    = L_policy + value_weight * L_value,       N = max(#{i: R_i > V_i}, min_valid)
+
+and the new priority of each step is d_i (the form of the TD error this loss uses). ``log pi(a|s)`` is the exact
+hierarchical log-probability ``log p(c) + log p(t|c) + log p(r|c)`` (:func:`hierarchical_logp`). Two options
+of the official code (junhyukoh/self-imitation-learning) are kept, both off or mild by default:
+``adv_clip`` clips d at an upper bound (the value term then becomes a Huber loss with that bound, whose gradient
+is the official one), and ``max_nlogp`` caps the value of -log pi (its gradient is kept, as in the official code).
+Where R <= V nothing reaches the gradients.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ifshm_ray.replay.config import SILConfig
+
+
+@dataclasses.dataclass
+class SILTerms:
+    """The loss and its parts (scalars), the new priorities (detached, one per step) and N."""
+
+    loss: torch.Tensor
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    priorities: torch.Tensor
+    num_valid: int
+
+
+def hierarchical_logp(logp_category: torch.Tensor, logp_target: torch.Tensor,
+                      logp_ratio: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) of the hierarchical action a = (c, t, r): log p(c) + log p(t|c) + log p(r|c)."""
+    return logp_category + logp_target + logp_ratio
+
+
+def sil_loss(logp: torch.Tensor, values: torch.Tensor, returns: torch.Tensor, weights: torch.Tensor | None = None,
+             *, value_weight: float = 0.01, adv_clip: float | None = None, max_nlogp: float | None = None,
+             min_valid: int = 1) -> SILTerms:
+    """The self-imitation loss of a replayed batch (1-D tensors of equal length; see the module doc)."""
+    if not (logp.shape == values.shape == returns.shape) or logp.dim() != 1:
+        raise ValueError(f"logp, values and returns must be 1-D of one length, got {tuple(logp.shape)}, "
+                         f"{tuple(values.shape)}, {tuple(returns.shape)}")
+    if weights is None:
+        weights = torch.ones_like(returns)
+    weights = weights.to(returns.dtype).detach()
+    returns = returns.detach()
+    diff = returns - values
+    mask = (diff > 0).to(returns.dtype)
+    num_valid = int(mask.sum().item())
+    denom = float(max(num_valid, min_valid))
+    d = torch.relu(diff)  # (R - V)+, differentiable in V
+    if adv_clip is not None:
+        value_per_step = torch.where(d <= adv_clip, 0.5 * d.pow(2), adv_clip * (d - 0.5 * adv_clip))
+        d = torch.clamp(d, max=adv_clip)
+    else:
+        value_per_step = 0.5 * d.pow(2)
+    adv = d.detach()
+    nlogp = -logp
+    if max_nlogp is not None:
+        nlogp = nlogp + (torch.clamp(nlogp, max=max_nlogp) - nlogp).detach()
+    policy_loss = (weights * adv * nlogp).sum() / denom
+    value_loss = (weights * value_per_step).sum() / denom
+    return SILTerms(loss=policy_loss + value_weight * value_loss, policy_loss=policy_loss, value_loss=value_loss,
+                    priorities=adv, num_valid=num_valid)
+
+
+def sil_loss_from_config(logp: torch.Tensor, values: torch.Tensor, returns: torch.Tensor,
+                         weights: torch.Tensor | None, config: SILConfig) -> SILTerms:
+    """:func:`sil_loss` with the numbers of a :class:`SILConfig` (its ``weight`` scales the term in the learner)."""
+    return sil_loss(logp, values, returns, weights, value_weight=config.value_weight, adv_clip=config.adv_clip,
+                    max_nlogp=config.max_nlogp, min_valid=config.min_valid)

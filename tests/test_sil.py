@@ -1,0 +1,86 @@
+"""Self-imitation loss: hand-computed values and gradients, zero gradients where R <= V, options."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ifshm_ray.replay.config import SILConfig
+from ifshm_ray.replay.sil import hierarchical_logp, sil_loss, sil_loss_from_config
+
+
+def inputs(logp=(math.log(0.5), math.log(0.25), math.log(0.1)), values=(1.0, 2.0, 0.0), returns=(3.0, 1.0, 0.5)):
+    lp = torch.tensor(logp, dtype=torch.float64, requires_grad=True)
+    v = torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    return lp, v, torch.tensor(returns, dtype=torch.float64)
+
+
+def test_values_and_gradients_by_hand():
+    logp, v, r = inputs()
+    w = torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64)
+    out = sil_loss(logp, v, r, w, value_weight=0.01)
+    # (R - V)+ = [2, 0, 0.5]; N = 2 steps with R > V
+    assert out.num_valid == 2
+    assert out.policy_loss.item() == pytest.approx((1 * 2 * math.log(2) + 2 * 0.5 * math.log(10)) / 2)
+    assert out.value_loss.item() == pytest.approx((1 * 0.5 * 4 + 2 * 0.5 * 0.25) / 2)
+    assert out.loss.item() == pytest.approx(out.policy_loss.item() + 0.01 * out.value_loss.item())
+    assert out.priorities.tolist() == pytest.approx([2.0, 0.0, 0.5])
+    out.loss.backward()
+    # d/dlogp_i = -w_i (R-V)+_i / N; d/dV_i = -value_weight w_i (R-V)+_i / N (the policy term's advantage is fixed)
+    assert logp.grad.tolist() == pytest.approx([-1.0, 0.0, -0.5])
+    assert v.grad.tolist() == pytest.approx([-0.01, 0.0, -0.005])
+
+
+def test_no_gradient_where_the_return_is_not_better_than_the_value():
+    logp, v, r = inputs(values=(3.0, 2.0, 0.5), returns=(3.0, 1.0, 0.5))  # R <= V everywhere (two ties)
+    out = sil_loss(logp, v, r)
+    assert out.num_valid == 0 and out.loss.item() == 0.0
+    out.loss.backward()
+    assert logp.grad.tolist() == [0.0, 0.0, 0.0] and v.grad.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_hierarchical_logp_is_the_joint_log_probability():
+    c = torch.log(torch.tensor([0.5]))
+    t = torch.log(torch.tensor([0.2]))
+    rr = torch.log(torch.tensor([0.4]))
+    assert hierarchical_logp(c, t, rr).exp().item() == pytest.approx(0.5 * 0.2 * 0.4)
+    lc, lt, lr = (torch.tensor([math.log(p)], requires_grad=True) for p in (0.5, 0.2, 0.4))
+    out = sil_loss(hierarchical_logp(lc, lt, lr), torch.tensor([0.0]), torch.tensor([1.0]))
+    out.loss.backward()
+    assert lc.grad.item() == lt.grad.item() == lr.grad.item() == pytest.approx(-1.0)  # every level imitates
+
+
+def test_min_valid_denominator_and_default_weights():
+    logp, v, r = inputs()
+    out = sil_loss(logp, v, r, min_valid=4)
+    assert out.policy_loss.item() == pytest.approx((2 * math.log(2) + 0.5 * math.log(10)) / 4)
+
+
+def test_adv_clip_gives_a_huber_value_term_and_clipped_priorities():
+    logp, v, r = inputs()
+    out = sil_loss(logp, v, r, adv_clip=1.0, value_weight=1.0)
+    assert out.priorities.tolist() == pytest.approx([1.0, 0.0, 0.5])
+    # d = 2 > clip: 1 * (2 - 0.5) = 1.5; d = 0.5: 0.5 * 0.25
+    assert out.value_loss.item() == pytest.approx((1.5 + 0.125) / 2)
+    assert out.policy_loss.item() == pytest.approx((1.0 * math.log(2) + 0.5 * math.log(10)) / 2)
+    out.value_loss.backward()
+    assert v.grad.tolist() == pytest.approx([-0.5, 0.0, -0.25])  # -min(d, clip) / N
+
+
+def test_max_nlogp_caps_the_value_not_the_gradient():
+    logp, v, r = inputs()
+    out = sil_loss(logp, v, r, max_nlogp=1.0)
+    assert out.policy_loss.item() == pytest.approx((2 * math.log(2) + 0.5 * 1.0) / 2)
+    out.policy_loss.backward()
+    assert logp.grad.tolist() == pytest.approx([-1.0, 0.0, -0.25])
+
+
+def test_from_config_and_shape_check():
+    logp, v, r = inputs()
+    cfg = SILConfig(value_weight=0.5, max_nlogp=None, min_valid=1)
+    a = sil_loss_from_config(logp, v, r, None, cfg)
+    b = sil_loss(logp, v, r, value_weight=0.5)
+    assert a.loss.item() == pytest.approx(b.loss.item())
+    with pytest.raises(ValueError, match="1-D"):
+        sil_loss(logp, v[:2], r)
