@@ -272,3 +272,33 @@ def test_state_round_trip():
     assert copy.num_steps() == 40
     with pytest.raises(ValueError, match="capacity"):
         StratifiedReplayBuffer(ReplayConfig(capacity=41)).restore(state)
+
+
+def test_episodes_of_the_fault_env_go_in_and_come_out_batched():
+    """What env runners will push: episodes over the env's Dict observations and Tuple (c, t, r) actions."""
+    from ifshm_ray.env.fault_env import FaultInjectionEnv
+
+    env = FaultInjectionEnv({"time_limit_s": 240.0})
+    episodes = []
+    for seed in range(3):
+        obs, info = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        ep = SingleAgentEpisode(observation_space=env.observation_space, action_space=env.action_space)
+        ep.add_env_reset(obs, info)
+        while not ep.is_done:
+            action = env.action_space.sample()
+            obs, reward, terminated, truncated, info = env.step(action)
+            ep.add_env_step(obs, action, reward, info, terminated=terminated, truncated=truncated)
+        episodes.append(ep.to_numpy())
+    buf = StratifiedReplayBuffer(ReplayConfig(capacity=100, recovered_only=False))
+    assert buf.add(episodes, "known") == 3
+    batch = buf.sample(6)
+    assert set(batch.columns[Columns.OBS]) == set(env.observation_space.spaces)
+    for key, space in env.observation_space.spaces.items():
+        assert batch.columns[Columns.OBS][key].shape == (6, *space.shape)
+    assert len(batch.columns[Columns.ACTIONS]) == 3 and all(a.shape == (6,) for a in batch.columns[Columns.ACTIONS])
+    for row, (t, ret) in enumerate(zip(batch.columns[Columns.T], batch.columns[Columns.RETURNS_TO_GO])):
+        source = [ep for ep in episodes if t < len(ep) and np.array_equal(
+            ep.get_observations(int(t))["obs"], batch.columns[Columns.OBS]["obs"][row])]
+        assert source, "every sampled row is a step of a pushed episode"
+        assert ret == pytest.approx(returns_to_go(source[0].get_rewards(), buf.config.gamma)[t], rel=1e-5)

@@ -120,8 +120,8 @@ class ReplayBatch:
     """A prioritized sample: one row per step, strata in the buffer's order.
 
     ``columns``: ``Columns.OBS`` and ``Columns.ACTIONS`` (stacked per leaf of the spaces' structure),
-    ``Columns.REWARDS``, ``Columns.RETURNS_TO_GO``, ``Columns.T`` (step index in its episode), ``Columns.EPS_ID``,
-    ``STRATUM``, ``WEIGHTS``. ``weights`` is ``columns[WEIGHTS]``; ``beta`` the exponent used.
+    ``Columns.REWARDS``, ``Columns.RETURNS_TO_GO``, ``Columns.T`` (step index in its episode), ``STRATUM``,
+    ``WEIGHTS``. (No episode ids: RLlib's sample makes a new 1-step episode per row, with a new id.) ``weights`` is ``columns[WEIGHTS]``; ``beta`` the exponent used.
     """
 
     columns: dict[str, Any]
@@ -284,7 +284,6 @@ class StratifiedReplayBuffer:
             Columns.RETURNS_TO_GO: np.array([ep.get_extra_model_outputs(Columns.RETURNS_TO_GO, 0) for _, ep in rows],
                                             dtype=np.float32),
             Columns.T: np.array([ep.t_started for _, ep in rows], dtype=np.int64),
-            Columns.EPS_ID: np.array([ep.id_ for _, ep in rows]),
             STRATUM: np.array([name for name, _ in rows]),
             WEIGHTS: np.array([ep.get_extra_model_outputs(WEIGHTS, 0) for _, ep in rows], dtype=np.float32),
         }
