@@ -30,6 +30,21 @@ def test_synchronous_mode_adds_in_source_order_on_flush():
     assert tags(actor.buffer, "known") == [0, 10, 20, 21, 22]
 
 
+def test_synchronous_mode_reproduces_samples_whatever_the_arrival_order():
+    cfg = config(seed=4)
+    pushes = [(source, [episode(10 * source + k, 3 + k) for k in range(3)]) for source in range(3)]
+    draws = []
+    for order in (pushes, pushes[::-1]):
+        actor = ReplayActor(cfg)
+        for source, eps in order:
+            actor.push(eps, "known" if source else "novel-0", source=source)
+        actor.flush()
+        batch = actor.sample(32)
+        actor.update_priorities(batch.handle, np.abs(batch.columns[Columns.RETURNS_TO_GO]))
+        draws.append(actor.sample(32).columns[Columns.OBS])
+    np.testing.assert_array_equal(draws[0], draws[1])
+
+
 def test_asynchronous_mode_adds_on_arrival():
     actor = ReplayActor(config(deterministic=False))
     assert actor.push(episode(5), "known", source=3) == 1

@@ -84,3 +84,26 @@ def test_from_config_and_shape_check():
     assert a.loss.item() == pytest.approx(b.loss.item())
     with pytest.raises(ValueError, match="1-D"):
         sil_loss(logp, v[:2], r)
+
+
+def test_priorities_from_the_loss_steer_the_replay():
+    """The pieces together: replayed steps whose return beat the value estimate are drawn more often after the
+    priorities (R - V)+ are written back."""
+    import numpy as np
+    from ray.rllib.core.columns import Columns
+
+    from ifshm_ray.replay.buffer import StratifiedReplayBuffer
+    from ifshm_ray.replay.config import ReplayConfig
+    from test_replay_buffer import episode
+
+    buf = StratifiedReplayBuffer(ReplayConfig(capacity=100, alpha=1.0, seed=2))
+    buf.add([episode(k, 1, reward=-1.0) for k in range(4)], "known")  # R = -1 for every step
+    value_of_tag = torch.tensor([-3.0, -2.0, -1.0, 0.0], dtype=torch.float64)  # R - V = 2, 1, 0, -1
+    batch = buf.sample(64)
+    rows = torch.as_tensor(batch.columns[Columns.OBS][:, 0]).long()
+    out = sil_loss(torch.zeros(len(rows), dtype=torch.float64), value_of_tag[rows],
+                   torch.as_tensor(batch.columns[Columns.RETURNS_TO_GO], dtype=torch.float64),
+                   torch.as_tensor(batch.weights))
+    buf.update_priorities(batch.handle, out.priorities.numpy())
+    freq = np.bincount(buf.sample(3000).columns[Columns.OBS][:, 0].astype(int), minlength=4) / 3000
+    np.testing.assert_allclose(freq, [2 / 3, 1 / 3, 0, 0], atol=0.03)
