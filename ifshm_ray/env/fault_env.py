@@ -58,10 +58,14 @@ class FaultInjectionEnv(gym.Env):
     metric features (p99 latency / SLO, error rate, throughput deficit, unready fraction, CPU, memory, restarts),
     per-node features (CPU, memory, disk, GPU util / temperature / last Xid / framebuffer, network errors and latency,
     NotReady), alert flags (pending and firing for each rule), log1p counts of log templates mined from the rendered
-    log text, the episode time fraction, the last action category, the healthy streak and the cordoned nodes.
-    ``info["telemetry"]`` holds the raw telemetry (logs, metric windows, alarms) in the schema of
-    :mod:`ifshm_ray.telemetry` (``render_telemetry=False`` skips it for speed; the counts then come from the
-    simulator's emitted lines, which the miner recovers exactly, as tested).
+    log text, SLO green (by the reported metrics), the age of the oldest active alert, the incident memory (category,
+    target and steps ago of the last ``memory_actions`` actions other than observe) and the cordoned nodes
+    (:mod:`ifshm_ray.env.features`). It is a function of the raw telemetry and of the agent's own executed actions
+    only (an action the masks refuse counts as observe): ``info["telemetry"]`` holds that telemetry (logs, metric
+    windows, alarms) in the schema of :mod:`ifshm_ray.telemetry`, and
+    :class:`~ifshm_ray.env.observation.TelemetryObserver` rebuilds the observation from it and the actions exactly
+    (tested). ``render_telemetry=False`` skips the rendering for speed; the features then come from the
+    simulator's arrays the text would be rendered from, with the same values (tested).
 
     **Time.** One step is one decision: simulated time advances by ``step_s`` plus the action's duration (e.g. a
     drain takes minutes, ``escalate`` the human response plus fix time).
@@ -78,7 +82,9 @@ class FaultInjectionEnv(gym.Env):
 
     **Determinism.** Fully determined by the reset seed (counter-based randomness).
 
-    Version history: v0 (initial).
+    Version history: v0 (initial); observation v2: no hidden state (v1 held the episode time fraction and a
+    healthy streak that counted steps with the hidden root cause cleared; metrics were read unrounded), SLO green,
+    alert age and incident memory instead of the last action category (policies of v1 do not fit).
     """
 
     metadata = {"render_modes": []}
