@@ -254,8 +254,10 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
     """``num_envs`` clusters in one :class:`BatchedSim` (B clusters per numpy call) behind the gymnasium
     ``VectorEnv`` API, with gymnasium's default NEXT_STEP autoreset (the step after an episode ends resets that
     sub-env and ignores its action), as RLlib's env runners expect. Sub-env i seeded with ``seed + i`` (or with
-    ``seed[i]`` when ``seed`` is a list) behaves exactly like ``FaultInjectionEnv({... , "render_telemetry": False})``
-    reset with that seed. Training uses it (``config.environment(env=make_vector_env)`` and
+    ``seed[i]`` when ``seed`` is a list) behaves exactly like ``FaultInjectionEnv({...})`` reset with that seed
+    (the same observations as one rendering telemetry: they are computed from the arrays it is rendered from).
+    ``reset(options={"faults": [...]})`` forces the fault of each sub-env (one entry per sub-env: a name, or a list
+    of names for a compound incident) for that reset; auto-resets draw from ``faults``. Training uses it (``config.environment(env=make_vector_env)`` and
     ``gym_env_vectorize_mode="vector_entry_point"``), and ``benchmarks/bench_sim.py`` measures it.
 
     Episode-end info (``mttr_s``, ``recovered``, ``success``, ``escalated``, ``harmful_actions``, ``detect_s``)
@@ -293,7 +295,10 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
             seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + i for i in range(self.num_envs)]
             self._rngs = [np.random.default_rng(s) for s in seeds]
         keys = [int(r.integers(0, 2**63 - 1)) for r in self._rngs]
-        self.sim.reset(np.arange(self.num_envs), keys)
+        faults = (options or {}).get("faults")
+        if faults is not None and len(faults) != self.num_envs:
+            raise SimError(f"options['faults'] needs one entry per sub-env ({self.num_envs}), got {len(faults)}")
+        self.sim.reset(np.arange(self.num_envs), keys, faults=faults)
         self._needs_reset[:] = False
         self._ret[:] = 0.0
         return self._obs(), {}
