@@ -325,6 +325,9 @@ class SimConfig(ConfigModel):
     """Error-rate SLO for every service."""
     slo_throughput: float = Field(0.9, gt=0.0, le=1.0)
     """Throughput SLO: served / offered >= this."""
+    memory_actions: int = Field(3, ge=0, le=32)
+    """Incident memory in the observation: the category, target and steps ago of the last this-many actions other
+    than observe taken in the episode (0: none)."""
     catalog: str | None = None
     """Path to a fault catalog YAML; None uses the one shipped in the package."""
 

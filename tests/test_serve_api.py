@@ -6,6 +6,7 @@ import asyncio
 import json
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from ifshm_ray.config import ConfigError
@@ -119,6 +120,41 @@ def test_heal_contract(client, served):
     assert body["action"]["category"] == policy.categories[c]
 
 
+@pytest.mark.timeout(120)
+def test_heal_accepts_the_incident_history(make_client, served):
+    """``history`` (and the older ``last_action`` / ``cordoned``) reach the observation as the env builds it."""
+    from ifshm_ray.env.fault_env import split_env_config
+    from ifshm_ray.env.observation import TelemetryObserver
+
+    client, service = make_client()
+    policy, window = served["policy"], served["windows"][-1]
+    observer = TelemetryObserver(split_env_config(policy.manifest["env"]["config"])[0])
+    history = [{"category": "drain", "target": "gpu-1", "steps_ago": 3},
+               {"category": "restart", "target": "inference-server", "steps_ago": 1}]
+    obs = observer.observe(window, history=history)
+    assert not np.array_equal(obs["obs"], observer.observe(window)["obs"])
+    assert obs["action_mask"].reshape(len(policy.categories), -1)[policy.categories.index("drain"),
+                                                                  policy.target_names.index("gpu-1")] == 0
+    np.testing.assert_array_equal(obs["obs"], observer.observe(window, last_action="restart", cordoned=["gpu-1"],
+                                                               history=history)["obs"])
+    seen = []
+    real = service.observer.observe
+    service.observer.observe = lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
+    try:
+        r = client.post("/v1/heal", json={"telemetry": window, "history": history})
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(seen[-1]["obs"], obs["obs"])
+        c, t, _ = policy.act(obs)
+        assert r.json()["action"]["category"] == policy.categories[c]
+        # the older fields alone still work: last_action is the entry one step ago, without target
+        r = client.post("/v1/heal", json={"telemetry": window, "last_action": "escalate", "cordoned": ["gpu-1"]})
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(seen[-1]["obs"], observer.observe(
+            window, cordoned=["gpu-1"], history=[{"category": "escalate", "target": None, "steps_ago": 1}])["obs"])
+    finally:
+        service.observer.observe = real
+
+
 @pytest.mark.timeout(60)
 def test_diagnose_contract(client, served):
     r = client.post("/v1/diagnose", json={"telemetry": served["windows"][-1]})
@@ -223,6 +259,22 @@ BAD_REQUESTS = [
     ("unknown top-level key", "/v1/heal", json.dumps({"telemetry": {}, "foo": 1}).encode(), "foo"),
     ("bad last_action", "/v1/heal", json.dumps({"telemetry": {}, "last_action": "reboot"}).encode(), "last_action"),
     ("unknown cordoned node", "/v1/heal", json.dumps({"telemetry": {}, "cordoned": ["gpu-99"]}).encode(), "gpu-99"),
+    ("unknown history target", "/v1/heal",
+     json.dumps({"telemetry": {}, "history": [{"category": "restart", "target": "db-7", "steps_ago": 1}]}).encode(),
+     "db-7"),
+    ("history target of the wrong kind", "/v1/heal",
+     json.dumps({"telemetry": {}, "history": [{"category": "drain", "target": "api-gateway", "steps_ago": 2}]}).encode(),
+     "drain takes a node"),
+    ("history steps_ago 0", "/v1/heal",
+     json.dumps({"telemetry": {}, "history": [{"category": "escalate", "steps_ago": 0}]}).encode(), "steps_ago"),
+    ("two history actions in one step", "/v1/heal",
+     json.dumps({"telemetry": {}, "history": [{"category": "escalate", "steps_ago": 1},
+                                              {"category": "rollback", "target": "api-gateway", "steps_ago": 1}]}).encode(),
+     "same steps_ago"),
+    ("last_action disagrees with history", "/v1/heal",
+     json.dumps({"telemetry": {}, "last_action": "restart",
+                 "history": [{"category": "rollback", "target": "api-gateway", "steps_ago": 1}]}).encode(),
+     "disagrees"),
     ("alertmanager no alerts", "/v1/alertmanager", json.dumps({"status": "firing"}).encode(), "alerts"),
     ("alertmanager bad version", "/v1/alertmanager",
      json.dumps({"version": "3", "status": "firing", "alerts": []}).encode(), "version"),

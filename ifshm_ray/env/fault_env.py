@@ -58,10 +58,14 @@ class FaultInjectionEnv(gym.Env):
     metric features (p99 latency / SLO, error rate, throughput deficit, unready fraction, CPU, memory, restarts),
     per-node features (CPU, memory, disk, GPU util / temperature / last Xid / framebuffer, network errors and latency,
     NotReady), alert flags (pending and firing for each rule), log1p counts of log templates mined from the rendered
-    log text, the episode time fraction, the last action category, the healthy streak and the cordoned nodes.
-    ``info["telemetry"]`` holds the raw telemetry (logs, metric windows, alarms) in the schema of
-    :mod:`ifshm_ray.telemetry` (``render_telemetry=False`` skips it for speed; the counts then come from the
-    simulator's emitted lines, which the miner recovers exactly, as tested).
+    log text, SLO green (by the reported metrics), the age of the oldest active alert, the incident memory (category,
+    target and steps ago of the last ``memory_actions`` actions other than observe) and the cordoned nodes
+    (:mod:`ifshm_ray.env.features`). It is a function of the raw telemetry and of the agent's own executed actions
+    only (an action the masks refuse counts as observe): ``info["telemetry"]`` holds that telemetry (logs, metric
+    windows, alarms) in the schema of :mod:`ifshm_ray.telemetry`, and
+    :class:`~ifshm_ray.env.observation.TelemetryObserver` rebuilds the observation from it and the actions exactly
+    (tested). ``render_telemetry=False`` skips the rendering for speed; the features then come from the
+    simulator's arrays the text would be rendered from, with the same values (tested).
 
     **Time.** One step is one decision: simulated time advances by ``step_s`` plus the action's duration (e.g. a
     drain takes minutes, ``escalate`` the human response plus fix time).
@@ -78,7 +82,9 @@ class FaultInjectionEnv(gym.Env):
 
     **Determinism.** Fully determined by the reset seed (counter-based randomness).
 
-    Version history: v0 (initial).
+    Version history: v0 (initial); observation v2: no hidden state (v1 held the episode time fraction and a
+    healthy streak that counted steps with the hidden root cause cleared; metrics were read unrounded), SLO green,
+    alert age and incident memory instead of the last action category (policies of v1 do not fit).
     """
 
     metadata = {"render_modes": []}
@@ -248,8 +254,10 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
     """``num_envs`` clusters in one :class:`BatchedSim` (B clusters per numpy call) behind the gymnasium
     ``VectorEnv`` API, with gymnasium's default NEXT_STEP autoreset (the step after an episode ends resets that
     sub-env and ignores its action), as RLlib's env runners expect. Sub-env i seeded with ``seed + i`` (or with
-    ``seed[i]`` when ``seed`` is a list) behaves exactly like ``FaultInjectionEnv({... , "render_telemetry": False})``
-    reset with that seed. Training uses it (``config.environment(env=make_vector_env)`` and
+    ``seed[i]`` when ``seed`` is a list) behaves exactly like ``FaultInjectionEnv({...})`` reset with that seed
+    (the same observations as one rendering telemetry: they are computed from the arrays it is rendered from).
+    ``reset(options={"faults": [...]})`` forces the fault of each sub-env (one entry per sub-env: a name, or a list
+    of names for a compound incident) for that reset; auto-resets draw from ``faults``. Training uses it (``config.environment(env=make_vector_env)`` and
     ``gym_env_vectorize_mode="vector_entry_point"``), and ``benchmarks/bench_sim.py`` measures it.
 
     Episode-end info (``mttr_s``, ``recovered``, ``success``, ``escalated``, ``harmful_actions``, ``detect_s``)
@@ -287,7 +295,10 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
             seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed + i for i in range(self.num_envs)]
             self._rngs = [np.random.default_rng(s) for s in seeds]
         keys = [int(r.integers(0, 2**63 - 1)) for r in self._rngs]
-        self.sim.reset(np.arange(self.num_envs), keys)
+        faults = (options or {}).get("faults")
+        if faults is not None and len(faults) != self.num_envs:
+            raise SimError(f"options['faults'] needs one entry per sub-env ({self.num_envs}), got {len(faults)}")
+        self.sim.reset(np.arange(self.num_envs), keys, faults=faults)
         self._needs_reset[:] = False
         self._ret[:] = 0.0
         return self._obs(), {}

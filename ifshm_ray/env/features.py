@@ -5,14 +5,21 @@ The simulator (:mod:`ifshm_ray.sim.core`) computes metrics, alerts and log count
 
 * a block of :data:`TARGET_FEAT` features for every action target (services, then nodes; the order of the target
   index), its columns named by the ``F_*`` constants below;
-* then global features: alert flags (pending, then firing) per rule, log1p log-template counts, the episode time
-  fraction, the last action category (one-hot) and the healthy streak.
+* then global features: alert flags (pending, then firing) per rule, log1p log-template counts, SLO green (every
+  service within its SLOs by the reported metrics), the age of the oldest active alert, and the incident memory:
+  for each of the last ``SimConfig.memory_actions`` actions other than observe (most recent first) its category
+  (one-hot), its target (one-hot; none for observe/escalate) and how many steps ago it was taken (scaled).
+
+Observation v2: every feature is a function of the rendered telemetry (:mod:`ifshm_ray.telemetry`: metrics as
+rendered, rounded to ``METRIC_DECIMALS``; alarms; log lines) and of the agent's own past actions (memory, cordoned
+nodes), so :class:`~ifshm_ray.env.observation.TelemetryObserver` rebuilds it exactly from those alone (tested). v1
+also held the episode time fraction and the healthy streak, which counts steps with the *hidden* root cause cleared.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ifshm_ray.sim.core import NODE_METRICS, SVC_METRICS, BatchedSim
+from ifshm_ray.sim.core import METRIC_DECIMALS, NODE_METRICS, SVC_METRICS, BatchedSim
 
 # ---- columns of a target's feature block
 # services: their metric features
@@ -37,6 +44,9 @@ TARGET_FEAT = 15          # features per action target
 # ---- the metric rows (SVC_METRICS / NODE_METRICS order) the features read
 _M_LATENCY_SLO = SVC_METRICS.index("latency_slo_ratio")
 _M_RESTARTS = SVC_METRICS.index("container_restarts")
+_M_ERROR_RATE = SVC_METRICS.index("error_rate")
+_M_THROUGHPUT = SVC_METRICS.index("throughput_ratio")
+_M_READY = SVC_METRICS.index("ready_ratio")
 # error rate, throughput ratio, ready ratio, CPU, memory: copied as one block into the same feature columns, then
 # throughput and readiness become deficits (fewer numpy calls than feature by feature, the same values)
 _M_COPIED = slice(SVC_METRICS.index("error_rate"), SVC_METRICS.index("memory_util") + 1)
@@ -60,12 +70,21 @@ _NODE_AFFINE = {
 }
 assert SVC_METRICS[_M_COPIED] == ("error_rate", "throughput_ratio", "ready_ratio", "cpu_util", "memory_util")
 
+ALERT_AGE_SCALE_S = 3600.0  # alert age feature: min(age / this, 1)
+MEMORY_HORIZON_STEPS = 20   # incident memory: steps ago feature min(steps ago, this) / this
+
 
 def obs_layout(sim: BatchedSim) -> dict:
-    """Where things are in the observation of ``sim`` (for models that score targets with per-target features)."""
-    T, A, L, C = sim.topo.T, sim.A, sim.L, sim.C
-    return {"num_targets": T, "target_feat": TARGET_FEAT, "global_offset": T * TARGET_FEAT,
-            "obs_dim": T * TARGET_FEAT + 2 * A + L + 1 + C + 1}
+    """Where things are in the observation of ``sim`` (for models that score targets with per-target features):
+    the per-target blocks, then from ``global_offset`` the alert flags (2A), template counts (L), ``slo_green``,
+    ``alert_age`` and from ``memory_offset`` ``memory_slots`` slots of ``memory_slot_feat`` features each
+    (category one-hot C, target one-hot T, steps ago)."""
+    T, A, L, C, M = sim.topo.T, sim.A, sim.L, sim.C, sim.cfg.memory_actions
+    g = T * TARGET_FEAT
+    mem = g + 2 * A + L + 2
+    return {"num_targets": T, "target_feat": TARGET_FEAT, "global_offset": g, "slo_green": mem - 2,
+            "alert_age": mem - 1, "memory_offset": mem, "memory_slots": M, "memory_slot_feat": C + T + 1,
+            "obs_dim": mem + M * (C + T + 1)}
 
 
 class Featurizer:
@@ -80,7 +99,11 @@ class Featurizer:
         # built feature-major (see features): zeros, and 1 in the is-node feature of nodes
         self._template = np.zeros((sim.B, TARGET_FEAT, T))
         self._template[:, F_IS_NODE, S:] = 1.0
-        self._eye_c = np.eye(sim.C, dtype=np.float32)
+        # one-hot rows of categories / targets, with an all-zero row at index -1 (empty memory slot, no target)
+        self._eye_c = np.eye(sim.C + 1, sim.C)
+        self._eye_t = np.eye(T + 1, T)
+        cfg = sim.cfg
+        self._slo = (cfg.slo_error_rate, cfg.slo_throughput)
         # node features = (min(metric * mul, cap) * sign + shift) / div * gpu mask (see _NODE_AFFINE), as
         # [metric, 1] columns in NODE_METRICS order and the mask [metric, N]
         mul, cap, sign, shift, div = (np.array(col, dtype=np.float64)[:, None]
@@ -90,15 +113,20 @@ class Featurizer:
                              np.where(gpu_only, sim.gpu_node[None, :], True).astype(float))
 
     def features(self, counts: np.ndarray | None = None, svc_lines: np.ndarray | None = None,
-                 node_lines: np.ndarray | None = None) -> np.ndarray:
+                 node_lines: np.ndarray | None = None, alert_age: np.ndarray | None = None,
+                 memory: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Observation [B, obs_dim] of the simulator's current state. ``counts`` / ``svc_lines`` / ``node_lines``
         replace the simulator's own log counts (template counts [B, L], WARNING/ERROR lines per service [B, S] and
-        per node [B, N]) with counts mined from rendered text (same values, tested)."""
+        per node [B, N]) with counts mined from rendered text (same values, tested); ``alert_age`` [B] (seconds
+        the oldest pending or firing alert has been active, 0 without one) and ``memory`` (category, target, steps
+        ago [B, M], as :meth:`BatchedSim.action_memory`) replace the simulator's with those of a telemetry window
+        and an action history (:class:`~ifshm_ray.env.observation.TelemetryObserver`)."""
         sim = self.sim
         B, S = sim.B, sim.topo.S
         # built feature-major (fb[:, k] is feature k of every target: contiguous rows), from the metric-major
-        # metrics (s[:, m] is metric m of every service), then laid out target by target
-        s, n = sim.metric_rows(sim.obs_flat)
+        # metrics (s[:, m] is metric m of every service) as the telemetry reports them (rounded), then laid out
+        # target by target
+        s, n = sim.metric_rows(np.round(sim.obs_flat, METRIC_DECIMALS))
         fb = self._template.copy()
         fs, fn = fb[:, :, :S], fb[:, :, S:]
         # (neighbouring features are written as one block, then the transformed ones overwrite theirs: fewer numpy
@@ -115,11 +143,20 @@ class Featurizer:
         fs[:, F_LOG_LINES] = _log1p_count(sim.svc_lines) if svc_lines is None else np.log1p(svc_lines)
         fn[:, F_LOG_LINES] = _log1p_count(sim.node_lines) if node_lines is None else np.log1p(node_lines)
         fn[:, F_CORDONED] = sim.cordoned
-        last = self._eye_c[sim.last_cat]  # one-hot last action category
+        # SLO green: every service within its SLOs (p99 latency / SLO, error rate, throughput, readiness) by the
+        # reported metrics (noisy: not the hidden health the episode end tests)
+        err_slo, tp_slo = self._slo
+        green = ((s[:, _M_LATENCY_SLO] <= 1.0) & (s[:, _M_ERROR_RATE] <= err_slo) & (s[:, _M_THROUGHPUT] >= tp_slo)
+                 & (s[:, _M_READY] >= 1.0)).all(axis=1)
+        if alert_age is None:  # (what the rendered alarms' active_for_s say: t - since of each pending rule)
+            alert_age = np.where(sim.pending, sim.t[:, None] - sim.alarm_since, 0.0).max(axis=1, initial=0.0)
+        cat, tgt, ago = sim.action_memory() if memory is None else memory
+        mem = np.concatenate([self._eye_c[cat], self._eye_t[tgt],
+                              (np.minimum(ago, MEMORY_HORIZON_STEPS) / MEMORY_HORIZON_STEPS)[:, :, None]], axis=2)
         return np.concatenate([fb.transpose(0, 2, 1).reshape(B, -1), sim.pending, sim.firing,
                                _log1p_count(sim.tcounts) if counts is None else np.log1p(counts),
-                               (sim.t / sim.cfg.time_limit_s)[:, None], last,
-                               (sim.streak / sim.cfg.healthy_steps)[:, None]], axis=1, dtype=np.float32)
+                               green[:, None], np.minimum(alert_age / ALERT_AGE_SCALE_S, 1.0)[:, None],
+                               mem.reshape(B, -1)], axis=1, dtype=np.float32)
 
 
 # log1p of the small whole numbers the simulator counts (log lines), looked up instead of computed: the table holds

@@ -1,21 +1,40 @@
-"""Rebuild the policy's observation from raw telemetry alone (what a served policy receives).
+"""Rebuild the policy's observation from raw telemetry and the agent's own actions (what a served policy receives).
 
 :class:`TelemetryObserver` turns a telemetry dict (schema of :mod:`ifshm_ray.telemetry`) into the same
 ``Dict(obs, action_mask, ratio_mask)`` observation the environment produces: metric features from the last sample
-of each window, alert flags from the alarms, log-template counts mined from the log lines. Fields the telemetry
-cannot carry (last action, healthy streak, cordoned nodes) come from optional arguments and default to a fresh
-incident. On simulator telemetry it reproduces the env's observation up to the 4-decimal rounding of metrics.
+of each window, alert flags and the oldest alert's age from the alarms, log-template counts mined from the log
+lines. What the telemetry cannot carry comes from the agent's own actions: the incident memory (``history``: the
+actions other than observe taken in this incident, with how many steps ago) and the cordoned nodes (given, and
+every node drained in the history). On simulator telemetry and the env's executed actions it reproduces the env's
+observation exactly (``tests/test_no_hidden_state.py``); nothing else of the simulator is read.
 """
 from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ifshm_ray.config import SimConfig
 from ifshm_ray.env.features import Featurizer
-from ifshm_ray.sim.actions import CATEGORIES
+from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_TARGET_KIND
 from ifshm_ray.sim.core import NODE_METRICS, SVC_METRICS, BatchedSim
 from ifshm_ray.sim.render import TemplateMiner
 from ifshm_ray.telemetry import validate_telemetry
+
+
+def incident_history(actions: Sequence[Any]) -> list[dict]:
+    """The history ``[{category, target, steps_ago}]`` (most recent first) of an incident's executed actions, one per
+    decision step, oldest first, each an :class:`~ifshm_ray.sim.actions.Action` or a ``{category, target}`` dict
+    (observe steps count for ``steps_ago`` but are not entries; an action the masks refused was executed as observe).
+    """
+    out = []
+    n = len(actions)
+    for i, a in enumerate(actions):
+        cat, target = (a["category"], a.get("target")) if isinstance(a, Mapping) else (a.category, a.target)
+        if cat != "observe":
+            out.append({"category": cat, "target": target if CATEGORY_TARGET_KIND[cat] != "none" else None,
+                        "steps_ago": n - i})
+    return out[::-1]
 
 
 class TelemetryObserver:
@@ -27,12 +46,59 @@ class TelemetryObserver:
         self.miner = TemplateMiner(self.sim)
         self.alert_index = {a.name: i for i, a in enumerate(self.sim.alerts)}
 
-    def observe(self, telemetry: dict, last_action: str = "observe", cordoned: list[str] | None = None) -> dict:
-        """Observation dict for ``telemetry``; unknown entities raise ``TelemetryError`` naming the valid ones."""
+    def memory(self, history: Sequence[Mapping] | None = None, last_action: str | None = None,
+               cordoned: Sequence[str] | None = None) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[str]]:
+        """(incident memory (category, target, steps ago [1, M]) as :meth:`BatchedSim.action_memory` gives it,
+        cordoned nodes) of an action history; a ValueError says what is wrong with it.
+
+        ``history``: ``[{category, target, steps_ago}]`` in any order (observe entries are ignored);
+        ``last_action``: the category taken at the last step (without ``history``, the only entry, with no target;
+        with it, it must agree with the entry at steps_ago 1); ``cordoned``: nodes cordoned besides those drained in
+        ``history``."""
+        topo, M = self.topology, self.sim.cfg.memory_actions
+        if last_action is not None and last_action not in CATEGORIES:
+            raise ValueError(f"last_action {last_action!r} is not one of {list(CATEGORIES)}")
+        entries = []
+        for i, h in enumerate(history or ()):
+            cat, target, ago = h.get("category"), h.get("target"), h.get("steps_ago")
+            if cat not in CATEGORIES:
+                raise ValueError(f"history[{i}].category {cat!r} is not one of {list(CATEGORIES)}")
+            if isinstance(ago, bool) or not isinstance(ago, int) or ago < 1:
+                raise ValueError(f"history[{i}].steps_ago must be an integer >= 1 (1: the last step), got {ago!r}")
+            kind = CATEGORY_TARGET_KIND[cat]
+            valid = {"service": topo.services, "node": topo.nodes, "none": [None]}[kind]
+            if target not in valid:
+                raise ValueError(f"history[{i}].target {target!r}: {cat} takes "
+                                 + ("no target (null)" if kind == "none" else f"a {kind}, one of {list(valid)}"))
+            if cat != "observe":
+                entries.append((ago, cat, target))
+        steps = [e[0] for e in entries]
+        if len(set(steps)) != len(steps):
+            raise ValueError(f"history has two actions with the same steps_ago {sorted(steps)}: one action a step")
+        entries.sort()
+        if last_action is not None:
+            last = entries[0][1] if entries and entries[0][0] == 1 else "observe"
+            if history is None and last_action != "observe":
+                entries = [(1, last_action, None)]
+            elif history is not None and last != last_action:
+                raise ValueError(f"last_action {last_action!r} disagrees with history, whose action at steps_ago 1 "
+                                 f"is {last!r}: send one of them, or both alike")
+        cat = np.full((1, M), -1, np.int64)
+        tgt = np.full((1, M), -1, np.int64)
+        ago = np.zeros((1, M), np.int64)
+        for k, (a, c, t) in enumerate(entries[:M]):
+            cat[0, k], ago[0, k] = CATEGORIES.index(c), a
+            tgt[0, k] = -1 if t is None else topo.targets.index(t)
+        drained = {t for _, c, t in entries if c == "drain"}
+        return (cat, tgt, ago), [n for n in topo.nodes if n in drained or n in (cordoned or ())]
+
+    def observe(self, telemetry: dict, last_action: str | None = None, cordoned: Sequence[str] | None = None,
+                history: Sequence[Mapping] | None = None) -> dict:
+        """Observation dict for ``telemetry`` and the incident's actions (see :meth:`memory`); unknown entities
+        raise ``TelemetryError`` naming the valid ones, a bad history a ValueError."""
         topo, sim = self.topology, self.sim
         validate_telemetry(telemetry, services=topo.services, nodes=topo.nodes)
-        if last_action not in CATEGORIES:
-            raise ValueError(f"last_action {last_action!r} is not one of {list(CATEGORIES)}")
+        memory, cordoned = self.memory(history, last_action, cordoned)
         svc = np.zeros((1, topo.S, len(SVC_METRICS)))
         # metrics not reported default to a healthy service (full throughput and readiness, base latency)
         svc[0, :, SVC_METRICS.index("throughput_ratio")] = 1.0
@@ -57,7 +123,8 @@ class TelemetryObserver:
         ent_p = np.zeros((1, topo.T))
         ent_f = np.zeros((1, topo.T))
         targets = {n: i for i, n in enumerate(topo.targets)}
-        for a in telemetry.get("alarms", []):
+        alarms = telemetry.get("alarms", [])
+        for a in alarms:
             is_firing = a.get("state", "firing") == "firing"
             t = targets.get(a.get("entity"))
             if t is not None:
@@ -68,6 +135,7 @@ class TelemetryObserver:
                 continue  # alerts from outside the rule set carry no flag feature
             pending[0, k] = True
             firing[0, k] |= is_firing
+        age = max((float(a.get("active_for_s", 0.0)) for a in alarms), default=0.0)
         counts, svc_lines, node_lines, _ = self.miner.mine(telemetry.get("logs", []))
         sim.svc_obs[:] = svc
         sim.node_obs[:] = node
@@ -75,10 +143,8 @@ class TelemetryObserver:
         sim.firing[:] = firing
         sim.ent_pending[:] = ent_p
         sim.ent_firing[:] = ent_f
-        sim.t[0] = float(telemetry.get("time_s", 0.0))
-        sim.last_cat[0] = CATEGORIES.index(last_action)
-        sim.streak[0] = 0
-        sim.cordoned[0] = [n in (cordoned or []) for n in topo.nodes]
+        sim.cordoned[0] = [n in cordoned for n in topo.nodes]
         tm, rm = sim.action_masks()
-        x = self.featurizer.features(counts[None], svc_lines[None], node_lines[None])[0]
+        x = self.featurizer.features(counts[None], svc_lines[None], node_lines[None], alert_age=np.array([age]),
+                                     memory=memory)[0]
         return {"obs": x, "action_mask": tm[0].astype(np.float32), "ratio_mask": rm.astype(np.float32)}

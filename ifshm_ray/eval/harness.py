@@ -39,7 +39,9 @@ def make_policy(spec: str, seed: int = 0, env: FaultInjectionEnv | None = None) 
             have = getattr(bundle.module.observation_space, "spaces", {}).get("obs")
             if have is not None and have.shape != want:
                 raise PolicyBundleError(f"{path}: policy observation size {have.shape} != env's {want}: it was "
-                                        "trained with another simulator config or catalog; evaluate with the same")
+                                        "trained with another simulator config, catalog or observation version (bundles from "
+                                        "before observation v2, which dropped the hidden healthy streak, must be "
+                                        "retrained with jobs/train.py); evaluate with the same")
         return _BundlePolicy(bundle, spec)
     if spec in BASELINES:
         return make_baseline(spec, seed)

@@ -143,7 +143,8 @@ def create_app(service: HealingService) -> FastAPI:
               summary="Diagnose and recommend a hierarchical recovery action (category, target, ratio).")
     async def heal(req: HealRequest) -> dict:
         telemetry = service.check(req.telemetry.to_telemetry())
-        return await service.heal(telemetry, req.last_action, req.cordoned)
+        history = None if req.history is None else [h.model_dump() for h in req.history]
+        return await service.heal(telemetry, req.last_action, req.cordoned, history)
 
     @app.post("/v1/alertmanager", response_model=AlertmanagerResponse, responses=errors, dependencies=auth,
               summary="Prometheus Alertmanager webhook receiver (payload version 4).")

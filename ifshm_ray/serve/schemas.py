@@ -3,7 +3,7 @@
 Requests carry one telemetry window in the schema of :mod:`ifshm_ray.telemetry`, whose models (:class:`Telemetry`,
 :class:`Alarm`) are used here as they are: they check shapes and types (numbers must be finite JSON numbers, not
 strings or booleans). :func:`request_models` binds the requests to the served topology: entity names (metric and
-alarm entities, cordoned nodes) become enums, checked on input (422 naming the valid ones) and visible to a client
+alarm entities, cordoned nodes, history targets) become enums, checked on input (422 naming the valid ones) and visible to a client
 generated from the OpenAPI document. The *sizes* (lines, bytes, series) are checked against the configurable limits
 afterwards (413).
 """
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ifshm_ray.telemetry import Alarm, Telemetry, name_type, telemetry_model
 
-__all__ = ["Alarm", "Telemetry", "DiagnoseRequest", "HealRequest", "request_models", "AlertLabels",
+__all__ = ["Alarm", "Telemetry", "DiagnoseRequest", "HistoryEntry", "HealRequest", "request_models", "AlertLabels",
            "AlertmanagerAlert", "AlertmanagerWebhook", "FaultProb", "Diagnosis", "Action", "HealResponse",
            "AlertmanagerResponse", "ErrorResponse"]
 
@@ -29,25 +29,43 @@ class DiagnoseRequest(BaseModel):
     telemetry: Telemetry
 
 
+class HistoryEntry(BaseModel):
+    """One action already taken in this incident (the policy's incident memory)."""
+
+    model_config = ConfigDict(extra="forbid")
+    category: Category
+    target: str | None = Field(None, description="Service or node acted on; null for escalate (and observe).")
+    steps_ago: int = Field(ge=1, strict=True, description="Decision steps ago (1: the last step).")
+
+
 class HealRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     telemetry: Telemetry
-    last_action: Category = Field("observe", description="Category of the last recovery action already taken.")
-    cordoned: list[str] = Field(default_factory=list, description="Nodes already cordoned (drained).")
+    last_action: Category | None = Field(None, description="Category of the action taken at the last step (without "
+                                                           "history: its only entry; with it: must agree with it).")
+    cordoned: list[str] = Field(default_factory=list, description="Nodes already cordoned (drained) besides those "
+                                                                  "drained in history.")
+    history: list[HistoryEntry] | None = Field(None, description="Actions taken in this incident, any order (the "
+                                                                 "policy remembers the most recent ones).")
 
 
 @functools.lru_cache(maxsize=16)
 def request_models(services: tuple[str, ...], nodes: tuple[str, ...]) -> tuple[type[DiagnoseRequest],
                                                                                 type[HealRequest]]:
     """``(DiagnoseRequest, HealRequest)`` for one topology: telemetry entities name ``services`` / ``nodes`` and
-    ``cordoned`` names ``nodes`` (enums in the OpenAPI document)."""
+    ``cordoned`` names ``nodes``, a history target a service or node (enums in the OpenAPI document)."""
     telemetry = telemetry_model(services, nodes)
     node = name_type(nodes, "node", "nodes")
+    entry = create_model("HistoryEntry", __base__=HistoryEntry, __module__=__name__,
+                         target=(name_type([*services, *nodes], "target", "services and nodes") | None,
+                                 Field(None, description=HistoryEntry.model_fields["target"].description)))
     diagnose = create_model("DiagnoseRequest", __base__=DiagnoseRequest, __module__=__name__,
                             telemetry=(telemetry, ...))
     heal = create_model("HealRequest", __base__=HealRequest, __module__=__name__, telemetry=(telemetry, ...),
                         cordoned=(list[node], Field(default_factory=list,
-                                                    description=HealRequest.model_fields["cordoned"].description)))
+                                                    description=HealRequest.model_fields["cordoned"].description)),
+                        history=(list[entry] | None, Field(None,
+                                                           description=HealRequest.model_fields["history"].description)))
     return diagnose, heal
 
 

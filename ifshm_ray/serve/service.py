@@ -237,7 +237,8 @@ class HealingService:
             raise ValueError(
                 f"policy bundle {policy.path} expects {spaces.get('num_features')} features / "
                 f"{spaces.get('num_targets')} targets, but its recorded env config gives {probe['obs'].shape[0]} / "
-                f"{len(topo.targets)}: the bundle does not fit this simulator version (env {env})")
+                f"{len(topo.targets)}: the bundle does not fit this simulator version (env {env}; bundles from "
+                f"before observation v2, which dropped the hidden healthy streak, must be retrained)")
         self.catalog = load_catalog(self.sim_cfg.catalog)
         self.verify_s = float(self.sim_cfg.healthy_steps * self.sim_cfg.step_s)
         # The observer and the policy are not thread-safe: one worker thread runs them, off the event loop.
@@ -281,12 +282,17 @@ class HealingService:
         d = await self.diagnose_one(telemetry)
         return self._diagnosis(d, telemetry)
 
-    async def heal(self, telemetry: dict, last_action: str = "observe", cordoned: Sequence[str] = ()) -> dict:
+    async def heal(self, telemetry: dict, last_action: str | None = None, cordoned: Sequence[str] = (),
+                   history: list[dict] | None = None) -> dict:
         self.check_cordoned(cordoned)
+        try:  # (reads the topology only: safe off the policy thread)
+            self.observer.memory(history, last_action, cordoned)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         loop = asyncio.get_running_loop()
         diag, pol = await asyncio.gather(
             self.diagnose_one(telemetry),
-            loop.run_in_executor(self._executor, self._policy, telemetry, last_action, list(cordoned)),
+            loop.run_in_executor(self._executor, self._policy, telemetry, last_action, list(cordoned), history),
         )
         return self._heal_response(self._diagnosis(diag, telemetry), pol)
 
@@ -300,8 +306,9 @@ class HealingService:
         return {**out, "groupKey": payload.get("groupKey", ""), "alerts_used": used, "alerts_resolved": resolved}
 
     # ----- internals ---------------------------------------------------------------------------------------------
-    def _policy(self, telemetry: dict, last_action: str, cordoned: list[str]) -> dict:
-        obs = self.observer.observe(telemetry, last_action=last_action, cordoned=cordoned)
+    def _policy(self, telemetry: dict, last_action: str | None, cordoned: list[str],
+                history: list[dict] | None) -> dict:
+        obs = self.observer.observe(telemetry, last_action=last_action, cordoned=cordoned, history=history)
         key = b"".join(np.ascontiguousarray(obs[k], np.float32).tobytes() for k in ("obs", "action_mask", "ratio_mask"))
         hit = self._policy_cache.get(key)
         if hit is not None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ifshm_ray.config import SimConfig
 from ifshm_ray.sim import rng
-from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_INDEX, RATIO_LEVELS
+from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_INDEX, CATEGORY_TARGET_KIND, RATIO_LEVELS
 from ifshm_ray.sim.catalog import (EFFECT_CODE, NODE_CH, SVC_CH, TGT_NAMED, Catalog, CatalogError, CompiledCatalog,
                                    load_catalog)
 from ifshm_ray.sim.topology import Topology
@@ -36,6 +36,7 @@ NODE_METRICS = ("node_cpu_utilisation", "node_memory_utilisation", "node_filesys
                 "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_XID_ERRORS", "gpu_fb_used_ratio",
                 "node_network_receive_errs_ratio", "node_network_latency_ms", "kube_node_status_ready")
 GPU_ONLY = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_XID_ERRORS", "gpu_fb_used_ratio"}
+METRIC_DECIMALS = 4  # metric samples are rendered (and so observed) rounded to this many decimals
 
 # benign log mix: (template id, emitting service or None for the template's own source, weight)
 BENIGN_MIX = (
@@ -193,6 +194,7 @@ class BatchedSim:
         self.is_inf = np.zeros(S, bool)
         self.is_inf[topo.svc_index["inference-server"]] = True
         self.C = len(CATEGORIES)
+        self.cat_has_target = np.array([CATEGORY_TARGET_KIND[c] != "none" for c in CATEGORIES])
         self._svc_ix, self._node_ix = np.arange(S), np.arange(N)
         self.i_train, self.i_inf = topo.svc_index["training-worker"], topo.svc_index["inference-server"]
         # which metrics get multiplicative noise, and caps of observed node metrics
@@ -312,6 +314,12 @@ class BatchedSim:
         self.blip_dur = np.zeros(B)
         self.phase = np.zeros(B)
         self.last_cat = np.zeros(B, np.int64)
+        # incident memory: the last M actions other than observe (most recent first): category, target (-1: none
+        # or a category without target) and the step index they were taken at
+        M = self.cfg.memory_actions
+        self.mem_cat = np.full((B, M), -1, np.int64)
+        self.mem_tgt = np.full((B, M), -1, np.int64)
+        self.mem_step = np.zeros((B, M), np.int64)
         self.mech_sched = np.full(B, -1, np.int64)     # service that failed to schedule this step (-1: none)
         self.mech_rollout = np.full(B, -1, np.int64)   # service rolled back this step (-1: none)
         self.window_t0 = np.zeros(B)
@@ -411,6 +419,9 @@ class BatchedSim:
         self.first_action_t[idx] = np.nan
         self.unhealthy_s[idx] = 0.0
         self.last_cat[idx] = 0
+        self.mem_cat[idx] = -1
+        self.mem_tgt[idx] = -1
+        self.mem_step[idx] = 0
         self.mech_sched[idx] = -1
         self.mech_rollout[idx] = -1
         self.phase[idx] = u[:, 0] * 2 * np.pi
@@ -592,6 +603,8 @@ class BatchedSim:
         first = acting & np.isnan(self.first_action_t) & injected
         np.copyto(self.first_action_t, self.t, where=first)
         self.last_cat[:] = c
+        if self.cfg.memory_actions and acting.any():
+            self._remember(acting, c, tg)
         self.mech_sched[:] = -1
         self.mech_rollout[:] = -1
         harm = np.zeros(B)
@@ -682,6 +695,20 @@ class BatchedSim:
         terminated = self.streak >= cfg.healthy_steps
         truncated = ~terminated & (self.t >= cfg.time_limit_s)
         return StepResult(reward=reward, terminated=terminated, truncated=truncated, harmful=harm > 0)
+
+    def _remember(self, acting: np.ndarray, c: np.ndarray, tg: np.ndarray) -> None:
+        """Push the actions of the ``acting`` envs onto their incident memory (the oldest entry drops off)."""
+        e = np.flatnonzero(acting)
+        for mem, new in ((self.mem_cat, c[e]), (self.mem_tgt, np.where(self.cat_has_target[c[e]], tg[e], -1)),
+                         (self.mem_step, self.step_idx[e])):
+            mem[e, 1:] = mem[e, :-1]
+            mem[e, 0] = new
+
+    def action_memory(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The incident memory as the observation reads it: (category [B, M], target [B, M], steps ago [B, M]), most
+        recent first; category and target -1 and steps ago 0 in empty slots, steps ago 1 for the last decision."""
+        ago = np.where(self.mem_cat >= 0, self.step_idx[:, None] - self.mem_step + 1, 0)
+        return self.mem_cat, self.mem_tgt, ago
 
     def _target_matches(self, f: np.ndarray, c: np.ndarray, tg: np.ndarray) -> np.ndarray:
         """[B, K]: does target ``tg`` of category ``c`` hit what the remedy of fault ``f`` needs?"""

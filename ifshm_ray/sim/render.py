@@ -10,7 +10,7 @@ import string
 import numpy as np
 
 from ifshm_ray.sim import rng
-from ifshm_ray.sim.core import GPU_ONLY, NODE_METRICS, P_WINDOW, SVC_METRICS, BatchedSim
+from ifshm_ray.sim.core import GPU_ONLY, METRIC_DECIMALS, NODE_METRICS, P_WINDOW, SVC_METRICS, BatchedSim
 from ifshm_ray.telemetry import SCHEMA
 
 EPOCH_DAY = "2026-11-28"
@@ -161,7 +161,7 @@ class Renderer:
         x = prev * self._1mw + cur * self._w
         u = rng.table_run(int(sim.key[b]), int(sim.step_idx[b]), P_WINDOW, self._noise_n).reshape(self._noise_shape)
         x[:, :-1] *= u * self._noise_scale + self._noise_shift  # 1 + 0.01 * sqrt(3) * (2u - 1)
-        rows = np.round(x[self._series], 4).tolist()
+        rows = np.round(x[self._series], METRIC_DECIMALS).tolist()
         return {name: dict(zip(metric_names, rows[lo:hi])) for name, metric_names, lo, hi in self._entities}
 
     def telemetry(self, b: int = 0) -> dict:
