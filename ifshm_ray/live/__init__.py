@@ -1,0 +1,11 @@
+"""Live healing: the healer acting on a real service on this machine (being built; see issue 13).
+
+Modules (each imported on its own; this package re-exports nothing and imports neither torch nor Ray):
+
+* :mod:`ifshm_ray.live.config`: typed settings (executor limits, fault proxy bounds).
+* :mod:`ifshm_ray.live.binding`: simulator entity names -> live components (``data/binding.yaml``).
+* :mod:`ifshm_ray.live.executor`: the safe executor (dry-run by default, allow-list, blast-radius limits,
+  revert on worse SLOs, JSONL audit log).
+* :mod:`ifshm_ray.live.proxy`: an in-repo TCP fault proxy (latency, resets, HTTP errors) with a control API.
+* :mod:`ifshm_ray.live.injectors`: fault injectors in the Chaos Toolkit shape (steady state, inject, undo).
+"""

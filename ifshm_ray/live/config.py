@@ -1,0 +1,64 @@
+"""Typed settings of the live-healing pieces: every limit of the safe executor and of the fault proxy.
+
+Loadable from YAML with :func:`ifshm_ray.config.load_config` (``--set executor.cooldown_s=30`` style overrides);
+every field has a docstring and a bound.
+"""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from ifshm_ray.config import ConfigModel
+
+
+class ExecutorConfig(ConfigModel):
+    """The safe executor's switches and blast-radius limits (:class:`ifshm_ray.live.executor.SafeExecutor`)."""
+
+    execute: bool = False
+    """Act for real. False (the default): dry-run, every decision is checked and audited as if it were carried
+    out, but no handler's call is made."""
+    audit_log: str = "results/live/audit.jsonl"
+    """Append-only JSONL audit log: one line per decision (also refused ones), per verification and per revert."""
+    cooldown_s: float = Field(60.0, ge=0.0)
+    """After an action on a live component, further actions on the same component are refused for this long."""
+    max_actions_per_incident: int = Field(3, ge=1)
+    """At most this many actions (executed, dry-run or failed) per incident; later ones are refused."""
+    min_replicas: int = Field(1, ge=1)
+    """A scale action may not leave a deployment with fewer replicas than this."""
+    max_replicas: int = Field(4, ge=1)
+    """A scale action may not leave a deployment with more replicas than this."""
+    deny_kinds: list[str] = Field(default_factory=lambda: ["ray_gcs", "serve_controller", "prometheus",
+                                                           "alertmanager", "healer"])
+    """Live component kinds never acted on, whatever the healer says (the GCS, the Serve controller, monitoring
+    and the healer itself)."""
+    deny_components: list[str] = Field(default_factory=list)
+    """Live component names never acted on, in addition to ``deny_kinds``."""
+    verify_after_s: float = Field(30.0, ge=0.0)
+    """The SLO probe is read again this long after an executed action; the action stays in flight until then."""
+    revert_margin: float = Field(0.0, ge=0.0)
+    """Revert (the handler's undo) when the probe's badness after the action exceeds the one before by more than
+    this."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ExecutorConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas = {self.min_replicas} must be <= max_replicas = {self.max_replicas}")
+        return self
+
+
+class ProxyConfig(ConfigModel):
+    """Bounds of the in-repo fault proxy (:class:`ifshm_ray.live.proxy.FaultProxy`)."""
+
+    max_connections: int = Field(64, ge=1)
+    """Connections served at the same time; a connection beyond this is closed at once."""
+    max_latency_ms: float = Field(5000.0, ge=0.0)
+    """Largest latency a fault may add (a larger value is refused)."""
+    max_fault_s: float = Field(300.0, gt=0.0)
+    """A fault clears itself this long after it was set (its ``duration_s`` may only be shorter)."""
+    connect_timeout_s: float = Field(5.0, gt=0.0)
+    """Timeout for connecting to the upstream."""
+    idle_timeout_s: float = Field(60.0, gt=0.0)
+    """A proxied connection with no bytes in either direction for this long is closed."""
+    max_request_head_bytes: int = Field(65536, ge=1024)
+    """Most bytes read from a client before answering with an injected HTTP error."""
+    seed: int | None = None
+    """Seed of the proxy's random draws (resets, error responses); None: fresh entropy."""
