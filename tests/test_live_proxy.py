@@ -3,56 +3,17 @@ self-clearing faults, the control API, the connection bound, and a clean stop. E
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from live_helpers import upstream, wait_until  # noqa: F401  (upstream is a fixture)
 
 from ifshm_ray.config import ConfigError
 from ifshm_ray.live.config import ProxyConfig
 from ifshm_ray.live.proxy import FaultProxy, FaultSpec
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def wait_until(cond, timeout_s: float = 5.0, step_s: float = 0.02) -> bool:
-    """Poll ``cond`` until true or ``timeout_s`` passes (bounded)."""
-    for _ in range(int(timeout_s / step_s)):
-        if cond():
-            return True
-        time.sleep(step_s)
-    return bool(cond())
-
-
-class _Echo(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self._answer(f"echo {self.path}".encode())
-
-    def do_POST(self):
-        self._answer(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-
-    def _answer(self, body: bytes):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def upstream():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 @pytest.fixture

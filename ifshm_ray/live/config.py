@@ -62,3 +62,15 @@ class ProxyConfig(ConfigModel):
     """Most bytes read from a client before answering with an injected HTTP error."""
     seed: int | None = None
     """Seed of the proxy's random draws (resets, error responses); None: fresh entropy."""
+
+
+class InjectorConfig(ConfigModel):
+    """Bounds of the fault injectors (:mod:`ifshm_ray.live.injectors`)."""
+
+    keep_free_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    """A disk-fill fault is refused when it would leave less than this free on the volume it fills (the machine's
+    own disk is never filled: the live stack fills a small tmpfs or loop volume)."""
+    fill_chunk_bytes: int = Field(1024 * 1024, ge=4096)
+    """A disk-fill fault writes its ballast in chunks of this size."""
+    control_timeout_s: float = Field(5.0, gt=0.0)
+    """Timeout of one call to the fault proxy's control API."""

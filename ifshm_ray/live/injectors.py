@@ -1,0 +1,279 @@
+"""Fault injectors for the live stack, in the Chaos Toolkit's shape: steady state, method, rollback.
+
+Each injector declares how to check the steady state (:meth:`Injector.steady_state`), how to break it
+(:meth:`Injector.inject`) and how to undo it (:meth:`Injector.undo`, idempotent). :func:`experiment` runs one as a
+context manager: it refuses to inject when the steady state does not hold, and the undo runs on the way out
+whatever happens inside (an exception, a timeout, a KeyboardInterrupt); its record says what was done and when.
+
+A fault is data (:class:`FaultPlan`: kind, size, timing, the expected answer), built into an injector by
+:func:`build_injector`. Implemented kinds:
+
+* ``proxy``: latency, connection resets or an HTTP error rate on the fault proxy's path
+  (:mod:`ifshm_ray.live.proxy`), held until undone (the proxy also clears it after ``hold_s``);
+* ``transient`` (the negative control): a short proxy fault that clears itself after ``hold_s``; the right answer
+  is to do nothing;
+* ``disk_fill``: a ballast file of a bounded size in a folder (the model-cache volume's prunable folder), removed
+  by the undo.
+
+Example::
+
+    control = ProxyControl("http://127.0.0.1:18081")
+    with experiment(build_injector(plan, proxy=control, healthy=probe_ok)) as run:
+        ...  # wait for the alert, let the healer act, measure
+    run["undone_at"]  # always set
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Protocol
+
+import httpx
+from pydantic import Field, model_validator
+
+from ifshm_ray.config import ConfigError, ConfigModel, read_yaml
+from ifshm_ray.live.config import InjectorConfig
+from ifshm_ray.live.proxy import LOOPBACK, FaultSpec
+
+log = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], bool]
+
+
+class SteadyStateError(RuntimeError):
+    """The steady state does not hold before injecting: the experiment is not run."""
+
+
+class Injector(Protocol):
+    """What every injector provides."""
+
+    name: str
+
+    def steady_state(self) -> tuple[bool, str]:
+        """``(holds, detail)``: whether the system is in its steady state now."""
+
+    def inject(self) -> dict:
+        """Break it; returns what was done (JSON-able)."""
+
+    def undo(self) -> dict:
+        """Put it back (idempotent: safe to call when nothing, or only part, was injected)."""
+
+
+@contextlib.contextmanager
+def experiment(injector: Injector, *, check_steady_state: bool = True,
+               wall: Callable[[], float] = time.time) -> Iterator[dict]:
+    """Steady-state check, inject, yield the run record, and always undo (see the module docstring)."""
+    run: dict[str, Any] = {"injector": injector.name, "started_at": wall()}
+    if check_steady_state:
+        holds, detail = injector.steady_state()
+        run["steady_state_before"] = {"holds": holds, "detail": detail}
+        if not holds:
+            raise SteadyStateError(f"{injector.name}: the steady state does not hold before injecting: {detail}")
+    try:
+        run["injected"] = injector.inject()
+        run["injected_at"] = wall()
+        yield run
+    finally:
+        try:
+            run["undone"] = injector.undo()
+        finally:
+            run["undone_at"] = wall()
+            log.info("%s: undone", injector.name)
+
+
+# ------------------------------------------------------------------------------------------------ fault plans
+class FaultPlan(ConfigModel):
+    """One fault, as data: what breaks, how much, for how long, and the answer expected of a healer."""
+
+    name: str
+    """Unique name of this fault in the plan file."""
+    kind: Literal["proxy", "transient", "disk_fill"]
+    """Which injector carries it out (see the module docstring)."""
+    proxy: FaultSpec | None = None
+    """The proxy faults (``proxy`` and ``transient`` only); its ``duration_s`` is set from ``hold_s``."""
+    hold_s: float = Field(60.0, gt=0.0)
+    """How long the fault is held at most: a ``transient`` clears itself after it; the others are undone by
+    :func:`experiment` earlier or cleared by their backstop (the proxy's own timer) at this time."""
+    size_bytes: int | None = Field(None, ge=1)
+    """Ballast size (``disk_fill`` only)."""
+    expected: str = ""
+    """The action category a healer should take (``observe`` for the negative control), for reports."""
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> "FaultPlan":
+        if self.kind in ("proxy", "transient"):
+            if self.proxy is None or not self.proxy.active():
+                raise ValueError(f"a {self.kind} fault needs 'proxy' with a latency, reset_prob or error_rate")
+            if self.size_bytes is not None:
+                raise ValueError("'size_bytes' is for kind disk_fill only")
+        elif self.size_bytes is None or self.proxy is not None:
+            raise ValueError("a disk_fill fault needs 'size_bytes' and no 'proxy'")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------ proxy faults
+class ProxyControl:
+    """Client of the fault proxy's control API (127.0.0.1 only)."""
+
+    def __init__(self, base_url: str, timeout_s: float):
+        host = httpx.URL(base_url).host
+        if host not in LOOPBACK:
+            raise ConfigError(f"proxy control URL {base_url!r} is not on 127.0.0.1")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def _call(self, method: str, body: dict | None = None) -> dict:
+        with httpx.Client(trust_env=False, timeout=self.timeout_s) as c:
+            r = c.request(method, self.base_url + "/faults", json=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"fault proxy {method} /faults answered {r.status_code}: {r.text}")
+        return r.json()
+
+    def get(self) -> FaultSpec:
+        return FaultSpec.from_dict(self._call("GET"), source="fault proxy")
+
+    def set(self, spec: FaultSpec) -> dict:
+        return self._call("PUT", spec.model_dump())
+
+    def clear(self) -> dict:
+        return self._call("DELETE")
+
+
+class ProxyFaultInjector:
+    """Latency, resets or an HTTP error rate on the proxy's path, until undone (backstop: ``hold_s``)."""
+
+    def __init__(self, name: str, control: ProxyControl, faults: FaultSpec, hold_s: float,
+                 healthy: HealthCheck | None = None):
+        self.name = name
+        self.control = control
+        self.faults = faults.model_copy(update={"duration_s": hold_s})
+        self.healthy = healthy
+
+    def steady_state(self) -> tuple[bool, str]:
+        try:
+            current = self.control.get()
+        except (httpx.HTTPError, RuntimeError) as e:
+            return False, f"fault proxy control unreachable: {e!r}"
+        if current.active():
+            return False, f"a proxy fault is already active: {current.model_dump()}"
+        if self.healthy is not None and not self.healthy():
+            return False, "the service's health check failed"
+        return True, "no proxy fault active" + ("; service healthy" if self.healthy is not None else "")
+
+    def inject(self) -> dict:
+        return self.control.set(self.faults)
+
+    def undo(self) -> dict:
+        return self.control.clear()
+
+
+class TransientInjector(ProxyFaultInjector):
+    """The negative control: a short proxy fault that clears itself after ``hold_s`` (no action is the right
+    answer); the undo clears it too, in case the run ends first."""
+
+    def resolved(self) -> bool:
+        """True once the proxy reports the fault gone by itself."""
+        return not self.control.get().active()
+
+
+# ------------------------------------------------------------------------------------------------ disk fill
+class DiskFillInjector:
+    """A ballast file of ``size_bytes`` in ``folder`` (the prunable part of the model-cache volume); the undo
+    removes it. Refuses a size that would leave less than ``keep_free_bytes`` free on the volume."""
+
+    BALLAST = "ifshm-ballast.bin"
+
+    def __init__(self, name: str, folder: str | Path, size_bytes: int, keep_free_bytes: int, chunk_bytes: int):
+        self.name = name
+        self.folder = Path(folder)
+        self.size_bytes = size_bytes
+        self.keep_free_bytes = keep_free_bytes
+        self.chunk_bytes = chunk_bytes
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.BALLAST
+
+    def steady_state(self) -> tuple[bool, str]:
+        if not self.folder.is_dir():
+            return False, f"{self.folder} is not a folder"
+        if self.path.exists():
+            return False, f"a ballast file is already there: {self.path}"
+        free = _free_bytes(self.folder)
+        if free - self.size_bytes < self.keep_free_bytes:
+            return False, (f"{free} bytes free: {self.size_bytes} more would leave less than keep_free_bytes = "
+                           f"{self.keep_free_bytes}")
+        return True, f"{free} bytes free"
+
+    def inject(self) -> dict:
+        written = 0
+        block = b"\0" * self.chunk_bytes
+        try:
+            with open(self.path, "wb") as f:
+                while written < self.size_bytes:
+                    n = min(self.chunk_bytes, self.size_bytes - written)
+                    f.write(block[:n])
+                    written += n
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # the volume filled before the size: that is the fault; keep what was written
+            log.info("%s: volume full after %d bytes (%r)", self.name, written, e)
+        return {"path": str(self.path), "bytes": written, "free_after": _free_bytes(self.folder)}
+
+    def undo(self) -> dict:
+        existed = self.path.exists()
+        self.path.unlink(missing_ok=True)
+        return {"removed": str(self.path) if existed else None, "free_after": _free_bytes(self.folder)}
+
+
+def _free_bytes(folder: Path) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+# ------------------------------------------------------------------------------------------------ build
+def build_injector(plan: FaultPlan, cfg: InjectorConfig, *, proxy: ProxyControl | None = None,
+                   healthy: HealthCheck | None = None, fill_folder: str | Path | None = None) -> Injector:
+    """The injector that carries out ``plan``; raises :class:`ConfigError` when what it needs is not given."""
+    if plan.kind in ("proxy", "transient"):
+        if proxy is None:
+            raise ConfigError(f"fault {plan.name!r} (kind {plan.kind}) needs the fault proxy's control client")
+        cls = TransientInjector if plan.kind == "transient" else ProxyFaultInjector
+        return cls(plan.name, proxy, plan.proxy, plan.hold_s, healthy)
+    if fill_folder is None:
+        raise ConfigError(f"fault {plan.name!r} (kind disk_fill) needs the folder to fill")
+    return DiskFillInjector(plan.name, fill_folder, plan.size_bytes, cfg.keep_free_bytes, cfg.fill_chunk_bytes)
+
+
+class FaultPlanFile(ConfigModel):
+    """A committed file of fault plans (``data/faults.yaml``): every fault's size and timing, frozen before any
+    measurement."""
+
+    faults: list[FaultPlan]
+    """The faults, in the order an evaluation injects them."""
+
+    @model_validator(mode="after")
+    def _unique(self) -> "FaultPlanFile":
+        names = [f.name for f in self.faults]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"fault names must be unique; repeated: {dup}")
+        return self
+
+    def get(self, name: str) -> FaultPlan:
+        for f in self.faults:
+            if f.name == name:
+                return f
+        raise KeyError(f"no fault {name!r}; faults: {[f.name for f in self.faults]}")
+
+
+DEFAULT_FAULTS = Path(__file__).resolve().parent / "data" / "faults.yaml"
+
+
+def load_fault_plans(path: str | Path | None = None) -> FaultPlanFile:
+    """The fault plan file at ``path`` (None: the committed ``data/faults.yaml``)."""
+    p = Path(path) if path is not None else DEFAULT_FAULTS
+    return FaultPlanFile.from_dict(read_yaml(p, what="fault plan file"), source=str(p))

@@ -1,0 +1,192 @@
+"""Fault injectors in the Chaos Toolkit shape: steady state before, undo always (also when the run fails), the
+proxy faults (latency, resets, HTTP errors) and the self-resolving negative control against a real fault proxy and
+a local echo upstream, the bounded disk fill, and the committed fault plan file. Everything on 127.0.0.1."""
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+import yaml
+from live_helpers import upstream, wait_until  # noqa: F401  (upstream is a fixture)
+
+from ifshm_ray.config import ConfigError
+from ifshm_ray.live.config import InjectorConfig, ProxyConfig
+from ifshm_ray.live.injectors import (DEFAULT_FAULTS, DiskFillInjector, FaultPlan, ProxyControl, ProxyFaultInjector,
+                                      SteadyStateError, TransientInjector, build_injector, experiment,
+                                      load_fault_plans)
+from ifshm_ray.live.proxy import FaultProxy, FaultSpec
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Recorder:
+    """An injector that records its calls; ``fail_inject`` raises after recording."""
+
+    name = "recorder"
+
+    def __init__(self, holds: bool = True, fail_inject: bool = False):
+        self.holds, self.fail_inject = holds, fail_inject
+        self.calls: list[str] = []
+
+    def steady_state(self):
+        self.calls.append("steady")
+        return self.holds, "ok" if self.holds else "not steady"
+
+    def inject(self):
+        self.calls.append("inject")
+        if self.fail_inject:
+            raise OSError("half injected")
+        return {"did": "inject"}
+
+    def undo(self):
+        self.calls.append("undo")
+        return {"did": "undo"}
+
+
+def test_experiment_order_and_record():
+    inj = Recorder()
+    with experiment(inj) as run:
+        assert inj.calls == ["steady", "inject"] and run["injected"] == {"did": "inject"}
+    assert inj.calls == ["steady", "inject", "undo"]
+    assert run["undone"] == {"did": "undo"} and run["started_at"] <= run["injected_at"] <= run["undone_at"]
+
+
+def test_no_injection_without_steady_state():
+    inj = Recorder(holds=False)
+    with pytest.raises(SteadyStateError, match="not steady"):
+        with experiment(inj):
+            pytest.fail("must not run")
+    assert inj.calls == ["steady"]
+
+
+@pytest.mark.parametrize("fail_inject", [False, True])
+def test_undo_runs_when_the_run_or_the_injection_fails(fail_inject):
+    inj = Recorder(fail_inject=fail_inject)
+    with pytest.raises(OSError if fail_inject else RuntimeError):
+        with experiment(inj):
+            raise RuntimeError("the evaluation crashed")
+    assert inj.calls == ["steady", "inject", "undo"]
+
+
+@pytest.fixture
+def proxy(upstream):
+    p = FaultProxy(upstream, cfg=ProxyConfig(seed=1, idle_timeout_s=5)).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def control(proxy):
+    return ProxyControl(proxy.control_url, timeout_s=InjectorConfig().control_timeout_s)
+
+
+def _get(url: str) -> int | str:
+    """Status code, or the transport error's class name."""
+    try:
+        with httpx.Client(trust_env=False, timeout=5.0) as c:
+            return c.get(url).status_code
+    except httpx.TransportError as e:
+        return type(e).__name__
+
+
+def _healthy(proxy):
+    return lambda: _get(proxy.url + "/health") == 200
+
+
+@pytest.mark.parametrize("name,check", [
+    ("path-errors", lambda codes: 503 in codes and all(c in (200, 503) for c in codes)),
+    ("path-resets", lambda codes: any(isinstance(c, str) for c in codes)),
+])
+def test_proxy_faults_break_then_undo_restores(proxy, control, name, check):
+    plan = load_fault_plans().get(name)
+    inj = build_injector(plan, InjectorConfig(), proxy=control, healthy=_healthy(proxy))
+    with experiment(inj) as run:
+        codes = [_get(proxy.url + "/") for _ in range(12)]
+        assert check(codes), codes
+    assert run["steady_state_before"]["holds"] and run["injected"]["duration_s"] == plan.hold_s
+    assert not control.get().active() and _get(proxy.url + "/") == 200
+
+
+def test_latency_fault(proxy, control):
+    inj = ProxyFaultInjector("lat", control, FaultSpec(latency_ms=300), hold_s=10)
+    with experiment(inj):
+        t0 = time.perf_counter()
+        assert _get(proxy.url + "/") == 200
+        assert time.perf_counter() - t0 >= 0.3
+    assert control.get().latency_ms == 0
+
+
+def test_steady_state_refuses_an_active_fault_or_an_unhealthy_service(proxy, control):
+    proxy.set_faults(FaultSpec(error_rate=1.0))
+    holds, detail = ProxyFaultInjector("x", control, FaultSpec(latency_ms=1), hold_s=1).steady_state()
+    assert not holds and "already active" in detail
+    proxy.clear_faults()
+    holds, detail = ProxyFaultInjector("x", control, FaultSpec(latency_ms=1), hold_s=1,
+                                       healthy=lambda: False).steady_state()
+    assert not holds and "health check failed" in detail
+    dead = ProxyControl("http://127.0.0.1:1", timeout_s=1.0)
+    assert not ProxyFaultInjector("x", dead, FaultSpec(latency_ms=1), hold_s=1).steady_state()[0]
+
+
+def test_negative_control_resolves_by_itself(proxy, control):
+    plan = FaultPlan(name="blip", kind="transient", proxy=FaultSpec(error_rate=1.0), hold_s=0.3, expected="observe")
+    inj = build_injector(plan, InjectorConfig(), proxy=control)
+    assert isinstance(inj, TransientInjector)
+    with experiment(inj):
+        assert _get(proxy.url + "/") == 503
+        assert wait_until(inj.resolved, timeout_s=5)  # nobody acted
+        assert _get(proxy.url + "/") == 200
+
+
+def test_disk_fill_is_bounded_and_undone(tmp_path):
+    cfg = InjectorConfig(fill_chunk_bytes=4096)
+    plan = FaultPlan(name="fill", kind="disk_fill", size_bytes=10_000)
+    inj = build_injector(plan, cfg, fill_folder=tmp_path)
+    with experiment(inj) as run:
+        assert inj.path.stat().st_size == 10_000 and run["injected"]["bytes"] == 10_000
+    assert not inj.path.exists() and run["undone"]["removed"] == str(inj.path)
+    greedy = DiskFillInjector("greedy", tmp_path, size_bytes=10_000, keep_free_bytes=1 << 62, chunk_bytes=4096)
+    with pytest.raises(SteadyStateError, match="keep_free_bytes"):
+        with experiment(greedy):
+            pass
+    assert not greedy.path.exists()
+
+
+def test_committed_fault_plans():
+    plans = load_fault_plans()
+    kinds = {p.kind for p in plans.faults}
+    assert {"proxy", "transient", "disk_fill"} <= kinds
+    assert [p.expected for p in plans.faults if p.kind == "transient"] == ["observe"]
+    assert all(p.hold_s <= ProxyConfig().max_fault_s for p in plans.faults)
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"name": "a", "kind": "proxy"}, "needs 'proxy'"),
+    ({"name": "a", "kind": "proxy", "proxy": {}}, "needs 'proxy'"),
+    ({"name": "a", "kind": "disk_fill"}, "needs 'size_bytes'"),
+    ({"name": "a", "kind": "proxy", "proxy": {"latency_ms": 5}, "size_bytes": 3}, "disk_fill only"),
+    ({"name": "a", "kind": "cpu_hog"}, "kind"),
+])
+def test_bad_fault_plans_are_refused(data, message):
+    with pytest.raises(ConfigError, match=message):
+        FaultPlan.from_dict(data)
+
+
+def test_fault_plan_file_names_are_unique(tmp_path):
+    data = yaml.safe_load(DEFAULT_FAULTS.read_text())
+    data["faults"].append(dict(data["faults"][0]))
+    p = tmp_path / "faults.yaml"
+    p.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="repeated"):
+        load_fault_plans(p)
+
+
+def test_build_needs_its_context_and_control_is_loopback_only():
+    plan = load_fault_plans().get("path-latency")
+    with pytest.raises(ConfigError, match="control client"):
+        build_injector(plan, InjectorConfig())
+    with pytest.raises(ConfigError, match="folder"):
+        build_injector(load_fault_plans().get("model-cache-full"), InjectorConfig())
+    with pytest.raises(ConfigError, match="127.0.0.1"):
+        ProxyControl("http://10.1.2.3:9000", timeout_s=1.0)
