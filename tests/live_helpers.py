@@ -1,9 +1,12 @@
 """Helpers shared by the tests of ``ifshm_ray.live``: a local echo upstream and a bounded wait."""
 from __future__ import annotations
 
+import contextlib
+import socketserver
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 
 import pytest
 
@@ -36,14 +39,22 @@ class _Echo(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def upstream():
-    """Port of an echo HTTP server on 127.0.0.1, stopped after the test."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+@contextlib.contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[int]:
+    """Serve ``server`` (bound to 127.0.0.1) from a thread; yields its port; shuts it down and joins after."""
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def upstream():
+    """Port of an echo HTTP server on 127.0.0.1, stopped after the test."""
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _Echo)) as port:
+        yield port

@@ -74,3 +74,27 @@ class InjectorConfig(ConfigModel):
     """A disk-fill fault writes its ballast in chunks of this size."""
     control_timeout_s: float = Field(5.0, gt=0.0)
     """Timeout of one call to the fault proxy's control API."""
+
+
+class HandlerConfig(ConfigModel):
+    """Timeouts and bounds of the executor's real handlers (:mod:`ifshm_ray.live.handlers`)."""
+
+    http_timeout_s: float = Field(10.0, gt=0.0)
+    """Timeout of one call to the Ray dashboard's Serve API."""
+    redis_timeout_s: float = Field(5.0, gt=0.0)
+    """Timeout of one Redis command."""
+    min_maxmemory_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    """Reallocating Redis may not set ``maxmemory`` below this."""
+    max_maxmemory_bytes: int = Field(1024 * 1024 * 1024, ge=1)
+    """Reallocating Redis may not set ``maxmemory`` above this."""
+    max_prune_entries: int = Field(10000, ge=1)
+    """clear_storage refuses a prune folder with more entries than this (something else is in it)."""
+    reload_timeout_s: float = Field(10.0, gt=0.0)
+    """Timeout of the nginx reload (and config test) command."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "HandlerConfig":
+        if self.min_maxmemory_bytes > self.max_maxmemory_bytes:
+            raise ValueError(f"min_maxmemory_bytes = {self.min_maxmemory_bytes} must be <= max_maxmemory_bytes = "
+                             f"{self.max_maxmemory_bytes}")
+        return self

@@ -36,7 +36,8 @@ from pydantic import Field, model_validator
 
 from ifshm_ray.config import ConfigError, ConfigModel, read_yaml
 from ifshm_ray.live.config import InjectorConfig
-from ifshm_ray.live.proxy import LOOPBACK, FaultSpec
+from ifshm_ray.live.net import check_loopback_url
+from ifshm_ray.live.proxy import FaultSpec
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,7 @@ class ProxyControl:
     """Client of the fault proxy's control API (127.0.0.1 only)."""
 
     def __init__(self, base_url: str, timeout_s: float):
-        host = httpx.URL(base_url).host
-        if host not in LOOPBACK:
-            raise ConfigError(f"proxy control URL {base_url!r} is not on 127.0.0.1")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_loopback_url(base_url, "fault proxy control")
         self.timeout_s = timeout_s
 
     def _call(self, method: str, body: dict | None = None) -> dict:

@@ -40,10 +40,10 @@ from pydantic import Field
 
 from ifshm_ray.config import ConfigError, ConfigModel
 from ifshm_ray.live.config import ProxyConfig
+from ifshm_ray.live.net import check_loopback_host
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = ("127.0.0.1", "localhost")
 _CHUNK = 65536
 _SHUTDOWN_TURNS, _SHUTDOWN_TURN_S = 50, 0.01  # stop(): at most 50 loop turns of 10 ms
 _REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests",
@@ -68,18 +68,13 @@ class FaultSpec(ConfigModel):
         return self.latency_ms > 0 or self.reset_prob > 0 or self.error_rate > 0
 
 
-def _check_loopback(host: str, what: str) -> None:
-    if host not in LOOPBACK:
-        raise ConfigError(f"{what} host {host!r} is not allowed: the fault proxy stays on 127.0.0.1")
-
-
 class FaultProxy:
     """The proxy and its control API, served from a background thread; see the module docstring."""
 
     def __init__(self, upstream_port: int, *, upstream_host: str = "127.0.0.1", listen_port: int = 0,
                  control_port: int = 0, host: str = "127.0.0.1", cfg: ProxyConfig | None = None):
-        _check_loopback(host, "listen")
-        _check_loopback(upstream_host, "upstream")
+        check_loopback_host(host, "listen")
+        check_loopback_host(upstream_host, "upstream")
         self.cfg = cfg or ProxyConfig()
         self.upstream = (upstream_host, upstream_port)
         self.host, self._want_ports = host, (listen_port, control_port)
