@@ -3,6 +3,9 @@ one action in flight, cooldown, per-incident cap, replica bounds, pre-checks, re
 record per decision. Fake handlers and a fake clock: no Ray, no network."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from ifshm_ray.config import ConfigError
@@ -244,3 +247,12 @@ def test_config_refuses_inverted_bounds_and_handlers_for_builtins(tmp_path):
     with pytest.raises(ValueError, match="observe"):
         SafeExecutor(ExecutorConfig(audit_log=str(tmp_path / "a.jsonl")), load_binding(),
                      {"observe": lambda r: None}, probe=lambda: 0.0)
+
+
+def test_live_package_imports_neither_torch_nor_ray():
+    code = ("import sys, ifshm_ray.live.executor, ifshm_ray.live.handlers, ifshm_ray.live.injectors, "
+            "ifshm_ray.live.proxy, ifshm_ray.live.slo, ifshm_ray.live.binding as b; b.load_binding(); "
+            "print(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

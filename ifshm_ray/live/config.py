@@ -98,3 +98,16 @@ class HandlerConfig(ConfigModel):
             raise ValueError(f"min_maxmemory_bytes = {self.min_maxmemory_bytes} must be <= max_maxmemory_bytes = "
                              f"{self.max_maxmemory_bytes}")
         return self
+
+
+class SloProbeConfig(ConfigModel):
+    """The wall-clock SLO probe (:mod:`ifshm_ray.live.slo`); its thresholds come from ``SimConfig``'s SLO fields."""
+
+    requests: int = Field(20, ge=1)
+    """Requests sent (one after the other) for one reading."""
+    request_timeout_s: float = Field(2.0, gt=0.0)
+    """A request slower than this counts as failed."""
+    latency_quantile: float = Field(0.95, gt=0.0, lt=1.0)
+    """The latency quantile compared with the threshold (p95 by default)."""
+    green_s: float = Field(5.0, ge=0.0)
+    """Recovered: the probe is green (every SLO holds) for this many consecutive seconds."""
