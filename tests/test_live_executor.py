@@ -232,6 +232,16 @@ def test_probe_failure_after_acting_reverts(setup):
     assert rec["outcome"] == "reverted" and "probe timed out" in rec["probe_error"] and svc.replicas == 2
 
 
+def test_worse_without_undo_is_a_page(setup):
+    make, _, _, badness = setup
+    ex = make(execute=True, verify_after_s=0.0)
+    ex.handlers["clear_storage"] = lambda req: PlannedCall(call={"rm": "x"}, execute=lambda: {"ok": 1}, undo=None)
+    assert ex.decide(incident="i", answer=answer("clear_storage", target="gpu-0"))["outcome"] == "executed"
+    badness["value"] = 9.0
+    rec = ex.poll()
+    assert rec["outcome"] == "revert_failed" and rec["page"] is True
+
+
 def test_wait_verified_is_bounded(setup):
     make, _, clock, _ = setup
     ex = make(execute=True, verify_after_s=5.0)

@@ -140,17 +140,22 @@ def test_negative_control_resolves_by_itself(proxy, control):
 
 
 def test_disk_fill_is_bounded_and_undone(tmp_path):
-    cfg = InjectorConfig(fill_chunk_bytes=4096)
+    cfg = InjectorConfig(fill_chunk_bytes=4096, max_fill_volume_bytes=1 << 62)  # tmp_path: allow any volume
     plan = FaultPlan(name="fill", kind="disk_fill", size_bytes=10_000)
     inj = build_injector(plan, cfg, fill_folder=tmp_path)
     with experiment(inj) as run:
         assert inj.path.stat().st_size == 10_000 and run["injected"]["bytes"] == 10_000
+        assert not inj.steady_state()[0]  # a second fill is refused while the ballast is there
     assert not inj.path.exists() and run["undone"]["removed"] == str(inj.path)
-    greedy = DiskFillInjector("greedy", tmp_path, size_bytes=10_000, keep_free_bytes=1 << 62, chunk_bytes=4096)
-    with pytest.raises(SteadyStateError, match="keep_free_bytes"):
-        with experiment(greedy):
+
+
+def test_disk_fill_refuses_a_large_volume(tmp_path):
+    inj = DiskFillInjector("big", tmp_path, size_bytes=10_000, max_volume_bytes=1024, chunk_bytes=4096)
+    with pytest.raises(SteadyStateError, match="max_fill_volume_bytes"):
+        with experiment(inj):
             pass
-    assert not greedy.path.exists()
+    assert not inj.path.exists()
+    assert InjectorConfig().max_fill_volume_bytes <= 1 << 30
 
 
 def test_committed_fault_plans():

@@ -15,7 +15,8 @@ class ExecutorConfig(ConfigModel):
 
     execute: bool = False
     """Act for real. False (the default): dry-run, every decision is checked and audited as if it were carried
-    out, but no handler's call is made."""
+    out, but no handler's call is made (a dry-run action counts against the cooldown and the per-incident cap like
+    a real one, so a dry run rehearses the same decisions)."""
     audit_log: str = "results/live/audit.jsonl"
     """Append-only JSONL audit log: one line per decision (also refused ones), per verification and per revert."""
     cooldown_s: float = Field(60.0, ge=0.0)
@@ -67,9 +68,9 @@ class ProxyConfig(ConfigModel):
 class InjectorConfig(ConfigModel):
     """Bounds of the fault injectors (:mod:`ifshm_ray.live.injectors`)."""
 
-    keep_free_bytes: int = Field(64 * 1024 * 1024, ge=0)
-    """A disk-fill fault is refused when it would leave less than this free on the volume it fills (the machine's
-    own disk is never filled: the live stack fills a small tmpfs or loop volume)."""
+    max_fill_volume_bytes: int = Field(1024 * 1024 * 1024, ge=1)
+    """A disk-fill fault only runs on a volume no larger than this (a dedicated tmpfs or loop volume), never on
+    the machine's own disk; it writes its ballast until ``size_bytes`` or the volume is full."""
     fill_chunk_bytes: int = Field(1024 * 1024, ge=4096)
     """A disk-fill fault writes its ballast in chunks of this size."""
     control_timeout_s: float = Field(5.0, gt=0.0)

@@ -14,7 +14,8 @@ Every decision goes through the same checks, in this order, and ends in exactly 
 8. Dry-run (the default): ``dry_run`` with the planned call, nothing is changed. With ``execute: true`` the SLO
    probe is read, the call is made (``executed`` or ``failed``), and ``verify_after_s`` later :meth:`poll`
    reads the probe again: worse by more than ``revert_margin`` -> the handler's undo runs (``reverted``),
-   otherwise ``verified``. Both are audit records of their own, linked by ``action_id``.
+   otherwise ``verified``. Both are audit records of their own, linked by ``action_id``; an action that made the
+   SLOs worse and could not be undone (``revert_failed``) is marked ``page: true``.
 
 A handler is any callable ``handler(request: ActionRequest) -> PlannedCall`` registered per category: planning
 must not change anything; the returned :class:`PlannedCall` carries the call's description (for the audit log),
@@ -271,6 +272,7 @@ class SafeExecutor:
             else:
                 rec.update(outcome=VERIFIED, reason=f"SLO badness {after:.4g} <= {p.baseline:.4g} + "
                                                     f"revert_margin {self.cfg.revert_margin}")
+            rec["page"] = rec["outcome"] == REVERT_FAILED  # worse and not undone: a human must look
             self._pending = None
             rec["finished_at"] = self.wall()
             self.audit.append(rec)

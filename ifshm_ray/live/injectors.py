@@ -12,8 +12,8 @@ A fault is data (:class:`FaultPlan`: kind, size, timing, the expected answer), b
   (:mod:`ifshm_ray.live.proxy`), held until undone (the proxy also clears it after ``hold_s``);
 * ``transient`` (the negative control): a short proxy fault that clears itself after ``hold_s``; the right answer
   is to do nothing;
-* ``disk_fill``: a ballast file of a bounded size in a folder (the model-cache volume's prunable folder), removed
-  by the undo.
+* ``disk_fill``: a ballast file of a bounded size in a folder (the model-cache volume's prunable folder, on a
+  dedicated small volume), removed by the undo.
 
 Example::
 
@@ -179,16 +179,17 @@ class TransientInjector(ProxyFaultInjector):
 
 # ------------------------------------------------------------------------------------------------ disk fill
 class DiskFillInjector:
-    """A ballast file of ``size_bytes`` in ``folder`` (the prunable part of the model-cache volume); the undo
-    removes it. Refuses a size that would leave less than ``keep_free_bytes`` free on the volume."""
+    """A ballast file of up to ``size_bytes`` in ``folder`` (the prunable part of the model-cache volume), written
+    until that size or until the volume is full; the undo removes it. Refuses a volume larger than
+    ``max_volume_bytes``: only a dedicated small volume is filled, never the machine's own disk."""
 
     BALLAST = "ifshm-ballast.bin"
 
-    def __init__(self, name: str, folder: str | Path, size_bytes: int, keep_free_bytes: int, chunk_bytes: int):
+    def __init__(self, name: str, folder: str | Path, size_bytes: int, max_volume_bytes: int, chunk_bytes: int):
         self.name = name
         self.folder = Path(folder)
         self.size_bytes = size_bytes
-        self.keep_free_bytes = keep_free_bytes
+        self.max_volume_bytes = max_volume_bytes
         self.chunk_bytes = chunk_bytes
 
     @property
@@ -200,11 +201,11 @@ class DiskFillInjector:
             return False, f"{self.folder} is not a folder"
         if self.path.exists():
             return False, f"a ballast file is already there: {self.path}"
-        free = _free_bytes(self.folder)
-        if free - self.size_bytes < self.keep_free_bytes:
-            return False, (f"{free} bytes free: {self.size_bytes} more would leave less than keep_free_bytes = "
-                           f"{self.keep_free_bytes}")
-        return True, f"{free} bytes free"
+        total, free = _volume_bytes(self.folder)
+        if total > self.max_volume_bytes:
+            return False, (f"the volume of {self.folder} holds {total} bytes, more than max_fill_volume_bytes = "
+                           f"{self.max_volume_bytes}: fill only a dedicated small volume")
+        return True, f"{free} of {total} bytes free"
 
     def inject(self) -> dict:
         written = 0
@@ -219,17 +220,18 @@ class DiskFillInjector:
                 os.fsync(f.fileno())
         except OSError as e:  # the volume filled before the size: that is the fault; keep what was written
             log.info("%s: volume full after %d bytes (%r)", self.name, written, e)
-        return {"path": str(self.path), "bytes": written, "free_after": _free_bytes(self.folder)}
+        return {"path": str(self.path), "bytes": written, "free_after": _volume_bytes(self.folder)[1]}
 
     def undo(self) -> dict:
         existed = self.path.exists()
         self.path.unlink(missing_ok=True)
-        return {"removed": str(self.path) if existed else None, "free_after": _free_bytes(self.folder)}
+        return {"removed": str(self.path) if existed else None, "free_after": _volume_bytes(self.folder)[1]}
 
 
-def _free_bytes(folder: Path) -> int:
+def _volume_bytes(folder: Path) -> tuple[int, int]:
+    """(total, free) bytes of the volume holding ``folder``."""
     st = os.statvfs(folder)
-    return st.f_bavail * st.f_frsize
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -243,7 +245,7 @@ def build_injector(plan: FaultPlan, cfg: InjectorConfig, *, proxy: ProxyControl 
         return cls(plan.name, proxy, plan.proxy, plan.hold_s, healthy)
     if fill_folder is None:
         raise ConfigError(f"fault {plan.name!r} (kind disk_fill) needs the folder to fill")
-    return DiskFillInjector(plan.name, fill_folder, plan.size_bytes, cfg.keep_free_bytes, cfg.fill_chunk_bytes)
+    return DiskFillInjector(plan.name, fill_folder, plan.size_bytes, cfg.max_fill_volume_bytes, cfg.fill_chunk_bytes)
 
 
 class FaultPlanFile(ConfigModel):
