@@ -17,8 +17,9 @@ from ifshm_ray.live.binding import LiveComponent, load_binding
 from ifshm_ray.live.config import ExecutorConfig, HandlerConfig
 from ifshm_ray.live.executor import ActionRequest, SafeExecutor
 from ifshm_ray.live.handlers import (RESTART_NONCE_VAR, NginxUpstreamHandler, PruneFolderHandler,
-                                     RedisMaxmemoryHandler, ServeAppHandler, build_handlers, record_deploy,
-                                     redis_command, render_upstream)
+                                     RedisMaxmemoryHandler, ServeAppHandler, build_handlers, redis_command,
+                                     render_upstream)
+from ifshm_ray.live.serve_api import record_deploy
 
 pytestmark = pytest.mark.timeout(30)
 CFG = HandlerConfig(http_timeout_s=5, redis_timeout_s=5, reload_timeout_s=5)

@@ -17,14 +17,13 @@ reroute         nginx               rewrites the upstream include file to the ne
 
 The PUT declares every application (an application left out of it would be deleted), so the handler sends each
 application's ``deployed_app_config`` from the GET and changes only the target's; an application deployed
-imperatively (``serve.run``, no ``deployed_app_config``) is a pre-check failure. Tested against local fakes; not
-yet run against a live Ray dashboard or nginx.
+imperatively (``serve.run``, no ``deployed_app_config``) is a pre-check failure (:mod:`ifshm_ray.live.serve_api`).
+Tested against local fakes; not yet run against a live Ray dashboard or nginx.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import re
 import shutil
@@ -34,14 +33,12 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import httpx
-
 from ifshm_ray.config import ConfigError
 from ifshm_ray.live.config import HandlerConfig
 from ifshm_ray.live.executor import ActionRequest, Handler, PlannedCall
-from ifshm_ray.live.net import check_loopback_host, check_loopback_url
+from ifshm_ray.live.net import check_loopback_host
+from ifshm_ray.live.serve_api import ServeDashboard, read_deploys, with_deployment
 
-SERVE_API = "/api/serve/applications/"
 RESTART_NONCE_VAR = "IFSHM_RESTART_NONCE"
 
 
@@ -59,49 +56,13 @@ def _wrong_kind(req: ActionRequest, kind: str) -> PlannedCall | None:
 
 
 # ------------------------------------------------------------------------------------------------ Serve
-def record_deploy(history_path: str | Path, app_config: Mapping[str, Any]) -> None:
-    """Append an application config (as deployed) to the deploy history that ``rollback`` reads."""
-    p = Path(history_path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"app": app_config["name"], "config": app_config, "at": time.time()},
-                           sort_keys=True) + "\n")
-
-
 class ServeAppHandler:
     """scale / rollback / restart of a Serve deployment through the Ray dashboard's declarative Serve API."""
 
     def __init__(self, dashboard_url: str, cfg: HandlerConfig, history_path: str | Path | None = None):
-        self.url = check_loopback_url(dashboard_url, "Ray dashboard") + SERVE_API
+        self.dashboard = ServeDashboard(dashboard_url, cfg.http_timeout_s)
         self.cfg = cfg
         self.history_path = Path(history_path) if history_path is not None else None
-
-    def _client(self) -> httpx.Client:
-        return httpx.Client(trust_env=False, timeout=self.cfg.http_timeout_s)
-
-    def _details(self) -> dict:
-        with self._client() as c:
-            r = c.get(self.url)
-        r.raise_for_status()
-        return r.json()
-
-    def _put(self, body: dict) -> dict:
-        with self._client() as c:
-            r = c.put(self.url, json=body)
-        reply = {"status": r.status_code, "text": r.text[:2000]}
-        if r.status_code >= 300:
-            raise RuntimeError(f"PUT {SERVE_API} answered {r.status_code}: {r.text[:500]}")
-        return reply
-
-    @staticmethod
-    def _body(details: dict, app: str, app_config: dict) -> dict:
-        apps = [app_config if name == app else a["deployed_app_config"]
-                for name, a in details.get("applications", {}).items()]
-        body: dict[str, Any] = {"applications": apps}
-        http = details.get("http_options") or {}
-        if http.get("host") is not None and http.get("port") is not None:
-            body["http_options"] = {"host": http["host"], "port": http["port"]}
-        return body
 
     def _plan(self, req: ActionRequest, change) -> PlannedCall:
         """Common part: read the state, check it, let ``change(details, app_detail) -> (new app config, extra
@@ -110,36 +71,20 @@ class ServeAppHandler:
         if wrong is not None:
             return wrong
         app, dep = req.binding.app, req.binding.deployment
-        details = self._details()
-        apps = details.get("applications") or {}
-        if app not in apps:
-            return _refused({"app": app}, f"Serve application {app!r} is not running (applications: "
-                                          f"{sorted(apps)})")
-        imperative = sorted(n for n, a in apps.items() if not a.get("deployed_app_config"))
-        if imperative:
-            return _refused({"app": app}, f"applications {imperative} were not deployed from a config: the "
-                                          "declarative PUT would replace them")
-        if dep not in (apps[app].get("deployments") or {}):
-            return _refused({"app": app, "deployment": dep}, f"deployment {dep!r} is not in application {app!r}")
+        details = self.dashboard.details()
+        problem = self.dashboard.problem(details, app, dep)
+        if problem:
+            return _refused({"app": app, "deployment": dep}, problem)
+        apps = details["applications"]
         old = apps[app]["deployed_app_config"]
         new, extra, problems = change(details, apps[app])
-        body = self._body(details, app, new) if new is not None else None
-        call = {"method": "PUT", "url": self.url, "app": app, "deployment": dep, "body": body}
+        body = self.dashboard.body(details, app, new) if new is not None else None
+        call = {"method": "PUT", "url": self.dashboard.url, "app": app, "deployment": dep, "body": body}
         if problems:
             return _refused(call, *problems)
-        undo_body = self._body(details, app, old)
-        return PlannedCall(call=call, execute=lambda: self._put(body), undo=lambda: self._put(undo_body), **extra)
-
-    @staticmethod
-    def _with_deployment(app_config: dict, dep: str, **fields: Any) -> dict:
-        new = copy.deepcopy(app_config)
-        deps = new.setdefault("deployments", [])
-        entry = next((d for d in deps if d.get("name") == dep), None)
-        if entry is None:
-            entry = {"name": dep}
-            deps.append(entry)
-        entry.update(fields)
-        return new
+        undo_body = self.dashboard.body(details, app, old)
+        return PlannedCall(call=call, execute=lambda: self.dashboard.put(body),
+                           undo=lambda: self.dashboard.put(undo_body), **extra)
 
     def scale(self, req: ActionRequest) -> PlannedCall:
         """Replicas x ``ratio`` (rounded); the executor checks the result against its replica bounds."""
@@ -153,7 +98,7 @@ class ServeAppHandler:
                 return None, {}, [f"deployment {dep!r} autoscales: its replica count is not set by hand"]
             before = int(dcfg.get("num_replicas") or 1)
             after = max(0, round(before * req.ratio))
-            new = self._with_deployment(app_detail["deployed_app_config"], dep, num_replicas=after)
+            new = with_deployment(app_detail["deployed_app_config"], dep, num_replicas=after)
             return new, {"replicas": (before, after)}, []
         return self._plan(req, change)
 
@@ -166,7 +111,7 @@ class ServeAppHandler:
             opts = copy.deepcopy(dcfg.get("ray_actor_options") or {})
             env = opts.setdefault("runtime_env", {}).setdefault("env_vars", {})
             env[RESTART_NONCE_VAR] = f"{time.time():.6f}"
-            return self._with_deployment(app_detail["deployed_app_config"], dep, ray_actor_options=opts), {}, []
+            return with_deployment(app_detail["deployed_app_config"], dep, ray_actor_options=opts), {}, []
         return self._plan(req, change)
 
     def rollback(self, req: ActionRequest) -> PlannedCall:
@@ -175,7 +120,7 @@ class ServeAppHandler:
 
         def change(details, app_detail):
             current = app_detail["deployed_app_config"]
-            history = self._history(app)
+            history = read_deploys(self.history_path, app)
             if not history:
                 return None, {}, [f"no deploy history for application {app!r} ({self.history_path})"]
             idx = [i for i, c in enumerate(history) if c == current]
@@ -186,12 +131,6 @@ class ServeAppHandler:
                 return None, {}, ["the running config is the first one deployed: nothing to roll back to"]
             return earlier[-1], {}, []
         return self._plan(req, change)
-
-    def _history(self, app: str) -> list[dict]:
-        if self.history_path is None or not self.history_path.exists():
-            return []
-        rows = [json.loads(line) for line in self.history_path.read_text(encoding="utf-8").splitlines() if line]
-        return [r["config"] for r in rows if r.get("app") == app]
 
 
 # ------------------------------------------------------------------------------------------------ Redis
