@@ -4,13 +4,11 @@ through the SafeExecutor (execute, then revert on a worse probe). Everything on 
 from __future__ import annotations
 
 import copy
-import json
 import socketserver
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from live_helpers import serving
+from live_helpers import app_detail, dashboard, serving  # noqa: F401  (dashboard: a fixture)
 
 from ifshm_ray.config import ConfigError
 from ifshm_ray.live.binding import LiveComponent, load_binding
@@ -29,73 +27,6 @@ MODEL = LiveComponent(kind="serve_deployment", app="target", deployment="Model")
 def req(category: str, binding: LiveComponent = MODEL, ratio: float | None = None, component: str = "model"):
     return ActionRequest(category=category, target="inference-server", component=component, binding=binding,
                          ratio=ratio)
-
-
-# ------------------------------------------------------------------------------------------------ fake dashboard
-def app_detail(name: str, num_replicas: int = 2, imperative: bool = False) -> dict:
-    config = {"name": name, "route_prefix": f"/{name}", "import_path": f"pkg.{name}:app",
-              "deployments": [{"name": "Model", "user_config": {"version": "good"}}]}
-    return {"name": name, "status": "RUNNING", "deployed_app_config": None if imperative else config,
-            "deployments": {"Model": {"name": "Model", "status": "HEALTHY",
-                                      "deployment_config": {"num_replicas": num_replicas,
-                                                            "ray_actor_options": {"num_cpus": 0.5}}}}}
-
-
-class FakeDashboard:
-    """GET returns ``details``; PUT records the body and applies replicas / the app configs."""
-
-    code_replicas = {"target": 2, "other": 1}
-
-    def __init__(self):
-        self.details = {"applications": {"target": app_detail("target"), "other": app_detail("other", 1)},
-                        "http_options": {"host": "127.0.0.1", "port": 8000, "keep_alive_timeout_s": 5}}
-        self.puts: list[dict] = []
-        self.fail_put = False
-
-    def apply(self, body: dict) -> None:
-        self.puts.append(body)
-        apps = {}
-        for cfg in body["applications"]:
-            detail = copy.deepcopy(self.details["applications"][cfg["name"]])
-            detail["deployed_app_config"] = cfg
-            for d in cfg.get("deployments", []):  # like Serve: no override in the config -> the code's default
-                detail["deployments"][d["name"]]["deployment_config"]["num_replicas"] = d.get(
-                    "num_replicas", self.code_replicas[cfg["name"]])
-            apps[cfg["name"]] = detail
-        self.details["applications"] = apps
-
-    def handler(self):
-        fake = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_GET(self):
-                self._send(200, json.dumps(fake.details).encode()) if self.path == "/api/serve/applications/" \
-                    else self._send(404, b"{}")
-
-            def do_PUT(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if fake.fail_put:
-                    return self._send(400, b"ValidationError")
-                fake.apply(body)
-                self._send(200, b"")
-
-            def _send(self, code, body):
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-        return H
-
-
-@pytest.fixture
-def dashboard():
-    fake = FakeDashboard()
-    with serving(ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())) as port:
-        fake.url = f"http://127.0.0.1:{port}"
-        yield fake
 
 
 def test_scale_puts_every_app_and_undo_restores(dashboard):

@@ -1,6 +1,7 @@
 """Fault injectors in the Chaos Toolkit shape: steady state before, undo always (also when the run fails), the
 proxy faults (latency, resets, HTTP errors) and the self-resolving negative control against a real fault proxy and
-a local echo upstream, the bounded disk fill, and the committed fault plan file. Everything on 127.0.0.1."""
+a local echo upstream, the bounded disk fill, the Serve config pushes against a fake dashboard (with the healer's
+rollback in between), and the committed fault plan file. Everything on 127.0.0.1."""
 from __future__ import annotations
 
 import time
@@ -8,14 +9,18 @@ import time
 import httpx
 import pytest
 import yaml
-from live_helpers import upstream, wait_until  # noqa: F401  (upstream is a fixture)
+from live_helpers import dashboard, upstream, wait_until  # noqa: F401  (dashboard, upstream: fixtures)
 
 from ifshm_ray.config import ConfigError
-from ifshm_ray.live.config import InjectorConfig, ProxyConfig
+from ifshm_ray.live.binding import load_binding
+from ifshm_ray.live.config import HandlerConfig, InjectorConfig, ProxyConfig
+from ifshm_ray.live.executor import ActionRequest
+from ifshm_ray.live.handlers import ServeAppHandler
 from ifshm_ray.live.injectors import (DEFAULT_FAULTS, DiskFillInjector, FaultPlan, ProxyControl, ProxyFaultInjector,
                                       SteadyStateError, TransientInjector, build_injector, experiment,
                                       load_fault_plans)
 from ifshm_ray.live.proxy import FaultProxy, FaultSpec
+from ifshm_ray.live.serve_api import ServeDashboard, read_deploys, record_deploy
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -158,19 +163,72 @@ def test_disk_fill_refuses_a_large_volume(tmp_path):
     assert InjectorConfig().max_fill_volume_bytes <= 1 << 30
 
 
+def _user_config(fake, app="target"):
+    return fake.details["applications"][app]["deployments"]["Model"]["deployment_config"]["user_config"]
+
+
+def test_bad_config_push_then_the_healers_rollback_then_undo(dashboard, tmp_path):
+    history = tmp_path / "deploys.jsonl"
+    binding = load_binding()
+    good = dashboard.details["applications"]["target"]["deployed_app_config"]
+    record_deploy(history, good)  # the stack records its own deploy
+    inj = build_injector(load_fault_plans().get("bad-config-push"), InjectorConfig(),
+                         dashboard=ServeDashboard(dashboard.url, 5.0), binding=binding, history_path=history)
+    with experiment(inj) as run:
+        assert _user_config(dashboard) == {"version": "good", "model_version": "does-not-exist"}
+        assert run["injected"]["put"]["status"] == 200
+        assert [a["name"] for a in dashboard.puts[-1]["applications"]] == ["target", "other"]
+        # the healer's rollback finds the config before the bad push in the history
+        model = binding.component_for("inference-server")
+        plan = ServeAppHandler(dashboard.url, HandlerConfig(), history_path=history).rollback(
+            ActionRequest("rollback", "inference-server", model[0], model[1], None))
+        assert plan.problems == []
+        plan.execute()
+        assert _user_config(dashboard) == {"version": "good"}
+    assert run["undone"] == {"restored": {"already_running": True}}  # nothing left to undo
+    assert len(read_deploys(history, "target")) == 2
+
+
+def test_bad_model_deploy_is_undone_when_nobody_heals(dashboard, tmp_path):
+    inj = build_injector(load_fault_plans().get("bad-model-deploy"), InjectorConfig(),
+                         dashboard=ServeDashboard(dashboard.url, 5.0), binding=load_binding())
+    with experiment(inj):
+        assert _user_config(dashboard)["extra_latency_ms"] == 600
+    assert _user_config(dashboard) == {"version": "good"} and len(dashboard.puts) == 2
+
+
+def test_serve_config_steady_state(dashboard):
+    inj = build_injector(load_fault_plans().get("bad-config-push"), InjectorConfig(),
+                         dashboard=ServeDashboard(dashboard.url, 5.0), binding=load_binding())
+    assert inj.steady_state()[0]
+    dashboard.details["applications"]["target"]["status"] = "DEPLOY_FAILED"
+    holds, detail = inj.steady_state()
+    assert not holds and "DEPLOY_FAILED" in detail
+    with pytest.raises(SteadyStateError):
+        with experiment(inj):
+            pass
+    assert dashboard.puts == []
+    with pytest.raises(ConfigError, match="not bound to a Serve deployment"):
+        build_injector(FaultPlan(name="x", kind="serve_config", entity="feature-store", user_config={"a": 1}),
+                       InjectorConfig(), dashboard=ServeDashboard(dashboard.url, 5.0), binding=load_binding())
+
+
 def test_committed_fault_plans():
     plans = load_fault_plans()
     kinds = {p.kind for p in plans.faults}
-    assert {"proxy", "transient", "disk_fill"} <= kinds
+    assert {"proxy", "transient", "disk_fill", "serve_config"} <= kinds
+    binding = load_binding()
+    assert all(binding.component_for(p.entity) for p in plans.faults if p.entity)
     assert [p.expected for p in plans.faults if p.kind == "transient"] == ["observe"]
     assert all(p.hold_s <= ProxyConfig().max_fault_s for p in plans.faults)
 
 
 @pytest.mark.parametrize("data,message", [
-    ({"name": "a", "kind": "proxy"}, "needs 'proxy'"),
-    ({"name": "a", "kind": "proxy", "proxy": {}}, "needs 'proxy'"),
-    ({"name": "a", "kind": "disk_fill"}, "needs 'size_bytes'"),
-    ({"name": "a", "kind": "proxy", "proxy": {"latency_ms": 5}, "size_bytes": 3}, "disk_fill only"),
+    ({"name": "a", "kind": "proxy"}, r"needs \['proxy'\]; missing: \['proxy'\]"),
+    ({"name": "a", "kind": "proxy", "proxy": {}}, "needs a latency_ms"),
+    ({"name": "a", "kind": "disk_fill"}, r"missing: \['size_bytes'\]"),
+    ({"name": "a", "kind": "proxy", "proxy": {"latency_ms": 5}, "size_bytes": 3}, r"not for this kind: \['size_bytes'\]"),
+    ({"name": "a", "kind": "serve_config", "entity": "inference-server"}, r"missing: \['user_config'\]"),
     ({"name": "a", "kind": "cpu_hog"}, "kind"),
 ])
 def test_bad_fault_plans_are_refused(data, message):

@@ -13,7 +13,9 @@ A fault is data (:class:`FaultPlan`: kind, size, timing, the expected answer), b
 * ``transient`` (the negative control): a short proxy fault that clears itself after ``hold_s``; the right answer
   is to do nothing;
 * ``disk_fill``: a ballast file of a bounded size in a folder (the model-cache volume's prunable folder, on a
-  dedicated small volume), removed by the undo.
+  dedicated small volume), removed by the undo;
+* ``serve_config``: a bad config push or bad model deploy: keys merged into a Serve deployment's ``user_config``
+  through the dashboard's Serve API, undone by putting back the config that ran before.
 
 Example::
 
@@ -35,9 +37,11 @@ import httpx
 from pydantic import Field, model_validator
 
 from ifshm_ray.config import ConfigError, ConfigModel, read_yaml
+from ifshm_ray.live.binding import Binding
 from ifshm_ray.live.config import InjectorConfig
 from ifshm_ray.live.net import check_loopback_url
 from ifshm_ray.live.proxy import FaultSpec
+from ifshm_ray.live.serve_api import ServeDashboard, record_deploy, with_deployment
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +95,7 @@ class FaultPlan(ConfigModel):
 
     name: str
     """Unique name of this fault in the plan file."""
-    kind: Literal["proxy", "transient", "disk_fill"]
+    kind: Literal["proxy", "transient", "disk_fill", "serve_config"]
     """Which injector carries it out (see the module docstring)."""
     proxy: FaultSpec | None = None
     """The proxy faults (``proxy`` and ``transient`` only); its ``duration_s`` is set from ``hold_s``."""
@@ -100,18 +104,26 @@ class FaultPlan(ConfigModel):
     :func:`experiment` earlier or cleared by their backstop (the proxy's own timer) at this time."""
     size_bytes: int | None = Field(None, ge=1)
     """Ballast size (``disk_fill`` only)."""
+    entity: str | None = None
+    """The simulator entity whose live Serve deployment gets the config (``serve_config`` only)."""
+    user_config: dict[str, Any] | None = None
+    """Keys merged into the deployment's ``user_config`` (``serve_config`` only)."""
     expected: str = ""
     """The action category a healer should take (``observe`` for the negative control), for reports."""
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> "FaultPlan":
-        if self.kind in ("proxy", "transient"):
-            if self.proxy is None or not self.proxy.active():
-                raise ValueError(f"a {self.kind} fault needs 'proxy' with a latency, reset_prob or error_rate")
-            if self.size_bytes is not None:
-                raise ValueError("'size_bytes' is for kind disk_fill only")
-        elif self.size_bytes is None or self.proxy is not None:
-            raise ValueError("a disk_fill fault needs 'size_bytes' and no 'proxy'")
+        fields = {"proxy": self.proxy, "size_bytes": self.size_bytes, "entity": self.entity,
+                  "user_config": self.user_config}
+        needed = {"proxy": ["proxy"], "transient": ["proxy"], "disk_fill": ["size_bytes"],
+                  "serve_config": ["entity", "user_config"]}[self.kind]
+        missing = [k for k in needed if not fields[k]]
+        extra = [k for k, v in fields.items() if v is not None and k not in needed]
+        if missing or extra:
+            raise ValueError(f"a {self.kind} fault needs {needed}" + (f"; missing: {missing}" if missing else "")
+                             + (f"; not for this kind: {extra}" if extra else ""))
+        if self.proxy is not None and not self.proxy.active():
+            raise ValueError(f"a {self.kind} fault's 'proxy' needs a latency_ms, reset_prob or error_rate")
         return self
 
 
@@ -234,15 +246,83 @@ def _volume_bytes(folder: Path) -> tuple[int, int]:
     return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
 
 
+# ------------------------------------------------------------------------------------------------ Serve config
+class ServeConfigInjector:
+    """A bad config push or a bad model deploy: keys merged into a Serve deployment's ``user_config`` and PUT
+    through the dashboard like any deploy (recorded in the deploy history, so a rollback finds the config before
+    it); the undo PUTs the application config that ran before (nothing when it already runs again)."""
+
+    def __init__(self, name: str, dashboard: ServeDashboard, app: str, deployment: str,
+                 user_config: dict[str, Any], *, history_path: str | Path | None = None,
+                 healthy: HealthCheck | None = None):
+        self.name, self.dashboard, self.app, self.deployment = name, dashboard, app, deployment
+        self.user_config, self.history_path, self.healthy = dict(user_config), history_path, healthy
+        self._before: dict | None = None
+
+    def steady_state(self) -> tuple[bool, str]:
+        try:
+            details = self.dashboard.details()
+        except (httpx.HTTPError, ValueError) as e:
+            return False, f"Ray dashboard unreachable: {e!r}"
+        problem = self.dashboard.problem(details, self.app, self.deployment)
+        if problem:
+            return False, problem
+        app = details["applications"][self.app]
+        dep_status = app["deployments"][self.deployment].get("status")
+        if app.get("status") != "RUNNING" or dep_status != "HEALTHY":
+            return False, f"application {self.app!r} is {app.get('status')}, deployment {dep_status}"
+        if self.healthy is not None and not self.healthy():
+            return False, "the service's health check failed"
+        return True, f"application {self.app!r} RUNNING, deployment {self.deployment!r} HEALTHY"
+
+    def _deploy(self, details: dict, app_config: dict) -> dict:
+        reply = self.dashboard.put(self.dashboard.body(details, self.app, app_config))
+        if self.history_path is not None:
+            record_deploy(self.history_path, app_config)
+        return reply
+
+    def inject(self) -> dict:
+        details = self.dashboard.details()
+        app = details["applications"][self.app]
+        self._before = app["deployed_app_config"]  # set first: the undo restores it even if the PUT half-failed
+        running = (app["deployments"][self.deployment].get("deployment_config") or {}).get("user_config") or {}
+        merged = {**running, **self.user_config}
+        new = with_deployment(self._before, self.deployment, user_config=merged)
+        return {"put": self._deploy(details, new), "user_config": merged}
+
+    def undo(self) -> dict:
+        if self._before is None:
+            return {"restored": None}
+        details = self.dashboard.details()
+        if details.get("applications", {}).get(self.app, {}).get("deployed_app_config") == self._before:
+            reply: dict[str, Any] = {"already_running": True}
+        else:
+            reply = self._deploy(details, self._before)
+        self._before = None
+        return {"restored": reply}
+
+
 # ------------------------------------------------------------------------------------------------ build
 def build_injector(plan: FaultPlan, cfg: InjectorConfig, *, proxy: ProxyControl | None = None,
-                   healthy: HealthCheck | None = None, fill_folder: str | Path | None = None) -> Injector:
+                   healthy: HealthCheck | None = None, fill_folder: str | Path | None = None,
+                   dashboard: ServeDashboard | None = None, binding: Binding | None = None,
+                   history_path: str | Path | None = None) -> Injector:
     """The injector that carries out ``plan``; raises :class:`ConfigError` when what it needs is not given."""
     if plan.kind in ("proxy", "transient"):
         if proxy is None:
             raise ConfigError(f"fault {plan.name!r} (kind {plan.kind}) needs the fault proxy's control client")
         cls = TransientInjector if plan.kind == "transient" else ProxyFaultInjector
         return cls(plan.name, proxy, plan.proxy, plan.hold_s, healthy)
+    if plan.kind == "serve_config":
+        if dashboard is None or binding is None:
+            raise ConfigError(f"fault {plan.name!r} (kind serve_config) needs the Ray dashboard and the binding")
+        bound = binding.component_for(plan.entity)
+        if bound is None or bound[1].kind != "serve_deployment":
+            raise ConfigError(f"fault {plan.name!r}: entity {plan.entity!r} is not bound to a Serve deployment "
+                              f"(bound: {bound})")
+        comp = bound[1]
+        return ServeConfigInjector(plan.name, dashboard, comp.app, comp.deployment, plan.user_config,
+                                   history_path=history_path, healthy=healthy)
     if fill_folder is None:
         raise ConfigError(f"fault {plan.name!r} (kind disk_fill) needs the folder to fill")
     return DiskFillInjector(plan.name, fill_folder, plan.size_bytes, cfg.max_fill_volume_bytes, cfg.fill_chunk_bytes)
