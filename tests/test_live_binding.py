@@ -1,4 +1,5 @@
-"""The binding file: simulator entity names -> live components, checked with messages that say what to fix."""
+"""The binding file (simulator entity names -> live components) and the live config models: checked, documented,
+loadable from configs/live.yaml, with messages that say what to fix."""
 from __future__ import annotations
 
 import pytest
@@ -59,3 +60,30 @@ def test_entities_checked_against_the_topology_given():
     with pytest.raises(ConfigError, match="gpu-5"):
         b.check_entities(simulator_targets(TopologyConfig(gpu_nodes=2, inference_replicas=2,
                                                           training_workers=2)))
+
+
+def test_every_live_config_field_is_documented():
+    from ifshm_ray.live import config, injectors, proxy
+    from ifshm_ray.live.binding import Binding, LiveComponent
+
+    models = [config.LiveConfig, config.ExecutorConfig, config.HandlerConfig, config.ProxyConfig, config.InjectorConfig,
+              config.SloProbeConfig, proxy.FaultSpec, injectors.FaultPlan, injectors.FaultPlanFile, Binding,
+              LiveComponent]
+    undocumented = [f"{m.__name__}.{n}" for m in models for n, f in m.model_fields.items() if not f.description]
+    assert undocumented == []
+
+
+def test_live_config_file_loads_with_overrides():
+    from pathlib import Path
+
+    from ifshm_ray.config import load_config
+    from ifshm_ray.live.config import LiveConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "live.yaml"
+    cfg = load_config(LiveConfig, path)
+    assert cfg.executor.execute is False and cfg.executor.max_actions_per_incident == 3
+    assert load_config(LiveConfig, path, ["executor.execute=true"]).executor.execute is True
+    with pytest.raises(ConfigError, match="executor.max_replicas"):
+        load_config(LiveConfig, path, ["executor.max_replicas=0"])
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_config(LiveConfig, path, ["executor.dry_run=false"])

@@ -112,3 +112,25 @@ class SloProbeConfig(ConfigModel):
     """The latency quantile compared with the threshold (p95 by default)."""
     green_s: float = Field(5.0, ge=0.0)
     """Recovered: the probe is green (every SLO holds) for this many consecutive seconds."""
+
+
+class LiveConfig(ConfigModel):
+    """The live-healing stack's settings in one file (``configs/live.yaml``); each section is one piece's."""
+
+    binding: str | None = None
+    """Binding file (simulator entity -> live component); None: the committed ``ifshm_ray/live/data/binding.yaml``."""
+    faults: str | None = None
+    """Fault plan file; None: the committed ``ifshm_ray/live/data/faults.yaml``."""
+    decision_interval_s: float = Field(10.0, gt=0.0)
+    """The healer decides once per wall-clock window of this length (use at least 3 of Ray's metric report
+    intervals: ``RAY_metrics_report_interval_ms``)."""
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    """The safe executor's switches and limits."""
+    handlers: HandlerConfig = Field(default_factory=HandlerConfig)
+    """Timeouts and bounds of the real handlers."""
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    """Bounds of the fault proxy."""
+    injectors: InjectorConfig = Field(default_factory=InjectorConfig)
+    """Bounds of the fault injectors."""
+    slo: SloProbeConfig = Field(default_factory=SloProbeConfig)
+    """The wall-clock SLO probe."""
