@@ -201,6 +201,37 @@ def test_pre_check_problems_and_planning_errors_refuse(setup, tmp_path):
     assert not ex.in_flight
 
 
+@pytest.mark.parametrize("ratio", ["2", -1.0, 0.0, float("nan"), True])
+def test_bad_ratio_is_refused_and_recorded(setup, ratio):
+    make, svc, _, _ = setup
+    ex = make(execute=True)
+    rec = ex.decide(incident="i", answer=answer("scale", ratio=ratio))
+    assert rec["outcome"] == "refused" and "ratio" in rec["reason"] and svc.calls == []
+    assert len(ex.audit.read()) == 1
+
+
+def test_unexpected_errors_still_give_one_record(setup):
+    make, _, _, _ = setup
+    ex = make(execute=True)
+    ex.handlers["restart"] = lambda req: PlannedCall(call={}, execute=lambda: {}, replicas="oops")
+    rec = ex.decide(incident="i", answer=answer("restart"))
+    assert rec["outcome"] == "refused" and "executor error" in rec["reason"]
+    assert ex.audit.read() == [rec] and not ex.in_flight
+
+
+def test_a_heal_response_model_is_accepted(setup):
+    from ifshm_ray.serve.schemas import HealResponse
+
+    make, _, _, _ = setup
+    body = {"diagnosis": {"fault_mode": "x", "confidence": 0.9, "unknown_score": None, "unknown": False, "top": [],
+                          "explanation": ""},
+            "action": {"category": "scale", "target": "inference-server", "ratio": 2.0, "probability": 0.8},
+            "category_probability": 0.9, "alternatives": [], "expected_recovery_s": None,
+            "expected_recovery_basis": "", "escalate": False, "escalate_reasons": [], "value": None}
+    rec = make().decide(incident="i", answer=HealResponse.model_validate(body))
+    assert rec["outcome"] == "dry_run" and rec["answer"]["diagnosis"]["fault_mode"] == "x"
+
+
 def test_failed_call_is_recorded_and_counted(setup):
     make, svc, _, _ = setup
     svc.fail_execute = True

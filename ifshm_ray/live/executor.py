@@ -157,6 +157,8 @@ class SafeExecutor:
         """Check, then dry-run or execute the healer's answer (a ``/v1/heal`` response: ``action`` with
         ``category``/``target``/``ratio``, optionally ``escalate``); returns the audit record written."""
         started = self.wall()
+        if hasattr(answer, "model_dump"):  # a HealResponse model rather than its JSON
+            answer = answer.model_dump(mode="json")
         action = dict(answer.get("action") or {})
         category, target, ratio = action.get("category"), action.get("target"), action.get("ratio")
         rec: dict[str, Any] = {
@@ -167,7 +169,11 @@ class SafeExecutor:
             "call": None, "reply": None, "reason": "", "started_at": started,
         }
         with self._lock:
-            outcome, reason = self._decide_locked(rec, incident, category, target, ratio)
+            try:
+                outcome, reason = self._decide_locked(rec, incident, category, target, ratio)
+            except Exception as e:  # noqa: BLE001  (every decision gets its record, also an unexpected failure)
+                log.exception("incident %s: the executor failed on %s %s", incident, category, target)
+                outcome, reason = REFUSED, f"executor error, nothing done after the error: {e!r}"
         rec.update(outcome=outcome, reason=reason, finished_at=self.wall())
         self.audit.append(rec)
         log.info("incident %s: %s %s -> %s %s", incident, category, target, outcome, reason)
@@ -203,6 +209,9 @@ class SafeExecutor:
         if last is not None and now - last < self.cfg.cooldown_s:
             return REFUSED, (f"component {name!r} is cooling down ({now - last:.1f} s since its last action, "
                              f"cooldown_s = {self.cfg.cooldown_s})")
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
+                                  or not 0.0 < float(ratio) < float("inf")):
+            return REFUSED, f"ratio must be a positive number or null, got {ratio!r}"
         req = ActionRequest(category=category, target=target, component=name, binding=comp,
                             ratio=None if ratio is None else float(ratio))
         try:
@@ -235,7 +244,8 @@ class SafeExecutor:
         except Exception as e:  # noqa: BLE001  (recorded; the action counts against the cap)
             rec["reply"] = {"error": repr(e)}
             return FAILED, f"the call failed: {e!r}"
-        self._pending = _Pending(rec["action_id"], incident, name, now + self.cfg.verify_after_s, baseline, plan)
+        due = self.clock() + self.cfg.verify_after_s  # counted from the end of the call
+        self._pending = _Pending(rec["action_id"], incident, name, due, baseline, plan)
         return EXECUTED, f"executed; SLOs checked again in {self.cfg.verify_after_s} s"
 
     def _count(self, incident: str, component: str, now: float) -> None:
