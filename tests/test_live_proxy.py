@@ -1,8 +1,13 @@
 """The in-repo fault proxy against a local echo upstream: transparent forwarding, latency, resets, HTTP errors,
-self-clearing faults, the control API, the connection bound, and a clean stop. Everything on 127.0.0.1."""
+self-clearing faults, the control API, the connection bound, a clean stop, and the proxy as its own process.
+Everything on 127.0.0.1."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 
 import httpx
@@ -130,3 +135,31 @@ def test_upstream_down_is_a_502(client):
 def test_only_loopback(kwargs):
     with pytest.raises(ConfigError, match="127.0.0.1"):
         FaultProxy(1, **kwargs)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_runs_as_its_own_process(upstream, client):
+    listen, control = _free_port(), _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ifshm_ray.live.proxy", "--listen", str(listen), "--upstream",
+                             str(upstream), "--control", str(control), "--seed", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    try:
+        def up() -> bool:
+            try:
+                return client.get(f"http://127.0.0.1:{control}/faults").status_code == 200
+            except httpx.TransportError:
+                return False
+        assert wait_until(up, timeout_s=15, step_s=0.1), proc.stderr.read1().decode() if proc.poll() else ""
+        client.put(f"http://127.0.0.1:{control}/faults", json={"error_rate": 1.0})
+        assert client.get(f"http://127.0.0.1:{listen}/").status_code == 503
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
