@@ -4,6 +4,12 @@ a local echo upstream, the bounded disk fill, the Serve config pushes against a 
 rollback in between), and the committed fault plan file. Everything on 127.0.0.1."""
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 
 import httpx
@@ -16,9 +22,9 @@ from ifshm_ray.live.binding import load_binding
 from ifshm_ray.live.config import HandlerConfig, InjectorConfig, ProxyConfig
 from ifshm_ray.live.executor import ActionRequest
 from ifshm_ray.live.handlers import ServeAppHandler
-from ifshm_ray.live.injectors import (DEFAULT_FAULTS, DiskFillInjector, FaultPlan, ProxyControl, ProxyFaultInjector,
-                                      SteadyStateError, TransientInjector, build_injector, experiment,
-                                      load_fault_plans)
+from ifshm_ray.live.injectors import (DEFAULT_FAULTS, DiskFillInjector, FaultPlan, ProcessStopInjector, ProxyControl,
+                                      ProxyFaultInjector, SteadyStateError, TransientInjector, build_injector,
+                                      experiment, load_fault_plans, process_state)
 from ifshm_ray.live.proxy import FaultProxy, FaultSpec
 from ifshm_ray.live.serve_api import ServeDashboard, read_deploys, record_deploy
 
@@ -86,10 +92,10 @@ def control(proxy):
     return ProxyControl(proxy.control_url, timeout_s=InjectorConfig().control_timeout_s)
 
 
-def _get(url: str) -> int | str:
+def _get(url: str, timeout_s: float = 5.0) -> int | str:
     """Status code, or the transport error's class name."""
     try:
-        with httpx.Client(trust_env=False, timeout=5.0) as c:
+        with httpx.Client(trust_env=False, timeout=timeout_s) as c:
             return c.get(url).status_code
     except httpx.TransportError as e:
         return type(e).__name__
@@ -213,10 +219,67 @@ def test_serve_config_steady_state(dashboard):
                        InjectorConfig(), dashboard=ServeDashboard(dashboard.url, 5.0), binding=load_binding())
 
 
+@pytest.fixture
+def server_process(tmp_path):
+    """A python http.server on 127.0.0.1 in its own process: (pid, url); continued and ended after the test."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port), "--directory",
+                             str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        assert wait_until(lambda: _get(url) == 200, timeout_s=15, step_s=0.1)
+        yield proc.pid, url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_hung_process_is_stopped_then_continued(server_process):
+    pid, url = server_process
+    plan = load_fault_plans().get("hung-replica").model_copy(update={"process_match": r"-m http\.server"})
+    inj = build_injector(plan, InjectorConfig(), find_pid=lambda: pid, healthy=lambda: _get(url) == 200)
+    with experiment(inj) as run:
+        assert process_state(pid) == "T" and run["injected"]["pid"] == pid
+        assert _get(url, timeout_s=0.5) == "ReadTimeout"
+    assert process_state(pid) != "T" and _get(url) == 200 and run["undone"]["signal"] == "SIGCONT"
+
+
+def test_hung_process_watchdog_continues_it_without_the_undo(server_process):
+    pid, url = server_process
+    inj = ProcessStopInjector("hang", lambda: pid, r"http\.server", hold_s=0.3)
+    inj.inject()
+    watchdog = inj._watchdog
+    try:
+        assert process_state(pid) == "T"
+        assert wait_until(lambda: process_state(pid) != "T", timeout_s=10)
+        assert _get(url) == 200
+    finally:
+        inj.undo()
+    assert watchdog.poll() is not None
+
+
+def test_hung_process_refuses_a_process_that_does_not_match(server_process):
+    pid, _ = server_process
+    inj = ProcessStopInjector("hang", lambda: pid, "ServeReplica:target:Model", hold_s=1)
+    holds, detail = inj.steady_state()
+    assert not holds and "does not match" in detail
+    with pytest.raises(RuntimeError, match="does not match"):
+        inj.inject()
+    assert process_state(pid) != "T"
+    for bad in (os.getpid(), 1, None):
+        assert not ProcessStopInjector("x", lambda: bad, ".", hold_s=1).steady_state()[0]
+    with pytest.raises(ConfigError, match="find_pid"):
+        build_injector(load_fault_plans().get("hung-replica"), InjectorConfig())
+
+
 def test_committed_fault_plans():
     plans = load_fault_plans()
     kinds = {p.kind for p in plans.faults}
-    assert {"proxy", "transient", "disk_fill", "serve_config"} <= kinds
+    assert {"proxy", "transient", "disk_fill", "serve_config", "process_stop"} <= kinds
     binding = load_binding()
     assert all(binding.component_for(p.entity) for p in plans.faults if p.entity)
     assert [p.expected for p in plans.faults if p.kind == "transient"] == ["observe"]

@@ -47,7 +47,7 @@ def test_probe_reads_real_requests(proxy):
     proxy.set_faults(FaultSpec(error_rate=1.0))
     assert probe.read().success_rate == 0.0 and probe() >= 49.0
     proxy.set_faults(FaultSpec(latency_ms=250))
-    probe.baseline_latency_ms = 50.0
+    probe = HttpSloProbe(proxy.url + "/", SloProbeConfig(requests=2), SIM, baseline_latency_ms=50.0)
     reading = probe.read()
     assert reading.latency_ms >= 250 and probe.badness(reading) >= 1.5
 

@@ -15,7 +15,9 @@ A fault is data (:class:`FaultPlan`: kind, size, timing, the expected answer), b
 * ``disk_fill``: a ballast file of a bounded size in a folder (the model-cache volume's prunable folder, on a
   dedicated small volume), removed by the undo;
 * ``serve_config``: a bad config push or bad model deploy: keys merged into a Serve deployment's ``user_config``
-  through the dashboard's Serve API, undone by putting back the config that ran before.
+  through the dashboard's Serve API, undone by putting back the config that ran before;
+* ``process_stop``: a hung replica: SIGSTOP on one process whose command line matches, SIGCONT in the undo and
+  from a watchdog after ``hold_s``.
 
 Example::
 
@@ -29,6 +31,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Protocol
@@ -95,7 +100,7 @@ class FaultPlan(ConfigModel):
 
     name: str
     """Unique name of this fault in the plan file."""
-    kind: Literal["proxy", "transient", "disk_fill", "serve_config"]
+    kind: Literal["proxy", "transient", "disk_fill", "serve_config", "process_stop"]
     """Which injector carries it out (see the module docstring)."""
     proxy: FaultSpec | None = None
     """The proxy faults (``proxy`` and ``transient`` only); its ``duration_s`` is set from ``hold_s``."""
@@ -108,15 +113,18 @@ class FaultPlan(ConfigModel):
     """The simulator entity whose live Serve deployment gets the config (``serve_config`` only)."""
     user_config: dict[str, Any] | None = None
     """Keys merged into the deployment's ``user_config`` (``serve_config`` only)."""
+    process_match: str | None = None
+    """Regular expression the stopped process's command line must match (``process_stop`` only), e.g. the Serve
+    replica's actor name; a process that does not match is never signalled."""
     expected: str = ""
     """The action category a healer should take (``observe`` for the negative control), for reports."""
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> "FaultPlan":
         fields = {"proxy": self.proxy, "size_bytes": self.size_bytes, "entity": self.entity,
-                  "user_config": self.user_config}
+                  "user_config": self.user_config, "process_match": self.process_match}
         needed = {"proxy": ["proxy"], "transient": ["proxy"], "disk_fill": ["size_bytes"],
-                  "serve_config": ["entity", "user_config"]}[self.kind]
+                  "serve_config": ["entity", "user_config"], "process_stop": ["process_match"]}[self.kind]
         missing = [k for k in needed if not fields[k]]
         extra = [k for k, v in fields.items() if v is not None and k not in needed]
         if missing or extra:
@@ -302,17 +310,112 @@ class ServeConfigInjector:
         return {"restored": reply}
 
 
+# ------------------------------------------------------------------------------------------------ hung process
+_STOP_WAIT_TURNS, _STOP_WAIT_S = 200, 0.01  # wait at most 2 s for a stop / continue to show in /proc
+
+
+def _wait_stopped(pid: int, stopped: bool) -> None:
+    """Signals are delivered asynchronously: wait (bounded) until ``/proc`` shows the process (not) stopped."""
+    for _ in range(_STOP_WAIT_TURNS):
+        state = process_state(pid)
+        if state is None or (state == "T") == stopped:
+            return
+        time.sleep(_STOP_WAIT_S)
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def process_state(pid: int) -> str | None:
+    """The process's state letter from ``/proc`` (``T``: stopped), or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+class ProcessStopInjector:
+    """A hung replica: SIGSTOP on one process (found by ``find_pid``, checked against ``pattern``), SIGCONT in the
+    undo. A watchdog process started with it sends SIGCONT after ``hold_s`` even if this process dies first; the
+    undo ends the watchdog."""
+
+    def __init__(self, name: str, find_pid: Callable[[], int | None], pattern: str, hold_s: float,
+                 healthy: HealthCheck | None = None):
+        self.name, self.find_pid, self.pattern, self.hold_s, self.healthy = name, find_pid, pattern, hold_s, healthy
+        self.pid: int | None = None
+        self._watchdog: subprocess.Popen | None = None
+
+    def _check(self, pid: int | None) -> str | None:
+        if pid is None:
+            return "no process found"
+        if pid in (1, os.getpid(), os.getppid()):
+            return f"pid {pid} is init or this process or its parent: never stopped"
+        if process_state(pid) is None:
+            return f"pid {pid} does not exist"
+        cmd = _cmdline(pid)
+        if not re.search(self.pattern, cmd):
+            return f"pid {pid}'s command line {cmd[:200]!r} does not match {self.pattern!r}"
+        return None
+
+    def steady_state(self) -> tuple[bool, str]:
+        pid = self.find_pid()
+        problem = self._check(pid)
+        if problem:
+            return False, problem
+        if process_state(pid) == "T":
+            return False, f"pid {pid} is already stopped"
+        if self.healthy is not None and not self.healthy():
+            return False, "the service's health check failed"
+        return True, f"pid {pid} running"
+
+    def inject(self) -> dict:
+        pid = self.find_pid()
+        problem = self._check(pid)
+        if problem:
+            raise RuntimeError(f"{self.name}: {problem}")
+        self.pid = pid
+        self._watchdog = subprocess.Popen(["sh", "-c", f"sleep {self.hold_s}; kill -CONT {pid}"],
+                                          start_new_session=True, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.kill(pid, signal.SIGSTOP)
+        _wait_stopped(pid, True)
+        return {"pid": pid, "signal": "SIGSTOP", "state": process_state(pid), "watchdog_pid": self._watchdog.pid,
+                "cont_after_s": self.hold_s}
+
+    def undo(self) -> dict:
+        out: dict[str, Any] = {"pid": self.pid}
+        if self.pid is not None and process_state(self.pid) is not None:
+            os.kill(self.pid, signal.SIGCONT)
+            _wait_stopped(self.pid, False)
+            out["signal"] = "SIGCONT"
+        if self._watchdog is not None:
+            if self._watchdog.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._watchdog.pid, signal.SIGKILL)
+            self._watchdog.wait(timeout=5)
+            self._watchdog = None
+        self.pid = None
+        return out
+
+
 # ------------------------------------------------------------------------------------------------ build
 def build_injector(plan: FaultPlan, cfg: InjectorConfig, *, proxy: ProxyControl | None = None,
                    healthy: HealthCheck | None = None, fill_folder: str | Path | None = None,
                    dashboard: ServeDashboard | None = None, binding: Binding | None = None,
-                   history_path: str | Path | None = None) -> Injector:
+                   history_path: str | Path | None = None, find_pid: Callable[[], int | None] | None = None
+                   ) -> Injector:
     """The injector that carries out ``plan``; raises :class:`ConfigError` when what it needs is not given."""
     if plan.kind in ("proxy", "transient"):
         if proxy is None:
             raise ConfigError(f"fault {plan.name!r} (kind {plan.kind}) needs the fault proxy's control client")
         cls = TransientInjector if plan.kind == "transient" else ProxyFaultInjector
         return cls(plan.name, proxy, plan.proxy, plan.hold_s, healthy)
+    if plan.kind == "process_stop":
+        if find_pid is None:
+            raise ConfigError(f"fault {plan.name!r} (kind process_stop) needs a way to find the process (find_pid)")
+        return ProcessStopInjector(plan.name, find_pid, plan.process_match, plan.hold_s, healthy)
     if plan.kind == "serve_config":
         if dashboard is None or binding is None:
             raise ConfigError(f"fault {plan.name!r} (kind serve_config) needs the Ray dashboard and the binding")
