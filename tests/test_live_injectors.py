@@ -92,11 +92,21 @@ def control(proxy):
     return ProxyControl(proxy.control_url, timeout_s=InjectorConfig().control_timeout_s)
 
 
+_CLIENT: list[httpx.Client] = []  # one client for the module: building one (its SSL context) takes tens of ms
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _http_client():
+    with httpx.Client(trust_env=False) as c:
+        _CLIENT.append(c)
+        yield
+        _CLIENT.clear()
+
+
 def _get(url: str, timeout_s: float = 5.0) -> int | str:
     """Status code, or the transport error's class name."""
     try:
-        with httpx.Client(trust_env=False, timeout=timeout_s) as c:
-            return c.get(url).status_code
+        return _CLIENT[0].get(url, timeout=timeout_s).status_code
     except httpx.TransportError as e:
         return type(e).__name__
 

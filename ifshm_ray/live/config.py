@@ -114,6 +114,30 @@ class SloProbeConfig(ConfigModel):
     """Recovered: the probe is green (every SLO holds) for this many consecutive seconds."""
 
 
+class LoadConfig(ConfigModel):
+    """The bounded loopback load generator (:class:`ifshm_ray.live.loadgen.LoadGenerator`)."""
+
+    rate_rps: float = Field(5.0, gt=0.0)
+    """Requests per second sent in the steady state (open loop: paced, not waiting for answers beyond
+    ``concurrency``)."""
+    max_rate_rps: float = Field(50.0, gt=0.0)
+    """No rate above this is ever set (also not by a traffic surge)."""
+    concurrency: int = Field(4, ge=1)
+    """Requests in flight at most (one worker thread each)."""
+    request_timeout_s: float = Field(5.0, gt=0.0)
+    """A request slower than this counts as failed."""
+    max_duration_s: float = Field(3600.0, gt=0.0)
+    """The generator stops by itself after this long."""
+    max_records: int = Field(100_000, ge=1)
+    """Most request records kept (the oldest are dropped)."""
+
+    @model_validator(mode="after")
+    def _rate_bound(self) -> "LoadConfig":
+        if self.rate_rps > self.max_rate_rps:
+            raise ValueError(f"rate_rps = {self.rate_rps} must be <= max_rate_rps = {self.max_rate_rps}")
+        return self
+
+
 class LiveConfig(ConfigModel):
     """The live-healing stack's settings in one file (``configs/live.yaml``); each section is one piece's."""
 
@@ -134,3 +158,5 @@ class LiveConfig(ConfigModel):
     """Bounds of the fault injectors."""
     slo: SloProbeConfig = Field(default_factory=SloProbeConfig)
     """The wall-clock SLO probe."""
+    loadgen: LoadConfig = Field(default_factory=LoadConfig)
+    """The loopback load generator."""

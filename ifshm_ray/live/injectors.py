@@ -17,7 +17,8 @@ A fault is data (:class:`FaultPlan`: kind, size, timing, the expected answer), b
 * ``serve_config``: a bad config push or bad model deploy: keys merged into a Serve deployment's ``user_config``
   through the dashboard's Serve API, undone by putting back the config that ran before;
 * ``process_stop``: a hung replica: SIGSTOP on one process whose command line matches, SIGCONT in the undo and
-  from a watchdog after ``hold_s``.
+  from a watchdog after ``hold_s``;
+* ``surge``: a traffic surge: the load generator's rate multiplied (:mod:`ifshm_ray.live.loadgen`).
 
 Example::
 
@@ -44,6 +45,7 @@ from pydantic import Field, model_validator
 from ifshm_ray.config import ConfigError, ConfigModel, read_yaml
 from ifshm_ray.live.binding import Binding
 from ifshm_ray.live.config import InjectorConfig
+from ifshm_ray.live.loadgen import LoadGenerator
 from ifshm_ray.live.net import check_loopback_url
 from ifshm_ray.live.proxy import FaultSpec
 from ifshm_ray.live.serve_api import ServeDashboard, record_deploy, with_deployment
@@ -100,7 +102,7 @@ class FaultPlan(ConfigModel):
 
     name: str
     """Unique name of this fault in the plan file."""
-    kind: Literal["proxy", "transient", "disk_fill", "serve_config", "process_stop"]
+    kind: Literal["proxy", "transient", "disk_fill", "serve_config", "process_stop", "surge"]
     """Which injector carries it out (see the module docstring)."""
     proxy: FaultSpec | None = None
     """The proxy faults (``proxy`` and ``transient`` only); its ``duration_s`` is set from ``hold_s``."""
@@ -113,6 +115,8 @@ class FaultPlan(ConfigModel):
     """The simulator entity whose live Serve deployment gets the config (``serve_config`` only)."""
     user_config: dict[str, Any] | None = None
     """Keys merged into the deployment's ``user_config`` (``serve_config`` only)."""
+    surge_factor: float | None = Field(None, gt=1.0)
+    """The load generator's rate is multiplied by this (``surge`` only; never above its ``max_rate_rps``)."""
     process_match: str | None = None
     """Regular expression the stopped process's command line must match (``process_stop`` only), e.g. the Serve
     replica's actor name; a process that does not match is never signalled."""
@@ -122,9 +126,11 @@ class FaultPlan(ConfigModel):
     @model_validator(mode="after")
     def _fields_for_kind(self) -> "FaultPlan":
         fields = {"proxy": self.proxy, "size_bytes": self.size_bytes, "entity": self.entity,
-                  "user_config": self.user_config, "process_match": self.process_match}
+                  "user_config": self.user_config, "process_match": self.process_match,
+                  "surge_factor": self.surge_factor}
         needed = {"proxy": ["proxy"], "transient": ["proxy"], "disk_fill": ["size_bytes"],
-                  "serve_config": ["entity", "user_config"], "process_stop": ["process_match"]}[self.kind]
+                  "serve_config": ["entity", "user_config"], "process_stop": ["process_match"],
+                  "surge": ["surge_factor"]}[self.kind]
         missing = [k for k in needed if not fields[k]]
         extra = [k for k, v in fields.items() if v is not None and k not in needed]
         if missing or extra:
@@ -400,18 +406,54 @@ class ProcessStopInjector:
         return out
 
 
+# ------------------------------------------------------------------------------------------------ traffic surge
+class SurgeInjector:
+    """A traffic surge: the load generator's rate x ``factor`` (within its ``max_rate_rps``); the undo restores the
+    rate it had before."""
+
+    def __init__(self, name: str, load: LoadGenerator, factor: float, healthy: HealthCheck | None = None):
+        self.name, self.load, self.factor, self.healthy = name, load, factor, healthy
+        self._base: float | None = None
+
+    def steady_state(self) -> tuple[bool, str]:
+        if not self.load.running():
+            return False, "the load generator is not running"
+        target = self.load.rate_rps * self.factor
+        if target > self.load.cfg.max_rate_rps:
+            return False, (f"{self.load.rate_rps} rps x {self.factor} = {target} is above max_rate_rps = "
+                           f"{self.load.cfg.max_rate_rps}")
+        if self.healthy is not None and not self.healthy():
+            return False, "the service's health check failed"
+        return True, f"load at {self.load.rate_rps} rps"
+
+    def inject(self) -> dict:
+        self._base = self.load.rate_rps
+        self.load.set_rate(self._base * self.factor)
+        return {"rate_rps": self.load.rate_rps, "before_rps": self._base}
+
+    def undo(self) -> dict:
+        if self._base is not None:
+            self.load.set_rate(self._base)
+            self._base = None
+        return {"rate_rps": self.load.rate_rps}
+
+
 # ------------------------------------------------------------------------------------------------ build
 def build_injector(plan: FaultPlan, cfg: InjectorConfig, *, proxy: ProxyControl | None = None,
                    healthy: HealthCheck | None = None, fill_folder: str | Path | None = None,
                    dashboard: ServeDashboard | None = None, binding: Binding | None = None,
-                   history_path: str | Path | None = None, find_pid: Callable[[], int | None] | None = None
-                   ) -> Injector:
+                   history_path: str | Path | None = None, find_pid: Callable[[], int | None] | None = None,
+                   load: LoadGenerator | None = None) -> Injector:
     """The injector that carries out ``plan``; raises :class:`ConfigError` when what it needs is not given."""
     if plan.kind in ("proxy", "transient"):
         if proxy is None:
             raise ConfigError(f"fault {plan.name!r} (kind {plan.kind}) needs the fault proxy's control client")
         cls = TransientInjector if plan.kind == "transient" else ProxyFaultInjector
         return cls(plan.name, proxy, plan.proxy, plan.hold_s, healthy)
+    if plan.kind == "surge":
+        if load is None:
+            raise ConfigError(f"fault {plan.name!r} (kind surge) needs the running load generator")
+        return SurgeInjector(plan.name, load, plan.surge_factor, healthy)
     if plan.kind == "process_stop":
         if find_pid is None:
             raise ConfigError(f"fault {plan.name!r} (kind process_stop) needs a way to find the process (find_pid)")
