@@ -285,6 +285,8 @@ def test_wait_verified_is_bounded(setup):
 def test_config_refuses_inverted_bounds_and_handlers_for_builtins(tmp_path):
     with pytest.raises(ConfigError, match="min_replicas"):
         ExecutorConfig(min_replicas=5, max_replicas=2)
+    with pytest.raises(ConfigError, match=r"deny_kinds.0 = 'gcs'"):  # a typo must not open the deny-list
+        ExecutorConfig(deny_kinds=["gcs"])
     with pytest.raises(ValueError, match="observe"):
         SafeExecutor(ExecutorConfig(audit_log=str(tmp_path / "a.jsonl")), load_binding(),
                      {"observe": lambda r: None}, probe=lambda: 0.0)

@@ -131,6 +131,14 @@ def test_upstream_down_is_a_502(client):
         assert client.get(p.url + "/").status_code == 502
 
 
+def test_start_fails_clearly_on_a_taken_port(upstream):
+    with FaultProxy(upstream) as first:
+        second = FaultProxy(upstream, listen_port=first.port)
+        with pytest.raises(OSError):
+            second.start()
+        second.stop()
+
+
 @pytest.mark.parametrize("kwargs", [{"host": "0.0.0.0"}, {"upstream_host": "10.0.0.1"}])
 def test_only_loopback(kwargs):
     with pytest.raises(ConfigError, match="127.0.0.1"):

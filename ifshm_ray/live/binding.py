@@ -18,16 +18,12 @@ A simulator entity that is not bound has no live counterpart: the executor escal
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
 from pydantic import model_validator
 
 from ifshm_ray.config import ConfigError, ConfigModel, TopologyConfig, read_yaml
+from ifshm_ray.live.config import ComponentKind
 
 DEFAULT_BINDING = Path(__file__).resolve().parent / "data" / "binding.yaml"
-
-ComponentKind = Literal["nginx", "serve_deployment", "redis", "host", "fault_proxy", "ray_gcs", "serve_controller",
-                        "prometheus", "alertmanager", "healer"]
 
 
 class LiveComponent(ConfigModel):

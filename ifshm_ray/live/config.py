@@ -5,9 +5,15 @@ every field has a docstring and a bound.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from ifshm_ray.config import ConfigModel
+
+ComponentKind = Literal["nginx", "serve_deployment", "redis", "host", "fault_proxy", "ray_gcs", "serve_controller",
+                        "prometheus", "alertmanager", "healer"]
+"""The kinds of live component a binding file may name (:mod:`ifshm_ray.live.binding`)."""
 
 
 class ExecutorConfig(ConfigModel):
@@ -27,8 +33,8 @@ class ExecutorConfig(ConfigModel):
     """A scale action may not leave a deployment with fewer replicas than this."""
     max_replicas: int = Field(4, ge=1)
     """A scale action may not leave a deployment with more replicas than this."""
-    deny_kinds: list[str] = Field(default_factory=lambda: ["ray_gcs", "serve_controller", "prometheus",
-                                                           "alertmanager", "healer"])
+    deny_kinds: list[ComponentKind] = Field(default_factory=lambda: ["ray_gcs", "serve_controller", "prometheus",
+                                                                     "alertmanager", "healer"])
     """Live component kinds never acted on, whatever the healer says (the GCS, the Serve controller, monitoring
     and the healer itself)."""
     deny_components: list[str] = Field(default_factory=list)
