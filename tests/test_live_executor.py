@@ -287,9 +287,14 @@ def test_config_refuses_inverted_bounds_and_handlers_for_builtins(tmp_path):
         ExecutorConfig(min_replicas=5, max_replicas=2)
     with pytest.raises(ConfigError, match=r"deny_kinds.0 = 'gcs'"):  # a typo must not open the deny-list
         ExecutorConfig(deny_kinds=["gcs"])
+    cfg = ExecutorConfig(audit_log=str(tmp_path / "a.jsonl"))
     with pytest.raises(ValueError, match="observe"):
-        SafeExecutor(ExecutorConfig(audit_log=str(tmp_path / "a.jsonl")), load_binding(),
-                     {"observe": lambda r: None}, probe=lambda: 0.0)
+        SafeExecutor(cfg, load_binding(), {"observe": lambda r: None}, probe=lambda: 0.0)
+    with pytest.raises(ValueError, match="unknown categories"):
+        SafeExecutor(cfg, load_binding(), {"clear-storage": lambda r: None}, probe=lambda: 0.0)
+    with pytest.raises(ValueError, match="not components of the binding"):
+        SafeExecutor(ExecutorConfig(audit_log=cfg.audit_log, deny_components=["modle"]), load_binding(), {},
+                     probe=lambda: 0.0)
 
 
 def test_live_package_imports_neither_torch_nor_ray():

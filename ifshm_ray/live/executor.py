@@ -45,6 +45,7 @@ from typing import Any, Callable, Mapping
 
 from ifshm_ray.live.binding import Binding, LiveComponent
 from ifshm_ray.live.config import ExecutorConfig
+from ifshm_ray.sim.actions import CATEGORIES
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +132,16 @@ class SafeExecutor:
 
     def __init__(self, cfg: ExecutorConfig, binding: Binding, handlers: Mapping[str, Handler], probe: SloProbe,
                  *, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
-        unknown = sorted(set(handlers) & NO_TARGET_CATEGORIES)
+        builtin = sorted(set(handlers) & NO_TARGET_CATEGORIES)
+        if builtin:
+            raise ValueError(f"categories {builtin} take no handler (observe and escalate are built in)")
+        unknown = sorted(set(handlers) - set(CATEGORIES))
         if unknown:
-            raise ValueError(f"categories {unknown} take no handler (observe and escalate are built in)")
+            raise ValueError(f"handlers for unknown categories {unknown}; categories: {list(CATEGORIES)}")
+        missing = sorted(set(cfg.deny_components) - set(binding.components))
+        if missing:
+            raise ValueError(f"deny_components {missing} are not components of the binding "
+                             f"({sorted(binding.components)})")
         self.cfg = cfg
         self.binding = binding
         self.handlers = dict(handlers)
