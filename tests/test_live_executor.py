@@ -299,7 +299,8 @@ def test_config_refuses_inverted_bounds_and_handlers_for_builtins(tmp_path):
 
 def test_live_package_imports_neither_torch_nor_ray():
     code = ("import sys, ifshm_ray.live.executor, ifshm_ray.live.handlers, ifshm_ray.live.injectors, "
-            "ifshm_ray.live.proxy, ifshm_ray.live.slo, ifshm_ray.live.binding as b; b.load_binding(); "
+            "ifshm_ray.live.proxy, ifshm_ray.live.slo, ifshm_ray.live.loadgen, ifshm_ray.live.recording, "
+            "ifshm_ray.live.binding as b; b.load_binding(); "
             "print(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -14,5 +14,6 @@ Modules (each imported on its own; this package re-exports nothing and imports n
 * :mod:`ifshm_ray.live.loadgen`: a bounded loopback load generator (paced requests, every outcome recorded).
 * :mod:`ifshm_ray.live.slo`: the wall-clock SLO probe (success rate, latency quantile, replicas; thresholds from
   ``SimConfig``'s SLO fields), the executor's revert probe and the green-for-N-seconds recovery rule.
+* :mod:`ifshm_ray.live.recording`: every incident's telemetry windows with the decisions, to Parquet for replay.
 * :mod:`ifshm_ray.live.net`: the loopback-only address checks every piece uses.
 """
