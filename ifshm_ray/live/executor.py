@@ -9,13 +9,15 @@ Every decision goes through the same checks, in this order, and ends in exactly 
 4. Allow-list: the category must have a registered handler -> otherwise ``refused``.
 5. One action in flight: while an executed action waits for its SLO verification -> ``refused``.
 6. At most ``max_actions_per_incident`` actions per incident; a cooldown per live component -> ``refused``.
-7. The handler plans the call (reading the live state, no change); the plan's own pre-check problems and the
-   replica bounds refuse it.
+7. A ratio that is not a positive number is refused. The handler plans the call (reading the live state, no
+   change); the plan's own pre-check problems, an error while planning and the replica bounds refuse it.
 8. Dry-run (the default): ``dry_run`` with the planned call, nothing is changed. With ``execute: true`` the SLO
    probe is read, the call is made (``executed`` or ``failed``), and ``verify_after_s`` later :meth:`poll`
    reads the probe again: worse by more than ``revert_margin`` -> the handler's undo runs (``reverted``),
    otherwise ``verified``. Both are audit records of their own, linked by ``action_id``; an action that made the
    SLOs worse and could not be undone (``revert_failed``) is marked ``page: true``.
+
+An unexpected error inside the executor still ends in a ``refused`` record (nothing is done after it).
 
 A handler is any callable ``handler(request: ActionRequest) -> PlannedCall`` registered per category: planning
 must not change anything; the returned :class:`PlannedCall` carries the call's description (for the audit log),
@@ -24,7 +26,8 @@ must not change anything; the returned :class:`PlannedCall` carries the call's d
 
 Example::
 
-    ex = SafeExecutor(ExecutorConfig(), binding, {"scale": scale_handler}, probe=slo_badness)
+    ex = SafeExecutor(ExecutorConfig(), load_binding(), build_handlers(serve=ServeAppHandler(...)),
+                      probe=HttpSloProbe(url, SloProbeConfig(), SimConfig()))  # ifshm_ray.live.handlers / .slo
     rec = ex.decide(incident="inc-1", answer=heal_response, telemetry=window, fingerprint="abc")
     ...
     ex.poll()  # call regularly; reverts an action that made the SLOs worse
