@@ -303,6 +303,7 @@ def test_committed_fault_plans():
     ({"name": "a", "kind": "proxy", "proxy": {"latency_ms": 5}, "size_bytes": 3}, r"not for this kind: \['size_bytes'\]"),
     ({"name": "a", "kind": "serve_config", "entity": "inference-server"}, r"missing: \['user_config'\]"),
     ({"name": "a", "kind": "cpu_hog"}, "kind"),
+    ({"name": "a", "kind": "surge", "surge_factor": 2, "expected": "reboot"}, "not an action category"),
 ])
 def test_bad_fault_plans_are_refused(data, message):
     with pytest.raises(ConfigError, match=message):

@@ -49,6 +49,7 @@ from ifshm_ray.live.loadgen import LoadGenerator
 from ifshm_ray.live.net import check_loopback_url
 from ifshm_ray.live.proxy import FaultSpec
 from ifshm_ray.live.serve_api import ServeDashboard, record_deploy, with_deployment
+from ifshm_ray.sim.actions import CATEGORIES
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,9 @@ class FaultPlan(ConfigModel):
     proxy: FaultSpec | None = None
     """The proxy faults (``proxy`` and ``transient`` only); its ``duration_s`` is set from ``hold_s``."""
     hold_s: float = Field(60.0, gt=0.0)
-    """How long the fault is held at most: a ``transient`` clears itself after it; the others are undone by
-    :func:`experiment` earlier or cleared by their backstop (the proxy's own timer) at this time."""
+    """How long the fault is held at most: a ``transient`` clears itself after it. The others are undone by
+    :func:`experiment`; a backstop ends them at this time even without it for ``proxy`` (the proxy's own timer) and
+    ``process_stop`` (a watchdog process); ``disk_fill``, ``serve_config`` and ``surge`` rely on the undo."""
     size_bytes: int | None = Field(None, ge=1)
     """Ballast size (``disk_fill`` only)."""
     entity: str | None = None
@@ -136,6 +138,8 @@ class FaultPlan(ConfigModel):
         if missing or extra:
             raise ValueError(f"a {self.kind} fault needs {needed}" + (f"; missing: {missing}" if missing else "")
                              + (f"; not for this kind: {extra}" if extra else ""))
+        if self.expected and self.expected not in CATEGORIES:
+            raise ValueError(f"expected = {self.expected!r} is not an action category; one of {list(CATEGORIES)}")
         if self.proxy is not None and not self.proxy.active():
             raise ValueError(f"a {self.kind} fault's 'proxy' needs a latency_ms, reset_prob or error_rate")
         return self
