@@ -1,0 +1,168 @@
+"""Typed settings of the live-healing pieces: every limit of the safe executor and of the fault proxy.
+
+Loadable from YAML with :func:`ifshm_ray.config.load_config` (``--set executor.cooldown_s=30`` style overrides);
+every field has a docstring and a bound.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ifshm_ray.config import ConfigModel
+
+ComponentKind = Literal["nginx", "serve_deployment", "redis", "host", "fault_proxy", "ray_gcs", "serve_controller",
+                        "prometheus", "alertmanager", "healer"]
+"""The kinds of live component a binding file may name (:mod:`ifshm_ray.live.binding`)."""
+
+
+class ExecutorConfig(ConfigModel):
+    """The safe executor's switches and blast-radius limits (:class:`ifshm_ray.live.executor.SafeExecutor`)."""
+
+    execute: bool = False
+    """Act for real. False (the default): dry-run, every decision is checked and audited as if it were carried
+    out, but no handler's call is made (a dry-run action counts against the cooldown and the per-incident cap like
+    a real one, so a dry run rehearses the same decisions)."""
+    audit_log: str = "results/live/audit.jsonl"
+    """Append-only JSONL audit log: one line per decision (also refused ones), per verification and per revert."""
+    cooldown_s: float = Field(60.0, ge=0.0)
+    """After an action on a live component, further actions on the same component are refused for this long."""
+    max_actions_per_incident: int = Field(3, ge=1)
+    """At most this many actions (executed, dry-run or failed) per incident; later ones are refused."""
+    min_replicas: int = Field(1, ge=1)
+    """A scale action may not leave a deployment with fewer replicas than this."""
+    max_replicas: int = Field(4, ge=1)
+    """A scale action may not leave a deployment with more replicas than this."""
+    deny_kinds: list[ComponentKind] = Field(default_factory=lambda: ["ray_gcs", "serve_controller", "prometheus",
+                                                                     "alertmanager", "healer"])
+    """Live component kinds never acted on, whatever the healer says (the GCS, the Serve controller, monitoring
+    and the healer itself)."""
+    deny_components: list[str] = Field(default_factory=list)
+    """Live component names never acted on, in addition to ``deny_kinds``."""
+    verify_after_s: float = Field(30.0, ge=0.0)
+    """The SLO probe is read again this long after an executed action; the action stays in flight until then."""
+    revert_margin: float = Field(0.0, ge=0.0)
+    """Revert (the handler's undo) when the probe's badness after the action exceeds the one before by more than
+    this."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ExecutorConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas = {self.min_replicas} must be <= max_replicas = {self.max_replicas}")
+        return self
+
+
+class ProxyConfig(ConfigModel):
+    """Bounds of the in-repo fault proxy (:class:`ifshm_ray.live.proxy.FaultProxy`)."""
+
+    max_connections: int = Field(64, ge=1)
+    """Connections served at the same time; a connection beyond this is closed at once."""
+    max_latency_ms: float = Field(5000.0, ge=0.0)
+    """Largest latency a fault may add (a larger value is refused)."""
+    max_fault_s: float = Field(300.0, gt=0.0)
+    """A fault clears itself this long after it was set (its ``duration_s`` may only be shorter)."""
+    connect_timeout_s: float = Field(5.0, gt=0.0)
+    """Timeout for connecting to the upstream."""
+    idle_timeout_s: float = Field(60.0, gt=0.0)
+    """A proxied connection with no bytes in either direction for this long is closed."""
+    max_request_head_bytes: int = Field(65536, ge=1024)
+    """Most bytes read from a client before answering with an injected HTTP error."""
+    seed: int | None = None
+    """Seed of the proxy's random draws (resets, error responses); None: fresh entropy."""
+
+
+class InjectorConfig(ConfigModel):
+    """Bounds of the fault injectors (:mod:`ifshm_ray.live.injectors`)."""
+
+    max_fill_volume_bytes: int = Field(1024 * 1024 * 1024, ge=1)
+    """A disk-fill fault only runs on a volume no larger than this (a dedicated tmpfs or loop volume), never on
+    the machine's own disk; it writes its ballast until ``size_bytes`` or the volume is full."""
+    fill_chunk_bytes: int = Field(1024 * 1024, ge=4096)
+    """A disk-fill fault writes its ballast in chunks of this size."""
+    control_timeout_s: float = Field(5.0, gt=0.0)
+    """Timeout of one call to the fault proxy's control API."""
+
+
+class HandlerConfig(ConfigModel):
+    """Timeouts and bounds of the executor's real handlers (:mod:`ifshm_ray.live.handlers`)."""
+
+    http_timeout_s: float = Field(10.0, gt=0.0)
+    """Timeout of one call to the Ray dashboard's Serve API."""
+    redis_timeout_s: float = Field(5.0, gt=0.0)
+    """Timeout of one Redis command."""
+    min_maxmemory_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    """Reallocating Redis may not set ``maxmemory`` below this."""
+    max_maxmemory_bytes: int = Field(1024 * 1024 * 1024, ge=1)
+    """Reallocating Redis may not set ``maxmemory`` above this."""
+    max_prune_entries: int = Field(10000, ge=1)
+    """clear_storage refuses a prune folder with more entries than this (something else is in it)."""
+    reload_timeout_s: float = Field(10.0, gt=0.0)
+    """Timeout of the nginx reload (and config test) command."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "HandlerConfig":
+        if self.min_maxmemory_bytes > self.max_maxmemory_bytes:
+            raise ValueError(f"min_maxmemory_bytes = {self.min_maxmemory_bytes} must be <= max_maxmemory_bytes = "
+                             f"{self.max_maxmemory_bytes}")
+        return self
+
+
+class SloProbeConfig(ConfigModel):
+    """The wall-clock SLO probe (:mod:`ifshm_ray.live.slo`); its thresholds come from ``SimConfig``'s SLO fields."""
+
+    requests: int = Field(20, ge=1)
+    """Requests sent (one after the other) for one reading."""
+    request_timeout_s: float = Field(2.0, gt=0.0)
+    """A request slower than this counts as failed."""
+    latency_quantile: float = Field(0.95, gt=0.0, lt=1.0)
+    """The latency quantile compared with the threshold (p95 by default)."""
+    green_s: float = Field(5.0, ge=0.0)
+    """Recovered: the probe is green (every SLO holds) for this many consecutive seconds."""
+
+
+class LoadConfig(ConfigModel):
+    """The bounded loopback load generator (:class:`ifshm_ray.live.loadgen.LoadGenerator`)."""
+
+    rate_rps: float = Field(5.0, gt=0.0)
+    """Requests per second sent in the steady state (open loop: paced, not waiting for answers beyond
+    ``concurrency``)."""
+    max_rate_rps: float = Field(50.0, gt=0.0)
+    """No rate above this is ever set (also not by a traffic surge)."""
+    concurrency: int = Field(4, ge=1)
+    """Requests in flight at most (one worker thread each)."""
+    request_timeout_s: float = Field(5.0, gt=0.0)
+    """A request slower than this counts as failed."""
+    max_duration_s: float = Field(3600.0, gt=0.0)
+    """The generator stops by itself after this long."""
+    max_records: int = Field(100_000, ge=1)
+    """Most request records kept (the oldest are dropped)."""
+
+    @model_validator(mode="after")
+    def _rate_bound(self) -> "LoadConfig":
+        if self.rate_rps > self.max_rate_rps:
+            raise ValueError(f"rate_rps = {self.rate_rps} must be <= max_rate_rps = {self.max_rate_rps}")
+        return self
+
+
+class LiveConfig(ConfigModel):
+    """The live-healing stack's settings in one file (``configs/live.yaml``); each section is one piece's."""
+
+    binding: str | None = None
+    """Binding file (simulator entity -> live component); None: the committed ``ifshm_ray/live/data/binding.yaml``."""
+    faults: str | None = None
+    """Fault plan file; None: the committed ``ifshm_ray/live/data/faults.yaml``."""
+    decision_interval_s: float = Field(10.0, gt=0.0)
+    """The healer decides once per wall-clock window of this length (use at least 3 of Ray's metric report
+    intervals: ``RAY_metrics_report_interval_ms``)."""
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    """The safe executor's switches and limits."""
+    handlers: HandlerConfig = Field(default_factory=HandlerConfig)
+    """Timeouts and bounds of the real handlers."""
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    """Bounds of the fault proxy."""
+    injectors: InjectorConfig = Field(default_factory=InjectorConfig)
+    """Bounds of the fault injectors."""
+    slo: SloProbeConfig = Field(default_factory=SloProbeConfig)
+    """The wall-clock SLO probe."""
+    loadgen: LoadConfig = Field(default_factory=LoadConfig)
+    """The loopback load generator."""
