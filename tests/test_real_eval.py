@@ -53,7 +53,8 @@ def test_macro_f1_matches_sklearn_and_bootstrap_brackets_it():
 
 def test_campaign_baselines_deterministic_and_above_majority():
     c = load_failure_dataset(FIX / "openstack_failure_dataset_jss2021")["NET"]
-    kw = dict(baselines=("majority", "logreg", "random_forest"), n_splits=3, n_boot=100, seed=5)
+    kw = dict(baselines=("majority", "logreg", "random_forest"), n_splits=3, n_boot=100, seed=5,
+              fixed=real_eval.with_trees(50))
     a = real_eval.evaluate_campaign(c, **kw)
     assert a == real_eval.evaluate_campaign(c, **kw)
     res = a["baselines"]
@@ -78,7 +79,7 @@ def test_drain_templates_are_mined_on_the_training_fold_only():
 
 def test_fse_baselines_on_fixture():
     samples = load_samples(FIX / "openstack_fault_injection_fse2019")
-    res = real_eval.evaluate_fse(samples, n_boot=50, seed=0)
+    res = real_eval.evaluate_fse(samples, n_boot=50, seed=0, fixed=real_eval.with_trees(50))
     assert res["n"] == 8 and res["groups"] == 7 and res["folds"] == 7
     assert set(res["baselines"]) == set(real_eval.LOG_BASELINES)
     assert res["baselines"]["drain_counts_rf"]["accuracy"] >= 0.5
