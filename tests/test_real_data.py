@@ -177,6 +177,11 @@ def test_nezha_malformed(copy_of):
         load_nezha(d)
 
 
+def test_fse_reader_names_a_nezha_folder():
+    with pytest.raises(RealDataError, match="this is a Nezha folder"):
+        load_samples(FIX / NEZHA)
+
+
 def test_detect_layout(tmp_path):
     assert detect_layout(FIX / JSS) == detect_layout(FIX / JSS / "STO") == "jss2021"
     assert detect_layout(FIX / FSE) == "fse2019"

@@ -193,6 +193,9 @@ def load_samples(data_dir: str | Path, max_lines: int = 4000) -> list[RealSample
     ``empty_window``) is not on disk."""
     data_dir = Path(data_dir)
     samples = _read_manifest(data_dir, "openstack_fault_injection_fse2019")["samples"]
+    if samples and isinstance(samples[0], dict) and "label" in samples[0] and "failure_mode" not in samples[0]:
+        raise RealDataError(f"{data_dir}: this is a Nezha folder (samples.json entries have 'label'), not the "
+                            f"layout of openstack_fault_injection_fse2019: read it with load_nezha")
     valid_modes = set(REAL_CLASSES) - {HEALTHY} | set(HEALTHY_MODES)
     out = []
     for i, s in enumerate(samples):
