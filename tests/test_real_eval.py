@@ -97,6 +97,7 @@ def run_job(*args) -> subprocess.CompletedProcess:
                           text=True, timeout=110, cwd=REPO)
 
 
+@pytest.mark.e2e
 def test_job_on_every_fixture_layout():
     p = run_job("--data", str(FIX), "--json", "--n-boot", "50", "--folds", "3", "--trees", "20")
     assert p.returncode == 0, p.stderr
@@ -122,6 +123,7 @@ def test_job_rejects_a_malformed_folder(tmp_path):
     assert p.returncode != 0 and "not a folder" in p.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not (SHARED / "nezha_trainticket_fse2023" / "samples.json").is_file(),
                     reason="../shared/data is absent")
 def test_job_on_shared_nezha():
