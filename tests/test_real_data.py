@@ -190,7 +190,7 @@ def test_detect_layout(tmp_path):
         detect_layout(tmp_path)
 
 
-# ---- the real development split ----------------------------------------------------------------------------------------
+# ---- the real development split -----------------------------------------------------------------------------------
 @needs_shared
 def test_shared_jss_matches_its_readme():
     data = load_failure_dataset(SHARED / JSS)

@@ -32,6 +32,7 @@ import csv
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -537,7 +538,6 @@ def load_nezha(data_dir: str | Path, max_lines: int = 2000) -> list[NezhaSample]
                 metrics.setdefault(svc, {}).update(m)
         log_files = sorted((folder / "log").glob("*.csv"))
         logs = [line for lf in log_files for line in _nezha_logs(lf, max_lines)][:max_lines]
-        from datetime import datetime, timezone
         inject = datetime.strptime(label["inject_time_utc"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
         telemetry = {"schema": "ifshm.telemetry/v1", "logs": logs, "metrics": metrics, "alarms": [],
                      "window_s": 60.0 * max(1, len(times)),

@@ -79,8 +79,9 @@ def count_model(name: str, seed: int, fixed: dict | None = None):
                                                            random_state=seed, n_jobs=1))
     if name == "gradient_boosting":
         g = hp["gradient_boosting"]
-        return make_pipeline(log1p, HistGradientBoostingClassifier(max_iter=g["max_iter"], learning_rate=g["learning_rate"],
-                                                                   early_stopping=g["early_stopping"], random_state=seed))
+        hgb = HistGradientBoostingClassifier(max_iter=g["max_iter"], learning_rate=g["learning_rate"],
+                                             early_stopping=g["early_stopping"], random_state=seed)
+        return make_pipeline(log1p, hgb)
     raise ValueError(f"unknown count baseline {name!r}; expected one of {COUNT_BASELINES}")
 
 

@@ -1,4 +1,6 @@
-"""Write the small real-data fixtures in this folder (run from the repo root: ``python tests/data/real_fixtures/make_fixtures.py``).
+"""Write the small real-data fixtures in this folder.
+
+Run from the repo root: ``python tests/data/real_fixtures/make_fixtures.py``.
 
 Every value here is invented for the tests: the fixtures have the *layout* of the three real sets in
 ``../shared/data`` (see its README) but none of their content (those files are GPL / AGPL and stay out of the
@@ -42,7 +44,7 @@ def jss(root: Path) -> None:
         (d / "row_index.txt").write_text("\n".join(str(10 * i + 1) for i in range(len(labels))) + "\n")
 
 
-# ---- FSE 2019 fault-injection layout ----------------------------------------------------------------------------------
+# ---- FSE 2019 fault-injection layout -------------------------------------------------------------------------------
 FSE_TESTS = [  # (subsystem, test id, [(round, failure_mode)])
     ("Nova", 1, [("round_1", "FAILURE_INSTANCE_ACTIVE"), ("round_2", "NORMAL_FAULT_FREE_ROUND")]),
     ("Nova", 2, [("round_1", "FAILURE_INSTANCE_ACTIVE")]),
@@ -102,7 +104,7 @@ def fse(root: Path) -> None:
                                                   indent=1))
 
 
-# ---- Nezha TrainTicket layout -----------------------------------------------------------------------------------------
+# ---- Nezha TrainTicket layout --------------------------------------------------------------------------------------
 PODS = ["ts-route-service-b6c59fb57-aaaaa", "ts-order-service-5b67c48447-bbbbb", "ts-auth-service-7f8d7d756d-ccccc"]
 POD_COLS = ["Time", "TimeStamp", "PodName", "CpuUsage(m)", "CpuUsageRate(%)", "MemoryUsage(Mi)",
             "PodServerLatencyP90(s)", "PodWorkload(Ops)", "PodSuccessRate(%)", "NodeCpuUsageRate(%)"]
