@@ -24,6 +24,9 @@ Baselines (scikit-learn, ``n_jobs=1``):
 * ``logreg``: log1p counts -> standardised -> multinomial logistic regression (C=1);
 * ``random_forest``: log1p counts -> 500 trees;
 * ``gradient_boosting``: log1p counts -> histogram gradient boosting (100 iterations, no early stopping);
+* ``text_tfidf_logreg``: the counts rendered as the text the encoder reads (:func:`~.real_data.counts_as_text`,
+  ``novaclient POST 500 x3``) -> TF-IDF over word 1-3-grams -> logistic regression (C=1): what a bag of words
+  gets from that text, the classical counterpart of the encoder's text-only ablation;
 * ``drain_tfidf_logreg`` (raw logs): Drain templates mined on the training fold only (a test line that matches
   none becomes ``UNSEEN``) -> TF-IDF over template ids -> logistic regression (C=1);
 * ``drain_counts_rf`` (raw logs): the same templates' log1p counts -> 500 trees.
@@ -44,11 +47,14 @@ FIXED = {
     "logreg": {"C": 1.0, "max_iter": 5000, "features": "log1p counts, standardised"},
     "random_forest": {"n_estimators": 500, "features": "log1p counts"},
     "gradient_boosting": {"max_iter": 100, "learning_rate": 0.1, "early_stopping": False, "features": "log1p counts"},
+    "text_tfidf_logreg": {"C": 1.0, "tfidf": "sublinear_tf, word 1-3-grams, token = whitespace-separated word"},
     "drain": {"sim_th": 0.5, "depth": 4, "masks": "ifshm_ray.encoding.modal.MASKS", "fit_on": "training fold only"},
     "drain_tfidf_logreg": {"C": 1.0, "tfidf": "sublinear_tf, token = template id"},
     "drain_counts_rf": {"n_estimators": 500, "features": "log1p template counts"},
 }
-COUNT_BASELINES = ("majority", "logreg", "random_forest", "gradient_boosting")
+COUNT_BASELINES = ("majority", "logreg", "random_forest", "gradient_boosting", "text_tfidf_logreg")
+TEXT_BASELINES = ("text_tfidf_logreg",)
+"""Count baselines that read the rendered text instead of the count matrix."""
 LOG_BASELINES = ("majority", "drain_tfidf_logreg", "drain_counts_rf")
 
 
@@ -82,6 +88,11 @@ def count_model(name: str, seed: int, fixed: dict | None = None):
         hgb = HistGradientBoostingClassifier(max_iter=g["max_iter"], learning_rate=g["learning_rate"],
                                              early_stopping=g["early_stopping"], random_state=seed)
         return make_pipeline(log1p, hgb)
+    if name == "text_tfidf_logreg":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        tfidf = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=(1, 3), sublinear_tf=True)
+        return make_pipeline(tfidf, LogisticRegression(C=hp["text_tfidf_logreg"]["C"], max_iter=5000))
     raise ValueError(f"unknown count baseline {name!r}; expected one of {COUNT_BASELINES}")
 
 
@@ -305,10 +316,11 @@ def evaluate_campaign(campaign, baselines: Sequence[str] = COUNT_BASELINES, n_sp
     check_folds(folds, groups)
     names = {i + 1: n for i, n in enumerate(campaign.label_names)}
     X = campaign.counts.astype(np.float64)
+    texts = campaign.texts() if set(baselines) & set(TEXT_BASELINES) else None
     res = {"n": int(len(y)), "groups": int(len(np.unique(groups))), "group_by": group_by, "folds": len(folds),
            "distinct_vectors": int(len(np.unique(campaign.counts, axis=0))), "baselines": {}}
     for b in baselines:
-        pred = out_of_fold(lambda: count_model(b, seed, fixed), X, y, folds)
+        pred = out_of_fold(lambda: count_model(b, seed, fixed), texts if b in TEXT_BASELINES else X, y, folds)
         res["baselines"][b] = score(y, pred, groups, names, n_boot, seed)
         log.info("%s %s %s: macro-F1 %.3f", campaign.name, group_by, b, res["baselines"][b]["macro_f1"])
     return res
