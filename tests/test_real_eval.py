@@ -80,6 +80,7 @@ def test_drain_templates_are_mined_on_the_training_fold_only():
 def test_fse_baselines_on_fixture():
     samples = load_samples(FIX / "openstack_fault_injection_fse2019")
     res = real_eval.evaluate_fse(samples, n_boot=50, seed=0, fixed=real_eval.with_trees(50))
+    assert res == real_eval.evaluate_fse(samples, n_boot=50, seed=0, fixed=real_eval.with_trees(50))
     assert res["n"] == 8 and res["groups"] == 7 and res["folds"] == 7
     assert set(res["baselines"]) == set(real_eval.LOG_BASELINES)
     assert res["baselines"]["drain_counts_rf"]["accuracy"] >= 0.5
