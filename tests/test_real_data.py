@@ -177,6 +177,18 @@ def test_nezha_malformed(copy_of):
         load_nezha(d)
 
 
+def test_nezha_second_pod_of_a_service_and_short_metric_file(copy_of):
+    d = copy_of(NEZHA)
+    metric = d / "2023-01-29_110000_exception" / "metric"
+    src = metric / "ts-order-service-5b67c48447-bbbbb_metric.csv"
+    (metric / "ts-order-service-5b67c48447-ddddd_metric.csv").write_text(src.read_text().replace("bbbbb", "ddddd"))
+    m = load_nezha(d)[1].telemetry["metrics"]
+    assert "ts-order-service" in m and "ts-order-service-5b67c48447-ddddd" in m
+    (metric / "ts-order-service-5b67c48447-ddddd_metric.csv").write_text("\n".join(src.read_text().split("\n")[:5]))
+    with pytest.raises(RealDataError, match="ddddd_metric.csv: 4 metric rows, but .* other metric files have 7"):
+        load_nezha(d)
+
+
 def test_fse_reader_names_a_nezha_folder():
     with pytest.raises(RealDataError, match="this is a Nezha folder"):
         load_samples(FIX / NEZHA)

@@ -531,7 +531,11 @@ def load_nezha(data_dir: str | Path, max_lines: int = 2000) -> list[NezhaSample]
         metrics, times = {}, []
         for mf in metric_files:
             entity, series, t = _nezha_metrics(mf)
-            metrics[entity] = series
+            if times and t and len(t) != len(times):
+                raise RealDataError(f"{mf}: {len(t)} metric rows, but the sample's other metric files have "
+                                    f"{len(times)}")
+            # a second pod of one service keeps its pod name (its file's stem), so no series is overwritten
+            metrics[entity if entity not in metrics else mf.stem.removesuffix("_metric")] = series
             times = times or t
         for tf in sorted((folder / "trace").glob("*.csv")):
             for svc, m in _nezha_traces(tf).items():
