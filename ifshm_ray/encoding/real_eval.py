@@ -353,9 +353,11 @@ def metric_shift_ranking(sample) -> list[tuple[str, float]]:
     """Services ranked by their largest metric shift after injection: per pod metric (node-level metrics left
     out), ``|mean(after) - mean(before)| / (std(before) + 1e-3 * |mean(before)| + 1e-9)``; the service's score is
     its maximum. Uses the injection time only to split the window (an alert would give the onset)."""
+    from ifshm_ray.encoding.real_data import pod_service
+
     t = np.asarray(sample.metric_times)
     before, after = t < sample.inject_time, t >= sample.inject_time
-    scores = []
+    scores: dict[str, float] = {}
     for svc, series in sample.telemetry["metrics"].items():
         if svc == "front_service":
             continue
@@ -366,8 +368,9 @@ def metric_shift_ranking(sample) -> list[tuple[str, float]]:
                 continue
             b, a = v[before], v[after]
             best = max(best, abs(a.mean() - b.mean()) / (b.std() + 1e-3 * abs(b.mean()) + 1e-9))
-        scores.append((svc, float(best)))
-    return sorted(scores, key=lambda s: (-s[1], s[0]))
+        name = pod_service(svc)  # a second pod of a service is keyed by its pod name
+        scores[name] = max(scores.get(name, 0.0), float(best))
+    return sorted(scores.items(), key=lambda s: (-s[1], s[0]))
 
 
 def evaluate_nezha(samples) -> dict:
