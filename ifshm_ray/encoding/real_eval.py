@@ -352,7 +352,8 @@ NEZHA_SHIFT_EXCLUDE = re.compile(r"^Node")
 def metric_shift_ranking(sample) -> list[tuple[str, float]]:
     """Services ranked by their largest metric shift after injection: per pod metric (node-level metrics left
     out), ``|mean(after) - mean(before)| / (std(before) + 1e-3 * |mean(before)| + 1e-9)``; the service's score is
-    its maximum. Uses the injection time only to split the window (an alert would give the onset)."""
+    its maximum over its metrics and pods. Uses the injection time only to split the window (an alert would give
+    the onset)."""
     from ifshm_ray.encoding.real_data import pod_service
 
     t = np.asarray(sample.metric_times)
