@@ -14,7 +14,9 @@ How to run (from the repo root)::
 The language model runs in the encoder actor pool (:class:`ifshm_ray.encoding.service.EncoderPool`, on the
 cluster of ``--address`` or a local Ray started here): ``--num-actors`` replicas, ``--num-cpus`` each,
 ``--num-gpus`` per replica shared by its ``--tensor-parallel`` ranks (DeepSpeed inference). A missing checkpoint,
-a missing ``samples.json`` or a malformed telemetry window is reported (exit status 2) before Ray starts.
+a missing ``samples.json`` or a malformed telemetry window is reported (exit status 2) before Ray starts; so is a
+Failure-Dataset-OpenStack or Nezha folder (no encoder head for their label sets yet: ``jobs/real_baselines.py``
+measures the classical baselines on them).
 
 What it prints for a folder: accuracy and macro-F1 against the samples' ``failure_mode`` labels (``NO_FAILURE`` and
 ``NORMAL_FAULT_FREE_ROUND`` both count as ``HEALTHY``), a 95 % Wilson interval for the accuracy (there are few
@@ -136,12 +138,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- inputs, checked before Ray starts ---------------------------------------------------------------
     from ifshm_ray.encoding.config import ServiceConfig
-    from ifshm_ray.encoding.real_data import load_samples
+    from ifshm_ray.encoding.real_data import RealDataError, detect_layout, load_samples
     from ifshm_ray.encoding.semantic import checkpoint_dir
     from ifshm_ray.encoding.service import EncoderPool, as_config
 
     try:
         checkpoint = str(checkpoint_dir(args.encoder_checkpoint).resolve())
+        layout = detect_layout(args.data) if args.data else None
+        if layout in ("jss2021", "nezha"):
+            raise RealDataError(f"{args.data} is a {'Failure-Dataset-OpenStack' if layout == 'jss2021' else 'Nezha'} "
+                                f"folder: diagnose.py reads the layout of openstack_fault_injection_fse2019 only (the "
+                                f"encoder has no head for this label set yet); its classical baselines: "
+                                f"jobs/real_baselines.py --data {args.data}")
         samples = load_samples(Path(args.data), max_lines=args.max_lines) if args.data else None
         window = read_window(args.telemetry) if args.telemetry else None
         service = as_config(ServiceConfig, dict(num_actors=args.num_actors, num_cpus=args.num_cpus,

@@ -136,7 +136,11 @@ def test_diagnose_bad_input_is_clear_before_ray_starts(tmp_path, tiny_checkpoint
     monkeypatch.setattr(EncoderPool, "__init__", started)
     main = runpy.run_path(str(REPO / "jobs" / "diagnose.py"), run_name="diagnose_job")["main"]
     bad = tmp_path / "bad.json"
+    fixtures = REPO / "tests" / "data" / "real_fixtures"
     cases = [(["--data", str(tmp_path)], "samples.json"),
+             (["--data", str(fixtures / "openstack_failure_dataset_jss2021")],
+              "Failure-Dataset-OpenStack folder.*real_baselines"),
+             (["--data", str(fixtures / "nezha_trainticket_fse2023")], "Nezha folder"),
              (["--telemetry", str(bad)], "--telemetry .*logs"),
              (["--telemetry", str(tmp_path / "garbled.json")], "not JSON"),
              (["--telemetry", str(bad), "--tensor-parallel", "0"], "tensor_parallel")]

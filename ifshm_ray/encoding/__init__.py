@@ -12,7 +12,9 @@ their config, load torch and transformers too: ~4 s against <0.1 s, measured):
 * :mod:`.calibration` -- temperature scaling, ECE, prototypes, macro-F1, Wilson intervals
 * :mod:`.cache`       -- ``LRUCache`` and ``text_key`` (hash of the exact text the model sees)
 * :mod:`.linear`      -- a small logistic regression (the baseline, the leave-one-out head on real samples)
-* :mod:`.real_data`   -- the OpenStack fault-injection samples (service logs only) and the label map
+* :mod:`.real_data`   -- readers of the real sets: OpenStack fault-injection samples (service logs only) and the label
+  map, Failure-Dataset-OpenStack campaigns (event counts, as text), Nezha TrainTicket; each validates its folder
+* :mod:`.real_eval`   -- classical baselines on them (scikit-learn), grouped folds, group-bootstrap intervals
 * :mod:`.simdata`     -- labelled telemetry windows from the simulator (fault type per window)
 * :mod:`.train`       -- the Ray Train + DeepSpeed per-worker loop of ``jobs/finetune_encoder.py``
 * :mod:`.service`     -- ``EncoderWorker`` / ``EncoderPool`` (Ray actors, batching, LRU cache) and the env wrapper
