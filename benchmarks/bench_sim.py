@@ -25,24 +25,16 @@ for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from ifshm_ray.env import FaultInjectionEnv, FaultInjectionVectorEnv  # noqa: E402
+from ifshm_ray.env import FaultInjectionEnv, FaultInjectionVectorEnv, sample_valid_actions  # noqa: E402
 from ifshm_ray.sim.actions import CATEGORIES, NUM_RATIOS, RATIO_CATEGORIES  # noqa: E402
 
 RATIO_CATS = np.array([c in RATIO_CATEGORIES for c in CATEGORIES])
 
 
-def sample(mask: np.ndarray, rng: np.random.Generator, T: int) -> np.ndarray:
-    """Random valid (category, target, ratio) per row of a [B, C*T] mask."""
-    u = rng.random(mask.shape) * mask
-    flat = u.argmax(axis=1)
-    c, t = flat // T, flat % T
-    r = np.where(RATIO_CATS[c], rng.integers(0, NUM_RATIOS, len(c)), 0)
-    return np.stack([c, t, r], axis=1)
-
 
 def sample_one(mask: np.ndarray, rng: np.random.Generator, T: int) -> tuple[int, int, int]:
     """One random valid (category, target, ratio) for a single env's [C*T] mask: the distribution of
-    :func:`sample` (uniform over the valid (category, target) pairs, uniform ratio level where it is read) at a
+    :func:`~ifshm_ray.env.sample_valid_actions` (uniform over the valid (category, target) pairs, uniform ratio level where it is read) at a
     fraction of its numpy calls, so that the policy's cost does not hide the env's."""
     valid = np.flatnonzero(mask)
     c, t = divmod(int(valid[rng.integers(len(valid))]), T)
@@ -70,7 +62,7 @@ def bench_batched(batch: int, seconds: float) -> tuple[float, float]:
     T = env.topology.T
     n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.process_time() - c0 < seconds:
-        obs, *_ = env.step(sample(obs["action_mask"], rng, T))
+        obs, *_ = env.step(sample_valid_actions(obs["action_mask"], rng, T))
         n += batch
     return n / (time.process_time() - c0), n / (time.perf_counter() - t0)
 

@@ -27,23 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from ifshm_ray.config import SimConfig
-from ifshm_ray.env import FaultInjectionEnv, FaultInjectionVectorEnv
+from ifshm_ray.env import FaultInjectionEnv, FaultInjectionVectorEnv, sample_valid_actions
 from ifshm_ray.eval.harness import evaluate
-from ifshm_ray.sim.actions import CATEGORIES, NUM_RATIOS, RATIO_CATEGORIES
 from ifshm_ray.sim.catalog import load_catalog
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "repro_hashes.json"
-RATIO_CATS = np.array([c in RATIO_CATEGORIES for c in CATEGORIES])
 POLICIES = ("oracle", "runbook", "runbook-instant", "random")
-
-
-def _sample(mask: np.ndarray, rng: np.random.Generator, T: int) -> np.ndarray:
-    """Random valid (category, target, ratio) per row of a [B, C*T] mask."""
-    u = rng.random(mask.shape) * mask
-    flat = u.argmax(axis=1)
-    c, t = flat // T, flat % T
-    r = np.where(RATIO_CATS[c], rng.integers(0, NUM_RATIOS, len(c)), 0)
-    return np.stack([c, t, r], axis=1)
 
 
 def _update_obs(h, obs: dict) -> None:
@@ -60,7 +49,7 @@ def single_hash(fault: str, seed: int, random_steps: int = 40, total_steps: int 
     _update_obs(h, obs)
     h.update(json.dumps(info["telemetry"], sort_keys=True).encode())
     for i in range(total_steps):
-        a = _sample(obs["action_mask"][None], rng, env.topology.T)[0] if i < random_steps else env.oracle_action()
+        a = sample_valid_actions(obs["action_mask"][None], rng, env.topology.T)[0] if i < random_steps else env.oracle_action()
         obs, r, term, trunc, info = env.step(a)
         _update_obs(h, obs)
         h.update(np.float64(r).tobytes())
@@ -82,7 +71,7 @@ def batched_hash(num_envs: int = 16, steps: int = 60, seed: int = 7) -> str:
     obs, _ = env.reset(seed=seed)
     _update_obs(h, obs)
     for _ in range(steps):
-        a = _sample(obs["action_mask"], rng, env.topology.T)
+        a = sample_valid_actions(obs["action_mask"], rng, env.topology.T)
         obs, r, term, trunc, infos = env.step(a)
         _update_obs(h, obs)
         for x in (r, term, trunc):

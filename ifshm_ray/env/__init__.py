@@ -8,7 +8,8 @@
 import gymnasium as gym
 
 from ifshm_ray.env.fault_env import (ENV_ID, RLLIB_ENV_NAME, FaultInjectionEnv, FaultInjectionVectorEnv,
-                                     action_space_hash, make_vector_env, split_env_config)
+                                     action_space_hash, make_vector_env, sample_valid_actions,
+                                     split_env_config)
 
 if ENV_ID not in gym.registry:
     gym.register(id=ENV_ID, entry_point="ifshm_ray.env.fault_env:FaultInjectionEnv")
@@ -23,4 +24,4 @@ def register() -> str:
 
 
 __all__ = ["ENV_ID", "RLLIB_ENV_NAME", "FaultInjectionEnv", "FaultInjectionVectorEnv", "action_space_hash",
-           "make_vector_env", "register", "split_env_config"]
+           "make_vector_env", "sample_valid_actions", "register", "split_env_config"]

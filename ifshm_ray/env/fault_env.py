@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from ifshm_ray.config import ConfigError, SimConfig, from_dict
 from ifshm_ray.env.features import Featurizer
-from ifshm_ray.sim.actions import CATEGORIES, NUM_RATIOS, RATIO_LEVELS, Action
+from ifshm_ray.sim.actions import CATEGORIES, NUM_RATIOS, RATIO_CATEGORIES, RATIO_LEVELS, Action
 from ifshm_ray.sim.catalog import ratio_level_for, TGT_NAMED
 from ifshm_ray.sim.core import BatchedSim, SimError
 from ifshm_ray.sim.render import Renderer, TemplateMiner
@@ -19,6 +19,7 @@ from ifshm_ray.sim.render import Renderer, TemplateMiner
 ENV_ID = "ifshm/FaultInjection-v0"
 RLLIB_ENV_NAME = "ifshm-fault-v0"
 _ENV_KEYS = ("render_telemetry", "mine_logs", "strict_actions")
+_RATIO_CATEGORY = np.array([c in RATIO_CATEGORIES for c in CATEGORIES])
 
 
 def split_env_config(config: dict | None) -> tuple[SimConfig, dict]:
@@ -31,6 +32,17 @@ def split_env_config(config: dict | None) -> tuple[SimConfig, dict]:
     if "sim" in config:
         config = {**config.pop("sim"), **config}
     return from_dict(SimConfig, config), opts
+
+
+def sample_valid_actions(mask: np.ndarray, rng: np.random.Generator, num_targets: int) -> np.ndarray:
+    """Uniformly random valid ``(category, target, ratio)`` per row of a ``[B, C*T]`` action mask: uniform over the
+    valid (category, target) pairs, a uniform ratio level where the category reads one (else 0). Used by the
+    benchmarks and the reproducibility check to exercise every action mechanic."""
+    u = rng.random(mask.shape) * mask
+    flat = u.argmax(axis=1)
+    c, t = flat // num_targets, flat % num_targets
+    r = np.where(_RATIO_CATEGORY[c], rng.integers(0, NUM_RATIOS, len(c)), 0)
+    return np.stack([c, t, r], axis=1)
 
 
 def action_space_hash(space: gym.Space, topology: dict) -> str:
