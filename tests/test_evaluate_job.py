@@ -88,3 +88,14 @@ def test_metrics_record_the_hash_of_the_catalog_that_ran(tmp_out):
                                 "--out", str(tmp_out / "eval"), "--no-ray"])
     assert res["oracle"]["catalog_sha256"] == want
     assert json.loads((tmp_out / "eval" / "metrics.json").read_text())["catalog_sha256"] == want
+
+
+def test_random_baseline_does_not_depend_on_how_episodes_are_grouped():
+    """The harness groups episodes into Ray tasks by the CPUs free at the time; a random policy's episode must not
+    depend on which episodes ran before it in the same task (it did: one RNG stream per task)."""
+    from ifshm_ray.eval.harness import episode_seed, run_chunk
+
+    jobs = [(f, episode_seed(1000, f, i)) for f in ("node_crash", "dns_upstream_failure") for i in range(2)]
+    together = run_chunk("random", {"faults": "all"}, jobs, policy_seed=1000)
+    alone = [run_chunk("random", {"faults": "all"}, [j], policy_seed=1000)[0] for j in reversed(jobs)][::-1]
+    assert json.dumps(together) == json.dumps(alone)  # (NaN-aware: episodes that never acted have NaN times)

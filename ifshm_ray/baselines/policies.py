@@ -20,8 +20,8 @@ class Policy:
 
     name = "policy"
 
-    def reset(self, env) -> None:  # noqa: D401 - interface
-        """Start of an episode."""
+    def reset(self, env, episode_seed: int | None = None) -> None:  # noqa: D401 - interface
+        """Start of an episode (``episode_seed``: the episode's seed, for policies that draw random numbers)."""
 
     def act(self, obs: dict, info: dict, env) -> np.ndarray:
         raise NotImplementedError
@@ -33,7 +33,14 @@ class RandomPolicy(Policy):
     name = "random"
 
     def __init__(self, seed: int = 0):
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
+
+    def reset(self, env, episode_seed: int | None = None) -> None:
+        # one stream per (policy seed, episode): the episode's actions do not depend on which other episodes the
+        # same policy object ran before it (the harness groups episodes into Ray tasks by the free CPUs)
+        if episode_seed is not None:
+            self.rng = np.random.default_rng([self.seed, episode_seed])
 
     def act(self, obs, info, env):
         C = len(CATEGORIES)
@@ -89,7 +96,7 @@ class RunbookPolicy(Policy):
         self.sha256 = runbook_sha256(Path(path))
         self.reset(None)
 
-    def reset(self, env) -> None:
+    def reset(self, env, episode_seed: int | None = None) -> None:
         self.tried: set[tuple[int, int, int]] = set()
         self.wait = 0
         self.attempts = 0

@@ -58,7 +58,7 @@ class _BundlePolicy(Policy):
 
 def run_episode(env: FaultInjectionEnv, policy: Policy, fault: str, seed: int) -> dict:
     obs, info = env.reset(seed=seed, options={"faults": [fault]})
-    policy.reset(env)
+    policy.reset(env, episode_seed=seed)
     done = False
     ret = 0.0
     while not done:
