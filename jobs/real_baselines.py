@@ -95,7 +95,7 @@ def find_sets(folders: list[str]) -> list[tuple[str, Path]]:
         for sub in sorted(p for p in f.iterdir() if p.is_dir()):
             try:
                 subs.append((detect_layout(sub), sub))
-            except RealDataError:
+            except RealDataError:  # not a data set (e.g. licenses/): skipped; none at all raises below
                 pass
         if not subs:
             detect_layout(f)  # raises with the message that says what a folder must hold

@@ -492,7 +492,7 @@ def _nezha_logs(path: Path, max_lines: int) -> list[str]:
         msg = r[il]
         try:
             msg = json.loads(msg).get("log", msg)
-        except (json.JSONDecodeError, AttributeError):
+        except (json.JSONDecodeError, AttributeError):  # a plain (not JSON-wrapped) log message: keep it as is
             pass
         out.append(f"{pod_service(r[ip])} {msg.strip()}")
     return out[:max_lines]

@@ -9,7 +9,7 @@ without Ray. Where the system is assembled it runs as a Ray actor (:class:`Encod
 two-step start) in an :class:`EncoderPool`:
 
 * the semantic table of PPO training (:func:`ifshm_ray.encoding.rl_state.build_table`, run by ``jobs/train.py``
-  when ``policy.semantic_encoder`` is set) embeds its texts through a pool;
+  when ``policy.encoder_checkpoint`` is set) embeds its texts through a pool;
 * ``jobs/diagnose.py`` diagnoses through a pool;
 * the Serve encoder deployment (:mod:`ifshm_ray.serve.app`) holds an ``EncoderWorker`` in its replica (or a
   one-replica pool when it is tensor parallel) behind ``@serve.batch``.
@@ -35,7 +35,7 @@ name (:meth:`EncoderPool.connect`), e.g.::
 
 In PPO training the LM does not run per window at all: :mod:`ifshm_ray.encoding.rl_state` embeds every log
 template and alarm text of the simulator once, and the policy pools those embeddings per window
-(``policy.semantic_encoder`` in a training config; measured: 99 LM passes, then only cache hits). The per-window
+(``policy.encoder_checkpoint`` in a training config; measured: 99 LM passes, then only cache hits). The per-window
 wrapper above is for envs with open-ended telemetry (real logs, new templates).
 
 Actors, batching, tensor parallel
