@@ -294,7 +294,10 @@ class SimConfig(ConfigModel):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     """Reward weights."""
     faults: str | list[str] = "known"
-    """Fault types to inject: 'known', 'unknown', 'all', or a non-empty list of fault names from the catalog."""
+    """Fault types to inject: 'known', 'unknown', 'all' (of `split`), or a non-empty list of fault names from the
+    catalog."""
+    split: str = "handpicked"
+    """Named known/unknown split (ifshm_ray/sim/data/splits.yaml) that 'known' and 'unknown' refer to."""
     step_s: float = Field(30.0, gt=0.0)
     """Seconds between two decisions (one scrape/alert-evaluation window)."""
     time_limit_s: float = 3600.0

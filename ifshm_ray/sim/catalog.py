@@ -23,6 +23,8 @@ EFFECTS = ("none", "heal", "mitigate", "harm")
 EFFECT_CODE = {e: i for i, e in enumerate(EFFECTS)}
 # remedy target specifiers (resolved against the injected root at run time)
 TGT_DEFAULT, TGT_ROOT, TGT_SERVICES_ON_ROOT, TGT_NODE_OF_ROOT, TGT_NAMED = range(5)
+# the pseudo fault name of a fault-free episode (no fault injected; benign noise and false alarms still happen)
+FAULT_FREE = "none"
 
 
 class CatalogError(ValueError):
@@ -73,6 +75,8 @@ class Catalog:
     alerts: list[AlertRule]
     actions: dict
     sha256: str
+    splits: dict[str, dict] = field(default_factory=dict)
+    default_split: str = "handpicked"
     fault_index: dict[str, int] = field(default_factory=dict)
     template_index: dict[str, int] = field(default_factory=dict)
 
@@ -86,17 +90,36 @@ class Catalog:
 
     @property
     def known(self) -> list[str]:
-        return [f.name for f in self.faults if f.known]
+        """The known fault types of the default split (prefer :meth:`known_in` with the job's split)."""
+        return self.known_in(self.default_split)
 
     @property
     def unknown(self) -> list[str]:
-        return [f.name for f in self.faults if not f.known]
+        """The held-out fault types of the default split (prefer :meth:`unknown_in` with the job's split)."""
+        return self.unknown_in(self.default_split)
 
-    def select(self, faults: str | list[str] | tuple[str, ...]) -> list[str]:
-        """Resolve 'known' | 'unknown' | 'all' | list of names (or a comma-separated string) to fault names."""
+    def check_split(self, split: str) -> str:
+        if split not in self.splits:
+            raise CatalogError(f"unknown split {split!r}; named splits: {sorted(self.splits)}")
+        return split
+
+    def unknown_in(self, split: str) -> list[str]:
+        """Fault types held out in ``split`` (catalog order)."""
+        held = set(self.splits[self.check_split(split)]["unknown"])
+        return [n for n in self.names if n in held]
+
+    def known_in(self, split: str) -> list[str]:
+        """Fault types known (trained on) in ``split`` (catalog order)."""
+        held = set(self.splits[self.check_split(split)]["unknown"])
+        return [n for n in self.names if n not in held]
+
+    def select(self, faults: str | list[str] | tuple[str, ...], split: str | None = None) -> list[str]:
+        """Resolve 'known' | 'unknown' | 'all' (of ``split``, default: the catalog's default split) | list of names
+        (or a comma-separated string) to fault names."""
         if isinstance(faults, str):
             if faults in ("known", "unknown", "all"):
-                return {"known": self.known, "unknown": self.unknown, "all": self.names}[faults]
+                split = split or self.default_split
+                return {"known": self.known_in(split), "unknown": self.unknown_in(split), "all": self.names}[faults]
             faults = [x.strip() for x in faults.split(",") if x.strip()]
         bad = [f for f in faults if f not in self.fault_index]
         if bad or not faults:
@@ -127,6 +150,7 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     raw_c = cpath.read_bytes()
     raw_t = (DATA_DIR / "log_templates.yaml").read_bytes()
     raw_a = (DATA_DIR / "alerts.yaml").read_bytes()
+    raw_s = (DATA_DIR / "splits.yaml").read_bytes()
     sha = hashlib.sha256(raw_c + b"\0" + raw_t + b"\0" + raw_a).hexdigest()
     c = yaml.safe_load(raw_c)
     templates = [LogTemplate(**t) for t in yaml.safe_load(raw_t)["templates"]]
@@ -148,7 +172,17 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     names = [f.name for f in faults]
     if len(set(names)) != len(names):
         raise CatalogError("duplicate fault names in the catalog")
-    return Catalog(faults=faults, templates=templates, alerts=alerts, actions=actions, sha256=sha)
+    splits_doc = yaml.safe_load(raw_s)
+    splits = splits_doc["splits"]
+    for sname, sp in splits.items():
+        bad = [x for x in sp.get("unknown", []) if x not in names]
+        if bad or not sp.get("unknown"):
+            raise CatalogError(f"splits.yaml: split {sname!r} holds out unknown fault name(s) {bad} (or none)")
+    default_split = splits_doc.get("default", "handpicked")
+    if default_split not in splits:
+        raise CatalogError(f"splits.yaml: default split {default_split!r} is not one of {sorted(splits)}")
+    return Catalog(faults=faults, templates=templates, alerts=alerts, actions=actions, sha256=sha, splits=splits,
+                   default_split=default_split)
 
 
 def _validate_fault(f: FaultSpec, tids: set[str]) -> None:

@@ -77,7 +77,8 @@ class BatchedSim:
         self.topo = Topology(self.cfg.topology)
         self.catalog = catalog or load_catalog(self.cfg.catalog)
         try:
-            self.fault_names = self.catalog.select(self.cfg.faults)
+            self.catalog.check_split(self.cfg.split)
+            self.fault_names = self.catalog.select(self.cfg.faults, split=self.cfg.split)
         except CatalogError as e:
             raise SimError(str(e)) from e
         self.cc = CompiledCatalog(self.catalog, self.topo)
