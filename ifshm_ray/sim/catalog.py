@@ -55,9 +55,9 @@ class AlertRule:
 
 @dataclass
 class FaultSpec:
+    """One fault type. Whether it is known (trained on) depends on the named split (:meth:`Catalog.known_in`)."""
     name: str
     family: str
-    known: bool
     freq: float
     description: str
     target: dict
@@ -76,7 +76,14 @@ class Catalog:
     actions: dict
     sha256: str
     splits: dict[str, dict] = field(default_factory=dict)
+    """Named splits (``data/splits.yaml``): name -> ``{"description", "unknown": [names], ...}``, group splits
+    resolved to their fault names."""
     default_split: str = "handpicked"
+    """The split a job uses when its config names none (``SimConfig.split``'s default)."""
+    groups: dict[str, dict] = field(default_factory=dict)
+    """Groups of fault families for the leave-one-group-out splits: name -> ``{"description", "families"}``."""
+    random_draw: dict = field(default_factory=dict)
+    """How the random splits were drawn: ``{"seed", "command", "population"}`` (see :mod:`ifshm_ray.sim.splits`)."""
     fault_index: dict[str, int] = field(default_factory=dict)
     template_index: dict[str, int] = field(default_factory=dict)
 
@@ -88,20 +95,16 @@ class Catalog:
     def names(self) -> list[str]:
         return [f.name for f in self.faults]
 
-    @property
-    def known(self) -> list[str]:
-        """The known fault types of the default split (prefer :meth:`known_in` with the job's split)."""
-        return self.known_in(self.default_split)
-
-    @property
-    def unknown(self) -> list[str]:
-        """The held-out fault types of the default split (prefer :meth:`unknown_in` with the job's split)."""
-        return self.unknown_in(self.default_split)
-
     def check_split(self, split: str) -> str:
+        """``split`` if it is a named split, else :class:`CatalogError` with the names."""
         if split not in self.splits:
             raise CatalogError(f"unknown split {split!r}; named splits: {sorted(self.splits)}")
         return split
+
+    def is_known(self, name: str, split: str) -> bool:
+        """Whether fault type ``name`` is known (trained on) in ``split``."""
+        self.spec(name)
+        return name not in self.splits[self.check_split(split)]["unknown"]
 
     def unknown_in(self, split: str) -> list[str]:
         """Fault types held out in ``split`` (catalog order)."""
@@ -114,12 +117,16 @@ class Catalog:
         return [n for n in self.names if n not in held]
 
     def select(self, faults: str | list[str] | tuple[str, ...], split: str | None = None) -> list[str]:
-        """Resolve 'known' | 'unknown' | 'all' (of ``split``, default: the catalog's default split) | list of names
-        (or a comma-separated string) to fault names."""
+        """Resolve 'known' | 'unknown' | 'all' (of ``split``) | list of names (or a comma-separated string) to fault
+        names. 'known' and 'unknown' need ``split``: they are always some named split's."""
         if isinstance(faults, str):
-            if faults in ("known", "unknown", "all"):
-                split = split or self.default_split
-                return {"known": self.known_in(split), "unknown": self.unknown_in(split), "all": self.names}[faults]
+            if faults in ("known", "unknown") and split is None:
+                raise CatalogError(f"{faults!r} fault types of which split? pass split= (named splits: "
+                                   f"{sorted(self.splits)})")
+            if faults == "all":
+                return self.names
+            if faults in ("known", "unknown"):
+                return self.known_in(split) if faults == "known" else self.unknown_in(split)
             faults = [x.strip() for x in faults.split(",") if x.strip()]
         bad = [f for f in faults if f not in self.fault_index]
         if bad or not faults:
@@ -163,6 +170,9 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         raise CatalogError(f"catalog 'actions' must list exactly the categories {list(CATEGORIES)}")
     faults = []
     for f in c["faults"]:
+        # Transitional: the per-fault `known:` flag of catalog.yaml is ignored (known/unknown is the named split's,
+        # data/splits.yaml); the flag is accepted until those lines are deleted from the catalog.
+        f = {k: v for k, v in f.items() if k != "known"}
         try:
             spec = FaultSpec(**f)
         except TypeError as e:
@@ -172,17 +182,71 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     names = [f.name for f in faults]
     if len(set(names)) != len(names):
         raise CatalogError("duplicate fault names in the catalog")
-    splits_doc = yaml.safe_load(raw_s)
-    splits = splits_doc["splits"]
-    for sname, sp in splits.items():
-        bad = [x for x in sp.get("unknown", []) if x not in names]
-        if bad or not sp.get("unknown"):
-            raise CatalogError(f"splits.yaml: split {sname!r} holds out unknown fault name(s) {bad} (or none)")
-    default_split = splits_doc.get("default", "handpicked")
-    if default_split not in splits:
-        raise CatalogError(f"splits.yaml: default split {default_split!r} is not one of {sorted(splits)}")
+    splits_doc = yaml.safe_load(raw_s) or {}
+    groups, splits, default_split = _load_splits(splits_doc, faults)
     return Catalog(faults=faults, templates=templates, alerts=alerts, actions=actions, sha256=sha, splits=splits,
-                   default_split=default_split)
+                   default_split=default_split, groups=groups, random_draw=dict(splits_doc.get("random_draw") or {}))
+
+
+_SPLIT_KEYS = {"description", "unknown", "holdout_group"}
+
+
+def _load_splits(doc: dict, faults: list[FaultSpec]) -> tuple[dict, dict, str]:
+    """Validate ``splits.yaml`` against the catalog; resolve group splits to fault names. Every split must hold out
+    at least one type and keep at least one known."""
+    names = [f.name for f in faults]
+    families = {f.family for f in faults}
+    where = "splits.yaml"
+    groups = {}
+    owner: dict[str, str] = {}
+    for gname, g in (doc.get("groups") or {}).items():
+        fams = list((g or {}).get("families") or [])
+        if not fams:
+            raise CatalogError(f"{where}: group {gname!r} lists no families")
+        bad = [x for x in fams if x not in families]
+        if bad:
+            raise CatalogError(f"{where}: group {gname!r} names family(ies) {bad} that no catalog fault has; "
+                               f"families: {sorted(families)}")
+        for fam in fams:
+            if fam in owner:
+                raise CatalogError(f"{where}: family {fam!r} is in groups {owner[fam]!r} and {gname!r}")
+            owner[fam] = gname
+        groups[gname] = {"description": str(g.get("description", "")), "families": fams}
+    raw = doc.get("splits") or {}
+    if not raw:
+        raise CatalogError(f"{where}: no splits")
+    splits = {}
+    for sname, sp in raw.items():
+        sp = dict(sp or {})
+        extra = sorted(set(sp) - _SPLIT_KEYS)
+        if extra:
+            raise CatalogError(f"{where}: split {sname!r}: unknown key(s) {extra}; allowed: {sorted(_SPLIT_KEYS)}")
+        if not str(sp.get("description") or "").strip():
+            raise CatalogError(f"{where}: split {sname!r} has no description")
+        if ("unknown" in sp) == ("holdout_group" in sp):
+            raise CatalogError(f"{where}: split {sname!r} must give exactly one of 'unknown' (fault names) or "
+                               "'holdout_group' (a group name)")
+        if "holdout_group" in sp:
+            group = sp["holdout_group"]
+            if group not in groups:
+                raise CatalogError(f"{where}: split {sname!r}: holdout_group {group!r} is not one of {sorted(groups)}")
+            held = [f.name for f in faults if f.family in groups[group]["families"]]
+        else:
+            held = list(sp["unknown"] or [])
+            bad = [x for x in held if x not in names]
+            if bad:
+                raise CatalogError(f"{where}: split {sname!r} holds out unknown fault name(s) {bad}; valid: {names}")
+            if len(set(held)) != len(held):
+                raise CatalogError(f"{where}: split {sname!r} lists a fault type twice")
+        if not held:
+            raise CatalogError(f"{where}: split {sname!r} holds out no fault type")
+        if len(set(held)) == len(names):
+            raise CatalogError(f"{where}: split {sname!r} holds out every fault type: its known set is empty")
+        splits[sname] = {**sp, "unknown": held}
+    default_split = doc.get("default", "handpicked")
+    if default_split not in splits:
+        raise CatalogError(f"{where}: default split {default_split!r} is not one of {sorted(splits)}")
+    return groups, splits, default_split
 
 
 def _validate_fault(f: FaultSpec, tids: set[str]) -> None:

@@ -1158,7 +1158,8 @@ class BatchedSim:
                 continue
             root = int(self.f_root[b, k])
             is_node = bool(self.cc.target_is_node[f])
-            out.append({"fault": self.catalog.faults[f].name, "known": self.catalog.faults[f].known,
+            name = self.catalog.faults[f].name
+            out.append({"fault": name, "known": self.catalog.is_known(name, self.cfg.split),
                         "root": self.topo.nodes[root] if is_node else self.topo.services[root],
                         "injected_at_s": float(self.f_t0[b, k]),
                         "visible_at_s": float(self.f_t0[b, k] + self.cc.onset[f]),
