@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="windows for the whole-context path (expensive on CPU)")
     ap.add_argument("--load-only", action="store_true", help="only measure the backbone load times")
     ap.add_argument("--cold", action="store_true", help="also measure the first load ever (temporary cache)")
+    ap.add_argument("--split", default="handpicked", help="named known/unknown split whose known fault types are "
+                    "the head's classes (default handpicked)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -94,11 +96,11 @@ def main(argv: list[str] | None = None) -> dict:
         res = {"model": args.model, "threads": args.threads, **loads}
         print(json.dumps(res))
         return res
-    windows = [w["telemetry"] for w in labelled_windows(range(2), windows_per_episode=2)]
+    windows = [w["telemetry"] for w in labelled_windows(range(2), windows_per_episode=2, split=args.split)]
     windows = windows[:: max(1, len(windows) // args.windows)][: args.windows]
     cfg = EncoderConfig(model=args.model, adapter="lora", max_template_tokens=32)
     t0 = time.perf_counter()
-    enc = SemanticEncoder.build(cfg, known_faults() + ["healthy"])
+    enc = SemanticEncoder.build(cfg, known_faults(args.split) + ["healthy"], split=args.split)
     load_s = time.perf_counter() - t0
     enc.eval()
     for w in windows:  # mine the templates once, so every pass sees the same texts

@@ -11,6 +11,9 @@ report.md and PNG plots (MTTR per fault per policy, detection vs repair). A trai
 `checkpoint:PATH` (PATH = a policy bundle or the --out directory of jobs/train.py), labelled `ppo` unless given as
 `NAME=checkpoint:PATH`; labels must be unique (two checkpoints need a NAME each). Every policy meets the same
 incidents (seeds depend on seed, fault and episode index).
+`--split NAME` (default: the simulator config's `split`, `handpicked` unless set) picks the named known/unknown split
+(ifshm_ray/sim/data/splits.yaml) that `--faults known|unknown` refer to; a checkpoint trained on another split is
+refused (bundles that record no split count as `handpicked`).
 Expect about 0.05 s per episode for oracle/random and 0.2 s for the runbook (it reads rendered telemetry).
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ifshm_ray.baselines import BASELINES
 from ifshm_ray.config import ConfigError, SimConfig, add_override_arg, load_config
 from ifshm_ray.eval.harness import evaluate, summarise
 from ifshm_ray.eval.report import summary_table, write_report
+from ifshm_ray.policy.bundle import PolicyBundleError, check_bundle_split
 from ifshm_ray.sim.catalog import CatalogError, load_catalog
 
 
@@ -36,7 +40,9 @@ class Args:
     policy: str
     """Comma-separated: oracle, runbook, runbook-instant, random, checkpoint:PATH or NAME=checkpoint:PATH."""
     faults: str
-    """known | unknown | all | comma-separated fault names from the catalog."""
+    """known | unknown | all (of the split) | comma-separated fault names from the catalog."""
+    split: str | None
+    """Named known/unknown split; None: the simulator config's ``split``."""
     episodes: int
     """Episodes per fault type."""
     seed: int
@@ -59,6 +65,9 @@ def parse_args(argv=None) -> Args:
                    help="comma-separated policies: oracle, runbook, runbook-instant, random, checkpoint:PATH "
                         "(or NAME=checkpoint:PATH); default: all four baselines")
     p.add_argument("--faults", default="known", help="known | unknown | all | comma-separated fault names")
+    p.add_argument("--split", default=None,
+                   help="named known/unknown split (ifshm_ray/sim/data/splits.yaml) that --faults known|unknown "
+                        "refer to; default: the simulator config's split (handpicked unless set)")
     p.add_argument("--episodes", type=int, default=20, help="episodes per fault type (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the incidents (default 0)")
     p.add_argument("--config", default=None, help="simulator config YAML (SimConfig); default config when absent")
@@ -67,7 +76,7 @@ def parse_args(argv=None) -> Args:
     p.add_argument("--task-cpus", type=float, default=1.0, help="CPUs per Ray task (default 1)")
     add_override_arg(p)  # simulator config values, e.g. --set step_s=60 --set reward.harm_penalty=5
     a = p.parse_args(argv)
-    return Args(a.policy, a.faults, a.episodes, a.seed, a.config, a.out, a.no_ray, a.task_cpus, a.overrides)
+    return Args(a.policy, a.faults, a.split, a.episodes, a.seed, a.config, a.out, a.no_ray, a.task_cpus, a.overrides)
 
 
 def parse_policies(spec: str) -> dict[str, str]:
@@ -101,9 +110,19 @@ def main(argv=None) -> dict[str, dict]:
     policies = parse_policies(args.policy)
     try:
         sim_cfg = load_config(SimConfig, args.config, args.overrides)
-        faults = load_catalog(sim_cfg.catalog).select(args.faults)
+        if args.split is not None:
+            sim_cfg.split = args.split
+        catalog = load_catalog(sim_cfg.catalog)
+        catalog.check_split(sim_cfg.split)
+        faults = catalog.select(args.faults, split=sim_cfg.split)
     except (ConfigError, CatalogError) as e:
         raise SystemExit(f"error: {e}")
+    for label, pol in policies.items():  # a policy trained on another split must not be scored on this one
+        if pol.startswith("checkpoint:"):
+            try:
+                check_bundle_split(pol.split(":", 1)[1], sim_cfg.split, f"jobs/evaluate.py (--split {sim_cfg.split})")
+            except PolicyBundleError as e:
+                raise SystemExit(f"error: policy {label!r}: {e}")
     fault_set = args.faults if args.faults in ("known", "unknown", "all") else "custom"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,6 +149,7 @@ def main(argv=None) -> dict[str, dict]:
         m = summarise(recs, label, fault_set, sim_cfg.time_limit_s, catalog=sim_cfg.catalog)
         m["wall_s"] = time.time() - t0
         m["seed"] = args.seed
+        m["split"] = sim_cfg.split
         target = out if len(policies) == 1 else out / label
         target.mkdir(parents=True, exist_ok=True)
         (target / "metrics.json").write_text(json.dumps(m, indent=2))

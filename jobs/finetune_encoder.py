@@ -58,17 +58,24 @@ logger = logging.getLogger("finetune_encoder")
 # 1. data set
 # ----------------------------------------------------------------------------------------------------------------
 def sim_windows(cfg: EncoderJobConfig) -> list[dict]:
-    """Labelled telemetry windows from the simulator (known faults + healthy): dicts with split, seed, label,
-    telemetry. Seeds 0..train-1 train, the next ``val_seeds`` validate, the next ``test_seeds`` test."""
+    """Labelled telemetry windows from the simulator (the known faults of ``cfg.split`` + healthy): dicts with split,
+    seed, label, telemetry. Seeds 0..train-1 train, the next ``val_seeds`` validate, the next ``test_seeds`` test.
+    (``split`` in these rows is the data split -- train / val / test --, not the named known/unknown split.)"""
     from ifshm_ray.encoding.simdata import labelled_windows
 
     ft = cfg.finetune
+    if "faults" in ft.sim_kwargs:  # explicit fault types: never one held out in cfg.split
+        from ifshm_ray.sim.catalog import load_catalog
+
+        check_labels_known(load_catalog().select(ft.sim_kwargs["faults"], split=cfg.split), cfg.split,
+                           "finetune.sim_kwargs.faults")
     splits = {"train": range(0, ft.train_seeds),
               "val": range(ft.train_seeds, ft.train_seeds + ft.val_seeds),
               "test": range(ft.train_seeds + ft.val_seeds, ft.train_seeds + ft.val_seeds + ft.test_seeds)}
     rows = []
     for split, seeds in splits.items():
-        for w in labelled_windows(list(seeds), windows_per_episode=ft.windows_per_episode, **ft.sim_kwargs):
+        for w in labelled_windows(list(seeds), windows_per_episode=ft.windows_per_episode, split=cfg.split,
+                                  **ft.sim_kwargs):
             rows.append({"split": split, "seed": w["seed"], "label": w["label"], "telemetry": w["telemetry"]})
     return rows
 
@@ -106,6 +113,17 @@ def encode_rows(rows: list[dict], cfg: EncoderJobConfig, out: Path) -> tuple[Pat
     return path, labels
 
 
+def check_labels_known(labels: list[str], split: str, dataset: Path | str) -> None:
+    """The classes of a data set (``dataset``: where they come from, for the message) must be known fault types of
+    ``split`` (or healthy): an encoder trained on a held-out type would leak it."""
+    from ifshm_ray.encoding.simdata import HEALTHY, known_faults
+
+    held = [x for x in labels if x != HEALTHY and x not in known_faults(split)]
+    if held:
+        raise SystemExit(f"error: {dataset}: fault types {held} are held out in split {split!r}; train on its known "
+                         f"types only, or pass --set split=<a split where they are known>")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 2. baseline
 # ----------------------------------------------------------------------------------------------------------------
@@ -139,7 +157,7 @@ def run_training(cfg: EncoderJobConfig, dataset: Path, miner: Path, labels: list
 
     ft = cfg.finetune
     job = {"finetune": ft.to_dict(), "encoder": cfg.encoder.to_dict(), "dataset": str(dataset.resolve()),
-           "miner": str(miner.resolve()), "labels": labels}
+           "miner": str(miner.resolve()), "labels": labels, "split": cfg.split}
     if not ray.is_initialized():
         # address="local" + own temp dir: never join (or disturb) another Ray running on the machine. The dashboard
         # serves the State API that Ray Train's PlacementGroupCleaner polls: without it the cleaner logs "Failed to
@@ -213,7 +231,7 @@ def rl_cache_probe(checkpoint: Path, episodes: int = 8, steps: int = 25, seed0: 
 
     enc = SemanticEncoder.load(checkpoint)
     enc.modal.freeze()
-    env = FaultInjectionEnv({})
+    env = FaultInjectionEnv({"split": enc.split})  # the known faults of the split the encoder was trained on
     n, busy = 0, 0.0
     for ep in range(episodes):
         _, info = env.reset(seed=seed0 + ep)
@@ -259,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         dataset = Path(args.dataset)
         labels = json.loads((dataset.parent / "labels.json").read_text())
         miner = dataset.parent / "miner.bin"
+        check_labels_known(labels, cfg.split, f"--dataset {dataset}")
     else:
         rows = sim_windows(cfg)
         dataset, labels = encode_rows(rows, cfg, out)
@@ -267,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2. baseline
     metrics: dict = {"model": cfg.encoder.model, "mode": cfg.encoder.mode, "adapter": cfg.encoder.adapter,
-                     "labels": labels, "config_hash": cfg.training_hash()}
+                     "labels": labels, "split": cfg.split, "config_hash": cfg.training_hash()}
     metrics.update(baseline_scores(dataset))
     logger.info("baseline macro-F1 %.3f", metrics["baseline_macro_f1"])
 

@@ -6,6 +6,9 @@ against the baselines on known and unknown faults, write the report. `make demo`
     python jobs/pipeline.py --config configs/pipeline.yaml --out /tmp/smoke --smoke   # tiny budget (tests)
     python jobs/pipeline.py --out results/quick --set eval_episodes=5 --set 'train_seeds=[0, 1]'   # any config value
 
+Every stage uses the config's `split` (a named known/unknown split, ifshm_ray/sim/data/splits.yaml): the encoder is
+fine-tuned on its known types, the policies are trained on them (`env.config.split`), and evaluation's known/unknown
+sets are its; a reused training run or encoder of another split is refused.
 Stages (each prints progress): 0) `jobs/finetune_encoder.py` when `encoder_config` is set (reused when its output
 exists); 1) `jobs/train.py` once per training seed (subprocess, its own embedded Ray, or the
 cluster under `ray job submit`); 2) `jobs/evaluate.py`-equivalent evaluation of every trained policy and every
@@ -55,7 +58,12 @@ class PipelineConfig(ConfigModel):
     train_max_wall_s: float | None = Field(None, gt=0)
     """Override every training config's run.max_wall_s; None keeps them."""
     sim_config: str | None = None
-    """Simulator config YAML for evaluation (must match the topology the policies were trained on)."""
+    """Simulator config YAML for evaluation (must match the topology the policies were trained on; its ``split``, if
+    it names one, must be ``split``)."""
+    split: str = "handpicked"
+    """Named known/unknown split (ifshm_ray/sim/data/splits.yaml) of every stage: encoder fine-tuning
+    (``--set split=``), training (``--set env.config.split=``; a training config naming another split is refused)
+    and evaluation (``fault_sets`` known / unknown are this split's)."""
     baselines: list[str] = Field(default_factory=lambda: list(BASELINES))
     """Baseline policies to evaluate next to the trained ones (oracle, runbook, runbook-instant, random)."""
     fault_sets: list[Literal["known", "unknown", "all"]] = Field(default_factory=lambda: ["known", "unknown"])
@@ -94,7 +102,35 @@ class PipelineConfig(ConfigModel):
         if unknown:
             raise ValueError(f"train_seeds_by_label names {sorted(unknown)}, not in train_configs "
                              f"{sorted(self.train_configs)}")
+        from ifshm_ray.sim.catalog import CatalogError, load_catalog
+
+        try:
+            load_catalog().check_split(self.split)
+        except CatalogError as e:
+            raise ValueError(f"split: {e}") from None
+        named = {f"train_configs.{label}": (path, ("env", "config", "split"))
+                 for label, path in self.train_configs.items()}
+        named.update({"sim_config": (self.sim_config, ("split",))} if self.sim_config else {})
+        named.update({"encoder_config": (self.encoder_config, ("split",))} if self.encoder_config else {})
+        for key, (path, where) in named.items():
+            other = _yaml_value(_repo_path(path), where)
+            if other is not None and other != self.split:
+                raise ValueError(f"{key}: {path!r} names split {other!r} ({'.'.join(where)}), the pipeline's split "
+                                 f"is {self.split!r}; every stage uses the pipeline's split: drop it there or set "
+                                 f"split: {other}")
         return self
+
+
+def _yaml_value(path: Path, keys: tuple[str, ...]):
+    """The value at ``keys`` of a YAML file's mapping (None when absent)."""
+    from ifshm_ray.config import read_yaml
+
+    node = read_yaml(path)
+    for k in keys:
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node
 
 
 def _repo_path(path: str) -> Path:
@@ -106,10 +142,16 @@ def train(label: str, cfg_path: str, seed: int, out: Path, cfg: PipelineConfig, 
           reuse: bool = False) -> Path:
     run_dir = out / "train" / f"{label}_seed{seed}"
     if reuse and (run_dir / "policy_bundle" / "manifest.json").is_file():
+        from ifshm_ray.policy.bundle import PolicyBundleError, check_bundle_split
+
+        try:
+            check_bundle_split(run_dir, cfg.split, "the pipeline")
+        except PolicyBundleError as e:
+            raise SystemExit(f"error: --reuse {label} seed {seed}: {e}")
         print(f"[train] {label} seed {seed}: reusing the finished run in {run_dir}", flush=True)
         return run_dir
     cmd = [sys.executable, str(ROOT / "jobs" / "train.py"), "--config", cfg_path, "--out", str(run_dir),
-           "--seed", str(seed)]
+           "--seed", str(seed), "--set", f"env.config.split={cfg.split}"]
     if cfg.train_iterations is not None and not smoke:
         cmd += ["--iterations", str(cfg.train_iterations)]
     if cfg.train_max_wall_s is not None and not smoke:
@@ -130,14 +172,15 @@ def finetune_encoder(cfg: PipelineConfig) -> dict:
         from ifshm_ray.encoding.config import load_config as load_encoder_config
 
         have = json.loads((enc_out / "metrics.json").read_text()).get("config_hash")
-        want = load_encoder_config(_repo_path(cfg.encoder_config)).training_hash()
+        want = load_encoder_config(_repo_path(cfg.encoder_config), {"split": cfg.split}).training_hash()
         if have is None:
             print(f"[encoder] reusing the fine-tuned encoder in {enc_out}: it records no config hash (fine-tuned "
                   f"before hashes were written), so it cannot be checked against {cfg.encoder_config}; delete it to "
                   "fine-tune again", flush=True)
         elif have != want:
             raise SystemExit(f"error: {enc_out} holds an encoder fine-tuned with another configuration (hash {have}) "
-                             f"than {cfg.encoder_config} with the current fault catalog ({want}); delete that folder "
+                             f"than {cfg.encoder_config} with the current fault catalog and split {cfg.split!r} "
+                             f"({want}); delete that folder "
                              "to fine-tune again, or set encoder_checkpoint to another folder (and the training "
                              "configs' policy.encoder_checkpoint with it)")
         else:
@@ -145,7 +188,7 @@ def finetune_encoder(cfg: PipelineConfig) -> dict:
                   "it to fine-tune again)", flush=True)
     else:
         cmd = [sys.executable, str(ROOT / "jobs" / "finetune_encoder.py"), "--config", cfg.encoder_config,
-               "--out", str(enc_out)]
+               "--out", str(enc_out), "--set", f"split={cfg.split}"]
         print(f"[encoder] fine-tuning (about 15 minutes on 2 cores with configs/encoder.yaml): {' '.join(cmd)}",
               flush=True)
         t0 = time.time()
@@ -164,7 +207,7 @@ def encoder_section(m: dict) -> str:
 
     lines = ["## LLM semantic encoder", "",
              f"Model `{m.get('model')}`, mode `{m.get('mode')}`, adapter `{m.get('adapter')}`. Fault-mode diagnosis "
-             "on held-out simulator seeds (known fault types):", "",
+             f"on held-out simulator seeds (known fault types of split `{m.get('split', 'handpicked')}`):", "",
              "| | accuracy | macro-F1 |", "|---|---|---|",
              f"| fine-tuned encoder | {f('accuracy')} | {f('macro_f1')} |",
              f"| linear baseline (template counts + metric features) | {f('baseline_accuracy')} | "
@@ -192,7 +235,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     try:
         cfg = load_config(PipelineConfig, _repo_path(a.config), a.overrides)
-        sim_cfg = load_config(SimConfig, cfg.sim_config)
+        sim_cfg = load_config(SimConfig, cfg.sim_config, {"split": cfg.split})
     except ConfigError as e:
         p.error(str(e))  # exit 2 with the message, no traceback
     out = Path(a.out).resolve()
@@ -226,8 +269,16 @@ def main(argv=None) -> dict:
 
     cat = load_catalog(sim_cfg.catalog)
     results: dict[str, dict[str, dict]] = {}
+    from ifshm_ray.policy.bundle import PolicyBundleError, check_bundle_split
+
+    for label, dirs in trained.items():  # (each was trained with env.config.split = the pipeline's split)
+        for d in dirs:
+            try:
+                check_bundle_split(d, cfg.split, "the pipeline's evaluation")
+            except PolicyBundleError as e:
+                raise SystemExit(f"error: {label}: {e}")
     for fs in cfg.fault_sets:
-        faults = cat.select(fs)
+        faults = cat.select(fs, split=cfg.split)
         if a.smoke:
             faults = faults[:3]
         episodes = 1 if a.smoke else cfg.eval_episodes
@@ -243,6 +294,7 @@ def main(argv=None) -> dict:
                                     f"[eval {fs}] {l}: {d}/{n} episodes ({time.time() - t0:.0f}s)", flush=True))
                 m = summarise(recs, label, fs, sim_cfg.time_limit_s, catalog=sim_cfg.catalog)
                 m["wall_s"] = time.time() - t0
+                m["split"] = cfg.split
                 per_seed.append(m)
             if label in trained:  # training cost next to the result (equal env steps; wall-clock reported)
                 for x, d in zip(per_seed, trained[label]):
@@ -266,6 +318,7 @@ def main(argv=None) -> dict:
     summary = {fs: {k: {"mttr_mean_s": v["mttr_mean_s"], "success_rate": v["success_rate"],
                         "mttr_mean_s_std": v.get("mttr_mean_s_std")} for k, v in r.items()}
                for fs, r in results.items()}
+    summary["split"] = cfg.split
     summary["wall_s"] = time.time() - t_start
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"report: {report} ({time.time() - t_start:.0f}s in all)", flush=True)

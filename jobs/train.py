@@ -29,7 +29,8 @@ finishes within 15 minutes on 2 cores; MTTR should fall and the success rate ris
 Outputs in ``--out``:
   ``metrics.jsonl`` (one JSON line per iteration, fixed keys), ``tb/`` (TensorBoard: ``charts/*``, ``losses/*``),
   ``checkpoints/iter_NNNNNN/`` (RLlib algorithm checkpoints, the newest ``run.keep_checkpoints`` kept),
-  ``policy_bundle/`` (RLModule + manifest; load with ``ifshm_ray.policy.bundle.load_policy_bundle(out)``),
+  ``policy_bundle/`` (RLModule + manifest, which records the run's split ``env.config.split``; load with
+  ``ifshm_ray.policy.bundle.load_policy_bundle(out)``),
   ``config.yaml`` (the resolved config), ``summary.json`` (final metrics).
 """
 from __future__ import annotations
@@ -108,6 +109,12 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = TrainConfig.load(config_path, overrides)
     except ConfigError as e:  # the file, the key, its value and what is allowed
         parser.error(str(e))  # exit 2 with the message, no traceback
+    try:  # the LLM state must know the run's split: an encoder of another split knows some held-out types
+        from ifshm_ray.encoding.rl_state import check_semantic_split
+
+        check_semantic_split(cfg.policy.encoder_checkpoint, cfg.policy.semantic_table, cfg.split)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
     out = Path(args.out).resolve()
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
 
@@ -244,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_config=cfg.policy.rl_module_config(),
         checkpoint_dir=last_ckpt,
         encoder=semantic_meta,
+        split=cfg.split,
         training={"iterations": algo.iteration, "env_steps": row.get("env_steps_lifetime"), "seed": cfg.run.seed,
                   "config": cfg.to_dict()},
     )

@@ -174,18 +174,37 @@ class EncoderJobConfig(ConfigModel):
     """The fine-tuning job."""
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     """The encoder actor pool."""
+    split: str = "handpicked"
+    """Named known/unknown split (``ifshm_ray/sim/data/splits.yaml``): the fault head's classes are its known types
+    (+ healthy), and the checkpoint records it. A policy trained on another split refuses this encoder."""
+
+    @model_validator(mode="after")
+    def _split_and_classes(self) -> "EncoderJobConfig":
+        from ifshm_ray.encoding.simdata import HEALTHY
+        from ifshm_ray.sim.catalog import CatalogError, load_catalog
+
+        try:
+            known = load_catalog().known_in(self.split)
+        except CatalogError as e:
+            raise ValueError(str(e)) from None
+
+        held = [f for f in self.encoder.fault_types if f not in known and f != HEALTHY]
+        if held:
+            raise ValueError(f"encoder.fault_types lists {held}, not known fault types of split {self.split!r} "
+                             f"(known: {known} and {HEALTHY!r})")
+        return self
 
     def training_hash(self) -> str:
-        """Hash of what decides the fine-tuned encoder: the encoder and finetune sections and the fault catalog the
-        training windows come from (the service section does not count). Written to the encoder's metrics.json, so
-        a pipeline can tell a stale encoder from a matching one."""
+        """Hash of what decides the fine-tuned encoder: the encoder and finetune sections, the split and the fault
+        catalog the training windows come from (the service section does not count). Written to the encoder's
+        metrics.json, so a pipeline can tell a stale encoder from a matching one."""
         import hashlib
         import json
 
         from ifshm_ray.sim.catalog import load_catalog
 
         desc = {"encoder": self.encoder.model_dump(), "finetune": self.finetune.model_dump(),
-                "catalog": load_catalog().sha256}
+                "catalog": load_catalog().sha256, "split": self.split}
         return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -21,7 +21,9 @@ The table file (``semantic_items.npz``) holds:
 * ``drop_index``: observation columns the semantic block replaces (the raw template counts);
 * the encoder's pooling and projection weights (``attn_key_w``, ``attn_key_b``, ``attn_query``, ``count_weight``,
   ``text_proj_w``, ``text_proj_b``) to initialise the policy's copy;
-* ``meta``: JSON (encoder path, model, adapter, catalog hash, build time, LM passes, encoder actors used).
+* ``meta``: JSON (encoder path, model, adapter, catalog hash, ``split`` -- the named known/unknown split of the
+  simulator config, which a fine-tuned encoder must have been trained on --, build time, LM passes, encoder actors
+  used).
 """
 from __future__ import annotations
 
@@ -95,19 +97,28 @@ def item_texts(sim_config: dict | None, modal) -> dict:
             "obs_dim": int(layout["obs_dim"]), "catalog_sha256": sim.catalog.sha256}
 
 
-def _lm_source(encoder: str, overrides: dict) -> dict:
-    """EncoderWorker / EncoderPool arguments for ``encoder``: a checkpoint folder (checked now, so a wrong path is a
-    clear error before any actor starts) or a model preset / name (an un-tuned encoder over the known faults)."""
+def sim_split(sim_config: dict | None) -> str:
+    """The named known/unknown split of an env / simulator config dict (``SimConfig.split``, its default if absent)."""
+    from ifshm_ray.env.fault_env import split_env_config
+
+    return split_env_config(sim_config)[0].split
+
+
+def _lm_source(encoder: str, overrides: dict, split: str) -> dict:
+    """EncoderWorker / EncoderPool arguments for ``encoder``: a checkpoint folder (checked now, so a wrong path, or a
+    checkpoint fine-tuned on another split than ``split``, is a clear error before any actor starts) or a model preset
+    / name (an un-tuned encoder over the known faults of ``split``)."""
     from ifshm_ray.encoding.config import EncoderConfig
-    from ifshm_ray.encoding.semantic import checkpoint_dir
+    from ifshm_ray.encoding.semantic import check_checkpoint_split, checkpoint_dir
     from ifshm_ray.sim.catalog import load_catalog
 
     path = Path(encoder).expanduser()
     if path.exists() or "/" in str(encoder):
         path = checkpoint_dir(path)  # AdapterNotFoundError naming jobs/finetune_encoder.py when it is none
+        check_checkpoint_split(path, split, "the simulator config of the semantic table")
         return {"checkpoint": str(path.resolve()), "overrides": overrides}
-    known = [f.name for f in load_catalog().faults if f.known]
-    return {"encoder_config": EncoderConfig(model=encoder, adapter="none", **overrides), "fault_types": known}
+    return {"encoder_config": EncoderConfig(model=encoder, adapter="none", **overrides),
+            "fault_types": load_catalog().known_in(split)}
 
 
 def build_table(encoder: str, sim_config: dict | None, out: str | Path, pool=None, service_config=None,
@@ -124,7 +135,8 @@ def build_table(encoder: str, sim_config: dict | None, out: str | Path, pool=Non
     from ifshm_ray.encoding.service import EncoderPool, EncoderWorker, ray_running
 
     t0 = time.time()
-    source = _lm_source(encoder, encoder_overrides)
+    split = sim_split(sim_config)
+    source = _lm_source(encoder, encoder_overrides, split)
     own_pool = pool is None and ray_running()
     if own_pool:
         pool = EncoderPool(service_config=service_config, **source)
@@ -147,7 +159,7 @@ def build_table(encoder: str, sim_config: dict | None, out: str | Path, pool=Non
             "adapter": info["adapter"], "hidden_size": int(emb.shape[1]), "state_dim": info["state_dim"],
             "items": len(items["texts"]), "lm_passes": int(lm_passes),
             "distinct_texts": len(set(items["texts"])), "obs_dim": items["obs_dim"],
-            "catalog_sha256": items["catalog_sha256"], "lm_actors": lm_actors,
+            "catalog_sha256": items["catalog_sha256"], "split": split, "lm_actors": lm_actors,
             "build_s": round(time.time() - t0, 1)}
     out = Path(out)
     if out.suffix != ".npz":
@@ -190,6 +202,30 @@ def load_table(path: str | Path, obs_dim: int | None = None) -> dict:
     return table
 
 
+def table_split(meta: dict) -> str:
+    """The named split a semantic table was built for (tables from before splits were recorded: ``handpicked``)."""
+    from ifshm_ray.sim.catalog import LEGACY_SPLIT
+
+    return meta.get("split") or LEGACY_SPLIT
+
+
+def check_semantic_split(encoder_checkpoint: str | None, semantic_table: str | None, split: str) -> None:
+    """Refuse (ValueError) an LLM semantic state of another split than the training run's ``split``: a fine-tuned
+    encoder checkpoint, or a prebuilt table, whose known fault types are another split's. Model presets (un-tuned)
+    and paths that do not exist (reported later, where they are read) pass."""
+    from ifshm_ray.encoding.semantic import check_checkpoint_split
+
+    if semantic_table:
+        path = Path(semantic_table).expanduser()
+        if path.exists():
+            have = table_split(load_table(path)["meta"])
+            if have != split:
+                raise ValueError(f"policy.semantic_table {semantic_table!r} was built for split {have!r}, the run "
+                                 f"trains on split {split!r}; rebuild it with the run's simulator config")
+    elif encoder_checkpoint and Path(encoder_checkpoint).expanduser().exists():
+        check_checkpoint_split(encoder_checkpoint, split, "the training run (env.config.split)")
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -197,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
                                             "and alarm text of the simulator) for PPO with the LLM state.")
     p.add_argument("--encoder", default="results/encoder",
                    help="encoder checkpoint folder (jobs/finetune_encoder.py --out) or a model preset/name")
-    p.add_argument("--sim-config", default=None, help="simulator config YAML (default config when absent)")
+    p.add_argument("--sim-config", default=None, help="simulator config YAML (default config when absent); its "
+                   "split must be the one the encoder checkpoint was fine-tuned on")
     p.add_argument("--out", required=True, help="output .npz file or folder")
     a = p.parse_args(argv)
     sim_cfg = None

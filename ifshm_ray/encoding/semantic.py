@@ -39,7 +39,8 @@ GPU the whole-context pass (171 contexts/s uncached) is affordable for diagnosis
 bounded by the CPU-side modal encoding (Drain3, metric statistics: ~3 ms per window). A ZeRO-2 LoRA training step
 (batch 32, templates mode) takes ~6-7 s per worker on one CPU core and 0.13 s on the H100.
 
-Checkpoints (:meth:`save` / :meth:`load`): ``encoder.json`` (config, fault types), ``heads.safetensors`` (everything
+Checkpoints (:meth:`save` / :meth:`load`): ``encoder.json`` (config, fault types, the named split whose known types
+are the head's classes: :func:`checkpoint_split`), ``heads.safetensors`` (everything
 but the backbone), ``miner.bin`` (Drain3 templates) and ``adapter/`` (peft ``save_pretrained``) when an adapter is used.
 """
 from __future__ import annotations
@@ -101,15 +102,41 @@ def checkpoint_dir(directory: str | Path) -> Path:
     return directory
 
 
-class SemanticEncoder(nn.Module):
-    """Backbone (+ adapter) + modal-aware fusion + fault head. Build with :meth:`build` or :meth:`load`."""
+def checkpoint_split(directory: str | Path) -> str:
+    """The named split an encoder checkpoint was fine-tuned on (its head's classes are that split's known types);
+    a checkpoint written before splits were recorded counts as ``LEGACY_SPLIT`` (``handpicked``)."""
+    from ifshm_ray.sim.catalog import LEGACY_SPLIT
 
-    def __init__(self, config: EncoderConfig, fault_types: Sequence[str], backbone, tokenizer):
+    meta = json.loads((checkpoint_dir(directory) / "encoder.json").read_text())
+    return meta.get("split") or LEGACY_SPLIT
+
+
+def check_checkpoint_split(directory: str | Path, split: str, what: str) -> str:
+    """``split`` if the encoder checkpoint in ``directory`` was fine-tuned on it; else a ValueError that names both
+    (``what``: who wants the encoder, for the message)."""
+    have = checkpoint_split(directory)
+    if have != split:
+        raise ValueError(f"{what} uses split {split!r}, but the encoder checkpoint {str(directory)!r} was fine-tuned on "
+                         f"split {have!r} (its fault head and prototypes know that split's known types, some of which "
+                         f"are held out in {split!r}); fine-tune an encoder with --set split={split} "
+                         "(jobs/finetune_encoder.py) or use the matching split")
+    return split
+
+
+class SemanticEncoder(nn.Module):
+    """Backbone (+ adapter) + modal-aware fusion + fault head. Build with :meth:`build` or :meth:`load`.
+
+    ``split``: the named split whose known fault types ``fault_types`` are (recorded in the checkpoint; None for an
+    encoder not fine-tuned on a split)."""
+
+    def __init__(self, config: EncoderConfig, fault_types: Sequence[str], backbone, tokenizer,
+                 split: str | None = None):
         super().__init__()
         self.config = config.validate()
         if not fault_types:
             raise ValueError("fault_types is empty: give the known fault types (the head's classes)")
         self.fault_types = list(fault_types)
+        self.split = split
         self.tokenizer = tokenizer
         self.backbone = backbone
         self.modal = ModalEncoder(config, count_tokens=self.count_tokens)
@@ -140,7 +167,7 @@ class SemanticEncoder(nn.Module):
     # ----- construction ------------------------------------------------------------------------------------------
     @classmethod
     def build(cls, config: EncoderConfig, fault_types: Sequence[str], backbone=None, tokenizer=None,
-              with_adapter: bool = True) -> "SemanticEncoder":
+              with_adapter: bool = True, split: str | None = None) -> "SemanticEncoder":
         """Load the backbone named by ``config.model`` (unless given) and wrap it in the configured adapter."""
         config = config.validate()
         if backbone is None or tokenizer is None:
@@ -152,7 +179,7 @@ class SemanticEncoder(nn.Module):
                                         num_virtual_tokens=config.num_virtual_tokens,
                                         last_layers=config.lora_layers)
         torch.manual_seed(config.seed)
-        return cls(config, fault_types, backbone, tokenizer)
+        return cls(config, fault_types, backbone, tokenizer, split=split)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -326,7 +353,7 @@ class SemanticEncoder(nn.Module):
         save_file(self.head_state_dict(), str(directory / "heads.safetensors"))
         meta = {"config": self.config.to_dict(), "fault_types": self.fault_types,
                 "feature_dim": self.modal.feature_dim, "hidden_size": self.hidden_size, "pooling": self.pooling,
-                "format": "ifshm.encoder/v1"}
+                "split": self.split, "format": "ifshm.encoder/v1"}
         (directory / "encoder.json").write_text(json.dumps(meta, indent=2))
         (directory / "miner.bin").write_bytes(self.modal.miner_state())
         ad.save_adapter(self.backbone, directory / ad.ADAPTER_DIRNAME)
@@ -352,7 +379,9 @@ class SemanticEncoder(nn.Module):
                                           f"{meta['config']['adapter']!r} but has no {ad.ADAPTER_DIRNAME}/ folder")
         else:
             ad.apply_adapter(backbone, "none")
-        enc = cls(config, meta["fault_types"], backbone, tokenizer)
+        from ifshm_ray.sim.catalog import LEGACY_SPLIT
+
+        enc = cls(config, meta["fault_types"], backbone, tokenizer, split=meta.get("split") or LEGACY_SPLIT)
         state = load_file(str(directory / "heads.safetensors"))
         result = enc.load_state_dict(state, strict=False)
         bad = [k for k in result.missing_keys if not k.startswith("backbone.")]

@@ -223,13 +223,14 @@ class EncoderWorker:
         return {k: v.numpy() for k, v in self.encoder.head_state_dict().items()}
 
     def info(self) -> dict:
-        """What this worker serves (model, checkpoint, mode, fault types), its tensor-parallel rank and size, how
+        """What this worker serves (model, checkpoint, mode, fault types, the named split they are the known types
+        of: None for an untrained encoder), its tensor-parallel rank and size, how
         many backbone layers DeepSpeed replaced by tensor-parallel ones (``tp_layers``), and its cache stats."""
         cfg = self.encoder.config
         tp_layers = sum(1 for m in self.encoder.modules() if type(m).__name__ == "LinearAllreduce")
         return {"model": cfg.model, "adapter": cfg.adapter, "checkpoint": self.checkpoint,
                 "trained": self.checkpoint is not None, "mode": self.mode or cfg.mode,
-                "fault_types": self.fault_types, "state_dim": int(cfg.state_dim),
+                "fault_types": self.fault_types, "split": self.encoder.split, "state_dim": int(cfg.state_dim),
                 "hidden_size": int(self.encoder.hidden_size), "rank": self.tp_rank,
                 "tensor_parallel": self.service.tensor_parallel, "tp_layers": tp_layers,
                 "result_cache": self.results.stats(), "embedding_cache": self.encoder.cache_stats()}

@@ -7,6 +7,9 @@ truth). A window that ends before the injection is labelled ``healthy`` (at most
 ``healthy_per_seed`` per seed; default ``windows_per_episode``, so ``healthy`` is as frequent as a fault). The episode seed is derived from (seed, fault) so that seed ranges split cleanly
 into train / validation / test episodes.
 
+"known" is the named split's (``ifshm_ray/sim/data/splits.yaml``): the ``split`` argument, else the env config's
+``split``, else ``SimConfig``'s default.
+
 Only the env's documented interface is used (``info["telemetry"]``, ``incident()``, ``reset(options={"faults"})``).
 """
 from __future__ import annotations
@@ -17,10 +20,21 @@ from typing import Iterator, Sequence
 HEALTHY = "healthy"
 
 
-def known_faults() -> list[str]:
+def known_faults(split: str) -> list[str]:
+    """The known fault types of the named ``split`` (catalog order)."""
     from ifshm_ray.sim.catalog import load_catalog
 
-    return load_catalog().known
+    return load_catalog().known_in(split)
+
+
+def with_split(env_config: dict | None, split: str | None) -> dict:
+    """``env_config`` with ``split`` set (None: as it is); a different split already there is refused."""
+    env_config = dict(env_config or {})
+    if split is not None:
+        if env_config.get("split", split) != split:
+            raise ValueError(f"split {split!r} but the env config says split {env_config['split']!r}")
+        env_config["split"] = split
+    return env_config
 
 
 def episode_seed(seed: int, fault: str) -> int:
@@ -29,17 +43,19 @@ def episode_seed(seed: int, fault: str) -> int:
 
 def labelled_windows(seeds: Sequence[int], faults: Sequence[str] | str = "known", windows_per_episode: int = 4,
                      healthy_per_seed: int | None = None, max_steps: int = 40, env_config: dict | None = None,
-                     settle_s: float | None = None) -> Iterator[dict]:
+                     settle_s: float | None = None, split: str | None = None) -> Iterator[dict]:
     """Yield ``{"seed", "fault", "label", "time_s", "telemetry"}`` dicts (see the module docstring).
+
+    ``faults``: 'known' / 'unknown' / 'all' of ``split`` (else the env config's split), or fault names.
 
     ``settle_s``: a fault window must end at least this long after the fault became visible (default: one window
     length), so that its telemetry holds the symptoms; earlier windows look healthy and would be label noise."""
     from ifshm_ray.env.fault_env import FaultInjectionEnv
     from ifshm_ray.sim.catalog import load_catalog
 
-    catalog = load_catalog()
-    names = catalog.select(faults) if isinstance(faults, str) else list(faults)
-    env = FaultInjectionEnv(dict(env_config or {}))
+    env = FaultInjectionEnv(with_split(env_config, split))
+    catalog = load_catalog(env.sim_cfg.catalog)
+    names = catalog.select(faults, split=env.sim_cfg.split) if isinstance(faults, str) else list(faults)
     noop = (0, 0, 0)
     healthy_per_seed = windows_per_episode if healthy_per_seed is None else healthy_per_seed
     for seed in seeds:

@@ -85,7 +85,7 @@ def train_worker(job: dict) -> None:
     labels = job["labels"]
 
     def build():
-        m = SemanticEncoder.build(enc_cfg, labels)
+        m = SemanticEncoder.build(enc_cfg, labels, split=job.get("split"))
         m.modal.load_miner_state(Path(job["miner"]).read_bytes())
         m.fit_feature_norm(np.stack([r["features"] for r in train]))
         return m

@@ -5,7 +5,9 @@ Layout of ``<out>/policy_bundle/`` (written by :func:`export_policy_bundle` at t
     manifest.json               format, policy kind, model_config, space sizes, action_space_hash (the env's own,
                                 ``env.action_space_hash``), action-space signature (sizes, category names, ratio
                                 levels, target names) + its signature_hash,
-                                env entry point + config (topology), encoder (the ``meta`` of the semantic
+                                env entry point + config (topology), split (the named known/unknown split the
+                                policy was trained on; a bundle without one counts as ``handpicked``, the one
+                                fixed split of that time), encoder (the ``meta`` of the semantic
                                 item table when the policy has the LLM semantic state: encoder checkpoint or
                                 preset, model, adapter, catalog hash, ...; None without it), training summary
                                 (iterations, env steps, seed), list of files
@@ -82,6 +84,7 @@ def export_policy_bundle(
     module: Any | None = None,
     encoder: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
+    split: str | None = None,
 ) -> Path:
     """Writes ``<out_dir>/policy_bundle/`` from a (trained) RLlib ``Algorithm``; returns the bundle path.
 
@@ -97,7 +100,13 @@ def export_policy_bundle(
             encoder checkpoint or preset, model, adapter, catalog hash, ...) when it has the LLM semantic state, as
             ``jobs/train.py`` passes it; None otherwise.
         training: free-form summary (iterations, env steps, seed).
+        split: the named known/unknown split the policy was trained on (default: ``env_config``'s ``split``, else
+            ``SimConfig``'s default).
     """
+    if split is None:
+        from ifshm_ray.config import SimConfig
+
+        split = str(dict(env_config).get("split", SimConfig.model_fields["split"].default))
     out_dir = Path(out_dir)
     bundle = out_dir / BUNDLE_DIRNAME
     tmp_ckpt = None
@@ -140,6 +149,7 @@ def export_policy_bundle(
             "signature_hash": hash_signature(signature),
             "action_space_hash": action_space_hash_of_env(env),
             "env": {"entry_point": env_entry_point, "config": _jsonable(dict(env_config))},
+            "split": split,
             "encoder": dict(encoder) if encoder else None,
             "connectors": connectors,
             "training": _jsonable(dict(training or {})),
@@ -167,6 +177,35 @@ def _find_bundle(path: Path) -> Path:
         f"No policy bundle at {path}: expected {path / MANIFEST} or {path / BUNDLE_DIRNAME / MANIFEST} "
         "(written by jobs/train.py at the end of a run)."
     )
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest of the bundle at ``path`` (bundle or run output dir) alone: no RLModule is loaded."""
+    bundle = _find_bundle(Path(path).expanduser().resolve())
+    return json.loads((bundle / MANIFEST).read_text())
+
+
+def manifest_split(manifest: Mapping[str, Any]) -> tuple[str, bool]:
+    """``(split, recorded)``: the named split a bundle was trained on, and whether its manifest records it (a bundle
+    written before splits were recorded counts as ``LEGACY_SPLIT``, i.e. ``handpicked``)."""
+    from ifshm_ray.sim.catalog import LEGACY_SPLIT
+
+    split = manifest.get("split")
+    return (str(split), True) if split else (LEGACY_SPLIT, False)
+
+
+def check_bundle_split(path: str | Path, split: str, what: str = "evaluation") -> str:
+    """``split`` if the bundle at ``path`` was trained on it; else :class:`PolicyBundleError` naming both splits
+    (``what``: who uses the policy, for the message). Returns the bundle's split."""
+    have, recorded = manifest_split(read_manifest(path))
+    if have != split:
+        note = "" if recorded else (" (its manifest records no split: it was written before splits were recorded, "
+                                    f"so it counts as {have!r}, the one split of that time)")
+        raise PolicyBundleError(
+            f"policy bundle {path} was trained on split {have!r}{note}, but {what} uses split {split!r}: its known "
+            f"fault types differ, so its 'unknown' results would not be unknown to it. Evaluate it with "
+            f"--split {have} (or retrain it with env.config.split={split}).")
+    return have
 
 
 def load_policy_bundle(path: str | Path, *, expected_action_space_hash: str | None = None) -> "PolicyBundle":
@@ -238,6 +277,11 @@ class PolicyBundle:
     @property
     def action_space_hash(self) -> str:
         return self.manifest["action_space_hash"]
+
+    @property
+    def split(self) -> str:
+        """The named known/unknown split the policy was trained on (``handpicked`` for bundles that record none)."""
+        return manifest_split(self.manifest)[0]
 
     def _batch(self, obs: Mapping[str, Any]) -> dict:
         import torch

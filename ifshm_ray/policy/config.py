@@ -20,7 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
-from ifshm_ray.config import ConfigModel, load_config
+from ifshm_ray.config import ConfigModel, SimConfig, load_config
 
 Hiddens = list[Annotated[int, Field(ge=1)]]
 
@@ -35,7 +35,26 @@ class EnvSection(ConfigModel):
     ``ifshm-`` are registered by ``ifshm_ray.env.register()``)."""
     config: dict[str, Any] = Field(default_factory=lambda: {"faults": "known", "render_telemetry": False})
     """The env's config dict (``faults``, ``SimConfig`` options, ``render_telemetry``: off for training, the policy
-    reads only the numeric observation). ``seed`` is filled from ``run.seed`` if absent."""
+    reads only the numeric observation). ``seed`` is filled from ``run.seed`` if absent. ``split``: the named
+    known/unknown split (``ifshm_ray/sim/data/splits.yaml``) that ``faults: known`` trains on; the policy bundle
+    records it."""
+
+    @field_validator("config")
+    @classmethod
+    def _named_split(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "split" in value:
+            from ifshm_ray.sim.catalog import CatalogError, load_catalog
+
+            try:
+                load_catalog(value.get("catalog")).check_split(value["split"])
+            except CatalogError as e:
+                raise ValueError(f"split: {e}") from None
+        return value
+
+    @property
+    def split(self) -> str:
+        """The named known/unknown split the env trains on (``config["split"]``, else ``SimConfig``'s default)."""
+        return str(self.config.get("split", SimConfig.model_fields["split"].default))
 
 
 class PolicySection(ConfigModel):
@@ -215,6 +234,12 @@ class TrainConfig(ConfigModel):
     """Env-runner restarts."""
     run: RunSection = Field(default_factory=RunSection)
     """Budget, checkpoints, seed."""
+
+    @property
+    def split(self) -> str:
+        """The named known/unknown split of the run (the env config's): what ``known`` means for training, the
+        semantic table and the encoder checkpoint; recorded in the policy bundle."""
+        return self.env.split
 
 
 def train_config_from_dict(data: dict[str, Any] | None, *, source: str = "<dict>") -> TrainConfig:

@@ -50,15 +50,17 @@ class EncoderDeployment:
         _offline_env()
         import ray
 
+        from ifshm_ray.policy.bundle import manifest_split, read_manifest
         from ifshm_ray.serve.service import serve_encoder
 
         cfg = serve_config_from_args(config)
+        split, _ = manifest_split(read_manifest(cfg.checkpoint))  # the encoder knows the policy's known types
         tensor_parallel = cfg.encoder_tensor_parallel
         # tensor parallel: the ranks hold the GPUs (encoder_num_gpus split over them), this replica holds none
         gpus = cfg.encoder_num_gpus if tensor_parallel > 1 else float(len(ray.get_gpu_ids()))
         self.encoder = serve_encoder(model=cfg.model, encoder=cfg.encoder_checkpoint, mode=cfg.encoder_mode,
                                      cache_size=cfg.cache_size, torch_threads=cfg.torch_threads, num_gpus=gpus,
-                                     tensor_parallel=tensor_parallel)
+                                     tensor_parallel=tensor_parallel, split=split)
         self.diagnose.set_max_batch_size(cfg.max_batch_size)
         self.diagnose.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 

@@ -152,7 +152,8 @@ def create_app(service: HealingService) -> FastAPI:
         return await service.alertmanager(req.model_dump())
 
     @app.get("/v1/faults", dependencies=auth, responses={k: v for k, v in errors.items() if k == 401},
-             summary="The fault catalog: name, family, known/unknown, description, remedies.")
+             summary="The fault catalog: name, family, known/unknown in the served policy's split, description, "
+                     "remedies.")
     async def faults() -> list[dict]:
         return service.faults()
 

@@ -164,7 +164,7 @@ def alertmanager_to_telemetry(payload: dict, services: Sequence[str], nodes: Seq
 # --------------------------------------------------------------------------------------------------- encoder
 def serve_encoder(model: str = "minilm", encoder: str | None = None, mode: str | None = None,
                   cache_size: int = 4096, torch_threads: int | None = 1, num_gpus: float = 0.0,
-                  tensor_parallel: int = 1):
+                  tensor_parallel: int = 1, split: str | None = None):
     """The encoder of the Serve app, run by the encoder actor pool's own class: an
     :class:`~ifshm_ray.encoding.service.EncoderWorker` in this process, or with ``tensor_parallel`` > 1 a
     one-replica :class:`~ifshm_ray.encoding.service.EncoderPool` (its ranks share a STRICT_PACK placement group and
@@ -172,8 +172,10 @@ def serve_encoder(model: str = "minilm", encoder: str | None = None, mode: str |
     "top": [{"fault", "prob"}] x3}]`` and ``info()``.
 
     ``encoder``: a ``jobs/finetune_encoder.py --out`` checkpoint (trained fault head, calibration, prototypes).
-    Without it, an *untrained* encoder over the ``model`` preset and the catalog's known fault types (+ healthy) is
-    built: the API works, but its diagnoses are not meaningful (``info()["trained"]`` is False). The template miner
+    Without it, an *untrained* encoder over the ``model`` preset and the known fault types (+ healthy) of ``split``
+    is built: the API works, but its diagnoses are not meaningful (``info()["trained"]`` is False). ``split``: the
+    named split of the served policy bundle (the app passes it; default: the catalog's default split); a checkpoint
+    fine-tuned on another split is refused. The template miner
     is frozen either way, so a diagnosis never depends on earlier requests. ``cache_size``: diagnoses kept by window
     hash (0: off). ``num_gpus``: GPUs for the encoder (> 0 with CUDA: on the GPU, with DeepSpeed inference)."""
     import torch
@@ -183,11 +185,17 @@ def serve_encoder(model: str = "minilm", encoder: str | None = None, mode: str |
 
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
-    fault_types = None
-    if not encoder:
-        from ifshm_ray.sim.catalog import load_catalog
+    from ifshm_ray.sim.catalog import load_catalog
 
-        fault_types = [HEALTHY] + load_catalog().known
+    catalog = load_catalog()
+    split = catalog.check_split(split or catalog.default_split)
+    fault_types = None
+    if encoder:
+        from ifshm_ray.encoding.semantic import check_checkpoint_split
+
+        check_checkpoint_split(encoder, split, "the served policy bundle")
+    else:
+        fault_types = [HEALTHY] + catalog.known_in(split)
         logger.warning("no encoder checkpoint given: serving an UNTRAINED %s encoder (diagnoses are not "
                        "meaningful); pass encoder_checkpoint=<jobs/finetune_encoder.py --out>", model)
     args = dict(encoder_config=EncoderConfig(model=model), fault_types=fault_types, checkpoint=encoder, mode=mode,
@@ -209,7 +217,8 @@ class HealingService:
 
     ``policy``: a :class:`~ifshm_ray.policy.bundle.PolicyBundle`; ``diagnose_one``: coroutine function telemetry ->
     diagnosis dict (as :meth:`~ifshm_ray.encoding.service.EncoderWorker.diagnose` gives for one window). The valid entities are the services
-    and nodes of the simulator topology recorded in the bundle's manifest."""
+    and nodes of the simulator topology recorded in the bundle's manifest; known and unknown fault types are those of
+    the bundle's split (``policy.split``)."""
 
     def __init__(self, policy: Any, diagnose_one: DiagnoseOne, cfg: ServeConfig,
                  diagnoser_info: Callable[[], Awaitable[dict]] | None = None):
@@ -240,6 +249,7 @@ class HealingService:
                 f"{len(topo.targets)}: the bundle does not fit this simulator version (env {env}; bundles from "
                 f"before observation v2, which dropped the hidden healthy streak, must be retrained)")
         self.catalog = load_catalog(self.sim_cfg.catalog)
+        self.split = self.catalog.check_split(getattr(policy, "split", self.sim_cfg.split))
         self.verify_s = float(self.sim_cfg.healthy_steps * self.sim_cfg.step_s)
         # The observer and the policy are not thread-safe: one worker thread runs them, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifshm-policy")
@@ -264,7 +274,8 @@ class HealingService:
 
     # ----- endpoints ---------------------------------------------------------------------------------------------
     def faults(self) -> list[dict]:
-        return [{"name": f.name, "family": f.family, "known": bool(f.known), "description": f.description,
+        return [{"name": f.name, "family": f.family, "known": self.catalog.is_known(f.name, self.split),
+                 "split": self.split, "description": f.description,
                  "remedies": {c: {k: v for k, v in r.items()} for c, r in f.remedies.items()}}
                 for f in self.catalog.faults]
 
@@ -272,7 +283,7 @@ class HealingService:
         m = self.policy.manifest
         info = await self.diagnoser_info() if self.diagnoser_info else None
         return {"status": "ok", "policy": {"path": str(self.policy.path), "kind": m.get("policy_kind"),
-                                           "action_space_hash": m.get("action_space_hash"),
+                                           "action_space_hash": m.get("action_space_hash"), "split": self.split,
                                            "env": m.get("env", {}).get("entry_point")},
                 "topology": {"services": self.services, "nodes": self.nodes},
                 "encoder": info, "auth": self.cfg.resolved_token() is not None,

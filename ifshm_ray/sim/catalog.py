@@ -23,6 +23,9 @@ EFFECTS = ("none", "heal", "mitigate", "harm")
 EFFECT_CODE = {e: i for i, e in enumerate(EFFECTS)}
 # remedy target specifiers (resolved against the injected root at run time)
 TGT_DEFAULT, TGT_ROOT, TGT_SERVICES_ON_ROOT, TGT_NODE_OF_ROOT, TGT_NAMED = range(5)
+# The split of artifacts (policy bundles, encoder checkpoints) written before they recorded one: they were trained on
+# the one fixed known set of that time, which is the `handpicked` split.
+LEGACY_SPLIT = "handpicked"
 # the pseudo fault name of a fault-free episode (no fault injected; benign noise and false alarms still happen)
 FAULT_FREE = "none"
 
