@@ -99,3 +99,34 @@ def test_random_baseline_does_not_depend_on_how_episodes_are_grouped():
     together = run_chunk("random", {"faults": "all"}, jobs, policy_seed=1000)
     alone = [run_chunk("random", {"faults": "all"}, [j], policy_seed=1000)[0] for j in reversed(jobs)][::-1]
     assert json.dumps(together) == json.dumps(alone)  # (NaN-aware: episodes that never acted have NaN times)
+
+
+@pytest.mark.timeout(120)
+def test_evaluate_split_selects_its_unknown_types(tmp_out):
+    from ifshm_ray.sim.catalog import load_catalog
+
+    res = load_job("evaluate").main(["--policy", "oracle", "--faults", "unknown", "--split", "logo_network",
+                                     "--episodes", "1", "--out", str(tmp_out), "--no-ray"])
+    m = json.loads((tmp_out / "metrics.json").read_text())
+    assert m["split"] == "logo_network" and res["oracle"]["split"] == "logo_network"
+    assert sorted(m["per_fault"]) == sorted(load_catalog().unknown_in("logo_network"))
+
+
+@pytest.mark.timeout(120)
+def test_evaluate_refuses_a_checkpoint_of_another_split(tmp_path):
+    from ifshm_ray.policy.bundle import MANIFEST
+    from ifshm_ray.serve.testing import untrained_policy_bundle
+
+    bundle = untrained_policy_bundle(tmp_path / "run", env_config={"faults": "known", "split": "random1"})
+    job = load_job("evaluate")
+    with pytest.raises(SystemExit, match="policy 'ppo'.*trained on split 'random1'.*uses split 'handpicked'"):
+        job.main(["--policy", f"checkpoint:{tmp_path / 'run'}", "--out", str(tmp_path / "e"), "--no-ray"])
+    with pytest.raises(SystemExit, match="trained on split 'random1'.*uses split 'random3'"):
+        job.main(["--policy", f"checkpoint:{bundle}", "--split", "random3", "--out", str(tmp_path / "e"), "--no-ray"])
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    del manifest["split"], manifest["env"]["config"]["split"]  # as written before splits were recorded
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match="records no split.*counts as 'handpicked'.*uses split 'random1'"):
+        job.main(["--policy", f"checkpoint:{bundle}", "--split", "random1", "--out", str(tmp_path / "e"), "--no-ray"])
+    with pytest.raises(SystemExit, match="unknown split 'nope'.*handpicked"):
+        job.main(["--policy", "oracle", "--split", "nope", "--out", str(tmp_path / "e"), "--no-ray"])

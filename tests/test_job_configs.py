@@ -54,6 +54,10 @@ def test_pipeline_config_refuses_the_old_encoder_key_and_bad_values():
     ("train", ["--config", "configs/nope.yaml", "--out", "OUT"], "does not exist"),
     ("finetune_encoder", ["--out", "OUT", "--set", "encoder.modle=minilm"], "modle"),
     ("serve", ["--checkpoint", "OUT", "--set", "max_log_lines=many"], "max_log_lines"),
+    ("train", ["--config", "configs/tiny.yaml", "--out", "OUT", "--set", "env.config.split=nope"],
+     "unknown split 'nope'; named splits: ["),
+    ("pipeline", ["--out", "OUT", "--set", "split=nope"], "unknown split 'nope'"),
+    ("finetune_encoder", ["--out", "OUT", "--set", "split=nope"], "unknown split 'nope'"),
 ])
 def test_bad_override_exits_2_with_the_message(job, argv, message, tmp_path, capsys):
     argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
@@ -73,3 +77,34 @@ def test_bad_override_from_the_shell_is_one_message(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "tune.metric = 'mttr': Input should be 'episode_return_mean', 'mttr_s'" in r.stderr
     assert "Traceback" not in r.stderr and "usage: tune.py" in r.stderr
+
+
+def test_train_config_split_is_the_env_configs(tmp_path):
+    from ifshm_ray.policy.config import load_train_config
+
+    assert load_train_config(CONFIGS / "tiny.yaml").split == "handpicked"
+    assert load_train_config(CONFIGS / "tiny.yaml", ["env.config.split=logo_application"]).split == "logo_application"
+
+
+def test_pipeline_split_goes_to_every_stage_and_refuses_another(tmp_path, monkeypatch):
+    pipeline = load_job("pipeline")
+    cfg = pipeline.PipelineConfig.load(CONFIGS / "pipeline.yaml", ["split=random2"])
+    calls = []
+    monkeypatch.setattr(pipeline.subprocess, "run",
+                        lambda cmd, cwd=None: calls.append(cmd) or type("R", (), {"returncode": 0})())
+    pipeline.train("ppo", "configs/tiny.yaml", 0, tmp_path, cfg, smoke=False)
+    assert calls[0][-2:] == ["--set", "env.config.split=random2"]
+    enc = tmp_path / "enc"
+    cfg.encoder_checkpoint = str(enc)
+    enc.mkdir()
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, cwd=None: calls.append(cmd) or (
+        (enc / "metrics.json").write_text("{}"), type("R", (), {"returncode": 0})())[1])
+    pipeline.finetune_encoder(cfg)
+    assert calls[1][-2:] == ["--set", "split=random2"]
+    other = tmp_path / "train.yaml"
+    other.write_text((CONFIGS / "tiny.yaml").read_text().replace("config: {", "config: {split: random1, ", 1))
+    assert "split: random1" in other.read_text()
+    with pytest.raises(ConfigError, match="names split 'random1' \\(env.config.split\\), the pipeline's split is "
+                                          "'random2'"):
+        pipeline.PipelineConfig.load(CONFIGS / "pipeline.yaml", {"split": "random2", "train_configs": {"x": str(other)}})
+    pipeline.PipelineConfig.load(CONFIGS / "pipeline.yaml", {"split": "random1", "train_configs": {"x": str(other)}})

@@ -105,3 +105,32 @@ def test_bundle_loads_from_a_relative_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bundle = load_policy_bundle("run")
     assert bundle.manifest["format"].startswith("ifshm-policy-bundle")
+
+
+@pytest.mark.timeout(60)
+def test_bundle_records_its_split_and_refuses_another(tmp_path):
+    from ifshm_ray.policy.bundle import check_bundle_split, manifest_split, read_manifest
+
+    env = StandInFaultEnv()
+    module = RLModuleSpec(module_class=module_class("hierarchical"), observation_space=env.observation_space,
+                          action_space=env.action_space, model_config=SMALL).build()
+    for sub, kw, want in (("explicit", {"split": "random2"}, "random2"),
+                          ("from_env", {"env_config": {"split": "logo_gpu"}}, "logo_gpu"),
+                          ("default", {}, "handpicked")):
+        kw = {"env_config": {}, **kw}
+        path = export_policy_bundle(None, tmp_path / sub, env=env, env_entry_point="x:y", policy_kind="hierarchical",
+                                    model_config=SMALL, module=module, **kw)
+        assert read_manifest(path)["split"] == want and load_policy_bundle(path).split == want
+        assert check_bundle_split(path, want) == want
+    with pytest.raises(PolicyBundleError, match="trained on split 'random2'.*uses split 'random1'.*--split random2"):
+        check_bundle_split(tmp_path / "explicit", "random1")
+    # a bundle from before splits were recorded counts as handpicked, and the refusal says so
+    mpath = tmp_path / "default" / BUNDLE_DIRNAME / MANIFEST
+    manifest = json.loads(mpath.read_text())
+    del manifest["split"]
+    mpath.write_text(json.dumps(manifest))
+    assert manifest_split(read_manifest(tmp_path / "default")) == ("handpicked", False)
+    assert load_policy_bundle(tmp_path / "default").split == "handpicked"
+    assert check_bundle_split(tmp_path / "default", "handpicked") == "handpicked"
+    with pytest.raises(PolicyBundleError, match="records no split.*counts as 'handpicked'"):
+        check_bundle_split(tmp_path / "default", "random3")

@@ -419,3 +419,32 @@ def test_openapi_schema_carries_the_topology_and_alertname(client, served):
     # and the app answers those the same way
     r = client.post("/v1/alertmanager", json=payload)
     assert r.status_code == 422 and "alerts[0].labels.alertname: Field required" in r.json()["detail"]
+
+
+@pytest.mark.timeout(120)
+def test_fault_types_and_faults_endpoint_follow_the_bundles_split(tmp_path):
+    from ifshm_ray.encoding.config import EncoderConfig
+    from ifshm_ray.encoding.semantic import SemanticEncoder
+    from ifshm_ray.policy.bundle import load_policy_bundle
+    from ifshm_ray.serve.service import HealingService, serve_encoder
+    from ifshm_ray.serve.testing import untrained_policy_bundle
+    from ifshm_ray.sim.catalog import load_catalog
+
+    cat = load_catalog()
+    bundle = load_policy_bundle(untrained_policy_bundle(tmp_path / "b", env_config={"split": "logo_gpu"}))
+
+    async def diagnose_one(t):
+        return {}
+
+    service = HealingService(bundle, diagnose_one, ServeConfig(checkpoint=str(bundle.path)).validate())
+    faults = service.faults()
+    assert {f["name"] for f in faults if not f["known"]} == set(cat.unknown_in("logo_gpu"))
+    assert {f["split"] for f in faults} == {"logo_gpu"}
+    assert asyncio.run(service.health())["policy"]["split"] == "logo_gpu"
+    # the untrained encoder's classes are the split's known types; a checkpoint of another split is refused
+    enc = serve_encoder(model="tiny-llama", split="logo_gpu")
+    assert enc.info()["fault_types"] == ["healthy"] + cat.known_in("logo_gpu")
+    SemanticEncoder.build(EncoderConfig(model="tiny-llama", adapter="none", state_dim=16), ["healthy", "node_crash"],
+                          split="handpicked").save(tmp_path / "enc")
+    with pytest.raises(ValueError, match="the served policy bundle uses split 'logo_gpu', but the encoder checkpoint"):
+        serve_encoder(model="tiny-llama", encoder=str(tmp_path / "enc"), split="logo_gpu")

@@ -138,3 +138,18 @@ def test_known_is_the_splits_everywhere_in_the_simulator():
                 assert f["known"] is False and f["fault"] in cat.unknown_in(split)
                 seen.add(f["fault"])
         assert seen  # (fault-free episodes inject nothing)
+
+
+@pytest.mark.timeout(180)
+def test_semantic_table_is_built_for_the_env_split(tmp_path):
+    from ifshm_ray.encoding.rl_state import _lm_source, build_table, check_semantic_split, load_table
+    from ifshm_ray.encoding.service import EncoderWorker
+
+    table = load_table(build_table("tiny-llama", {"split": "logo_gpu"}, tmp_path))
+    assert table["meta"]["split"] == "logo_gpu"
+    check_semantic_split(None, str(tmp_path), "logo_gpu")
+    with pytest.raises(ValueError, match="built for split 'logo_gpu', the run trains on split 'random1'"):
+        check_semantic_split(None, str(tmp_path), "random1")
+    src = _lm_source("tiny-llama", {}, "logo_gpu")  # an un-tuned encoder over the split's known types
+    assert src["fault_types"] == load_catalog().known_in("logo_gpu")
+    assert EncoderWorker(**src).info()["fault_types"] == src["fault_types"]

@@ -186,11 +186,12 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def manifest_split(manifest: Mapping[str, Any]) -> tuple[str, bool]:
-    """``(split, recorded)``: the named split a bundle was trained on, and whether its manifest records it (a bundle
-    written before splits were recorded counts as ``LEGACY_SPLIT``, i.e. ``handpicked``)."""
+    """``(split, recorded)``: the named split a bundle was trained on (its ``split``, else its env config's), and
+    whether its manifest records it (a bundle written before splits were recorded counts as ``LEGACY_SPLIT``, i.e.
+    ``handpicked``)."""
     from ifshm_ray.sim.catalog import LEGACY_SPLIT
 
-    split = manifest.get("split")
+    split = manifest.get("split") or (manifest.get("env") or {}).get("config", {}).get("split")
     return (str(split), True) if split else (LEGACY_SPLIT, False)
 
 
