@@ -108,3 +108,17 @@ def test_pipeline_split_goes_to_every_stage_and_refuses_another(tmp_path, monkey
                                           "'random2'"):
         pipeline.PipelineConfig.load(CONFIGS / "pipeline.yaml", {"split": "random2", "train_configs": {"x": str(other)}})
     pipeline.PipelineConfig.load(CONFIGS / "pipeline.yaml", {"split": "random1", "train_configs": {"x": str(other)}})
+
+
+@pytest.mark.timeout(60)
+def test_pipeline_reuse_refuses_a_run_of_another_split(tmp_path):
+    from ifshm_ray.serve.testing import untrained_policy_bundle
+
+    pipeline = load_job("pipeline")
+    untrained_policy_bundle(tmp_path / "train" / "ppo_seed0", env_config={"split": "random1"})
+    cfg = pipeline.PipelineConfig.load(CONFIGS / "pipeline.yaml", ["split=random1"])
+    assert pipeline.train("ppo", "configs/tiny.yaml", 0, tmp_path, cfg, smoke=False, reuse=True) == \
+        tmp_path / "train" / "ppo_seed0"
+    cfg = pipeline.PipelineConfig.load(CONFIGS / "pipeline.yaml", ["split=random2"])
+    with pytest.raises(SystemExit, match="--reuse ppo seed 0: .*trained on split 'random1'"):
+        pipeline.train("ppo", "configs/tiny.yaml", 0, tmp_path, cfg, smoke=False, reuse=True)
