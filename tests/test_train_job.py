@@ -44,14 +44,15 @@ def test_train_script_smoke_then_resume(ray_session, tmp_path, capsys, monkeypat
     monkeypatch.chdir(REPO)
     train = load_job("train")
     out = tmp_path / "run"
-    train.main(["--config", TINY, "--out", str(out), "--iterations", "1", "--seed", "1"])
+    split = ["--set", "env.config.split=random1"]  # the bundle records the run's named split
+    train.main(["--config", TINY, "--out", str(out), "--iterations", "1", "--seed", "1", *split])
     first = capsys.readouterr().out
     assert "iter    1/1" in first and "env-steps/s" in first
     assert (out / "checkpoints" / "iter_000001" / "rllib_checkpoint.json").is_file()
     assert (out / "policy_bundle" / "manifest.json").is_file()
     assert list((out / "tb").iterdir()), "no TensorBoard events"
 
-    train.main(["--config", TINY, "--out", str(out), "--resume", str(out), "--iterations", "2", "--seed", "1"])
+    train.main(["--config", TINY, "--out", str(out), "--resume", str(out), "--iterations", "2", "--seed", "1", *split])
     second = capsys.readouterr().out
     assert "iter    2/2" in second and "iter    1/" not in second
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -69,6 +70,7 @@ def test_train_script_smoke_then_resume(ray_session, tmp_path, capsys, monkeypat
     env = FaultInjectionEnv({"faults": "known", "render_telemetry": False})
     policy = load_policy_bundle(out, expected_action_space_hash=action_space_hash_of_env(env))
     assert policy.manifest["training"]["iterations"] == 2
+    assert policy.split == policy.manifest["split"] == "random1"
     obs, _ = env.reset(seed=3)
     c, t, r = policy.act(obs)
     assert obs["action_mask"][c * env.topology.T + t] == 1.0
