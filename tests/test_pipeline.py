@@ -20,7 +20,8 @@ def test_pipeline_smoke(ray_session, tmp_out):
             assert (tmp_out / f"eval_{fs}" / pol / "metrics.json").exists()
         assert res[fs]["oracle"]["mttr_mean_s"] <= res[fs]["random"]["mttr_mean_s"]
     summary = json.loads((tmp_out / "summary.json").read_text())
-    assert "known" in summary
+    assert "known" in summary and summary["split"] == "handpicked"  # (configs/pipeline.yaml's split)
+    assert json.loads((tmp_out / "eval_unknown" / "ppo" / "metrics.json").read_text())["split"] == "handpicked"
     report = (tmp_out / "report.md").read_text()
     assert "known faults" in report and "unknown faults" in report
     assert (tmp_out / "mttr_per_fault_known.png").exists()
