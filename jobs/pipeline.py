@@ -173,6 +173,12 @@ def finetune_encoder(cfg: PipelineConfig) -> dict:
 
         have = json.loads((enc_out / "metrics.json").read_text()).get("config_hash")
         want = load_encoder_config(_repo_path(cfg.encoder_config), {"split": cfg.split}).training_hash()
+        from ifshm_ray.sim.catalog import LEGACY_SPLIT
+
+        if have is None and cfg.split != LEGACY_SPLIT:  # written before hashes (and splits): a handpicked encoder
+            raise SystemExit(f"error: {enc_out} holds an encoder fine-tuned before splits were recorded (so on split "
+                             f"{LEGACY_SPLIT!r}), the pipeline's split is {cfg.split!r}; delete that folder to "
+                             "fine-tune again, or set encoder_checkpoint to another folder")
         if have is None:
             print(f"[encoder] reusing the fine-tuned encoder in {enc_out}: it records no config hash (fine-tuned "
                   f"before hashes were written), so it cannot be checked against {cfg.encoder_config}; delete it to "

@@ -61,6 +61,13 @@ def test_encoder_stage_reuses_runs_and_fails_clearly(tmp_path, monkeypatch):
         pipeline.finetune_encoder(cfg)
     (enc / "metrics.json").write_text(json.dumps({k: v for k, v in m.items() if k != "config_hash"}))
     assert pipeline.finetune_encoder(cfg)["accuracy"] == 0.9 and len(calls) == 1
+    with pytest.raises(SystemExit, match="before splits were recorded .*'handpicked'.*split is 'random1'"):
+        pipeline.finetune_encoder(pipeline.PipelineConfig(encoder_config="configs/encoder.yaml",
+                                                          encoder_checkpoint=str(enc), split="random1"))
+    (enc / "metrics.json").write_text(json.dumps({**m, "config_hash": want}))  # handpicked's hash
+    with pytest.raises(SystemExit, match="another configuration .* split 'random1'"):
+        pipeline.finetune_encoder(pipeline.PipelineConfig(encoder_config="configs/encoder.yaml",
+                                                          encoder_checkpoint=str(enc), split="random1"))
 
     (enc / "metrics.json").unlink()
     monkeypatch.setattr(pipeline.subprocess, "run", lambda cmd, cwd=None: type("R", (), {"returncode": 3})())
