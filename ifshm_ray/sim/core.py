@@ -34,23 +34,18 @@ SVC_METRICS = ("latency_p99_ms", "error_rate", "throughput_ratio", "ready_ratio"
                "container_restarts", "latency_slo_ratio")
 NODE_METRICS = ("node_cpu_utilisation", "node_memory_utilisation", "node_filesystem_used_ratio",
                 "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_XID_ERRORS", "gpu_fb_used_ratio",
-                "node_network_receive_errs_ratio", "node_network_latency_ms", "kube_node_status_ready")
+                "node_network_receive_errs_ratio", "node_network_latency_ms", "kube_node_status_ready",
+                "node_timex_offset_seconds")
 GPU_ONLY = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_XID_ERRORS", "gpu_fb_used_ratio"}
 METRIC_DECIMALS = 4  # metric samples are rendered (and so observed) rounded to this many decimals
 
-# benign log mix: (template id, emitting service or None for the template's own source, weight)
-BENIGN_MIX = (
-    ("health_ok", "inference-server", 2.0), ("req_ok", "api-gateway", 2.0), ("nova_spawn_ok", "nova-compute", 0.6),
-    ("nova_sync_power", "nova-compute", 0.6), ("nova_api_ok", "nova-api", 0.8), ("sched_ok", "nova-scheduler", 0.4),
-    ("cinder_ok", "cinder-volume", 0.4), ("neutron_ok", "neutron-server", 0.6), ("agent_report_ok", "neutron-agent", 0.5),
-    ("train_step", "training-worker", 2.0), ("ckpt_ok", "training-worker", 0.3), ("mq_ok", "message-queue", 0.5),
-    ("dns_ok", "coredns", 0.8), ("redis_ok", "feature-store", 0.3), ("sched_job_ok", "job-scheduler", 0.4),
-    ("gc_pause", "api-gateway", 0.15), ("k8s_not_ready", "inference-server", 0.05),
-    ("k8s_rollout", "inference-server", 0.03), ("net_timeout", "job-scheduler", 0.05),
-)
+# benign log mix of the packaged catalog: (template id, emitting service, share of the benign lines), from
+# data/observability.yaml (INFO lines, then the WARNING/ERROR noise of healthy services at its measured share); a
+# simulator reads its own catalog's (BatchedSim.benign_mix)
+BENIGN_MIX = tuple(load_catalog().observability.benign)
 
 # purposes of the counter-based random streams
-P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC, P_WINDOW = 1, 2, 3, 4, 5, 6, 7, 8, 9
+P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC, P_WINDOW, P_LOGSTATE = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 
 
 class SimError(ValueError):
@@ -124,10 +119,32 @@ class BatchedSim:
         self.L = len(cat.templates)
         tix = cat.template_index
         self.client_err_tid = np.array([tix[s.client_error] for s in topo.specs], dtype=np.int64)
-        self.benign_tid = np.array([tix[t] for t, _, _ in BENIGN_MIX], dtype=np.int64)
-        self.benign_svc = np.array([topo.svc_index[s] for _, s, _ in BENIGN_MIX], dtype=np.int64)
-        w = np.array([w for _, _, w in BENIGN_MIX])
+        obs_model = cat.observability
+        self.benign_mix = tuple(obs_model.benign)
+        bad = sorted({s for _, s, _ in self.benign_mix} - set(topo.svc_index))
+        if bad:
+            raise CatalogError(f"observability.yaml benign_logs: service(s) {bad} not in the topology {topo.services}")
+        self.benign_tid = np.array([tix[t] for t, _, _ in self.benign_mix], dtype=np.int64)
+        self.benign_svc = np.array([topo.svc_index[s] for _, s, _ in self.benign_mix], dtype=np.int64)
+        w = np.array([w for _, _, w in self.benign_mix])
         self.benign_rate = self.cfg.benign_log_rate * w / w.sum()
+        # log emission states (observability.yaml): per fault and log entry, its emit probability, its delay
+        # quantiles and the index of its log source among the sources shipped with a probability (-1: always)
+        self.ship_sources = sorted(obs_model.shipped_prob)
+        self.ship_prob = np.array([obs_model.shipped_prob[x] for x in self.ship_sources])
+        self.log_emit_p = np.zeros((F + 1, cc.max_logs))
+        self.log_delay_q = np.zeros((F + 1, cc.max_logs, 3))
+        self.log_src_ix = np.full((F + 1, cc.max_logs), -1, np.int64)
+        for i in range(F):
+            for j in range(cc.max_logs):
+                if cc.log_tid[i, j] < 0:
+                    continue
+                tpl = cat.templates[cc.log_tid[i, j]]
+                p, q, _ = obs_model.emission(tpl)
+                self.log_emit_p[i, j] = p
+                self.log_delay_q[i, j] = q
+                if tpl.source in obs_model.shipped_prob:
+                    self.log_src_ix[i, j] = self.ship_sources.index(tpl.source)
         self.tid_gc_pause = tix["gc_pause"]
         self.tid_failed_sched = tix["failed_scheduling"]
         self.tid_rollout = tix["k8s_rollout"]
@@ -200,17 +217,18 @@ class BatchedSim:
         self.i_train, self.i_inf = topo.svc_index["training-worker"], topo.svc_index["inference-server"]
         # which metrics get multiplicative noise, and caps of observed node metrics
         self.svc_noisy = np.array([1, 0, 1, 0, 1, 1, 0, 1], float)
-        self.node_noisy = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 0], float)
-        self.node_cap = np.array([1, 1, 1, 100, np.inf, np.inf, 1, 1, np.inf, 1], float)
+        self.node_noisy = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1], float)
+        self.node_cap = np.array([1, 1, 1, 100, np.inf, np.inf, 1, 1, np.inf, 1, np.inf], float)
         # node metrics from fault channels in one pass (see _observe): per metric its constant base, its channel
         # (the all-zero channel where none), its clip bounds and whether it exists on nodes without GPUs only
         inf = np.inf
-        self.node_base = np.array([0, 0.45, 0.5, 0, 0, 0, 0, 0.0005, 0.4, 0])
+        self.node_base = np.array([0, 0.45, 0.5, 0, 0, 0, 0, 0.0005, 0.4, 0, 0])
         self.node_ch_of_metric = np.array([NODE_CH[c] if c else len(NODE_CH) for c in
-                                           ("cpu", "mem", "disk", None, "temp", None, "fb", "net_err", "net_lat", None)])
-        self.node_lo_m = np.array([0, 0, 0.05, -inf, -inf, -inf, 0, 0, -inf, -inf])[:, None, None]  # [metric, 1, 1]
-        self.node_hi_m = np.array([1, 1, 1, inf, inf, inf, 1, 1, inf, inf])[:, None, None]
-        self.node_gmask_m = np.where(np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 0], bool)[:, None, None],
+                                           ("cpu", "mem", "disk", None, "temp", None, "fb", "net_err", "net_lat", None,
+                                            "clock")])
+        self.node_lo_m = np.array([0, 0, 0.05, -inf, -inf, -inf, 0, 0, -inf, -inf, -inf])[:, None, None]  # [metric, 1, 1]
+        self.node_hi_m = np.array([1, 1, 1, inf, inf, inf, 1, 1, inf, inf, inf])[:, None, None]
+        self.node_gmask_m = np.where(np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0], bool)[:, None, None],
                                      self.gpu_node[None, None, :], True).astype(float)        # [metric, 1, N]
         # ---- tables of _observe (built once: at batch size 1 the cost is per numpy call, not per element)
         self._arange = np.arange(self.B)
@@ -232,7 +250,7 @@ class BatchedSim:
         # log counts (2); consecutive parts of one draw
         Ms_obs, Mn_obs = len(SVC_METRICS), len(NODE_METRICS)
         sizes = (S * Ms_obs + N * Mn_obs, K_SLOTS * cc.max_logs, K_SLOTS * cc.max_logs, S, S,
-                 len(BENIGN_MIX), len(BENIGN_MIX))
+                 len(self.benign_mix), len(self.benign_mix))
         bounds = np.cumsum((0,) + sizes).tolist()
         self._noise_n = bounds[-1]
         self._noise_parts = [slice(bounds[i], bounds[i + 1]) for i in range(len(sizes))]
@@ -337,7 +355,7 @@ class BatchedSim:
         self.fault_counts = np.zeros((B, K, self.cc.max_logs), np.int64)
         self.prop_counts = np.zeros((B, S), np.int64)
         self.prop_tid = np.zeros((B, S), np.int64)
-        self.benign_counts = np.zeros((B, len(BENIGN_MIX)), np.int64)
+        self.benign_counts = np.zeros((B, len(self.benign_mix)), np.int64)
         self.blip_counts = np.zeros(B, np.int64)
         self.firing = np.zeros((B, self.A), bool)
         self.pending = np.zeros((B, self.A), bool)
@@ -358,6 +376,9 @@ class BatchedSim:
         self.ep_xid = np.zeros((B, K, N))              # Xid code on the root node
         self.ep_log_rate = np.zeros((B, K, cm))
         self.ep_log_on = np.zeros((B, K, cm), bool)
+        self.ep_log_emit = np.zeros((B, K, cm), bool)   # the entry is logged (and its source shipped) this episode
+        self.ep_log_delay = np.zeros((B, K, cm))        # seconds after the fault shows before its first line
+        self.ep_shipped = np.ones((B, len(self.ship_sources)), bool)  # log sources the cluster ships
         # functions of the placement and the cordons (they change only at reset and with scale/drain/migrate)
         self.placed = np.zeros((B, S))                 # replicas placed per service
         self.share = np.zeros((B, S, N))               # share of a service's replicas on each node
@@ -473,9 +494,30 @@ class BatchedSim:
         self.blip_svc[idx] = (u[:, 8] * topo.S).astype(np.int64) % topo.S
         self.blip_t0[idx] = np.where(blip, u[:, 9] * cfg.time_limit_s * 0.5, np.inf)
         self.blip_dur[idx] = np.where(blip, 30.0 + 90.0 * u[:, 10], 0.0)
+        self._log_states(idx, keys, fid)
         self._episode_tables(idx)
         self._refresh_placement(idx)
         self._observe(idx, dur=np.zeros(n), first=True)
+
+    def _log_states(self, idx: np.ndarray | slice, keys: np.ndarray, fid: np.ndarray) -> None:
+        """Per episode (observability.yaml): which log sources the cluster ships, and per fault slot and log entry
+        whether the fault logs it at all and after what delay. Drawn from the key alone (stream P_LOGSTATE), so the
+        same seed's fault-free and faulted runs ship the same sources."""
+        n, K, cm = len(fid), K_SLOTS, self.cc.max_logs
+        ns = len(self.ship_sources)
+        u = rng.uniform(keys, np.zeros(n, np.uint64), P_LOGSTATE, ns + 2 * K * cm)
+        shipped = u[:, :ns] < self.ship_prob
+        ue = u[:, ns: ns + K * cm].reshape(n, K, cm)
+        ud = u[:, ns + K * cm:].reshape(n, K, cm)
+        si = self.log_src_ix[fid]                                                      # [n, K, cm]
+        ok = np.where(si >= 0, np.take_along_axis(shipped, np.maximum(si, 0).reshape(n, -1), axis=1).reshape(si.shape),
+                      True) if ns else np.ones(si.shape, bool)
+        q = self.log_delay_q[fid]                                                      # [n, K, cm, 3]
+        lo = np.where(ud < 0.5, q[..., 0], q[..., 1])
+        hi = np.where(ud < 0.5, q[..., 1], q[..., 2])
+        self.ep_shipped[idx] = shipped
+        self.ep_log_emit[idx] = (ue < self.log_emit_p[fid]) & ok
+        self.ep_log_delay[idx] = lo + (hi - lo) * np.where(ud < 0.5, 2 * ud, 2 * ud - 1)
 
     def _episode_tables(self, idx: np.ndarray | slice) -> None:
         """The catalog rows of the faults of envs ``idx`` (gathered once per episode instead of every step)."""
@@ -501,7 +543,7 @@ class BatchedSim:
                                     (live_f & self.ep_nf).any(axis=0).tolist(),
                                     self.ep_spreads_svc.any(axis=0).tolist(),
                                     self.ep_spreads_node.any(axis=0).tolist()))
-        rate = self.log_rate[f]
+        rate = self.log_rate[f] * self.ep_log_emit[idx]
         self.ep_log_rate[idx] = rate
         self.ep_log_on[idx] = rate > 0
 
@@ -997,6 +1039,7 @@ class BatchedSim:
         nb *= self.node_gmask_m
         if any_down:
             nb[:9] *= ~down  # a down node stops exporting: metrics read 0, except readiness
+            nb[10:] *= ~down
         node_true = nb.transpose(1, 2, 0)
         # ---- one draw of counter-based randomness for the whole step
         u = rng.table_uniform(self.key[idx], self.step_idx[idx], P_NOISE, self._noise_n)
@@ -1066,10 +1109,12 @@ class BatchedSim:
         # (no visible fault: every term is 0, and so is every count; likewise without impaired dependencies)
         if visible.any():
             level = visible * (0.5 + 0.5 * np.minimum(sev, 1.0))
-            rate = self.ep_log_rate[idx]
+            # an entry logs once its delay has passed since the fault showed (observability.yaml)
+            since = t[:, None] - self.f_eff_t0[idx] - self.ep_onset[idx]
+            on = self.ep_log_on[idx] & visible[:, :, None] & (since[:, :, None] >= self.ep_log_delay[idx])
+            rate = self.ep_log_rate[idx] * on
             u1, u2 = u[:, part[1]].reshape(n_env, K, cm), u[:, part[2]].reshape(n_env, K, cm)
-            fc = np.floor(rate * level[:, :, None] * (0.5 + u1)
-                          + u2 * (self.ep_log_on[idx] & visible[:, :, None])).astype(np.int64)
+            fc = np.floor(rate * level[:, :, None] * (0.5 + u1) + u2 * on).astype(np.int64)
             self.fault_counts[idx] = fc
         else:
             self.fault_counts[idx] = 0
