@@ -13,7 +13,7 @@ or the log-template counts. The classifier is the linear baseline of ``jobs/fine
 (log1p) and alert flags (pending and firing per rule), trained on the episodes of the train seeds and tested on
 disjoint seeds. Two inputs: (a) that first symptomatic window alone, (b) it and the next four windows (the
 features averaged over the five). Prints one JSON object: per fault type F1 (and the windows from injection to the
-first symptom, and what differed first), and overall macro-F1.
+first symptom, and what differed first: metrics, alerts, logs or several at once), and overall macro-F1.
 
 Works on older simulators too (before fault-free episodes existed, the fault-free twin is built by clearing the
 forced fault's slots right after reset, which is what ``faults="none"`` does).
@@ -100,7 +100,8 @@ def collect(seeds: list[int], names: list[str], cfg: SimConfig, max_steps: int) 
         new = (first < 0) & anyd
         if new.any():
             first[new] = step
-            kind[new] = np.where(diff[0], "metrics", np.where(diff[1], "alerts", "logs"))[new]
+            for i in np.flatnonzero(new):
+                kind[i] = "+".join(k for k, d in zip(("metrics", "alerts", "logs"), diff) if d[i])
         x = feat.features()[0::2, g0:g1]
         x_first[new] = x[new]
         take = (first >= 0) & (seen <= NEXT_WINDOWS)
@@ -162,10 +163,10 @@ def main(argv: list[str] | None = None) -> dict:
         d = np.concatenate([tr["delay"], te["delay"]])[sel]
         kinds = np.concatenate([tr["kind"], te["kind"]])[sel]
         per[name]["windows_to_first_symptom_mean"] = round(float(d.mean()), 2) if len(d) else None
-        per[name]["first_difference"] = {k: int((kinds == k).sum()) for k in ("metrics", "alerts", "logs")}
+        per[name]["first_difference"] = {k: int(v) for k, v in zip(*np.unique(kinds.astype(str), return_counts=True))}
         per[name]["never_symptomatic"] = int((~np.concatenate([tr["ok"], te["ok"]])[
             np.concatenate([tr["fault"] == c, te["fault"] == c])]).sum())
-    res["first_difference_overall"] = {k: int((allk == k).sum()) for k in ("metrics", "alerts", "logs")}
+    res["first_difference_overall"] = {k: int(v) for k, v in zip(*np.unique(allk.astype(str), return_counts=True))}
     res["per_fault"] = per
     res["wall_s"] = round(time.time() - t0, 1)
     if a.out:

@@ -89,6 +89,7 @@ def test_fault_free_and_faulted_runs_of_a_seed_share_the_benign_noise():
     sim.reset([0, 1], [12345, 12345], faults=["host_memory_leak", FAULT_FREE])
     assert sim.f_t0[0, 0] > 0 and np.isinf(sim.f_t0[1]).all()
     assert sim.blip_t0[0] == sim.blip_t0[1] and sim.phase[0] == sim.phase[1]
+    assert (sim.ep_shipped[0] == sim.ep_shipped[1]).all()  # (the same log pipeline: observability.yaml)
     differed = False
     for _ in range(40):
         before = sim.t[0] < sim.f_t0[0, 0] + sim.cc.onset[sim.f_id[0, 0]]

@@ -58,7 +58,8 @@ class FaultInjectionEnv(gym.Env):
     ``compound_prob`` a second one joins it; with probability ``fault_free_prob`` there is no fault at all, and
     ``reset(options={"faults": "none"})`` forces such a fault-free episode) and injected at a random time in ``[0, inject_max_delay_s]`` into a root
     node or service. Faults propagate along service dependencies and show up, after their onset, in metrics, alarms
-    and log lines (mixed with benign lines, benign transients that can raise false alarms, diurnal load and noise).
+    and log lines (as far as the cluster's log pipeline ships them and the fault logs them at all, after their delay:
+    ``sim/data/observability.yaml``) (mixed with benign lines, benign transients that can raise false alarms, diurnal load and noise).
 
     **Action space.** ``Tuple(Discrete(C), Discrete(T), Discrete(R))``: the category (``CATEGORIES``: observe,
     restart, migrate, scale, rollback, reallocate, drain, clear_storage, reroute, escalate), the target (services
@@ -70,7 +71,7 @@ class FaultInjectionEnv(gym.Env):
     **Observation space.** ``Dict(obs=Box(F), action_mask=Box(C*T), ratio_mask=Box(C*R))``. ``obs`` holds per-service
     metric features (p99 latency / SLO, error rate, throughput deficit, unready fraction, CPU, memory, restarts),
     per-node features (CPU, memory, disk, GPU util / temperature / last Xid / framebuffer, network errors and latency,
-    NotReady), alert flags (pending and firing for each rule), log1p counts of log templates mined from the rendered
+    NotReady, clock offset), alert flags (pending and firing for each rule), log1p counts of log templates mined from the rendered
     log text, SLO green (by the reported metrics), the age of the oldest active alert, the incident memory (category,
     target and steps ago of the last ``memory_actions`` actions other than observe) and the cordoned nodes
     (:mod:`ifshm_ray.env.features`). It is a function of the raw telemetry and of the agent's own executed actions

@@ -6,7 +6,9 @@ rewards (all randomness is counter-based, see :mod:`ifshm_ray.sim.rng`).
 
 One call to :meth:`BatchedSim.step` is one decision: the action is applied, simulated time advances by the
 action's duration plus the step interval, then faults evolve, metrics are computed (with noise), alert rules are
-evaluated (pending / firing with their ``for:`` delays), log-template counts are drawn, health is checked and the
+evaluated (pending / firing with their ``for:`` delays), log-template counts are drawn (a fault's log entry only
+when the episode's log pipeline ships its source, the fault logs it at all and its delay has passed: states drawn at
+reset from ``data/observability.yaml``, which also gives the healthy WARNING/ERROR noise), health is checked and the
 reward is computed. The state holds what the telemetry reports (observed metrics, pending / firing alerts, the log
 lines drawn, as counts per template and emitter); :class:`ifshm_ray.sim.render.Renderer` renders one environment's
 raw telemetry (log lines, metric windows, alarms) from it in the schema of :mod:`ifshm_ray.telemetry`
