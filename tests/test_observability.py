@@ -37,6 +37,9 @@ def _load(mutate) -> None:
     (lambda d: d["benign_logs"]["info"].append(["no_such", "api-gateway", 1.0]), "unknown log template"),
     (lambda d: d.pop("benign_logs"), "missing section"),
     (lambda d: d["metric_effects"]["clock_skew_tls"].pop("source"), "needs a 'source:'"),
+    (lambda d: d["benign_transients"]["gc_pause"].__setitem__("scope", "pod"), "scope must be"),
+    (lambda d: d["benign_transients"]["filesystem_write_clean"]["effects"].__setitem__("down", 1), "effects must map"),
+    (lambda d: d["benign_transients"]["gc_pause"]["log"].__setitem__("t", "health_ok"), "WARNING/ERROR template"),
 ])
 def test_bad_observability_yaml_is_refused_with_a_clear_error(mutate, msg):
     with pytest.raises(CatalogError, match=msg):
@@ -130,3 +133,31 @@ def test_artifacts_fixed():
     assert (sim.alarm_entity[:, a] == sim.f_root[:, 0]).all()
     free, _ = _episodes("none", 8, 40)
     assert not free.pending[:, a].any() and rule.for_s == 600
+
+
+def test_benign_transients_raise_alerts_that_resolve_by_themselves():
+    """Fault-free episodes, each with a benign transient: the kind's alert goes pending while it lasts, never fires,
+    and is gone afterwards; the kinds are drawn by their weights."""
+    expect = {"gc_pause": "ServiceLatencyHigh", "cpu_throttling": "CPUThrottlingHigh",
+              "filesystem_write_clean": "NodeFilesystemSpaceFillingUp"}
+    tr = CAT.observability.transients
+    assert {x["name"] for x in tr} == set(expect)
+    n = 300
+    sim = BatchedSim(SimConfig(faults="all", false_alarm_prob=1.0), batch_size=n)
+    sim.reset(np.arange(n), np.arange(n) + 11, faults=["none"] * n)
+    names = [a.name for a in CAT.alerts]
+    rule = np.array([names.index(expect[tr[k]["name"]]) for k in sim.blip_kind])
+    seen_pending = np.zeros(n, bool)
+    end = sim.blip_t0 + sim.blip_dur
+    while sim.t[0] < sim.cfg.time_limit_s:
+        sim.step(np.zeros((n, 3), np.int64))
+        p = sim.pending[np.arange(n), rule]
+        seen_pending |= p
+        assert not sim.firing[np.arange(n), rule].any()
+        after = sim.t > end + sim.cfg.step_s
+        assert not p[after].any()
+    assert seen_pending.mean() > 0.9
+    w = np.array([x["weight"] for x in tr])
+    for k in range(len(tr)):
+        share, q = (sim.blip_kind == k).mean(), w[k] / w.sum()
+        assert abs(share - q) < 4 * math.sqrt(q * (1 - q) / n)

@@ -83,6 +83,9 @@ class Observability:
     noise_share: float
     metric_effects: dict[str, dict] = field(default_factory=dict)
     """fault name -> extra effects {scope: {channel: value}} on metrics its catalog entry does not drive."""
+    transients: list[dict] = field(default_factory=list)
+    """benign transient kinds: {name, weight, scope (service | node), effects {channel: value}, duration_s (lo, hi),
+    log (template id or None), log_rate (lines per window)}."""
 
     def emission(self, tpl: "LogTemplate") -> tuple[float, tuple[float, float, float], float]:
         """(emit probability, delay quantiles, shipped probability) of a fault's log entry with template ``tpl``."""
@@ -170,8 +173,33 @@ def load_observability(raw: bytes, templates: list[LogTemplate]) -> Observabilit
         _need(eff and all(isinstance(v, dict) and v for v in eff.values()),
               f"metric_effects.{name} must map scopes to {{channel: value}}, got {eff!r}")
         effects[name] = eff
+    transients = []
+    for name, d in (doc.get("benign_transients") or {}).items():
+        where = f"benign_transients.{name}"
+        _sourced(d, where)
+        scope = d.get("scope")
+        _need(scope in ("service", "node"), f"{where}.scope must be 'service' or 'node', got {scope!r}")
+        valid = [c for c in (SVC_CHANNELS if scope == "service" else NODE_CHANNELS) if c not in ("down", "xid")]
+        eff = d.get("effects")
+        _need(isinstance(eff, dict) and eff and all(c in valid and isinstance(v, (int, float)) for c, v in eff.items()),
+              f"{where}.effects must map channels of {valid} to numbers, got {eff!r}")
+        dur = d.get("duration_s")
+        _need(isinstance(dur, list) and len(dur) == 2 and all(isinstance(v, (int, float)) for v in dur)
+              and 0 < dur[0] <= dur[1], f"{where}.duration_s must be [min, max] seconds, 0 < min <= max, got {dur!r}")
+        w = d.get("weight")
+        _need(isinstance(w, (int, float)) and w > 0, f"{where}.weight must be > 0, got {w!r}")
+        log = d.get("log")
+        if log is not None:
+            _need(scope == "service", f"{where}.log: only service transients log (their service writes the line)")
+            _need(isinstance(log, dict) and log.get("t") in level and level[log["t"]] in ("WARNING", "ERROR")
+                  and isinstance(log.get("rate"), int) and log["rate"] >= 0,
+                  f"{where}.log must be {{t: a WARNING/ERROR template, rate: lines per window}}, got {log!r}")
+        transients.append({"name": name, "weight": float(w), "scope": scope, "effects": dict(eff),
+                           "duration_s": (float(dur[0]), float(dur[1])), "log": log["t"] if log else None,
+                           "log_rate": int(log["rate"]) if log else 0})
+    _need(transients, "benign_transients must list at least one kind")
     return Observability(shipped_prob=shipped, classes=classes, template_class=template_class, benign=benign,
-                         noise_share=float(share), metric_effects=effects)
+                         noise_share=float(share), metric_effects=effects, transients=transients)
 
 
 @dataclass

@@ -147,7 +147,23 @@ class BatchedSim:
                 self.log_delay_q[i, j] = q
                 if tpl.source in obs_model.shipped_prob:
                     self.log_src_ix[i, j] = self.ship_sources.index(tpl.source)
-        self.tid_gc_pause = tix["gc_pause"]
+        # benign transient kinds (observability.yaml): effects at full size on the service / node channels, log
+        # template and lines per window, duration range, and the cumulative weights they are drawn with
+        tr = obs_model.transients
+        self.tr_is_node = np.array([x["scope"] == "node" for x in tr])
+        self.tr_svc = np.zeros((len(tr), len(SVC_CH)))
+        self.tr_node = np.zeros((len(tr), len(NODE_CH) + 1))
+        for i, x in enumerate(tr):
+            for ch, v in x["effects"].items():
+                if x["scope"] == "node":
+                    self.tr_node[i, NODE_CH[ch]] = v
+                else:
+                    self.tr_svc[i, SVC_CH[ch]] = v
+        self.tr_tid = np.array([tix[x["log"]] if x["log"] else 0 for x in tr], np.int64)
+        self.tr_rate = np.array([x["log_rate"] for x in tr], np.int64)
+        self.tr_dur = np.array([x["duration_s"] for x in tr])
+        w = np.array([x["weight"] for x in tr])
+        self.tr_cum = np.cumsum(w) / w.sum()
         self.tid_failed_sched = tix["failed_scheduling"]
         self.tid_rollout = tix["k8s_rollout"]
         # alert rules
@@ -332,6 +348,8 @@ class BatchedSim:
         self.first_action_t = np.full(B, np.nan)
         self.unhealthy_s = np.zeros(B)
         self.blip_svc = np.zeros(B, np.int64)
+        self.blip_node = np.zeros(B, np.int64)
+        self.blip_kind = np.zeros(B, np.int64)         # benign transient kind (observability.yaml)
         self.blip_t0 = np.full(B, np.inf)
         self.blip_dur = np.zeros(B)
         self.phase = np.zeros(B)
@@ -359,6 +377,7 @@ class BatchedSim:
         self.prop_tid = np.zeros((B, S), np.int64)
         self.benign_counts = np.zeros((B, len(self.benign_mix)), np.int64)
         self.blip_counts = np.zeros(B, np.int64)
+        self.blip_tid = np.zeros(B, np.int64)          # log template of the transient's lines
         self.firing = np.zeros((B, self.A), bool)
         self.pending = np.zeros((B, self.A), bool)
         self.ent_pending = np.zeros((B, self.topo.T))
@@ -493,9 +512,13 @@ class BatchedSim:
         self.f_worsen[idx] = 0.0
         self.f_heal_t[idx] = np.nan
         blip = u[:, 7] < cfg.false_alarm_prob
+        kind = np.minimum(np.searchsorted(self.tr_cum, u[:, 12], side="right"), len(self.tr_cum) - 1)
+        self.blip_kind[idx] = kind
         self.blip_svc[idx] = (u[:, 8] * topo.S).astype(np.int64) % topo.S
+        self.blip_node[idx] = (u[:, 13] * topo.N).astype(np.int64) % topo.N
         self.blip_t0[idx] = np.where(blip, u[:, 9] * cfg.time_limit_s * 0.5, np.inf)
-        self.blip_dur[idx] = np.where(blip, 30.0 + 90.0 * u[:, 10], 0.0)
+        lo, hi = self.tr_dur[kind, 0], self.tr_dur[kind, 1]
+        self.blip_dur[idx] = np.where(blip, lo + (hi - lo) * u[:, 10], 0.0)
         self._log_states(idx, keys, fid)
         self._episode_tables(idx)
         self._refresh_placement(idx)
@@ -961,10 +984,17 @@ class BatchedSim:
         blip_t0, blip_svc = self.blip_t0[idx], self.blip_svc[idx]
         blip = (t >= blip_t0) & (t < blip_t0 + self.blip_dur[idx])
         cold = t[:, None] < self.cold_until[idx]
-        if blip.any() or cold.any():  # (otherwise this adds zeros: skipped)
-            bmask = (blip_svc[:, None] == svc_ix) & blip[:, None]
-            svc_ch[SVC_CH["lat"]] += 1.2 * bmask + 1.5 * cold
-            svc_ch[SVC_CH["err"]] += 0.03 * bmask + 0.3 * cold
+        any_blip = bool(blip.any())
+        if any_blip:  # (otherwise this adds zeros: skipped) the benign transient's effects, by its kind
+            kind = self.blip_kind[idx]
+            on_node = self.tr_is_node[kind]
+            bmask = (blip_svc[:, None] == svc_ix) & (blip & ~on_node)[:, None]               # [n, S]
+            svc_ch += self.tr_svc[kind].T[:, :, None] * bmask
+            nmask = (self.blip_node[idx][:, None] == self._node_ix) & (blip & on_node)[:, None]  # [n, N]
+            node_ch += self.tr_node[kind].T[:, :, None] * nmask
+        if cold.any():
+            svc_ch[SVC_CH["lat"]] += 1.5 * cold
+            svc_ch[SVC_CH["err"]] += 0.3 * cold
             svc_ch[SVC_CH["restarts"]] += cold
         if self._any_down_fault:
             down = node_ch[NODE_CH["down"]] >= 0.5
@@ -1130,8 +1160,11 @@ class BatchedSim:
         self.prop_tid[idx] = ptid
         bc = np.floor(self.benign_rate * (0.5 + u[:, part[5]]) + u[:, part[6]]).astype(np.int64)
         self.benign_counts[idx] = bc
-        blip2 = blip * 2
-        self.blip_counts[idx] = blip2
+        if any_blip:  # (the transient's own log lines, written by its service)
+            self.blip_counts[idx] = blip * self.tr_rate[kind] * ~on_node
+            self.blip_tid[idx] = self.tr_tid[kind]
+        else:
+            self.blip_counts[idx] = 0
         self._log_totals = None  # (the per-template / per-entity totals follow from these counts on demand)
         # ---- health: root cause cleared, SLOs hold, every service present with its replicas
         active = self.f_active[idx].any(axis=1)
@@ -1186,7 +1219,7 @@ class BatchedSim:
         w = np.concatenate([(fc.reshape(n_env, -1) * (tid_f >= 0)).reshape(-1), pc.reshape(-1)])
         tc = np.bincount(flat, weights=w, minlength=n_env * L).reshape(n_env, L)
         tc[:, self.benign_tid] += bc  # benign template ids are distinct
-        tc[:, self.tid_gc_pause] += blip2
+        np.add.at(tc, (ar, self.blip_tid), blip2)
         tc[:, self.tid_failed_sched] += ms >= 0
         tc[:, self.tid_rollout] += mr >= 0
         # WARNING/ERROR lines per service (by source) and per host node
@@ -1197,6 +1230,7 @@ class BatchedSim:
         bw = bc * self.benign_errwarn
         bhost = host_of[:, self.benign_svc]
         bl_host = host_of[ar, blip_svc]
+        blip2 = blip2 * self.tpl_errwarn[self.blip_tid]  # (only WARNING/ERROR lines count below)
         svc_w = np.concatenate([wf, pc, bw, blip2[:, None]], axis=1)
         svc_i = np.concatenate([sa, self._svc_ix_rows[:n_env], self._benign_attr_rows[:n_env], blip_svc[:, None]],
                                axis=1)
@@ -1275,7 +1309,7 @@ class BatchedSim:
                 lines += [(tid, s, host[s])] * cnt
         if self.blip_counts[b]:
             s = int(self.blip_svc[b])
-            lines += [(self.tid_gc_pause, s, host[s])] * int(self.blip_counts[b])
+            lines += [(int(self.blip_tid[b]), s, host[s])] * int(self.blip_counts[b])
         if self.mech_sched[b] >= 0:
             s = int(self.mech_sched[b])
             lines.append((self.tid_failed_sched, s, host[s]))
