@@ -274,12 +274,13 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
     of names for a compound incident, or "none" for a fault-free episode; one string applies to all) for that reset; auto-resets draw from ``faults``. Training uses it (``config.environment(env=make_vector_env)`` and
     ``gym_env_vectorize_mode="vector_entry_point"``), and ``benchmarks/bench_sim.py`` measures it.
 
-    Episode-end info (``mttr_s``, ``recovered``, ``success``, ``escalated``, ``harmful_actions``, ``detect_s``)
+    Episode-end info (``mttr_s``, ``recovered``, ``success``, ``escalated``, ``harmful_actions``, ``detect_s``,
+    ``episode_return``, ``fault_free``, ``actions``)
     comes as gymnasium vector infos (value arrays plus ``_<key>`` masks)."""
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
     _END_KEYS = ("mttr_s", "recovered", "success", "escalated", "harmful_actions", "detect_s", "episode_return",
-                 "fault_free")
+                 "fault_free", "actions")
 
     def __init__(self, config: dict | None = None, num_envs: int = 1):
         config = dict(config or {})
