@@ -13,7 +13,9 @@ or the log-template counts. The classifier is the linear baseline of ``jobs/fine
 (log1p) and alert flags (pending and firing per rule), trained on the episodes of the train seeds and tested on
 disjoint seeds. Two inputs: (a) that first symptomatic window alone, (b) it and the next four windows (the
 features averaged over the five). Prints one JSON object: per fault type F1 (and the windows from injection to the
-first symptom, and what differed first: metrics, alerts, logs or several at once), and overall macro-F1.
+first symptom, and what differed first: metrics, alerts, logs or several at once), overall macro-F1, and how the
+types share log templates (``templates_by_types_sharing``: how many templates were seen in the five-window spans of
+k fault types, for each k; ``template_types``: the shared ones with their k).
 
 Works on older simulators too (before fault-free episodes existed, the fault-free twin is built by clearing the
 forced fault's slots right after reset, which is what ``faults="none"`` does).
@@ -110,7 +112,7 @@ def collect(seeds: list[int], names: list[str], cfg: SimConfig, max_steps: int) 
         if (seen > NEXT_WINDOWS).all():
             break
     ok = seen > 0
-    return {"fault": np.array([f for _, f in pairs]), "seed": np.array([s for s, _ in pairs]), "ok": ok,
+    return {"n_alert_flags": lay["slo_green"] - lay["global_offset"] - sim.L, "fault": np.array([f for _, f in pairs]), "seed": np.array([s for s, _ in pairs]), "ok": ok,
             "x_first": x_first, "x_span": acc / np.maximum(seen, 1)[:, None], "first": first,
             "delay": first - inj_step, "kind": kind}
 
@@ -166,6 +168,16 @@ def main(argv: list[str] | None = None) -> dict:
         per[name]["first_difference"] = {k: int(v) for k, v in zip(*np.unique(kinds.astype(str), return_counts=True))}
         per[name]["never_symptomatic"] = int((~np.concatenate([tr["ok"], te["ok"]])[
             np.concatenate([tr["fault"] == c, te["fault"] == c])]).sum())
+    # which log templates the fault types share (over the 5-window spans of all episodes): a template seen in the
+    # episodes of k types, for every k; and per template the number of types it was seen with
+    lay_l = len(names)
+    x_all = np.concatenate([tr["x_span"], te["x_span"]])[:, tr["n_alert_flags"]:]
+    f_all = np.concatenate([tr["fault"], te["fault"]])
+    seen = np.array([(x_all[f_all == c] > 0).any(axis=0) for c in range(lay_l)])  # [types, templates]
+    n_types = seen.sum(axis=0)
+    res["templates_by_types_sharing"] = {int(k): int((n_types == k).sum()) for k in np.unique(n_types) if k > 0}
+    res["template_types"] = {sim0.catalog.templates[j].id: int(n_types[j]) for j in np.argsort(-n_types)
+                             if n_types[j] > 1}
     res["first_difference_overall"] = {k: int(v) for k, v in zip(*np.unique(allk.astype(str), return_counts=True))}
     res["per_fault"] = per
     res["wall_s"] = round(time.time() - t0, 1)
