@@ -47,7 +47,8 @@ METRIC_DECIMALS = 4  # metric samples are rendered (and so observed) rounded to 
 BENIGN_MIX = tuple(load_catalog().observability.benign)
 
 # purposes of the counter-based random streams
-P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC, P_WINDOW, P_LOGSTATE = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC, P_WINDOW = 1, 2, 3, 4, 5, 6, 7, 8, 9
+P_EPISODE_OBS = 20  # per-episode draws of fault-free episodes, benign transient kinds and log states
 
 
 class SimError(ValueError):
@@ -438,8 +439,8 @@ class BatchedSim:
         per env (a list of names, or a list of lists for compound incidents; ``FAULT_FREE`` = "none" for an episode
         without a fault). Otherwise each episode is fault-free with probability ``fault_free_prob``.
 
-        Randomness: every draw made here comes from the episode key alone (stream ``P_RESET``), whatever fault is
-        forced or sampled, and the per-step draws from (key, step) with fixed positions per purpose; so a seed's
+        Randomness: every draw made here comes from the episode key alone (streams ``P_RESET``, ``P_EPISODE_OBS``),
+        whatever fault is forced or sampled, and the per-step draws from (key, step) with fixed positions per purpose; so a seed's
         fault-free run and the same seed's faulted run share the phase of the load curve, the injection time, the
         benign transient, the metric noise and the benign log lines, and differ only by what the fault causes
         (while the actions, and so the step times, are the same)."""
@@ -448,6 +449,9 @@ class BatchedSim:
         cfg, cc, topo = self.cfg, self.cc, self.topo
         n = len(idx)
         u = rng.uniform(keys, np.zeros(n, np.uint64), P_RESET, 16)
+        # (fault-free, transient kind and node, then the log states: see _log_states)
+        v = rng.uniform(keys, np.zeros(n, np.uint64), P_EPISODE_OBS,
+                        3 + len(self.ship_sources) + 2 * K_SLOTS * cc.max_logs)
         if n == self.B and np.array_equal(idx, self._arange):
             idx = slice(None)  # (every env, in order: state is then written and read through views)
         self.key[idx] = keys
@@ -498,7 +502,7 @@ class BatchedSim:
                 # the second fault of a compound incident: uniform over the other allowed faults
                 second = (first + 1 + (u[:, 3] * (na - 1)).astype(np.int64)) % na
                 fid[:, 1] = np.where(u[:, 2] < cfg.compound_prob, self.allowed_faults[second], cc.F)
-            fid[u[:, 11] < cfg.fault_free_prob] = cc.F  # a fault-free episode (draw 11: its own, see above)
+            fid[v[:, 0] < cfg.fault_free_prob] = cc.F  # a fault-free episode (a draw of its own, see above)
         live = fid < cc.F
         fs = np.minimum(fid, cc.F - 1)
         t_inj = u[:, 4] * cfg.inject_max_delay_s
@@ -512,25 +516,24 @@ class BatchedSim:
         self.f_worsen[idx] = 0.0
         self.f_heal_t[idx] = np.nan
         blip = u[:, 7] < cfg.false_alarm_prob
-        kind = np.minimum(np.searchsorted(self.tr_cum, u[:, 12], side="right"), len(self.tr_cum) - 1)
+        kind = np.minimum(np.searchsorted(self.tr_cum, v[:, 1], side="right"), len(self.tr_cum) - 1)
         self.blip_kind[idx] = kind
         self.blip_svc[idx] = (u[:, 8] * topo.S).astype(np.int64) % topo.S
-        self.blip_node[idx] = (u[:, 13] * topo.N).astype(np.int64) % topo.N
+        self.blip_node[idx] = (v[:, 2] * topo.N).astype(np.int64) % topo.N
         self.blip_t0[idx] = np.where(blip, u[:, 9] * cfg.time_limit_s * 0.5, np.inf)
         lo, hi = self.tr_dur[kind, 0], self.tr_dur[kind, 1]
         self.blip_dur[idx] = np.where(blip, lo + (hi - lo) * u[:, 10], 0.0)
-        self._log_states(idx, keys, fid)
+        self._log_states(idx, v[:, 3:], fid)
         self._episode_tables(idx)
         self._refresh_placement(idx)
         self._observe(idx, dur=np.zeros(n), first=True)
 
-    def _log_states(self, idx: np.ndarray | slice, keys: np.ndarray, fid: np.ndarray) -> None:
+    def _log_states(self, idx: np.ndarray | slice, u: np.ndarray, fid: np.ndarray) -> None:
         """Per episode (observability.yaml): which log sources the cluster ships, and per fault slot and log entry
-        whether the fault logs it at all and after what delay. Drawn from the key alone (stream P_LOGSTATE), so the
-        same seed's fault-free and faulted runs ship the same sources."""
+        whether the fault logs it at all and after what delay, from the uniforms ``u`` [n, sources + 2 K max_logs]
+        (drawn from the key alone, so the same seed's fault-free and faulted runs ship the same sources)."""
         n, K, cm = len(fid), K_SLOTS, self.cc.max_logs
         ns = len(self.ship_sources)
-        u = rng.uniform(keys, np.zeros(n, np.uint64), P_LOGSTATE, ns + 2 * K * cm)
         shipped = u[:, :ns] < self.ship_prob
         ue = u[:, ns: ns + K * cm].reshape(n, K, cm)
         ud = u[:, ns + K * cm:].reshape(n, K, cm)
