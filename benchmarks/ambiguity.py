@@ -112,7 +112,8 @@ def collect(seeds: list[int], names: list[str], cfg: SimConfig, max_steps: int) 
         if (seen > NEXT_WINDOWS).all():
             break
     ok = seen > 0
-    return {"n_alert_flags": lay["slo_green"] - lay["global_offset"] - sim.L, "fault": np.array([f for _, f in pairs]), "seed": np.array([s for s, _ in pairs]), "ok": ok,
+    return {"n_alert_flags": lay["slo_green"] - lay["global_offset"] - sim.L, "fault": np.array([f for _, f in pairs]),
+            "seed": np.array([s for s, _ in pairs]), "ok": ok,
             "x_first": x_first, "x_span": acc / np.maximum(seen, 1)[:, None], "first": first,
             "delay": first - inj_step, "kind": kind}
 

@@ -271,7 +271,8 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
     ``seed[i]`` when ``seed`` is a list) behaves exactly like ``FaultInjectionEnv({...})`` reset with that seed
     (the same observations as one rendering telemetry: they are computed from the arrays it is rendered from).
     ``reset(options={"faults": [...]})`` forces the fault of each sub-env (one entry per sub-env: a name, a list
-    of names for a compound incident, or "none" for a fault-free episode; one string applies to all) for that reset; auto-resets draw from ``faults``. Training uses it (``config.environment(env=make_vector_env)`` and
+    of names for a compound incident, or "none" for a fault-free episode; one string applies to all) for that
+    reset; auto-resets draw from ``faults`` (fault-free with ``fault_free_prob``). Training uses it (``config.environment(env=make_vector_env)`` and
     ``gym_env_vectorize_mode="vector_entry_point"``), and ``benchmarks/bench_sim.py`` measures it.
 
     Episode-end info (``mttr_s``, ``recovered``, ``success``, ``escalated``, ``harmful_actions``, ``detect_s``,

@@ -1,6 +1,6 @@
 """Fault catalog: loads ``data/catalog.yaml`` (faults and action defaults), ``data/log_templates.yaml``,
-``data/alerts.yaml`` and ``data/observability.yaml`` (how faults reach the telemetry), validates them, and compiles them into numpy tables the batched simulator indexes by
-fault id. The catalog is data: adding a fault type means adding a YAML entry, not a class."""
+``data/alerts.yaml`` and ``data/observability.yaml`` (how faults reach the telemetry), validates them, and compiles
+them into numpy tables the batched simulator indexes by fault id. The catalog is data: adding a fault type means adding a YAML entry, not a class."""
 from __future__ import annotations
 
 import hashlib
@@ -142,19 +142,22 @@ def load_observability(raw: bytes, templates: list[LogTemplate]) -> Observabilit
     tids = {t.id for t in templates}
     for key, table, valid in (("class_of_source", by_src, sources), ("templates", by_tpl, tids)):
         for k, v in table.items():
-            _need(k in valid, f"signature_emission.{key}: {k!r} is not a log template {key[:-1] if key == 'templates' else 'source'}")
+            what = "template" if key == "templates" else "source"
+            _need(k in valid, f"signature_emission.{key}: {k!r} is not a log template {what}")
             _need(v in classes, f"signature_emission.{key}.{k}: class {v!r} is not one of {sorted(classes)}")
     template_class = {t.id: by_tpl.get(t.id, by_src.get(t.source, default)) for t in templates}
     bl = doc["benign_logs"]
     _sourced(bl, "benign_logs")
     _sourced({"source": bl.get("noise_share_source")}, "benign_logs.noise_share (noise_share_source)")
     share = bl.get("noise_share")
-    _need(isinstance(share, (int, float)) and 0.0 <= share < 1.0, f"benign_logs.noise_share must be in [0, 1), got {share!r}")
+    _need(isinstance(share, (int, float)) and 0.0 <= share < 1.0,
+          f"benign_logs.noise_share must be in [0, 1), got {share!r}")
     level = {t.id: t.level for t in templates}
     mix = {}
     for part, levels in (("info", ("INFO",)), ("noise", ("WARNING", "ERROR"))):
         rows = bl.get(part)
-        _need(isinstance(rows, list) and rows, f"benign_logs.{part} must be a non-empty list of [template, service, weight]")
+        _need(isinstance(rows, list) and rows,
+              f"benign_logs.{part} must be a non-empty list of [template, service, weight]")
         for r in rows:
             _need(isinstance(r, list) and len(r) == 3 and isinstance(r[2], (int, float)) and r[2] > 0,
                   f"benign_logs.{part}: entry {r!r} must be [template, service, weight > 0]")

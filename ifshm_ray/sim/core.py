@@ -245,7 +245,7 @@ class BatchedSim:
         self.node_ch_of_metric = np.array([NODE_CH[c] if c else len(NODE_CH) for c in
                                            ("cpu", "mem", "disk", None, "temp", None, "fb", "net_err", "net_lat", None,
                                             "clock")])
-        self.node_lo_m = np.array([0, 0, 0.05, -inf, -inf, -inf, 0, 0, -inf, -inf, -inf])[:, None, None]  # [metric, 1, 1]
+        self.node_lo_m = np.array([0, 0, 0.05, -inf, -inf, -inf, 0, 0, -inf, -inf, -inf])[:, None, None]  # [M, 1, 1]
         self.node_hi_m = np.array([1, 1, 1, inf, inf, inf, 1, 1, inf, inf, inf])[:, None, None]
         self.node_gmask_m = np.where(np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0], bool)[:, None, None],
                                      self.gpu_node[None, None, :], True).astype(float)        # [metric, 1, N]
@@ -440,8 +440,8 @@ class BatchedSim:
         without a fault). Otherwise each episode is fault-free with probability ``fault_free_prob``.
 
         Randomness: every draw made here comes from the episode key alone (streams ``P_RESET``, ``P_EPISODE_OBS``),
-        whatever fault is forced or sampled, and the per-step draws from (key, step) with fixed positions per purpose; so a seed's
-        fault-free run and the same seed's faulted run share the phase of the load curve, the injection time, the
+        whatever fault is forced or sampled, and the per-step draws from (key, step) with fixed positions per purpose;
+        so a seed's fault-free run and the same seed's faulted run share the phase of the load curve, the injection time, the
         benign transient, the metric noise and the benign log lines, and differ only by what the fault causes
         (while the actions, and so the step times, are the same)."""
         idx = np.asarray(idx, np.int64)
