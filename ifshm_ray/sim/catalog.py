@@ -1,6 +1,7 @@
 """Fault catalog: loads ``data/catalog.yaml`` (faults and action defaults), ``data/log_templates.yaml``,
 ``data/alerts.yaml`` and ``data/observability.yaml`` (how faults reach the telemetry), validates them, and compiles
-them into numpy tables the batched simulator indexes by fault id. The catalog is data: adding a fault type means adding a YAML entry, not a class."""
+them into numpy tables the batched simulator indexes by fault id. The catalog is data: adding a fault type means
+adding a YAML entry, not a class."""
 from __future__ import annotations
 
 import hashlib
