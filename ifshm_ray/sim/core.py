@@ -988,13 +988,15 @@ class BatchedSim:
         blip = (t >= blip_t0) & (t < blip_t0 + self.blip_dur[idx])
         cold = t[:, None] < self.cold_until[idx]
         any_blip = bool(blip.any())
-        if any_blip:  # (otherwise this adds zeros: skipped) the benign transient's effects, by its kind
-            kind = self.blip_kind[idx]
+        if any_blip:  # the benign transient's effects, by its kind, on the envs that have one now (elsewhere
+            kind = self.blip_kind[idx]  # they would add zeros)
             on_node = self.tr_is_node[kind]
-            bmask = (blip_svc[:, None] == svc_ix) & (blip & ~on_node)[:, None]               # [n, S]
-            svc_ch += self.tr_svc[kind].T[:, :, None] * bmask
-            nmask = (self.blip_node[idx][:, None] == self._node_ix) & (blip & on_node)[:, None]  # [n, N]
-            node_ch += self.tr_node[kind].T[:, :, None] * nmask
+            e = np.flatnonzero(blip & ~on_node)
+            if len(e):
+                svc_ch[:, e, blip_svc[e]] += self.tr_svc[kind[e]].T
+            e = np.flatnonzero(blip & on_node)
+            if len(e):
+                node_ch[:, e, self.blip_node[idx][e]] += self.tr_node[kind[e]].T
         if cold.any():
             svc_ch[SVC_CH["lat"]] += 1.5 * cold
             svc_ch[SVC_CH["err"]] += 0.3 * cold
@@ -1222,7 +1224,7 @@ class BatchedSim:
         w = np.concatenate([(fc.reshape(n_env, -1) * (tid_f >= 0)).reshape(-1), pc.reshape(-1)])
         tc = np.bincount(flat, weights=w, minlength=n_env * L).reshape(n_env, L)
         tc[:, self.benign_tid] += bc  # benign template ids are distinct
-        np.add.at(tc, (ar, self.blip_tid), blip2)
+        tc[ar, self.blip_tid] += blip2  # (one entry per env: no repeated index)
         tc[:, self.tid_failed_sched] += ms >= 0
         tc[:, self.tid_rollout] += mr >= 0
         # WARNING/ERROR lines per service (by source) and per host node
