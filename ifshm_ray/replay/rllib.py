@@ -129,7 +129,7 @@ def gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lambda_: float) -
 def _to_torch(struct: Any, device: Any = None):
     import torch
 
-    return tree.map_structure(lambda x: torch.as_tensor(np.asarray(x), device=device), struct)
+    return tree.map_structure(lambda x: torch.as_tensor(np.array(x), device=device), struct)
 
 
 def episode_values(module: Any, episode: SingleAgentEpisode) -> np.ndarray:
