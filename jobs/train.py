@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     if resume_ckpt is not None:
         algo.restore_from_path(str(resume_ckpt))
         logger.info("Resumed from %s at iteration %d", resume_ckpt, algo.iteration)
+    meta = start_meta_controller(cfg, algo, resume_ckpt) if cfg.meta.enabled else None
 
     from tensorboardX import SummaryWriter
 
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
         algo.save_to_path(str(path))
         if replay_actor is not None:  # the replay's state goes with every checkpoint (and state_dir/LATEST to it)
             ray.get(replay_actor.save.remote(str(path)))
+        if meta is not None:
+            meta.save(path)
         old = sorted((out / "checkpoints").glob(CHECKPOINT_PREFIX + "*"))[: -cfg.run.keep_checkpoints]
         for p in old:
             shutil.rmtree(p, ignore_errors=True)
@@ -266,6 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "config": cfg.to_dict()},
     )
     env.close()
+    if meta is not None:  # Serve's /v1/heal gate reads it from the bundle
+        meta.save(bundle)
     summary = {**row, "checkpoint": str(last_ckpt), "policy_bundle": str(bundle), "total_wall_s": time.time() - t_start}
     if semantic_meta is not None:
         summary["semantic_cache"] = semantic_cache_stats(algo, semantic_meta)
@@ -284,6 +289,23 @@ def main(argv: list[str] | None = None) -> dict:
         ray.shutdown()
     torch.set_num_threads(prev_threads)
     return summary
+
+
+def start_meta_controller(cfg: TrainConfig, algo, resume_ckpt: Path | None):
+    """The meta-controller of this run: from the checkpoint when resuming (if it holds one), else new with the
+    configured novelty calibration; attached to the algorithm's replay callback."""
+    from ifshm_ray.meta.controller import STATE_FILE, MetaController
+    from ifshm_ray.meta.novelty import NoveltyCalibration
+    from ifshm_ray.replay.rllib import attach_meta
+
+    if resume_ckpt is not None and (resume_ckpt / STATE_FILE).is_file():
+        meta = MetaController.load(resume_ckpt)
+        logger.info("meta-controller state restored from %s", resume_ckpt)
+    else:
+        cal = NoveltyCalibration.load(cfg.meta.calibration) if cfg.meta.calibration else None
+        meta = MetaController(cfg.meta, cal)
+    attach_meta(algo, meta)
+    return meta
 
 
 def start_replay_actor(cfg: TrainConfig, out: Path, resume_ckpt: Path | None):

@@ -125,7 +125,8 @@ def test_train_job_saves_replay_with_checkpoints_and_resume_reloads(ray_session,
     out = tmp_path / "run"
     name = f"replay-job-{uuid.uuid4().hex[:8]}"
     # every episode stored (seed 1's first iterations end no incident recovered within tiny.yaml's 10 minutes)
-    sets = [x for o in [*_replay_overrides(name), "replay.buffer.recovered_only=false"] for x in ("--set", o)]
+    sets = [x for o in [*_replay_overrides(name), "replay.buffer.recovered_only=false", "meta.enabled=true"]
+            for x in ("--set", o)]
     first = train.main(["--config", str(TINY), "--out", str(out), "--iterations", "2", "--seed", "1", *sets])
     for it in (1, 2):
         assert (out / "checkpoints" / f"iter_{it:06d}" / STATE_FILE).is_file()
@@ -133,6 +134,13 @@ def test_train_job_saves_replay_with_checkpoints_and_resume_reloads(ray_session,
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r["replay_pushed_episodes"] > 0 and r["sil_priorities_written"] == 64 for r in rows)
     assert first["replay"]["num_samples"] == 2
+    # the meta-controller's state goes with every checkpoint and into the bundle (Serve's gate reads it there)
+    from ifshm_ray.meta.controller import STATE_FILE as META_FILE, MetaController
+
+    assert (out / "checkpoints" / "iter_000001" / META_FILE).is_file()
+    meta_first = MetaController.load(out / "checkpoints" / "iter_000002")
+    assert meta_first.num_known_recorded > 0  # known-type incident outcomes reached it from the env runners
+    assert MetaController.load(out / "policy_bundle").state() == meta_first.state()
 
     second = train.main(["--config", str(TINY), "--out", str(out), "--resume", str(out), "--iterations", "3",
                          "--seed", "1", *sets])
@@ -140,3 +148,6 @@ def test_train_job_saves_replay_with_checkpoints_and_resume_reloads(ray_session,
     assert second["replay"]["restored_from"].endswith(f"iter_000002/{STATE_FILE}")
     assert second["replay"]["num_samples"] == 3  # continued from the saved 2 samples
     assert second["replay"]["num_steps"] >= first["replay"]["num_steps"]
+    meta_second = MetaController.load(out / "policy_bundle")
+    # continued from the restored state: one more iteration's outcomes on top of the first two iterations'
+    assert meta_second.num_known_recorded > meta_first.num_known_recorded

@@ -70,6 +70,10 @@ class MetaConfig(ConfigModel):
     """Trust table and the gate's fallback."""
     steering: SteeringConfig = Field(default_factory=SteeringConfig)
     """Replay mix and scenario weights."""
+    calibration: str | None = None
+    """A novelty calibration (JSON of :class:`~ifshm_ray.meta.novelty.NoveltyCalibration`, from
+    :func:`~ifshm_ray.meta.novelty.calibrate` on the encoder's known-fault validation windows); None: no gate
+    (nothing is novel) until one is set."""
     known_stratum: str = "known"
     """Replay stratum of the known fault types (ReplayConfig.known_stratum)."""
 

@@ -203,6 +203,7 @@ class MetaController:
         self.num_observed = 0
         self.num_novel = 0
         self.num_deferred = {"runbook": 0, "escalate": 0}
+        self.num_known_recorded = 0
 
     # ------------------------------------------------------------------ detection and the gate
     @property
@@ -279,6 +280,7 @@ class MetaController:
     def record_known(self, fault_type: str, mttr_s: float) -> None:
         """The MTTR of a known-type incident (rolling, ``trust.window``)."""
         self.known_recent.setdefault(fault_type, deque(maxlen=self.config.trust.window)).append(float(mttr_s))
+        self.num_known_recorded += 1
 
     def regression(self) -> dict[str, float]:
         """Per known type with a baseline and recent outcomes: relative MTTR increase past the tolerance (> 0)."""
@@ -304,6 +306,7 @@ class MetaController:
     # ------------------------------------------------------------------ state
     def stats(self) -> dict[str, Any]:
         return {"observed": self.num_observed, "novel": self.num_novel, "deferred": dict(self.num_deferred),
+                "known_recorded": self.num_known_recorded,
                 "clusters": [{"cluster": k, "incidents": c, "trusted": self.trust.trusted(k)[0],
                               **{a: dataclasses.asdict(self.trust.stats(k, a)) for a in ACTORS}}
                              for k, c in enumerate(self.clusters.counts)],
@@ -316,7 +319,7 @@ class MetaController:
                 "known_baseline": dict(self.known_baseline),
                 "known_recent": {k: list(v) for k, v in self.known_recent.items()},
                 "counters": {"observed": self.num_observed, "novel": self.num_novel,
-                             "deferred": dict(self.num_deferred)}}
+                             "deferred": dict(self.num_deferred), "known_recorded": self.num_known_recorded}}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> "MetaController":
@@ -331,6 +334,7 @@ class MetaController:
         m.known_recent = {k: deque(v, maxlen=m.config.trust.window) for k, v in state["known_recent"].items()}
         c = state["counters"]
         m.num_observed, m.num_novel, m.num_deferred = int(c["observed"]), int(c["novel"]), dict(c["deferred"])
+        m.num_known_recorded = int(c.get("known_recorded", 0))
         return m
 
     def save(self, folder: str | os.PathLike) -> Path:

@@ -10,6 +10,8 @@ threshold is not flagged). Windows with no score (NaN: an encoder without protot
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,6 +37,19 @@ class NoveltyCalibration:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NoveltyCalibration":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no novelty calibration at {path} (write one with NoveltyCalibration.save)")
+        return cls.from_dict(json.loads(path.read_text()))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NoveltyCalibration":

@@ -22,6 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal, Sequence
 from pydantic import Field, field_validator, model_validator
 
 from ifshm_ray.config import ConfigModel, load_config
+from ifshm_ray.meta.config import MetaConfig
 from ifshm_ray.replay.config import ReplaySection
 
 Hiddens = list[Annotated[int, Field(ge=1)]]
@@ -219,12 +220,20 @@ class TrainConfig(ConfigModel):
     """Budget, checkpoints, seed."""
     replay: ReplaySection = Field(default_factory=ReplaySection)
     """Trajectory replay (shared actor + self-imitation) and scenario replay (issue 15); off by default."""
+    meta: MetaConfig = Field(default_factory=MetaConfig)
+    """The meta-controller (issue 15; needs ``replay.enabled``): steers the replay mix and the scenario weights,
+    its state is saved with every checkpoint and into the policy bundle (Serve's gate reads it)."""
 
     @model_validator(mode="after")
-    def _replay_gamma(self) -> "TrainConfig":
+    def _replay_and_meta(self) -> "TrainConfig":
         if self.replay.enabled and abs(self.replay.buffer.gamma - self.ppo.gamma) > 0.0:
             raise ValueError(f"replay.buffer.gamma ({self.replay.buffer.gamma}) must equal ppo.gamma "
                              f"({self.ppo.gamma}): the stored returns-to-go are compared with the PPO value function")
+        if self.meta.enabled and not self.replay.enabled:
+            raise ValueError("meta.enabled needs replay.enabled: the meta-controller steers the replay")
+        if self.meta.enabled and self.meta.known_stratum != self.replay.buffer.known_stratum:
+            raise ValueError(f"meta.known_stratum ({self.meta.known_stratum}) must equal replay.buffer.known_stratum "
+                             f"({self.replay.buffer.known_stratum})")
         return self
 
 

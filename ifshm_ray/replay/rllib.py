@@ -23,7 +23,10 @@ the section travels to every process in ``learner_config_dict[LCD_KEY]`` (env ru
   replay actor (so that its state is saved and restored with the replay), and pushes the new fault-type weights
   back to every env runner (``foreach_env_runner``; the env's simulator draws the next incidents with them:
   :meth:`ifshm_ray.sim.core.BatchedSim.set_fault_weights`). ``result["ifshm_replay"]`` holds the actor's stats
-  and the weights. Recreated env runners get the current weights in ``on_env_runners_recreated``.
+  and the weights. Recreated env runners get the current weights in ``on_env_runners_recreated``. With a
+  meta-controller attached (:func:`attach_meta`, ``TrainConfig.meta.enabled``), the known-type incident outcomes
+  (MTTR from the env's episode-end info) go to it, its replay mix is set on the actor, and its scenario weights
+  (the level sampler's, moved towards known types whose MTTR regressed) are what the runners get.
 
 The replay actor itself is created by the training job (``jobs/train.py``), which also saves it with every
 checkpoint; the callbacks and the learner find it by name (``ReplayConfig.actor_name``).
@@ -53,6 +56,7 @@ RESULT_KEY = "ifshm_replay"
 _RUNNER_SCORES = "_ifshm_level_scores"
 _RUNNER_PENDING = "_ifshm_replay_pending"
 _RUNNER_WEIGHTS = "_ifshm_level_weights"
+_RUNNER_OUTCOMES = "_ifshm_outcomes"
 
 
 def replay_section(config: Any) -> ReplaySection | None:
@@ -153,6 +157,7 @@ class ReplayCallback(HealingMetricsCallback):
         super().__init__(*args, **kwargs)
         self._actor = None
         self._known: set[str] | None = None
+        self.meta = None  # the driver's MetaController (attach_meta), steering the replay mix and scenario weights
 
     def _get_actor(self, section: ReplaySection):
         if self._actor is None:
@@ -177,6 +182,14 @@ class ReplayCallback(HealingMetricsCallback):
             pending = {}
             setattr(env_runner, _RUNNER_PENDING, pending)
         pending.setdefault(stratum, []).append(full)
+        info = episode.get_infos(-1) or {}
+        if info.get("mttr_s") is not None:  # the incident's outcome, for the meta-controller's known-type MTTRs
+            outcomes = getattr(env_runner, _RUNNER_OUTCOMES, None)
+            if outcomes is None:
+                outcomes = []
+                setattr(env_runner, _RUNNER_OUTCOMES, outcomes)
+            outcomes.append((fault, stratum == section.buffer.known_stratum, float(info["mttr_s"]),
+                             bool(info.get("success", False))))
         if section.scenario_replay and rl_module is not None and len(full) > 0:
             cfg = env_runner.config
             values = episode_values(rl_module, full)
@@ -208,19 +221,32 @@ class ReplayCallback(HealingMetricsCallback):
         actor = self._get_actor(section)
         group = algorithm.env_runner_group
         out: dict[str, Any] = {}
+        local = group.num_remote_env_runners() == 0
+        collected = group.foreach_env_runner(_pop_runner_data, local_env_runner=local)
+        if self.meta is not None:
+            for data in collected:  # runner order (local first, then remote by index): deterministic
+                for fault, known, mttr_s, _ in data["outcomes"]:
+                    if known:
+                        self.meta.record_known(fault, mttr_s)
+            mix = self.meta.replay_mix()
+            if mix is not None:
+                ray.get(actor.set_mix.remote(mix))
+                out["mix"] = mix
         if section.scenario_replay:
-            local = group.num_remote_env_runners() == 0
-            collected = group.foreach_env_runner(_pop_level_scores, local_env_runner=local)
             by_level: dict[str, list[float]] = defaultdict(list)
-            for scores in collected:  # runner order (local first, then remote by index): deterministic
-                for fault, score in scores:
+            for data in collected:
+                for fault, score in data["scores"]:
                     by_level[fault].append(score)
             weights = ray.get(actor.update_levels.remote({k: float(np.mean(v)) for k, v in by_level.items()},
                                                          {k: len(v) for k, v in by_level.items()}))
+            if weights and self.meta is not None:
+                weights = self.meta.scenario_weights(weights)
             if weights:
                 set_weights(group, weights, local_env_runner=local)
             out["level_weights"] = weights
             out["level_scores"] = {k: float(np.mean(v)) for k, v in sorted(by_level.items())}
+        if self.meta is not None:
+            out["meta"] = self.meta.stats()
         out["stats"] = ray.get(actor.stats.remote())
         result[RESULT_KEY] = out
 
@@ -235,10 +261,26 @@ class ReplayCallback(HealingMetricsCallback):
                                                 remote_worker_ids=list(env_runner_indices))
 
 
-def _pop_level_scores(runner: Any) -> list[tuple[str, float]]:
-    scores = getattr(runner, _RUNNER_SCORES, None) or []
+def _pop_runner_data(runner: Any) -> dict[str, list]:
+    """An env runner's level scores and incident outcomes since the last call (then cleared)."""
+    out = {"scores": getattr(runner, _RUNNER_SCORES, None) or [],
+           "outcomes": getattr(runner, _RUNNER_OUTCOMES, None) or []}
     setattr(runner, _RUNNER_SCORES, [])
-    return scores
+    setattr(runner, _RUNNER_OUTCOMES, [])
+    return out
+
+
+def attach_meta(algo: Any, meta: Any) -> int:
+    """Give the driver's :class:`ReplayCallback` (s) of an algorithm a meta-controller; returns how many."""
+    cbs = algo.callbacks if isinstance(algo.callbacks, (list, tuple)) else [algo.callbacks]
+    n = 0
+    for cb in cbs:
+        if isinstance(cb, ReplayCallback):
+            cb.meta = meta
+            n += 1
+    if not n:
+        raise ValueError("the algorithm has no ReplayCallback: build it with replay.enabled")
+    return n
 
 
 def _set_runner_weights(runner: Any, weights: Mapping[str, float]) -> int:
