@@ -4,4 +4,5 @@ incidents, a trust table per cluster, steering of replay and scenario weights, a
 * :mod:`.config`      -- ``MetaConfig`` (pydantic, a docstring per field; no torch, no Ray)
 * :mod:`.novelty`     -- calibrating the encoder's unknown score to a false-positive rate on known-fault windows
 * :mod:`.controller`  -- ``OnlineClusterer``, ``TrustTable``, ``MetaController`` (gate, steering, state)
+* :mod:`.prompt_tuning` -- ``tune_prompt``: peft soft-prompt tuning of the encoder (clustering loss + anchor)
 """

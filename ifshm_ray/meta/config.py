@@ -57,6 +57,27 @@ class SteeringConfig(ConfigModel):
     """A known type counts as regressed when its rolling MTTR exceeds its baseline by more than this fraction."""
 
 
+class PromptTuningSection(ConfigModel):
+    """Soft-prompt tuning of the encoder on a novel cluster (peft PromptTuning; the language model does not run
+    inside PPO: after tuning, the semantic table is rebuilt). Loss = ``cluster_weight`` * supervised-contrastive
+    clustering loss (windows of one incident together, different incidents apart; Khosla et al. 2020) +
+    ``anchor_weight`` * mean cosine distance of known-fault windows to their known prototypes from before tuning."""
+
+    min_episodes: int = Field(20, ge=2)
+    """Incidents a novel cluster needs before its prompt tuning runs."""
+    steps: int = Field(50, ge=1)
+    """Optimizer steps per tuning."""
+    lr: float = Field(1e-2, gt=0.0)
+    """Adam learning rate of the soft-prompt vectors (prompt tuning uses large rates: Lester et al. 2021 use 0.3
+    with Adafactor; 1e-2 with Adam is stable here)."""
+    temperature: float = Field(0.1, gt=0.0)
+    """Temperature of the contrastive clustering loss (0.1: Khosla et al. 2020)."""
+    cluster_weight: float = Field(1.0, ge=0.0)
+    """Weight of the clustering loss."""
+    anchor_weight: float = Field(1.0, ge=0.0)
+    """Weight of the anchor on the known prototypes (keeps the known types where the policy learned them)."""
+
+
 class MetaConfig(ConfigModel):
     """The meta-controller (``meta:`` section of a continual-adaptation config)."""
 
@@ -70,6 +91,8 @@ class MetaConfig(ConfigModel):
     """Trust table and the gate's fallback."""
     steering: SteeringConfig = Field(default_factory=SteeringConfig)
     """Replay mix and scenario weights."""
+    prompt_tuning: PromptTuningSection = Field(default_factory=PromptTuningSection)
+    """Soft-prompt tuning of the encoder per novel cluster."""
     calibration: str | None = None
     """A novelty calibration (JSON of :class:`~ifshm_ray.meta.novelty.NoveltyCalibration`, from
     :func:`~ifshm_ray.meta.novelty.calibrate` on the encoder's known-fault validation windows); None: no gate
