@@ -311,7 +311,7 @@ def start_meta_controller(cfg: TrainConfig, algo, resume_ckpt: Path | None):
 def start_replay_actor(cfg: TrainConfig, out: Path, resume_ckpt: Path | None):
     """The named replay actor (``replay.buffer.actor_name``), restartable: it records every save in
     ``out/replay/LATEST`` and a restarted actor reloads that. Resuming: the checkpoint's replay state is loaded.
-    Scenario replay: its level sampler runs over the env's fault types (the job's split)."""
+    Scenario replay: its level sampler runs over the env's fault types that are known in its split."""
     import ray
 
     from ifshm_ray.policy.algo import make_env
@@ -319,7 +319,10 @@ def start_replay_actor(cfg: TrainConfig, out: Path, resume_ckpt: Path | None):
     from ifshm_ray.replay.rllib import _sims
 
     env = make_env(cfg)
-    levels = list(_sims(env)[0][0].fault_names) if cfg.replay.scenario_replay else None
+    sim = _sims(env)[0][0]
+    known = set(sim.catalog.known_in(sim.cfg.split or sim.catalog.default_split))
+    # scenario replay re-creates known types only (rehearsal), never the held-out ones
+    levels = [f for f in sim.fault_names if f in known] if cfg.replay.scenario_replay else None
     env.close()
     actor = get_or_create_replay_actor(cfg.replay.buffer, state_dir=str(out / "replay"), levels=levels,
                                        level_config=cfg.replay.level_sampler)

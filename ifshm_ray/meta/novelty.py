@@ -53,7 +53,8 @@ class NoveltyCalibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NoveltyCalibration":
-        data = dict(data)
+        names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k in names}  # a calibration job's extra keys (seeds, encoder)
         for k in ("heldout_fpr_ci95", "recall_ci95"):
             if data.get(k) is not None:
                 data[k] = tuple(data[k])

@@ -288,10 +288,16 @@ def _set_runner_weights(runner: Any, weights: Mapping[str, float]) -> int:
     if env is None:
         return 0
     sims = {id(sim): sim for sim, _ in _sims(env)}
+    done = 0
     for sim in sims.values():
+        if set(sim.fault_names) - set(weights):
+            # this simulator also draws types the level sampler does not cover (a stream of new faults):
+            # scenario replay is rehearsal of the known types only and never reweights the stream
+            continue
         sim.set_fault_weights({k: w for k, w in weights.items() if k in sim.fault_names})
+        done += 1
     setattr(runner, _RUNNER_WEIGHTS, dict(weights))
-    return len(sims)
+    return done
 
 
 def set_weights(group: Any, weights: Mapping[str, float], local_env_runner: bool = False) -> list[int]:
