@@ -82,6 +82,7 @@ def tune_prompt(encoder: Any, novel_windows: Sequence[Any], incident_ids: Sequen
     try:
         with torch.no_grad():
             known_states0 = encoder(known, mode) if known else None
+        encoder.clear_cache()
         protos = None
         if known_states0 is not None:  # the known prototypes before tuning: what the anchor holds on to
             protos = torch.stack([known_states0[labels == c].mean(0) if (labels == c).any()
@@ -98,6 +99,7 @@ def tune_prompt(encoder: Any, novel_windows: Sequence[Any], incident_ids: Sequen
             loss.backward()
             opt.step()
             log.append({"loss": float(loss.detach()), "cluster": float(lc.detach()), "anchor": float(la.detach())})
+        encoder.clear_cache()  # LM outputs cached before or during tuning are stale now
         with torch.no_grad():  # the terms after the last step
             lc = float(supervised_contrastive(encoder(novel, mode), groups, config.temperature))
             la = float(prototype_anchor(encoder(known, mode), labels, protos)) if protos is not None else 0.0
