@@ -28,6 +28,10 @@ the section travels to every process in ``learner_config_dict[LCD_KEY]`` (env ru
   (MTTR from the env's episode-end info) go to it, its replay mix is set on the actor, and its scenario weights
   (the level sampler's, moved towards known types whose MTTR regressed) are what the runners get.
 
+With several learners (``runners.num_learners`` > 1) each draws its own sample; a stratum's priorities can be
+written back for its latest sample only, so the others' are counted as stale (``num_stale_updates``), never
+misapplied.
+
 The replay actor itself is created by the training job (``jobs/train.py``), which also saves it with every
 checkpoint; the callbacks and the learner find it by name (``ReplayConfig.actor_name``).
 """
@@ -169,8 +173,8 @@ class ReplayCallback(HealingMetricsCallback):
                        env=None, env_index: int = 0, rl_module=None, **kwargs: Any) -> None:
         super().on_episode_end(episode=episode, metrics_logger=metrics_logger, **kwargs)
         section = replay_section(getattr(env_runner, "config", None)) if env_runner is not None else None
-        if section is None or env is None:
-            return
+        if section is None or env is None or getattr(env_runner.config, "in_evaluation", False):
+            return  # evaluation episodes are measurements, not experience
         full = join_chunks([*(prev_episode_chunks or []), episode])
         fault = episode_fault(env, env_index)
         if self._known is None:
