@@ -1,12 +1,15 @@
 """Soft-prompt tuning of the encoder on novel incidents (issue 15): only the soft prompt moves, the clustering loss
-falls, the anchor on the known prototypes is measured; the losses themselves on hand-made vectors."""
+falls, the semantic table rebuilt with the tuned prompt differs, the anchor on the known prototypes is measured; the losses themselves on hand-made vectors."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from ifshm_ray.meta.config import PromptTuningSection
-from ifshm_ray.meta.prompt_tuning import prototype_anchor, supervised_contrastive, tune_prompt
+from ifshm_ray.encoding.rl_state import load_table
+from ifshm_ray.meta.prompt_tuning import (prototype_anchor, rebuild_semantic_table, supervised_contrastive,
+                                          tune_prompt)
 
 
 def test_supervised_contrastive_prefers_grouped_states():
@@ -34,9 +37,9 @@ def _incident_windows(faults, per_incident, seed):
     return windows, ids
 
 
-@pytest.mark.slow  # ~75 s on 2 shared cores: 15 steps through the tiny LM, 28 windows each
+@pytest.mark.slow  # 18-75 s on 2 shared cores (load): 15 steps through the tiny LM, two table builds
 @pytest.mark.timeout(300)
-def test_tune_prompt_moves_only_the_prompt_and_lowers_the_clustering_loss():
+def test_tune_prompt_moves_only_the_prompt_and_lowers_the_clustering_loss(tmp_path):
     from ifshm_ray.encoding.config import EncoderConfig
     from ifshm_ray.encoding.semantic import SemanticEncoder
     from ifshm_ray.sim.catalog import load_catalog
@@ -48,7 +51,14 @@ def test_tune_prompt_moves_only_the_prompt_and_lowers_the_clustering_loss():
     novel_w, ids = _incident_windows([unknown[0], unknown[0], unknown[1], unknown[1]], 4, seed=11)
     known_w, kid = _incident_windows(known[:3], 4, seed=50)
     frozen_before = {n: p.detach().clone() for n, p in enc.named_parameters() if "prompt_encoder" not in n}
+    table_before = rebuild_semantic_table(enc, tmp_path / "enc0", None, tmp_path / "before.npz")
     out = tune_prompt(enc, novel_w, ids, known_w, kid, PromptTuningSection(steps=15, lr=0.05))
+    # the policy's semantic table, rebuilt with the tuned prompt (in this process: no Ray running here)
+    table_after = rebuild_semantic_table(enc, tmp_path / "enc1", None, tmp_path / "after.npz")
+    before, after = load_table(table_before), load_table(table_after)
+    assert before["embeddings"].shape == after["embeddings"].shape
+    assert not np.allclose(before["embeddings"], after["embeddings"])
+    assert after["meta"]["encoder"].endswith("enc1")
     assert out["prompt_change_l2"] > 0
     assert all(torch.equal(p, frozen_before[n]) for n, p in enc.named_parameters() if n in frozen_before)
     assert out["final"]["cluster"] < out["first"]["cluster"], out

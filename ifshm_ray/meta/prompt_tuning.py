@@ -14,6 +14,7 @@ policy's semantic table (:func:`ifshm_ray.encoding.rl_state.build_table`, throug
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -114,3 +115,14 @@ def tune_prompt(encoder: Any, novel_windows: Sequence[Any], incident_ids: Sequen
                                                               "anchor": la},
             "prompt_change_l2": moved, "novel_windows": len(novel), "incidents": len(set(incident_ids)),
             "known_windows": len(known)}
+
+
+def rebuild_semantic_table(encoder: Any, checkpoint_dir: str | Path, sim_config: dict | None, out: str | Path,
+                           pool: Any = None) -> Path:
+    """After tuning: save the encoder to ``checkpoint_dir`` and re-embed every simulator item text with it into the
+    policy's semantic table ``out`` (:func:`ifshm_ray.encoding.rl_state.build_table`: through the encoder actor
+    ``pool`` when given, or a pool of its own when Ray is running, else in this process)."""
+    from ifshm_ray.encoding.rl_state import build_table
+
+    saved = encoder.save(checkpoint_dir)
+    return build_table(str(saved), sim_config, out, pool=pool)
