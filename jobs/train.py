@@ -296,7 +296,7 @@ def start_meta_controller(cfg: TrainConfig, algo, resume_ckpt: Path | None):
     configured novelty calibration; attached to the algorithm's replay callback."""
     from ifshm_ray.meta.controller import STATE_FILE, MetaController
     from ifshm_ray.meta.novelty import NoveltyCalibration
-    from ifshm_ray.replay.rllib import attach_meta
+    from ifshm_ray.policy.replay import attach_meta
 
     if resume_ckpt is not None and (resume_ckpt / STATE_FILE).is_file():
         meta = MetaController.load(resume_ckpt)
@@ -316,10 +316,10 @@ def start_replay_actor(cfg: TrainConfig, out: Path, resume_ckpt: Path | None):
 
     from ifshm_ray.policy.algo import make_env
     from ifshm_ray.replay.actor import STATE_FILE, get_or_create_replay_actor
-    from ifshm_ray.replay.rllib import _sims
+    from ifshm_ray.policy.replay import simulators
 
     env = make_env(cfg)
-    sim = _sims(env)[0][0]
+    sim = simulators(env)[0][0]
     known = set(sim.catalog.known_in(sim.cfg.split or sim.catalog.default_split))
     # scenario replay re-creates known types only (rehearsal), never the held-out ones
     levels = [f for f in sim.fault_names if f in known] if cfg.replay.scenario_replay else None

@@ -10,7 +10,7 @@ from ifshm_ray.config import SimConfig
 from ifshm_ray.replay.actor import ReplayActor
 from ifshm_ray.replay.config import LevelSamplerConfig, ReplayConfig
 from ifshm_ray.replay.level_sampler import LevelSampler
-from ifshm_ray.replay.rllib import gae, join_chunks
+from ifshm_ray.policy.replay import gae, join_chunks
 from ifshm_ray.sim.core import BatchedSim, SimError
 from test_replay_buffer import episode
 

@@ -32,7 +32,7 @@ def test_replay_off_keeps_plain_ppo():
     from ifshm_ray.policy.algo import build_ppo_config
     from ifshm_ray.policy.callbacks import HealingMetricsCallback
     from ifshm_ray.policy.config import load_train_config
-    from ifshm_ray.replay.rllib import LCD_KEY
+    from ifshm_ray.policy.replay import LCD_KEY
 
     cfg = load_train_config(TINY)
     assert cfg.replay.enabled is False
@@ -56,7 +56,7 @@ def test_training_pushes_imitates_writes_priorities_and_survives_actor_kill(ray_
 
     from ifshm_ray.policy.algo import build_ppo_config
     from ifshm_ray.policy.config import load_train_config
-    from ifshm_ray.replay.rllib import RESULT_KEY
+    from ifshm_ray.policy.replay import RESULT_KEY
 
     train = load_job("train")
     name = f"replay-train-{uuid.uuid4().hex[:8]}"

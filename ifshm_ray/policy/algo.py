@@ -14,7 +14,7 @@ from ifshm_ray.policy.callbacks import HealingMetricsCallback
 from ifshm_ray.policy.config import TrainConfig
 from ifshm_ray.policy.learner import IFSHMPPOTorchLearner
 from ifshm_ray.policy.module import module_class
-from ifshm_ray.replay.rllib import LCD_KEY, ReplayCallback
+from ifshm_ray.policy.replay import LCD_KEY, ReplayCallback
 
 
 def _import_entry_point(entry_point: str) -> Callable[[dict], Any]:

@@ -14,7 +14,7 @@
   fwd_out=...)`` returns a scalar tensor. Subclasses may instead override :meth:`extra_loss_terms`.
 * Self-imitation (issue 15): with ``learner_config_dict["ifshm_replay"]`` (an enabled ``ReplaySection``) every
   update draws one prioritized sample from the replay actor and adds ``sil.weight * L_sil`` (logged as
-  ``loss/sil``, ``sil_*``), then writes (R - V)+ back as priorities (:class:`ifshm_ray.replay.rllib.SILReplay`).
+  ``loss/sil``, ``sil_*``), then writes (R - V)+ back as priorities (:class:`ifshm_ray.policy.replay.SILReplay`).
 
 Every term is logged per module under ``learners/<module_id>/``: ``policy_loss``, ``vf_loss``, ``entropy``
 (RLlib's, the sampled joint entropy), ``mean_kl_loss``, and ``entropy_high``, ``entropy_low``,
@@ -69,7 +69,7 @@ class IFSHMPPOTorchLearner(PPOTorchLearner):
                 raise ValueError(f"learner_config_dict['extra_losses'][{name!r}] needs keys 'fn' and 'coeff'.")
             fn = spec["fn"] if callable(spec["fn"]) else _resolve(spec["fn"])
             self._extra_losses[name] = (fn, float(spec["coeff"]))
-        from ifshm_ray.replay.rllib import SILReplay, replay_section
+        from ifshm_ray.policy.replay import SILReplay, replay_section
 
         section = replay_section(self.config)
         self._sil = SILReplay(section) if section is not None else None

@@ -1,4 +1,5 @@
-"""Replay wired into RLlib's new API stack: the env-runner and driver callback, and the learner's self-imitation term.
+"""Replay wired into RLlib's new API stack: the env-runner and driver callback, and the learner's self-imitation term
+(the policy layer imports the replay pieces of :mod:`ifshm_ray.replay`, never the reverse).
 
 Three paths, all switched on by ``TrainConfig.replay.enabled`` (:class:`~ifshm_ray.replay.config.ReplaySection`);
 the section travels to every process in ``learner_config_dict[LCD_KEY]`` (env runners read it from their
@@ -73,8 +74,8 @@ def replay_section(config: Any) -> ReplaySection | None:
 
 
 # ---------------------------------------------------------------------- episodes and the simulator behind them
-def _sims(env: Any) -> list:
-    """(simulator, row) of every sub-env of a runner's env, in sub-env order."""
+def simulators(env: Any) -> list:
+    """(simulator, row) of every sub-env of a runner's (or a local) fault-injection env, in sub-env order."""
     u = env.unwrapped
     if hasattr(u, "sim"):  # FaultInjectionVectorEnv: one batched simulator, row i = sub-env i
         return [(u.sim, i) for i in range(u.sim.B)]
@@ -88,14 +89,14 @@ def _sims(env: Any) -> list:
 def episode_fault(env: Any, env_index: int) -> str:
     """The first injected fault type of sub-env ``env_index``'s current incident (``FAULT_FREE`` if none).
     Ground truth: used to tag the stratum and the scenario level, never given to the policy."""
-    sim, row = _sims(env)[env_index]
+    sim, row = simulators(env)[env_index]
     faults = sim.incident(row)["faults"]
     return faults[0]["fault"] if faults else FAULT_FREE
 
 
 def known_types(env: Any) -> set[str]:
     """The fault types known in the env's split (``SimConfig.split``, else the catalog's default split)."""
-    sim, _ = _sims(env)[0]
+    sim, _ = simulators(env)[0]
     return set(sim.catalog.known_in(sim.cfg.split or sim.catalog.default_split))
 
 
@@ -291,7 +292,7 @@ def _set_runner_weights(runner: Any, weights: Mapping[str, float]) -> int:
     env = getattr(runner, "env", None)
     if env is None:
         return 0
-    sims = {id(sim): sim for sim, _ in _sims(env)}
+    sims = {id(sim): sim for sim, _ in simulators(env)}
     done = 0
     for sim in sims.values():
         if set(sim.fault_names) - set(weights):
