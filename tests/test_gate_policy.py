@@ -63,3 +63,31 @@ def test_escalate_and_known_paths():
     got, _ = _run(known, "node_crash")
     assert known.decision.actor == "policy" and set(got) == {(0, 0, 0)}
     assert not known.record_outcome(True, 100.0)  # known incidents are not in the trust table
+
+
+@pytest.mark.timeout(120)
+def test_recorded_gated_incident_enters_the_replay_with_the_runbooks_actions():
+    from ray.rllib.core.columns import Columns
+
+    from ifshm_ray.meta.gate import incident_stratum, record_incident
+    from ifshm_ray.replay.actor import ReplayActor
+    from ifshm_ray.replay.config import ReplayConfig
+
+    env = FaultInjectionEnv({"faults": "all"})
+    gated = GatedPolicy(Observer(), RunbookPolicy(), _meta("runbook"), lambda t: (5.0, np.eye(4)[0]), update=True)
+    rec = record_incident(env, gated, "node_crash", seed=7)
+    assert rec.deferred and rec.decision.actor == "runbook"
+    alone, _ = _run(RunbookPolicy(), "node_crash", steps=10_000)
+    assert [tuple(a) for a in rec.episode.get_actions()] == alone  # whoever acted: here the runbook
+    assert rec.episode.is_done and len(rec.episode) == len(alone) and "mttr_s" in rec.info
+    stratum = incident_stratum(rec, "known", "novel")
+    assert stratum == "novel-0"
+    replay = ReplayActor(ReplayConfig(capacity=10_000, recovered_only=False))
+    replay.push(rec.episode, stratum)
+    assert replay.flush() == 1
+    batch = replay.sample(8)
+    c, t, r = batch.columns[Columns.ACTIONS]
+    assert set(zip(c.tolist(), t.tolist(), r.tolist())) <= set(alone)
+    known = record_incident(env, GatedPolicy(Observer(), RunbookPolicy(), _meta("runbook"), lambda t: (0.1, None)),
+                            "node_crash", seed=8)
+    assert not known.deferred and incident_stratum(known, "known", "novel") == "known"

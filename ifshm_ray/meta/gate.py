@@ -10,13 +10,18 @@ meta-controller for the decision, which holds for the rest of the incident:
 * ``escalate``: one ``escalate`` action, then ``observe`` (a human owns the incident).
 
 :meth:`GatedPolicy.record_outcome` gives the incident's outcome back to the meta-controller's trust table under
-whoever acted (a gated incident is still recorded). The decision is in :attr:`GatedPolicy.decision`.
+whoever acted. The decision is in :attr:`GatedPolicy.decision`. :func:`record_incident` runs one incident and
+records it as an RLlib episode for the replay (a gated incident is still recorded, whoever acted; the protocol's arm
+without the runbook's actions leaves out the incidents whose :attr:`RecordedIncident.deferred` is set), and
+:func:`incident_stratum` names its stratum.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import dataclasses
+from typing import Callable
 
 import numpy as np
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from ifshm_ray.baselines.policies import Policy
 from ifshm_ray.meta.controller import GateDecision, MetaController
@@ -70,3 +75,46 @@ class GatedPolicy(Policy):
             return False
         self.meta.record(d.cluster, d.actor, success, mttr_s)
         return True
+
+
+@dataclasses.dataclass
+class RecordedIncident:
+    """One incident as the replay stores it: the policy-observation trajectory with the actions whoever acted
+    took, the episode-end info, and the gate's decision (None for a policy without a gate)."""
+
+    episode: SingleAgentEpisode
+    info: dict
+    decision: GateDecision | None
+
+    @property
+    def deferred(self) -> bool:
+        return bool(self.decision is not None and self.decision.deferred)
+
+
+def record_incident(env, policy: Policy, fault: str | list[str], seed: int) -> RecordedIncident:
+    """Run one incident of ``fault`` with ``policy`` (a :class:`GatedPolicy` or any baselines ``Policy``) on a
+    single ``FaultInjectionEnv`` and record it as an RLlib ``SingleAgentEpisode`` (actions as ``(c, t, r)`` tuples,
+    the env's Tuple action space): a gated incident is still recorded, whoever acted."""
+    obs, info = env.reset(seed=seed, options={"faults": fault})
+    policy.reset(env, episode_seed=seed)
+    observations, actions, rewards = [obs], [], []
+    term = trunc = False
+    while not (term or trunc):
+        a = np.asarray(policy.act(obs, info, env), np.int64)
+        obs, r, term, trunc, info = env.step(a)
+        observations.append(obs)
+        actions.append(tuple(int(x) for x in a))
+        rewards.append(float(r))
+    episode = SingleAgentEpisode(observations=observations, actions=actions, rewards=rewards,
+                                 observation_space=env.observation_space, action_space=env.action_space,
+                                 terminated=bool(term), truncated=bool(trunc), len_lookback_buffer=0)
+    return RecordedIncident(episode, info, getattr(policy, "decision", None))
+
+
+def incident_stratum(incident: RecordedIncident, known_stratum: str, novel_stratum: str) -> str:
+    """The replay stratum of a recorded incident: its novel cluster's, ``novel_stratum`` for a novel incident
+    without a cluster, else the known stratum."""
+    d = incident.decision
+    if d is None or not d.novel:
+        return known_stratum
+    return d.stratum or novel_stratum
