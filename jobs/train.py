@@ -160,12 +160,18 @@ def main(argv: list[str] | None = None) -> dict:
     from ifshm_ray.policy.bundle import export_policy_bundle
     from ifshm_ray.policy.callbacks import HARMFUL_KEY, MTTR_KEY, SUCCESS_KEY
 
+    # ---- the shared replay actor (issue 15), before the algorithm: env runners and learners find it by name ----
+    replay_actor = None
+    resume_ckpt = find_checkpoint(Path(args.resume).resolve()) if args.resume else None
+    if cfg.replay.enabled:
+        replay_actor = start_replay_actor(cfg, out, resume_ckpt)
+
     # ---- algorithm ----------------------------------------------------------------------------------------
     algo = build_ppo_config(cfg).build_algo()
-    if args.resume:
-        ckpt = find_checkpoint(Path(args.resume).resolve())
-        algo.restore_from_path(str(ckpt))
-        logger.info("Resumed from %s at iteration %d", ckpt, algo.iteration)
+    if resume_ckpt is not None:
+        algo.restore_from_path(str(resume_ckpt))
+        logger.info("Resumed from %s at iteration %d", resume_ckpt, algo.iteration)
+    meta = start_meta_controller(cfg, algo, resume_ckpt) if cfg.meta.enabled else None
 
     from tensorboardX import SummaryWriter
 
@@ -175,6 +181,10 @@ def main(argv: list[str] | None = None) -> dict:
     def save_checkpoint() -> Path:
         path = out / "checkpoints" / f"{CHECKPOINT_PREFIX}{algo.iteration:06d}"
         algo.save_to_path(str(path))
+        if replay_actor is not None:  # the replay's state goes with every checkpoint (and state_dir/LATEST to it)
+            ray.get(replay_actor.save.remote(str(path)))
+        if meta is not None:
+            meta.save(path)
         old = sorted((out / "checkpoints").glob(CHECKPOINT_PREFIX + "*"))[: -cfg.run.keep_checkpoints]
         for p in old:
             shutil.rmtree(p, ignore_errors=True)
@@ -213,6 +223,17 @@ def main(argv: list[str] | None = None) -> dict:
             "mean_kl": lrn.get("mean_kl_loss"),
             "vf_explained_var": lrn.get("vf_explained_var"),
         }
+        if replay_actor is not None:
+            rep = result.get("ifshm_replay", {})
+            row.update({
+                "replay_env_steps": rep.get("stats", {}).get("num_steps"),
+                "replay_pushed_episodes": er.get("ifshm/replay_pushed_episodes"),
+                "sil_loss": lrn.get("loss/sil"),
+                "sil_num_valid": lrn.get("sil_num_valid"),
+                "sil_priorities_written": result.get("learners", {}).get("__all_modules__", {})
+                .get("sil_priorities_written"),
+                "level_weights": rep.get("level_weights"),
+            })
         row = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in row.items()}
         metrics_fh.write(json.dumps(row) + "\n")
         metrics_fh.flush()
@@ -256,6 +277,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "config": cfg.to_dict()},
     )
     env.close()
+    if meta is not None:  # Serve's /v1/heal gate reads it from the bundle
+        meta.save(bundle)
     summary = {**row, "checkpoint": str(last_ckpt), "policy_bundle": str(bundle), "total_wall_s": time.time() - t_start}
     if semantic_meta is not None:
         summary["semantic_cache"] = semantic_cache_stats(algo, semantic_meta)
@@ -266,10 +289,56 @@ def main(argv: list[str] | None = None) -> dict:
     writer.close()
     metrics_fh.close()
     algo.stop()
+    if replay_actor is not None:  # its state is in the last checkpoint; a later --resume reloads it
+        summary["replay"] = ray.get(replay_actor.stats.remote())
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        ray.kill(replay_actor, no_restart=True)
     if owns_ray:
         ray.shutdown()
     torch.set_num_threads(prev_threads)
     return summary
+
+
+def start_meta_controller(cfg: TrainConfig, algo, resume_ckpt: Path | None):
+    """The meta-controller of this run: from the checkpoint when resuming (if it holds one), else new with the
+    configured novelty calibration; attached to the algorithm's replay callback."""
+    from ifshm_ray.meta.controller import STATE_FILE, MetaController
+    from ifshm_ray.meta.novelty import NoveltyCalibration
+    from ifshm_ray.policy.replay import attach_meta
+
+    if resume_ckpt is not None and (resume_ckpt / STATE_FILE).is_file():
+        meta = MetaController.load(resume_ckpt)
+        logger.info("meta-controller state restored from %s", resume_ckpt)
+    else:
+        cal = NoveltyCalibration.load(cfg.meta.calibration) if cfg.meta.calibration else None
+        meta = MetaController(cfg.meta, cal)
+    attach_meta(algo, meta)
+    return meta
+
+
+def start_replay_actor(cfg: TrainConfig, out: Path, resume_ckpt: Path | None):
+    """The named replay actor (``replay.buffer.actor_name``), restartable: it records every save in
+    ``out/replay/LATEST`` and a restarted actor reloads that. Resuming: the checkpoint's replay state is loaded.
+    Scenario replay: its level sampler runs over the env's fault types that are known in its split."""
+    import ray
+
+    from ifshm_ray.policy.algo import make_env
+    from ifshm_ray.replay.actor import STATE_FILE, get_or_create_replay_actor
+    from ifshm_ray.policy.replay import simulators
+
+    env = make_env(cfg)
+    sim = simulators(env)[0][0]
+    known = set(sim.catalog.known_in(sim.cfg.split or sim.catalog.default_split))
+    # scenario replay re-creates known types only (rehearsal), never the held-out ones
+    levels = [f for f in sim.fault_names if f in known] if cfg.replay.scenario_replay else None
+    env.close()
+    actor = get_or_create_replay_actor(cfg.replay.buffer, state_dir=str(out / "replay"), levels=levels,
+                                       level_config=cfg.replay.level_sampler)
+    if resume_ckpt is not None and (resume_ckpt / STATE_FILE).is_file():
+        ray.get(actor.load.remote(str(resume_ckpt)))
+        logger.info("replay state restored from %s", resume_ckpt)
+    logger.info("replay actor %s: %s", cfg.replay.buffer.actor_name, ray.get(actor.stats.remote()))
+    return actor
 
 
 def semantic_cache_stats(algo, meta: dict) -> dict:

@@ -6,6 +6,8 @@
 * :mod:`~ifshm_ray.policy.config`: the typed job config (``TrainConfig``, ``load_train_config``),
 * :mod:`~ifshm_ray.policy.algo`: ``build_ppo_config`` (the ``PPOConfig`` builder) and ``make_env``,
 * :mod:`~ifshm_ray.policy.callbacks`: ``HealingMetricsCallback`` (MTTR / success metrics from the episode-end info),
+* :mod:`~ifshm_ray.policy.replay`: ``ReplayCallback`` and ``SILReplay`` (replay wired into training: episodes to the
+  replay actor, scenario weights to the env runners, the learner's self-imitation term),
 * :mod:`~ifshm_ray.policy.bundle`: ``export_policy_bundle``, ``load_policy_bundle`` and ``PolicyBundleError`` for
   serving.
 

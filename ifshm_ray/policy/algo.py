@@ -14,6 +14,7 @@ from ifshm_ray.policy.callbacks import HealingMetricsCallback
 from ifshm_ray.policy.config import TrainConfig
 from ifshm_ray.policy.learner import IFSHMPPOTorchLearner
 from ifshm_ray.policy.module import module_class
+from ifshm_ray.policy.replay import LCD_KEY, ReplayCallback
 
 
 def _import_entry_point(entry_point: str) -> Callable[[dict], Any]:
@@ -112,6 +113,7 @@ def build_ppo_config(cfg: TrainConfig) -> PPOConfig:
             learner_config_dict={
                 "entropy_coeff_high": p.entropy_coeff_high,
                 "entropy_coeff_low": p.entropy_coeff_low,
+                **({LCD_KEY: cfg.replay.to_dict()} if cfg.replay.enabled else {}),
             },
         )
         .rl_module(
@@ -133,7 +135,7 @@ def build_ppo_config(cfg: TrainConfig) -> PPOConfig:
             # PPO's single entropy term is replaced by the learner's two level terms (see learner.py).
             entropy_coeff=0.0,
         )
-        .callbacks(HealingMetricsCallback)
+        .callbacks(ReplayCallback if cfg.replay.enabled else HealingMetricsCallback)
         .fault_tolerance(
             restart_failed_env_runners=ft.restart_failed_env_runners,
             max_num_env_runner_restarts=ft.max_num_env_runner_restarts,

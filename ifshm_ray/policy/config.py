@@ -1,6 +1,6 @@
 """Typed configuration of a policy-training job (``jobs/train.py``, ``benchmarks/bench_train.py``), from YAML.
 
-A YAML file has up to six sections, each a :class:`~ifshm_ray.config.ConfigModel` below; missing keys take the
+A YAML file has up to seven sections, each a :class:`~ifshm_ray.config.ConfigModel` below; missing keys take the
 defaults, unknown keys are refused with the list of allowed ones, and a bad value is refused when the file is
 loaded, with its YAML path and what is allowed (one :class:`~ifshm_ray.config.ConfigError`)::
 
@@ -10,6 +10,7 @@ loaded, with its YAML path and what is allowed (one :class:`~ifshm_ray.config.Co
     runners:    {num_env_runners: 1, num_envs_per_env_runner: 8, ...}
     fault_tolerance: {restart_failed_env_runners: true, ...}
     run:        {iterations: 30, max_wall_s: 840, checkpoint_every: 5, seed: 0}
+    replay:     {enabled: false, buffer: {capacity: 50000}, sil: {weight: 1.0}, scenario_replay: true}
 
 Overrides use the shared dotted syntax: ``load_train_config(path, overrides=["ppo.lr=1e-3"])``.
 """
@@ -21,6 +22,8 @@ from typing import Annotated, Any, ClassVar, Literal, Sequence
 from pydantic import Field, field_validator, model_validator
 
 from ifshm_ray.config import ConfigModel, SimConfig, load_config
+from ifshm_ray.meta.config import MetaConfig
+from ifshm_ray.replay.config import ReplaySection
 
 Hiddens = list[Annotated[int, Field(ge=1)]]
 
@@ -234,6 +237,23 @@ class TrainConfig(ConfigModel):
     """Env-runner restarts."""
     run: RunSection = Field(default_factory=RunSection)
     """Budget, checkpoints, seed."""
+    replay: ReplaySection = Field(default_factory=ReplaySection)
+    """Trajectory replay (shared actor + self-imitation) and scenario replay (issue 15); off by default."""
+    meta: MetaConfig = Field(default_factory=MetaConfig)
+    """The meta-controller (issue 15; needs ``replay.enabled``): steers the replay mix and the scenario weights,
+    its state is saved with every checkpoint and into the policy bundle (Serve's gate reads it)."""
+
+    @model_validator(mode="after")
+    def _replay_and_meta(self) -> "TrainConfig":
+        if self.replay.enabled and abs(self.replay.buffer.gamma - self.ppo.gamma) > 0.0:
+            raise ValueError(f"replay.buffer.gamma ({self.replay.buffer.gamma}) must equal ppo.gamma "
+                             f"({self.ppo.gamma}): the stored returns-to-go are compared with the PPO value function")
+        if self.meta.enabled and not self.replay.enabled:
+            raise ValueError("meta.enabled needs replay.enabled: the meta-controller steers the replay")
+        if self.meta.enabled and self.meta.known_stratum != self.replay.buffer.known_stratum:
+            raise ValueError(f"meta.known_stratum ({self.meta.known_stratum}) must equal replay.buffer.known_stratum "
+                             f"({self.replay.buffer.known_stratum})")
+        return self
 
     @property
     def split(self) -> str:

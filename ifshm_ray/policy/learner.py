@@ -12,6 +12,9 @@
 * Further terms (replay, prompt tuning, clustering, ...): ``learner_config_dict["extra_losses"]`` maps a name
   to ``{"fn": "package.module:function", "coeff": float}``; ``fn(learner, module_id=..., config=..., batch=...,
   fwd_out=...)`` returns a scalar tensor. Subclasses may instead override :meth:`extra_loss_terms`.
+* Self-imitation (issue 15): with ``learner_config_dict["ifshm_replay"]`` (an enabled ``ReplaySection``) every
+  update draws one prioritized sample from the replay actor and adds ``sil.weight * L_sil`` (logged as
+  ``loss/sil``, ``sil_*``), then writes (R - V)+ back as priorities (:class:`ifshm_ray.policy.replay.SILReplay`).
 
 Every term is logged per module under ``learners/<module_id>/``: ``policy_loss``, ``vf_loss``, ``entropy``
 (RLlib's, the sampled joint entropy), ``mean_kl_loss``, and ``entropy_high``, ``entropy_low``,
@@ -66,6 +69,24 @@ class IFSHMPPOTorchLearner(PPOTorchLearner):
                 raise ValueError(f"learner_config_dict['extra_losses'][{name!r}] needs keys 'fn' and 'coeff'.")
             fn = spec["fn"] if callable(spec["fn"]) else _resolve(spec["fn"])
             self._extra_losses[name] = (fn, float(spec["coeff"]))
+        from ifshm_ray.policy.replay import SILReplay, replay_section
+
+        section = replay_section(self.config)
+        self._sil = SILReplay(section) if section is not None else None
+
+    @override(PPOTorchLearner)
+    def before_gradient_based_update(self, *, timesteps: Dict[str, Any]) -> None:
+        super().before_gradient_based_update(timesteps=timesteps)
+        if self._sil is not None:
+            self._sil.before_update(device=self._device)
+
+    @override(PPOTorchLearner)
+    def after_gradient_based_update(self, *, timesteps: Dict[str, Any]) -> None:
+        super().after_gradient_based_update(timesteps=timesteps)
+        if self._sil is not None:
+            from ray.rllib.core import ALL_MODULES
+
+            self.metrics.log_value((ALL_MODULES, "sil_priorities_written"), self._sil.after_update(), window=1)
 
     def extra_loss_terms(
         self, *, module_id: ModuleID, config: Any, batch: Dict[str, Any], fwd_out: Dict[str, TensorType]
@@ -107,6 +128,12 @@ class IFSHMPPOTorchLearner(PPOTorchLearner):
         ).items():
             total = total + coeff * loss
             logs[f"loss/{name}"] = loss
+        if self._sil is not None:
+            sil, sil_logs = self._sil.loss(self.module[module_id])
+            if sil is not None:
+                total = total + self._sil.section.sil.weight * sil
+                logs["loss/sil"] = sil
+                logs.update(sil_logs)
         logs[TOTAL_LOSS_KEY] = total
         self.metrics.log_dict({k: v.detach() for k, v in logs.items()}, key=module_id, window=1)
         return total

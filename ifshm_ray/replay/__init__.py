@@ -1,9 +1,10 @@
-"""Replay for continual adaptation (issue 15): the pieces that exist so far, none wired into training yet.
+"""Replay for continual adaptation (issue 15): the pieces, plain classes and functions.
 
 Modules (this package re-exports nothing: import from the module, so that ``import ifshm_ray.replay.config`` stays
 free of torch and Ray):
 
-* :mod:`.config`        -- ``ReplayConfig``, ``LevelSamplerConfig``, ``SILConfig`` (pydantic, a docstring per field)
+* :mod:`.config`        -- ``ReplayConfig``, ``LevelSamplerConfig``, ``SILConfig``, ``ReplaySection`` (the training
+  config's ``replay:``; pydantic, a docstring per field)
 * :mod:`.buffer`        -- ``StratifiedReplayBuffer``: RLlib's ``PrioritizedEpisodeReplayBuffer`` per stratum (the
   known types, each novel cluster) under one capacity in env steps, the known stratum keeping at least half
 * :mod:`.actor`         -- ``ReplayActor`` and ``get_or_create_replay_actor``: the named Ray actor around it
@@ -11,4 +12,6 @@ free of torch and Ray):
 * :mod:`.level_sampler` -- ``LevelSampler``: prioritized level replay over fault types (value-l1 score, rank
   transform, staleness)
 * :mod:`.sil`           -- ``sil_loss``: the self-imitation loss on the hierarchical log-probability
+
+Their wiring into RLlib training (callbacks, the learner's term) is :mod:`ifshm_ray.policy.replay`.
 """

@@ -35,7 +35,8 @@ import ray
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from ifshm_ray.replay.buffer import ReplayBatch, SampleHandle, StratifiedReplayBuffer
-from ifshm_ray.replay.config import ReplayConfig
+from ifshm_ray.replay.config import LevelSamplerConfig, ReplayConfig
+from ifshm_ray.replay.level_sampler import LevelSampler
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class ReplayActor:
     """The stratified prioritized replay behind one interface for env runners (push) and learners (sample)."""
 
     def __init__(self, config: ReplayConfig | Mapping[str, Any] | None = None, state_dir: str | None = None,
-                 restore_from: str | None = None) -> None:
+                 restore_from: str | None = None, levels: Sequence[str] | None = None,
+                 level_config: LevelSamplerConfig | Mapping[str, Any] | None = None) -> None:
         if not isinstance(config, ReplayConfig):
             config = ReplayConfig.from_dict(dict(config or {}), source="replay")
         self.config = config
@@ -77,6 +79,12 @@ class ReplayActor:
         self.state_dir = Path(state_dir) if state_dir else None
         self._staged: dict[int, list[tuple[str, list[SingleAgentEpisode]]]] = {}
         self.restored_from: str | None = None
+        self.mix: dict[str, float] | None = None  # set by the meta-controller; overrides the learner's mix
+        self.levels: LevelSampler | None = None
+        if levels:
+            if not isinstance(level_config, LevelSamplerConfig):
+                level_config = LevelSamplerConfig.from_dict(dict(level_config or {}), source="replay.level_sampler")
+            self.levels = LevelSampler(list(levels), level_config)
         latest = self._latest_saved()
         source = latest or (str(_state_file(restore_from)) if restore_from else None)
         if source:
@@ -101,6 +109,11 @@ class ReplayActor:
             return 0
         return self.buffer.add(episodes, stratum)
 
+    def push_many(self, groups: Sequence[tuple[str, Sequence[SingleAgentEpisode]]], source: int = 0) -> int:
+        """Several strata in one call (what an env runner sends once per sample): ``[(stratum, episodes), ...]``,
+        handled in that order exactly as that many ``push`` calls."""
+        return sum(self.push(list(eps), stratum, source) for stratum, eps in groups if len(eps))
+
     def flush(self) -> int:
         """Store every staged push, by source then push order; returns the number of episodes stored."""
         stored = 0
@@ -115,6 +128,39 @@ class ReplayActor:
         """A prioritized batch (see ``StratifiedReplayBuffer.sample``)."""
         return self.buffer.sample(batch_size, mix)
 
+    def sample_or_none(self, batch_size: int, mix: Mapping[str, float] | None = None) -> ReplayBatch | None:
+        """``sample`` with the meta-controller's mix when one is set (else ``mix``); None while the mix selects
+        nothing that holds steps (an empty replay at the start of training)."""
+        mix = self.mix if self.mix is not None else mix
+        held = [s for s in self.buffer.strata if self.buffer.num_steps(s) > 0
+                and (mix is None or float(mix.get(s, 0.0)) > 0)]
+        if not held:
+            return None
+        return self.buffer.sample(batch_size, mix)
+
+    def set_mix(self, mix: Mapping[str, float] | None) -> None:
+        """Weights per stratum of every later sample (the meta-controller's steering); None: by size."""
+        if mix is not None and (any(float(w) < 0 for w in mix.values()) or sum(map(float, mix.values())) <= 0):
+            raise ValueError(f"a replay mix has weights >= 0 with a positive sum, got {dict(mix)}")
+        self.mix = None if mix is None else {str(k): float(w) for k, w in mix.items()}
+
+    # ------------------------------------------------------------------ scenario replay
+    def update_levels(self, scores: Mapping[str, float], draws: Mapping[str, int]) -> dict[str, float]:
+        """New value-l1 scores and the draws made since the last call (levels outside the sampler's list are
+        ignored: fault-free or held-out incidents); returns the weights the env runners draw with next."""
+        if self.levels is None:
+            return {}
+        known = set(self.levels.levels)
+        for level, score in scores.items():
+            if level in known:
+                self.levels.update(level, float(score))
+        self.levels.record_draws({k: int(n) for k, n in draws.items() if k in known})
+        return self.levels.weights()
+
+    def level_weights(self) -> dict[str, float]:
+        """The current scenario weights ({} without a level sampler)."""
+        return self.levels.weights() if self.levels is not None else {}
+
     def update_priorities(self, handle: SampleHandle, priorities: Sequence[float]) -> int:
         """New priorities for a sample's rows (see ``StratifiedReplayBuffer.update_priorities``)."""
         return self.buffer.update_priorities(handle, priorities)
@@ -127,6 +173,8 @@ class ReplayActor:
             "buffer": self.buffer.state(),
             "staged": [(source, stratum, [ep.get_state() for ep in eps])
                        for source, pushes in sorted(self._staged.items()) for stratum, eps in pushes],
+            "mix": self.mix,
+            "levels": self.levels.state() if self.levels is not None else None,
         }
         path = Path(checkpoint_dir).resolve() / STATE_FILE
         _write_atomic(path, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
@@ -146,6 +194,9 @@ class ReplayActor:
         self._staged = {}
         for source, stratum, eps in state["staged"]:
             self._staged.setdefault(source, []).append((stratum, [SingleAgentEpisode.from_state(e) for e in eps]))
+        self.mix = state.get("mix")
+        if state.get("levels") is not None and self.levels is not None:
+            self.levels.restore(state["levels"])
         self.restored_from = str(path)
         logger.info("replay state restored from %s (%d env steps)", path, self.buffer.num_steps())
 
@@ -153,7 +204,7 @@ class ReplayActor:
     def stats(self) -> dict[str, Any]:
         """The buffer's sizes and counters, the staged pushes and where the state came from."""
         return {**self.buffer.stats(), "staged_episodes": sum(len(e) for p in self._staged.values() for _, e in p),
-                "restored_from": self.restored_from}
+                "restored_from": self.restored_from, "mix": self.mix}
 
     def was_restarted(self) -> bool:
         """True in an actor process that Ray started again after the first one died."""
@@ -161,7 +212,9 @@ class ReplayActor:
 
 
 def get_or_create_replay_actor(config: ReplayConfig | None = None, *, state_dir: str | None = None,
-                               restore_from: str | None = None, namespace: str | None = None) -> ray.actor.ActorHandle:
+                               restore_from: str | None = None, namespace: str | None = None,
+                               levels: Sequence[str] | None = None,
+                               level_config: LevelSamplerConfig | None = None) -> ray.actor.ActorHandle:
     """The named replay actor: the existing one of that name (its arguments then are ignored), or a new one.
 
     ``state_dir``: where the actor records its last save (pass the training run's folder, e.g. ``OUT/replay``);
@@ -181,4 +234,6 @@ def get_or_create_replay_actor(config: ReplayConfig | None = None, *, state_dir:
         options["namespace"] = namespace
     if config.detached:
         options["lifetime"] = "detached"
-    return ray.remote(ReplayActor).options(**options).remote(config.to_dict(), state_dir, restore_from)
+    return ray.remote(ReplayActor).options(**options).remote(
+        config.to_dict(), state_dir, restore_from, list(levels) if levels else None,
+        level_config.to_dict() if level_config is not None else None)

@@ -147,6 +147,7 @@ class StratifiedReplayBuffer:
         self._pending: dict[str, int] = {}  # stratum -> id of its last sample whose priorities are not written yet
         self.num_stale_updates = 0
         self.num_filtered = 0  # episodes refused by recovered_only
+        self.num_priority_updates = 0  # rows whose priority was written back
 
     # ------------------------------------------------------------------ strata and shares
     @property
@@ -309,6 +310,7 @@ class StratifiedReplayBuffer:
             self._strata[name].update_priorities(part)
             del self._pending[name]
             written += n
+        self.num_priority_updates += written
         return written
 
     # ------------------------------------------------------------------ state
@@ -323,6 +325,7 @@ class StratifiedReplayBuffer:
             "next_sample_id": self._next_sample_id,
             "num_stale_updates": self.num_stale_updates,
             "num_filtered": self.num_filtered,
+            "num_priority_updates": self.num_priority_updates,
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -342,6 +345,7 @@ class StratifiedReplayBuffer:
         self._next_sample_id = state["next_sample_id"]
         self.num_stale_updates = state["num_stale_updates"]
         self.num_filtered = state["num_filtered"]
+        self.num_priority_updates = state.get("num_priority_updates", 0)
 
     def stats(self) -> dict[str, Any]:
         """Sizes per stratum (env steps, episodes, share) and counters, for logging."""
@@ -353,6 +357,7 @@ class StratifiedReplayBuffer:
             "num_samples": self._num_samples,
             "num_stale_updates": self.num_stale_updates,
             "num_filtered": self.num_filtered,
+            "num_priority_updates": self.num_priority_updates,
             "strata": {s: {"num_steps": self.num_steps(s), "num_episodes": self.num_episodes(s), "share": shares[s]}
                        for s in self.strata},
         }

@@ -98,3 +98,29 @@ class SILConfig(ConfigModel):
         if self.min_valid > self.batch_size:
             raise ValueError(f"min_valid = {self.min_valid} must be <= batch_size = {self.batch_size}")
         return self
+
+
+class ReplaySection(ConfigModel):
+    """The ``replay:`` section of a training config (``jobs/train.py``): trajectory replay through the shared actor
+    and the self-imitation term, and scenario replay over fault types. Off by default (plain PPO)."""
+
+    enabled: bool = False
+    """Create the named replay actor, push finished episodes from the env runners and add the self-imitation term
+    to the learner's loss."""
+    buffer: ReplayConfig = Field(default_factory=ReplayConfig)
+    """The stratified prioritized buffer and its Ray actor (``gamma`` must equal ``ppo.gamma``)."""
+    sil: SILConfig = Field(default_factory=SILConfig)
+    """The self-imitation loss (``weight`` scales it in the PPO loss; 0 keeps pushing and sampling but adds
+    nothing)."""
+    scenario_replay: bool = True
+    """Prioritized level replay over the env's fault types: per-level value-l1 scores from the env runners feed a
+    :class:`~ifshm_ray.replay.level_sampler.LevelSampler` on the driver, whose weights are pushed back to every
+    env runner after each iteration (``env_runner_group.foreach_env_runner``)."""
+    level_sampler: LevelSamplerConfig = Field(default_factory=LevelSamplerConfig)
+    """Settings of the level sampler."""
+    novel_stratum: str = "novel"
+    """Stratum of an episode whose fault type is not known in the job's split (the env runners have no encoder;
+    the meta-controller's clusters name their own strata when it pushes recorded incidents)."""
+    mix: dict[str, float] | None = None
+    """Fixed weights per stratum of each replay sample (None: in proportion to the strata's sizes). The
+    meta-controller, when present, replaces it."""

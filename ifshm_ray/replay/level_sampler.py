@@ -113,6 +113,23 @@ class LevelSampler:
         self.staleness[i] = 0.0
         return self.levels[i]
 
+    def record_draws(self, counts: Mapping[str, int]) -> None:
+        """Draws made elsewhere (the env runners draw levels with :meth:`weights`): staleness grows by the number
+        of draws for every level, and a level drawn at least once goes back to 0 (as :meth:`sample` does per
+        draw, with the order of draws inside the batch not known)."""
+        bad = [k for k in counts if k not in self._index]
+        if bad:
+            raise KeyError(f"unknown level(s) {bad}; levels: {self.levels}")
+        if any(int(n) < 0 for n in counts.values()):
+            raise ValueError(f"draw counts must be >= 0, got {dict(counts)}")
+        total = sum(int(n) for n in counts.values())
+        if total == 0:
+            return
+        self.staleness += float(total)
+        for name, n in counts.items():
+            if int(n) > 0:
+                self.staleness[self._index[name]] = 0.0
+
     def weights(self) -> dict[str, float]:
         """``probabilities()`` by level name (what the env runners are told)."""
         return dict(zip(self.levels, map(float, self.probabilities())))

@@ -132,6 +132,22 @@ class Action(BaseModel):
     probability: float | None = Field(description="Probability of this (category, target, ratio) under the policy.")
 
 
+class Gate(BaseModel):
+    """The meta-controller's novelty gate (issue 15), present when the policy bundle holds a meta-controller state
+    (``meta_state.json``)."""
+
+    actor: str = Field(description="Who should act: 'policy', 'runbook' (the blind runbook) or 'escalate' (a human).")
+    deferred: bool = Field(description="True when a novel incident is taken away from the policy: then `action` is "
+                                       "the policy's suggestion only, not to be executed.")
+    novel: bool = Field(description="unknown_score above the meta-controller's calibrated threshold.")
+    reason: str = Field(description="Why: the score against the threshold, the cluster, the trust table's "
+                                    "comparison of the policy with the runbook, and of the runbook with escalation.")
+    unknown_score: float | None
+    threshold: float | None = Field(description="Calibrated on known-fault validation windows to the configured "
+                                                "false-positive rate.")
+    cluster: int | None = Field(description="Nearest novel cluster (null without a state vector in the diagnosis).")
+
+
 class HealResponse(BaseModel):
     diagnosis: Diagnosis
     action: Action
@@ -145,6 +161,8 @@ class HealResponse(BaseModel):
     escalate: bool
     escalate_reasons: list[str]
     value: float | None = Field(description="The policy's value estimate V(s) (negative expected cost-to-go).")
+    gate: Gate | None = Field(None, description="The meta-controller's decision (null: no meta-controller in the "
+                                                "bundle).")
 
 
 class AlertmanagerResponse(HealResponse):

@@ -9,6 +9,10 @@
   (the encoder deployment's handle under Serve, a :func:`serve_encoder` in tests).
 * :func:`check_limits`, :func:`alertmanager_to_telemetry`: input limits (413) and the Alertmanager mapping.
 
+Novelty gate (``/v1/heal``, issue 15): when the policy bundle holds a meta-controller state (``meta_state.json``,
+:mod:`ifshm_ray.meta.controller`), every response carries ``gate``: who should act (policy, blind runbook or a
+human) and why; a deferral is also listed in ``escalate_reasons``. Serving only reads that state.
+
 Expected recovery time (``/v1/heal``): the catalog remedy of the recommended category for the *diagnosed* fault;
 when its effect is ``heal``, its ``duration_s`` (the category's default duration when the remedy gives none) plus the
 SLO verification time ``healthy_steps x step_s`` of the policy's simulator config; otherwise null, with the
@@ -208,6 +212,16 @@ def serve_encoder(model: str = "minilm", encoder: str | None = None, mode: str |
     return EncoderWorker(service_config=ServiceConfig(num_cpus=0.5, num_gpus=num_gpus), **args)
 
 
+def load_meta_controller(bundle_dir: Any):
+    """The meta-controller saved in a policy bundle (``meta_state.json``), or None when the bundle has none."""
+    from pathlib import Path
+
+    from ifshm_ray.meta.controller import STATE_FILE, MetaController
+
+    path = Path(bundle_dir) / STATE_FILE
+    return MetaController.load(path) if path.is_file() else None
+
+
 # --------------------------------------------------------------------------------------------------- service
 DiagnoseOne = Callable[[dict], Awaitable[dict]]
 
@@ -254,6 +268,7 @@ class HealingService:
         # The observer and the policy are not thread-safe: one worker thread runs them, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifshm-policy")
         self._policy_cache = LRUCache(cfg.cache_size)
+        self.meta = load_meta_controller(policy.path)
 
     # ----- inputs ------------------------------------------------------------------------------------------------
     def check(self, telemetry: dict) -> dict:
@@ -358,10 +373,22 @@ class HealingService:
                            f"{self.cfg.max_unknown_score} (unlike every known fault type)")
         if action["category"] == "escalate":
             reasons.append("the policy recommends escalating to a human")
+        gate = self.gate(diagnosis)
+        if gate is not None and gate["deferred"]:
+            reasons.append(f"meta-controller gate: deferred to {gate['actor']} ({gate['reason']})")
         return {"diagnosis": diagnosis, "action": action, "category_probability": cat_prob,
                 "alternatives": alternatives, "expected_recovery_s": eta, "expected_recovery_basis": basis,
                 "escalate": bool(reasons), "escalate_reasons": reasons,
-                "value": float(dist["value"]) if dist.get("value") is not None else None}
+                "value": float(dist["value"]) if dist.get("value") is not None else None, "gate": gate}
+
+    def gate(self, diagnosis: dict) -> dict | None:
+        """The meta-controller's decision for one diagnosis (None without a meta-controller). Serving only reads
+        the controller's state (nearest cluster, trust table): it neither clusters nor records."""
+        if self.meta is None:
+            return None
+        d = self.meta.observe(diagnosis.get("unknown_score"), diagnosis.get("state"), update=False)
+        return {"actor": d.actor, "deferred": d.deferred, "novel": d.novel, "reason": d.reason,
+                "unknown_score": d.unknown_score, "threshold": d.threshold, "cluster": d.cluster}
 
     def expected_recovery(self, fault: str, category: str) -> tuple[float | None, str]:
         """Expected seconds to recovery if ``category`` is applied to ``fault`` (see the module docstring)."""

@@ -434,6 +434,24 @@ class BatchedSim:
         return svc.transpose(0, 2, 1), node.transpose(0, 2, 1)
 
     # ------------------------------------------------------------------ reset
+    def set_fault_weights(self, weights: "dict[str, float] | None") -> None:
+        """Draw the first fault of later (auto-)resets with these weights over ``fault_names`` instead of the
+        catalog frequencies (scenario replay, :mod:`ifshm_ray.replay.level_sampler`); ``None`` restores the
+        catalog frequencies. The draw uses the same uniform number either way, so the episode keys and every
+        other random choice of a reset stay as they were. Names outside ``fault_names`` are refused; a name
+        left out gets weight 0."""
+        if weights is None:
+            freq = self.cc.freq[self.allowed_faults]
+        else:
+            bad = sorted(set(weights) - set(self.fault_names))
+            if bad:
+                raise SimError(f"fault weights for {bad}, which this simulator does not draw; its faults: "
+                               f"{self.fault_names}")
+            freq = np.array([float(weights.get(n, 0.0)) for n in self.fault_names], dtype=np.float64)
+            if not np.isfinite(freq).all() or (freq < 0).any() or freq.sum() <= 0:
+                raise SimError(f"fault weights must be finite, >= 0 and not all 0, got {dict(weights)}")
+        self.freq_allowed = np.cumsum(freq) / freq.sum()
+
     def reset(self, idx: np.ndarray | list[int], keys: np.ndarray | list[int], faults: list | None = None) -> None:
         """Start new episodes in envs ``idx`` with episode keys ``keys``. ``faults`` may force the fault names
         per env (a list of names, or a list of lists for compound incidents; ``FAULT_FREE`` = "none" for an episode

@@ -1,0 +1,107 @@
+"""Configuration of the meta-controller (no torch, no Ray imported here). Every number lives here."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ifshm_ray.config import ConfigModel
+
+
+class NoveltyConfig(ConfigModel):
+    """Novelty detection: the encoder's unknown score against a threshold calibrated on known-fault windows."""
+
+    target_fpr: float = Field(0.02, gt=0.0, lt=1.0)
+    """Largest false-positive rate (known-fault windows flagged novel) the threshold may have on the calibration
+    windows (issue 15: at most 2%)."""
+    min_calibration_windows: int = Field(50, ge=1)
+    """Fewest known-fault validation windows a calibration accepts (with fewer, a 2% rate is not resolvable:
+    one window is already more than 2% of 49)."""
+
+
+class ClusterConfig(ConfigModel):
+    """Online clustering of novel incidents (leader clustering on unit vectors, running-mean centroids)."""
+
+    max_distance: float = Field(0.3, gt=0.0, le=2.0)
+    """A novel incident joins the nearest cluster when its cosine distance to that centroid is at most this;
+    otherwise it starts a new cluster."""
+    max_clusters: int = Field(32, ge=1)
+    """Most clusters kept; beyond that an incident joins the nearest cluster whatever its distance."""
+    stratum_prefix: str = "novel-"
+    """Replay stratum of cluster k: prefix + k."""
+
+
+class TrustConfig(ConfigModel):
+    """The trust table: per cluster and per actor (policy, runbook, escalate), rolling outcomes."""
+
+    window: int = Field(20, ge=1)
+    """Rolling window of outcomes kept per cluster and actor."""
+    min_episodes: int = Field(5, ge=1)
+    """Outcomes the policy and the runbook each need on a cluster before the policy can be trusted there."""
+    fallback: Literal["runbook", "escalate"] = "runbook"
+    """What an untrusted novel incident goes to while neither the runbook nor escalation has been measured (on
+    its cluster nor on novel incidents overall)."""
+
+
+class SteeringConfig(ConfigModel):
+    """How the meta-controller steers the replay mix and the scenario weights."""
+
+    known_share: float = Field(0.5, ge=0.0, le=1.0)
+    """Share of each replay sample drawn from the known stratum while novel clusters exist (rehearsal, CLEAR)."""
+    trusted_weight: float = Field(0.25, ge=0.0, le=1.0)
+    """Weight of a trusted cluster in the novel part of the mix, relative to 1 for an untrusted one."""
+    rehearsal_boost: float = Field(0.5, ge=0.0, le=1.0)
+    """Scenario weights: mixing weight of the known types whose rolling MTTR regressed past their baseline
+    (forgetting) against the level sampler's weights."""
+    regression_tolerance: float = Field(0.05, ge=0.0)
+    """A known type counts as regressed when its rolling MTTR exceeds its baseline by more than this fraction."""
+
+
+class PromptTuningSection(ConfigModel):
+    """Soft-prompt tuning of the encoder on a novel cluster (peft PromptTuning; the language model does not run
+    inside PPO: after tuning, the semantic table is rebuilt). Loss = ``cluster_weight`` * supervised-contrastive
+    clustering loss (windows of one incident together, different incidents apart; Khosla et al. 2020) +
+    ``anchor_weight`` * mean cosine distance of known-fault windows to their known prototypes from before tuning."""
+
+    min_episodes: int = Field(20, ge=2)
+    """Incidents a novel cluster needs before its prompt tuning runs."""
+    steps: int = Field(50, ge=1)
+    """Optimizer steps per tuning."""
+    lr: float = Field(1e-2, gt=0.0)
+    """Adam learning rate of the soft-prompt vectors (prompt tuning uses large rates: Lester et al. 2021 use 0.3
+    with Adafactor; 1e-2 with Adam is stable here)."""
+    temperature: float = Field(0.1, gt=0.0)
+    """Temperature of the contrastive clustering loss (0.1: Khosla et al. 2020)."""
+    cluster_weight: float = Field(1.0, ge=0.0)
+    """Weight of the clustering loss."""
+    anchor_weight: float = Field(1.0, ge=0.0)
+    """Weight of the anchor on the known prototypes (keeps the known types where the policy learned them)."""
+
+
+class MetaConfig(ConfigModel):
+    """The meta-controller (``meta:`` section of a continual-adaptation config)."""
+
+    enabled: bool = False
+    """Run the meta-controller (novelty gate, clustering, trust table, steering)."""
+    novelty: NoveltyConfig = Field(default_factory=NoveltyConfig)
+    """Novelty threshold calibration."""
+    clusters: ClusterConfig = Field(default_factory=ClusterConfig)
+    """Online clustering of novel incidents."""
+    trust: TrustConfig = Field(default_factory=TrustConfig)
+    """Trust table and the gate's fallback."""
+    steering: SteeringConfig = Field(default_factory=SteeringConfig)
+    """Replay mix and scenario weights."""
+    prompt_tuning: PromptTuningSection = Field(default_factory=PromptTuningSection)
+    """Soft-prompt tuning of the encoder per novel cluster."""
+    calibration: str | None = None
+    """A novelty calibration (JSON of :class:`~ifshm_ray.meta.novelty.NoveltyCalibration`, from
+    :func:`~ifshm_ray.meta.novelty.calibrate` on the encoder's known-fault validation windows); None: no gate
+    (nothing is novel) until one is set."""
+    known_stratum: str = "known"
+    """Replay stratum of the known fault types (ReplayConfig.known_stratum)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "MetaConfig":
+        if self.clusters.stratum_prefix == self.known_stratum or not self.clusters.stratum_prefix:
+            raise ValueError("clusters.stratum_prefix must be non-empty and differ from known_stratum")
+        return self

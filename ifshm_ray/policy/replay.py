@@ -1,0 +1,389 @@
+"""Replay wired into RLlib's new API stack: the env-runner and driver callback, and the learner's self-imitation term
+(the policy layer imports the replay pieces of :mod:`ifshm_ray.replay`, never the reverse).
+
+Three paths, all switched on by ``TrainConfig.replay.enabled`` (:class:`~ifshm_ray.replay.config.ReplaySection`);
+the section travels to every process in ``learner_config_dict[LCD_KEY]`` (env runners read it from their
+``AlgorithmConfig`` too):
+
+* **Env runners -> replay actor** (:class:`ReplayCallback`, env-runner side). ``on_episode_end`` joins the
+  finished episode's chunks into one complete episode, tags it with its stratum (the known stratum when its fault
+  type is known in the job's split, ``ReplaySection.novel_stratum`` otherwise) and, with scenario replay, computes its value-l1
+  score (mean |GAE| with the runner's current value function). ``on_sample_end`` sends everything finished in that
+  sample in **one** ``push_many`` call. In the synchronous (deterministic) mode the runner waits for that call, so
+  every push of an iteration has reached the actor before ``sample()`` returns; the learner's ``flush`` at the
+  start of its update then adds them in a fixed order (by runner index, then push order).
+* **Learner** (:class:`SILReplay`, used by :class:`~ifshm_ray.policy.learner.IFSHMPPOTorchLearner`). Before each
+  update: ``flush`` and one prioritized sample of ``sil.batch_size`` steps (the mix: ``ReplaySection.mix``, or set
+  by the meta-controller through the actor). Every minibatch's loss then adds ``sil.weight * L_sil`` on that
+  sample, with the exact hierarchical log-probability ``log p(c) + log p(t|c) + log p(r|c)``
+  (:func:`~ifshm_ray.replay.sil.hierarchical_logp`); after the update the last minibatch's (R - V)+ are written
+  back as the sample's priorities. Logged under ``learners/<module>/``: ``loss/sil``, ``sil_policy_loss``,
+  ``sil_value_loss``, ``sil_num_valid``, ``sil_batch_size`` and (``__all_modules__``) ``sil_priorities_written``.
+* **Driver** (:class:`ReplayCallback`, algorithm side). ``on_train_result`` collects the per-episode level scores
+  from every env runner (``env_runner_group.foreach_env_runner``), hands them to the level sampler held by the
+  replay actor (so that its state is saved and restored with the replay), and pushes the new fault-type weights
+  back to every env runner (``foreach_env_runner``; the env's simulator draws the next incidents with them:
+  :meth:`ifshm_ray.sim.core.BatchedSim.set_fault_weights`). ``result["ifshm_replay"]`` holds the actor's stats
+  and the weights. Recreated env runners get the current weights in ``on_env_runners_recreated``. With a
+  meta-controller attached (:func:`attach_meta`, ``TrainConfig.meta.enabled``), the known-type incident outcomes
+  (MTTR from the env's episode-end info) go to it, its replay mix is set on the actor, and its scenario weights
+  (the level sampler's, moved towards known types whose MTTR regressed) are what the runners get.
+
+With several learners (``runners.num_learners`` > 1) each draws its own sample; a stratum's priorities can be
+written back for its latest sample only, so the others' are counted as stale (``num_stale_updates``), never
+misapplied.
+
+The replay actor itself is created by the training job (``jobs/train.py``), which also saves it with every
+checkpoint; the callbacks and the learner find it by name (``ReplayConfig.actor_name``).
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import ray
+import tree
+from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+from ifshm_ray.policy.callbacks import HealingMetricsCallback
+from ifshm_ray.replay.config import ReplaySection
+from ifshm_ray.sim.catalog import FAULT_FREE
+
+logger = logging.getLogger(__name__)
+
+LCD_KEY = "ifshm_replay"
+"""Key of the replay section in ``AlgorithmConfig.learner_config_dict``."""
+RESULT_KEY = "ifshm_replay"
+"""Key of the replay's stats and level weights in a training result."""
+_RUNNER_SCORES = "_ifshm_level_scores"
+_RUNNER_PENDING = "_ifshm_replay_pending"
+_RUNNER_WEIGHTS = "_ifshm_level_weights"
+_RUNNER_OUTCOMES = "_ifshm_outcomes"
+
+
+def replay_section(config: Any) -> ReplaySection | None:
+    """The replay section of an ``AlgorithmConfig`` (None: replay is off)."""
+    data = (getattr(config, "learner_config_dict", None) or {}).get(LCD_KEY)
+    if not data:
+        return None
+    section = data if isinstance(data, ReplaySection) else ReplaySection.from_dict(dict(data), source="replay")
+    return section if section.enabled else None
+
+
+# ---------------------------------------------------------------------- episodes and the simulator behind them
+def simulators(env: Any) -> list:
+    """(simulator, row) of every sub-env of a runner's (or a local) fault-injection env, in sub-env order."""
+    u = env.unwrapped
+    if hasattr(u, "sim"):  # FaultInjectionVectorEnv: one batched simulator, row i = sub-env i
+        return [(u.sim, i) for i in range(u.sim.B)]
+    envs = getattr(u, "envs", None)
+    if envs is not None:  # gymnasium SyncVectorEnv of FaultInjectionEnv
+        return [(e.unwrapped.sim, 0) for e in envs]
+    raise TypeError(f"replay needs the fault-injection simulator in the env runner (env {type(u).__name__}); "
+                    "use runners.gym_env_vectorize_mode 'vector_entry_point' or 'sync'")
+
+
+def episode_fault(env: Any, env_index: int) -> str:
+    """The first injected fault type of sub-env ``env_index``'s current incident (``FAULT_FREE`` if none).
+    Ground truth: used to tag the stratum and the scenario level, never given to the policy."""
+    sim, row = simulators(env)[env_index]
+    faults = sim.incident(row)["faults"]
+    return faults[0]["fault"] if faults else FAULT_FREE
+
+
+def known_types(env: Any) -> set[str]:
+    """The fault types known in the env's split (``SimConfig.split``, else the catalog's default split)."""
+    sim, _ = simulators(env)[0]
+    return set(sim.catalog.known_in(sim.cfg.split or sim.catalog.default_split))
+
+
+def join_chunks(chunks: Sequence[SingleAgentEpisode]) -> SingleAgentEpisode:
+    """One complete episode (no lookback, no extra model outputs) from its chunks in time order."""
+    if not chunks:
+        raise ValueError("join_chunks needs at least one chunk")
+    obs, actions, rewards = [], [], []
+    for k, ch in enumerate(chunks):
+        n = len(ch)
+        start = 0 if k == 0 else 1  # a chunk starts with the observation the previous one ended with
+        obs.extend(ch.get_observations(i) for i in range(start, n + 1))
+        actions.extend(ch.get_actions(i) for i in range(n))
+        rewards.extend(float(r) for r in ch.get_rewards())
+    last = chunks[-1]
+    return SingleAgentEpisode(
+        id_=last.id_, observations=obs, actions=actions, rewards=rewards,
+        observation_space=last.observation_space, action_space=last.action_space,
+        terminated=last.is_terminated, truncated=last.is_truncated, len_lookback_buffer=0,
+    )
+
+
+def gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lambda_: float) -> np.ndarray:
+    """Generalized advantage estimates of one episode: ``values`` has one more entry than ``rewards`` (the value
+    after the last step: 0 for a terminated episode)."""
+    rewards = np.asarray(rewards, np.float64)
+    values = np.asarray(values, np.float64)
+    if values.shape != (len(rewards) + 1,):
+        raise ValueError(f"values needs len(rewards) + 1 = {len(rewards) + 1} entries, got {values.shape}")
+    adv = np.zeros(len(rewards))
+    running = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        delta = rewards[t] + gamma * values[t + 1] - values[t]
+        running = delta + gamma * lambda_ * running
+        adv[t] = running
+    return adv
+
+
+def _to_torch(struct: Any, device: Any = None):
+    import torch
+
+    return tree.map_structure(lambda x: torch.as_tensor(np.array(x), device=device), struct)
+
+
+def episode_values(module: Any, episode: SingleAgentEpisode) -> np.ndarray:
+    """V(s_0..s_T) of a complete episode under ``module`` (V(s_T) = 0 when it terminated)."""
+    import torch
+
+    n = len(episode)
+    obs = tree.map_structure(lambda *x: np.stack(x), *[episode.get_observations(i) for i in range(n + 1)])
+    with torch.no_grad():
+        v = module.compute_values({Columns.OBS: _to_torch(obs)}).detach().cpu().numpy().astype(np.float64)
+    if episode.is_terminated:
+        v[-1] = 0.0
+    return v
+
+
+# ---------------------------------------------------------------------- the callback
+class ReplayCallback(HealingMetricsCallback):
+    """Healing metrics plus the replay paths (see the module doc). Replay off: exactly ``HealingMetricsCallback``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._actor = None
+        self._known: set[str] | None = None
+        self.meta = None  # the driver's MetaController (attach_meta), steering the replay mix and scenario weights
+
+    def _get_actor(self, section: ReplaySection):
+        if self._actor is None:
+            self._actor = ray.get_actor(section.buffer.actor_name)
+        return self._actor
+
+    # ------------------------------------------------------------------ env runner side
+    def on_episode_end(self, *, episode, prev_episode_chunks=None, env_runner=None, metrics_logger=None,
+                       env=None, env_index: int = 0, rl_module=None, **kwargs: Any) -> None:
+        super().on_episode_end(episode=episode, metrics_logger=metrics_logger, **kwargs)
+        section = replay_section(getattr(env_runner, "config", None)) if env_runner is not None else None
+        if section is None or env is None or getattr(env_runner.config, "in_evaluation", False):
+            return  # evaluation episodes are measurements, not experience
+        full = join_chunks([*(prev_episode_chunks or []), episode])
+        fault = episode_fault(env, env_index)
+        if self._known is None:
+            self._known = known_types(env)
+        stratum = section.buffer.known_stratum if fault in self._known or fault == FAULT_FREE \
+            else section.novel_stratum
+        pending = getattr(env_runner, _RUNNER_PENDING, None)
+        if pending is None:
+            pending = {}
+            setattr(env_runner, _RUNNER_PENDING, pending)
+        pending.setdefault(stratum, []).append(full)
+        info = episode.get_infos(-1) or {}
+        if info.get("mttr_s") is not None:  # the incident's outcome, for the meta-controller's known-type MTTRs
+            outcomes = getattr(env_runner, _RUNNER_OUTCOMES, None)
+            if outcomes is None:
+                outcomes = []
+                setattr(env_runner, _RUNNER_OUTCOMES, outcomes)
+            outcomes.append((fault, stratum == section.buffer.known_stratum, float(info["mttr_s"]),
+                             bool(info.get("success", False))))
+        if section.scenario_replay and rl_module is not None and len(full) > 0:
+            cfg = env_runner.config
+            values = episode_values(rl_module, full)
+            score = float(np.abs(gae(full.get_rewards(), values, cfg.gamma, cfg.lambda_)).mean())
+            scores = getattr(env_runner, _RUNNER_SCORES, None)
+            if scores is None:
+                scores = []
+                setattr(env_runner, _RUNNER_SCORES, scores)
+            scores.append((fault, score))
+
+    def on_sample_end(self, *, env_runner=None, metrics_logger=None, samples=None, **kwargs: Any) -> None:
+        section = replay_section(getattr(env_runner, "config", None)) if env_runner is not None else None
+        pending = getattr(env_runner, _RUNNER_PENDING, None) if env_runner is not None else None
+        if section is None or not pending:
+            return
+        setattr(env_runner, _RUNNER_PENDING, {})
+        groups = [(stratum, eps) for stratum, eps in sorted(pending.items())]
+        ref = self._get_actor(section).push_many.remote(groups, source=int(getattr(env_runner, "worker_index", 0)))
+        if section.buffer.deterministic:
+            ray.get(ref)  # the push has arrived before sample() returns (the learner's flush is the barrier)
+        if metrics_logger is not None:
+            metrics_logger.log_value("ifshm/replay_pushed_episodes", sum(len(e) for _, e in groups), reduce="sum")
+
+    # ------------------------------------------------------------------ driver side
+    def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs: Any) -> None:
+        section = replay_section(algorithm.config)
+        if section is None:
+            return
+        actor = self._get_actor(section)
+        group = algorithm.env_runner_group
+        out: dict[str, Any] = {}
+        local = group.num_remote_env_runners() == 0
+        collected = group.foreach_env_runner(_pop_runner_data, local_env_runner=local)
+        if self.meta is not None:
+            for data in collected:  # runner order (local first, then remote by index): deterministic
+                for fault, known, mttr_s, _ in data["outcomes"]:
+                    if known:
+                        self.meta.record_known(fault, mttr_s)
+            mix = self.meta.replay_mix()
+            if mix is not None:
+                ray.get(actor.set_mix.remote(mix))
+                out["mix"] = mix
+        if section.scenario_replay:
+            by_level: dict[str, list[float]] = defaultdict(list)
+            for data in collected:
+                for fault, score in data["scores"]:
+                    by_level[fault].append(score)
+            weights = ray.get(actor.update_levels.remote({k: float(np.mean(v)) for k, v in by_level.items()},
+                                                         {k: len(v) for k, v in by_level.items()}))
+            if weights and self.meta is not None:
+                weights = self.meta.scenario_weights(weights)
+            if weights:
+                set_weights(group, weights, local_env_runner=local)
+            out["level_weights"] = weights
+            out["level_scores"] = {k: float(np.mean(v)) for k, v in sorted(by_level.items())}
+        if self.meta is not None:
+            out["meta"] = self.meta.stats()
+        out["stats"] = ray.get(actor.stats.remote())
+        result[RESULT_KEY] = out
+
+    def on_env_runners_recreated(self, *, algorithm, env_runner_group, env_runner_indices, is_evaluation,
+                                 **kwargs: Any) -> None:
+        section = replay_section(algorithm.config)
+        if section is None or not section.scenario_replay or is_evaluation:
+            return
+        weights = ray.get(self._get_actor(section).level_weights.remote())
+        if weights:
+            env_runner_group.foreach_env_runner(lambda r: _set_runner_weights(r, weights), local_env_runner=False,
+                                                remote_worker_ids=list(env_runner_indices))
+
+
+def _pop_runner_data(runner: Any) -> dict[str, list]:
+    """An env runner's level scores and incident outcomes since the last call (then cleared)."""
+    out = {"scores": getattr(runner, _RUNNER_SCORES, None) or [],
+           "outcomes": getattr(runner, _RUNNER_OUTCOMES, None) or []}
+    setattr(runner, _RUNNER_SCORES, [])
+    setattr(runner, _RUNNER_OUTCOMES, [])
+    return out
+
+
+def attach_meta(algo: Any, meta: Any) -> int:
+    """Give the driver's :class:`ReplayCallback` (s) of an algorithm a meta-controller; returns how many."""
+    cbs = algo.callbacks if isinstance(algo.callbacks, (list, tuple)) else [algo.callbacks]
+    n = 0
+    for cb in cbs:
+        if isinstance(cb, ReplayCallback):
+            cb.meta = meta
+            n += 1
+    if not n:
+        raise ValueError("the algorithm has no ReplayCallback: build it with replay.enabled")
+    return n
+
+
+def _set_runner_weights(runner: Any, weights: Mapping[str, float]) -> int:
+    env = getattr(runner, "env", None)
+    if env is None:
+        return 0
+    sims = {id(sim): sim for sim, _ in simulators(env)}
+    done = 0
+    for sim in sims.values():
+        if set(sim.fault_names) - set(weights):
+            # this simulator also draws types the level sampler does not cover (a stream of new faults):
+            # scenario replay is rehearsal of the known types only and never reweights the stream
+            continue
+        sim.set_fault_weights({k: w for k, w in weights.items() if k in sim.fault_names})
+        done += 1
+    setattr(runner, _RUNNER_WEIGHTS, dict(weights))
+    return done
+
+
+def set_weights(group: Any, weights: Mapping[str, float], local_env_runner: bool = False) -> list[int]:
+    """Push fault-type weights to every (healthy) env runner of an ``EnvRunnerGroup``; returns the number of
+    simulators set per runner."""
+    weights = dict(weights)
+    return group.foreach_env_runner(lambda r: _set_runner_weights(r, weights), local_env_runner=local_env_runner)
+
+
+# ---------------------------------------------------------------------- the learner's term
+class SILReplay:
+    """The self-imitation term of :class:`~ifshm_ray.policy.learner.IFSHMPPOTorchLearner` (see the module doc)."""
+
+    def __init__(self, section: ReplaySection) -> None:
+        self.section = section
+        self._actor = None
+        self.batch = None  # the current update's replay sample (torch tensors), or None
+        self.handle = None
+        self.priorities = None
+        self.num_written = 0
+
+    def _get_actor(self):
+        if self._actor is None:
+            self._actor = ray.get_actor(self.section.buffer.actor_name)
+        return self._actor
+
+    def before_update(self, device: Any = None) -> None:
+        """Flush the staged pushes (synchronous mode) and draw this update's prioritized sample."""
+        actor = self._get_actor()
+        if self.section.buffer.deterministic:
+            ray.get(actor.flush.remote())
+        self.batch, self.handle, self.priorities = None, None, None
+        sample = ray.get(actor.sample_or_none.remote(self.section.sil.batch_size, self.section.mix))
+        if sample is None:
+            return
+        cols = sample.columns
+        self.batch = {
+            Columns.OBS: _to_torch(cols[Columns.OBS], device),
+            Columns.ACTIONS: _to_torch(cols[Columns.ACTIONS], device),
+            Columns.RETURNS_TO_GO: _to_torch(cols[Columns.RETURNS_TO_GO], device).float(),
+            "weights": _to_torch(sample.weights, device).float(),
+        }
+        self.handle = sample.handle
+
+    def loss(self, module: Any) -> tuple[Any, dict[str, Any]]:
+        """(L_sil, logs) on the current sample under ``module``; (None, {}) without a sample."""
+        import torch
+
+        from ifshm_ray.policy.module import HierarchicalRecoveryModule
+        from ifshm_ray.replay.sil import hierarchical_logp, sil_loss_from_config
+
+        if self.batch is None:
+            return None, {}
+        b = self.batch
+        fwd = module.forward_train({Columns.OBS: b[Columns.OBS], Columns.ACTIONS: b[Columns.ACTIONS]})
+        inputs = fwd[Columns.ACTION_DIST_INPUTS]
+        actions = b[Columns.ACTIONS]
+        if isinstance(module, HierarchicalRecoveryModule):
+            d = module.dims
+            cat, tgt, rat = torch.split(inputs, [d.num_categories, d.num_targets, d.num_ratios], dim=-1)
+            c, t, r = (a.long() for a in actions)
+
+            def pick(logits, idx):
+                return torch.log_softmax(logits, -1).gather(-1, idx[:, None]).squeeze(-1)
+
+            logp = hierarchical_logp(pick(cat, c), pick(tgt, t), pick(rat, r))
+        else:
+            logp = module.get_train_action_dist_cls().from_logits(inputs).logp(actions)
+        values = module.compute_values({Columns.OBS: b[Columns.OBS]})
+        terms = sil_loss_from_config(logp, values, b[Columns.RETURNS_TO_GO], b["weights"], self.section.sil)
+        self.priorities = terms.priorities.detach().cpu().numpy()
+        logs = {"sil_policy_loss": terms.policy_loss, "sil_value_loss": terms.value_loss,
+                "sil_num_valid": torch.tensor(float(terms.num_valid)),
+                "sil_batch_size": torch.tensor(float(len(logp)))}
+        return terms.loss, logs
+
+    def after_update(self) -> int:
+        """Write the last minibatch's (R - V)+ back as the sample's priorities; returns the rows written."""
+        self.num_written = 0
+        if self.handle is not None and self.priorities is not None:
+            self.num_written = int(ray.get(self._get_actor().update_priorities.remote(self.handle,
+                                                                                      self.priorities)))
+        self.batch, self.handle, self.priorities = None, None, None
+        return self.num_written
