@@ -756,7 +756,7 @@ class BatchedSim:
                 # the fault hurts is left there: the named service, or (default) every non-daemonset replica
                 mig = heal & (c == CATEGORY_INDEX["migrate"])[:, None] & self.ep_nf
                 named = cc.tgt_named[fs, CATEGORY_INDEX["migrate"]]
-                on_root = self.P[ar[:, None], :, self.f_root] > 1e-9                       # [B, K, S]
+                on_root = self.P[ar[:, None], :, self.ep_rn] > 1e-9                        # [B, K, S]
                 left = np.where(named >= 0, np.take_along_axis(on_root, np.maximum(named, 0)[:, :, None], 2)[..., 0],
                                 (on_root & self.not_daemonset).any(axis=2))
                 heal &= ~(mig & left)
