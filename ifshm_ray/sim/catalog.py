@@ -362,6 +362,14 @@ class CompiledCatalog:
         return sorted(out, key=lambda r: r["duration"])
 
 
+def expected_remedy_s(rem: dict, default_s: float) -> float:
+    """Expected seconds a remedy takes until it works: the mean of its drawn duration over the expected number of
+    attempts, 1 / (1 - fail_prob) (each attempt fails independently; a failed attempt takes as long)."""
+    lo, hi = _range(rem.get("duration_s", default_s), "duration_s")
+    p = float(rem.get("fail_prob", 0.0))
+    return (lo + hi) / 2.0 / max(1.0 - p, 1e-9)
+
+
 def ratio_level_for(min_ratio: float) -> int:
     """Smallest ratio level index whose multiplier is >= ``min_ratio`` (and > 1 for scale-ups)."""
     for i, r in enumerate(RATIO_LEVELS):
