@@ -682,7 +682,7 @@ class BatchedSim:
         fail = None
         if effective:
             has_rem = (eff == EFFECT_CODE["heal"]) | (eff == EFFECT_CODE["mitigate"])
-            u = rng.uniform(self.key, self.step_idx, P_REMEDY, 2 * K_SLOTS)
+            u = rng.table_uniform(self.key, self.step_idx, P_REMEDY, 2 * K_SLOTS)
             lh = cc.duration_lh[fc_ix]                                                # [B, K, 2]
             dur_rem = lh[..., 0] + u[:, :K_SLOTS] * (lh[..., 1] - lh[..., 0])
             dur = np.where(has_rem.any(axis=1), np.where(has_rem, dur_rem, 0.0).max(axis=1), cc.act_duration[c])
