@@ -278,3 +278,27 @@ def test_oracle_retries_a_failed_remedy(tmp_path):
 
 def test_categories_unchanged():
     assert "ntp_resync" not in CATEGORIES and len(CATEGORIES) == 10  # proxies stand in (see the catalog)
+
+
+def test_disruption_budget_keeps_pods_when_a_careless_drain_left_no_room(tmp_path):
+    """A state, not a coin flip: after an unrelated drain used up the spare GPUs, draining the faulty node evicts at
+    most maxUnavailable replicas per service (they go Pending), the PDB keeps the rest there, and with pods still on
+    it the node is not repaired (the GPU reset is refused while in use)."""
+    sim = _sim("gpu_xid79_fallen_off_bus", 1, _catalog(tmp_path, 0.0))
+    topo = sim.topo
+    root = int(sim.f_root[0, 0])
+    other = next(n for n in range(topo.N) if topo.node_role[n] == "gpu" and n != root)
+    _run_until_started(sim)
+    _attempt(sim, DRAIN, np.array([topo.S + other]))
+    assert sim.P[0, ~topo.daemonset, other].sum() == 0 and sim.f_active[0, 0]
+    before = sim.P[0, :, root].copy()
+    _attempt(sim, DRAIN, np.array([topo.S + root]))
+    assert sim.f_active[0, 0] and sim.cordoned[0, root]
+    for s in np.flatnonzero(before * topo.svc_gpus > 0):
+        evicted = before[s] - sim.P[0, s, root]
+        assert evicted <= topo.pdb_max_unavailable[s] + 1e-9
+    assert sim.P[0, ~topo.daemonset, root].sum() > 0
+    fresh = _sim("gpu_xid79_fallen_off_bus", 1, _catalog(tmp_path, 0.0))  # the same drain with room: repaired
+    _run_until_started(fresh)
+    _attempt(fresh, DRAIN, np.array([topo.S + root]))
+    assert not fresh.f_active[0, 0]

@@ -760,6 +760,12 @@ class BatchedSim:
                 left = np.where(named >= 0, np.take_along_axis(on_root, np.maximum(named, 0)[:, :, None], 2)[..., 0],
                                 (on_root & self.not_daemonset).any(axis=2))
                 heal &= ~(mig & left)
+            if taken[CATEGORY_INDEX["drain"]]:  # a node is repaired (reboot, GPU reset) only once its workload is
+                # gone: pods a disruption budget kept there leave the GPU in use, the repair does not start
+                dr = heal & (c == CATEGORY_INDEX["drain"])[:, None] & self.ep_nf
+                if dr.any():
+                    on_root = self.P[ar[:, None], :, self.ep_rn] > 1e-9                    # [B, K, S]
+                    heal &= ~(dr & (on_root & self.not_daemonset).any(axis=2))
             heal_any = heal.any(axis=1)
             self.f_eff_t0 = np.where(mit, t_done[:, None] + cc.recur[fc_ix] - self.ep_onset, self.f_eff_t0)
         fixed = heal
@@ -904,6 +910,9 @@ class BatchedSim:
             bad = left > 1e-9
             self.mech_sched[sel[m][bad]] = s
             harm[np.flatnonzero(m)[bad]] = 1.0
+            # the disruption budget: replicas beyond maxUnavailable that found no room are not evicted
+            stay = np.maximum(left - topo.pdb_max_unavailable[s], 0.0)
+            self.P[sel[m], s, node[m]] += stay
         if harm_all is not None:
             harm_all[~keep] = harm
             return harm_all
