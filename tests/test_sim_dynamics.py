@@ -302,3 +302,18 @@ def test_disruption_budget_keeps_pods_when_a_careless_drain_left_no_room(tmp_pat
     _run_until_started(fresh)
     _attempt(fresh, DRAIN, np.array([topo.S + root]))
     assert not fresh.f_active[0, 0]
+
+
+def test_restarting_an_inference_server_reloads_its_model_for_minutes():
+    lo, hi = CAT.actions["restart"]["by_service"]["inference-server"]
+    took = {"inference-server": [], "api-gateway": []}
+    for seed in range(8):
+        for svc in took:
+            env = FaultInjectionEnv({"faults": ["bad_config_push"], "render_telemetry": False})
+            env.reset(seed=seed)
+            t = env.sim.t[0]
+            env.step((CATEGORY_INDEX["restart"], env.topology.svc_index[svc], 0))
+            took[svc].append(env.sim.t[0] - t - env.sim_cfg.step_s)
+    inf = np.array(took["inference-server"])
+    assert (inf >= lo).all() and (inf <= hi).all() and len(np.unique(inf)) == len(inf)
+    assert set(took["api-gateway"]) == {CAT.actions["restart"]["duration_s"]}

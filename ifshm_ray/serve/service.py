@@ -363,7 +363,10 @@ class HealingService:
         spec = self.catalog.spec(fault)
         from ifshm_ray.sim.catalog import expected_remedy_s
 
-        heals = {cat: expected_remedy_s(rem, self.catalog.actions[cat]["duration_s"])
+        svc = spec.target.get("name") if spec.target["kind"] == "service" else None
+        act = self.catalog.actions
+        heals = {cat: expected_remedy_s(rem, (act[cat].get("by_service") or {}).get(rem.get("target") or svc,
+                                                                                   act[cat]["duration_s"]))
                  for cat, rem in spec.remedies.items() if rem.get("effect") == "heal"}
         verify = f"+ {self.verify_s:.0f} s SLO verification ({self.sim_cfg.healthy_steps} x {self.sim_cfg.step_s:.0f} s)"
         if category in heals:

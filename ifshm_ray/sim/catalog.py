@@ -310,11 +310,24 @@ class CompiledCatalog:
         self.harm_mult = np.zeros((F, C))
         self.act_duration = np.array([cat.actions[c]["duration_s"] for c in CATEGORIES], dtype=np.float64)
         self.act_cost = np.array([cat.actions[c]["cost"] for c in CATEGORIES], dtype=np.float64)
+        # a category's duration per target service (actions.<category>.by_service, a range drawn per action; the
+        # category's duration_s elsewhere); act_dur_ranged [C, S]: where it is a range
+        self.act_dur_lh = np.repeat(self.act_duration[:, None, None], S, axis=1).repeat(2, axis=2)
+        for cname, a in cat.actions.items():
+            for svc, v in (a.get("by_service") or {}).items():
+                if CATEGORY_TARGET_KIND[cname] != "service" or svc not in topo.svc_index:
+                    raise CatalogError(f"catalog actions.{cname}.by_service: {svc!r} is not a service target of "
+                                       f"{cname!r} (services: {topo.services})")
+                self.act_dur_lh[CATEGORY_INDEX[cname], topo.svc_index[svc]] = _range(v, f"actions.{cname}.by_service")
+        self.act_dur_ranged = self.act_dur_lh[:, :, 1] > self.act_dur_lh[:, :, 0]
         for i, f in enumerate(cat.faults):
             for cname, rem in f.remedies.items():
                 c = CATEGORY_INDEX[cname]
                 self.effect[i, c] = EFFECT_CODE[rem["effect"]]
-                self.duration_lh[i, c] = _range(rem.get("duration_s", self.act_duration[c]), "")
+                svc = topo.svc_index.get(rem.get("target") or (f.target.get("name") if f.target["kind"] == "service"
+                                                                 else None), -1)
+                default = tuple(self.act_dur_lh[c, svc]) if svc >= 0 else self.act_duration[c]
+                self.duration_lh[i, c] = _range(rem.get("duration_s", list(default) if svc >= 0 else default), "")
                 self.duration[i, c] = self.duration_lh[i, c].mean()
                 self.fail_prob[i, c] = rem.get("fail_prob", 0.0)
                 self.fail_state[i, c] = FAIL_STATES.index(rem.get("fail_state", "failed"))

@@ -51,7 +51,8 @@ BENIGN_MIX = (
 
 # purposes of the counter-based random streams
 P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC, P_WINDOW = 1, 2, 3, 4, 5, 6, 7, 8, 9
-P_DYNAMICS, P_REMEDY = 40, 41  # per-episode fault dynamics draws; per-attempt remedy durations and failures
+P_DYNAMICS, P_REMEDY, P_ACT_DURATION = 40, 41, 42  # per-episode fault dynamics; per-attempt remedy durations and
+# failures; durations of other actions drawn per action
 N_DYN_DRAWS = 7  # per fault slot: onset, ramp, ramp shape, severity, flap period, flap duty, recovery tail (+ self-heal)
 FLAP_SQUARE, FLAP_SAWTOOTH = FLAP_MODES.index("square"), FLAP_MODES.index("sawtooth")
 FAIL_PDB, FAIL_GPU_IN_USE, FAIL_MIGRATION = (FAIL_STATES.index(x) for x in ("pdb_blocked", "gpu_in_use",
@@ -211,6 +212,7 @@ class BatchedSim:
         self.is_inf[topo.svc_index["inference-server"]] = True
         self.C = len(CATEGORIES)
         self.cat_has_target = np.array([CATEGORY_TARGET_KIND[c] != "none" for c in CATEGORIES])
+        self._cat_targets_svc = np.array([CATEGORY_TARGET_KIND[c] == "service" for c in CATEGORIES])
         self._svc_ix, self._node_ix = np.arange(S), np.arange(N)
         self.i_train, self.i_inf = topo.svc_index["training-worker"], topo.svc_index["inference-server"]
         # which metrics get multiplicative noise, and caps of observed node metrics
@@ -685,7 +687,7 @@ class BatchedSim:
             u = rng.table_uniform(self.key, self.step_idx, P_REMEDY, 2 * K_SLOTS)
             lh = cc.duration_lh[fc_ix]                                                # [B, K, 2]
             dur_rem = lh[..., 0] + u[:, :K_SLOTS] * (lh[..., 1] - lh[..., 0])
-            dur = np.where(has_rem.any(axis=1), np.where(has_rem, dur_rem, 0.0).max(axis=1), cc.act_duration[c])
+            dur = np.where(has_rem.any(axis=1), np.where(has_rem, dur_rem, 0.0).max(axis=1), self._act_duration(c, tg))
             fail = (eff == EFFECT_CODE["heal"]) & (u[:, K_SLOTS:] < cc.fail_prob[fc_ix])
             if fail.any():
                 state = cc.fail_state[fc_ix]
@@ -693,7 +695,7 @@ class BatchedSim:
                 abort_migrate = (fail & (state == FAIL_MIGRATION)).any(axis=1)  # nothing moves
                 eff = np.where(fail, no_effect, eff)
         else:
-            dur = cc.act_duration[c]
+            dur = self._act_duration(c, tg)
         esc = c == CATEGORY_INDEX["escalate"]
         if taken[CATEGORY_INDEX["escalate"]]:
             dur = np.where(esc, cfg.human_response_s + cfg.human_fix_s, dur)
@@ -791,6 +793,18 @@ class BatchedSim:
         terminated = self.streak >= cfg.healthy_steps
         truncated = ~terminated & (self.t >= cfg.time_limit_s)
         return StepResult(reward=reward, terminated=terminated, truncated=truncated, harmful=harm > 0)
+
+    def _act_duration(self, c: np.ndarray, tg: np.ndarray) -> np.ndarray:
+        """[B] the duration of action (c, tg) outside a fault's remedy: the category's, or a range drawn per action for
+        some target services (catalog actions.<category>.by_service: an inference server reloads its model)."""
+        cc = self.cc
+        svc = self._svc_of_target[tg]
+        ranged = cc.act_dur_ranged[c, svc] & self._cat_targets_svc[c]
+        if not ranged.any():
+            return cc.act_duration[c]
+        lh = cc.act_dur_lh[c, svc]
+        u = rng.table_uniform(self.key, self.step_idx, P_ACT_DURATION, 1)[:, 0]
+        return np.where(ranged, lh[:, 0] + u * (lh[:, 1] - lh[:, 0]), cc.act_duration[c])
 
     def _fix(self, fixed: np.ndarray, t_fix: np.ndarray) -> None:
         """Clear the faults ``fixed`` [B, K] at times ``t_fix`` ([B] or [B, K]); their symptoms then decay from their
