@@ -228,12 +228,13 @@ class FaultInjectionEnv(gym.Env):
         return self.sim.incident(0)
 
     def oracle_action(self) -> np.ndarray:
-        """What a perfect operator does: the catalog's fastest healing remedy for the first still-active fault, once
-        its first symptom has shown (an intermittent one need not show right now); ``observe`` before that. It knows
-        the remedies and the cluster's free capacity, not its luck: a remedy that would run out of room is skipped
-        (a migration off a node whose workload does not fit elsewhere, a scale-out into a full GPU pool), and a
-        remedy that failed (disruption budget, aborted migration, GPU reset refused) is simply tried again. Used by
-        the oracle baseline."""
+        """What a perfect operator does: the catalog's healing remedy with the least expected time to the fix for
+        the first still-active fault, once its first symptom has shown (an intermittent one need not show right
+        now); ``observe`` before that. It knows the remedies (their mean drawn duration, their failure probability,
+        how many actions they take: one migration per service on a faulty node) and the cluster's free capacity,
+        not its luck: a remedy that would run out of room is skipped (a migration off a node whose workload does not
+        fit elsewhere, a scale-out into a full GPU pool), and a remedy that failed (disruption budget, aborted
+        migration, GPU reset refused) is simply tried again. Used by the oracle baseline."""
         from ifshm_ray.sim.actions import CATEGORY_TARGET_KIND
 
         sim, cc, topo = self.sim, self.sim.cc, self.topology
@@ -247,6 +248,7 @@ class FaultInjectionEnv(gym.Env):
             if f >= cc.F or not started[k]:
                 continue
             root = int(sim.f_root[0, k])
+            best, best_cost = None, np.inf
             for rem in cc.remedy_table(f):
                 c = rem["category"]
                 cname = CATEGORIES[c]
@@ -265,20 +267,26 @@ class FaultInjectionEnv(gym.Env):
                 else:  # node hosting the root service
                     t = topo.S + sim._host(0, root)
                 r = ratio_level_for(rem["min_ratio"]) if rem["min_ratio"] > 0 else 0
+                n_actions = 1
                 if cname == "migrate" and cc.target_is_node[f]:
                     # everything the fault hurts must fit on the other schedulable nodes
                     svcs = [t] if rem["spec"] == TGT_NAMED else np.flatnonzero(~topo.daemonset)
                     need = float((P[svcs, root] * topo.svc_gpus[svcs]).sum())
                     if need > free.sum() - free[root] + 1e-9:
                         continue
+                    if rem["spec"] != TGT_NAMED:  # one migration per service left on the node
+                        n_actions = int(((P[:, root] > 1e-9) & ~topo.daemonset).sum())
                 if cname == "scale" and t < topo.S:
                     cur = float(sim.replicas[0, t])
                     new = min(round(cur * RATIO_LEVELS[r]), 4 * topo.base_replicas[t])
                     room = float((free * topo.allowed[t]).sum())
                     if topo.svc_gpus[t] > 0 and (new - cur) * topo.svc_gpus[t] > room + 1e-9:
                         continue
-                if tm[0, c * topo.T + t] > 0 and rm[c * NUM_RATIOS + r] > 0:
-                    return np.array([c, t, r], np.int64)
+                cost = n_actions * rem["duration"] / max(1.0 - float(cc.fail_prob[f, c]), 1e-9)
+                if tm[0, c * topo.T + t] > 0 and rm[c * NUM_RATIOS + r] > 0 and cost < best_cost:
+                    best, best_cost = np.array([c, t, r], np.int64), cost
+            if best is not None:
+                return best
         return np.zeros(3, np.int64)
 
 
