@@ -213,6 +213,7 @@ class BatchedSim:
         self.C = len(CATEGORIES)
         self.cat_has_target = np.array([CATEGORY_TARGET_KIND[c] != "none" for c in CATEGORIES])
         self._cat_targets_svc = np.array([CATEGORY_TARGET_KIND[c] == "service" for c in CATEGORIES])
+        self._ranged_cats = set(np.flatnonzero(cc.act_dur_ranged.any(axis=1) & self._cat_targets_svc).tolist())
         self._svc_ix, self._node_ix = np.arange(S), np.arange(N)
         self.i_train, self.i_inf = topo.svc_index["training-worker"], topo.svc_index["inference-server"]
         # which metrics get multiplicative noise, and caps of observed node metrics
@@ -798,6 +799,8 @@ class BatchedSim:
         """[B] the duration of action (c, tg) outside a fault's remedy: the category's, or a range drawn per action for
         some target services (catalog actions.<category>.by_service: an inference server reloads its model)."""
         cc = self.cc
+        if not self._ranged_cats.intersection(c.tolist()):  # (no category with a drawn duration taken)
+            return cc.act_duration[c]
         svc = self._svc_of_target[tg]
         ranged = cc.act_dur_ranged[c, svc] & self._cat_targets_svc[c]
         if not ranged.any():
