@@ -312,6 +312,10 @@ class SimConfig(ConfigModel):
     """The fault is injected uniformly in [0, this] seconds after the episode starts."""
     compound_prob: float = Field(0.0, ge=0.0, le=1.0)
     """Probability that a second fault is injected at the same time (compound incident)."""
+    fault_free_prob: float = Field(0.1, ge=0.0, le=1.0)
+    """Share of sampled episodes with no fault at all (fault name "none"), as training and evaluation must meet
+    them: benign noise and false alarms still happen, any action other than observe is a false action, and the
+    episode runs to the time limit (truncated). Episodes whose fault is forced at reset are unaffected."""
     false_alarm_prob: float = Field(0.15, ge=0.0, le=1.0)
     """Probability per episode of a benign transient (GC pause, load blip) that can raise a pending alert."""
     benign_log_rate: float = Field(10.0, ge=0.0)

@@ -55,7 +55,8 @@ class FaultInjectionEnv(gym.Env):
     """A simulated cloud AI platform in trouble; the agent must heal it.
 
     **Episode.** At reset a fault type is drawn from ``faults`` (weighted by its catalog frequency; with probability
-    ``compound_prob`` a second one joins it) and injected at a random time in ``[0, inject_max_delay_s]`` into a root
+    ``compound_prob`` a second one joins it; with probability ``fault_free_prob`` there is no fault at all, and
+    ``reset(options={"faults": "none"})`` forces such a fault-free episode) and injected at a random time in ``[0, inject_max_delay_s]`` into a root
     node or service. Faults propagate along service dependencies and show up, after their onset, in metrics, alarms
     and log lines (mixed with benign lines, benign transients that can raise false alarms, diurnal load and noise).
 
@@ -89,7 +90,7 @@ class FaultInjectionEnv(gym.Env):
 
     **Episode end.** ``terminated`` once the root cause is cleared and every SLO (p99 latency, error rate,
     throughput) has held, with every service at its replicas, for ``healthy_steps`` consecutive steps;
-    ``truncated`` at ``time_limit_s``. MTTR runs from injection to the first of those healthy steps. ``escalate``
+    ``truncated`` at ``time_limit_s`` (always, in a fault-free episode: there is nothing to recover from). MTTR runs from injection to the first of those healthy steps. ``escalate``
     hands the incident to a human: it may recover, but never counts as a success.
 
     **Determinism.** Fully determined by the reset seed (counter-based randomness).
@@ -268,15 +269,16 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
     sub-env and ignores its action), as RLlib's env runners expect. Sub-env i seeded with ``seed + i`` (or with
     ``seed[i]`` when ``seed`` is a list) behaves exactly like ``FaultInjectionEnv({...})`` reset with that seed
     (the same observations as one rendering telemetry: they are computed from the arrays it is rendered from).
-    ``reset(options={"faults": [...]})`` forces the fault of each sub-env (one entry per sub-env: a name, or a list
-    of names for a compound incident) for that reset; auto-resets draw from ``faults``. Training uses it (``config.environment(env=make_vector_env)`` and
+    ``reset(options={"faults": [...]})`` forces the fault of each sub-env (one entry per sub-env: a name, a list
+    of names for a compound incident, or "none" for a fault-free episode; one string applies to all) for that reset; auto-resets draw from ``faults``. Training uses it (``config.environment(env=make_vector_env)`` and
     ``gym_env_vectorize_mode="vector_entry_point"``), and ``benchmarks/bench_sim.py`` measures it.
 
     Episode-end info (``mttr_s``, ``recovered``, ``success``, ``escalated``, ``harmful_actions``, ``detect_s``)
     comes as gymnasium vector infos (value arrays plus ``_<key>`` masks)."""
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
-    _END_KEYS = ("mttr_s", "recovered", "success", "escalated", "harmful_actions", "detect_s", "episode_return")
+    _END_KEYS = ("mttr_s", "recovered", "success", "escalated", "harmful_actions", "detect_s", "episode_return",
+                 "fault_free")
 
     def __init__(self, config: dict | None = None, num_envs: int = 1):
         config = dict(config or {})
@@ -308,6 +310,8 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
             self._rngs = [np.random.default_rng(s) for s in seeds]
         keys = [int(r.integers(0, 2**63 - 1)) for r in self._rngs]
         faults = (options or {}).get("faults")
+        if isinstance(faults, str):  # one name (or "none": fault-free) for every sub-env
+            faults = [faults] * self.num_envs
         if faults is not None and len(faults) != self.num_envs:
             raise SimError(f"options['faults'] needs one entry per sub-env ({self.num_envs}), got {len(faults)}")
         self.sim.reset(np.arange(self.num_envs), keys, faults=faults)
@@ -346,7 +350,7 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
                 else:
                     vals = np.array([s[k] if s else 0 for s in stats],
                                     dtype=float if k in ("mttr_s", "detect_s") else
-                                    (bool if k in ("recovered", "success", "escalated") else np.int64))
+                                    (bool if k in ("recovered", "success", "escalated", "fault_free") else np.int64))
                 infos[k] = vals
                 infos["_" + k] = done.copy()
         if resetting.any():

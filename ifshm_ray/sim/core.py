@@ -23,8 +23,8 @@ import numpy as np
 from ifshm_ray.config import SimConfig
 from ifshm_ray.sim import rng
 from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_INDEX, CATEGORY_TARGET_KIND, RATIO_LEVELS
-from ifshm_ray.sim.catalog import (EFFECT_CODE, NODE_CH, SVC_CH, TGT_NAMED, Catalog, CatalogError, CompiledCatalog,
-                                   load_catalog)
+from ifshm_ray.sim.catalog import (EFFECT_CODE, FAULT_FREE, NODE_CH, SVC_CH, TGT_NAMED, Catalog, CatalogError,
+                                   CompiledCatalog, load_catalog)
 from ifshm_ray.sim.topology import Topology
 
 K_SLOTS = 2  # concurrent faults per episode (compound incidents)
@@ -288,6 +288,7 @@ class BatchedSim:
         self.f_t0 = np.full((B, K), np.inf)
         self.f_eff_t0 = np.full((B, K), np.inf)
         self.f_active = np.zeros((B, K), bool)
+        self.has_fault = np.zeros(B, bool)             # any fault injected in the episode (False: fault-free)
         self.f_root = np.zeros((B, K), np.int64)
         self.f_worsen = np.zeros((B, K))
         self.f_heal_t = np.full((B, K), np.nan)
@@ -392,7 +393,14 @@ class BatchedSim:
     # ------------------------------------------------------------------ reset
     def reset(self, idx: np.ndarray | list[int], keys: np.ndarray | list[int], faults: list | None = None) -> None:
         """Start new episodes in envs ``idx`` with episode keys ``keys``. ``faults`` may force the fault names
-        per env (a list of names, or a list of lists for compound incidents)."""
+        per env (a list of names, or a list of lists for compound incidents; ``FAULT_FREE`` = "none" for an episode
+        without a fault). Otherwise each episode is fault-free with probability ``fault_free_prob``.
+
+        Randomness: every draw made here comes from the episode key alone (stream ``P_RESET``), whatever fault is
+        forced or sampled, and the per-step draws from (key, step) with fixed positions per purpose; so a seed's
+        fault-free run and the same seed's faulted run share the phase of the load curve, the injection time, the
+        benign transient, the metric noise and the benign log lines, and differ only by what the fault causes
+        (while the actions, and so the step times, are the same)."""
         idx = np.asarray(idx, np.int64)
         keys = np.asarray(keys, np.uint64)
         cfg, cc, topo = self.cfg, self.cc, self.topo
@@ -428,11 +436,16 @@ class BatchedSim:
         self.phase[idx] = u[:, 0] * 2 * np.pi
         fid = np.full((n, K_SLOTS), cc.F, np.int64)
         if faults is not None:
+            if len(faults) != n:
+                raise SimError(f"faults needs one entry per reset env ({n}), got {len(faults)}")
             for j, forced in enumerate(faults):
                 names = [forced] if isinstance(forced, str) else list(forced)
+                if names == [FAULT_FREE]:
+                    continue  # no fault slot live
                 bad = [x for x in names if x not in self.catalog.fault_index]
                 if bad or not names:
-                    raise SimError(f"unknown fault name(s) {bad}; valid names: {self.catalog.names}")
+                    raise SimError(f"unknown fault name(s) {bad}; valid names: {self.catalog.names}, or "
+                                   f"{FAULT_FREE!r} alone for a fault-free episode")
                 for k, name in enumerate(names[:K_SLOTS]):
                     fid[j, k] = self.catalog.fault_index[name]
         else:
@@ -443,11 +456,13 @@ class BatchedSim:
                 # the second fault of a compound incident: uniform over the other allowed faults
                 second = (first + 1 + (u[:, 3] * (na - 1)).astype(np.int64)) % na
                 fid[:, 1] = np.where(u[:, 2] < cfg.compound_prob, self.allowed_faults[second], cc.F)
+            fid[u[:, 11] < cfg.fault_free_prob] = cc.F  # a fault-free episode (draw 11: its own, see above)
         live = fid < cc.F
         fs = np.minimum(fid, cc.F - 1)
         t_inj = u[:, 4] * cfg.inject_max_delay_s
         pick = np.minimum((u[:, 5:5 + K_SLOTS] * self.root_ncand[fs]).astype(np.int64), self.root_ncand[fs] - 1)
         self.f_id[idx] = fid
+        self.has_fault[idx] = live.any(axis=1)
         self.f_active[idx] = live
         self.f_t0[idx] = np.where(live, t_inj[:, None], np.inf)
         self.f_eff_t0[idx] = self.f_t0[idx]
@@ -693,7 +708,7 @@ class BatchedSim:
         rw = cfg.reward
         reward = (-(unhealthy_s / 60.0) * rw.unhealthy_weight - self._act_cost_scaled[c]
                   - harm * rw.harm_penalty - false_alarm * rw.false_alarm_penalty)
-        terminated = self.streak >= cfg.healthy_steps
+        terminated = (self.streak >= cfg.healthy_steps) & self.has_fault  # (fault-free: run to the time limit)
         truncated = ~terminated & (self.t >= cfg.time_limit_s)
         return StepResult(reward=reward, terminated=terminated, truncated=truncated, harmful=harm > 0)
 
@@ -1096,7 +1111,7 @@ class BatchedSim:
         streak = np.where(healthy, streak + 1, 0)
         self.streak[idx] = streak
         self.healthy[idx] = healthy
-        done = (streak >= cfg.healthy_steps) & np.isnan(self.recover_t[idx])
+        done = (streak >= cfg.healthy_steps) & np.isnan(self.recover_t[idx]) & self.has_fault[idx]
         self.recover_t[idx] = np.where(done, self.healthy_since[idx], self.recover_t[idx])
 
     # ------------------------------------------------------------------ log totals (on demand)
@@ -1163,10 +1178,20 @@ class BatchedSim:
                         "injected_at_s": float(self.f_t0[b, k]),
                         "visible_at_s": float(self.f_t0[b, k] + self.cc.onset[f]),
                         "active": bool(self.f_active[b, k]), "healed_at_s": float(self.f_heal_t[b, k])})
-        return {"faults": out}
+        return {"fault": "+".join(f["fault"] for f in out) if out else FAULT_FREE, "fault_free": not out,
+                "faults": out}
 
     def episode_stats(self, b: int = 0) -> dict:
-        t_inj = float(np.min(self.f_t0[b][self.f_id[b] < self.cc.F])) if (self.f_id[b] < self.cc.F).any() else 0.0
+        """End-of-episode figures of env b. A fault-free episode has nothing to recover from: ``recovered`` is
+        False, ``mttr_s`` and ``detect_s`` are NaN, ``success`` means no action other than observe (restraint), and
+        ``actions`` counts its false actions."""
+        if not self.has_fault[b]:
+            nan = float("nan")
+            return {"recovered": False, "success": not bool(self.n_actions[b]), "escalated": bool(self.escalated[b]),
+                    "mttr_s": nan, "detect_s": nan, "harmful_actions": int(self.harmful[b]),
+                    "actions": int(self.n_actions[b]), "unhealthy_s": float(self.unhealthy_s[b]),
+                    "time_s": float(self.t[b]), "fault_free": True}
+        t_inj = float(np.min(self.f_t0[b][self.f_id[b] < self.cc.F]))
         rec = float(self.recover_t[b])
         recovered = not math.isnan(rec)
         return {
@@ -1179,6 +1204,7 @@ class BatchedSim:
             "actions": int(self.n_actions[b]),
             "unhealthy_s": float(self.unhealthy_s[b]),
             "time_s": float(self.t[b]),
+            "fault_free": False,
         }
 
     # ------------------------------------------------------------------ raw telemetry
