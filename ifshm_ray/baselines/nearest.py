@@ -1,16 +1,22 @@
 """``nearest-known``: diagnose an incident as the nearest known fault type, apply that type's remedies, escalate.
 
-At the first symptomatic window (runbook-instant's trigger: the first pending or firing alert other than the
-runbook's ignored info-level ones) the policy featurises what it sees -- the observation's alert flags (pending and
-firing per rule) and log1p log-template counts, the global block the linear baseline also reads -- and compares it
-with one prototype per known fault type of the split by **cosine similarity**. A prototype is the mean of the
-unit-normalised feature vectors of that type's first symptomatic windows in ``calibration_episodes`` simulator runs
-(observe only) on calibration seeds disjoint from the evaluation's (the harness checks), built only from the split's
-known types and cached on disk. The policy then applies the nearest type's healing remedies from the catalog,
-fastest first (``CompiledCatalog.remedy_table``), waiting the runbook's ``verify_steps`` after each; targets come
-from the telemetry (the entity of the oldest active alert, the source or host of the type's signature log lines,
-the initial placement of services), never from the simulator's hidden state. When the remedies are spent and alerts
-are still active it escalates.
+Features: the observation's alert flags (pending and firing per rule) and log1p log-template counts of the current
+window, the global block the linear baseline also reads. The **healthy envelope** is their per-feature maximum over
+every window of ``calibration_episodes`` fault-free calibration runs (benign log noise, false alarms, standing
+alerts). A window is **symptomatic** when runbook-instant's trigger holds (an alert other than the runbook's ignored
+info-level ones is pending or firing) and some feature exceeds the envelope (something appears that fault-free runs
+never show: the first symptomatic window, judged from telemetry). Its **excess** over the envelope
+(``max(x - envelope, 0)``) is compared with one prototype per known fault type of the split by **cosine
+similarity**; a prototype is the mean of the unit-normalised excess vectors of that type's first symptomatic
+window in ``calibration_episodes`` observe-only runs. Calibration uses only the split's known types, on seeds
+disjoint from the evaluation's (the harness checks), and is cached on disk.
+
+At the first symptomatic window the policy applies the nearest type's healing remedies from the catalog, fastest
+first (``CompiledCatalog.remedy_table``), waiting the runbook's ``verify_steps`` after each while alerts stay
+active; targets come from the telemetry (the entity of the oldest active alert, the source or host of the type's
+signature log lines, the initial placement of services), never from the simulator's hidden state. When the remedies
+are spent and alerts are still active it escalates (at once when the excess shares no feature with any prototype:
+cosine 0).
 """
 from __future__ import annotations
 
@@ -31,7 +37,8 @@ from ifshm_ray.sim.catalog import TGT_NAMED, ratio_level_for
 
 log = logging.getLogger(__name__)
 
-FEATURES = "alert flags (pending, firing) + log1p template counts of the trigger window; cosine similarity"
+FEATURES = ("alert flags (pending, firing) + log1p template counts; excess over the fault-free envelope at the first "
+            "symptomatic window; cosine similarity")
 """What a prototype is made of (recorded in the cache; a change of features invalidates it)."""
 
 _MEMO: dict[str, dict] = {}
@@ -50,7 +57,10 @@ def calibration_seed(cfg: NearestKnownConfig, fault: str, i: int) -> int:
 
 
 def calibration_seeds(cfg: NearestKnownConfig, faults: Sequence[str]) -> set[int]:
-    return {calibration_seed(cfg, f, i) for f in faults for i in range(cfg.calibration_episodes)}
+    """Every calibration episode seed: of ``faults`` and of the fault-free episodes."""
+    from ifshm_ray.sim.catalog import FAULT_FREE
+
+    return {calibration_seed(cfg, f, i) for f in [*faults, FAULT_FREE] for i in range(cfg.calibration_episodes)}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -68,7 +78,7 @@ def build_prototypes(sim_cfg, cfg: NearestKnownConfig | None = None) -> dict:
     episodes reached the trigger after the fault became visible gets no prototype (listed under ``no_trigger``)."""
     from ifshm_ray.config import to_dict
     from ifshm_ray.env import FaultInjectionEnv
-    from ifshm_ray.sim.catalog import load_catalog
+    from ifshm_ray.sim.catalog import FAULT_FREE, load_catalog
 
     cfg = cfg or NearestKnownConfig()
     known = load_catalog(sim_cfg.catalog).known_in(sim_cfg.split)
@@ -76,6 +86,16 @@ def build_prototypes(sim_cfg, cfg: NearestKnownConfig | None = None) -> dict:
     env = FaultInjectionEnv(env_cfg)
     sl = feature_slice(env.obs_layout)
     ignore = _ignore_alerts()
+    # the healthy envelope: every window of the fault-free calibration runs
+    env_max = None
+    for i in range(cfg.calibration_episodes):
+        obs, info = env.reset(seed=calibration_seed(cfg, FAULT_FREE, i), options={"faults": [FAULT_FREE]})
+        done = False
+        while not done:
+            x = np.asarray(obs["obs"][sl], np.float64)
+            env_max = x if env_max is None else np.maximum(env_max, x)
+            obs, _, term, trunc, info = env.step((0, 0, 0))
+            done = term or trunc
     faults, vectors, used, missing = [], [], {}, []
     for f in known:
         acc = []
@@ -84,8 +104,9 @@ def build_prototypes(sim_cfg, cfg: NearestKnownConfig | None = None) -> dict:
             visible = env.incident()["faults"][0]["visible_at_s"]  # (ground truth: calibration labels only)
             done = False
             while not done:
-                if info["time_s"] >= visible and runbook_trigger(info["telemetry"], ignore):
-                    acc.append(_unit(np.asarray(obs["obs"][sl], np.float64)))
+                e = excess(obs["obs"][sl], env_max)
+                if info["time_s"] >= visible and e.any() and runbook_trigger(info["telemetry"], ignore):
+                    acc.append(_unit(e))
                     break
                 obs, _, term, trunc, info = env.step((0, 0, 0))
                 done = term or trunc
@@ -95,9 +116,14 @@ def build_prototypes(sim_cfg, cfg: NearestKnownConfig | None = None) -> dict:
             used[f] = len(acc)
         else:
             missing.append(f)
-    return {"split": sim_cfg.split, "features": FEATURES, "faults": faults, "vectors": vectors, "episodes": used,
-            "no_trigger": missing, "calibration_seed": cfg.calibration_seed,
+    return {"split": sim_cfg.split, "features": FEATURES, "envelope": env_max.tolist(), "faults": faults,
+            "vectors": vectors, "episodes": used, "no_trigger": missing, "calibration_seed": cfg.calibration_seed,
             "calibration_episodes": cfg.calibration_episodes}
+
+
+def excess(x, envelope) -> np.ndarray:
+    """How far each feature of ``x`` exceeds the healthy envelope (0 within it)."""
+    return np.maximum(np.asarray(x, np.float64) - np.asarray(envelope, np.float64), 0.0)
 
 
 def _cache_key(sim_cfg, cfg: NearestKnownConfig) -> str:
@@ -108,7 +134,7 @@ def _cache_key(sim_cfg, cfg: NearestKnownConfig) -> str:
     sim.pop("faults", None)  # (the prototypes are always of the split's known types)
     desc = {"sim": sim, "catalog": load_catalog(sim_cfg.catalog).sha256, "features": FEATURES,
             "calibration_seed": cfg.calibration_seed, "calibration_episodes": cfg.calibration_episodes,
-            "code": 1}
+            "code": 3}
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -150,6 +176,7 @@ class NearestKnownPolicy(Policy):
             raise ValueError("nearest-known needs at least one known fault type with a prototype")
         self.proto_faults = list(prototypes["faults"])
         self.protos = np.asarray(prototypes["vectors"], np.float64)
+        self.envelope = np.asarray(prototypes["envelope"], np.float64)
         self.catalog = load_catalog(sim_cfg.catalog)
         spec = yaml.safe_load(RUNBOOK_PATH.read_text())
         self.verify_steps = int(spec["verify_steps"])
@@ -160,8 +187,12 @@ class NearestKnownPolicy(Policy):
         self.topo = static.topo
         self.cc = CompiledCatalog(self.catalog, self.topo)
         self.miner = TemplateMiner(static)
-        self.tids = {f: {self.catalog.template_index[e["t"]] for e in self.catalog.spec(f).logs}
-                     for f in self.proto_faults}
+        # a known type's signature templates emitted at its root (the root service's own lines; for a node fault
+        # the lines of the node and of the services on it): their source / host locates the root in telemetry
+        root_scopes = {"service": ("root",), "node": ("root", "services_on_root", "node_of_root")}
+        self.tids = {f: {self.catalog.template_index[e["t"]] for e in self.catalog.spec(f).logs
+                         if e.get("at", "root") in root_scopes[self.catalog.spec(f).target["kind"]]}
+                     for f in prototypes["faults"]}
         self.reset(None)
 
     def reset(self, env, episode_seed: int | None = None) -> None:
@@ -174,7 +205,7 @@ class NearestKnownPolicy(Policy):
 
     # ------------------------------------------------------------------ diagnosis
     def diagnose(self, x: np.ndarray) -> tuple[str, float]:
-        """The known type whose prototype is nearest to feature vector ``x`` by cosine similarity."""
+        """The known type whose prototype is nearest to excess vector ``x`` by cosine similarity."""
         sims = self.protos @ _unit(np.asarray(x, np.float64))
         i = int(np.argmax(sims))
         return self.proto_faults[i], float(sims[i])
@@ -191,9 +222,12 @@ class NearestKnownPolicy(Policy):
         if not runbook_trigger(tel, self.ignore):
             return observe
         if self.plan is None:
-            layout = env.unwrapped.obs_layout
-            self.guess, self.similarity = self.diagnose(obs["obs"][feature_slice(layout)])
-            self.plan = self.cc.remedy_table(self.catalog.fault_index[self.guess])
+            e = excess(obs["obs"][feature_slice(env.unwrapped.obs_layout)], self.envelope)
+            if not e.any():  # (nothing fault-free runs do not show: keep watching)
+                return observe
+            self.guess, self.similarity = self.diagnose(e)
+            # (nothing in common with any known type: no remedy to transfer, page a human at once)
+            self.plan = self.cc.remedy_table(self.catalog.fault_index[self.guess]) if self.similarity > 0 else []
         mask = obs["action_mask"]
         while self.plan:
             a = self._action(self.plan.pop(0), tel, obs)
@@ -232,29 +266,31 @@ class NearestKnownPolicy(Policy):
         al = [a for a in tel.get("alarms", []) if a["name"] not in self.ignore and a["entity"] in entities]
         return sorted(al, key=lambda a: -a["active_for_s"])
 
-    def _signature_lines(self):
-        """(host, source) of the remembered lines of the diagnosed type's log templates, most recent first."""
+    def _signature_vote(self, field: int, valid: dict) -> str | None:
+        """The host (``field`` 1) or source (2) most of the remembered lines of the diagnosed type's root signature
+        templates name (ties: the most recent), among ``valid`` names."""
         tids = self.tids[self.guess]
+        votes: dict[str, int] = {}
         for line in reversed(self.log_memory):
             if self.miner.template_id(line) in tids:
-                parts = line.split(" ", 3)
-                yield parts[1], parts[2].rstrip(":")
+                name = line.split(" ", 3)[field].rstrip(":")
+                if name in valid:
+                    votes[name] = votes.get(name, 0) + 1
+        return max(votes, key=votes.get) if votes else None  # (dicts keep the most recent first among ties)
 
     def _root_service(self, tel: dict) -> str | None:
-        for _, src in self._signature_lines():
-            if src in self.topo.svc_index:
-                return src
+        svc = self._signature_vote(2, self.topo.svc_index)
+        if svc is not None:
+            return svc
         al = self._alerts(tel, self.topo.services)
         return al[0]["entity"] if al else None
 
     def _root_node(self, tel: dict) -> str | None:
+        node = self._signature_vote(1, self.topo.node_index)
+        if node is not None:
+            return node
         al = self._alerts(tel, self.topo.nodes)
-        if al:
-            return al[0]["entity"]
-        for host, _ in self._signature_lines():
-            if host in self.topo.node_index:
-                return host
-        return None
+        return al[0]["entity"] if al else None
 
     def _host_of(self, svc: str | None) -> str | None:
         """The host of ``svc``'s most recent log line, else its node in the initial placement."""

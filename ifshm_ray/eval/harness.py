@@ -135,7 +135,7 @@ def run_episode(env: FaultInjectionEnv, policy: Policy, fault: Fault, seed: int)
            "mitigate_s": mitigated, "detect_s": detect,
            "repair_s": (info["mttr_s"] - detect) if (info["recovered"] and not math.isnan(detect)) else float("nan"),
            "recovered": info["recovered"], "success": info["success"], "escalated": info["escalated"],
-           "timed_out": bool(trunc and not info["escalated"]),
+           "timed_out": bool(trunc and not info["escalated"] and not fault_free),
            "harmful_actions": info["harmful_actions"], "actions": info["actions"],
            "false_action": bool(fault_free and info["actions"] > 0), "return": ret}
     return rec
