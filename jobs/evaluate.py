@@ -12,7 +12,8 @@ types and the generic ones), runbook-full, runbook-instant (blind), nearest-know
 false alarms only) or fault names; several sets are given comma-separated.
 With one policy and one set it writes OUT/metrics.json; with several policies, OUT/<policy>/metrics.json for each
 plus a combined report.md and PNG plots (MTTR per fault per policy, detection vs repair, the paired MTTR difference
-of each policy to each baseline with its bootstrap 95% interval); with several sets, OUT/<set>/... for each. A trained policy is given as
+of each policy to each baseline with its bootstrap 95% interval); with several sets, OUT/<set>/... for each.
+A trained policy is given as
 `checkpoint:PATH` (PATH = a policy bundle or the --out directory of jobs/train.py), labelled `ppo` unless given as
 `NAME=checkpoint:PATH`; labels must be unique (two checkpoints need a NAME each). Every policy meets the same
 incidents (seeds depend on seed, fault and episode index).

@@ -212,7 +212,8 @@ def test_compound_and_fault_free_jobs():
     assert len({s for _, s in comp}) == len(comp)
     ff = make_jobs("fault_free", cat, "handpicked", 2, 0)
     assert len(ff) == 2 * len(cat.known_in("handpicked")) and all(f == FAULT_FREE for f, _ in ff)
-    assert make_jobs("known", cat, "handpicked", 1, 0) == [(f, episode_seed(0, f, 0)) for f in cat.known_in("handpicked")]
+    known = cat.known_in("handpicked")
+    assert make_jobs("known", cat, "handpicked", 1, 0) == [(f, episode_seed(0, f, 0)) for f in known]
 
 
 def test_fault_free_and_compound_episodes_in_the_harness():

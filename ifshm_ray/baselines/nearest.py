@@ -145,7 +145,8 @@ def load_prototypes(sim_cfg, cfg: NearestKnownConfig | None = None) -> dict:
     key = _cache_key(sim_cfg, cfg)
     if key in _MEMO:
         return _MEMO[key]
-    folder = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path.home() / ".cache" / "ifshm_ray" / "nearest_known"
+    default = Path.home() / ".cache" / "ifshm_ray" / "nearest_known"
+    folder = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default
     path = folder / f"prototypes_{sim_cfg.split}_{key}.json"
     if path.is_file():
         protos = json.loads(path.read_text())

@@ -279,8 +279,8 @@ def _last(tel: dict, entity: str, metric: str) -> float | None:
 def make_baseline(name: str, seed: int = 0, sim_cfg=None, nearest_cfg=None) -> Policy:
     """Build a baseline policy by name (one of :data:`BASELINES`) for the simulator config ``sim_cfg``
     (:class:`~ifshm_ray.config.SimConfig`; default config when None): the blind runbooks and nearest-known use its
-    split's known fault types (``SimConfig.split``). ``nearest_cfg``: :class:`~ifshm_ray.baselines.config.NearestKnownConfig` (default when
-    None)."""
+    split's known fault types (``SimConfig.split``). ``nearest_cfg``:
+    :class:`~ifshm_ray.baselines.config.NearestKnownConfig` (default when None)."""
     from ifshm_ray.config import SimConfig
     from ifshm_ray.sim.catalog import load_catalog
 
