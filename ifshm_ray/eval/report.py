@@ -75,10 +75,16 @@ def paired_differences(episodes: dict[str, list[dict]], stats: StatsConfig | Non
     return out
 
 
+def _axes(diffs: dict) -> tuple[list[str], list[str]]:
+    """Rows (policies) and columns (baselines) of a paired-difference table, both in the policies' order."""
+    pols = list(dict.fromkeys(p for p, _ in diffs))
+    bset = {b for _, b in diffs}
+    return pols, [p for p in pols if p in bset] + [b for b in dict.fromkeys(b for _, b in diffs) if b not in pols]
+
+
 def paired_table(diffs: dict) -> str:
     """Markdown: rows policies, columns baselines, cells mean MTTR difference (policy - baseline) [95% CI]."""
-    pols = list(dict.fromkeys(p for p, _ in diffs))
-    base = list(dict.fromkeys(b for _, b in diffs))
+    pols, base = _axes(diffs)
     rows = ["| policy vs baseline | " + " | ".join(base) + " |", "|---|" + "---|" * len(base)]
     for p in pols:
         cells = []
@@ -97,8 +103,7 @@ def plot_paired(diffs: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    pols = list(dict.fromkeys(p for p, _ in diffs))
-    base = list(dict.fromkeys(b for _, b in diffs))
+    pols, base = _axes(diffs)
     z = np.full((len(pols), len(base)), np.nan)
     for (p, b), d in diffs.items():
         z[pols.index(p), base.index(b)] = d["mean"] / 60.0
