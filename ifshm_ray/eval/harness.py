@@ -99,17 +99,18 @@ class _BundlePolicy(Policy):
 
 
 def run_episode(env: FaultInjectionEnv, policy: Policy, fault: Fault, seed: int) -> dict:
-    """One episode; its record. ``mitigate_s`` (time to mitigate): from injection to the first of ``healthy_steps``
-    consecutive steps whose reported metrics hold every SLO (the observation's SLO-green feature) after the SLOs
-    first broke; 0 when they never broke, the time limit when they never hold again; NaN without a fault. The
-    policy sees nothing of the ground truth this reads (``env.incident()``)."""
+    """One episode; its record. ``mitigate_s`` (time to mitigate): from injection to the start of the first of
+    ``healthy_steps`` consecutive windows whose reported metrics hold every SLO (the observation's SLO-green feature)
+    after the SLOs first broke (the window start, as MTTR counts from the end of the healing action); 0 when they
+    never broke, the time limit when they never hold again; NaN without a fault. The policy sees nothing of the
+    ground truth this reads (``env.incident()``)."""
     names = [fault] if isinstance(fault, str) else list(fault)
     obs, info = env.reset(seed=seed, options={"faults": names})
     policy.reset(env, episode_seed=seed)
     truth = env.unwrapped.incident()["faults"]
     t_inj = min((f["injected_at_s"] for f in truth), default=float("nan"))
     green_i = env.unwrapped.obs_layout["slo_green"]
-    k = env.unwrapped.sim_cfg.healthy_steps
+    k, step_s = env.unwrapped.sim_cfg.healthy_steps, env.unwrapped.sim_cfg.step_s
     broke, run, run_t0, mitigated = False, 0, float("nan"), float("nan")
     done = False
     ret = 0.0
@@ -123,7 +124,7 @@ def run_episode(env: FaultInjectionEnv, policy: Policy, fault: Fault, seed: int)
                 broke, run = True, 0
             elif broke:
                 run += 1
-                run_t0 = info["time_s"] if run == 1 else run_t0
+                run_t0 = max(info["time_s"] - step_s, t_inj) if run == 1 else run_t0
                 if run >= k:
                     mitigated = run_t0 - t_inj
     if truth and math.isnan(mitigated):
