@@ -278,3 +278,14 @@ def test_every_reference_is_a_baseline():
     assert set(BASELINES) == {"oracle", "runbook", "runbook-full", "runbook-instant", "nearest-known",
                               "escalate-first", "random"}
     assert RUNBOOK_PATH.is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_ray_tasks_give_the_same_compound_and_fault_free_records(ray_session):
+    jobs = [(("node_crash", "certificate_expiry"), 7), (FAULT_FREE, 8), ("dns_upstream_failure", 9)]
+    cfg = SimConfig(time_limit_s=900.0)
+    local = evaluate("random", [], 1, 0, cfg, use_ray=False, jobs=jobs)
+    remote = evaluate("random", [], 1, 0, cfg, use_ray=True, chunks=2, num_cpus_per_task=0.5, jobs=jobs)
+    assert [r["fault"] for r in remote] == ["node_crash+certificate_expiry", FAULT_FREE, "dns_upstream_failure"]
+    assert json.dumps(local) == json.dumps(remote)
