@@ -89,6 +89,7 @@ def test_fault_free_and_faulted_runs_of_a_seed_share_the_benign_noise():
     sim.reset([0, 1], [12345, 12345], faults=["host_memory_leak", FAULT_FREE])
     assert sim.f_t0[0, 0] > 0 and np.isinf(sim.f_t0[1]).all()
     assert sim.blip_t0[0] == sim.blip_t0[1] and sim.phase[0] == sim.phase[1]
+    assert (sim.ep_shipped[0] == sim.ep_shipped[1]).all()  # (the same log pipeline: observability.yaml)
     differed = False
     for _ in range(40):
         before = sim.t[0] < sim.f_t0[0, 0] + sim.cc.onset[sim.f_id[0, 0]]
@@ -114,3 +115,29 @@ def test_vector_env_forces_fault_free_per_sub_env_and_reports_it():
     assert not v.sim.has_fault.any()
     with pytest.raises(SimError, match="fault-free"):
         v.reset(options={"faults": [[FAULT_FREE, "node_crash"]] * 3})
+
+
+def test_training_callback_logs_false_actions_not_mttr_for_fault_free_episodes():
+    from ifshm_ray.policy.callbacks import FALSE_ACTION_KEY, MTTR_KEY, HealingMetricsCallback
+
+    class Logger:
+        def __init__(self):
+            self.values = []
+
+        def log_value(self, key, value, **_):
+            self.values.append((key, value))
+
+    class Episode:
+        def __init__(self, info):
+            self.info = info
+
+        def get_infos(self, _):
+            return self.info
+
+    cb, log = HealingMetricsCallback(), Logger()
+    cb.on_episode_end(episode=Episode({"fault_free": True, "mttr_s": float("nan"), "actions": 2, "success": False}),
+                      metrics_logger=log)
+    cb.on_episode_end(episode=Episode({"fault_free": False, "mttr_s": 300.0, "actions": 1, "success": True,
+                                       "recovered": True, "harmful_actions": 0}), metrics_logger=log)
+    assert log.values[0] == (FALSE_ACTION_KEY, 1.0)
+    assert (MTTR_KEY, 300.0) in log.values and not any(k == MTTR_KEY and math.isnan(v) for k, v in log.values)

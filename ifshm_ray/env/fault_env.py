@@ -56,9 +56,11 @@ class FaultInjectionEnv(gym.Env):
 
     **Episode.** At reset a fault type is drawn from ``faults`` (weighted by its catalog frequency; with probability
     ``compound_prob`` a second one joins it; with probability ``fault_free_prob`` there is no fault at all, and
-    ``reset(options={"faults": "none"})`` forces such a fault-free episode) and injected at a random time in ``[0, inject_max_delay_s]`` into a root
-    node or service. Faults propagate along service dependencies and show up, after their onset, in metrics, alarms
-    and log lines (mixed with benign lines, benign transients that can raise false alarms, diurnal load and noise).
+    ``reset(options={"faults": "none"})`` forces such a fault-free episode) and injected at a random time in ``[0,
+    inject_max_delay_s]`` into a root node or service. Faults propagate along service dependencies and show up,
+    after their onset, in metrics, alarms and log lines (as far as the cluster's log pipeline ships them and the
+    fault logs them at all, after their delay: ``sim/data/observability.yaml``) (mixed with benign lines, benign
+    transients that can raise false alarms, diurnal load and noise).
 
     **Action space.** ``Tuple(Discrete(C), Discrete(T), Discrete(R))``: the category (``CATEGORIES``: observe,
     restart, migrate, scale, rollback, reallocate, drain, clear_storage, reroute, escalate), the target (services
@@ -69,16 +71,16 @@ class FaultInjectionEnv(gym.Env):
 
     **Observation space.** ``Dict(obs=Box(F), action_mask=Box(C*T), ratio_mask=Box(C*R))``. ``obs`` holds per-service
     metric features (p99 latency / SLO, error rate, throughput deficit, unready fraction, CPU, memory, restarts),
-    per-node features (CPU, memory, disk, GPU util / temperature / last Xid / framebuffer, network errors and latency,
-    NotReady), alert flags (pending and firing for each rule), log1p counts of log templates mined from the rendered
-    log text, SLO green (by the reported metrics), the age of the oldest active alert, the incident memory (category,
-    target and steps ago of the last ``memory_actions`` actions other than observe) and the cordoned nodes
-    (:mod:`ifshm_ray.env.features`). It is a function of the raw telemetry and of the agent's own executed actions
-    only (an action the masks refuse counts as observe): ``info["telemetry"]`` holds that telemetry (logs, metric
-    windows, alarms) in the schema of :mod:`ifshm_ray.telemetry`, and
+    per-node features (CPU, memory, disk, GPU util / temperature / last Xid / framebuffer, network errors and
+    latency, NotReady, clock offset), alert flags (pending and firing for each rule), log1p counts of log templates
+    mined from the rendered log text, SLO green (by the reported metrics), the age of the oldest active alert, the
+    incident memory (category, target and steps ago of the last ``memory_actions`` actions other than observe) and
+    the cordoned nodes (:mod:`ifshm_ray.env.features`). It is a function of the raw telemetry and of the agent's own
+    executed actions only (an action the masks refuse counts as observe): ``info["telemetry"]`` holds that telemetry
+    (logs, metric windows, alarms) in the schema of :mod:`ifshm_ray.telemetry`, and
     :class:`~ifshm_ray.env.observation.TelemetryObserver` rebuilds the observation from it and the actions exactly
-    (tested). ``render_telemetry=False`` skips the rendering for speed; the features then come from the
-    simulator's arrays the text would be rendered from, with the same values (tested).
+    (tested). ``render_telemetry=False`` skips the rendering for speed; the features then come from the simulator's
+    arrays the text would be rendered from, with the same values (tested).
 
     **Time.** One step is one decision: simulated time advances by ``step_s`` plus the action's duration (e.g. a
     drain takes minutes, ``escalate`` the human response plus fix time).
@@ -88,10 +90,11 @@ class FaultInjectionEnv(gym.Env):
     forbid, executed as ``observe`` in lenient mode; default 1.0). The weights are ``SimConfig.reward``
     (:class:`~ifshm_ray.config.RewardConfig`).
 
-    **Episode end.** ``terminated`` once the root cause is cleared and every SLO (p99 latency, error rate,
-    throughput) has held, with every service at its replicas, for ``healthy_steps`` consecutive steps;
-    ``truncated`` at ``time_limit_s`` (always, in a fault-free episode: there is nothing to recover from). MTTR runs from injection to the first of those healthy steps. ``escalate``
-    hands the incident to a human: it may recover, but never counts as a success.
+    **Episode end.** ``terminated`` once the root cause is cleared and every SLO (p99 latency, error rate, throughput)
+    has held, with every service at its replicas, for ``healthy_steps`` consecutive steps; ``truncated`` at
+    ``time_limit_s`` (always, in a fault-free episode: there is nothing to recover from). MTTR runs from injection
+    to the first of those healthy steps. ``escalate`` hands the incident to a human: it may recover, but never
+    counts as a success.
 
     **Determinism.** Fully determined by the reset seed (counter-based randomness).
 
@@ -269,16 +272,19 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
     sub-env and ignores its action), as RLlib's env runners expect. Sub-env i seeded with ``seed + i`` (or with
     ``seed[i]`` when ``seed`` is a list) behaves exactly like ``FaultInjectionEnv({...})`` reset with that seed
     (the same observations as one rendering telemetry: they are computed from the arrays it is rendered from).
-    ``reset(options={"faults": [...]})`` forces the fault of each sub-env (one entry per sub-env: a name, a list
-    of names for a compound incident, or "none" for a fault-free episode; one string applies to all) for that reset; auto-resets draw from ``faults``. Training uses it (``config.environment(env=make_vector_env)`` and
-    ``gym_env_vectorize_mode="vector_entry_point"``), and ``benchmarks/bench_sim.py`` measures it.
+    ``reset(options={"faults": [...]})`` forces the fault of each sub-env (one entry per sub-env: a name, a list of
+    names for a compound incident, or "none" for a fault-free episode; one string applies to all) for that reset;
+    auto-resets draw from ``faults`` (fault-free with ``fault_free_prob``). Training uses it
+    (``config.environment(env=make_vector_env)`` and ``gym_env_vectorize_mode="vector_entry_point"``), and
+    ``benchmarks/bench_sim.py`` measures it.
 
-    Episode-end info (``mttr_s``, ``recovered``, ``success``, ``escalated``, ``harmful_actions``, ``detect_s``)
+    Episode-end info (``mttr_s``, ``recovered``, ``success``, ``escalated``, ``harmful_actions``, ``detect_s``,
+    ``episode_return``, ``fault_free``, ``actions``)
     comes as gymnasium vector infos (value arrays plus ``_<key>`` masks)."""
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
     _END_KEYS = ("mttr_s", "recovered", "success", "escalated", "harmful_actions", "detect_s", "episode_return",
-                 "fault_free")
+                 "fault_free", "actions")
 
     def __init__(self, config: dict | None = None, num_envs: int = 1):
         config = dict(config or {})

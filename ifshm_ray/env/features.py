@@ -34,12 +34,12 @@ F_RESTARTS = 6            # min(container restarts, 5) / 5
 F_NODE_METRICS = slice(0, len(NODE_METRICS))
 F_NODE_NET_LATENCY = NODE_METRICS.index("node_network_latency_ms")
 # every target
-F_PENDING = 10            # alerts pending (firing included) on the target
-F_FIRING = 11             # alerts firing on the target
-F_LOG_LINES = 12          # log1p(WARNING/ERROR log lines): by source for services, by host for nodes
-F_IS_NODE = 13
-F_CORDONED = 14           # (nodes; 0 for services)
-TARGET_FEAT = 15          # features per action target
+F_PENDING = len(NODE_METRICS)  # alerts pending (firing included) on the target
+F_FIRING = F_PENDING + 1       # alerts firing on the target
+F_LOG_LINES = F_PENDING + 2    # log1p(WARNING/ERROR log lines): by source for services, by host for nodes
+F_IS_NODE = F_PENDING + 3
+F_CORDONED = F_PENDING + 4     # (nodes; 0 for services)
+TARGET_FEAT = F_PENDING + 5    # features per action target
 
 # ---- the metric rows (SVC_METRICS / NODE_METRICS order) the features read
 _M_LATENCY_SLO = SVC_METRICS.index("latency_slo_ratio")
@@ -67,6 +67,7 @@ _NODE_AFFINE = {
     "node_network_receive_errs_ratio": (10, 1, 1, 0, 1),       # min(10 x errors, 1)
     "node_network_latency_ms": (1, np.inf, 1, 0, 1),
     "kube_node_status_ready": (1, np.inf, -1, 1, 1),           # NotReady = 1 - ready
+    "node_timex_offset_seconds": (1, 1, 1, 0, 1),             # min(clock offset, 1 s)
 }
 assert SVC_METRICS[_M_COPIED] == ("error_rate", "throughput_ratio", "ready_ratio", "cpu_util", "memory_util")
 

@@ -1,6 +1,7 @@
-"""Fault catalog: loads ``data/catalog.yaml`` (faults and action defaults), ``data/log_templates.yaml`` and
-``data/alerts.yaml``, validates them, and compiles them into numpy tables the batched simulator indexes by
-fault id. The catalog is data: adding a fault type means adding a YAML entry, not a class."""
+"""Fault catalog: loads ``data/catalog.yaml`` (faults and action defaults), ``data/log_templates.yaml``,
+``data/alerts.yaml`` and ``data/observability.yaml`` (how faults reach the telemetry), validates them, and compiles
+them into numpy tables the batched simulator indexes by fault id. The catalog is data: adding a fault type means
+adding a YAML entry, not a class."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,7 @@ from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_INDEX, CATEGORY_TARGET_KI
 DATA_DIR = Path(__file__).parent / "data"
 
 SVC_CHANNELS = ("lat", "err", "tp", "cpu", "mem", "restarts", "unready")
-NODE_CHANNELS = ("cpu", "mem", "disk", "gpu_drop", "temp", "xid", "fb", "net_err", "net_lat", "down")
+NODE_CHANNELS = ("cpu", "mem", "disk", "gpu_drop", "temp", "xid", "fb", "net_err", "net_lat", "down", "clock")
 SVC_CH = {c: i for i, c in enumerate(SVC_CHANNELS)}
 NODE_CH = {c: i for i, c in enumerate(NODE_CHANNELS)}
 EFFECTS = ("none", "heal", "mitigate", "harm")
@@ -69,12 +70,150 @@ class FaultSpec:
 
 
 @dataclass
+class Observability:
+    """``data/observability.yaml``: how faults reach the telemetry (see that file; every parameter has a source).
+
+    ``shipped_prob``: per log source, the probability that the cluster ships it (once per episode);
+    ``classes``: signature class -> (emit probability, delay quantiles [min, median, max] in seconds);
+    ``template_class``: template id -> its class; ``benign``: the healthy log mix as (template id, emitting service,
+    weight), INFO lines first, then the WARNING/ERROR noise weighted to make up ``noise_share`` of the lines."""
+    shipped_prob: dict[str, float]
+    classes: dict[str, tuple[float, tuple[float, float, float]]]
+    template_class: dict[str, str]
+    benign: list[tuple[str, str, float]]
+    noise_share: float
+    metric_effects: dict[str, dict] = field(default_factory=dict)
+    """fault name -> extra effects {scope: {channel: value}} on metrics its catalog entry does not drive."""
+    transients: list[dict] = field(default_factory=list)
+    """benign transient kinds: {name, weight, scope (service | node), effects {channel: value}, duration_s (lo, hi),
+    log (template id or None), log_rate (lines per window)}."""
+
+    def emission(self, tpl: "LogTemplate") -> tuple[float, tuple[float, float, float], float]:
+        """(emit probability, delay quantiles, shipped probability) of a fault's log entry with template ``tpl``."""
+        p, q = self.classes[self.template_class[tpl.id]]
+        return p, q, self.shipped_prob.get(tpl.source, 1.0)
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise CatalogError(f"observability.yaml: {msg}")
+
+
+def _prob(x, where: str) -> float:
+    _need(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0,
+          f"{where} must be a probability in [0, 1], got {x!r}")
+    return float(x)
+
+
+def _sourced(d, where: str) -> dict:
+    _need(isinstance(d, dict), f"{where} must be a mapping, got {d!r}")
+    _need(isinstance(d.get("source"), str) and d["source"].strip() != "",
+          f"{where} needs a 'source:' naming where its numbers come from")
+    return d
+
+
+def load_observability(raw: bytes, templates: list[LogTemplate]) -> Observability:
+    """Parse and validate ``observability.yaml`` against the log templates."""
+    doc = yaml.safe_load(raw)
+    _need(isinstance(doc, dict), "must be a mapping with log_collection, signature_emission, benign_logs")
+    missing = {"log_collection", "signature_emission", "benign_logs"} - set(doc)
+    _need(not missing, f"missing section(s) {sorted(missing)}")
+    sources = {t.source for t in templates}
+    shipped = {}
+    for src, d in (doc["log_collection"] or {}).items():
+        _sourced(d, f"log_collection.{src}")
+        _need(src in sources, f"log_collection.{src}: no log template has source {src!r}; sources: {sorted(sources)}")
+        shipped[src] = _prob(d.get("shipped_prob"), f"log_collection.{src}.shipped_prob")
+    se = doc["signature_emission"]
+    _need(isinstance(se, dict) and isinstance(se.get("classes"), dict) and se["classes"],
+          "signature_emission.classes must be a non-empty mapping")
+    classes = {}
+    for name, d in se["classes"].items():
+        where = f"signature_emission.classes.{name}"
+        _sourced(d, where)
+        q = d.get("delay_s")
+        _need(isinstance(q, list) and len(q) == 3 and all(isinstance(v, (int, float)) for v in q)
+              and 0 <= q[0] <= q[1] <= q[2], f"{where}.delay_s must be [min, median, max] seconds, 0 <= min <= "
+                                             f"median <= max, got {q!r}")
+        classes[name] = (_prob(d.get("emit_prob"), f"{where}.emit_prob"), tuple(float(v) for v in q))
+    default = se.get("default_class")
+    _need(default in classes, f"signature_emission.default_class {default!r} is not one of {sorted(classes)}")
+    by_src = se.get("class_of_source") or {}
+    by_tpl = se.get("templates") or {}
+    tids = {t.id for t in templates}
+    for key, table, valid in (("class_of_source", by_src, sources), ("templates", by_tpl, tids)):
+        for k, v in table.items():
+            what = "template" if key == "templates" else "source"
+            _need(k in valid, f"signature_emission.{key}: {k!r} is not a log template {what}")
+            _need(v in classes, f"signature_emission.{key}.{k}: class {v!r} is not one of {sorted(classes)}")
+    template_class = {t.id: by_tpl.get(t.id, by_src.get(t.source, default)) for t in templates}
+    bl = doc["benign_logs"]
+    _sourced(bl, "benign_logs")
+    _sourced({"source": bl.get("noise_share_source")}, "benign_logs.noise_share (noise_share_source)")
+    share = bl.get("noise_share")
+    _need(isinstance(share, (int, float)) and 0.0 <= share < 1.0,
+          f"benign_logs.noise_share must be in [0, 1), got {share!r}")
+    level = {t.id: t.level for t in templates}
+    mix = {}
+    for part, levels in (("info", ("INFO",)), ("noise", ("WARNING", "ERROR"))):
+        rows = bl.get(part)
+        _need(isinstance(rows, list) and rows,
+              f"benign_logs.{part} must be a non-empty list of [template, service, weight]")
+        for r in rows:
+            _need(isinstance(r, list) and len(r) == 3 and isinstance(r[2], (int, float)) and r[2] > 0,
+                  f"benign_logs.{part}: entry {r!r} must be [template, service, weight > 0]")
+            _need(r[0] in level, f"benign_logs.{part}: unknown log template {r[0]!r}")
+            _need(level[r[0]] in levels, f"benign_logs.{part}: template {r[0]!r} is {level[r[0]]}, expected {levels}")
+        mix[part] = rows
+    ids = [r[0] for r in mix["info"] + mix["noise"]]
+    _need(len(set(ids)) == len(ids), "benign_logs: a template appears twice (benign template ids must be distinct)")
+    wi, wn = sum(r[2] for r in mix["info"]), sum(r[2] for r in mix["noise"])
+    benign = ([(r[0], r[1], (1.0 - share) * r[2] / wi) for r in mix["info"]]
+              + [(r[0], r[1], share * r[2] / wn) for r in mix["noise"]])
+    effects = {}
+    for name, d in (doc.get("metric_effects") or {}).items():
+        _sourced(d, f"metric_effects.{name}")
+        eff = {k: v for k, v in d.items() if k != "source"}
+        _need(eff and all(isinstance(v, dict) and v for v in eff.values()),
+              f"metric_effects.{name} must map scopes to {{channel: value}}, got {eff!r}")
+        effects[name] = eff
+    transients = []
+    for name, d in (doc.get("benign_transients") or {}).items():
+        where = f"benign_transients.{name}"
+        _sourced(d, where)
+        scope = d.get("scope")
+        _need(scope in ("service", "node"), f"{where}.scope must be 'service' or 'node', got {scope!r}")
+        valid = [c for c in (SVC_CHANNELS if scope == "service" else NODE_CHANNELS) if c not in ("down", "xid")]
+        eff = d.get("effects")
+        _need(isinstance(eff, dict) and eff and all(c in valid and isinstance(v, (int, float)) for c, v in eff.items()),
+              f"{where}.effects must map channels of {valid} to numbers, got {eff!r}")
+        dur = d.get("duration_s")
+        _need(isinstance(dur, list) and len(dur) == 2 and all(isinstance(v, (int, float)) for v in dur)
+              and 0 < dur[0] <= dur[1], f"{where}.duration_s must be [min, max] seconds, 0 < min <= max, got {dur!r}")
+        w = d.get("weight")
+        _need(isinstance(w, (int, float)) and w > 0, f"{where}.weight must be > 0, got {w!r}")
+        log = d.get("log")
+        if log is not None:
+            _need(scope == "service", f"{where}.log: only service transients log (their service writes the line)")
+            _need(isinstance(log, dict) and log.get("t") in level and level[log["t"]] in ("WARNING", "ERROR")
+                  and isinstance(log.get("rate"), int) and log["rate"] >= 0,
+                  f"{where}.log must be {{t: a WARNING/ERROR template, rate: lines per window}}, got {log!r}")
+        transients.append({"name": name, "weight": float(w), "scope": scope, "effects": dict(eff),
+                           "duration_s": (float(dur[0]), float(dur[1])), "log": log["t"] if log else None,
+                           "log_rate": int(log["rate"]) if log else 0})
+    _need(transients, "benign_transients must list at least one kind")
+    return Observability(shipped_prob=shipped, classes=classes, template_class=template_class, benign=benign,
+                         noise_share=float(share), metric_effects=effects, transients=transients)
+
+
+@dataclass
 class Catalog:
     faults: list[FaultSpec]
     templates: list[LogTemplate]
     alerts: list[AlertRule]
     actions: dict
     sha256: str
+    observability: Observability | None = None
     splits: dict[str, dict] = field(default_factory=dict)
     default_split: str = "handpicked"
     fault_index: dict[str, int] = field(default_factory=dict)
@@ -151,12 +290,14 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     raw_t = (DATA_DIR / "log_templates.yaml").read_bytes()
     raw_a = (DATA_DIR / "alerts.yaml").read_bytes()
     raw_s = (DATA_DIR / "splits.yaml").read_bytes()
-    sha = hashlib.sha256(raw_c + b"\0" + raw_t + b"\0" + raw_a).hexdigest()
+    raw_o = (DATA_DIR / "observability.yaml").read_bytes()
+    sha = hashlib.sha256(raw_c + b"\0" + raw_t + b"\0" + raw_a + b"\0" + raw_o).hexdigest()
     c = yaml.safe_load(raw_c)
     templates = [LogTemplate(**t) for t in yaml.safe_load(raw_t)["templates"]]
     for t in templates:
         t.fields = _fields(t.body, t.source)
     alerts = [AlertRule(**a) for a in yaml.safe_load(raw_a)["rules"]]
+    observability = load_observability(raw_o, templates)
     tids = {t.id for t in templates}
     actions = c["actions"]
     if set(actions) != set(CATEGORIES):
@@ -172,6 +313,18 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     names = [f.name for f in faults]
     if len(set(names)) != len(names):
         raise CatalogError("duplicate fault names in the catalog")
+    by_name = {f.name: f for f in faults}
+    for name, eff in observability.metric_effects.items():  # (effects on metrics the catalog entries predate)
+        if name not in by_name:
+            raise CatalogError(f"observability.yaml: metric_effects for unknown fault {name!r}")
+        f = by_name[name]
+        for scope, chans in eff.items():
+            dup = sorted(set(chans) & set(f.effects.get(scope, {})))
+            if dup:
+                raise CatalogError(f"observability.yaml: metric_effects.{name}.{scope} sets {dup}, which the catalog "
+                                   f"entry already sets")
+            f.effects = {**f.effects, scope: {**f.effects.get(scope, {}), **chans}}
+        _validate_fault(f, tids)
     splits_doc = yaml.safe_load(raw_s)
     splits = splits_doc["splits"]
     for sname, sp in splits.items():
@@ -182,7 +335,7 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     if default_split not in splits:
         raise CatalogError(f"splits.yaml: default split {default_split!r} is not one of {sorted(splits)}")
     return Catalog(faults=faults, templates=templates, alerts=alerts, actions=actions, sha256=sha, splits=splits,
-                   default_split=default_split)
+                   default_split=default_split, observability=observability)
 
 
 def _validate_fault(f: FaultSpec, tids: set[str]) -> None:

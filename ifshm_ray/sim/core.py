@@ -6,7 +6,9 @@ rewards (all randomness is counter-based, see :mod:`ifshm_ray.sim.rng`).
 
 One call to :meth:`BatchedSim.step` is one decision: the action is applied, simulated time advances by the
 action's duration plus the step interval, then faults evolve, metrics are computed (with noise), alert rules are
-evaluated (pending / firing with their ``for:`` delays), log-template counts are drawn, health is checked and the
+evaluated (pending / firing with their ``for:`` delays), log-template counts are drawn (a fault's log entry only
+when the episode's log pipeline ships its source, the fault logs it at all and its delay has passed: states drawn at
+reset from ``data/observability.yaml``, which also gives the healthy WARNING/ERROR noise), health is checked and the
 reward is computed. The state holds what the telemetry reports (observed metrics, pending / firing alerts, the log
 lines drawn, as counts per template and emitter); :class:`ifshm_ray.sim.render.Renderer` renders one environment's
 raw telemetry (log lines, metric windows, alarms) from it in the schema of :mod:`ifshm_ray.telemetry`
@@ -34,23 +36,19 @@ SVC_METRICS = ("latency_p99_ms", "error_rate", "throughput_ratio", "ready_ratio"
                "container_restarts", "latency_slo_ratio")
 NODE_METRICS = ("node_cpu_utilisation", "node_memory_utilisation", "node_filesystem_used_ratio",
                 "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_XID_ERRORS", "gpu_fb_used_ratio",
-                "node_network_receive_errs_ratio", "node_network_latency_ms", "kube_node_status_ready")
+                "node_network_receive_errs_ratio", "node_network_latency_ms", "kube_node_status_ready",
+                "node_timex_offset_seconds")
 GPU_ONLY = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_XID_ERRORS", "gpu_fb_used_ratio"}
 METRIC_DECIMALS = 4  # metric samples are rendered (and so observed) rounded to this many decimals
 
-# benign log mix: (template id, emitting service or None for the template's own source, weight)
-BENIGN_MIX = (
-    ("health_ok", "inference-server", 2.0), ("req_ok", "api-gateway", 2.0), ("nova_spawn_ok", "nova-compute", 0.6),
-    ("nova_sync_power", "nova-compute", 0.6), ("nova_api_ok", "nova-api", 0.8), ("sched_ok", "nova-scheduler", 0.4),
-    ("cinder_ok", "cinder-volume", 0.4), ("neutron_ok", "neutron-server", 0.6), ("agent_report_ok", "neutron-agent", 0.5),
-    ("train_step", "training-worker", 2.0), ("ckpt_ok", "training-worker", 0.3), ("mq_ok", "message-queue", 0.5),
-    ("dns_ok", "coredns", 0.8), ("redis_ok", "feature-store", 0.3), ("sched_job_ok", "job-scheduler", 0.4),
-    ("gc_pause", "api-gateway", 0.15), ("k8s_not_ready", "inference-server", 0.05),
-    ("k8s_rollout", "inference-server", 0.03), ("net_timeout", "job-scheduler", 0.05),
-)
+# benign log mix of the packaged catalog: (template id, emitting service, share of the benign lines), from
+# data/observability.yaml (INFO lines, then the WARNING/ERROR noise of healthy services at its measured share); a
+# simulator reads its own catalog's (BatchedSim.benign_mix)
+BENIGN_MIX = tuple(load_catalog().observability.benign)
 
 # purposes of the counter-based random streams
 P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC, P_WINDOW = 1, 2, 3, 4, 5, 6, 7, 8, 9
+P_EPISODE_OBS = 20  # per-episode draws of fault-free episodes, benign transient kinds and log states
 
 
 class SimError(ValueError):
@@ -124,11 +122,49 @@ class BatchedSim:
         self.L = len(cat.templates)
         tix = cat.template_index
         self.client_err_tid = np.array([tix[s.client_error] for s in topo.specs], dtype=np.int64)
-        self.benign_tid = np.array([tix[t] for t, _, _ in BENIGN_MIX], dtype=np.int64)
-        self.benign_svc = np.array([topo.svc_index[s] for _, s, _ in BENIGN_MIX], dtype=np.int64)
-        w = np.array([w for _, _, w in BENIGN_MIX])
+        obs_model = cat.observability
+        self.benign_mix = tuple(obs_model.benign)
+        bad = sorted({s for _, s, _ in self.benign_mix} - set(topo.svc_index))
+        if bad:
+            raise CatalogError(f"observability.yaml benign_logs: service(s) {bad} not in the topology {topo.services}")
+        self.benign_tid = np.array([tix[t] for t, _, _ in self.benign_mix], dtype=np.int64)
+        self.benign_svc = np.array([topo.svc_index[s] for _, s, _ in self.benign_mix], dtype=np.int64)
+        w = np.array([w for _, _, w in self.benign_mix])
         self.benign_rate = self.cfg.benign_log_rate * w / w.sum()
-        self.tid_gc_pause = tix["gc_pause"]
+        # log emission states (observability.yaml): per fault and log entry, its emit probability, its delay
+        # quantiles and the index of its log source among the sources shipped with a probability (-1: always)
+        self.ship_sources = sorted(obs_model.shipped_prob)
+        self.ship_prob = np.array([obs_model.shipped_prob[x] for x in self.ship_sources])
+        self.log_emit_p = np.zeros((F + 1, cc.max_logs))
+        self.log_delay_q = np.zeros((F + 1, cc.max_logs, 3))
+        self.log_src_ix = np.full((F + 1, cc.max_logs), -1, np.int64)
+        for i in range(F):
+            for j in range(cc.max_logs):
+                if cc.log_tid[i, j] < 0:
+                    continue
+                tpl = cat.templates[cc.log_tid[i, j]]
+                p, q, _ = obs_model.emission(tpl)
+                self.log_emit_p[i, j] = p
+                self.log_delay_q[i, j] = q
+                if tpl.source in obs_model.shipped_prob:
+                    self.log_src_ix[i, j] = self.ship_sources.index(tpl.source)
+        # benign transient kinds (observability.yaml): effects at full size on the service / node channels, log
+        # template and lines per window, duration range, and the cumulative weights they are drawn with
+        tr = obs_model.transients
+        self.tr_is_node = np.array([x["scope"] == "node" for x in tr])
+        self.tr_svc = np.zeros((len(tr), len(SVC_CH)))
+        self.tr_node = np.zeros((len(tr), len(NODE_CH) + 1))
+        for i, x in enumerate(tr):
+            for ch, v in x["effects"].items():
+                if x["scope"] == "node":
+                    self.tr_node[i, NODE_CH[ch]] = v
+                else:
+                    self.tr_svc[i, SVC_CH[ch]] = v
+        self.tr_tid = np.array([tix[x["log"]] if x["log"] else 0 for x in tr], np.int64)
+        self.tr_rate = np.array([x["log_rate"] for x in tr], np.int64)
+        self.tr_dur = np.array([x["duration_s"] for x in tr])
+        w = np.array([x["weight"] for x in tr])
+        self.tr_cum = np.cumsum(w) / w.sum()
         self.tid_failed_sched = tix["failed_scheduling"]
         self.tid_rollout = tix["k8s_rollout"]
         # alert rules
@@ -200,17 +236,18 @@ class BatchedSim:
         self.i_train, self.i_inf = topo.svc_index["training-worker"], topo.svc_index["inference-server"]
         # which metrics get multiplicative noise, and caps of observed node metrics
         self.svc_noisy = np.array([1, 0, 1, 0, 1, 1, 0, 1], float)
-        self.node_noisy = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 0], float)
-        self.node_cap = np.array([1, 1, 1, 100, np.inf, np.inf, 1, 1, np.inf, 1], float)
+        self.node_noisy = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1], float)
+        self.node_cap = np.array([1, 1, 1, 100, np.inf, np.inf, 1, 1, np.inf, 1, np.inf], float)
         # node metrics from fault channels in one pass (see _observe): per metric its constant base, its channel
         # (the all-zero channel where none), its clip bounds and whether it exists on nodes without GPUs only
         inf = np.inf
-        self.node_base = np.array([0, 0.45, 0.5, 0, 0, 0, 0, 0.0005, 0.4, 0])
+        self.node_base = np.array([0, 0.45, 0.5, 0, 0, 0, 0, 0.0005, 0.4, 0, 0])
         self.node_ch_of_metric = np.array([NODE_CH[c] if c else len(NODE_CH) for c in
-                                           ("cpu", "mem", "disk", None, "temp", None, "fb", "net_err", "net_lat", None)])
-        self.node_lo_m = np.array([0, 0, 0.05, -inf, -inf, -inf, 0, 0, -inf, -inf])[:, None, None]  # [metric, 1, 1]
-        self.node_hi_m = np.array([1, 1, 1, inf, inf, inf, 1, 1, inf, inf])[:, None, None]
-        self.node_gmask_m = np.where(np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 0], bool)[:, None, None],
+                                           ("cpu", "mem", "disk", None, "temp", None, "fb", "net_err", "net_lat", None,
+                                            "clock")])
+        self.node_lo_m = np.array([0, 0, 0.05, -inf, -inf, -inf, 0, 0, -inf, -inf, -inf])[:, None, None]  # [M, 1, 1]
+        self.node_hi_m = np.array([1, 1, 1, inf, inf, inf, 1, 1, inf, inf, inf])[:, None, None]
+        self.node_gmask_m = np.where(np.array([0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0], bool)[:, None, None],
                                      self.gpu_node[None, None, :], True).astype(float)        # [metric, 1, N]
         # ---- tables of _observe (built once: at batch size 1 the cost is per numpy call, not per element)
         self._arange = np.arange(self.B)
@@ -232,7 +269,7 @@ class BatchedSim:
         # log counts (2); consecutive parts of one draw
         Ms_obs, Mn_obs = len(SVC_METRICS), len(NODE_METRICS)
         sizes = (S * Ms_obs + N * Mn_obs, K_SLOTS * cc.max_logs, K_SLOTS * cc.max_logs, S, S,
-                 len(BENIGN_MIX), len(BENIGN_MIX))
+                 len(self.benign_mix), len(self.benign_mix))
         bounds = np.cumsum((0,) + sizes).tolist()
         self._noise_n = bounds[-1]
         self._noise_parts = [slice(bounds[i], bounds[i + 1]) for i in range(len(sizes))]
@@ -312,6 +349,8 @@ class BatchedSim:
         self.first_action_t = np.full(B, np.nan)
         self.unhealthy_s = np.zeros(B)
         self.blip_svc = np.zeros(B, np.int64)
+        self.blip_node = np.zeros(B, np.int64)
+        self.blip_kind = np.zeros(B, np.int64)         # benign transient kind (observability.yaml)
         self.blip_t0 = np.full(B, np.inf)
         self.blip_dur = np.zeros(B)
         self.phase = np.zeros(B)
@@ -337,8 +376,9 @@ class BatchedSim:
         self.fault_counts = np.zeros((B, K, self.cc.max_logs), np.int64)
         self.prop_counts = np.zeros((B, S), np.int64)
         self.prop_tid = np.zeros((B, S), np.int64)
-        self.benign_counts = np.zeros((B, len(BENIGN_MIX)), np.int64)
+        self.benign_counts = np.zeros((B, len(self.benign_mix)), np.int64)
         self.blip_counts = np.zeros(B, np.int64)
+        self.blip_tid = np.zeros(B, np.int64)          # log template of the transient's lines
         self.firing = np.zeros((B, self.A), bool)
         self.pending = np.zeros((B, self.A), bool)
         self.ent_pending = np.zeros((B, self.topo.T))
@@ -358,6 +398,9 @@ class BatchedSim:
         self.ep_xid = np.zeros((B, K, N))              # Xid code on the root node
         self.ep_log_rate = np.zeros((B, K, cm))
         self.ep_log_on = np.zeros((B, K, cm), bool)
+        self.ep_log_emit = np.zeros((B, K, cm), bool)   # the entry is logged (and its source shipped) this episode
+        self.ep_log_delay = np.zeros((B, K, cm))        # seconds after the fault shows before its first line
+        self.ep_shipped = np.ones((B, len(self.ship_sources)), bool)  # log sources the cluster ships
         # functions of the placement and the cordons (they change only at reset and with scale/drain/migrate)
         self.placed = np.zeros((B, S))                 # replicas placed per service
         self.share = np.zeros((B, S, N))               # share of a service's replicas on each node
@@ -396,9 +439,9 @@ class BatchedSim:
         per env (a list of names, or a list of lists for compound incidents; ``FAULT_FREE`` = "none" for an episode
         without a fault). Otherwise each episode is fault-free with probability ``fault_free_prob``.
 
-        Randomness: every draw made here comes from the episode key alone (stream ``P_RESET``), whatever fault is
-        forced or sampled, and the per-step draws from (key, step) with fixed positions per purpose; so a seed's
-        fault-free run and the same seed's faulted run share the phase of the load curve, the injection time, the
+        Randomness: every draw made here comes from the episode key alone (streams ``P_RESET``, ``P_EPISODE_OBS``),
+        whatever fault is forced or sampled, and the per-step draws from (key, step) with fixed positions per purpose;
+        so a seed's fault-free run and the same seed's faulted run share the phase of the load curve, the injection time, the
         benign transient, the metric noise and the benign log lines, and differ only by what the fault causes
         (while the actions, and so the step times, are the same)."""
         idx = np.asarray(idx, np.int64)
@@ -406,6 +449,9 @@ class BatchedSim:
         cfg, cc, topo = self.cfg, self.cc, self.topo
         n = len(idx)
         u = rng.uniform(keys, np.zeros(n, np.uint64), P_RESET, 16)
+        # (fault-free, transient kind and node, then the log states: see _log_states)
+        v = rng.uniform(keys, np.zeros(n, np.uint64), P_EPISODE_OBS,
+                        3 + len(self.ship_sources) + 2 * K_SLOTS * cc.max_logs)
         if n == self.B and np.array_equal(idx, self._arange):
             idx = slice(None)  # (every env, in order: state is then written and read through views)
         self.key[idx] = keys
@@ -456,7 +502,7 @@ class BatchedSim:
                 # the second fault of a compound incident: uniform over the other allowed faults
                 second = (first + 1 + (u[:, 3] * (na - 1)).astype(np.int64)) % na
                 fid[:, 1] = np.where(u[:, 2] < cfg.compound_prob, self.allowed_faults[second], cc.F)
-            fid[u[:, 11] < cfg.fault_free_prob] = cc.F  # a fault-free episode (draw 11: its own, see above)
+            fid[v[:, 0] < cfg.fault_free_prob] = cc.F  # a fault-free episode (a draw of its own, see above)
         live = fid < cc.F
         fs = np.minimum(fid, cc.F - 1)
         t_inj = u[:, 4] * cfg.inject_max_delay_s
@@ -470,12 +516,36 @@ class BatchedSim:
         self.f_worsen[idx] = 0.0
         self.f_heal_t[idx] = np.nan
         blip = u[:, 7] < cfg.false_alarm_prob
+        kind = np.minimum(np.searchsorted(self.tr_cum, v[:, 1], side="right"), len(self.tr_cum) - 1)
+        self.blip_kind[idx] = kind
         self.blip_svc[idx] = (u[:, 8] * topo.S).astype(np.int64) % topo.S
+        self.blip_node[idx] = (v[:, 2] * topo.N).astype(np.int64) % topo.N
         self.blip_t0[idx] = np.where(blip, u[:, 9] * cfg.time_limit_s * 0.5, np.inf)
-        self.blip_dur[idx] = np.where(blip, 30.0 + 90.0 * u[:, 10], 0.0)
+        lo, hi = self.tr_dur[kind, 0], self.tr_dur[kind, 1]
+        self.blip_dur[idx] = np.where(blip, lo + (hi - lo) * u[:, 10], 0.0)
+        self._log_states(idx, v[:, 3:], fid)
         self._episode_tables(idx)
         self._refresh_placement(idx)
         self._observe(idx, dur=np.zeros(n), first=True)
+
+    def _log_states(self, idx: np.ndarray | slice, u: np.ndarray, fid: np.ndarray) -> None:
+        """Per episode (observability.yaml): which log sources the cluster ships, and per fault slot and log entry
+        whether the fault logs it at all and after what delay, from the uniforms ``u`` [n, sources + 2 K max_logs]
+        (drawn from the key alone, so the same seed's fault-free and faulted runs ship the same sources)."""
+        n, K, cm = len(fid), K_SLOTS, self.cc.max_logs
+        ns = len(self.ship_sources)
+        shipped = u[:, :ns] < self.ship_prob
+        ue = u[:, ns: ns + K * cm].reshape(n, K, cm)
+        ud = u[:, ns + K * cm:].reshape(n, K, cm)
+        si = self.log_src_ix[fid]                                                      # [n, K, cm]
+        ok = np.where(si >= 0, np.take_along_axis(shipped, np.maximum(si, 0).reshape(n, -1), axis=1).reshape(si.shape),
+                      True) if ns else np.ones(si.shape, bool)
+        q = self.log_delay_q[fid]                                                      # [n, K, cm, 3]
+        lo = np.where(ud < 0.5, q[..., 0], q[..., 1])
+        hi = np.where(ud < 0.5, q[..., 1], q[..., 2])
+        self.ep_shipped[idx] = shipped
+        self.ep_log_emit[idx] = (ue < self.log_emit_p[fid]) & ok
+        self.ep_log_delay[idx] = lo + (hi - lo) * np.where(ud < 0.5, 2 * ud, 2 * ud - 1)
 
     def _episode_tables(self, idx: np.ndarray | slice) -> None:
         """The catalog rows of the faults of envs ``idx`` (gathered once per episode instead of every step)."""
@@ -501,7 +571,7 @@ class BatchedSim:
                                     (live_f & self.ep_nf).any(axis=0).tolist(),
                                     self.ep_spreads_svc.any(axis=0).tolist(),
                                     self.ep_spreads_node.any(axis=0).tolist()))
-        rate = self.log_rate[f]
+        rate = self.log_rate[f] * self.ep_log_emit[idx]
         self.ep_log_rate[idx] = rate
         self.ep_log_on[idx] = rate > 0
 
@@ -917,10 +987,19 @@ class BatchedSim:
         blip_t0, blip_svc = self.blip_t0[idx], self.blip_svc[idx]
         blip = (t >= blip_t0) & (t < blip_t0 + self.blip_dur[idx])
         cold = t[:, None] < self.cold_until[idx]
-        if blip.any() or cold.any():  # (otherwise this adds zeros: skipped)
-            bmask = (blip_svc[:, None] == svc_ix) & blip[:, None]
-            svc_ch[SVC_CH["lat"]] += 1.2 * bmask + 1.5 * cold
-            svc_ch[SVC_CH["err"]] += 0.03 * bmask + 0.3 * cold
+        any_blip = bool(blip.any())
+        if any_blip:  # the benign transient's effects, by its kind, on the envs that have one now (elsewhere
+            kind = self.blip_kind[idx]  # they would add zeros)
+            on_node = self.tr_is_node[kind]
+            e = np.flatnonzero(blip & ~on_node)
+            if len(e):
+                svc_ch[:, e, blip_svc[e]] += self.tr_svc[kind[e]].T
+            e = np.flatnonzero(blip & on_node)
+            if len(e):
+                node_ch[:, e, self.blip_node[idx][e]] += self.tr_node[kind[e]].T
+        if cold.any():
+            svc_ch[SVC_CH["lat"]] += 1.5 * cold
+            svc_ch[SVC_CH["err"]] += 0.3 * cold
             svc_ch[SVC_CH["restarts"]] += cold
         if self._any_down_fault:
             down = node_ch[NODE_CH["down"]] >= 0.5
@@ -997,6 +1076,7 @@ class BatchedSim:
         nb *= self.node_gmask_m
         if any_down:
             nb[:9] *= ~down  # a down node stops exporting: metrics read 0, except readiness
+            nb[10:] *= ~down
         node_true = nb.transpose(1, 2, 0)
         # ---- one draw of counter-based randomness for the whole step
         u = rng.table_uniform(self.key[idx], self.step_idx[idx], P_NOISE, self._noise_n)
@@ -1066,10 +1146,12 @@ class BatchedSim:
         # (no visible fault: every term is 0, and so is every count; likewise without impaired dependencies)
         if visible.any():
             level = visible * (0.5 + 0.5 * np.minimum(sev, 1.0))
-            rate = self.ep_log_rate[idx]
+            # an entry logs once its delay has passed since the fault showed (observability.yaml)
+            since = t[:, None] - self.f_eff_t0[idx] - self.ep_onset[idx]
+            on = self.ep_log_on[idx] & visible[:, :, None] & (since[:, :, None] >= self.ep_log_delay[idx])
+            rate = self.ep_log_rate[idx] * on
             u1, u2 = u[:, part[1]].reshape(n_env, K, cm), u[:, part[2]].reshape(n_env, K, cm)
-            fc = np.floor(rate * level[:, :, None] * (0.5 + u1)
-                          + u2 * (self.ep_log_on[idx] & visible[:, :, None])).astype(np.int64)
+            fc = np.floor(rate * level[:, :, None] * (0.5 + u1) + u2 * on).astype(np.int64)
             self.fault_counts[idx] = fc
         else:
             self.fault_counts[idx] = 0
@@ -1083,8 +1165,11 @@ class BatchedSim:
         self.prop_tid[idx] = ptid
         bc = np.floor(self.benign_rate * (0.5 + u[:, part[5]]) + u[:, part[6]]).astype(np.int64)
         self.benign_counts[idx] = bc
-        blip2 = blip * 2
-        self.blip_counts[idx] = blip2
+        if any_blip:  # (the transient's own log lines, written by its service)
+            self.blip_counts[idx] = blip * self.tr_rate[kind] * ~on_node
+            self.blip_tid[idx] = self.tr_tid[kind]
+        else:
+            self.blip_counts[idx] = 0
         self._log_totals = None  # (the per-template / per-entity totals follow from these counts on demand)
         # ---- health: root cause cleared, SLOs hold, every service present with its replicas
         active = self.f_active[idx].any(axis=1)
@@ -1139,7 +1224,7 @@ class BatchedSim:
         w = np.concatenate([(fc.reshape(n_env, -1) * (tid_f >= 0)).reshape(-1), pc.reshape(-1)])
         tc = np.bincount(flat, weights=w, minlength=n_env * L).reshape(n_env, L)
         tc[:, self.benign_tid] += bc  # benign template ids are distinct
-        tc[:, self.tid_gc_pause] += blip2
+        tc[ar, self.blip_tid] += blip2  # (one entry per env: no repeated index)
         tc[:, self.tid_failed_sched] += ms >= 0
         tc[:, self.tid_rollout] += mr >= 0
         # WARNING/ERROR lines per service (by source) and per host node
@@ -1150,6 +1235,7 @@ class BatchedSim:
         bw = bc * self.benign_errwarn
         bhost = host_of[:, self.benign_svc]
         bl_host = host_of[ar, blip_svc]
+        blip2 = blip2 * self.tpl_errwarn[self.blip_tid]  # (only WARNING/ERROR lines count below)
         svc_w = np.concatenate([wf, pc, bw, blip2[:, None]], axis=1)
         svc_i = np.concatenate([sa, self._svc_ix_rows[:n_env], self._benign_attr_rows[:n_env], blip_svc[:, None]],
                                axis=1)
@@ -1228,7 +1314,7 @@ class BatchedSim:
                 lines += [(tid, s, host[s])] * cnt
         if self.blip_counts[b]:
             s = int(self.blip_svc[b])
-            lines += [(self.tid_gc_pause, s, host[s])] * int(self.blip_counts[b])
+            lines += [(int(self.blip_tid[b]), s, host[s])] * int(self.blip_counts[b])
         if self.mech_sched[b] >= 0:
             s = int(self.mech_sched[b])
             lines.append((self.tid_failed_sched, s, host[s]))
