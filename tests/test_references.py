@@ -63,8 +63,11 @@ def test_handpicked_blind_runbook_loses_the_rules_written_with_the_answers():
 
     for pat in leaky:
         assert has(full, pat) and not has(blind, pat), pat
+    skew = [r for r in full.rules if r.alerts == ("NodeClockSkewDetected",)]
+    assert skew and skew[0] not in blind.rules
     assert has(full, xid=95) and not has(blind, xid=95) and has(blind, xid=48)
-    assert len(full.rules) - len(blind.rules) == 6  # the five above and "GET /health HTTP/1.1" 500 (vLLM)
+    # the five above, '"GET /health HTTP/1.1" 500' (vLLM) and NodeClockSkewDetected (clock skew)
+    assert len(full.rules) - len(blind.rules) == 7
     assert make_baseline("runbook-instant", sim_cfg=SimConfig()).rules == blind.rules
 
 
