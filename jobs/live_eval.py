@@ -25,7 +25,8 @@ from ifshm_ray.baselines.policies import RunbookPolicy
 from ifshm_ray.config import ConfigError, SimConfig, TopologyConfig, add_override_arg, load_config, to_dict
 from ifshm_ray.live.binding import load_binding
 from ifshm_ray.live.config import LiveConfig
-from ifshm_ray.live.incident import (LoadSloProbe, make_collector, make_executor, run_incident, summarise)
+from ifshm_ray.live.incident import (LoadSloProbe, make_collector, make_executor, restore_steady_state, run_incident,
+                                     summarise)
 from ifshm_ray.live.injectors import load_fault_plans
 from ifshm_ray.live.recording import IncidentRecorder
 from ifshm_ray.live.stack import LiveStack, StackError
@@ -87,9 +88,19 @@ def main(argv: list[str] | None = None) -> int:
             for plan in selected:
                 for arm in cfg.eval.arms:
                     for rep in range(cfg.eval.repeats):
-                        rec = run_incident(stack, cfg, binding, plan, arm, topology=topology, executor=executor,
-                                           collector=collector, probe=probe, recorder=recorder,
-                                           policy_factory=RunbookPolicy if arm == "runbook" else None, repeat=rep)
+                        try:
+                            rec = run_incident(stack, cfg, binding, plan, arm, topology=topology,
+                                               executor=executor, collector=collector, probe=probe,
+                                               recorder=recorder, repeat=rep,
+                                               policy_factory=RunbookPolicy if arm == "runbook" else None)
+                        except Exception as e:  # noqa: BLE001  (one failed incident must not end the run)
+                            log.exception("incident %s/%s/%d failed", plan.name, arm, rep)
+                            rec = {"fault": plan.name, "arm": arm, "repeat": rep, "recovered": False,
+                                   "skipped": f"error: {e!r}"}
+                            try:
+                                rec["restored"] = restore_steady_state(stack, cfg)
+                            except Exception as e2:  # noqa: BLE001
+                                rec["restore_error"] = repr(e2)
                         records.append(rec)
                         recorder.write()
                         (out / "incidents.json").write_text(json.dumps(records, indent=1, default=str))

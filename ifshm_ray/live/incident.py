@@ -214,7 +214,7 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
         t_end = time.time()
     rec["windows"] = window
     rec["undone"] = run.get("undone")
-    fired = stack.sidecar.alerts_since(t_inject)
+    fired = stack.sidecar.alerts_since(t_inject, started_after=t_inject)  # alerts this incident raised
     rec["alerts"] = sorted({f'{a["labels"].get("alertname")}/{a["labels"].get("service") or a["labels"].get("node")}'
                             for a in fired})
     rec["detect_s"] = round(min(a["received_at"] for a in fired) - t_inject, 3) if fired else None

@@ -50,7 +50,6 @@ from ifshm_ray.live.config import LiveConfig, StackConfig
 from ifshm_ray.live.handlers import redis_command, render_upstream
 from ifshm_ray.live.loadgen import LoadGenerator
 from ifshm_ray.live.serve_api import SERVE_API, record_deploy
-from ifshm_ray.live.slo import quantile
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +188,10 @@ class Sidecar:
         self.server.server_close()
         self._thread.join(5)
 
-    def alerts_since(self, t_wall: float, name: str | None = None, status: str = "firing") -> list[dict]:
-        """Alerts received after wall time ``t_wall`` (each with its webhook's ``received_at``)."""
+    def alerts_since(self, t_wall: float, name: str | None = None, status: str = "firing",
+                     started_after: float | None = None) -> list[dict]:
+        """Alerts received after wall time ``t_wall`` (each with its webhook's ``received_at``); with
+        ``started_after``, only alerts that became active (``startsAt``) after that wall time."""
         with self._lock:
             hooks = list(self.webhooks)
         out = []
@@ -198,8 +199,16 @@ class Sidecar:
             if h["received_at"] < t_wall:
                 continue
             for a in h["payload"].get("alerts", []):
-                if a.get("status") == status and (name is None or a["labels"].get("alertname") == name):
-                    out.append({**a, "received_at": h["received_at"]})
+                if a.get("status") != status or (name is not None and a["labels"].get("alertname") != name):
+                    continue
+                if started_after is not None:
+                    from ifshm_ray.live.collector import parse_rfc3339
+                    try:
+                        if parse_rfc3339(a.get("startsAt", "")) < started_after:
+                            continue
+                    except ValueError:
+                        continue
+                out.append({**a, "received_at": h["received_at"]})
         return out
 
     def metrics_text(self) -> str:
@@ -262,12 +271,19 @@ class Sidecar:
 # ------------------------------------------------------------------------------------------------ rules
 @dataclass
 class Baseline:
-    """The steady state measured before any fault (client-side p95, request rate; the model's p95)."""
+    """The steady state measured before any fault: from the load generator's own records (the SLO probe's
+    reference) and through Prometheus with the very expressions the rules use (the ratio metrics' reference)."""
 
     p95_s: float
+    """Client-side p95 latency from the load generator's records (the SLO probe compares with it)."""
     rps: float
-    model_p95_ms: float
+    """Requests per second answered in the steady state."""
     replicas: int
+    """Replicas of the model deployment."""
+    promql_p95_s: float | None = None
+    """Client-side p95 as Prometheus computes it from the probe histogram (bucket interpolation included)."""
+    model_p95_ms: float | None = None
+    """The model deployment's p95 processing latency from Ray Serve's histogram."""
 
 
 def promql_map(values: dict[str, Any], path: Path = PROMQL_FILE) -> dict[str, dict[str, str]]:
@@ -443,7 +459,8 @@ class LiveStack:
         steps = [("model_cache", self._start_model_cache), ("redis", self._start_redis), ("ray", self._start_ray),
                  ("serve", self._deploy_serve), ("proxy", self._start_proxy), ("nginx", self._start_nginx),
                  ("load", self._start_load), ("exporters", self._start_exporters),
-                 ("baseline", self._measure_baseline), ("monitoring", self._start_monitoring)]
+                 ("baseline", self._measure_baseline), ("monitoring", self._start_monitoring),
+                 ("calibrate", self._calibrate)]
         deadline = t0 + self.s.startup_timeout_s
         for name, step in steps:
             t = time.monotonic()
@@ -464,7 +481,7 @@ class LiveStack:
             if not self.mounted:
                 log.warning("tmpfs mount failed (%s): the model cache is a plain folder", r.stderr.strip())
         self.prune_folder.mkdir(exist_ok=True)
-        from ifshm_ray.live.target_app import write_models
+        from ifshm_ray.live.modelcache import write_models
         write_models(self.cache_mount, self.s.model_versions, self.s.model_features, self.seed)
 
     def _start_redis(self) -> None:
@@ -636,20 +653,13 @@ http {{
         st = self.load.window(since=now - window, until=now, q=0.95)
         if st.requests == 0 or st.success_rate < 1.0 - self.sim.slo_error_rate:
             raise StackError(f"no steady state: {st} over the first {window:.0f} s")
-        ok = [r.latency_ms for r in self.load.records if now - window <= r.t < now and r.status == 200]
         self.baseline = Baseline(p95_s=st.latency_ms / 1000.0, rps=st.requests / window,
-                                 model_p95_ms=max(self.s.model_service_ms, quantile(ok, 0.95) * 0.5),
                                  replicas=self.s.model_replicas)
 
     def _start_monitoring(self) -> None:
-        b = self.baseline
-        self.queries = promql_map({"w": f"{self.s.rate_window_s:g}s", "mount": str(self.cache_mount),
-                                   "base_p95_s": f"{b.p95_s:.6g}", "base_rps": f"{b.rps:.6g}",
-                                   "base_model_p95_ms": f"{b.model_p95_ms:.6g}",
-                                   "slo_factor": f"{self.sim.slo_latency_factor:g}", "replicas": b.replicas})
         d = self.run_dir / "monitoring"
         d.mkdir()
-        (d / "rules.yml").write_text(yaml.safe_dump(alert_rules(self.queries, self.s.alert_for_s), sort_keys=False))
+        (d / "rules.yml").write_text(yaml.safe_dump({"groups": []}))  # the rules follow the calibration
         sd = self.ray_temp / "session_latest" / "prom_metrics_service_discovery.json"
         iv = f"{self.s.scrape_interval_s:g}s"
         static = [("node", self.ports.node_exporter), ("redis", self.ports.redis_exporter),
@@ -681,6 +691,44 @@ http {{
         wait_for(lambda: http_ok(f"http://127.0.0.1:{self.ports.alertmanager}/-/ready"), 30, "alertmanager")
         wait_for(lambda: http_ok(self.prometheus_url + "/-/ready"), 30, "prometheus")
         wait_for(lambda: self.targets_up() >= len(static) + 1, 60, "prometheus targets up")
+
+    def query(self, promql: str) -> float | None:
+        """An instant query's single value (None when empty or not finite)."""
+        with httpx.Client(trust_env=False, timeout=10) as c:
+            res = c.get(self.prometheus_url + "/api/v1/query", params={"query": promql}).json()["data"]["result"]
+        if not res:
+            return None
+        v = float(res[0]["value"][1])
+        return v if v == v and abs(v) != float("inf") else None
+
+    def _calibrate(self) -> None:
+        """Once Prometheus holds a full rate window of steady state, measure the reference values with the
+        rules' own expressions, then write the alert rules and reload Prometheus."""
+        w = f"{self.s.rate_window_s:g}s"
+        client_q = f"histogram_quantile(0.95, sum by (le) (rate(ifshm_probe_latency_seconds_bucket[{w}])))"
+        model_q = (f'histogram_quantile(0.95, sum by (le) (rate(ray_serve_deployment_processing_latency_ms_bucket'
+                   f'{{deployment="{MODEL}"}}[{w}])))')
+        time.sleep(self.s.rate_window_s + 2 * self.s.scrape_interval_s)
+        b = self.baseline
+        b.promql_p95_s = wait_for(lambda: self.query(client_q), 30, "steady-state client p95 in Prometheus")
+        b.model_p95_ms = wait_for(lambda: self.query(model_q), 60, "steady-state model p95 in Prometheus (Ray)")
+        g = f"{max(3 * self.s.ray_metrics_report_interval_ms / 1000.0, 3 * self.s.scrape_interval_s):g}s"
+        self.queries = promql_map({"w": w, "g": g, "mount": str(self.cache_mount), "base_p95_s": f"{b.promql_p95_s:.6g}",
+                                   "base_rps": f"{b.rps:.6g}", "base_model_p95_ms": f"{b.model_p95_ms:.6g}",
+                                   "slo_factor": f"{self.sim.slo_latency_factor:g}", "replicas": b.replicas})
+        rules = self.run_dir / "monitoring" / "rules.yml"
+        rules.write_text(yaml.safe_dump(alert_rules(self.queries, self.s.alert_for_s), sort_keys=False))
+        with httpx.Client(trust_env=False, timeout=10) as c:
+            r = c.post(self.prometheus_url + "/-/reload")
+        if r.status_code != 200:
+            raise StackError(f"Prometheus reload answered {r.status_code}: {r.text[:300]}")
+
+        def loaded():
+            with httpx.Client(trust_env=False, timeout=10) as c:
+                groups = c.get(self.prometheus_url + "/api/v1/rules").json()["data"]["groups"]
+            return groups and all(rule.get("health") == "ok" or rule.get("health") == "unknown"
+                                  for g in groups for rule in g["rules"])
+        wait_for(loaded, 30, f"alert rules loaded ({rules})")
 
     def alertmanager_cmd(self, cmd: list[str]) -> list[str]:
         """Debian's Alertmanager reads its templates from the fixed path /usr/share/prometheus/alertmanager: run it

@@ -27,27 +27,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ifshm_ray.live.handlers import RedisError, redis_command
+from ifshm_ray.live.modelcache import SCRATCH_SUBDIR, model_path
 
 log = logging.getLogger("ray.serve")
-
-MODELS_SUBDIR, SCRATCH_SUBDIR = "models", "scratch"
-
-
-def model_path(cache_dir: str | Path, version: str) -> Path:
-    return Path(cache_dir) / MODELS_SUBDIR / version / "weights.npy"
-
-
-def write_models(cache_dir: str | Path, versions: list[str], n_features: int, seed: int) -> list[Path]:
-    """The bundled model's weights, one file per version, drawn from ``seed`` (deterministic)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for v in versions:
-        p = model_path(cache_dir, v)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        np.save(p, rng.normal(size=n_features).astype(np.float32))
-        out.append(p)
-    return out
-
 
 @serve.deployment(name="Model", max_ongoing_requests=64, health_check_period_s=2.0, health_check_timeout_s=5.0)
 class Model:
