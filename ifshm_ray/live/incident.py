@@ -163,7 +163,7 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
                               fill_folder=stack.prune_folder,
                               dashboard=ServeDashboard(stack.dashboard_url, cfg.handlers.http_timeout_s),
                               binding=binding, history_path=stack.deploy_history, find_pid=stack.model_replica_pid,
-                              load=stack.load)
+                              load=stack.load, redis_port=stack.ports.redis)
     policy = policy_factory() if (arm != "none" and policy_factory) else None
     env = _TopologyEnv(topology)
     if policy is not None:
