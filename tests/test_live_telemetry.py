@@ -163,7 +163,9 @@ def test_collector_builds_a_valid_window_from_prometheus_and_logs(tmp_path):
     now = time.time()
     stamp = time.strftime("%d %b %Y %H:%M:%S", time.localtime(now - 2)) + ".000"
     old = time.strftime("%d %b %Y %H:%M:%S", time.localtime(now - 300)) + ".000"
-    redis_log.write_text(f"1:M {old} # too old\n1:M {stamp} * just info\n1:M {stamp} # OOM command not allowed\n")
+    before = time.strftime("%d %b %Y %H:%M:%S", time.localtime(now - 20)) + ".000"
+    redis_log.write_text(f"1:M {old} # too old\n1:M {before} # before the incident\n1:M {stamp} * just info\n"
+                         f"1:M {stamp} # OOM command not allowed\n")
     topo = Topology(TopologyConfig())
     queries = {"api-gateway": {"error_rate": "q1"}, "feature-store": {"memory_util": "nan q"}}
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())) as port:

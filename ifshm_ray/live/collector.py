@@ -157,13 +157,16 @@ class Collector:
 
     def window(self, window_s: float, *, now: float | None = None, t0: float | None = None) -> dict:
         """The telemetry window ending ``now`` (wall time) and covering ``window_s``; ``time_s`` counts from
-        ``t0`` (the incident's start; default: the window's start)."""
+        ``t0`` (the incident's start; default: the window's start), and log lines older than ``t0`` are left
+        out (metrics keep their whole window: the steady state before the fault is part of the picture)."""
         now = time.time() if now is None else now
         start = now - window_s
         with httpx.Client(trust_env=False, timeout=self.timeout_s) as c:
             tel = {"schema": SCHEMA, "time_s": round(max(0.0, now - (start if t0 is None else t0)), 3),
                    "window_s": window_s, "topology": {"services": self.services, "nodes": self.nodes},
                    "metrics": self.metrics(c, start, now), "alarms": self.alarms(c, now),
-                   "logs": self.logs(start, now)}
+                   # log lines from before the incident started belong to an earlier one (incidents follow each
+                   # other within seconds here): only the incident's own lines
+                   "logs": self.logs(start if t0 is None else max(start, t0), now)}
         validate_telemetry(tel)
         return tel

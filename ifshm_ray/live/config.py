@@ -195,7 +195,11 @@ class StackConfig(ConfigModel):
     redis_maxmemory_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     """Redis ``maxmemory`` in the steady state (policy ``noeviction``: writes fail with OOM when it is reached)."""
     webhook_path: str = "/v1/alertmanager"
-    """Path on the healer's address that Alertmanager posts to (the healer Serve app's route)."""
+    """Path Alertmanager posts to (the healer Serve app's route); the stack's own receiver listens on it too, to
+    time detection."""
+    healer_url: str | None = None
+    """Base URL of the healer Serve app (``http://127.0.0.1:PORT``, outside the target Ray); when set, Alertmanager
+    also posts every webhook to ``<healer_url><webhook_path>``. None: only the stack's receiver gets them."""
     node_exporter_collectors: list[str] = Field(default_factory=lambda: ["cpu", "meminfo", "filesystem",
                                                                          "loadavg"])
     """node-exporter collectors enabled (all others off, to keep its CPU use small)."""

@@ -49,6 +49,7 @@ from ifshm_ray.config import ConfigError, SimConfig
 from ifshm_ray.live.config import LiveConfig, StackConfig
 from ifshm_ray.live.handlers import redis_command, render_upstream
 from ifshm_ray.live.loadgen import LoadGenerator
+from ifshm_ray.live.net import check_loopback_url
 from ifshm_ray.live.serve_api import SERVE_API, record_deploy
 
 log = logging.getLogger(__name__)
@@ -679,7 +680,9 @@ http {{
         am = {"route": {"receiver": "healer", "group_by": ["alertname", "service", "node"], "group_wait": "0s",
                         "group_interval": "1s", "repeat_interval": "1h"},
               "receivers": [{"name": "healer", "webhook_configs": [
-                  {"url": f"http://127.0.0.1:{self.sidecar.port}{self.s.webhook_path}", "send_resolved": True}]}]}
+                  {"url": f"{base}{self.s.webhook_path}", "send_resolved": True}
+                  for base in [f"http://127.0.0.1:{self.sidecar.port}"]
+                  + ([check_loopback_url(self.s.healer_url, "healer")] if self.s.healer_url else [])]}]}
         (d / "alertmanager.yml").write_text(yaml.safe_dump(am, sort_keys=False))
         am_cmd = [str(self.bins["alertmanager"]), f"--config.file={d / 'alertmanager.yml'}",
                   f"--storage.path={d / 'am-data'}", "--cluster.listen-address=",
