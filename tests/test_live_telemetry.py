@@ -206,3 +206,18 @@ def test_bundled_model_is_deterministic_per_seed(tmp_path):
     assert np.array_equal(a1, b1) and a1.shape == (8,)
     assert not np.array_equal(a1, np.load(model_path(tmp_path / "a", "v2")))
     assert not np.array_equal(a1, np.load(model_path(tmp_path / "c", "v1")))
+
+
+def test_summarise_counts_unrecovered_incidents_at_the_cap_and_skips_skipped():
+    from ifshm_ray.live.incident import summarise
+    recs = [{"fault": "f", "arm": "runbook", "recovered": True, "mttr_s": 10.0, "capped_at_s": 60.0,
+             "detect_s": 2.0, "actions": [{"category": "reroute", "target": "api-gateway", "outcome": "executed"}]},
+            {"fault": "f", "arm": "runbook", "recovered": False, "mttr_s": None, "capped_at_s": 60.0,
+             "detect_s": None, "actions": []},
+            {"fault": "f", "arm": "none", "recovered": False, "skipped": "no tmpfs"}]
+    s = summarise(recs)
+    assert list(s) == ["f/runbook"]
+    row = s["f/runbook"]
+    assert row["incidents"] == 2 and row["recovered"] == 1 and row["mttr_mean_s"] == 35.0
+    assert row["detect_mean_s"] == 2.0 and row["mttr_ci95_s"][0] < 35.0 < row["mttr_ci95_s"][1]
+    assert row["actions"] == [[("reroute", "api-gateway", "executed")], []]
