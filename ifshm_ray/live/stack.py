@@ -563,9 +563,14 @@ class LiveStack:
                                                                       "detail": "true"})
         rows = (r.json().get("data") or {}).get("result") or {}
         rows = rows.get("result", rows) if isinstance(rows, dict) else rows
-        for a in rows:
+        for a in rows:  # the state API can still list a replica that was just replaced: check /proc too
             if str(a.get("name", "")).startswith(f"SERVE_REPLICA::{APP}#{MODEL}#") and a.get("pid"):
-                return int(a["pid"])
+                try:
+                    cmd = Path(f"/proc/{int(a['pid'])}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if f"ServeReplica:{APP}:{MODEL}".encode() in cmd:
+                    return int(a["pid"])
         return None
 
     def _start_proxy(self) -> None:
