@@ -221,3 +221,22 @@ def test_summarise_counts_unrecovered_incidents_at_the_cap_and_skips_skipped():
     assert row["incidents"] == 2 and row["recovered"] == 1 and row["mttr_mean_s"] == 35.0
     assert row["detect_mean_s"] == 2.0 and row["mttr_ci95_s"][0] < 35.0 < row["mttr_ci95_s"][1]
     assert row["actions"] == [[("reroute", "api-gateway", "executed")], []]
+
+
+@pytest.mark.parametrize("name", ["live.yaml", "live_eval.yaml"])
+def test_live_configs_load(name):
+    from ifshm_ray.config import load_config
+    from ifshm_ray.live.config import LiveConfig
+    cfg = load_config(LiveConfig, Path(__file__).resolve().parents[1] / "configs" / name)
+    assert cfg.stack.scrape_interval_s > 0 and cfg.eval.arm_cap_s > 0
+
+
+@pytest.mark.parametrize("override, expect", [("eval.faults=[no-such-fault]", "no-such-fault"),
+                                              ("stack.nope=1", "nope"), ("eval.arms=[llm]", "arms")])
+def test_live_eval_refuses_bad_settings_before_starting_anything(override, expect, capsys):
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from jobs.live_eval import main
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "live_eval.yaml"
+    assert main(["--config", str(cfg), "--set", override]) == 2
+    assert expect in capsys.readouterr().err
