@@ -37,7 +37,7 @@ STAMP         := $(VENV)/.installed-$(INSTALL_HASH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install demo test test-fast bench clean distclean live-install live
+.PHONY: help install demo test test-fast test-live bench clean distclean live-install live
 
 help:
 	@echo "make demo       install (if needed), then run the main pipeline end to end -> $(DEMO_OUT)/"
@@ -46,6 +46,7 @@ help:
 	@echo "make bench      install (if needed), then run benchmarks/*.py one by one"
 	@echo "make live       install (if needed) + fetch the live stack's Debian packages into $(LIVE_CACHE), then run"
 	@echo "                jobs/live_eval.py (real faults on a local Ray Serve + nginx + Redis + Prometheus) -> $(LIVE_OUT)/"
+	@echo "make test-live  the live stack's end-to-end test (3 real faults healed; about 3 min; needs root)"
 	@echo "make live-install  only fetch the live stack's packages (apt-get download + dpkg-deb -x, no system change)"
 	@echo "make install    only create/refresh the venv ($(VENV))"
 	@echo "make clean      remove build outputs and caches (keeps $(VENV) and results/)"
@@ -76,7 +77,10 @@ live: install live-install
 	$(PY) jobs/live_eval.py --config $(LIVE_CONFIG) --out $(LIVE_OUT) --set stack.cache_dir=$(LIVE_CACHE)
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not live" $(PYTEST_ARGS)
+
+test-live: install live-install
+	IFSHM_LIVE_CACHE=$(LIVE_CACHE) $(PY) -m pytest -q -m live $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not e2e" $(PYTEST_ARGS)

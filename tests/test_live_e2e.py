@@ -23,7 +23,7 @@ from ifshm_ray.live.injectors import FaultPlan, ProxyControl, build_injector, ex
 from ifshm_ray.live.serve_api import ServeDashboard
 from ifshm_ray.live.stack import LiveStack, find_binaries, stack_pids
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.live, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = os.environ.get("IFSHM_LIVE_CACHE", str(REPO / ".cache" / "live"))
