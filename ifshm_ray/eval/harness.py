@@ -102,7 +102,8 @@ def run_episode(env: FaultInjectionEnv, policy: Policy, fault: Fault, seed: int)
     """One episode; its record. ``mitigate_s`` (time to mitigate): from injection to the start of the first of
     ``healthy_steps`` consecutive windows whose reported metrics hold every SLO (the observation's SLO-green feature)
     after the SLOs first broke (the window start, as MTTR counts from the end of the healing action); 0 when they
-    never broke, the time limit when they never hold again; NaN without a fault. The policy sees nothing of the
+    never broke; when the episode recovers before K green windows were reported, the start of the green run seen (or
+    the MTTR); the time limit when they never hold again; NaN without a fault. The policy sees nothing of the
     ground truth this reads (``env.incident()``)."""
     names = [fault] if isinstance(fault, str) else list(fault)
     obs, info = env.reset(seed=seed, options={"faults": names})
@@ -128,7 +129,13 @@ def run_episode(env: FaultInjectionEnv, policy: Policy, fault: Fault, seed: int)
                 if run >= k:
                     mitigated = run_t0 - t_inj
     if truth and math.isnan(mitigated):
-        mitigated = 0.0 if not broke else float(env.unwrapped.sim_cfg.time_limit_s - t_inj)
+        if not broke:
+            mitigated = 0.0
+        elif term and info.get("success"):  # recovered (which needs the SLOs green) before K green windows were
+            # reported: mitigated at the start of the green run seen, else no later than recovery
+            mitigated = run_t0 - t_inj if run > 0 else float(info["mttr_s"])
+        else:
+            mitigated = float(env.unwrapped.sim_cfg.time_limit_s - t_inj)
     fault_free = not truth
     detect = info["detect_s"]
     rec = {"fault": fault_label(fault), "faults": [] if fault_free else names, "seed": seed,
