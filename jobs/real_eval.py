@@ -23,7 +23,7 @@ context only). Deterministic under ``--seed``.
 With ``--json`` the last line is one JSON object: ``jss2021.<campaign>`` (``baselines``, ``encoder.heads.<head>:
 <ablation>``, ``unknown_score.<text|both>.per_class.<class>.auroc``, ``summary``), ``fse2019``, ``nezha``, and
 ``per_campaign: {DEPL|NET|STO: {macro_f1, accuracy, n, head, best_baseline, best_baseline_macro_f1,
-text_only_macro_f1}}`` (the best encoder head).
+text_only_macro_f1}}`` (the best encoder head that reads the text: ``text`` or ``both``).
 """
 from __future__ import annotations
 

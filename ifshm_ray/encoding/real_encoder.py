@@ -196,9 +196,11 @@ def evaluate_campaign_encoder(encoder, campaign, n_splits: int = 5, n_boot: int 
 
 
 def best_of(res: dict) -> dict:
-    """The best classical baseline and the best encoder head (by macro-F1) of a campaign result."""
+    """The best classical baseline and the best encoder head (by macro-F1) of a campaign result. An encoder head
+    reads the text (``text`` or ``both``): the ``numeric`` ablation is the heads on the counts alone, no encoder."""
     b = max(res["baselines"].items(), key=lambda kv: kv[1]["macro_f1"])
-    e = max(res["encoder"]["heads"].items(), key=lambda kv: kv[1]["macro_f1"])
+    e = max(((k, v) for k, v in res["encoder"]["heads"].items() if not k.endswith(":numeric")),
+            key=lambda kv: kv[1]["macro_f1"])
     t = max(((k, v) for k, v in res["encoder"]["heads"].items() if k.endswith(":text")),
             key=lambda kv: kv[1]["macro_f1"])
     return {"best_baseline": b[0], "best_baseline_macro_f1": b[1]["macro_f1"],
