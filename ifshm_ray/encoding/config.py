@@ -163,6 +163,12 @@ class RealTrainConfig(ConfigModel):
     """Weight of each real task's cross-entropy beside the simulator's fault-mode loss."""
     max_lines: int = Field(2000, ge=1)
     """Service-log lines per FSE 2019 / Nezha sample."""
+    refit_heads: bool = True
+    """After fine-tuning, refit each task head by L2 logistic regression on the frozen states of its training
+    part (the few joint steps a CPU budget allows leave the heads under-trained); False: keep the jointly trained
+    heads."""
+    head_l2: float = Field(1e-2, gt=0.0)
+    """L2 penalty of that refit (on standardised states)."""
     seed: int = 0
     """Seeds the grouped training / held-out split."""
 

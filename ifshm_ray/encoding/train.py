@@ -21,6 +21,32 @@ def read_split(path: str | Path, split: str, column: str = "split") -> list[dict
     return table.to_pylist()
 
 
+def refit_task_heads(model, real_train: dict[str, list[dict]], l2: float, batch: int = 32) -> None:
+    """Each task head := an L2 logistic regression on the frozen states of its training part (standardisation
+    folded into the linear layer); a class absent from the training part gets a bias of -30 (never predicted)."""
+    import torch
+
+    from ifshm_ray.encoding.linear import LogisticRegression
+
+    model.eval()
+    for task, recs in real_train.items():
+        with torch.no_grad():
+            S = np.concatenate([model([to_context(r) for r in recs[i:i + batch]]).cpu().numpy()
+                                for i in range(0, len(recs), batch)])
+        y = np.asarray([r["label_id"] for r in recs])
+        lr = LogisticRegression(l2=l2).fit(S, y)
+        k = len(model.tasks[task])
+        W = np.zeros((k, S.shape[1]))
+        b = np.full(k, -30.0)
+        Wc = lr.W / lr.std[:, None]                      # [d, present classes]
+        W[lr.classes_] = Wc.T
+        b[lr.classes_] = lr.b - lr.mean @ Wc
+        head = model.task_heads[task]
+        with torch.no_grad():
+            head.weight.copy_(torch.as_tensor(W, dtype=head.weight.dtype))
+            head.bias.copy_(torch.as_tensor(b, dtype=head.bias.dtype))
+
+
 def evaluate_tasks(model, real_dataset: str | Path, tasks: dict, batch: int = 32) -> dict:
     """Macro-F1 and accuracy of every real task's head on its held-out part (``part == 'holdout'``)."""
     import torch
@@ -213,6 +239,9 @@ def train_worker(job: dict) -> None:
             "n_train": len(train), "n_val": len(val), "n_test": len(test),
         })
         if job.get("real_dataset"):
+            metrics["real_tasks_joint"] = evaluate_tasks(final, job["real_dataset"], tasks)
+            if (job.get("real") or {}).get("refit_heads", True):
+                refit_task_heads(final, real_train, float(job["real"].get("head_l2", 1e-2)))
             metrics["real_tasks"] = evaluate_tasks(final, job["real_dataset"], tasks)
         tmp = Path(tempfile.mkdtemp(prefix="enc-ckpt-"))
         final.save(tmp)
