@@ -13,7 +13,8 @@ How to run (from the repo root; ``nice`` on the shared 2-core box)::
 
 What it does (``ifshm_ray.encoding.real_encoder``): per Failure-Dataset-OpenStack campaign, the classical
 baselines of ``jobs/real_baselines.py`` and the encoder's frozen states (each experiment read as the text
-``counts_as_text`` renders, ``novaclient POST 500 x3``, never through Drain) under two fixed heads (logistic
+``counts_as_text`` renders, ``novaclient POST 500 x3``, never through Drain; with a checkpoint fine-tuned on real
+data, only the rows its ``real_tasks.json`` held out, baselines included) under two fixed heads (logistic
 regression, random forest) on the numeric channel alone (log1p counts), the text alone (pooled LM output) and both,
 all on the same grouped folds (``--group-by``); the unknown score's AUROC for each class left out (prototypes fitted
 on the other classes of each training fold). On the FSE 2019 runs: the raw-log baselines and a logistic head on the
@@ -106,10 +107,12 @@ def main(argv=None) -> dict:
         out["data"][layout] = str(folder)
         if layout == "jss2021":
             for name, campaign in data.items():
+                campaign, restricted = real_encoder.holdout_campaign(campaign, args.encoder_checkpoint)
                 r = real_encoder.evaluate_campaign_encoder(
                     encoder, campaign, n_splits=args.folds, n_boot=args.n_boot, seed=args.seed,
                     group_by=args.group_by, mode=args.mode, fixed_baselines=fixed_b, fixed_heads=fixed_h)
                 r["summary"] = real_encoder.best_of(r)
+                r["rows"] = "held out by the fine-tuning" if restricted else "all"
                 out.setdefault("jss2021", {})[name] = r
         elif layout == "fse2019":
             r = real_eval.evaluate_fse(data, n_boot=args.n_boot, seed=args.seed, fixed=fixed_b)

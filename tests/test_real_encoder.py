@@ -240,3 +240,14 @@ def test_shared_net_encoder_heads_and_unknown_score():
     for abl in ("text", "both"):
         per = res["unknown_score"][abl]["per_class"]
         assert set(per) == set(c.label_names) and all(0.0 <= v["auroc"] <= 1.0 for v in per.values())
+
+
+def test_checkpoint_cross_validation_uses_only_its_held_out_rows(tmp_path):
+    c = load_failure_dataset(JSS_FIX)["NET"]
+    keep = [str(r) for r in c.row_index[::3]]
+    (tmp_path / "real_tasks.json").write_text(json.dumps({"holdout_rows": {"jss2021_NET": keep}}))
+    sub, restricted = real_encoder.holdout_campaign(c, tmp_path)
+    assert restricted and [str(r) for r in sub.row_index] == keep and len(sub.labels) == len(keep)
+    assert sub.counts.shape == (len(keep), c.counts.shape[1])
+    same, restricted = real_encoder.holdout_campaign(load_failure_dataset(JSS_FIX)["STO"], tmp_path)
+    assert not restricted and len(same.labels) == 24

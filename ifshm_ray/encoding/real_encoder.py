@@ -209,6 +209,27 @@ def best_of(res: dict) -> dict:
             "encoder_minus_baseline": round(e[1]["macro_f1"] - b[1]["macro_f1"], 4)}
 
 
+def holdout_campaign(campaign, checkpoint) -> tuple[object, bool]:
+    """The campaign's rows that a fine-tuned checkpoint held out (its ``real_tasks.json``; matched by experiment
+    index), so that cross-validating heads on its states never scores a row its LoRA was trained on. Returns
+    (campaign, True) when restricted, (campaign unchanged, False) when the checkpoint trained no head for it."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    f = Path(checkpoint) / "real_tasks.json" if checkpoint else None
+    if f is None or not f.is_file():
+        return campaign, False
+    rows = json.loads(f.read_text())["holdout_rows"].get(task_name("jss2021", campaign.name))
+    if rows is None:
+        return campaign, False
+    m = np.isin(campaign.row_index, [int(r) for r in rows])
+    sub = dataclasses.replace(campaign, counts=campaign.counts[m], labels=campaign.labels[m],
+                              row_index=campaign.row_index[m],
+                              anomalies=None if campaign.anomalies is None else campaign.anomalies[m])
+    return sub, True
+
+
 def load_encoder(checkpoint: str | None = None, model: str | None = None, seed: int = 0):
     """A fine-tuned encoder from ``checkpoint`` (``jobs/finetune_encoder.py --out``), else a fresh one around the
     backbone ``model`` (a preset: ``minilm``, ``tiny-bert``, ...; no adapter, frozen)."""
