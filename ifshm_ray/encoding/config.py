@@ -159,7 +159,7 @@ class RealTrainConfig(ConfigModel):
     """Failure-Dataset-OpenStack groups: one experiment each, or identical count vectors together."""
     batch_size: int = Field(16, ge=1)
     """Real samples per task per training step (each worker)."""
-    loss_weight: float = Field(1.0, ge=0.0)
+    loss_weight: float = Field(0.25, ge=0.0)
     """Weight of each real task's cross-entropy beside the simulator's fault-mode loss."""
     max_lines: int = Field(2000, ge=1)
     """Service-log lines per FSE 2019 / Nezha sample."""
