@@ -21,6 +21,12 @@ What it does, top to bottom:
    workload logs hold the label and are never input) are scored (a) zero-shot through the documented map from
    simulator faults to ``failure_mode`` and (b) by a leave-one-out head on the frozen semantic states (each sample
    scored by a head that never saw it). Both with 95 % Wilson intervals: there are only ~22 samples.
+Real labelled data beside the simulator's (``real:`` section, issue 14; ``configs/encoder_real.yaml``): one head per
+label set (Failure-Dataset-OpenStack DEPL / NET / STO read as counts text, FSE 2019 ``failure_mode`` from service
+logs, optionally Nezha) on the shared encoder, one batch per task in every training step (``real.loss_weight``); a
+grouped 60 % training part, the rest held out (``OUT/real_tasks.json``, ``metrics.json`` ``real_tasks``). A configured
+path that is missing is skipped (``if_missing: skip``, the default config) or stops the job with its name (``error``).
+
 5. ``OUT/``: the checkpoint (``adapter/``, ``heads.safetensors``, ``encoder.json``, ``miner.bin``) and
    ``metrics.json`` (``accuracy``, ``macro_f1``, ``baseline_macro_f1``, ... see the end of :func:`main`).
 
