@@ -140,12 +140,12 @@ class RealTrainConfig(ConfigModel):
     the shared (LoRA) encoder. Paths are relative to the repository root. A grouped training part of each set is
     trained on; the rest (recorded in the checkpoint's ``real_tasks.json``) is held out for reporting."""
 
-    jss2021: str | None = "../shared/data/openstack_failure_dataset_jss2021"
+    jss2021: str | None = None
     """Failure-Dataset-OpenStack folder (campaign sub-folders DEPL / NET / STO): one head per campaign, each
     experiment read as the counts text (``novaclient POST 500 x3``, one item per event type). None: not used."""
     campaigns: list[Literal["DEPL", "NET", "STO"]] = Field(default_factory=lambda: ["DEPL", "NET", "STO"])
     """Campaigns of ``jss2021`` that get a head."""
-    fse2019: str | None = "../shared/data/openstack_fault_injection_fse2019"
+    fse2019: str | None = None
     """FSE 2019 fault-injection runs (service logs only): a ``failure_mode`` head. None: not used."""
     nezha: str | None = None
     """Nezha TrainTicket folder: a ``fault_type`` head (4 development samples, one per type: off by default)."""
