@@ -26,8 +26,14 @@ def episode_seed(seed: int, fault: str, i: int) -> int:
 
 
 def make_policy(spec: str, seed: int = 0, env: FaultInjectionEnv | None = None) -> Policy:
-    """``oracle | runbook | runbook-instant | random | checkpoint:PATH``. A checkpoint must fit ``env``'s action
-    space (topology) and observation size, otherwise a clear error says so."""
+    """``oracle | runbook | runbook-instant | random | checkpoint:PATH | gated:PATH``. A checkpoint must fit
+    ``env``'s action space (topology) and observation size, otherwise a clear error says so. ``gated:PATH``: the
+    checkpoint behind the meta-controller's gate (:mod:`ifshm_ray.eval.gated`)."""
+    if spec.startswith("gated:"):
+        from ifshm_ray.eval.gated import make_gated_policy
+
+        path = spec.split(":", 1)[1]
+        return make_gated_policy(make_policy("checkpoint:" + path, seed, env), path)
     if spec.startswith("checkpoint:"):
         from ifshm_ray.policy.bundle import PolicyBundleError, action_space_hash_of_env, load_policy_bundle
 
@@ -45,7 +51,7 @@ def make_policy(spec: str, seed: int = 0, env: FaultInjectionEnv | None = None) 
         return _BundlePolicy(bundle, spec)
     if spec in BASELINES:
         return make_baseline(spec, seed)
-    raise ValueError(f"unknown policy {spec!r}; valid: {list(BASELINES)} or checkpoint:PATH")
+    raise ValueError(f"unknown policy {spec!r}; valid: {list(BASELINES)}, checkpoint:PATH or gated:PATH")
 
 
 class _BundlePolicy(Policy):
@@ -71,12 +77,15 @@ def run_episode(env: FaultInjectionEnv, policy: Policy, fault: str, seed: int) -
            "repair_s": (info["mttr_s"] - detect) if (info["recovered"] and not math.isnan(detect)) else float("nan"),
            "recovered": info["recovered"], "success": info["success"], "escalated": info["escalated"],
            "harmful_actions": info["harmful_actions"], "actions": info["actions"], "return": ret}
+    from ifshm_ray.eval.gated import gate_fields
+
+    rec.update(gate_fields(policy))  # a gated policy: who acted, deferred, novel, unknown score
     return rec
 
 
 def run_chunk(policy_spec: str, sim_cfg: dict, jobs: list[tuple[str, int]], policy_seed: int) -> list[dict]:
     """Episodes ``jobs`` = [(fault, seed), ...] for one policy (runs inside a Ray task or locally)."""
-    needs_text = policy_spec.startswith("runbook")
+    needs_text = policy_spec.startswith(("runbook", "gated:"))
     env = FaultInjectionEnv({**sim_cfg, "render_telemetry": needs_text or policy_spec.startswith("checkpoint:"),
                              "mine_logs": not policy_spec in ("oracle", "random")})
     policy = make_policy(policy_spec, policy_seed, env)
@@ -90,10 +99,11 @@ def evaluate(policy_spec: str, faults: list[str], episodes: int, seed: int, sim_
     cfg = to_dict(sim_cfg)
     cfg.pop("faults", None)
     cfg["faults"] = list(faults)
-    if policy_spec.startswith("checkpoint:"):  # fail fast, here, with a clear message (topology, obs size, files)
-        from pathlib import Path
+    if policy_spec.startswith(("checkpoint:", "gated:")):  # fail fast, here, with a clear message (topology, obs
+        from pathlib import Path  # size, files)
 
-        policy_spec = "checkpoint:" + str(Path(policy_spec.split(":", 1)[1]).expanduser().resolve())  # for workers
+        kind, _, where = policy_spec.partition(":")
+        policy_spec = f"{kind}:" + str(Path(where).expanduser().resolve())  # for workers
         make_policy(policy_spec, seed, FaultInjectionEnv({**cfg, "render_telemetry": False}))
     jobs = [(f, episode_seed(seed, f, i)) for f in faults for i in range(episodes)]
     if not use_ray:
@@ -152,7 +162,14 @@ def summarise(records: list[dict], policy: str, fault_set: str, time_limit_s: fl
         "time_limit_s": time_limit_s,
         "note": "episodes that never recovered count in MTTR at the time limit; escalated ones at the human's fix",
         "per_fault": per_fault,
+        **_gate_summary(records),
     }
+
+
+def _gate_summary(records: list[dict]) -> dict:
+    from ifshm_ray.eval.gated import gate_summary
+
+    return gate_summary(records)
 
 
 def _nanmean(x) -> float:
