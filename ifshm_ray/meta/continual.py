@@ -469,7 +469,11 @@ class Protocol:
         tc = TrainConfig.from_dict(d, source="continual training config")
         buf = tc.replay.buffer
         ckpt = self._newest_checkpoint(out)
-        actor = get_or_create_replay_actor(buf, state_dir=str(out / "replay"), restore_from=str(ckpt),
+        from ifshm_ray.replay.actor import STATE_FILE
+
+        has_state = (ckpt / STATE_FILE).is_file()  # none yet right after phase 1 (trained without replay)
+        actor = get_or_create_replay_actor(buf, state_dir=str(out / "replay"),
+                                           restore_from=str(ckpt) if has_state else None,
                                            levels=levels or None, level_config=tc.replay.level_sampler)
         groups: dict[str, list] = {}
         for stratum, ep in episodes:
@@ -513,9 +517,10 @@ class Protocol:
         if g.encoder:
             diagnose = EncoderDiagnoser(g.encoder)
         else:
-            diagnose = FeatureDiagnoser.fit(self.sim_config, first_alarm_windows(self.sim_config, known, fit_seeds),
+            diagnose = FeatureDiagnoser.fit(self.sim_config, first_alarm_windows(self.sim_config, known, fit_seeds,
+                                                                                decide_on=cfg.meta.decide_on),
                                             g.prototype_quantile)
-        cal_windows = first_alarm_windows(self.sim_config, known, cal_seeds)
+        cal_windows = first_alarm_windows(self.sim_config, known, cal_seeds, decide_on=cfg.meta.decide_on)
         calibration = calibrate([diagnose(t)[0] for _, _, t in cal_windows], config=cfg.meta.novelty)
         self.calibration_path = calibration.save(root / "novelty_calibration.json")
         self.log(f"seed {seed}: gate threshold {calibration.threshold:.3f} on {len(cal_windows)} known windows "

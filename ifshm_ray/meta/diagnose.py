@@ -27,11 +27,12 @@ DIAGNOSER_FILE = "diagnoser.json"
 
 
 def first_alarm_windows(sim_config: dict, faults: Sequence[str], seeds: Iterable[int],
-                        max_steps: int | None = None) -> list[tuple[str, int, dict]]:
-    """``(fault, seed, telemetry)`` of the first window with an alarm, per fault and seed, under ``observe``
-    actions (an incident whose episode ends without any alarm gives nothing). This is the window the gate
-    decides on."""
+                        max_steps: int | None = None, decide_on: str = "firing") -> list[tuple[str, int, dict]]:
+    """``(fault, seed, telemetry)`` of the first window with an alarm (firing, or any with ``decide_on =
+    "pending"``), per fault and seed, under ``observe`` actions (an incident whose episode ends without one gives
+    nothing). This is the window the gate decides on."""
     from ifshm_ray.env import FaultInjectionEnv
+    from ifshm_ray.meta.gate import deciding_alarms
 
     env = FaultInjectionEnv({**sim_config, "render_telemetry": True})
     out = []
@@ -42,7 +43,7 @@ def first_alarm_windows(sim_config: dict, faults: Sequence[str], seeds: Iterable
             steps = 0
             while True:
                 tel = info.get("telemetry") or {}
-                if tel.get("alarms"):
+                if deciding_alarms(tel, decide_on):
                     out.append((fault, int(seed), tel))
                     break
                 _, _, term, trunc, info = env.step(observe)
