@@ -202,7 +202,28 @@ def test_tiny_protocol_end_to_end(ray_session, tmp_path):
     from ifshm_ray.config import SimConfig
     from ifshm_ray.eval.harness import evaluate, summarise
 
-    recs = evaluate("gated:" + str(out / "seed_0" / "full"), [run["order"][0], run["known"][0]], 1, 0,
-                    SimConfig(time_limit_s=600, split="handpicked"), use_ray=False)
-    assert all(r["actor"] in ("policy", "runbook", "escalate") for r in recs)
-    assert "deferral_rate" in summarise(recs, "gated", "custom", 600)
+    for arm in ("full", "gate_only"):
+        recs = evaluate("gated:" + str(out / "seed_0" / arm), [run["order"][0], run["known"][0]], 1, 0,
+                        SimConfig(time_limit_s=600, split="handpicked"), use_ray=False)
+        assert all(r["actor"] in ("policy", "runbook", "escalate") for r in recs)
+        assert "deferral_rate" in summarise(recs, "gated", "custom", 600)
+    with pytest.raises(FileNotFoundError, match="diagnoser.json|meta_state.json"):
+        evaluate("gated:" + str(out / "seed_0" / "phase1"), [run["order"][0]], 1, 0,
+                 SimConfig(time_limit_s=600, split="handpicked"), use_ray=False)
+
+
+@pytest.mark.timeout(120)
+def test_stream_env_draws_with_the_given_weights():
+    from ifshm_ray.meta.continual import make_stream_env
+    from ifshm_ray.policy.replay import episode_fault
+
+    faults = ["node_crash", "dns_upstream_failure", "clock_skew_tls"]
+    env = make_stream_env({"faults": faults, "num_envs": 16, "fault_free_prob": 0.0, "seed": 3,
+                           "render_telemetry": False, "fault_weights": {"clock_skew_tls": 1.0, "node_crash": 0.0,
+                                                                        "dns_upstream_failure": 0.0}})
+    env.reset(seed=3)
+    assert {episode_fault(env, i) for i in range(16)} == {"clock_skew_tls"}
+    plain = make_stream_env({"faults": faults, "num_envs": 16, "fault_free_prob": 0.0, "seed": 3,
+                             "render_telemetry": False})
+    plain.reset(seed=3)
+    assert len({episode_fault(plain, i) for i in range(16)}) > 1  # catalog frequencies without weights

@@ -559,8 +559,9 @@ class Protocol:
         if arm.learn:
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(p1, out)
-        else:
-            out.mkdir(parents=True, exist_ok=True)
+        else:  # the phase-1 bundle beside its gate, so that `jobs/evaluate.py --policy gated:OUT` works here too
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(p1 / "policy_bundle", out / "policy_bundle")
         meta = MetaController(cfg.meta, calibration)
         diagnose.save(out)
         bundle = phase1_bundle
