@@ -207,6 +207,11 @@ def test_tiny_protocol_end_to_end(ray_session, tmp_path):
                         SimConfig(time_limit_s=600, split="handpicked"), use_ray=False)
         assert all(r["actor"] in ("policy", "runbook", "escalate") for r in recs)
         assert "deferral_rate" in summarise(recs, "gated", "custom", 600)
+    # and through the job's command line (label "gated", deferral rate in its metrics.json)
+    ev = load_job("evaluate").main(["--policy", "gated:" + str(out / "seed_0" / "full"), "--faults",
+                                    run["order"][0], "--episodes", "1", "--no-ray", "--out", str(tmp_path / "ev"),
+                                    "--set", "time_limit_s=600"])
+    assert "deferral_rate" in ev["gated"] and "actor" in json.loads((tmp_path / "ev" / "episodes.json").read_text())[0]
     with pytest.raises(FileNotFoundError, match="diagnoser.json|meta_state.json"):
         evaluate("gated:" + str(out / "seed_0" / "phase1"), [run["order"][0]], 1, 0,
                  SimConfig(time_limit_s=600, split="handpicked"), use_ray=False)
@@ -227,3 +232,19 @@ def test_stream_env_draws_with_the_given_weights():
                              "render_telemetry": False})
     plain.reset(seed=3)
     assert len({episode_fault(plain, i) for i in range(16)}) > 1  # catalog frequencies without weights
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("argv, needle", [
+    (["--config", "configs/nope.yaml"], "does not exist"),
+    (["--config", "configs/continual_tiny.yaml", "--set", "stream.block=99"], "stream.block"),
+    (["--config", "configs/continual_tiny.yaml", "--set", "train_config=configs/nope.yaml"], "train_config"),
+    (["--config", "configs/continual_tiny.yaml", "--set", "arms=[{name: full, colour: red}]"], "colour"),
+])
+def test_job_refuses_bad_input(argv, needle, tmp_path, capsys):
+    from conftest import load_job
+
+    with pytest.raises(SystemExit) as e:
+        load_job("continual").main(argv + ["--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing started
