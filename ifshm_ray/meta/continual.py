@@ -30,14 +30,13 @@ Ablations are arms with other switches (:class:`ArmConfig`). Metrics: :func:`sum
 from __future__ import annotations
 
 import copy
-import json
-import logging
 import math
 import shutil
+import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import yaml
@@ -46,7 +45,6 @@ from pydantic import Field, field_validator, model_validator
 from ifshm_ray.config import ConfigModel
 from ifshm_ray.meta.config import MetaConfig
 
-logger = logging.getLogger(__name__)
 
 ROLE_ARMS = ("full", "finetune", "uniform", "gate_only", "frozen")
 """Arm names the metrics refer to by role (the issue's five arms)."""
@@ -240,7 +238,8 @@ def draw_types(cfg: ContinualConfig, seed: int) -> tuple[list[str], list[str]]:
     return known, order
 
 
-def stream_plan(cfg: ContinualConfig, seed: int, known: Sequence[str], order: Sequence[str]) -> list[list[tuple[str, int, bool]]]:
+def stream_plan(cfg: ContinualConfig, seed: int, known: Sequence[str],
+                order: Sequence[str]) -> list[list[tuple[str, int, bool]]]:
     """Per new type, its stream: ``[(fault, incident seed, is_new), ...]`` with ``incidents_per_type`` new-type
     incidents and, between them, known-type ones at ``1 - new_share`` (one seeded draw, the same for every arm)."""
     rng = np.random.default_rng([seed, 16])
@@ -380,6 +379,7 @@ def _train_job():
         path = Path(__file__).resolve().parents[2] / "jobs" / "train.py"
         spec = importlib.util.spec_from_file_location("ifshm_jobs_train", path)
         mod = importlib.util.module_from_spec(spec)
+        sys.modules.setdefault("ifshm_jobs_train", mod)
         spec.loader.exec_module(mod)
         _TRAIN_JOB = mod
     return _TRAIN_JOB
@@ -493,9 +493,7 @@ class Protocol:
 
     def run_seed(self, seed: int) -> dict:
         from ifshm_ray.env import FaultInjectionEnv
-        from ifshm_ray.meta.controller import MetaController
         from ifshm_ray.meta.diagnose import EncoderDiagnoser, FeatureDiagnoser, first_alarm_windows
-        from ifshm_ray.meta.gate import incident_stratum, record_incident
         from ifshm_ray.meta.novelty import calibrate
         from ifshm_ray.policy.bundle import load_policy_bundle
 
@@ -543,16 +541,18 @@ class Protocol:
         plan = stream_plan(cfg, seed, known, order)
         for arm in cfg.arms:
             arms[arm.name] = self._run_arm(arm, seed, root, p1, known, order, plan, incidents, calibration,
-                                           diagnose, phase1_bundle, MetaController, record_incident,
-                                           incident_stratum, load_policy_bundle)
+                                           diagnose, phase1_bundle)
         self.env.close()
         return {"seed": seed, "known": known, "order": order, "incidents": incidents, "references": refs,
                 "calibration": calibration.to_dict(), "arms": arms}
 
-    def _run_arm(self, arm, seed, root, p1, known, order, plan, incidents, calibration, diagnose, phase1_bundle,
-                 MetaController, record_incident, incident_stratum, load_policy_bundle) -> dict:
-        from ifshm_ray.meta.gate import GatedPolicy
+    def _run_arm(self, arm: ArmConfig, seed: int, root: Path, p1: Path, known: list[str], order: list[str],
+                 plan: list, incidents: list, calibration, diagnose, phase1_bundle) -> dict:
+        """Phase 2 of one arm (see the module doc): its stream, learning steps and paired evaluations."""
         from ifshm_ray.baselines.policies import RunbookPolicy
+        from ifshm_ray.meta.controller import MetaController
+        from ifshm_ray.meta.gate import GatedPolicy, incident_stratum, record_incident
+        from ifshm_ray.policy.bundle import load_policy_bundle
 
         cfg = self.cfg
         out = root / arm.name
@@ -723,9 +723,10 @@ def summarise_protocol(cfg: ContinualConfig, runs: list[dict]) -> dict:
     m["no_meta_cumulative_unhealthy_s"] = role("finetune", "cumulative_unhealthy_s")
     gate_arm = "full" if "full" in gated_arms else next(iter(sorted(gated_arms)), None)
     if gate_arm is not None:
-        recs = [r for run in runs for r in run["arms"][gate_arm]["evals"][0]["gated"]]
-        known_recs = [r for run in runs for r in run["arms"][gate_arm]["evals"][0]["gated"] if r["fault"] in run["known"]]
-        unk_recs = [r for run in runs for r in run["arms"][gate_arm]["evals"][0]["gated"] if r["fault"] in run["order"]]
+        first = [(run, r) for run in runs for r in run["arms"][gate_arm]["evals"][0]["gated"]]
+        recs = [r for _, r in first]
+        known_recs = [r for run, r in first if r["fault"] in run["known"]]
+        unk_recs = [r for run, r in first if r["fault"] in run["order"]]
         m["gate_false_positive_rate"] = float(np.mean([r["novel"] for r in known_recs])) if known_recs else None
         m["gate_recall"] = float(np.mean([r["novel"] for r in unk_recs])) if unk_recs else None
         m["gate_measured_on"] = f"arm {gate_arm}'s phase-1 gated evaluation ({len(recs)} incidents)"
