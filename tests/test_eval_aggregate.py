@@ -45,3 +45,15 @@ def test_a_seed_without_a_value_is_skipped():
 def test_no_seed_is_an_error():
     with pytest.raises(ValueError, match="at least one"):
         aggregate_seeds([])
+
+
+def test_bootstrap_intervals_of_single_seeds_are_kept_per_seed():
+    """A seed's mttr_ci95 is the interval of its own episodes; over several seeds it is listed per seed, not
+    averaged into an interval nobody computed."""
+    a, b = seed_metrics(100.0, 1.0), seed_metrics(300.0, 0.5)
+    a["mttr_ci95"], b["mttr_ci95"] = [80.0, 120.0], [250.0, 350.0]
+    a["false_action_rate"], b["false_action_rate"] = 0.0, 0.5
+    m = aggregate_seeds([a, b])
+    assert m["mttr_ci95"] is None and m["mttr_ci95_per_seed"] == [[80.0, 120.0], [250.0, 350.0]]
+    assert m["false_action_rate"] == 0.25 and m["false_action_rate_std"] == 0.25
+    assert aggregate_seeds([a])["mttr_ci95"] == [80.0, 120.0]

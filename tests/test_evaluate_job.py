@@ -24,12 +24,34 @@ def test_evaluate_smoke_several_policies(ray_session, tmp_out):
         m = json.loads((tmp_out / p / "metrics.json").read_text())
         for key in ("policy", "fault_set", "episodes", "mttr_mean_s", "mttr_p50_s", "mttr_p95_s", "detect_mean_s",
                     "repair_mean_s", "success_rate", "harmful_action_rate", "catalog_sha256", "runbook_sha256",
-                    "per_fault"):
+                    "per_fault", "false_action_rate", "time_to_mitigate_mean_s", "mttr_ci95", "split",
+                    "escalation_rate", "timeout_rate"):
             assert key in m
+        assert m["split"] == "handpicked" and m["mttr_ci95"][0] <= m["mttr_mean_s"] <= m["mttr_ci95"][1]
         assert m["episodes"] == 4 and set(m["per_fault"]) == {"certificate_expiry", "node_crash"}
     assert res["oracle"]["mttr_mean_s"] <= res["runbook"]["mttr_mean_s"]
     assert (tmp_out / "report.md").exists()
     assert (tmp_out / "mttr_per_fault_custom.png").stat().st_size > 1000
+    assert (tmp_out / "mttr_paired_difference_custom.png").stat().st_size > 1000
+    assert "Paired MTTR difference" in (tmp_out / "report.md").read_text()
+
+
+@pytest.mark.timeout(300)
+def test_evaluate_fault_sets_fault_free_and_compound(tmp_out):
+    """Several fault sets: OUT/<set>/<policy>/metrics.json, a false-action rate on the fault-free set (the random
+    policy acts, the oracle never), compound incidents of two faults, one report over the sets."""
+    res = load_job("evaluate").main(["--policy", "oracle,escalate-first,random", "--faults", "fault_free,compound",
+                                     "--episodes", "1", "--split", "handpicked", "--set", "time_limit_s=1200",
+                                     "--out", str(tmp_out), "--no-ray"])
+    ff, comp = res["fault_free"], res["compound"]
+    assert ff["oracle"]["false_action_rate"] == 0.0 and ff["random"]["false_action_rate"] > 0.0
+    assert ff["oracle"]["mttr_mean_s"] is None and ff["oracle"]["fault_free_episodes"] == ff["oracle"]["episodes"]
+    assert comp["oracle"]["success_rate"] > 0 and comp["oracle"]["false_action_rate"] is None
+    assert all("+" in f for f in comp["oracle"]["per_fault"])
+    m = json.loads((tmp_out / "compound" / "escalate-first" / "metrics.json").read_text())
+    assert m["escalation_rate"] == 1.0 and m["split"] == "handpicked"
+    report = (tmp_out / "report.md").read_text()
+    assert "## fault_free faults" in report and "## compound faults" in report
 
 
 @pytest.mark.timeout(120)
@@ -51,6 +73,8 @@ def test_evaluate_single_policy_no_ray(tmp_out):
     (["--policy", "oracle,random,oracle"], "two policies are labelled 'oracle'"),
     (["--set", "step_s=-30"], "step_s = -30: Input should be greater than 0"),
     (["--set", "reward.harm_penaltyy=5"], "reward.harm_penaltyy: unknown config key"),
+    (["--split", "nosuchsplit"], "unknown split 'nosuchsplit'"),
+    (["--faults", "known,node_crash"], "mixes fault sets and fault names"),
 ])
 def test_evaluate_bad_input(tmp_out, args, msg):
     r = subprocess.run([sys.executable, "jobs/evaluate.py", "--out", str(tmp_out), "--no-ray", *args], cwd=ROOT,

@@ -242,3 +242,16 @@ def test_reroute_pre_checks(nginx_setup, tmp_path):
 def test_build_handlers_is_the_allow_list(tmp_path):
     hs = build_handlers(prune=PruneFolderHandler(tmp_path, CFG), redis=RedisMaxmemoryHandler(1, CFG))
     assert sorted(hs) == ["clear_storage", "reallocate"]
+
+
+def test_redis_maxmemory_injector_sets_and_restores(redis_port):
+    from ifshm_ray.live.config import InjectorConfig
+    from ifshm_ray.live.injectors import FaultPlan, build_injector, experiment
+    plan = FaultPlan(name="r", kind="redis_maxmemory", maxmemory_bytes=1048576, expected="reallocate")
+    inj = build_injector(plan, InjectorConfig(), redis_port=redis_port)
+    with experiment(inj) as run:
+        assert FakeRedis.store["maxmemory"] == "1048576"
+        assert run["injected"] == {"maxmemory_before": 67108864, "maxmemory": 1048576}
+    assert FakeRedis.store["maxmemory"] == "67108864"
+    with pytest.raises(ValueError, match="maxmemory_bytes"):
+        FaultPlan(name="r", kind="redis_maxmemory")

@@ -142,13 +142,16 @@ def test_oracle_heals_and_noop_does_not(fault):
             _, _, term, trunc, info = env.step(env.oracle_action())
             done = term or trunc
         assert term and info["success"] and info["harmful_actions"] == 0, (fault, info)
-        assert info["mttr_s"] < 900
+        assert info["mttr_s"] < 1800  # (remedies drawn up to 15 min, a failed attempt retried, the recovery tail)
     env.reset(seed=7)
     done = False
     while not done:
         _, _, term, trunc, info = env.step((0, 0, 0))
         done = term or trunc
-    assert trunc and not info["recovered"], f"{fault} healed by itself"
+    if CAT.spec(fault).self_heal_s is None:
+        assert trunc and not info["recovered"], f"{fault} healed by itself"
+    else:  # something outside the agent clears it (the attach-detach controller's forced detach)
+        assert info["recovered"] and info["mttr_s"] >= CAT.spec(fault).self_heal_s[0]
 
 
 def test_oracle_waits_for_first_visible_symptom():

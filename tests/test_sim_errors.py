@@ -66,9 +66,9 @@ def test_missing_config_file(tmp_path):
 
 def test_yaml_config_roundtrip(tmp_path):
     p = tmp_path / "sim.yaml"
-    p.write_text("step_s: 20\ntopology:\n  gpu_nodes: 4\n")
+    p.write_text("step_s: 20\ntopology:\n  gpu_nodes: 7\n")
     cfg = load_yaml(SimConfig, p)
-    assert cfg.step_s == 20.0 and cfg.topology.gpu_nodes == 4
+    assert cfg.step_s == 20.0 and cfg.topology.gpu_nodes == 7
 
 
 def test_batched_sim_rejects_bad_action_arrays_clearly():

@@ -5,6 +5,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import yaml
@@ -12,7 +13,9 @@ import yaml
 from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_TARGET_KIND, NUM_RATIOS, RATIO_LEVELS
 
 RUNBOOK_PATH = Path(__file__).parent / "data" / "runbook.yaml"
-BASELINES = ("oracle", "runbook", "runbook-instant", "random")
+BASELINES = ("oracle", "runbook", "runbook-full", "runbook-instant", "nearest-known", "escalate-first", "random")
+"""Reference policies. ``runbook`` and ``runbook-instant`` are blind (only the rules written for the split's known
+fault types, plus the generic ones); ``runbook-full`` keeps every rule (an SRE team with industry knowledge)."""
 
 
 class Policy:
@@ -69,6 +72,43 @@ class _Rule:
     ratio: float | None
     log: re.Pattern | None
     xid_in: tuple[int, ...] | None
+    written_for: tuple[str, ...] = ()
+    generic: bool = False
+
+
+def load_runbook(path: str | Path = RUNBOOK_PATH, fault_names: Sequence[str] | None = None) -> tuple[dict, list[_Rule]]:
+    """The runbook's settings and its rules, validated: a rule names a valid action and is either ``generic: true``
+    or ``written_for`` one or more fault types (catalog names, checked against ``fault_names`` when given); a rule
+    written for fault types covers one pattern (at most one Xid code, a log pattern without ``|``), so that blinding
+    removes exactly what was written for the held-out types."""
+    spec = yaml.safe_load(Path(path).read_text())
+    rules = []
+    names = set(fault_names) if fault_names is not None else None
+    for i, r in enumerate(spec["rules"]):
+        where = f"runbook {path} rule {i + 1}"
+        if r["action"] not in CATEGORIES:
+            raise ValueError(f"{where}: action {r['action']!r} is not one of {list(CATEGORIES)}")
+        wf, generic = tuple(r.get("written_for") or ()), bool(r.get("generic", False))
+        if generic == bool(wf):
+            raise ValueError(f"{where}: needs exactly one of 'generic: true' or a non-empty 'written_for' list")
+        if names is not None and (bad := [f for f in wf if f not in names]):
+            raise ValueError(f"{where}: written_for names unknown fault type(s) {bad}")
+        if wf and (len(r.get("xid_in") or ()) > 1 or "|" in (r.get("log") or "")):
+            raise ValueError(f"{where}: a rule written for fault types covers one pattern (one Xid code, one log "
+                             "pattern without '|'); split it")
+        rules.append(_Rule(tuple(r["alerts"]), r["action"], r["target"], r.get("ratio"),
+                           re.compile(r["log"]) if r.get("log") else None,
+                           tuple(r["xid_in"]) if r.get("xid_in") else None, wf, generic))
+    return spec, rules
+
+
+def blind_rules(rules: list[_Rule], known: Sequence[str] | None) -> list[_Rule]:
+    """The rules kept for a split whose known fault types are ``known`` (None: every rule): the generic ones and
+    those written for at least one known type, in runbook order."""
+    if known is None:
+        return list(rules)
+    k = set(known)
+    return [r for r in rules if r.generic or any(f in k for f in r.written_for)]
 
 
 def runbook_sha256(path: Path = RUNBOOK_PATH) -> str:
@@ -77,22 +117,21 @@ def runbook_sha256(path: Path = RUNBOOK_PATH) -> str:
 
 class RunbookPolicy(Policy):
     """Alert -> action rules read from ``data/runbook.yaml`` (see its header). ``instant=True`` treats pending alerts
-    as firing (acts at the first threshold crossing), separating detection speed from repair skill."""
+    as firing (acts at the first threshold crossing), separating detection speed from repair skill. ``known``: the
+    split's known fault types; the policy then keeps only the generic rules and those written for a known type
+    (blind); None keeps every rule (``runbook-full``)."""
 
-    def __init__(self, instant: bool = False, path: str | Path = RUNBOOK_PATH):
+    def __init__(self, instant: bool = False, path: str | Path = RUNBOOK_PATH, known: Sequence[str] | None = None,
+                 name: str | None = None, fault_names: Sequence[str] | None = None):
         self.instant = instant
-        self.name = "runbook-instant" if instant else "runbook"
-        spec = yaml.safe_load(Path(path).read_text())
+        self.name = name or ("runbook-instant" if instant else "runbook")
+        spec, rules = load_runbook(path, fault_names)
         self.verify_steps = int(spec["verify_steps"])
         self.max_attempts = int(spec["max_attempts"])
         self.ignore = set(spec.get("ignore_alerts", []))
-        self.rules = []
-        for r in spec["rules"]:
-            if r["action"] not in CATEGORIES:
-                raise ValueError(f"runbook rule action {r['action']!r} is not one of {list(CATEGORIES)}")
-            self.rules.append(_Rule(tuple(r["alerts"]), r["action"], r["target"], r.get("ratio"),
-                                    re.compile(r["log"]) if r.get("log") else None,
-                                    tuple(r["xid_in"]) if r.get("xid_in") else None))
+        self.all_rules = rules
+        self.rules = blind_rules(rules, known)
+        self.known = None if known is None else tuple(known)
         self.sha256 = runbook_sha256(Path(path))
         self.reset(None)
 
@@ -201,6 +240,32 @@ class RunbookPolicy(Policy):
         return np.array([c, t, r], np.int64)
 
 
+def runbook_trigger(tel: dict, ignore: set[str]) -> bool:
+    """runbook-instant's trigger: an alert other than the ignored ones is pending or firing (the first threshold
+    crossing, before the rule's ``for:`` delay)."""
+    return any(a["name"] not in ignore for a in tel.get("alarms", []))
+
+
+class EscalateFirstPolicy(Policy):
+    """Pages a human at runbook-instant's trigger (the first pending or firing alert other than the runbook's
+    ignored info-level ones) and then only observes: what paging at the first symptom costs."""
+
+    name = "escalate-first"
+
+    def __init__(self, path: str | Path = RUNBOOK_PATH):
+        self.ignore = set(yaml.safe_load(Path(path).read_text()).get("ignore_alerts", []))
+        self.paged = False
+
+    def reset(self, env, episode_seed: int | None = None) -> None:
+        self.paged = False
+
+    def act(self, obs, info, env):
+        if not self.paged and runbook_trigger(info.get("telemetry") or {}, self.ignore):
+            self.paged = True
+            return np.array([CATEGORIES.index("escalate"), 0, 0], np.int64)
+        return np.zeros(3, np.int64)
+
+
 def _lastv(series: dict, name: str) -> float:
     v = series.get(name)
     return float(v[-1]) if v else 0.0
@@ -211,14 +276,31 @@ def _last(tel: dict, entity: str, metric: str) -> float | None:
     return float(v[-1]) if v else None
 
 
-def make_baseline(name: str, seed: int = 0) -> Policy:
-    """Build a baseline policy by name (one of :data:`BASELINES`)."""
+def make_baseline(name: str, seed: int = 0, sim_cfg=None, nearest_cfg=None) -> Policy:
+    """Build a baseline policy by name (one of :data:`BASELINES`) for the simulator config ``sim_cfg``
+    (:class:`~ifshm_ray.config.SimConfig`; default config when None): the blind runbooks and nearest-known use its
+    split's known fault types (``SimConfig.split``). ``nearest_cfg``:
+    :class:`~ifshm_ray.baselines.config.NearestKnownConfig` (default when None)."""
+    from ifshm_ray.config import SimConfig
+    from ifshm_ray.sim.catalog import load_catalog
+
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline policy {name!r}; valid: {list(BASELINES)} or checkpoint:PATH")
     if name == "oracle":
         return OraclePolicy()
-    if name == "runbook":
-        return RunbookPolicy(instant=False)
-    if name == "runbook-instant":
-        return RunbookPolicy(instant=True)
     if name == "random":
         return RandomPolicy(seed)
-    raise ValueError(f"unknown baseline policy {name!r}; valid: {list(BASELINES)} or checkpoint:PATH")
+    sim_cfg = sim_cfg if sim_cfg is not None else SimConfig()
+    cat = load_catalog(sim_cfg.catalog)
+    known = cat.known_in(sim_cfg.split)
+    if name == "runbook":
+        return RunbookPolicy(instant=False, known=known, fault_names=cat.names)
+    if name == "runbook-full":
+        return RunbookPolicy(instant=False, known=None, name="runbook-full", fault_names=cat.names)
+    if name == "runbook-instant":
+        return RunbookPolicy(instant=True, known=known, fault_names=cat.names)
+    if name == "escalate-first":
+        return EscalateFirstPolicy()
+    from ifshm_ray.baselines.nearest import NearestKnownPolicy, load_prototypes
+
+    return NearestKnownPolicy(load_prototypes(sim_cfg, nearest_cfg), sim_cfg)

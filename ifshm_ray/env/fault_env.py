@@ -232,19 +232,31 @@ class FaultInjectionEnv(gym.Env):
         return self.sim.incident(0)
 
     def oracle_action(self) -> np.ndarray:
-        """The catalog's best remedy for the first still-active fault, once its first symptom is visible;
-        ``observe`` before that. Used by the oracle baseline."""
+        """What a perfect operator does: the catalog's healing remedy with the least expected time to the fix for
+        the first still-active fault, once its first symptom has shown (an intermittent one need not show right
+        now); ``observe`` before that. It knows the remedies (their mean drawn duration, their failure probability,
+        how many actions they take: one migration per service on a faulty node) and the cluster's free capacity,
+        not its luck: a remedy that would run out of room is skipped (a migration off a node whose workload does not
+        fit elsewhere, a scale-out into a full GPU pool), and a remedy that failed (disruption budget, aborted
+        migration, GPU reset refused) is simply tried again. Used by the oracle baseline."""
+        from ifshm_ray.sim.actions import CATEGORY_TARGET_KIND
+
         sim, cc, topo = self.sim, self.sim.cc, self.topology
-        sev, visible = sim._severity(np.array([0]), sim.t[:1])
+        started = sim.symptoms_started(0)
+        P = sim.P[0]
+        gpu_used = P.T @ topo.svc_gpus                                   # [N]
+        free = np.where(sim.cordoned[0], 0.0, np.maximum(topo.node_gpus - gpu_used, 0.0))
+        tm, rm = sim.action_masks()
         for k in range(sim.f_id.shape[1]):
             f = int(sim.f_id[0, k])
-            if f >= cc.F or not sim.f_active[0, k] or not visible[0, k]:
+            if f >= cc.F or not started[k]:
                 continue
             root = int(sim.f_root[0, k])
+            best, best_cost = None, np.inf
             for rem in cc.remedy_table(f):
                 c = rem["category"]
-                from ifshm_ray.sim.actions import CATEGORY_TARGET_KIND
-                kind = CATEGORY_TARGET_KIND[CATEGORIES[c]]
+                cname = CATEGORIES[c]
+                kind = CATEGORY_TARGET_KIND[cname]
                 if rem["spec"] == TGT_NAMED:
                     t = rem["named"]
                 elif kind == "service" and not cc.target_is_node[f]:
@@ -252,17 +264,33 @@ class FaultInjectionEnv(gym.Env):
                 elif kind == "node" and cc.target_is_node[f]:
                     t = topo.S + root
                 elif kind == "service":  # service on the root node
-                    on = np.flatnonzero((sim.P[0, :, root] > 0) & ~topo.daemonset)
+                    on = np.flatnonzero((P[:, root] > 1e-9) & ~topo.daemonset)
                     if len(on) == 0:
                         continue
                     t = int(on[np.argmax(topo.svc_gpus[on])])
                 else:  # node hosting the root service
                     t = topo.S + sim._host(0, root)
                 r = ratio_level_for(rem["min_ratio"]) if rem["min_ratio"] > 0 else 0
-                a = np.array([c, t, r], np.int64)
-                tm, rm = sim.action_masks()
-                if tm[0, c * topo.T + t] > 0 and rm[c * NUM_RATIOS + r] > 0:
-                    return a
+                n_actions = 1
+                if cname == "migrate" and cc.target_is_node[f]:
+                    # everything the fault hurts must fit on the other schedulable nodes
+                    svcs = [t] if rem["spec"] == TGT_NAMED else np.flatnonzero(~topo.daemonset)
+                    need = float((P[svcs, root] * topo.svc_gpus[svcs]).sum())
+                    if need > free.sum() - free[root] + 1e-9:
+                        continue
+                    if rem["spec"] != TGT_NAMED:  # one migration per service left on the node
+                        n_actions = int(((P[:, root] > 1e-9) & ~topo.daemonset).sum())
+                if cname == "scale" and t < topo.S:
+                    cur = float(sim.replicas[0, t])
+                    new = min(round(cur * RATIO_LEVELS[r]), 4 * topo.base_replicas[t])
+                    room = float((free * topo.allowed[t]).sum())
+                    if topo.svc_gpus[t] > 0 and (new - cur) * topo.svc_gpus[t] > room + 1e-9:
+                        continue
+                cost = n_actions * rem["duration"] / max(1.0 - float(cc.fail_prob[f, c]), 1e-9)
+                if tm[0, c * topo.T + t] > 0 and rm[c * NUM_RATIOS + r] > 0 and cost < best_cost:
+                    best, best_cost = np.array([c, t, r], np.int64), cost
+            if best is not None:
+                return best
         return np.zeros(3, np.int64)
 
 

@@ -44,14 +44,15 @@ def load_gate(path: str | Path):
     return meta, load_diagnoser(_find(path, bundle_dir, DIAGNOSER_FILE))
 
 
-def make_gated_policy(policy: Any, path: str | Path):
+def make_gated_policy(policy: Any, path: str | Path, env: Any = None):
     """A :class:`GatedPolicy` (``update=False``) over ``policy`` (the bundle's, already loaded) with the gate of
-    ``path``."""
-    from ifshm_ray.baselines.policies import RunbookPolicy
+    ``path``; a deferred incident goes to the blind runbook of ``env``'s split (its known types' rules only)."""
+    from ifshm_ray.baselines.policies import make_baseline
     from ifshm_ray.meta.gate import GatedPolicy
 
     meta, diagnose = load_gate(path)
-    gated = GatedPolicy(policy, RunbookPolicy(), meta, diagnose, update=False)
+    runbook = make_baseline("runbook", 0, getattr(getattr(env, "unwrapped", env), "sim_cfg", None))
+    gated = GatedPolicy(policy, runbook, meta, diagnose, update=False)
     gated.name = f"gated({Path(path).name})"
     return gated
 

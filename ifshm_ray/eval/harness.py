@@ -1,6 +1,11 @@
-"""Run a policy on the simulator for a set of faults and summarise MTTR, detection, repair, success and harm.
+"""Run a policy on the simulator for a set of faults and summarise MTTR, time to mitigate, detection, repair,
+success, escalations, time-outs, harm and false actions.
 
 Episode seeds depend only on (seed, fault, episode index), so every policy meets exactly the same incidents.
+Fault sets (:func:`make_jobs`): ``known`` / ``unknown`` / ``all`` of the split, fault names, ``compound`` (two faults
+at once: every fault type of the catalog, known and unknown in the split, paired with a partner drawn from the
+episode seed) and ``fault_free`` (episodes forced with the pseudo fault :data:`~ifshm_ray.sim.catalog.FAULT_FREE`:
+no fault, benign noise and false alarms only; as many episodes as the known set has).
 """
 from __future__ import annotations
 
@@ -16,7 +21,15 @@ from ifshm_ray.baselines import BASELINES, make_baseline
 from ifshm_ray.baselines.policies import Policy, runbook_sha256
 from ifshm_ray.config import SimConfig, to_dict
 from ifshm_ray.env import FaultInjectionEnv
-from ifshm_ray.sim.catalog import load_catalog
+from ifshm_ray.eval.config import StatsConfig
+from ifshm_ray.eval.stats import bootstrap_mean_ci
+from ifshm_ray.sim.catalog import FAULT_FREE, Catalog, load_catalog
+
+FAULT_SETS = ("known", "unknown", "all", "compound", "fault_free")
+"""Named fault sets of :func:`make_jobs` (besides a list of fault names)."""
+
+Fault = str | tuple[str, ...]
+"""One episode's forced fault: a name, :data:`FAULT_FREE`, or a tuple of names (a compound incident)."""
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +38,44 @@ def episode_seed(seed: int, fault: str, i: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(fault.encode()) * 7919 + i) % (2**31 - 1)
 
 
+def fault_label(fault: Fault) -> str:
+    """A record's ``fault``: the name, ``none`` for a fault-free episode, ``a+b`` for a compound incident."""
+    return fault if isinstance(fault, str) else "+".join(fault)
+
+
+def make_jobs(fault_set: str | list[str], catalog: Catalog, split: str, episodes: int, seed: int
+              ) -> list[tuple[Fault, int]]:
+    """The episodes ``[(fault, seed), ...]`` of a fault set (see the module docstring) for ``split``."""
+    if fault_set == "compound":
+        pool = catalog.known_in(split) + catalog.unknown_in(split)
+        pool = [n for n in catalog.names if n in set(pool)]
+        if len(pool) < 2:
+            raise ValueError("the compound set needs at least two fault types")
+        jobs = []
+        for f in pool:
+            others = [g for g in pool if g != f]
+            for i in range(episodes):
+                s = episode_seed(seed, "compound:" + f, i)
+                jobs.append(((f, others[zlib.crc32(f"{s}".encode()) % len(others)]), s))
+        return jobs
+    if fault_set == "fault_free":
+        n = episodes * len(catalog.known_in(split))
+        return [(FAULT_FREE, episode_seed(seed, FAULT_FREE, i)) for i in range(n)]
+    names = catalog.select(fault_set, split=split)
+    return [(f, episode_seed(seed, f, i)) for f in names for i in range(episodes)]
+
+
 def make_policy(spec: str, seed: int = 0, env: FaultInjectionEnv | None = None) -> Policy:
-    """``oracle | runbook | runbook-instant | random | checkpoint:PATH | gated:PATH``. A checkpoint must fit
-    ``env``'s action space (topology) and observation size, otherwise a clear error says so. ``gated:PATH``: the
-    checkpoint behind the meta-controller's gate (:mod:`ifshm_ray.eval.gated`)."""
+    """``oracle | runbook | runbook-full | runbook-instant | nearest-known | escalate-first | random |
+    checkpoint:PATH``; the baselines use ``env``'s simulator config (its split: the blind runbooks and nearest-known
+    know only its known fault types). A checkpoint must fit ``env``'s action space (topology) and observation size,
+    otherwise a clear error says so. ``gated:PATH``: the checkpoint behind the meta-controller's gate
+    (:mod:`ifshm_ray.eval.gated`)."""
     if spec.startswith("gated:"):
         from ifshm_ray.eval.gated import make_gated_policy
 
         path = spec.split(":", 1)[1]
-        return make_gated_policy(make_policy("checkpoint:" + path, seed, env), path)
+        return make_gated_policy(make_policy("checkpoint:" + path, seed, env), path, env)
     if spec.startswith("checkpoint:"):
         from ifshm_ray.policy.bundle import PolicyBundleError, action_space_hash_of_env, load_policy_bundle
 
@@ -50,7 +92,7 @@ def make_policy(spec: str, seed: int = 0, env: FaultInjectionEnv | None = None) 
                                         "retrained with jobs/train.py); evaluate with the same")
         return _BundlePolicy(bundle, spec)
     if spec in BASELINES:
-        return make_baseline(spec, seed)
+        return make_baseline(spec, seed, env.sim_cfg if env is not None else None)
     raise ValueError(f"unknown policy {spec!r}; valid: {list(BASELINES)}, checkpoint:PATH or gated:PATH")
 
 
@@ -62,9 +104,21 @@ class _BundlePolicy(Policy):
         return np.asarray(self.bundle.act(obs, deterministic=True), np.int64)
 
 
-def run_episode(env: FaultInjectionEnv, policy: Policy, fault: str, seed: int) -> dict:
-    obs, info = env.reset(seed=seed, options={"faults": [fault]})
+def run_episode(env: FaultInjectionEnv, policy: Policy, fault: Fault, seed: int) -> dict:
+    """One episode; its record. ``mitigate_s`` (time to mitigate): from injection to the start of the first of
+    ``healthy_steps`` consecutive windows whose reported metrics hold every SLO (the observation's SLO-green feature)
+    after the SLOs first broke (the window start, as MTTR counts from the end of the healing action); 0 when they
+    never broke; when the episode recovers before K green windows were reported, the start of the green run seen (or
+    the MTTR); the time limit when they never hold again; NaN without a fault. The policy sees nothing of the
+    ground truth this reads (``env.incident()``)."""
+    names = [fault] if isinstance(fault, str) else list(fault)
+    obs, info = env.reset(seed=seed, options={"faults": names})
     policy.reset(env, episode_seed=seed)
+    truth = env.unwrapped.incident()["faults"]
+    t_inj = min((f["injected_at_s"] for f in truth), default=float("nan"))
+    green_i = env.unwrapped.obs_layout["slo_green"]
+    k, step_s = env.unwrapped.sim_cfg.healthy_steps, env.unwrapped.sim_cfg.step_s
+    broke, run, run_t0, mitigated = False, 0, float("nan"), float("nan")
     done = False
     ret = 0.0
     while not done:
@@ -72,20 +126,41 @@ def run_episode(env: FaultInjectionEnv, policy: Policy, fault: str, seed: int) -
         obs, r, term, trunc, info = env.step(a)
         ret += r
         done = term or trunc
+        if truth and math.isnan(mitigated) and info["time_s"] > t_inj:
+            if obs["obs"][green_i] < 0.5:
+                broke, run = True, 0
+            elif broke:
+                run += 1
+                run_t0 = max(info["time_s"] - step_s, t_inj) if run == 1 else run_t0
+                if run >= k:
+                    mitigated = run_t0 - t_inj
+    if truth and math.isnan(mitigated):
+        if not broke:
+            mitigated = 0.0
+        elif term and info.get("success"):  # recovered (which needs the SLOs green) before K green windows were
+            # reported: mitigated at the start of the green run seen, else no later than recovery
+            mitigated = run_t0 - t_inj if run > 0 else float(info["mttr_s"])
+        else:
+            mitigated = float(env.unwrapped.sim_cfg.time_limit_s - t_inj)
+    fault_free = not truth
     detect = info["detect_s"]
-    rec = {"fault": fault, "seed": seed, "mttr_s": info["mttr_s"], "detect_s": detect,
+    rec = {"fault": fault_label(fault), "faults": [] if fault_free else names, "seed": seed,
+           "fault_free": fault_free, "mttr_s": float("nan") if fault_free else info["mttr_s"],
+           "mitigate_s": mitigated, "detect_s": detect,
            "repair_s": (info["mttr_s"] - detect) if (info["recovered"] and not math.isnan(detect)) else float("nan"),
            "recovered": info["recovered"], "success": info["success"], "escalated": info["escalated"],
-           "harmful_actions": info["harmful_actions"], "actions": info["actions"], "return": ret}
+           "timed_out": bool(trunc and not info["escalated"] and not fault_free),
+           "harmful_actions": info["harmful_actions"], "actions": info["actions"],
+           "false_action": bool(fault_free and info["actions"] > 0), "return": ret}
     from ifshm_ray.eval.gated import gate_fields
 
     rec.update(gate_fields(policy))  # a gated policy: who acted, deferred, novel, unknown score
     return rec
 
 
-def run_chunk(policy_spec: str, sim_cfg: dict, jobs: list[tuple[str, int]], policy_seed: int) -> list[dict]:
+def run_chunk(policy_spec: str, sim_cfg: dict, jobs: list[tuple[Fault, int]], policy_seed: int) -> list[dict]:
     """Episodes ``jobs`` = [(fault, seed), ...] for one policy (runs inside a Ray task or locally)."""
-    needs_text = policy_spec.startswith(("runbook", "gated:"))
+    needs_text = policy_spec not in ("oracle", "random")
     env = FaultInjectionEnv({**sim_cfg, "render_telemetry": needs_text or policy_spec.startswith("checkpoint:"),
                              "mine_logs": not policy_spec in ("oracle", "random")})
     policy = make_policy(policy_spec, policy_seed, env)
@@ -94,22 +169,35 @@ def run_chunk(policy_spec: str, sim_cfg: dict, jobs: list[tuple[str, int]], poli
 
 def evaluate(policy_spec: str, faults: list[str], episodes: int, seed: int, sim_cfg: SimConfig,
              use_ray: bool = True, chunks: int | None = None, num_cpus_per_task: float = 1.0,
-             progress: Callable[[int, int], None] | None = None) -> list[dict]:
-    """All episodes of one policy: ``episodes`` per fault, in parallel Ray tasks when ``use_ray``."""
+             progress: Callable[[int, int], None] | None = None,
+             jobs: list[tuple[Fault, int]] | None = None) -> list[dict]:
+    """All episodes of one policy: ``episodes`` per fault (or the given ``jobs``, :func:`make_jobs`), in parallel
+    Ray tasks when ``use_ray``."""
     cfg = to_dict(sim_cfg)
     cfg.pop("faults", None)
-    cfg["faults"] = list(faults)
+    cfg["faults"] = list(faults) if jobs is None else "all"
+    if jobs is None:
+        jobs = [(f, episode_seed(seed, f, i)) for f in faults for i in range(episodes)]
+    if policy_spec == "nearest-known":  # calibration incidents must not be evaluation incidents; warm the cache
+        from ifshm_ray.baselines.config import NearestKnownConfig
+        from ifshm_ray.baselines.nearest import calibration_seeds, load_prototypes
+
+        cal = calibration_seeds(NearestKnownConfig(), load_catalog(sim_cfg.catalog).known_in(sim_cfg.split))
+        clash = sorted({s for _, s in jobs} & cal)
+        if clash:
+            raise ValueError(f"evaluation episode seeds {clash[:5]} are nearest-known calibration seeds; evaluate "
+                             "with another --seed")
+        load_prototypes(sim_cfg)
     if policy_spec.startswith(("checkpoint:", "gated:")):  # fail fast, here, with a clear message (topology, obs
         from pathlib import Path  # size, files)
 
         kind, _, where = policy_spec.partition(":")
         policy_spec = f"{kind}:" + str(Path(where).expanduser().resolve())  # for workers
         make_policy(policy_spec, seed, FaultInjectionEnv({**cfg, "render_telemetry": False}))
-    jobs = [(f, episode_seed(seed, f, i)) for f in faults for i in range(episodes)]
     if not use_ray:
         out = []
         for i in range(0, len(jobs), max(episodes, 1)):
-            out += run_chunk(policy_spec, cfg, jobs[i:i + episodes], seed)
+            out += run_chunk(policy_spec, cfg, jobs[i:i + max(episodes, 1)], seed)
             if progress:
                 progress(len(out), len(jobs))
         return out
@@ -125,42 +213,61 @@ def evaluate(policy_spec: str, faults: list[str], episodes: int, seed: int, sim_
         out += ray.get(ready[0])
         if progress:
             progress(len(out), len(jobs))
-    order = {j: i for i, j in enumerate(jobs)}
+    order = {(fault_label(f), s): i for i, (f, s) in enumerate(jobs)}
     out.sort(key=lambda r: order[(r["fault"], r["seed"])])
     return out
 
 
 def summarise(records: list[dict], policy: str, fault_set: str, time_limit_s: float,
-              catalog: str | Path | None = None) -> dict:
+              catalog: str | Path | None = None, split: str | None = None, stats: StatsConfig | None = None) -> dict:
     """metrics.json content. Failed episodes (not recovered, or escalated) count in MTTR as they ended; an episode
-    that never recovered counts at the time limit. ``catalog``: the fault catalog the episodes ran on
-    (``SimConfig.catalog``; None: the packaged one), whose hash is recorded as ``catalog_sha256``."""
-    mttr = np.array([r["mttr_s"] for r in records])
-    det = np.array([r["detect_s"] for r in records], dtype=float)
-    rep = np.array([r["repair_s"] for r in records], dtype=float)
+    that never recovered counts at the time limit. MTTR, time to mitigate, detection and repair are over the
+    episodes with a fault; ``false_action_rate`` is the share of fault-free episodes with any action other than
+    observe (None without fault-free episodes); escalations and time-outs (neither recovered nor escalated by the
+    time limit) are counted apart. ``mttr_ci95``: the seeded bootstrap interval of the mean MTTR (``stats``).
+    ``catalog``: the fault catalog the episodes ran on (``SimConfig.catalog``; None: the packaged one), whose hash
+    is recorded as ``catalog_sha256``."""
+    if not records:
+        raise ValueError("summarise needs at least one episode record")
+    faulty = [r for r in records if not r.get("fault_free")]
+    clean = [r for r in records if r.get("fault_free")]
+    mttr = np.array([r["mttr_s"] for r in faulty], dtype=float)
+    det = np.array([r["detect_s"] for r in faulty], dtype=float)
+    rep = np.array([r["repair_s"] for r in faulty], dtype=float)
     acts = sum(r["actions"] for r in records)
     per_fault = {}
     for f in dict.fromkeys(r["fault"] for r in records):
         rs = [r for r in records if r["fault"] == f]
-        per_fault[f] = {"mttr_mean_s": float(np.mean([r["mttr_s"] for r in rs])),
+        per_fault[f] = {"mttr_mean_s": _nanmean([r["mttr_s"] for r in rs]),
+                        "mitigate_mean_s": _nanmean([r.get("mitigate_s", float("nan")) for r in rs]),
                         "success_rate": float(np.mean([r["success"] for r in rs])),
                         "detect_mean_s": _nanmean([r["detect_s"] for r in rs]),
                         "repair_mean_s": _nanmean([r["repair_s"] for r in rs]),
                         "episodes": len(rs)}
     cat = load_catalog(catalog)
+
+    def rate(rs, key):
+        return float(np.mean([bool(r.get(key)) for r in rs])) if rs else None
+
+    def pct(q):
+        return float(np.percentile(mttr, q)) if len(mttr) else None
+
     return {
-        "policy": policy, "fault_set": fault_set, "episodes": len(records),
-        "mttr_mean_s": float(mttr.mean()), "mttr_p50_s": float(np.percentile(mttr, 50)),
-        "mttr_p95_s": float(np.percentile(mttr, 95)),
+        "policy": policy, "fault_set": fault_set, "split": split, "episodes": len(records),
+        "fault_free_episodes": len(clean),
+        "mttr_mean_s": float(mttr.mean()) if len(mttr) else None, "mttr_p50_s": pct(50), "mttr_p95_s": pct(95),
+        "mttr_ci95": bootstrap_mean_ci(mttr, stats),
+        "time_to_mitigate_mean_s": _nanmean([r.get("mitigate_s", float("nan")) for r in faulty]),
         "detect_mean_s": _nanmean(det), "repair_mean_s": _nanmean(rep),
-        "success_rate": float(np.mean([r["success"] for r in records])),
-        "recovered_rate": float(np.mean([r["recovered"] for r in records])),
-        "escalation_rate": float(np.mean([r["escalated"] for r in records])),
+        "success_rate": rate(faulty, "success"), "recovered_rate": rate(faulty, "recovered"),
+        "escalation_rate": rate(faulty, "escalated"), "timeout_rate": rate(faulty, "timed_out"),
+        "false_action_rate": rate(clean, "false_action"),
         "harmful_action_rate": float(sum(r["harmful_actions"] for r in records) / acts) if acts else 0.0,
         "mean_return": float(np.mean([r["return"] for r in records])),
         "catalog_sha256": cat.sha256, "runbook_sha256": runbook_sha256(),
         "time_limit_s": time_limit_s,
-        "note": "episodes that never recovered count in MTTR at the time limit; escalated ones at the human's fix",
+        "note": "episodes that never recovered count in MTTR at the time limit; escalated ones at the human's fix; "
+                "fault-free episodes count only in false_action_rate",
         "per_fault": per_fault,
         **_gate_summary(records),
     }

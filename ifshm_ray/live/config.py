@@ -144,6 +144,96 @@ class LoadConfig(ConfigModel):
         return self
 
 
+class StackConfig(ConfigModel):
+    """The target stack on this machine (:mod:`ifshm_ray.live.stack`): where its binaries and files are, its sizes,
+    its telemetry cadence and how long any of its processes may live."""
+
+    cache_dir: str = ".cache/live"
+    """Where ``scripts/install_live.sh`` put the extracted Debian packages (``<cache_dir>/root/usr/bin/...``)."""
+    run_dir: str | None = None
+    """Folder for the run's generated configs, logs and data; None: a fresh short folder under /tmp (Ray's socket
+    paths must stay under 107 characters), removed at teardown."""
+    max_lifetime_s: float = Field(900.0, gt=0.0)
+    """Every process of the stack is started under ``timeout``: it ends by itself after this long."""
+    startup_timeout_s: float = Field(180.0, gt=0.0)
+    """Bringing the whole stack up (Ray, the Serve app, nginx, Redis, Prometheus, ...) may take at most this long."""
+    stop_timeout_s: float = Field(20.0, gt=0.0)
+    """A process that has not exited this long after SIGTERM gets SIGKILL."""
+    ray_num_cpus: int = Field(2, ge=1)
+    """``ray start --num-cpus`` of the target Ray."""
+    ray_metrics_report_interval_ms: int = Field(1000, ge=100)
+    """``RAY_metrics_report_interval_ms`` of the target Ray (Ray's default is 10000)."""
+    scrape_interval_s: float = Field(1.0, gt=0.0)
+    """Prometheus scrape and rule evaluation interval."""
+    alert_for_s: float = Field(3.0, ge=0.0)
+    """``for:`` of every alert rule (a short one: the stack is small and runs are short)."""
+    rate_window_s: float = Field(10.0, gt=0.0)
+    """Range of the ``rate()`` / ``increase()`` windows in the alert rules and the collector's PromQL."""
+    model_service_ms: float = Field(100.0, gt=0.0)
+    """The model's fixed accelerator-like wait per request: one request at a time per replica, so a replica serves
+    at most 1000 / model_service_ms requests per second and scaling out adds capacity (as on a GPU)."""
+    model_replicas: int = Field(2, ge=1)
+    """Replicas of the model deployment in the steady state."""
+    replica_num_cpus: float = Field(0.1, gt=0.0)
+    """``ray_actor_options.num_cpus`` of each replica (a fraction: the work is the wait, not the CPU)."""
+    model_versions: list[str] = Field(default_factory=lambda: ["v1", "v2"])
+    """Model versions written to the model cache at start (the steady state runs the first); a ``model_version``
+    not among them fails the replica's reconfigure (a bad config push)."""
+    model_features: int = Field(16, ge=1)
+    """Length of the feature vectors in Redis and of the bundled linear model's weights."""
+    feature_keys: int = Field(200, ge=1)
+    """Feature vectors written to Redis at start (``feat:<i>``)."""
+    prediction_ttl_s: int = Field(60, ge=1)
+    """The gateway stores each prediction in Redis for this long (``SET pred:<id> ... EX``)."""
+    prediction_bytes: int = Field(2048, ge=1)
+    """Bytes of each stored prediction record (a Redis ``maxmemory`` too small then refuses writes)."""
+    scratch_bytes: int = Field(4096, ge=1)
+    """Bytes the model writes to its scratch file in the model cache per request (write + rename: a full volume
+    fails it with ENOSPC)."""
+    model_cache_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    """Size of the tmpfs mounted as the model cache (needs root; without it the disk-fill fault is skipped)."""
+    redis_maxmemory_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    """Redis ``maxmemory`` in the steady state (policy ``noeviction``: writes fail with OOM when it is reached)."""
+    webhook_path: str = "/v1/alertmanager"
+    """Path Alertmanager posts to (the healer Serve app's route); the stack's own receiver listens on it too, to
+    time detection."""
+    healer_url: str | None = None
+    """Base URL of the healer Serve app (``http://127.0.0.1:PORT``, outside the target Ray); when set, Alertmanager
+    also posts every webhook to ``<healer_url><webhook_path>``. None: only the stack's receiver gets them."""
+    node_exporter_collectors: list[str] = Field(default_factory=lambda: ["cpu", "meminfo", "filesystem",
+                                                                         "loadavg"])
+    """node-exporter collectors enabled (all others off, to keep its CPU use small)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "StackConfig":
+        if not self.model_versions:
+            raise ValueError("model_versions needs at least one version")
+        if not self.webhook_path.startswith("/"):
+            raise ValueError(f"webhook_path {self.webhook_path!r} must start with '/'")
+        return self
+
+
+class EvalConfig(ConfigModel):
+    """``jobs/live_eval.py``: which faults, which healers, how often, how long."""
+
+    faults: list[str] = Field(default_factory=list)
+    """Fault names from the plan file to inject, in order; empty: every fault of the plan file."""
+    arms: list[Literal["runbook", "none"]] = Field(default_factory=lambda: ["runbook", "none"])
+    """Who handles each fault: the project's runbook on the live telemetry, or nobody."""
+    repeats: int = Field(1, ge=1)
+    """Incidents per (fault, arm)."""
+    arm_cap_s: float = Field(120.0, gt=0.0)
+    """An incident not recovered this long after the injection counts as not healed, at the cap."""
+    settle_s: float = Field(20.0, ge=0.0)
+    """After an incident is undone, wait at most this long for the probe to be green again before the next."""
+    window_s: float = Field(30.0, gt=0.0)
+    """Telemetry window the collector builds for each decision (Prometheus range queries and log lines)."""
+    probe_interval_s: float = Field(1.0, gt=0.0)
+    """The recovery probe reads the load generator's last window every this many seconds."""
+    out: str = "results/live"
+    """Output folder (metrics.json, audit.jsonl, incidents.parquet)."""
+
+
 class LiveConfig(ConfigModel):
     """The live-healing stack's settings in one file (``configs/live.yaml``); each section is one piece's."""
 
@@ -166,3 +256,7 @@ class LiveConfig(ConfigModel):
     """The wall-clock SLO probe."""
     loadgen: LoadConfig = Field(default_factory=LoadConfig)
     """The loopback load generator."""
+    stack: StackConfig = Field(default_factory=StackConfig)
+    """The target stack (processes, sizes, telemetry cadence)."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """The live evaluation job."""

@@ -18,7 +18,9 @@ A fault is data (:class:`FaultPlan`: kind, size, timing, the expected answer), b
   through the dashboard's Serve API, undone by putting back the config that ran before;
 * ``process_stop``: a hung replica: SIGSTOP on one process whose command line matches, SIGCONT in the undo and
   from a watchdog after ``hold_s``;
-* ``surge``: a traffic surge: the load generator's rate multiplied (:mod:`ifshm_ray.live.loadgen`).
+* ``surge``: a traffic surge: the load generator's rate multiplied (:mod:`ifshm_ray.live.loadgen`);
+* ``redis_maxmemory``: Redis ``maxmemory`` set too small (``CONFIG SET``; with ``noeviction`` writes then fail with
+  ``OOM command not allowed``), the undo sets back the value it had.
 
 Example::
 
@@ -103,7 +105,7 @@ class FaultPlan(ConfigModel):
 
     name: str
     """Unique name of this fault in the plan file."""
-    kind: Literal["proxy", "transient", "disk_fill", "serve_config", "process_stop", "surge"]
+    kind: Literal["proxy", "transient", "disk_fill", "serve_config", "process_stop", "surge", "redis_maxmemory"]
     """Which injector carries it out (see the module docstring)."""
     proxy: FaultSpec | None = None
     """The proxy faults (``proxy`` and ``transient`` only); its ``duration_s`` is set from ``hold_s``."""
@@ -119,6 +121,8 @@ class FaultPlan(ConfigModel):
     """Keys merged into the deployment's ``user_config`` (``serve_config`` only)."""
     surge_factor: float | None = Field(None, gt=1.0)
     """The load generator's rate is multiplied by this (``surge`` only; never above its ``max_rate_rps``)."""
+    maxmemory_bytes: int | None = Field(None, ge=1)
+    """Redis ``maxmemory`` while the fault holds (``redis_maxmemory`` only)."""
     process_match: str | None = None
     """Regular expression the stopped process's command line must match (``process_stop`` only), e.g. the Serve
     replica's actor name; a process that does not match is never signalled."""
@@ -129,10 +133,10 @@ class FaultPlan(ConfigModel):
     def _fields_for_kind(self) -> "FaultPlan":
         fields = {"proxy": self.proxy, "size_bytes": self.size_bytes, "entity": self.entity,
                   "user_config": self.user_config, "process_match": self.process_match,
-                  "surge_factor": self.surge_factor}
+                  "surge_factor": self.surge_factor, "maxmemory_bytes": self.maxmemory_bytes}
         needed = {"proxy": ["proxy"], "transient": ["proxy"], "disk_fill": ["size_bytes"],
                   "serve_config": ["entity", "user_config"], "process_stop": ["process_match"],
-                  "surge": ["surge_factor"]}[self.kind]
+                  "surge": ["surge_factor"], "redis_maxmemory": ["maxmemory_bytes"]}[self.kind]
         missing = [k for k in needed if not fields[k]]
         extra = [k for k, v in fields.items() if v is not None and k not in needed]
         if missing or extra:
@@ -410,6 +414,46 @@ class ProcessStopInjector:
         return out
 
 
+# ------------------------------------------------------------------------------------------------ Redis maxmemory
+class RedisMaxmemoryInjector:
+    """Redis ``maxmemory`` set to ``maxmemory_bytes`` (too small: writes are refused with OOM under
+    ``noeviction``); the undo puts back the value read before."""
+
+    def __init__(self, name: str, port: int, maxmemory_bytes: int, timeout_s: float,
+                 healthy: HealthCheck | None = None):
+        self.name, self.port, self.maxmemory_bytes, self.timeout_s = name, port, maxmemory_bytes, timeout_s
+        self.healthy = healthy
+        self._before: int | None = None
+
+    def _cmd(self, *args: str | int):
+        from ifshm_ray.live.handlers import redis_command  # handlers imports this module's neighbours only
+        return redis_command(self.port, *args, timeout_s=self.timeout_s)
+
+    def steady_state(self) -> tuple[bool, str]:
+        try:
+            current = int(self._cmd("CONFIG", "GET", "maxmemory")[1])
+        except OSError as e:
+            return False, f"Redis unreachable: {e!r}"
+        if current == self.maxmemory_bytes:
+            return False, f"maxmemory is already {current}"
+        if self.healthy is not None and not self.healthy():
+            return False, "the service's health check failed"
+        return True, f"maxmemory {current}"
+
+    def inject(self) -> dict:
+        self._before = int(self._cmd("CONFIG", "GET", "maxmemory")[1])
+        self._cmd("CONFIG", "SET", "maxmemory", self.maxmemory_bytes)
+        return {"maxmemory_before": self._before, "maxmemory": self.maxmemory_bytes}
+
+    def undo(self) -> dict:
+        if self._before is None:
+            return {"restored": None}
+        self._cmd("CONFIG", "SET", "maxmemory", self._before)
+        out = {"restored": self._before}
+        self._before = None
+        return out
+
+
 # ------------------------------------------------------------------------------------------------ traffic surge
 class SurgeInjector:
     """A traffic surge: the load generator's rate x ``factor`` (within its ``max_rate_rps``); the undo restores the
@@ -447,13 +491,17 @@ def build_injector(plan: FaultPlan, cfg: InjectorConfig, *, proxy: ProxyControl 
                    healthy: HealthCheck | None = None, fill_folder: str | Path | None = None,
                    dashboard: ServeDashboard | None = None, binding: Binding | None = None,
                    history_path: str | Path | None = None, find_pid: Callable[[], int | None] | None = None,
-                   load: LoadGenerator | None = None) -> Injector:
+                   load: LoadGenerator | None = None, redis_port: int | None = None) -> Injector:
     """The injector that carries out ``plan``; raises :class:`ConfigError` when what it needs is not given."""
     if plan.kind in ("proxy", "transient"):
         if proxy is None:
             raise ConfigError(f"fault {plan.name!r} (kind {plan.kind}) needs the fault proxy's control client")
         cls = TransientInjector if plan.kind == "transient" else ProxyFaultInjector
         return cls(plan.name, proxy, plan.proxy, plan.hold_s, healthy)
+    if plan.kind == "redis_maxmemory":
+        if redis_port is None:
+            raise ConfigError(f"fault {plan.name!r} (kind redis_maxmemory) needs the Redis port")
+        return RedisMaxmemoryInjector(plan.name, redis_port, plan.maxmemory_bytes, cfg.control_timeout_s, healthy)
     if plan.kind == "surge":
         if load is None:
             raise ConfigError(f"fault {plan.name!r} (kind surge) needs the running load generator")

@@ -347,11 +347,12 @@ class ModulePolicy:
         return np.asarray(self.bundle.act(obs, deterministic=True), np.int64)
 
 
-def reference_policy(name: str):
-    """A reference by name (None when this checkout has no such baseline)."""
+def reference_policy(name: str, sim_cfg: Any = None):
+    """A reference by name for the simulator config ``sim_cfg`` (its split: the blind runbooks and nearest-known
+    know only its known types); None when this checkout has no such baseline."""
     from ifshm_ray.baselines import BASELINES, make_baseline
 
-    return make_baseline(name, 0) if name in BASELINES else None
+    return make_baseline(name, 0, sim_cfg) if name in BASELINES else None
 
 
 def run_incidents(env, policy, incidents: Sequence[tuple[str, int]]) -> list[dict]:
@@ -405,6 +406,10 @@ class Protocol:
         env_cfg.pop("seed", None)
         env_cfg["split"] = cfg.split
         self.sim_config = {k: v for k, v in env_cfg.items() if k not in ("render_telemetry", "mine_logs")}
+
+    def runbook(self):
+        """The blind runbook of the protocol's split: where the gate defers to."""
+        return reference_policy("runbook", self.env.sim_cfg)
 
     def log(self, msg: str) -> None:
         self.progress(f"[continual {time.time() - self.t0:6.0f}s] {msg}")
@@ -529,8 +534,16 @@ class Protocol:
         incidents = [(f, incident_seed(seed + e.seed_offset, f, i)) for f in [*known, *order]
                      for i in range(e.episodes)]
         refs: dict[str, list[dict] | None] = {}
+        if "nearest-known" in cfg.references:  # its calibration incidents must not be evaluation incidents
+            from ifshm_ray.baselines.config import NearestKnownConfig
+            from ifshm_ray.baselines.nearest import calibration_seeds
+
+            clash = sorted({s for _, s in incidents} & calibration_seeds(NearestKnownConfig(), known))
+            if clash:
+                raise ValueError(f"evaluation incident seeds {clash[:5]} are nearest-known calibration seeds; "
+                                 "change eval.seed_offset")
         for name in cfg.references:
-            pol = reference_policy(name)
+            pol = reference_policy(name, self.env.sim_cfg)
             refs[name] = run_incidents(self.env, pol, incidents) if pol is not None else None
             self.log(f"seed {seed}: reference {name}: " + ("not in this checkout (null)" if pol is None else
                      f"unknown-type MTTR {mean_mttr(refs[name], order):.0f} s"))
@@ -549,7 +562,6 @@ class Protocol:
     def _run_arm(self, arm: ArmConfig, seed: int, root: Path, p1: Path, known: list[str], order: list[str],
                  plan: list, incidents: list, calibration, diagnose, phase1_bundle) -> dict:
         """Phase 2 of one arm (see the module doc): its stream, learning steps and paired evaluations."""
-        from ifshm_ray.baselines.policies import RunbookPolicy
         from ifshm_ray.meta.controller import MetaController
         from ifshm_ray.meta.gate import GatedPolicy, incident_stratum, record_incident
         from ifshm_ray.policy.bundle import load_policy_bundle
@@ -585,7 +597,7 @@ class Protocol:
         meta.set_known_baseline({f: mean_mttr(evals[0]["ungated"], [f]) for f in known})
         for t, fault in enumerate(order):
             for b, items in enumerate(blocks(plan[t], cfg.stream.block)):
-                deployed = GatedPolicy(policy, RunbookPolicy(), meta, diagnose, update=True) if arm.gate else policy
+                deployed = GatedPolicy(policy, self.runbook(), meta, diagnose, update=True) if arm.gate else policy
                 pushed = []
                 for f, s, is_new in items:
                     rec = record_incident(self.env, deployed, f, s)
@@ -631,12 +643,11 @@ class Protocol:
     def _evaluate_arm(self, policy, meta, diagnose, incidents, known, ungated: list[dict] | None = None) -> dict:
         """The paired evaluation of one arm: ungated (``ungated``: the records of the same policy on the same
         incidents, when already run: the policy is deterministic) and, with ``meta``, gated."""
-        from ifshm_ray.baselines.policies import RunbookPolicy
         from ifshm_ray.meta.gate import GatedPolicy
 
         out = {"ungated": ungated if ungated is not None else run_incidents(self.env, policy, incidents)}
         if meta is not None:
-            gp = GatedPolicy(policy, RunbookPolicy(), meta, diagnose, update=False)
+            gp = GatedPolicy(policy, self.runbook(), meta, diagnose, update=False)
             recs = []
             for (f, s), u in zip(incidents, out["ungated"]):
                 r = run_incidents(self.env, gp, [(f, s)])[0]

@@ -14,7 +14,8 @@ Novelty gate (``/v1/heal``, issue 15): when the policy bundle holds a meta-contr
 human) and why; a deferral is also listed in ``escalate_reasons``. Serving only reads that state.
 
 Expected recovery time (``/v1/heal``): the catalog remedy of the recommended category for the *diagnosed* fault;
-when its effect is ``heal``, its ``duration_s`` (the category's default duration when the remedy gives none) plus the
+when its effect is ``heal``, its expected duration (the mean of its ``duration_s`` range, or the category's default
+duration when the remedy gives none, over the expected number of attempts ``1 / (1 - fail_prob)``) plus the
 SLO verification time ``healthy_steps x step_s`` of the policy's simulator config; otherwise null, with the
 fastest healing remedy named in ``expected_recovery_basis``.
 """
@@ -398,7 +399,12 @@ class HealingService:
         if fault not in self.catalog.fault_index:
             return None, f"fault {fault!r} is not in the catalog"
         spec = self.catalog.spec(fault)
-        heals = {cat: float(rem.get("duration_s", self.catalog.actions[cat]["duration_s"]))
+        from ifshm_ray.sim.catalog import expected_remedy_s
+
+        svc = spec.target.get("name") if spec.target["kind"] == "service" else None
+        act = self.catalog.actions
+        heals = {cat: expected_remedy_s(rem, (act[cat].get("by_service") or {}).get(rem.get("target") or svc,
+                                                                                   act[cat]["duration_s"]))
                  for cat, rem in spec.remedies.items() if rem.get("effect") == "heal"}
         verify = f"+ {self.verify_s:.0f} s SLO verification ({self.sim_cfg.healthy_steps} x {self.sim_cfg.step_s:.0f} s)"
         if category in heals:

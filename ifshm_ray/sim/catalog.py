@@ -21,6 +21,15 @@ NODE_CHANNELS = ("cpu", "mem", "disk", "gpu_drop", "temp", "xid", "fb", "net_err
 SVC_CH = {c: i for i, c in enumerate(SVC_CHANNELS)}
 NODE_CH = {c: i for i, c in enumerate(NODE_CHANNELS)}
 EFFECTS = ("none", "heal", "mitigate", "harm")
+# ramp shapes: progress g(x) of a fault's severity over its ramp, x in [0, 1] (see BatchedSim._severity)
+RAMP_SHAPES = ("linear", "saturating", "accelerating")
+# intermittent faults: "square" (symptoms on for a duty share of every period, off otherwise: link flaps, thermal
+# throttling) or "sawtooth" (the ramp restarts every period: a leak that is OOMKilled and restarts)
+FLAP_MODES = ("none", "square", "sawtooth")
+# how a remedy fails when it fails (see BatchedSim.step): pdb_blocked (drain: the node is cordoned, evictions are
+# refused and the pods stay), gpu_in_use (drain: the node is drained but the GPU reset is refused, the fault stays),
+# migration_aborted (migrate: nothing moves), failed (the action runs, the fault stays)
+FAIL_STATES = ("failed", "pdb_blocked", "gpu_in_use", "migration_aborted")
 EFFECT_CODE = {e: i for i, e in enumerate(EFFECTS)}
 # remedy target specifiers (resolved against the injected root at run time)
 TGT_DEFAULT, TGT_ROOT, TGT_SERVICES_ON_ROOT, TGT_NODE_OF_ROOT, TGT_NAMED = range(5)
@@ -65,11 +74,16 @@ class FaultSpec:
     freq: float
     description: str
     target: dict
-    onset_s: float
-    ramp_s: float
+    onset_s: float | list
+    ramp_s: float | list
     effects: dict
     logs: list
     remedies: dict
+    ramp_shape: str | list = "linear"
+    severity: float | list = 1.0
+    flap: dict | None = None
+    recovery_tail_s: float | list | None = None
+    self_heal_s: float | list | None = None
 
 
 @dataclass
@@ -217,6 +231,7 @@ class Catalog:
     actions: dict
     sha256: str
     observability: Observability | None = None
+    dynamics: dict = field(default_factory=dict)
     splits: dict[str, dict] = field(default_factory=dict)
     """Named splits (``data/splits.yaml``): name -> ``{"description", "unknown": [names], ...}``, group splits
     resolved to their fault names."""
@@ -314,9 +329,9 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         raise CatalogError(f"catalog 'actions' must list exactly the categories {list(CATEGORIES)}")
     faults = []
     for f in c["faults"]:
-        # Transitional: the per-fault `known:` flag of catalog.yaml is ignored (known/unknown is the named split's,
-        # data/splits.yaml); the flag is accepted until those lines are deleted from the catalog.
-        f = {k: v for k, v in f.items() if k != "known"}
+        if "known" in f:  # (the per-fault flag of earlier catalogs: known/unknown is now a named split's)
+            raise CatalogError(f"fault entry {f.get('name', '?')!r}: 'known' is no longer a fault field; held-out types "
+                               "are named by the splits in ifshm_ray/sim/data/splits.yaml")
         try:
             spec = FaultSpec(**f)
         except TypeError as e:
@@ -338,10 +353,15 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
                                    f"entry already sets")
             f.effects = {**f.effects, scope: {**f.effects.get(scope, {}), **chans}}
         _validate_fault(f, tids)
+    dynamics = c.get("dynamics") or {}
+    for key in ("recovery_tail_s", "tail_cutoff"):
+        if key not in dynamics:
+            raise CatalogError(f"catalog 'dynamics' must give {key!r}")
+    _range(dynamics["recovery_tail_s"], "dynamics.recovery_tail_s", lo=1.0)
     splits_doc = yaml.safe_load(raw_s) or {}
     groups, splits, default_split = _load_splits(splits_doc, faults)
     return Catalog(faults=faults, templates=templates, alerts=alerts, actions=actions, sha256=sha, splits=splits,
-                   default_split=default_split, observability=observability, groups=groups,
+                   default_split=default_split, observability=observability, groups=groups, dynamics=dynamics,
                    random_draw=dict(splits_doc.get("random_draw") or {}))
 
 
@@ -406,6 +426,22 @@ def _load_splits(doc: dict, faults: list[FaultSpec]) -> tuple[dict, dict, str]:
     return groups, splits, default_split
 
 
+def _range(v, where: str, lo: float = 0.0, hi: float = float("inf")) -> tuple[float, float]:
+    """A catalog range: a number (a fixed value) or [low, high] with lo <= low <= high <= hi."""
+    if isinstance(v, bool):
+        raise CatalogError(f"{where}: expected a number or [low, high], got {v!r}")
+    if isinstance(v, (int, float)):
+        a = b = float(v)
+    elif isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                               for x in v):
+        a, b = float(v[0]), float(v[1])
+    else:
+        raise CatalogError(f"{where}: expected a number or [low, high], got {v!r}")
+    if not (lo <= a <= b <= hi):
+        raise CatalogError(f"{where}: range [{a}, {b}] must satisfy {lo} <= low <= high <= {hi}")
+    return a, b
+
+
 def _validate_fault(f: FaultSpec, tids: set[str]) -> None:
     where = f"fault {f.name!r}"
     kind = f.target.get("kind")
@@ -427,6 +463,27 @@ def _validate_fault(f: FaultSpec, tids: set[str]) -> None:
             raise CatalogError(f"{where}: remedy for unknown category {cat!r}; categories: {list(CATEGORIES)}")
         if rem.get("effect") not in EFFECT_CODE:
             raise CatalogError(f"{where}: remedy {cat}.effect must be one of {list(EFFECTS)}")
+        if "duration_s" in rem:
+            _range(rem["duration_s"], f"{where}: remedy {cat}.duration_s")
+        if "fail_prob" in rem:
+            _range(rem["fail_prob"], f"{where}: remedy {cat}.fail_prob", hi=1.0)
+            if rem.get("fail_state", "failed") not in FAIL_STATES:
+                raise CatalogError(f"{where}: remedy {cat}.fail_state must be one of {list(FAIL_STATES)}")
+    _range(f.onset_s, f"{where}: onset_s")
+    _range(f.ramp_s, f"{where}: ramp_s")
+    _range(f.severity, f"{where}: severity", lo=0.05, hi=2.0)
+    shapes = [f.ramp_shape] if isinstance(f.ramp_shape, str) else list(f.ramp_shape)
+    if not shapes or any(x not in RAMP_SHAPES for x in shapes):
+        raise CatalogError(f"{where}: ramp_shape must be one or a list of {list(RAMP_SHAPES)}, got {f.ramp_shape!r}")
+    if f.flap is not None:
+        if f.flap.get("mode") not in FLAP_MODES[1:]:
+            raise CatalogError(f"{where}: flap.mode must be one of {list(FLAP_MODES[1:])}")
+        _range(f.flap.get("period_s"), f"{where}: flap.period_s", lo=1.0)
+        _range(f.flap.get("duty", 1.0), f"{where}: flap.duty", lo=0.01, hi=1.0)
+    if f.recovery_tail_s is not None:
+        _range(f.recovery_tail_s, f"{where}: recovery_tail_s", lo=1.0)
+    if f.self_heal_s is not None:
+        _range(f.self_heal_s, f"{where}: self_heal_s", lo=1.0)
     if not any(r.get("effect") == "heal" for r in f.remedies.values()):
         raise CatalogError(f"{where}: needs at least one remedy with effect 'heal'")
 
@@ -438,24 +495,63 @@ class CompiledCatalog:
         self.cat, self.topo = cat, topo
         F, C, S = len(cat.faults), len(CATEGORIES), topo.S
         self.F = F
-        self.onset = np.array([f.onset_s for f in cat.faults], dtype=np.float64)
-        self.ramp = np.array([max(f.ramp_s, 1.0) for f in cat.faults], dtype=np.float64)
+        # per-episode draws (BatchedSim._draw_dynamics): every range as (low, high) columns
+        rng_of = lambda v: _range(v, "")  # noqa: E731 (validated in load_catalog)
+        self.onset_lh = np.array([rng_of(f.onset_s) for f in cat.faults], dtype=np.float64).reshape(F, 2)
+        self.ramp_lh = np.maximum(np.array([rng_of(f.ramp_s) for f in cat.faults], dtype=np.float64).reshape(F, 2), 1.0)
+        self.onset = self.onset_lh.mean(axis=1)  # (the midpoints: what a catalog reader expects on average)
+        self.ramp = self.ramp_lh.mean(axis=1)
+        self.sev_lh = np.array([rng_of(f.severity) for f in cat.faults], dtype=np.float64).reshape(F, 2)
+        self.shapes = np.zeros((F, len(RAMP_SHAPES)), bool)  # allowed ramp shapes (drawn uniformly among them)
+        for i, f in enumerate(cat.faults):
+            for x in ([f.ramp_shape] if isinstance(f.ramp_shape, str) else f.ramp_shape):
+                self.shapes[i, RAMP_SHAPES.index(x)] = True
+        self.flap_mode = np.array([FLAP_MODES.index(f.flap["mode"]) if f.flap else 0 for f in cat.faults], np.int64)
+        self.flap_period_lh = np.array([rng_of(f.flap["period_s"]) if f.flap else (1.0, 1.0) for f in cat.faults],
+                                       dtype=np.float64).reshape(F, 2)
+        self.flap_duty_lh = np.array([rng_of(f.flap.get("duty", 1.0)) if f.flap else (1.0, 1.0) for f in cat.faults],
+                                     dtype=np.float64).reshape(F, 2)
+        tail0 = rng_of(cat.dynamics.get("recovery_tail_s", 1.0))
+        self.tail_lh = np.array([rng_of(f.recovery_tail_s) if f.recovery_tail_s is not None else tail0
+                                 for f in cat.faults], dtype=np.float64).reshape(F, 2)
+        self.tail_cutoff = float(cat.dynamics.get("tail_cutoff", 0.0))
+        self.self_heal_lh = np.array([rng_of(f.self_heal_s) if f.self_heal_s is not None else (np.inf, np.inf)
+                                      for f in cat.faults], dtype=np.float64).reshape(F, 2)
         self.freq = np.array([f.freq for f in cat.faults], dtype=np.float64)
         self.target_is_node = np.array([f.target["kind"] == "node" for f in cat.faults])
         self.effect = np.zeros((F, C), dtype=np.int64)
         self.tgt_spec = np.full((F, C), TGT_DEFAULT, dtype=np.int64)
         self.tgt_named = np.full((F, C), -1, dtype=np.int64)
         self.min_ratio = np.zeros((F, C))
-        self.duration = np.zeros((F, C))
+        self.duration = np.zeros((F, C))  # (the midpoint of a drawn duration range)
+        self.duration_lh = np.zeros((F, C, 2))
+        self.fail_prob = np.zeros((F, C))
+        self.fail_state = np.zeros((F, C), np.int64)
         self.recur = np.zeros((F, C))
         self.harm_mult = np.zeros((F, C))
         self.act_duration = np.array([cat.actions[c]["duration_s"] for c in CATEGORIES], dtype=np.float64)
         self.act_cost = np.array([cat.actions[c]["cost"] for c in CATEGORIES], dtype=np.float64)
+        # a category's duration per target service (actions.<category>.by_service, a range drawn per action; the
+        # category's duration_s elsewhere); act_dur_ranged [C, S]: where it is a range
+        self.act_dur_lh = np.repeat(self.act_duration[:, None, None], S, axis=1).repeat(2, axis=2)
+        for cname, a in cat.actions.items():
+            for svc, v in (a.get("by_service") or {}).items():
+                if CATEGORY_TARGET_KIND[cname] != "service" or svc not in topo.svc_index:
+                    raise CatalogError(f"catalog actions.{cname}.by_service: {svc!r} is not a service target of "
+                                       f"{cname!r} (services: {topo.services})")
+                self.act_dur_lh[CATEGORY_INDEX[cname], topo.svc_index[svc]] = _range(v, f"actions.{cname}.by_service")
+        self.act_dur_ranged = self.act_dur_lh[:, :, 1] > self.act_dur_lh[:, :, 0]
         for i, f in enumerate(cat.faults):
             for cname, rem in f.remedies.items():
                 c = CATEGORY_INDEX[cname]
                 self.effect[i, c] = EFFECT_CODE[rem["effect"]]
-                self.duration[i, c] = rem.get("duration_s", self.act_duration[c])
+                svc = topo.svc_index.get(rem.get("target") or (f.target.get("name") if f.target["kind"] == "service"
+                                                                 else None), -1)
+                default = tuple(self.act_dur_lh[c, svc]) if svc >= 0 else self.act_duration[c]
+                self.duration_lh[i, c] = _range(rem.get("duration_s", list(default) if svc >= 0 else default), "")
+                self.duration[i, c] = self.duration_lh[i, c].mean()
+                self.fail_prob[i, c] = rem.get("fail_prob", 0.0)
+                self.fail_state[i, c] = FAIL_STATES.index(rem.get("fail_state", "failed"))
                 self.min_ratio[i, c] = rem.get("min_ratio", 0.0)
                 self.recur[i, c] = rem.get("recur_s", 0.0)
                 self.harm_mult[i, c] = rem.get("penalty", 1.0) if rem["effect"] == "harm" else 0.0
@@ -498,6 +594,14 @@ class CompiledCatalog:
                 out.append({"category": c, "spec": int(self.tgt_spec[fault, c]), "named": int(self.tgt_named[fault, c]),
                             "min_ratio": float(self.min_ratio[fault, c]), "duration": float(self.duration[fault, c])})
         return sorted(out, key=lambda r: r["duration"])
+
+
+def expected_remedy_s(rem: dict, default_s: float) -> float:
+    """Expected seconds a remedy takes until it works: the mean of its drawn duration over the expected number of
+    attempts, 1 / (1 - fail_prob) (each attempt fails independently; a failed attempt takes as long)."""
+    lo, hi = _range(rem.get("duration_s", default_s), "duration_s")
+    p = float(rem.get("fail_prob", 0.0))
+    return (lo + hi) / 2.0 / max(1.0 - p, 1e-9)
 
 
 def ratio_level_for(min_ratio: float) -> int:

@@ -25,8 +25,8 @@ import numpy as np
 from ifshm_ray.config import SimConfig
 from ifshm_ray.sim import rng
 from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_INDEX, CATEGORY_TARGET_KIND, RATIO_LEVELS
-from ifshm_ray.sim.catalog import (EFFECT_CODE, FAULT_FREE, NODE_CH, SVC_CH, TGT_NAMED, Catalog, CatalogError,
-                                   CompiledCatalog, load_catalog)
+from ifshm_ray.sim.catalog import (EFFECT_CODE, FAIL_STATES, FAULT_FREE, FLAP_MODES, NODE_CH, SVC_CH, TGT_NAMED,
+                                   Catalog, CatalogError, CompiledCatalog, load_catalog)
 from ifshm_ray.sim.topology import Topology
 
 K_SLOTS = 2  # concurrent faults per episode (compound incidents)
@@ -49,6 +49,12 @@ BENIGN_MIX = tuple(load_catalog().observability.benign)
 # purposes of the counter-based random streams
 P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC, P_WINDOW = 1, 2, 3, 4, 5, 6, 7, 8, 9
 P_EPISODE_OBS = 20  # per-episode draws of fault-free episodes, benign transient kinds and log states
+P_DYNAMICS, P_REMEDY, P_ACT_DURATION = 40, 41, 42  # per-episode fault dynamics; per-attempt remedy durations and
+# failures; durations of other actions drawn per action
+N_DYN_DRAWS = 7  # per fault slot: onset, ramp, ramp shape, severity, flap period, flap duty, recovery tail (+ self-heal)
+FLAP_SQUARE, FLAP_SAWTOOTH = FLAP_MODES.index("square"), FLAP_MODES.index("sawtooth")
+FAIL_PDB, FAIL_GPU_IN_USE, FAIL_MIGRATION = (FAIL_STATES.index(x) for x in ("pdb_blocked", "gpu_in_use",
+                                                                             "migration_aborted"))
 
 
 class SimError(ValueError):
@@ -115,8 +121,18 @@ class BatchedSim:
         self.f_spreads_svc = (self.t_sor != 0).any(axis=1) | (self.t_named != 0).any(axis=(1, 2))
         self.f_spreads_node = (self.t_nor != 0).any(axis=1)
         self.f_can_down = (self.t_root_node[:, NODE_CH["down"]] != 0) | (self.t_nor[:, NODE_CH["down"]] != 0)
-        self.onset = np.append(cc.onset, 0.0)
-        self.ramp = np.append(cc.ramp, 1.0)
+        # per-episode dynamics (drawn in _episode_tables), by fault id with a row F for "no fault"
+        self.onset_lh = np.vstack([cc.onset_lh, [[0.0, 0.0]]])
+        self.ramp_lh = np.vstack([cc.ramp_lh, [[1.0, 1.0]]])
+        self.sev_lh = np.vstack([cc.sev_lh, [[1.0, 1.0]]])
+        self.shape_cum = np.vstack([np.cumsum(cc.shapes, axis=1) / cc.shapes.sum(axis=1, keepdims=True),
+                                    np.ones((1, cc.shapes.shape[1]))])  # (cumulative choice probabilities)
+        self.flap_mode = np.append(cc.flap_mode, 0)
+        self.period_lh = np.vstack([cc.flap_period_lh, [[1.0, 1.0]]])
+        self.duty_lh = np.vstack([cc.flap_duty_lh, [[1.0, 1.0]]])
+        self.tail_lh = np.vstack([cc.tail_lh, [[1.0, 1.0]]])
+        self.self_heal_lh = np.vstack([cc.self_heal_lh, [[np.inf, np.inf]]])
+        self.f_migrate_heals = np.append(cc.effect[:, CATEGORY_INDEX["migrate"]] == EFFECT_CODE["heal"], False)
         self.log_tid = np.vstack([cc.log_tid, np.full((1, cc.max_logs), -1)])
         self.log_rate = np.vstack([cc.log_rate, np.zeros((1, cc.max_logs))])
         self.L = len(cat.templates)
@@ -232,6 +248,8 @@ class BatchedSim:
         self.is_inf[topo.svc_index["inference-server"]] = True
         self.C = len(CATEGORIES)
         self.cat_has_target = np.array([CATEGORY_TARGET_KIND[c] != "none" for c in CATEGORIES])
+        self._cat_targets_svc = np.array([CATEGORY_TARGET_KIND[c] == "service" for c in CATEGORIES])
+        self._ranged_cats = set(np.flatnonzero(cc.act_dur_ranged.any(axis=1) & self._cat_targets_svc).tolist())
         self._svc_ix, self._node_ix = np.arange(S), np.arange(N)
         self.i_train, self.i_inf = topo.svc_index["training-worker"], topo.svc_index["inference-server"]
         # which metrics get multiplicative noise, and caps of observed node metrics
@@ -252,9 +270,9 @@ class BatchedSim:
         # ---- tables of _observe (built once: at batch size 1 the cost is per numpy call, not per element)
         self._arange = np.arange(self.B)
         self._ratio_levels = np.asarray(RATIO_LEVELS)
-        # [C, T, R] valid (category, target, ratio) before cordoning; draining a node is valid while it is uncordoned
+        # [C, T, R] valid (category, target, ratio); draining a cordoned node is valid too (`kubectl drain` is
+        # idempotent: it retries the evictions a disruption budget refused)
         static_valid = (topo.target_mask[:, :, None] > 0) & (topo.ratio_mask[:, None, :] > 0)
-        static_valid[CATEGORY_INDEX["drain"], topo.S:] = topo.ratio_mask[CATEGORY_INDEX["drain"]] > 0
         self._static_valid_flat = static_valid.ravel()  # (indexed by the flat (c, t, r), see check_actions)
         self._act_cost_scaled = cc.act_cost * self.cfg.reward.action_cost_scale  # (the reward's action cost term)
         # action target -> (service index, node index), 0 where the target is of the other kind
@@ -389,6 +407,20 @@ class BatchedSim:
         self.ep_nf = np.zeros((B, K), bool)            # the fault targets a node
         self.ep_onset = np.zeros((B, K))
         self.ep_ramp = np.ones((B, K))
+        # drawn per episode and slot (see _episode_tables): ramp shape code, severity multiplier, flap mode / period /
+        # duty (non-flapping: period inf, so the phase is the elapsed time), time constant of the recovery tail
+        self.ep_shape = np.zeros((B, K), np.int64)
+        self.ep_sevmax = np.ones((B, K))
+        self.ep_flap = np.zeros((B, K), np.int64)
+        self.ep_period = np.full((B, K), np.inf)
+        self.ep_duty = np.ones((B, K))
+        self.ep_tail = np.ones((B, K))
+        self.f_tail_amp = np.zeros((B, K))             # severity when the fault was fixed (the tail decays from it)
+        self.f_self_heal_t = np.full((B, K), np.inf)   # when something outside the agent clears the fault
+        self._any_flap = False
+        self._any_shape = False
+        self._any_self_heal = False
+        self._tails_live = False
         self.ep_rn = np.zeros((B, K), np.int64)        # root node (0 for service faults)
         self.ep_rs = np.zeros((B, K), np.int64)        # root service (0 for node faults)
         self.ep_root_svc = np.zeros((B, K, Ms))
@@ -533,6 +565,7 @@ class BatchedSim:
         self.f_root[idx] = self.root_cand[fs, pick]
         self.f_worsen[idx] = 0.0
         self.f_heal_t[idx] = np.nan
+        self.f_tail_amp[idx] = 0.0
         blip = u[:, 7] < cfg.false_alarm_prob
         kind = np.minimum(np.searchsorted(self.tr_cum, v[:, 1], side="right"), len(self.tr_cum) - 1)
         self.blip_kind[idx] = kind
@@ -570,8 +603,7 @@ class BatchedSim:
         f, root = self.f_id[idx], self.f_root[idx]
         nf = self.f_is_node[f]
         self.ep_nf[idx] = nf
-        self.ep_onset[idx] = self.onset[f]
-        self.ep_ramp[idx] = self.ramp[f]
+        self._draw_dynamics(idx, f)
         self.ep_rn[idx] = np.where(nf, root, 0)
         self.ep_rs[idx] = np.where(nf, 0, root)
         self.ep_root_svc[idx] = self.t_root_svc[f]
@@ -592,6 +624,36 @@ class BatchedSim:
         rate = self.log_rate[f] * self.ep_log_emit[idx]
         self.ep_log_rate[idx] = rate
         self.ep_log_on[idx] = rate > 0
+
+    def _draw_dynamics(self, idx: np.ndarray | slice, f: np.ndarray) -> None:
+        """Draw each slot's onset, ramp, ramp shape, severity, flap period and duty, recovery tail and self-heal time
+        from the catalog ranges (counter-based: a function of the episode key and the slot only)."""
+        K = K_SLOTS
+        u = rng.uniform(self.key[idx], np.zeros(len(f), np.uint64), P_DYNAMICS, K * (N_DYN_DRAWS + 1))
+        u = u.reshape(len(f), K, N_DYN_DRAWS + 1)
+
+        def draw(lh, j):
+            return lh[f, 0] + u[:, :, j] * (lh[f, 1] - lh[f, 0])
+
+        onset = draw(self.onset_lh, 0)
+        self.ep_onset[idx] = onset
+        self.ep_ramp[idx] = draw(self.ramp_lh, 1)
+        self.ep_shape[idx] = (u[:, :, 2, None] >= self.shape_cum[f]).sum(axis=2)
+        self.ep_sevmax[idx] = draw(self.sev_lh, 3)
+        mode = self.flap_mode[f]
+        self.ep_flap[idx] = mode
+        self.ep_period[idx] = np.where(mode > 0, draw(self.period_lh, 4), np.inf)
+        self.ep_duty[idx] = draw(self.duty_lh, 5)
+        self.ep_tail[idx] = draw(self.tail_lh, 6)
+        lo, hi = self.self_heal_lh[f, 0], self.self_heal_lh[f, 1]
+        fin = np.isfinite(lo)  # (faults nothing outside the agent clears: inf)
+        heal_after = np.where(fin, np.where(fin, lo, 0.0) + u[:, :, 7] * np.where(fin, hi - np.where(fin, lo, 0.0), 0.0),
+                              np.inf)
+        self.f_self_heal_t[idx] = self.f_t0[idx] + onset + heal_after
+        self._any_flap = bool((self.ep_flap > 0).any())
+        self._any_shape = bool((self.ep_shape > 0).any())
+        self._any_self_heal = bool(np.isfinite(self.f_self_heal_t).any())
+        self._tails_live = bool((self.f_tail_amp > 0).any())
 
     def _refresh_placement(self, idx: np.ndarray | slice) -> None:
         """Recompute the functions of the placement and the cordons for envs ``idx``."""
@@ -642,22 +704,17 @@ class BatchedSim:
 
     # ------------------------------------------------------------------ masks
     def action_masks(self) -> tuple[np.ndarray, np.ndarray]:
-        """(target mask [B, C*T], ratio mask [C*R]); draining an already cordoned node is invalid."""
+        """(target mask [B, C*T], ratio mask [C*R]): the topology's static masks (draining a cordoned node is valid:
+        it retries the evictions a disruption budget refused)."""
         topo = self.topo
         m = np.empty((self.B, self.C, topo.T), np.float32)
         m[:] = topo.target_mask
-        m[:, CATEGORY_INDEX["drain"], topo.S:] = ~self.cordoned
         return m.reshape(self.B, -1), topo.ratio_mask.reshape(-1)
 
     def _valid_actions(self, c: np.ndarray, t: np.ndarray, flat: np.ndarray) -> np.ndarray:
         """[B] bool: is (c, t, r) allowed by :meth:`action_masks` (looked up without building the masks; ``flat``
         is the flat index of (c, t, r) in [C, T, R])."""
-        ok = self._static_valid_flat[flat]
-        drain = c == CATEGORY_INDEX["drain"]
-        if drain.any():
-            S = self.topo.S
-            ok &= ~(drain & (t >= S) & self.cordoned[self._arange, np.maximum(t - S, 0)])
-        return ok
+        return self._static_valid_flat[flat]
 
     def check_actions(self, actions: np.ndarray) -> np.ndarray:
         a = np.asarray(actions)
@@ -726,34 +783,42 @@ class BatchedSim:
             match &= (rneed <= 0) | (ratio[:, None] >= rneed - 1e-9)
             eff = np.where(match, eff, no_effect)
             effective = bool((eff != no_effect).any())
+        # remedy attempts take drawn durations and can fail (catalog: duration_s ranges, fail_prob, fail_state)
+        block_drain = abort_migrate = None
+        fail = None
         if effective:
-            dur_rem = cc.duration[fc_ix]
             has_rem = (eff == EFFECT_CODE["heal"]) | (eff == EFFECT_CODE["mitigate"])
-            dur = np.where(has_rem.any(axis=1), np.where(has_rem, dur_rem, 0.0).max(axis=1), cc.act_duration[c])
+            u = rng.table_uniform(self.key, self.step_idx, P_REMEDY, 2 * K_SLOTS)
+            lh = cc.duration_lh[fc_ix]                                                # [B, K, 2]
+            dur_rem = lh[..., 0] + u[:, :K_SLOTS] * (lh[..., 1] - lh[..., 0])
+            dur = np.where(has_rem.any(axis=1), np.where(has_rem, dur_rem, 0.0).max(axis=1), self._act_duration(c, tg))
+            fail = (eff == EFFECT_CODE["heal"]) & (u[:, K_SLOTS:] < cc.fail_prob[fc_ix])
+            if fail.any():
+                state = cc.fail_state[fc_ix]
+                block_drain = (fail & (state == FAIL_PDB)).any(axis=1)        # evictions refused: pods stay
+                abort_migrate = (fail & (state == FAIL_MIGRATION)).any(axis=1)  # nothing moves
+                eff = np.where(fail, no_effect, eff)
         else:
-            dur = cc.act_duration[c]
+            dur = self._act_duration(c, tg)
         esc = c == CATEGORY_INDEX["escalate"]
         if taken[CATEGORY_INDEX["escalate"]]:
             dur = np.where(esc, cfg.human_response_s + cfg.human_fix_s, dur)
         t_done = self.t + dur
         heal = eff == EFFECT_CODE["heal"]
         heal_any = heal.any(axis=1)
+        mit = eff == EFFECT_CODE["mitigate"] if effective else None
+        # migrating off a faulty node moves the target service off that node (whatever its metrics show)
+        mig_node = None
+        if effective and taken[CATEGORY_INDEX["migrate"]]:
+            mig_fix = heal & (c == CATEGORY_INDEX["migrate"])[:, None] & self.ep_nf
+            if mig_fix.any():
+                mig_node = np.where(mig_fix.any(axis=1), self.f_root[ar, mig_fix.argmax(axis=1)], -1)
         if effective:
-            self.f_heal_t = np.where(heal, t_done[:, None], self.f_heal_t)
-            self.f_active &= ~heal
-            mit = eff == EFFECT_CODE["mitigate"]
-            onset_f = self.ep_onset
-            self.f_eff_t0 = np.where(mit, t_done[:, None] + cc.recur[fc_ix] - onset_f, self.f_eff_t0)
             hm = eff == EFFECT_CODE["harm"]
             harm += (hm * cc.harm_mult[fc_ix]).sum(axis=1)
             self.f_worsen = np.where(hm, np.minimum(self.f_worsen + 0.5, 1.0), self.f_worsen)
-            self.f_eff_t0 = np.where(hm, np.minimum(self.f_eff_t0, self.t[:, None] - self.ep_ramp - onset_f),
+            self.f_eff_t0 = np.where(hm, np.minimum(self.f_eff_t0, self.t[:, None] - self.ep_ramp - self.ep_onset),
                                      self.f_eff_t0)
-        # escalate: the human fixes everything
-        if taken[CATEGORY_INDEX["escalate"]]:
-            self.f_heal_t[esc] = np.where(self.f_active[esc], t_done[esc, None], self.f_heal_t[esc])
-            self.f_active[esc] = False
-            self.escalated |= esc
 
         # ---- generic action mechanics
         svc_t, node_t = self._svc_of_target[tg], self._node_of_target[tg]
@@ -774,11 +839,11 @@ class BatchedSim:
             cl = c == CATEGORY_INDEX["clear_storage"]
             self.disk_cleared[ar[cl], node_t[cl]] = np.minimum(self.disk_cleared[ar[cl], node_t[cl]] + 0.3, 0.45)
         moved = False
-        for cat_name, fn, tgt in (("scale", self._scale, svc_t), ("drain", self._drain, node_t),
-                                  ("migrate", self._migrate, svc_t)):
+        for cat_name, fn, tgt, extra in (("scale", self._scale, svc_t, None), ("drain", self._drain, node_t, block_drain),
+                                         ("migrate", self._migrate, svc_t, (abort_migrate, mig_node))):
             if taken[CATEGORY_INDEX[cat_name]]:
                 sel = np.flatnonzero(c == CATEGORY_INDEX[cat_name])
-                harm[sel] += fn(sel, tgt[sel], ratio[sel])
+                harm[sel] += fn(sel, tgt[sel], ratio[sel], extra)
                 moved = True
         if taken[CATEGORY_INDEX["rollback"]]:
             rb = c == CATEGORY_INDEX["rollback"]
@@ -787,8 +852,41 @@ class BatchedSim:
             self._refresh_placement(slice(None))
         self.harmful += harm > 0
 
-        # ---- advance time and observe
+        # ---- remedies whose success depends on the state the mechanics left
+        if effective:
+            if taken[CATEGORY_INDEX["scale"]]:  # a scale-out helps only once every new replica is placed
+                pending = ((c == CATEGORY_INDEX["scale"]) & (self.mech_sched >= 0))[:, None]
+                heal &= ~pending
+                mit &= ~pending
+            if mig_node is not None:  # migrating one service off a faulty node clears the fault only when nothing
+                # the fault hurts is left there: the named service, or (default) every non-daemonset replica
+                mig = heal & (c == CATEGORY_INDEX["migrate"])[:, None] & self.ep_nf
+                named = cc.tgt_named[fs, CATEGORY_INDEX["migrate"]]
+                on_root = self.P[ar[:, None], :, self.ep_rn] > 1e-9                        # [B, K, S]
+                left = np.where(named >= 0, np.take_along_axis(on_root, np.maximum(named, 0)[:, :, None], 2)[..., 0],
+                                (on_root & self.not_daemonset).any(axis=2))
+                heal &= ~(mig & left)
+            if taken[CATEGORY_INDEX["drain"]]:  # a node is repaired (reboot, GPU reset) only once its workload is
+                # gone: pods a disruption budget kept there leave the GPU in use, the repair does not start
+                dr = heal & (c == CATEGORY_INDEX["drain"])[:, None] & self.ep_nf
+                if dr.any():
+                    on_root = self.P[ar[:, None], :, self.ep_rn] > 1e-9                    # [B, K, S]
+                    heal &= ~(dr & (on_root & self.not_daemonset).any(axis=2))
+            heal_any = heal.any(axis=1)
+            self.f_eff_t0 = np.where(mit, t_done[:, None] + cc.recur[fc_ix] - self.ep_onset, self.f_eff_t0)
+        fixed = heal
+        if taken[CATEGORY_INDEX["escalate"]]:  # escalate: the human fixes everything
+            fixed = heal | (esc[:, None] & self.f_active)
+            self.escalated |= esc
+        if fixed.any():
+            self._fix(fixed, t_done)
+
+        # ---- advance time (faults that something outside the agent clears go), and observe
         self.t = t_done + cfg.step_s
+        if self._any_self_heal:
+            gone = self.f_active & (self.f_self_heal_t <= self.t[:, None])
+            if gone.any():
+                self._fix(gone, self.f_self_heal_t)
         self._observe(slice(None), dur=dur, heal_done_t=t_done)
         healthy_after = self.healthy
         unhealthy_s = dur * unhealthy_before + cfg.step_s * ~healthy_after
@@ -799,6 +897,30 @@ class BatchedSim:
         terminated = (self.streak >= cfg.healthy_steps) & self.has_fault  # (fault-free: run to the time limit)
         truncated = ~terminated & (self.t >= cfg.time_limit_s)
         return StepResult(reward=reward, terminated=terminated, truncated=truncated, harmful=harm > 0)
+
+    def _act_duration(self, c: np.ndarray, tg: np.ndarray) -> np.ndarray:
+        """[B] the duration of action (c, tg) outside a fault's remedy: the category's, or a range drawn per action for
+        some target services (catalog actions.<category>.by_service: an inference server reloads its model)."""
+        cc = self.cc
+        if not self._ranged_cats.intersection(c.tolist()):  # (no category with a drawn duration taken)
+            return cc.act_duration[c]
+        svc = self._svc_of_target[tg]
+        ranged = cc.act_dur_ranged[c, svc] & self._cat_targets_svc[c]
+        if not ranged.any():
+            return cc.act_duration[c]
+        lh = cc.act_dur_lh[c, svc]
+        u = rng.table_uniform(self.key, self.step_idx, P_ACT_DURATION, 1)[:, 0]
+        return np.where(ranged, lh[:, 0] + u * (lh[:, 1] - lh[:, 0]), cc.act_duration[c])
+
+    def _fix(self, fixed: np.ndarray, t_fix: np.ndarray) -> None:
+        """Clear the faults ``fixed`` [B, K] at times ``t_fix`` ([B] or [B, K]); their symptoms then decay from their
+        severity at that moment (the recovery tail, see _severity)."""
+        t_fix = np.broadcast_to(t_fix[:, None] if t_fix.ndim == 1 else t_fix, fixed.shape)
+        sev, _ = self._severity(slice(None), self.t)
+        self.f_tail_amp = np.where(fixed, np.where(self.f_active, sev, 0.0), self.f_tail_amp)
+        self.f_heal_t = np.where(fixed, t_fix, self.f_heal_t)
+        self.f_active &= ~fixed
+        self._tails_live = bool((self.f_tail_amp > 0).any())
 
     def _remember(self, acting: np.ndarray, c: np.ndarray, tg: np.ndarray) -> None:
         """Push the actions of the ``acting`` envs onto their incident memory (the oldest entry drops off)."""
@@ -862,7 +984,7 @@ class BatchedSim:
         self.P[sel, svc, :] += fits[:, None] * w
         return amount - fits
 
-    def _scale(self, sel, svc, ratio) -> np.ndarray:
+    def _scale(self, sel, svc, ratio, _extra=None) -> np.ndarray:
         topo = self.topo
         cur = self.replicas[sel, svc]
         base = topo.base_replicas[svc]
@@ -881,12 +1003,22 @@ class BatchedSim:
             self.P[sel[down], svc[down], :] *= scale[down, None]
         return (new < base).astype(float)  # removing capacity below what the service needs is harmful
 
-    def _drain(self, sel, node, ratio) -> np.ndarray:
+    def _drain(self, sel, node, ratio, blocked=None) -> np.ndarray:
+        """Cordon and drain ``node`` (re-draining a cordoned node retries the evictions left); ``blocked`` [B]: the
+        disruption budget refuses the evictions, the node is cordoned and its pods stay."""
         topo = self.topo
         role = topo.node_role[node]
         same = (topo.node_role[None, :] == role[:, None]) & ~self.cordoned[sel]
+        same[np.arange(len(sel)), node] = True  # (the node itself, cordoned or not)
         harm = (same.sum(axis=1) <= 1).astype(float)  # draining the last schedulable node of its role: outage
         self.cordoned[sel, node] = True
+        if blocked is not None:
+            keep = blocked[sel]
+            sel, node, harm_all, harm = sel[~keep], node[~keep], harm, harm[~keep]
+            if len(sel) == 0:
+                return harm_all
+        else:
+            harm_all = None
         moved = self.P[sel, :, node].copy()          # [n, S]
         self.P[sel, :, node] = 0.0
         for s in np.flatnonzero(moved.sum(axis=0) > 0):
@@ -898,16 +1030,29 @@ class BatchedSim:
             bad = left > 1e-9
             self.mech_sched[sel[m][bad]] = s
             harm[np.flatnonzero(m)[bad]] = 1.0
+            # the disruption budget: replicas beyond maxUnavailable that found no room are not evicted
+            stay = np.maximum(left - topo.pdb_max_unavailable[s], 0.0)
+            self.P[sel[m], s, node[m]] += stay
+        if harm_all is not None:
+            harm_all[~keep] = harm
+            return harm_all
         return harm
 
-    def _migrate(self, sel, svc, ratio) -> np.ndarray:
-        """Live-migrate the replicas of ``svc`` on degraded nodes (node conditions) to healthy nodes."""
+    def _migrate(self, sel, svc, ratio, extra=(None, None)) -> np.ndarray:
+        """Live-migrate the replicas of ``svc`` on degraded nodes (node conditions, and the faulty node a matching
+        remedy names: ``extra[1]`` [B], -1 for none) to healthy nodes; ``extra[0]`` [B]: the migration aborts, nothing
+        moves."""
         topo = self.topo
+        aborted, bad_node = extra
         ok = ~topo.daemonset[svc]
+        if aborted is not None:
+            ok &= ~aborted[sel]
         sel, svc = sel[ok], svc[ok]
         if len(sel) == 0:
             return np.zeros(len(ok))
         deg = self._node_degraded(sel)
+        if bad_node is not None:
+            deg |= bad_node[sel][:, None] == self._node_ix
         moved = (self.P[sel, svc, :] * deg).sum(axis=1)
         self.P[sel, svc, :] *= ~deg
         left = self._add(sel, svc, moved, exclude=deg)
@@ -924,15 +1069,42 @@ class BatchedSim:
                 | (x[..., ix["node_filesystem_used_ratio"]] > 0.9))
 
     # ------------------------------------------------------------------ observation
-    def _severity(self, idx: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _severity(self, idx: np.ndarray | slice, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(severity [n, K], visible [n, K]) of every slot at times ``t``: the drawn ramp shape over the drawn ramp,
+        times the drawn severity; intermittent faults show only in the "on" part of each period (square) or restart
+        their ramp every period (sawtooth); a fixed fault leaves a decaying tail (severity, not visible: no new
+        fault log lines). Every term is elementwise, so results do not depend on the batch size."""
         injected = self.f_active[idx] & (self.f_t0[idx] <= t[:, None])
-        x = (t[:, None] - self.f_eff_t0[idx] - self.ep_onset[idx]) / self.ep_ramp[idx]
-        visible = injected & (x >= 0)
-        # (x is never -0: as a where(injected, clip(x), 0) the product is the same; so is the floor of 0.05 on the
+        el = t[:, None] - self.f_eff_t0[idx] - self.ep_onset[idx]  # seconds since the first symptom
+        started = injected & (el >= 0)
+        if self._any_flap:
+            mode, per = self.ep_flap[idx], self.ep_period[idx]
+            ph = np.mod(np.maximum(el, 0.0), per)  # (the elapsed time itself where per = inf: not flapping)
+            on = (mode != FLAP_SQUARE) | (ph < self.ep_duty[idx] * per)
+            x = np.where(mode == FLAP_SAWTOOTH, ph, el) / self.ep_ramp[idx]
+            visible = started & on
+        else:
+            x = el / self.ep_ramp[idx]
+            visible = started
+        x = _clip(x, 0.0, 1.0)
+        if self._any_shape:  # 0 linear, 1 saturating 1 - (1 - x)^2, 2 accelerating x^2
+            shape = self.ep_shape[idx]
+            x = np.where(shape == 1, 1.0 - (1.0 - x) * (1.0 - x), np.where(shape == 2, x * x, x))
+        # (x is never -0: as a where(visible, ..., 0) the product is the same; so is the floor of 0.05 on the
         # visible ones, as severities are >= +0)
-        sev = _clip(x, 0.0, 1.0) * injected * (1.0 + self.f_worsen[idx])
+        sev = x * visible * (self.ep_sevmax[idx] * (1.0 + self.f_worsen[idx]))
         sev = np.maximum(sev, 0.05 * visible)
+        if self._tails_live:  # symptoms decay after the fix instead of vanishing at once
+            dt = t[:, None] - self.f_heal_t[idx]
+            tail = self.f_tail_amp[idx] * np.exp(-np.where(dt > 0, dt, 0.0) / self.ep_tail[idx])
+            sev = sev + np.where(tail >= self.cc.tail_cutoff, tail, 0.0)
         return sev, visible
+
+    def symptoms_started(self, b: int = 0) -> np.ndarray:
+        """[K] ground truth (the oracle's): has each slot's still-active fault shown its first symptom (whether or not
+        an intermittent one shows right now)."""
+        t = self.t[b]
+        return self.f_active[b] & (self.f_t0[b] <= t) & (t - self.f_eff_t0[b] - self.ep_onset[b] >= 0)
 
     def _observe(self, idx: np.ndarray | slice, dur: np.ndarray, first: bool = False,
                  heal_done_t: np.ndarray | None = None) -> None:
@@ -1281,7 +1453,9 @@ class BatchedSim:
             out.append({"fault": name, "known": self.catalog.is_known(name, self.cfg.split),
                         "root": self.topo.nodes[root] if is_node else self.topo.services[root],
                         "injected_at_s": float(self.f_t0[b, k]),
-                        "visible_at_s": float(self.f_t0[b, k] + self.cc.onset[f]),
+                        "visible_at_s": float(self.f_t0[b, k] + self.ep_onset[b, k]),
+                        "ramp_s": float(self.ep_ramp[b, k]), "severity": float(self.ep_sevmax[b, k]),
+                        "flap_period_s": float(self.ep_period[b, k]) if self.ep_flap[b, k] else None,
                         "active": bool(self.f_active[b, k]), "healed_at_s": float(self.f_heal_t[b, k])})
         return {"fault": "+".join(f["fault"] for f in out) if out else FAULT_FREE, "fault_free": not out,
                 "faults": out}

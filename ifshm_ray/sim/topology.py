@@ -21,6 +21,10 @@ class ServiceSpec:
     deps: tuple[str, ...] = ()
     latency_ms: float = 50.0  # baseline p99 latency
     client_error: str = "upstream_503"  # log template its clients emit when it is impaired
+    # PodDisruptionBudget maxUnavailable (None: no PDB): a drain evicts at most this many replicas that cannot be
+    # rescheduled at once; the others stay on the node ("Cannot evict pod as it would violate the pod's disruption
+    # budget", retried every 5 s, FAULTS.md §3 Drain / §4 cordon + drain [K6])
+    pdb_max_unavailable: int | None = None
 
 
 def default_services(cfg: TopologyConfig) -> list[ServiceSpec]:
@@ -31,10 +35,10 @@ def default_services(cfg: TopologyConfig) -> list[ServiceSpec]:
                     deps=("inference-server", "coredns"), latency_ms=120.0),
         ServiceSpec("inference-server", "gpu", cfg.inference_replicas, gpus=1,
                     deps=("feature-store", "object-storage", "coredns", "neutron-agent"), latency_ms=90.0,
-                    client_error="upstream_503"),
+                    client_error="upstream_503", pdb_max_unavailable=1),  # (maxUnavailable 1: inference)
         ServiceSpec("training-worker", "gpu", cfg.training_workers, gpus=1,
                     deps=("object-storage", "cinder-volume", "feature-store", "coredns"), latency_ms=400.0,
-                    client_error="nccl_error"),
+                    client_error="nccl_error", pdb_max_unavailable=1),
         ServiceSpec("feature-store", "control", 1, stateful=True, deps=(), latency_ms=8.0,
                     client_error="redis_conn_error"),
         ServiceSpec("message-queue", "control", 1, stateful=True, deps=(), latency_ms=10.0,
@@ -75,6 +79,8 @@ class Topology:
         self.T = len(self.targets)
         self.stateful = np.array([s.stateful for s in self.specs])
         self.daemonset = np.array([s.daemonset for s in self.specs])
+        self.pdb_max_unavailable = np.array([np.inf if s.pdb_max_unavailable is None else s.pdb_max_unavailable
+                                             for s in self.specs], dtype=np.float64)
         self.svc_gpus = np.array([s.gpus for s in self.specs], dtype=np.float64)
         self.base_replicas = np.array([s.replicas for s in self.specs], dtype=np.float64)
         self.base_latency = np.array([s.latency_ms for s in self.specs], dtype=np.float64)

@@ -1,0 +1,260 @@
+"""One live incident on a running :class:`~ifshm_ray.live.stack.LiveStack`: inject a fault from the plan file, let
+a healer (the project's runbook on live telemetry, or nobody) act through the :class:`SafeExecutor`, and measure
+on the wall clock: detection (first firing webhook at Alertmanager's receiver), first action, recovery (the load
+generator's view green for ``green_s`` consecutive seconds: success rate and p95 latency within the simulator's
+SLO fields), all bounded by a cap. The fault is always undone and the stack put back into its steady state.
+
+Used by ``jobs/live_eval.py`` and the live end-to-end test.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ifshm_ray.config import SimConfig
+from ifshm_ray.live.binding import Binding
+from ifshm_ray.live.collector import Collector
+from ifshm_ray.live.config import LiveConfig
+from ifshm_ray.live.executor import SafeExecutor
+from ifshm_ray.live.handlers import (NginxUpstreamHandler, PruneFolderHandler, RedisMaxmemoryHandler,
+                                     ServeAppHandler, build_handlers, redis_command, render_upstream)
+from ifshm_ray.live.injectors import FaultPlan, ProxyControl, build_injector, experiment
+from ifshm_ray.live.recording import IncidentRecorder
+from ifshm_ray.live.serve_api import ServeDashboard
+from ifshm_ray.live.slo import RecoveryWatch, SloReading, slo_badness
+from ifshm_ray.live.stack import APP, ROUTE_PROXIED, LiveStack
+from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_TARGET_KIND, RATIO_CATEGORIES, RATIO_LEVELS
+
+log = logging.getLogger(__name__)
+
+
+class LoadSloProbe:
+    """SLO badness (:func:`slo_badness`) of the load generator's last ``window_s`` of requests: no extra traffic
+    is sent, the requests users make are the probe. Replicas are checked through the dashboard when asked."""
+
+    def __init__(self, stack: LiveStack, sim: SimConfig, window_s: float, check_replicas: bool = True):
+        self.stack, self.sim, self.window_s, self.check_replicas = stack, sim, window_s, check_replicas
+
+    def reading(self) -> SloReading:
+        st = self.stack.load.window(since=time.monotonic() - self.window_s, q=self.stack.cfg.slo.latency_quantile)
+        healthy = None
+        if self.check_replicas:
+            try:
+                healthy = self.stack.replicas_healthy()
+            except Exception:  # noqa: BLE001  (an unreachable dashboard counts as not healthy)
+                healthy = False
+        return SloReading(st.requests, st.success_rate, st.latency_ms, healthy)
+
+    def badness(self, reading: SloReading | None = None) -> float:
+        return slo_badness(reading or self.reading(), baseline_latency_ms=self.stack.baseline.p95_s * 1000.0,
+                           sim=self.sim)
+
+    def __call__(self) -> float:
+        return self.badness()
+
+
+class _TopologyEnv:
+    """What :class:`RunbookPolicy` reads of an env: ``env.unwrapped.topology``."""
+
+    def __init__(self, topology):
+        self.topology = topology
+        self.unwrapped = self
+
+
+def make_executor(stack: LiveStack, cfg: LiveConfig, binding: Binding, probe: LoadSloProbe,
+                  audit_log: str) -> SafeExecutor:
+    """The safe executor with the real handlers of the running stack."""
+    h = cfg.handlers
+    handlers = build_handlers(
+        serve=ServeAppHandler(stack.dashboard_url, h, history_path=stack.deploy_history),
+        redis=RedisMaxmemoryHandler(stack.ports.redis, h),
+        prune=PruneFolderHandler(stack.run_dir, h),
+        nginx=NginxUpstreamHandler(stack.nginx_upstream_file, stack.nginx_routes, stack.nginx_reload_cmd(), h,
+                                   test_cmd=stack.nginx_cmd("-t")))
+    return SafeExecutor(cfg.executor.model_copy(update={"audit_log": audit_log}), binding, handlers, probe=probe)
+
+
+def make_collector(stack: LiveStack, binding: Binding, topology) -> Collector:
+    return Collector(stack.prometheus_url, stack.queries, binding, stack.log_files,
+                     services=list(topology.services), nodes=list(topology.nodes))
+
+
+def restore_steady_state(stack: LiveStack, cfg: LiveConfig) -> dict:
+    """Undo whatever a healer changed: the steady-state Serve config, nginx's proxied route, Redis's maxmemory,
+    an empty prune folder. Returns what was put back."""
+    out: dict[str, Any] = {}
+    dash = ServeDashboard(stack.dashboard_url, cfg.handlers.http_timeout_s)
+    details = dash.details()
+    if details["applications"].get(APP, {}).get("deployed_app_config") != stack.app_config():
+        out["serve"] = dash.put(dash.body(details, APP, stack.app_config()))
+        stack.wait_app_running(stack.s.startup_timeout_s)
+    want = render_upstream("serve", stack.nginx_routes[ROUTE_PROXIED])
+    if stack.nginx_upstream_file.read_text() != want:
+        stack.nginx_upstream_file.write_text(want)
+        import subprocess
+        out["nginx"] = subprocess.run(stack.nginx_reload_cmd(), capture_output=True, timeout=10,
+                                      env={"LD_LIBRARY_PATH": stack.lib_path}).returncode
+    mm = int(redis_command(stack.ports.redis, "CONFIG", "GET", "maxmemory")[1])
+    if mm != stack.s.redis_maxmemory_bytes:
+        out["redis"] = redis_command(stack.ports.redis, "CONFIG", "SET", "maxmemory", stack.s.redis_maxmemory_bytes)
+    for p in stack.prune_folder.iterdir():
+        p.unlink()
+        out.setdefault("pruned", []).append(p.name)
+    return out
+
+
+def answer_from_action(a: np.ndarray, topology) -> dict:
+    """A ``/v1/heal``-shaped answer from a simulator action ``[category, target, ratio]``."""
+    c, t, r = (int(x) for x in a)
+    cat = CATEGORIES[c]
+    kind = CATEGORY_TARGET_KIND[cat]
+    target = None if kind == "none" else topology.targets[t]
+    ratio = RATIO_LEVELS[r] if cat in RATIO_CATEGORIES else None
+    return {"action": {"category": cat, "target": target, "ratio": ratio}, "escalate": cat == "escalate"}
+
+
+@dataclass
+class IncidentResult:
+    record: dict
+
+    @property
+    def recovered(self) -> bool:
+        return self.record["recovered"]
+
+
+def wait_green(probe: LoadSloProbe, green_s: float, timeout_s: float, step_s: float) -> float | None:
+    """Seconds until the probe has been green for ``green_s`` (None when not within ``timeout_s``)."""
+    t0 = time.monotonic()
+    watch = RecoveryWatch(green_s)
+    while time.monotonic() - t0 < timeout_s:
+        if watch.update(time.monotonic(), probe.badness() == 0.0):
+            return time.monotonic() - t0
+        time.sleep(step_s)
+    return None
+
+
+def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: FaultPlan, arm: str, *,
+                 topology, executor: SafeExecutor, collector: Collector, probe: LoadSloProbe,
+                 recorder: IncidentRecorder | None = None, policy_factory: Callable[[], Any] | None = None,
+                 repeat: int = 0) -> dict:
+    """One incident; returns its JSON-able record (see the module docstring)."""
+    ev = cfg.eval
+    incident = f"{plan.name}-{arm}-{repeat}-{uuid.uuid4().hex[:6]}"
+    rec: dict[str, Any] = {"incident": incident, "fault": plan.name, "kind": plan.kind, "arm": arm,
+                           "repeat": repeat, "expected": plan.expected, "actions": [], "windows": 0}
+    if plan.kind == "disk_fill" and not stack.mounted:
+        rec.update(skipped="the model cache is not a dedicated tmpfs (needs root): disk fill not run",
+                   recovered=False)
+        return rec
+    pre = wait_green(probe, cfg.slo.green_s, ev.settle_s, ev.probe_interval_s)
+    rec["steady_before_s"] = pre
+    if pre is None:
+        rec.update(skipped=f"not green for {cfg.slo.green_s} s within settle_s = {ev.settle_s} before injecting",
+                   recovered=False)
+        return rec
+    injector = build_injector(plan, cfg.injectors, proxy=ProxyControl(stack.proxy_control_url,
+                                                                      cfg.injectors.control_timeout_s),
+                              fill_folder=stack.prune_folder,
+                              dashboard=ServeDashboard(stack.dashboard_url, cfg.handlers.http_timeout_s),
+                              binding=binding, history_path=stack.deploy_history, find_pid=stack.model_replica_pid,
+                              load=stack.load, redis_port=stack.ports.redis)
+    policy = policy_factory() if (arm != "none" and policy_factory) else None
+    env = _TopologyEnv(topology)
+    if policy is not None:
+        policy.reset(env)
+    watch: RecoveryWatch | None = None  # started at the first SLO violation: recovery is counted after it
+    ever_bad = False
+    with experiment(injector, check_steady_state=True) as run:
+        # the fault starts with inject() (a disk fill takes seconds): count from its start, not its end
+        t_inject = run["started_at"]
+        m_inject = time.monotonic() - (time.time() - t_inject)
+        rec["injected_at"] = t_inject
+        rec["injected"] = run.get("injected")
+        next_decision = m_inject + cfg.decision_interval_s
+        window = 0
+        while True:
+            now_m = time.monotonic()
+            elapsed = now_m - m_inject
+            reading = probe.reading()
+            bad = probe.badness(reading)
+            if bad > 0 and watch is None:
+                ever_bad, watch = True, RecoveryWatch(cfg.slo.green_s)
+            if watch is not None and watch.update(now_m, bad == 0.0):
+                break
+            if not ever_bad and elapsed >= min(plan.hold_s, ev.arm_cap_s) + cfg.slo.green_s:
+                break  # the SLOs never broke (a transient that stayed below them): nothing to recover from
+            if elapsed >= ev.arm_cap_s:
+                break
+            executor.poll()
+            if now_m >= next_decision:
+                next_decision = now_m + cfg.decision_interval_s
+                tel = collector.window(ev.window_s, t0=t_inject)
+                answer = None
+                outcome = None
+                if policy is not None:
+                    a = policy.act({}, {"telemetry": tel}, env)
+                    answer = answer_from_action(a, topology)
+                    d = executor.decide(incident=incident, answer=answer, telemetry=tel,
+                                        fingerprint=",".join(sorted({x["name"] for x in tel["alarms"]})))
+                    outcome = d["outcome"]
+                    if answer["action"]["category"] != "observe":
+                        rec["actions"].append({"at_s": round(time.time() - t_inject, 2), **answer["action"],
+                                               "outcome": outcome, "reason": d["reason"][:300]})
+                if recorder is not None:
+                    recorder.add(incident=incident, fault=plan.name, arm=arm, window_index=window,
+                                 wall_time=time.time(), telemetry=tel, answer=answer, outcome=outcome)
+                window += 1
+            time.sleep(ev.probe_interval_s)
+        t_end = time.time()
+    rec["windows"] = window
+    rec["undone"] = run.get("undone")
+    fired = stack.sidecar.alerts_since(t_inject, started_after=t_inject)  # alerts this incident raised
+    rec["alerts"] = sorted({f'{a["labels"].get("alertname")}/{a["labels"].get("service") or a["labels"].get("node")}'
+                            for a in fired})
+    rec["detect_s"] = round(min(a["received_at"] for a in fired) - t_inject, 3) if fired else None
+    acted = [a for a in rec["actions"] if a["outcome"] in ("executed", "dry_run")]
+    rec["first_action_s"] = acted[0]["at_s"] if acted else None
+    rec["ever_violated"] = ever_bad
+    if not ever_bad:
+        rec["recovered"], rec["mttr_s"] = True, 0.0
+    else:
+        rec["recovered"] = watch.recovered_at is not None
+        rec["mttr_s"] = round(max(0.0, watch.recovered_at - m_inject), 3) if rec["recovered"] else None
+    rec["capped_at_s"] = ev.arm_cap_s
+    rec["duration_s"] = round(t_end - t_inject, 3)
+    executor.wait_verified(cfg.executor.verify_after_s + 5.0)
+    rec["restored"] = restore_steady_state(stack, cfg)
+    log.info("incident %s: recovered=%s mttr=%s detect=%s actions=%s", incident, rec["recovered"], rec["mttr_s"],
+             rec["detect_s"], [(a["category"], a["target"], a["outcome"]) for a in rec["actions"]])
+    return rec
+
+
+def summarise(records: list[dict]) -> dict:
+    """Per (fault, arm): incidents, recovered, mean MTTR (a not-recovered incident counts at the cap), its 95%
+    normal-approximation interval when there are at least 2 incidents, mean detection time."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        if "skipped" in r:
+            continue
+        groups.setdefault((r["fault"], r["arm"]), []).append(r)
+    out = {}
+    for (fault, arm), rs in groups.items():
+        mttr = [r["mttr_s"] if r["recovered"] else r["capped_at_s"] for r in rs]
+        det = [r["detect_s"] for r in rs if r["detect_s"] is not None]
+        m = float(np.mean(mttr))
+        ci = None
+        if len(mttr) >= 2:
+            half = 1.96 * float(np.std(mttr, ddof=1)) / math.sqrt(len(mttr))
+            ci = [m - half, m + half]
+        out[f"{fault}/{arm}"] = {"fault": fault, "arm": arm, "incidents": len(rs),
+                                 "recovered": sum(r["recovered"] for r in rs), "mttr_mean_s": round(m, 3),
+                                 "mttr_ci95_s": ci, "detect_mean_s": round(float(np.mean(det)), 3) if det else None,
+                                 "actions": [[(a["category"], a["target"], a["outcome"]) for a in r["actions"]]
+                                             for r in rs]}
+    return out

@@ -1,0 +1,242 @@
+"""The live stack's telemetry pieces without the stack: alert rules generated from data/promql.yaml and the
+simulator's thresholds, the sidecar (probe metrics + Alertmanager webhook), the collector's log parsing and its
+telemetry window against a fake Prometheus, the binaries check."""
+from __future__ import annotations
+
+import json
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from live_helpers import serving
+
+from ifshm_ray.config import TopologyConfig
+from ifshm_ray.live.binding import load_binding
+from ifshm_ray.live.collector import Collector, parse_log_line, parse_rfc3339, tail_lines
+from ifshm_ray.live.loadgen import RequestRecord
+from ifshm_ray.live.stack import (PROMQL_FILE, SIM_ALERTS_FILE, Ports, Sidecar, alert_rules, find_binaries,
+                                  promql_map)
+from ifshm_ray.sim.topology import Topology
+from ifshm_ray.telemetry import validate_telemetry
+
+pytestmark = pytest.mark.timeout(60)
+
+VALUES = {"w": "10s", "g": "3s", "mount": "/tmp/x/model-cache", "base_p95_s": "0.12", "base_rps": "5",
+          "base_model_p95_ms": "100", "slo_factor": "2", "replicas": 2}
+
+
+def test_promql_map_fills_every_placeholder_and_names_simulator_entities():
+    queries = promql_map(VALUES)
+    topo = Topology(TopologyConfig())
+    assert set(queries) <= set(topo.targets)
+    for ent, ms in queries.items():
+        for metric, q in ms.items():
+            assert "{" not in q.replace("{code", "").replace("{mode", "").replace("{deployment", "") \
+                .replace("{mountpoint", ""), (ent, metric, q)
+    assert '/tmp/x/model-cache' in queries["gpu-0"]["node_filesystem_used_ratio"]
+
+
+def test_alert_rules_carry_simulator_names_thresholds_and_bound_entity_labels():
+    rules = alert_rules(promql_map(VALUES), for_s=3.0)["groups"][0]["rules"]
+    sim = {r["name"]: r for r in yaml.safe_load(SIM_ALERTS_FILE.read_text())["rules"]}
+    wanted = yaml.safe_load(PROMQL_FILE.read_text())["alerts"]
+    assert len(rules) == sum(len(v) for v in wanted.values())
+    for r in rules:
+        s = sim[r["alert"]]
+        assert r["for"] == "3s"
+        assert r["expr"].endswith(f"{s['op']} {s['threshold']}")
+        label = "node" if s["scope"] == "node" else "service"
+        assert r["labels"][label] in wanted[r["alert"]] and r["labels"]["severity"] == s["severity"]
+    burn = [r for r in rules if r["alert"] == "ServiceErrorBudgetBurn" and r["labels"]["service"] == "api-gateway"]
+    assert burn and "ifshm_probe_requests_total" in burn[0]["expr"]
+
+
+def test_alert_rules_refuse_a_metric_without_promql(tmp_path):
+    spec = yaml.safe_load(PROMQL_FILE.read_text())
+    spec["alerts"]["KubePodCrashLooping"] = ["inference-server"]  # container_restarts has no PromQL
+    p = tmp_path / "promql.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="container_restarts"):
+        alert_rules(promql_map(VALUES, p), for_s=3.0, path=p)
+
+
+def test_ports_are_distinct():
+    ports = Ports().as_dict()
+    assert len(set(ports.values())) == len(ports)
+
+
+def test_find_binaries_names_what_is_missing_and_how_to_get_it(tmp_path):
+    _, problem = find_binaries(tmp_path)
+    assert problem is not None and "install_live.sh" in problem and "prometheus" in problem
+
+
+def test_sidecar_exposes_probe_metrics_and_records_webhooks():
+    class FakeLoad:
+        records = [RequestRecord(0.0, 200, None, 80.0), RequestRecord(0.1, 503, None, 10.0),
+                   RequestRecord(0.2, None, "ConnectError", 2000.0)]
+    side = Sidecar("/v1/alertmanager").start()
+    try:
+        side.load = FakeLoad()
+        with httpx.Client(trust_env=False, timeout=5) as c:
+            text = c.get(f"http://127.0.0.1:{side.port}/metrics").text
+            assert 'ifshm_probe_requests_total{code="200"} 1' in text
+            assert 'ifshm_probe_requests_total{code="error"} 1' in text
+            assert 'ifshm_probe_latency_seconds_bucket{le="0.1"} 2' in text
+            assert 'ifshm_probe_latency_seconds_bucket{le="+Inf"} 3' in text
+            t0 = time.time()
+            hook = {"alerts": [{"status": "firing", "labels": {"alertname": "ServiceLatencyHigh",
+                                                               "service": "api-gateway"}}]}
+            assert c.post(f"http://127.0.0.1:{side.port}/v1/alertmanager", json=hook).status_code == 200
+            assert c.post(f"http://127.0.0.1:{side.port}/other", json=hook).status_code == 404
+        got = side.alerts_since(t0, "ServiceLatencyHigh")
+        assert len(got) == 1 and got[0]["received_at"] >= t0
+        assert side.alerts_since(time.time() + 1) == []
+    finally:
+        side.stop()
+
+
+def test_log_line_parsing_and_rfc3339():
+    assert parse_rfc3339("2026-11-30T04:19:22.5Z") - parse_rfc3339("2026-11-30T04:19:22Z") == pytest.approx(0.5)
+    assert parse_rfc3339("2026-11-30T05:19:22+01:00") == parse_rfc3339("2026-11-30T04:19:22Z")
+    with pytest.raises(ValueError):
+        parse_rfc3339("yesterday")
+    assert parse_log_line("redis", "12:M 30 Nov 2026 04:19:22.798 # OOM command not allowed")[1:] == \
+        ("#", "OOM command not allowed")
+    assert parse_log_line("nginx", "2026/11/30 04:19:22 [error] 7#0: *1 upstream reset")[1] == "error"
+    assert parse_log_line("serve", "ERROR 2026-11-30 04:19:22,798 target_Model x replica.py:1 - boom")[1] == "ERROR"
+    assert parse_log_line("serve", "Traceback (most recent call last):") is None
+
+
+def test_tail_lines_drops_the_cut_line(tmp_path):
+    p = tmp_path / "a.log"
+    p.write_text("first line\nsecond\nthird\n")
+    assert tail_lines(p, 1000) == ["first line", "second", "third"]
+    assert tail_lines(p, 10) == ["third"]  # the partial "second" line is dropped
+    assert tail_lines(tmp_path / "missing.log", 10) == []
+
+
+class _FakeProm:
+    """/api/v1/query_range answers one series per query; /api/v1/alerts one firing and one foreign alert."""
+
+    def __init__(self):
+        self.queries = []
+
+    def handler(self):
+        fake = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):
+                url = httpx.URL(self.path)
+                if url.path == "/api/v1/query_range":
+                    q = url.params["query"]
+                    fake.queries.append(q)
+                    vals = [[1.0, "0.5"], [2.0, "NaN"], [3.0, "0.75"]] if "nan" not in q else [[1.0, "NaN"]]
+                    data = {"resultType": "matrix", "result": [{"metric": {}, "values": vals}]}
+                elif url.path == "/api/v1/alerts":
+                    data = {"alerts": [
+                        {"labels": {"alertname": "ServiceErrorBudgetBurn", "service": "api-gateway",
+                                    "severity": "critical"}, "state": "firing",
+                         "activeAt": "2026-11-30T04:00:00.123456789Z", "annotations": {"summary": "burn"}},
+                        {"labels": {"alertname": "Watchdog"}, "state": "firing", "activeAt": None}]}
+                else:
+                    return self._send(404, {})
+                self._send(200, {"status": "success", "data": data})
+
+            def _send(self, code, body):
+                b = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(b)))
+                self.end_headers()
+                self.wfile.write(b)
+
+            def log_message(self, *a):
+                pass
+        return H
+
+
+def test_collector_builds_a_valid_window_from_prometheus_and_logs(tmp_path):
+    fake = _FakeProm()
+    redis_log = tmp_path / "redis.log"
+    now = time.time()
+    stamp = time.strftime("%d %b %Y %H:%M:%S", time.localtime(now - 2)) + ".000"
+    old = time.strftime("%d %b %Y %H:%M:%S", time.localtime(now - 300)) + ".000"
+    before = time.strftime("%d %b %Y %H:%M:%S", time.localtime(now - 20)) + ".000"
+    redis_log.write_text(f"1:M {old} # too old\n1:M {before} # before the incident\n1:M {stamp} * just info\n"
+                         f"1:M {stamp} # OOM command not allowed\n")
+    topo = Topology(TopologyConfig())
+    queries = {"api-gateway": {"error_rate": "q1"}, "feature-store": {"memory_util": "nan q"}}
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())) as port:
+        col = Collector(f"http://127.0.0.1:{port}", queries, load_binding(), lambda: {"redis": [redis_log]},
+                        services=topo.services, nodes=topo.nodes, samples=3)
+        tel = col.window(30.0, now=now, t0=now - 10)
+    validate_telemetry(tel)
+    assert tel["metrics"] == {"api-gateway": {"error_rate": [0.5, 0.75]}}  # NaN points and empty metrics left out
+    assert [a["name"] for a in tel["alarms"]] == ["ServiceErrorBudgetBurn"]
+    assert tel["alarms"][0]["entity"] == "api-gateway" and tel["alarms"][0]["active_for_s"] > 0
+    assert len(tel["logs"]) == 1 and tel["logs"][0].endswith(" gpu-0 feature-store: OOM command not allowed")
+    assert tel["time_s"] == pytest.approx(10.0)
+    assert fake.queries == ["q1", "nan q"]
+
+
+def test_answer_from_action_names_simulator_targets_and_ratio_only_where_used():
+    from ifshm_ray.live.incident import answer_from_action
+    from ifshm_ray.sim.actions import CATEGORIES, RATIO_LEVELS
+    import numpy as np
+    topo = Topology(TopologyConfig())
+    gw = topo.targets.index("api-gateway")
+    a = answer_from_action(np.array([CATEGORIES.index("scale"), gw, RATIO_LEVELS.index(2.0)]), topo)
+    assert a == {"action": {"category": "scale", "target": "api-gateway", "ratio": 2.0}, "escalate": False}
+    a = answer_from_action(np.array([CATEGORIES.index("restart"), gw, 3]), topo)
+    assert a["action"]["ratio"] is None
+    a = answer_from_action(np.array([CATEGORIES.index("observe"), 5, 0]), topo)
+    assert a["action"]["target"] is None and not a["escalate"]
+    assert answer_from_action(np.array([CATEGORIES.index("escalate"), 0, 0]), topo)["escalate"]
+
+
+def test_bundled_model_is_deterministic_per_seed(tmp_path):
+    from ifshm_ray.live.modelcache import model_path, write_models
+    import numpy as np
+    write_models(tmp_path / "a", ["v1", "v2"], 8, seed=3)
+    write_models(tmp_path / "b", ["v1", "v2"], 8, seed=3)
+    write_models(tmp_path / "c", ["v1"], 8, seed=4)
+    a1, b1 = np.load(model_path(tmp_path / "a", "v1")), np.load(model_path(tmp_path / "b", "v1"))
+    assert np.array_equal(a1, b1) and a1.shape == (8,)
+    assert not np.array_equal(a1, np.load(model_path(tmp_path / "a", "v2")))
+    assert not np.array_equal(a1, np.load(model_path(tmp_path / "c", "v1")))
+
+
+def test_summarise_counts_unrecovered_incidents_at_the_cap_and_skips_skipped():
+    from ifshm_ray.live.incident import summarise
+    recs = [{"fault": "f", "arm": "runbook", "recovered": True, "mttr_s": 10.0, "capped_at_s": 60.0,
+             "detect_s": 2.0, "actions": [{"category": "reroute", "target": "api-gateway", "outcome": "executed"}]},
+            {"fault": "f", "arm": "runbook", "recovered": False, "mttr_s": None, "capped_at_s": 60.0,
+             "detect_s": None, "actions": []},
+            {"fault": "f", "arm": "none", "recovered": False, "skipped": "no tmpfs"}]
+    s = summarise(recs)
+    assert list(s) == ["f/runbook"]
+    row = s["f/runbook"]
+    assert row["incidents"] == 2 and row["recovered"] == 1 and row["mttr_mean_s"] == 35.0
+    assert row["detect_mean_s"] == 2.0 and row["mttr_ci95_s"][0] < 35.0 < row["mttr_ci95_s"][1]
+    assert row["actions"] == [[("reroute", "api-gateway", "executed")], []]
+
+
+@pytest.mark.parametrize("name", ["live.yaml", "live_eval.yaml"])
+def test_live_configs_load(name):
+    from ifshm_ray.config import load_config
+    from ifshm_ray.live.config import LiveConfig
+    cfg = load_config(LiveConfig, Path(__file__).resolve().parents[1] / "configs" / name)
+    assert cfg.stack.scrape_interval_s > 0 and cfg.eval.arm_cap_s > 0
+
+
+@pytest.mark.parametrize("override, expect", [("eval.faults=[no-such-fault]", "no-such-fault"),
+                                              ("stack.nope=1", "nope"), ("eval.arms=[llm]", "arms")])
+def test_live_eval_refuses_bad_settings_before_starting_anything(override, expect, capsys):
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from jobs.live_eval import main
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "live_eval.yaml"
+    assert main(["--config", str(cfg), "--set", override]) == 2
+    assert expect in capsys.readouterr().err
