@@ -513,17 +513,22 @@ class Protocol:
         self.log(f"seed {seed}: phase 1, {cfg.phase1_iterations} PPO iterations on the known types")
         self._train(p1, self._train_dict(known, cfg.phase1_iterations, seed, None, None), resume=False)
 
-        # ---- the gate's diagnoser and threshold
+        # ---- the gate's diagnoser and threshold, on the windows the gate will see: the phase-1 policy acts until
+        # the first firing alarm (calibrated under observe actions instead, 7 of 8 known evaluation incidents of the
+        # tiny run were flagged novel: the policy's own early actions change the window)
+        phase1_bundle = load_policy_bundle(p1)
+        phase1_policy = ModulePolicy(phase1_bundle)
         g = cfg.gate
         fit_seeds = range(seed * 10_000 + g.seed_offset, seed * 10_000 + g.seed_offset + g.fit_seeds)
         cal_seeds = range(fit_seeds.stop, fit_seeds.stop + g.calibration_seeds)
         if g.encoder:
             diagnose = EncoderDiagnoser(g.encoder)
         else:
-            diagnose = FeatureDiagnoser.fit(self.sim_config, first_alarm_windows(self.sim_config, known, fit_seeds,
-                                                                                decide_on=cfg.meta.decide_on),
+            diagnose = FeatureDiagnoser.fit(self.sim_config, first_alarm_windows(
+                self.sim_config, known, fit_seeds, decide_on=cfg.meta.decide_on, policy=phase1_policy),
                                             g.prototype_quantile)
-        cal_windows = first_alarm_windows(self.sim_config, known, cal_seeds, decide_on=cfg.meta.decide_on)
+        cal_windows = first_alarm_windows(self.sim_config, known, cal_seeds, decide_on=cfg.meta.decide_on,
+                                          policy=phase1_policy)
         calibration = calibrate([diagnose(t)[0] for _, _, t in cal_windows], config=cfg.meta.novelty)
         self.calibration_path = calibration.save(root / "novelty_calibration.json")
         self.log(f"seed {seed}: gate threshold {calibration.threshold:.3f} on {len(cal_windows)} known windows "
@@ -548,7 +553,6 @@ class Protocol:
             self.log(f"seed {seed}: reference {name}: " + ("not in this checkout (null)" if pol is None else
                      f"unknown-type MTTR {mean_mttr(refs[name], order):.0f} s"))
 
-        phase1_bundle = load_policy_bundle(p1)
         self._phase1_ungated = run_incidents(self.env, ModulePolicy(phase1_bundle), incidents)
         arms: dict[str, dict] = {}
         plan = stream_plan(cfg, seed, known, order)

@@ -27,10 +27,12 @@ DIAGNOSER_FILE = "diagnoser.json"
 
 
 def first_alarm_windows(sim_config: dict, faults: Sequence[str], seeds: Iterable[int],
-                        max_steps: int | None = None, decide_on: str = "firing") -> list[tuple[str, int, dict]]:
+                        max_steps: int | None = None, decide_on: str = "firing",
+                        policy=None) -> list[tuple[str, int, dict]]:
     """``(fault, seed, telemetry)`` of the first window with an alarm (firing, or any with ``decide_on =
-    "pending"``), per fault and seed, under ``observe`` actions (an incident whose episode ends without one gives
-    nothing). This is the window the gate decides on."""
+    "pending"``), per fault and seed, with ``policy`` acting until then (None: ``observe`` actions); an incident
+    whose episode ends without one gives nothing. This is the window the gate decides on; a gated policy acts
+    before it, and its actions change what the window shows, so calibrate with the policy the gate will wrap."""
     from ifshm_ray.env import FaultInjectionEnv
     from ifshm_ray.meta.gate import deciding_alarms
 
@@ -39,14 +41,17 @@ def first_alarm_windows(sim_config: dict, faults: Sequence[str], seeds: Iterable
     observe = np.zeros(3, np.int64)
     for fault in faults:
         for seed in seeds:
-            _, info = env.reset(seed=int(seed), options={"faults": [fault]})
+            obs, info = env.reset(seed=int(seed), options={"faults": [fault]})
+            if policy is not None:
+                policy.reset(env, episode_seed=int(seed))
             steps = 0
             while True:
                 tel = info.get("telemetry") or {}
                 if deciding_alarms(tel, decide_on):
                     out.append((fault, int(seed), tel))
                     break
-                _, _, term, trunc, info = env.step(observe)
+                action = observe if policy is None else np.asarray(policy.act(obs, info, env), np.int64)
+                obs, _, term, trunc, info = env.step(action)
                 steps += 1
                 if term or trunc or (max_steps is not None and steps >= max_steps):
                     break
