@@ -14,9 +14,20 @@ How to run (from the repo root)::
 The language model runs in the encoder actor pool (:class:`ifshm_ray.encoding.service.EncoderPool`, on the
 cluster of ``--address`` or a local Ray started here): ``--num-actors`` replicas, ``--num-cpus`` each,
 ``--num-gpus`` per replica shared by its ``--tensor-parallel`` ranks (DeepSpeed inference). A missing checkpoint,
-a missing ``samples.json`` or a malformed telemetry window is reported (exit status 2) before Ray starts; so is a
-Failure-Dataset-OpenStack or Nezha folder (no encoder head for their label sets yet: ``jobs/real_baselines.py``
-measures the classical baselines on them).
+a missing ``samples.json``, a malformed folder or telemetry window is reported (exit status 2) before Ray starts;
+so is a Nezha folder (4 samples: ``jobs/real_baselines.py`` reports them as context).
+
+A Failure-Dataset-OpenStack folder (``openstack_failure_dataset_jss2021`` or one campaign folder of it) is read in
+this process (no Ray)::
+
+    .venv/bin/python jobs/diagnose.py --data ../shared/data/openstack_failure_dataset_jss2021 \
+        --adapter results/encoder --json
+
+Each experiment is read as its counts text; a campaign the checkpoint has a fine-tuned head for (``jss2021_<C>``,
+``real:`` section of the fine-tuning config) is predicted by it, otherwise a logistic head on the frozen states is
+cross-validated (grouped by experiment). The last line under ``--json`` is one JSON object with
+``per_campaign: {DEPL|NET|STO: {macro_f1, accuracy, n, head, macro_f1_ci, accuracy_ci, per_class}}`` scored against
+the folder's labels (and ``holdout``: the rows the fine-tuning held out, when the folder has them).
 
 What it prints for a folder: accuracy and macro-F1 against the samples' ``failure_mode`` labels (``NO_FAILURE`` and
 ``NORMAL_FAULT_FREE_ROUND`` both count as ``HEALTHY``), a 95 % Wilson interval for the accuracy (there are few
@@ -73,6 +84,53 @@ def diagnose_folder(encoder, samples: list, head: str = "map", mode: str | None 
     }
 
 
+def diagnose_campaigns(encoder, campaigns: dict, holdout: dict | None = None, mode: str | None = None,
+                       n_splits: int = 5, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Failure-Dataset-OpenStack (``load_failure_dataset``): ``per_campaign: {DEPL|NET|STO: {macro_f1, accuracy,
+    n, head}}`` scored against the folder's labels. ``encoder``: a :class:`~ifshm_ray.encoding.semantic
+    .SemanticEncoder`. A campaign with a fine-tuned head (``jss2021_<campaign>``, jobs/finetune_encoder.py with
+    real data) is predicted by it (``head: task``; ``holdout``: the same scores on the rows the fine-tuning held out,
+    by experiment index, when the folder has them); otherwise a logistic head on the frozen ``both`` states (log1p
+    counts + pooled text) in grouped cross-validation (``head: cv_logreg:both``, stratified folds by experiment)."""
+    import torch
+
+    from ifshm_ray.encoding import real_encoder, real_eval
+
+    out = {}
+    for name, c in campaigns.items():
+        names = {i + 1: n for i, n in enumerate(c.label_names)}
+        task = real_encoder.task_name("jss2021", name)
+        y = c.labels
+        if task in encoder.tasks:
+            if list(encoder.tasks[task]) != list(c.label_names):
+                raise ValueError(f"campaign {name}: the encoder's head has classes {encoder.tasks[task]}, the folder "
+                                 f"{list(c.label_names)}")
+            ctxs = real_encoder.campaign_contexts(c, encoder.modal.feature_dim)
+            encoder.eval()
+            pred = []
+            with torch.no_grad():
+                for i in range(0, len(ctxs), 32):
+                    st = encoder(ctxs[i:i + 32], mode=mode)
+                    pred += (encoder.task_logits(st, task).argmax(1) + 1).cpu().tolist()
+            pred = np.asarray(pred)
+            res = real_eval.score(y, pred, c.groups, names, n_boot, seed)
+            res["head"] = "task"
+            rows = {int(r) for r in (holdout or {}).get(task, [])}
+            m = np.isin(c.row_index, list(rows))
+            if m.any():
+                res["holdout"] = {k: v for k, v in real_eval.score(y[m], pred[m], c.groups[m], names, n_boot,
+                                                                  seed).items() if k != "per_class"}
+        else:
+            X = real_encoder.campaign_features(encoder, c, mode)["both"]
+            folds = real_eval.grouped_folds(y, c.groups, n_splits, seed)
+            real_eval.check_folds(folds, c.groups)
+            pred = real_eval.out_of_fold(lambda: real_encoder.head_model("logreg", seed), X, y, folds)
+            res = real_eval.score(y, pred, c.groups, names, n_boot, seed)
+            res["head"] = "cv_logreg:both"
+        out[name] = res
+    return {"per_campaign": out}
+
+
 def diagnose_window(encoder, telemetry: dict, mode: str | None = None) -> dict:
     """The diagnosis of one (validated) window; ``encoder`` as in :func:`diagnose_folder`."""
     from ifshm_ray.encoding.real_data import sim_to_failure_mode
@@ -112,6 +170,33 @@ def print_report(res: dict) -> None:
         print(f"{s:>15} " + " ".join(f"{v:>14d}" for v in row))
 
 
+def diagnose_jss(args, checkpoint: str) -> dict:
+    """A Failure-Dataset-OpenStack folder: the encoder in this process (its task heads are not served by the actor
+    pool); JSON with ``per_campaign`` as the last line under ``--json``."""
+    from ifshm_ray.encoding.real_data import load_failure_dataset
+    from ifshm_ray.encoding.semantic import SemanticEncoder
+
+    import torch
+
+    torch.set_num_threads(max(1, int(args.num_cpus)))
+    campaigns = load_failure_dataset(args.data)  # RealDataError on a malformed folder (caught by the caller)
+    encoder = SemanticEncoder.load(checkpoint)
+    tasks_file = Path(checkpoint) / "real_tasks.json"
+    holdout = json.loads(tasks_file.read_text())["holdout_rows"] if tasks_file.is_file() else None
+    res = diagnose_campaigns(encoder, campaigns, holdout, args.mode, n_boot=args.n_boot)
+    res.update({"data": str(args.data), "encoder_checkpoint": checkpoint})
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for name, r in res["per_campaign"].items():
+            lo, hi = r["macro_f1_ci"]
+            ho = r.get("holdout")
+            print(f"{name}: macro-F1 {r['macro_f1']:.3f} [{lo:.3f}, {hi:.3f}]  accuracy {r['accuracy']:.3f}  "
+                  f"n {r['n']}  head {r['head']}" + (f"  (held-out rows: macro-F1 {ho['macro_f1']:.3f}, "
+                                                     f"n {ho['n']})" if ho else ""))
+    return res
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
@@ -125,6 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mode", choices=("templates", "context"), help="LM path (default: the checkpoint's)")
     ap.add_argument("--max-lines", type=int, default=4000, help="service-log lines per sample")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (Failure-Dataset-OpenStack)")
     ray_args = ap.add_argument_group("encoder actor pool")
     ray_args.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local Ray")
     ray_args.add_argument("--num-actors", type=int, default=1, help="encoder replicas")
@@ -145,16 +231,17 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         checkpoint = str(checkpoint_dir(args.encoder_checkpoint).resolve())
         layout = detect_layout(args.data) if args.data else None
-        if layout in ("jss2021", "nezha"):
-            raise RealDataError(f"{args.data} is a {'Failure-Dataset-OpenStack' if layout == 'jss2021' else 'Nezha'} "
-                                f"folder: diagnose.py reads the layout of openstack_fault_injection_fse2019 only (the "
-                                f"encoder has no head for this label set yet); its classical baselines: "
-                                f"jobs/real_baselines.py --data {args.data}")
+        if layout == "nezha":
+            raise RealDataError(f"{args.data} is a Nezha folder: diagnose.py reads the layouts of "
+                                f"openstack_fault_injection_fse2019 and openstack_failure_dataset_jss2021 (4 Nezha "
+                                f"samples: context only); its baselines: jobs/real_baselines.py --data {args.data}")
+        if layout == "jss2021":
+            return diagnose_jss(args, checkpoint)
         samples = load_samples(Path(args.data), max_lines=args.max_lines) if args.data else None
         window = read_window(args.telemetry) if args.telemetry else None
         service = as_config(ServiceConfig, dict(num_actors=args.num_actors, num_cpus=args.num_cpus,
                                                 num_gpus=args.num_gpus, tensor_parallel=args.tensor_parallel))
-    except (OSError, ValueError) as exc:  # AdapterNotFoundError, RealDataError, TelemetryError, ConfigError
+    except (OSError, ValueError, KeyError) as exc:  # AdapterNotFoundError, RealDataError, TelemetryError, ...
         ap.exit(2, f"diagnose.py: error: {exc}\n")
     if samples is not None and not samples:
         ap.exit(2, f"diagnose.py: error: no samples in {args.data}/samples.json\n")

@@ -21,6 +21,12 @@ What it does, top to bottom:
    workload logs hold the label and are never input) are scored (a) zero-shot through the documented map from
    simulator faults to ``failure_mode`` and (b) by a leave-one-out head on the frozen semantic states (each sample
    scored by a head that never saw it). Both with 95 % Wilson intervals: there are only ~22 samples.
+Real labelled data beside the simulator's (``real:`` section, issue 14; ``configs/encoder_real.yaml``): one head per
+label set (Failure-Dataset-OpenStack DEPL / NET / STO read as counts text, FSE 2019 ``failure_mode`` from service
+logs, optionally Nezha) on the shared encoder, one batch per task in every training step (``real.loss_weight``); a
+grouped 60 % training part, the rest held out (``OUT/real_tasks.json``, ``metrics.json`` ``real_tasks``). A configured
+path that is missing is skipped (``if_missing: skip``, the default config) or stops the job with its name (``error``).
+
 5. ``OUT/``: the checkpoint (``adapter/``, ``heads.safetensors``, ``encoder.json``, ``miner.bin``) and
    ``metrics.json`` (``accuracy``, ``macro_f1``, ``baseline_macro_f1``, ... see the end of :func:`main`).
 
@@ -47,6 +53,8 @@ import numpy as np
 
 from ifshm_ray.config import ConfigError, add_override_arg
 from ifshm_ray.encoding.config import EncoderJobConfig
+from ifshm_ray.encoding.real_data import RealDataError
+from ifshm_ray.encoding.real_encoder import real_task_samples
 from ifshm_ray.encoding.train import read_split, to_context, train_worker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,8 +88,12 @@ def sim_windows(cfg: EncoderJobConfig) -> list[dict]:
     return rows
 
 
-def encode_rows(rows: list[dict], cfg: EncoderJobConfig, out: Path) -> tuple[Path, list[str]]:
-    """Modal-encode every window (templates mined on train only, then frozen) -> ``out/dataset.parquet``."""
+def encode_rows(rows: list[dict], cfg: EncoderJobConfig, out: Path, real_rows: list[dict] | None = None,
+                tasks: dict | None = None) -> tuple[Path, list[str]]:
+    """Modal-encode every window (templates mined on train only, then frozen) -> ``out/dataset.parquet``; the real
+    samples of the multi-task heads (``real_rows``, :func:`~ifshm_ray.encoding.real_encoder.real_task_samples`:
+    log windows mined with the training part, Failure-Dataset-OpenStack rows already contexts) -> ``out/real.parquet``
+    and ``out/real_tasks.json`` (the tasks and every held-out row)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -93,7 +105,10 @@ def encode_rows(rows: list[dict], cfg: EncoderJobConfig, out: Path) -> tuple[Pat
     labels = cfg.encoder.fault_types or sorted({r["label"] for r in rows if r["split"] == "train"})
     order = {"train": 0, "val": 1, "test": 2}
     records = []
+    real_records = []
     for split in ("train", "val", "test"):
+        if split == "train":  # real training part: its log templates are mined with the simulator's training split
+            real_records += encode_real(modal, [r for r in real_rows or [] if r["part"] == "train"])
         if split != "train":
             modal.freeze()
         for r in rows:
@@ -110,7 +125,32 @@ def encode_rows(rows: list[dict], cfg: EncoderJobConfig, out: Path) -> tuple[Pat
     pq.write_table(pa.Table.from_pylist(records), path)
     (out / "miner.bin").write_bytes(modal.miner_state())
     (out / "labels.json").write_text(json.dumps(labels))
+    if real_rows:
+        real_records += encode_real(modal, [r for r in real_rows if r["part"] == "holdout"])
+        pq.write_table(pa.Table.from_pylist(real_records), out / "real.parquet")
+        holdout: dict[str, list] = {}
+        for r in real_records:
+            if r["part"] == "holdout":
+                holdout.setdefault(r["task"], []).append(r["row"])
+        (out / "real_tasks.json").write_text(json.dumps({"tasks": tasks, "holdout_rows": holdout,
+                                                         "real": cfg.real.to_dict()}, indent=1))
     return path, labels
+
+
+def encode_real(modal, rows: list[dict]) -> list[dict]:
+    """Parquet records of real task samples: telemetry through the modal encoder, contexts as they are (with the
+    modal encoder's feature size, zeros)."""
+    recs = []
+    for r in rows:
+        ctx = modal.encode(r["telemetry"]) if r["ctx"] is None else r["ctx"]
+        rec = ctx.to_record()
+        if r["ctx"] is not None:
+            rec["features"] = [0.0] * modal.feature_dim
+        recs.append({"task": r["task"], "part": r["part"], "label_id": r["label_id"], "group": r["group"],
+                     "row": str(r["row"]), "prompt": rec["prompt"], "items": rec["items"], "counts": rec["counts"],
+                     "kinds": rec["kinds"], "features": rec["features"],
+                     "template_counts": json.dumps(rec["template_counts"])})
+    return recs
 
 
 def check_labels_known(labels: list[str], split: str, dataset: Path | str) -> None:
@@ -158,6 +198,10 @@ def run_training(cfg: EncoderJobConfig, dataset: Path, miner: Path, labels: list
     ft = cfg.finetune
     job = {"finetune": ft.to_dict(), "encoder": cfg.encoder.to_dict(), "dataset": str(dataset.resolve()),
            "miner": str(miner.resolve()), "labels": labels, "split": cfg.split}
+    real = dataset.parent / "real.parquet"
+    if real.is_file():
+        job.update({"real_dataset": str(real.resolve()), "real": cfg.real.to_dict(),
+                    "tasks": json.loads((dataset.parent / "real_tasks.json").read_text())["tasks"]})
     if not ray.is_initialized():
         # address="local" + own temp dir: never join (or disturb) another Ray running on the machine. The dashboard
         # serves the State API that Ray Train's PlacementGroupCleaner polls: without it the cleaner logs "Failed to
@@ -280,7 +324,13 @@ def main(argv: list[str] | None = None) -> dict:
         check_labels_known(labels, cfg.split, f"--dataset {dataset}")
     else:
         rows = sim_windows(cfg)
-        dataset, labels = encode_rows(rows, cfg, out)
+        try:
+            real_rows, tasks, notes = real_task_samples(cfg.real, REPO)
+        except (RealDataError, OSError) as exc:
+            raise SystemExit(f"finetune_encoder.py: error: real data: {exc}") from None
+        for n in notes:
+            logger.info("real data %s", n)
+        dataset, labels = encode_rows(rows, cfg, out, real_rows, tasks)
         miner = out / "miner.bin"
     logger.info("data set %s: %d classes (%.1f s)", dataset, len(labels), time.time() - t0)
 

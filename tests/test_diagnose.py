@@ -138,13 +138,15 @@ def test_diagnose_bad_input_is_clear_before_ray_starts(tmp_path, tiny_checkpoint
     bad = tmp_path / "bad.json"
     fixtures = REPO / "tests" / "data" / "real_fixtures"
     cases = [(["--data", str(tmp_path)], "samples.json"),
-             (["--data", str(fixtures / "openstack_failure_dataset_jss2021")],
-              "Failure-Dataset-OpenStack folder.*real_baselines"),
+             (["--data", str(tmp_path / "jss" / "NET")], "label 9 out of range 1..4 for campaign NET"),
              (["--data", str(fixtures / "nezha_trainticket_fse2023")], "Nezha folder"),
              (["--telemetry", str(bad)], "--telemetry .*logs"),
              (["--telemetry", str(tmp_path / "garbled.json")], "not JSON"),
              (["--telemetry", str(bad), "--tensor-parallel", "0"], "tensor_parallel")]
     bad.write_text(json.dumps({"logs": "not a list", "metrics": {}, "alarms": []}))
+    (tmp_path / "jss" / "NET").mkdir(parents=True)  # a malformed campaign folder (read without Ray)
+    (tmp_path / "jss" / "NET" / "SEQ.tsv").write_text("novaclient_POST_500\tnova-api_GET_200\n1\t2\n")
+    (tmp_path / "jss" / "NET" / "Failure_Labels.txt").write_text("9\n")
     (tmp_path / "garbled.json").write_text("{not json")
     for args, message in cases:
         if "tensor_parallel" in message:

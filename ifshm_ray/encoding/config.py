@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from ifshm_ray.config import ConfigError, ConfigModel
 from ifshm_ray.config import load_config as _load_config
 
-__all__ = ["ConfigError", "EncoderConfig", "FinetuneConfig", "ServiceConfig", "EncoderJobConfig", "config_from_dict",
+__all__ = ["ConfigError", "EncoderConfig", "FinetuneConfig", "RealTrainConfig", "ServiceConfig", "EncoderJobConfig", "config_from_dict",
            "load_config"]
 
 
@@ -135,6 +135,44 @@ class FinetuneConfig(ConfigModel):
     """Extra keyword arguments for the simulator's data-set generator."""
 
 
+class RealTrainConfig(ConfigModel):
+    """Real labelled data fine-tuned beside the simulator's windows (issue 14): one head per data set's label set on
+    the shared (LoRA) encoder. Paths are relative to the repository root. A grouped training part of each set is
+    trained on; the rest (recorded in the checkpoint's ``real_tasks.json``) is held out for reporting."""
+
+    jss2021: str | None = None
+    """Failure-Dataset-OpenStack folder (campaign sub-folders DEPL / NET / STO): one head per campaign, each
+    experiment read as the counts text (``novaclient POST 500 x3``, one item per event type). None: not used."""
+    campaigns: list[Literal["DEPL", "NET", "STO"]] = Field(default_factory=lambda: ["DEPL", "NET", "STO"])
+    """Campaigns of ``jss2021`` that get a head."""
+    fse2019: str | None = None
+    """FSE 2019 fault-injection runs (service logs only): a ``failure_mode`` head. None: not used."""
+    nezha: str | None = None
+    """Nezha TrainTicket folder: a ``fault_type`` head (4 development samples, one per type: off by default)."""
+    if_missing: Literal["skip", "error"] = "skip"
+    """A configured path that does not exist: ``skip`` it (logged; the default config on a machine without the
+    data), or stop with an error naming it (``configs/encoder_real.yaml``)."""
+    train_fraction: float = Field(0.6, gt=0.0, lt=1.0)
+    """Share of each set's groups (experiments; a test's two rounds) in the training part; stratified by label,
+    chosen under ``seed``."""
+    group_by: Literal["experiment", "vector"] = "experiment"
+    """Failure-Dataset-OpenStack groups: one experiment each, or identical count vectors together."""
+    batch_size: int = Field(16, ge=1)
+    """Real samples per task per training step (each worker)."""
+    loss_weight: float = Field(0.25, ge=0.0)
+    """Weight of each real task's cross-entropy beside the simulator's fault-mode loss."""
+    max_lines: int = Field(2000, ge=1)
+    """Service-log lines per FSE 2019 / Nezha sample."""
+    refit_heads: bool = True
+    """After fine-tuning, refit each task head by L2 logistic regression on the frozen states of its training
+    part (the few joint steps a CPU budget allows leave the heads under-trained); False: keep the jointly trained
+    heads."""
+    head_l2: float = Field(1e-2, gt=0.0)
+    """L2 penalty of that refit (on standardised states)."""
+    seed: int = 0
+    """Seeds the grouped training / held-out split."""
+
+
 class ServiceConfig(ConfigModel):
     """The encoder actor pool that serves semantic states to env runners."""
 
@@ -174,6 +212,8 @@ class EncoderJobConfig(ConfigModel):
     """The fine-tuning job."""
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     """The encoder actor pool."""
+    real: RealTrainConfig = Field(default_factory=RealTrainConfig)
+    """Real labelled data fine-tuned beside the simulator's (multi-task heads)."""
     split: str = "handpicked"
     """Named known/unknown split (``ifshm_ray/sim/data/splits.yaml``): the fault head's classes are its known types
     (+ healthy), and the checkpoint records it. A policy trained on another split refuses this encoder."""
@@ -204,6 +244,7 @@ class EncoderJobConfig(ConfigModel):
         from ifshm_ray.sim.catalog import load_catalog
 
         desc = {"encoder": self.encoder.model_dump(), "finetune": self.finetune.model_dump(),
+                "real": self.real.model_dump(),
                 "catalog": load_catalog().sha256, "split": self.split}
         return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -130,7 +130,7 @@ class SemanticEncoder(nn.Module):
     encoder not fine-tuned on a split)."""
 
     def __init__(self, config: EncoderConfig, fault_types: Sequence[str], backbone, tokenizer,
-                 split: str | None = None):
+                 split: str | None = None, tasks: dict[str, Sequence[str]] | None = None):
         super().__init__()
         self.config = config.validate()
         if not fault_types:
@@ -153,6 +153,9 @@ class SemanticEncoder(nn.Module):
         self.feat_proj = nn.Linear(fdim, d)
         self.out_norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, c)
+        # one head per real data set's label set (multi-task fine-tuning, issue 14): task name -> class names
+        self.tasks = {k: list(v) for k, v in (tasks or {}).items()}
+        self.task_heads = nn.ModuleDict({k: nn.Linear(d, len(v)) for k, v in self.tasks.items()})
         self.register_buffer("feat_mean", torch.zeros(fdim))
         self.register_buffer("feat_std", torch.ones(fdim))
         self.register_buffer("temperature", torch.ones(1))
@@ -167,7 +170,8 @@ class SemanticEncoder(nn.Module):
     # ----- construction ------------------------------------------------------------------------------------------
     @classmethod
     def build(cls, config: EncoderConfig, fault_types: Sequence[str], backbone=None, tokenizer=None,
-              with_adapter: bool = True, split: str | None = None) -> "SemanticEncoder":
+              with_adapter: bool = True, split: str | None = None,
+              tasks: dict[str, Sequence[str]] | None = None) -> "SemanticEncoder":
         """Load the backbone named by ``config.model`` (unless given) and wrap it in the configured adapter."""
         config = config.validate()
         if backbone is None or tokenizer is None:
@@ -179,7 +183,7 @@ class SemanticEncoder(nn.Module):
                                         num_virtual_tokens=config.num_virtual_tokens,
                                         last_layers=config.lora_layers)
         torch.manual_seed(config.seed)
-        return cls(config, fault_types, backbone, tokenizer, split=split)
+        return cls(config, fault_types, backbone, tokenizer, split=split, tasks=tasks)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -288,6 +292,12 @@ class SemanticEncoder(nn.Module):
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         return self.head(states)
 
+    def task_logits(self, states: torch.Tensor, task: str) -> torch.Tensor:
+        """Logits of the real data set's head ``task`` (:attr:`tasks`) over its classes."""
+        if task not in self.task_heads:
+            raise KeyError(f"no head for task {task!r}; this encoder has {sorted(self.tasks) or 'none'}")
+        return self.task_heads[task](states)
+
     # ----- fitting the numeric parts -----------------------------------------------------------------------------
     def fit_feature_norm(self, features: np.ndarray) -> None:
         """Standardise the numeric features with the training set's mean and std."""
@@ -353,7 +363,7 @@ class SemanticEncoder(nn.Module):
         save_file(self.head_state_dict(), str(directory / "heads.safetensors"))
         meta = {"config": self.config.to_dict(), "fault_types": self.fault_types,
                 "feature_dim": self.modal.feature_dim, "hidden_size": self.hidden_size, "pooling": self.pooling,
-                "split": self.split, "format": "ifshm.encoder/v1"}
+                "split": self.split, "tasks": self.tasks, "format": "ifshm.encoder/v1"}
         (directory / "encoder.json").write_text(json.dumps(meta, indent=2))
         (directory / "miner.bin").write_bytes(self.modal.miner_state())
         ad.save_adapter(self.backbone, directory / ad.ADAPTER_DIRNAME)
@@ -381,7 +391,8 @@ class SemanticEncoder(nn.Module):
             ad.apply_adapter(backbone, "none")
         from ifshm_ray.sim.catalog import LEGACY_SPLIT
 
-        enc = cls(config, meta["fault_types"], backbone, tokenizer, split=meta.get("split") or LEGACY_SPLIT)
+        enc = cls(config, meta["fault_types"], backbone, tokenizer, split=meta.get("split") or LEGACY_SPLIT,
+                  tasks=meta.get("tasks") or None)
         state = load_file(str(directory / "heads.safetensors"))
         result = enc.load_state_dict(state, strict=False)
         bad = [k for k in result.missing_keys if not k.startswith("backbone.")]

@@ -14,11 +14,64 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def read_split(path: str | Path, split: str) -> list[dict]:
+def read_split(path: str | Path, split: str, column: str = "split") -> list[dict]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, filters=[("split", "=", split)])
+    table = pq.read_table(path, filters=[(column, "=", split)])
     return table.to_pylist()
+
+
+def refit_task_heads(model, real_train: dict[str, list[dict]], l2: float, batch: int = 32) -> None:
+    """Each task head := an L2 logistic regression on the frozen states of its training part (standardisation
+    folded into the linear layer); a class absent from the training part gets a bias of -30 (never predicted)."""
+    import torch
+
+    from ifshm_ray.encoding.linear import LogisticRegression
+
+    model.eval()
+    for task, recs in real_train.items():
+        with torch.no_grad():
+            S = np.concatenate([model([to_context(r) for r in recs[i:i + batch]]).cpu().numpy()
+                                for i in range(0, len(recs), batch)])
+        y = np.asarray([r["label_id"] for r in recs])
+        lr = LogisticRegression(l2=l2).fit(S, y)
+        k = len(model.tasks[task])
+        W = np.zeros((k, S.shape[1]))
+        b = np.full(k, -30.0)
+        Wc = lr.W / lr.std[:, None]                      # [d, present classes]
+        W[lr.classes_] = Wc.T
+        b[lr.classes_] = lr.b - lr.mean @ Wc
+        head = model.task_heads[task]
+        with torch.no_grad():
+            head.weight.copy_(torch.as_tensor(W, dtype=head.weight.dtype))
+            head.bias.copy_(torch.as_tensor(b, dtype=head.bias.dtype))
+
+
+def evaluate_tasks(model, real_dataset: str | Path, tasks: dict, batch: int = 32) -> dict:
+    """Macro-F1 and accuracy of every real task's head on its held-out part (``part == 'holdout'``)."""
+    import torch
+
+    from ifshm_ray.encoding.calibration import macro_f1
+
+    by_task: dict[str, list[dict]] = {}
+    for r in read_split(real_dataset, "holdout", column="part"):
+        by_task.setdefault(r["task"], []).append(r)
+    out = {}
+    model.eval()
+    with torch.no_grad():
+        for task in sorted(tasks):
+            recs = by_task.get(task, [])
+            if not recs:
+                continue
+            pred = []
+            for i in range(0, len(recs), batch):
+                s = model([to_context(r) for r in recs[i:i + batch]])
+                pred += model.task_logits(s, task).argmax(1).cpu().tolist()
+            y = np.asarray([r["label_id"] for r in recs])
+            pred = np.asarray(pred)
+            out[task] = {"macro_f1": macro_f1(y, pred, labels=sorted(set(y.tolist()))),
+                         "accuracy": float((pred == y).mean()), "n": int(len(y))}
+    return out
 
 
 def to_context(rec: dict):
@@ -84,8 +137,16 @@ def train_worker(job: dict) -> None:
     enc_cfg = EncoderConfig(**job["encoder"])
     labels = job["labels"]
 
+    tasks = job.get("tasks") or {}
+    real_train: dict[str, list[dict]] = {}
+    if job.get("real_dataset"):
+        for r in read_split(job["real_dataset"], "train", column="part"):
+            real_train.setdefault(r["task"], []).append(r)
+    real_weight = float((job.get("real") or {}).get("loss_weight", 1.0))
+    real_batch = int((job.get("real") or {}).get("batch_size", 16))
+
     def build():
-        m = SemanticEncoder.build(enc_cfg, labels, split=job.get("split"))
+        m = SemanticEncoder.build(enc_cfg, labels, split=job.get("split"), tasks=tasks)
         m.modal.load_miner_state(Path(job["miner"]).read_bytes())
         m.fit_feature_norm(np.stack([r["features"] for r in train]))
         return m
@@ -116,6 +177,16 @@ def train_worker(job: dict) -> None:
             _, logits = engine([to_context(r) for r in recs], with_logits=True)
             y = torch.as_tensor([r["label_id"] for r in recs], device=logits.device)
             loss = torch.nn.functional.cross_entropy(logits, y)
+            # multi-task: one batch of each real data set's training part through its own head
+            rng = np.random.default_rng([1000 + epoch, step, rank])
+            for task in sorted(real_train):
+                rows = real_train[task]
+                pick = rng.choice(len(rows), size=min(real_batch, len(rows)), replace=False)
+                rr = [rows[i] for i in pick]
+                states = engine([to_context(r) for r in rr])
+                yt = torch.as_tensor([r["label_id"] for r in rr], device=states.device)
+                tl = torch.nn.functional.cross_entropy(engine.module.task_logits(states, task), yt)
+                loss = loss + real_weight * tl
             engine.backward(loss)
             engine.step()
             losses.append(float(loss.detach()))
@@ -167,8 +238,16 @@ def train_worker(job: dict) -> None:
             "eval_contexts_per_s": (len(train) + len(val) + len(test)) / max(eval_time, 1e-9),
             "n_train": len(train), "n_val": len(val), "n_test": len(test),
         })
+        if job.get("real_dataset"):
+            metrics["real_tasks_joint"] = evaluate_tasks(final, job["real_dataset"], tasks)
+            if (job.get("real") or {}).get("refit_heads", True):
+                refit_task_heads(final, real_train, float(job["real"].get("head_l2", 1e-2)))
+            metrics["real_tasks"] = evaluate_tasks(final, job["real_dataset"], tasks)
         tmp = Path(tempfile.mkdtemp(prefix="enc-ckpt-"))
         final.save(tmp)
+        if job.get("real_dataset"):  # the tasks and their held-out rows travel with the checkpoint
+            src = Path(job["real_dataset"]).parent / "real_tasks.json"
+            (tmp / "real_tasks.json").write_text(src.read_text())
         (tmp / "train_metrics.json").write_text(json.dumps(metrics))
         checkpoint = ray.train.Checkpoint.from_directory(str(tmp))
     ray.train.report(metrics, checkpoint=checkpoint)
