@@ -17,6 +17,9 @@ A trained policy is given as
 `checkpoint:PATH` (PATH = a policy bundle or the --out directory of jobs/train.py), labelled `ppo` unless given as
 `NAME=checkpoint:PATH`; labels must be unique (two checkpoints need a NAME each). Every policy meets the same
 incidents (seeds depend on seed, fault and episode index).
+`gated:PATH` (label `gated` unless named) evaluates the checkpoint behind the meta-controller's gate
+(ifshm_ray/eval/gated.py: PATH holds meta_state.json and diagnoser.json); its episodes say who acted and its
+metrics.json has `deferral_rate` and `actor_shares`.
 `--split NAME` (default: the simulator config's `split`, `handpicked` unless set) picks the named known/unknown split
 (ifshm_ray/sim/data/splits.yaml) that `--faults known|unknown` refer to; a checkpoint trained on another split is
 refused (bundles that record no split count as `handpicked`).
@@ -92,14 +95,14 @@ def parse_policies(spec: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
         label, _, pol = item.rpartition("=") if "=" in item.split(":", 1)[0] else ("", "", item)
-        if not (pol in BASELINES or pol.startswith("checkpoint:")):
-            raise SystemExit(f"error: unknown policy {pol!r}; valid: {list(BASELINES)}, checkpoint:PATH or "
-                             f"NAME=checkpoint:PATH")
-        if pol.startswith("checkpoint:"):
+        if not (pol in BASELINES or pol.startswith(("checkpoint:", "gated:"))):
+            raise SystemExit(f"error: unknown policy {pol!r}; valid: {list(BASELINES)}, checkpoint:PATH, "
+                             f"gated:PATH or NAME=checkpoint:PATH")
+        if pol.startswith(("checkpoint:", "gated:")):
             path = pol.split(":", 1)[1]
             if not Path(path).exists():
                 raise SystemExit(f"error: checkpoint path {path!r} does not exist")
-        label = label or ("ppo" if pol.startswith("checkpoint:") else pol)
+        label = label or ("ppo" if pol.startswith("checkpoint:") else "gated" if pol.startswith("gated:") else pol)
         if label in out:
             raise SystemExit(f"error: two policies are labelled {label!r} ({out[label]} and {pol}); give each "
                              "checkpoint its own label, e.g. a=checkpoint:PATH_A,b=checkpoint:PATH_B")
@@ -134,7 +137,7 @@ def main(argv=None) -> dict[str, dict]:
     except (ConfigError, CatalogError) as e:
         raise SystemExit(f"error: {e}")
     for label, pol in policies.items():  # a policy trained on another split must not be scored on this one
-        if pol.startswith("checkpoint:"):
+        if pol.startswith(("checkpoint:", "gated:")):
             try:
                 check_bundle_split(pol.split(":", 1)[1], sim_cfg.split, f"jobs/evaluate.py (--split {sim_cfg.split})")
             except PolicyBundleError as e:
@@ -177,7 +180,8 @@ def main(argv=None) -> dict[str, dict]:
             results[label], records[label] = m, recs
             print(f"[{fault_set}/{label}] MTTR {_s(m['mttr_mean_s'])} (p95 {_s(m['mttr_p95_s'])}), mitigate "
                   f"{_s(m['time_to_mitigate_mean_s'])}, success {_pct(m['success_rate'])}, escalated "
-                  f"{_pct(m['escalation_rate'])}, false actions {_pct(m['false_action_rate'])}", flush=True)
+                  f"{_pct(m['escalation_rate'])}, false actions {_pct(m['false_action_rate'])}"
+                  + (f", deferred {_pct(m['deferral_rate'])}" if "deferral_rate" in m else ""), flush=True)
         all_results[fault_set], all_records[fault_set] = results, records
     if len(policies) > 1 or len(jobs) > 1:
         path = write_report(out, all_results, " ".join(["python", "jobs/evaluate.py"] + (argv or sys.argv[1:])),

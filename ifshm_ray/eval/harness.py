@@ -69,7 +69,13 @@ def make_policy(spec: str, seed: int = 0, env: FaultInjectionEnv | None = None) 
     """``oracle | runbook | runbook-full | runbook-instant | nearest-known | escalate-first | random |
     checkpoint:PATH``; the baselines use ``env``'s simulator config (its split: the blind runbooks and nearest-known
     know only its known fault types). A checkpoint must fit ``env``'s action space (topology) and observation size,
-    otherwise a clear error says so."""
+    otherwise a clear error says so. ``gated:PATH``: the checkpoint behind the meta-controller's gate
+    (:mod:`ifshm_ray.eval.gated`)."""
+    if spec.startswith("gated:"):
+        from ifshm_ray.eval.gated import make_gated_policy
+
+        path = spec.split(":", 1)[1]
+        return make_gated_policy(make_policy("checkpoint:" + path, seed, env), path, env)
     if spec.startswith("checkpoint:"):
         from ifshm_ray.policy.bundle import PolicyBundleError, action_space_hash_of_env, load_policy_bundle
 
@@ -87,7 +93,7 @@ def make_policy(spec: str, seed: int = 0, env: FaultInjectionEnv | None = None) 
         return _BundlePolicy(bundle, spec)
     if spec in BASELINES:
         return make_baseline(spec, seed, env.sim_cfg if env is not None else None)
-    raise ValueError(f"unknown policy {spec!r}; valid: {list(BASELINES)} or checkpoint:PATH")
+    raise ValueError(f"unknown policy {spec!r}; valid: {list(BASELINES)}, checkpoint:PATH or gated:PATH")
 
 
 class _BundlePolicy(Policy):
@@ -146,6 +152,9 @@ def run_episode(env: FaultInjectionEnv, policy: Policy, fault: Fault, seed: int)
            "timed_out": bool(trunc and not info["escalated"] and not fault_free),
            "harmful_actions": info["harmful_actions"], "actions": info["actions"],
            "false_action": bool(fault_free and info["actions"] > 0), "return": ret}
+    from ifshm_ray.eval.gated import gate_fields
+
+    rec.update(gate_fields(policy))  # a gated policy: who acted, deferred, novel, unknown score
     return rec
 
 
@@ -179,10 +188,11 @@ def evaluate(policy_spec: str, faults: list[str], episodes: int, seed: int, sim_
             raise ValueError(f"evaluation episode seeds {clash[:5]} are nearest-known calibration seeds; evaluate "
                              "with another --seed")
         load_prototypes(sim_cfg)
-    if policy_spec.startswith("checkpoint:"):  # fail fast, here, with a clear message (topology, obs size, files)
-        from pathlib import Path
+    if policy_spec.startswith(("checkpoint:", "gated:")):  # fail fast, here, with a clear message (topology, obs
+        from pathlib import Path  # size, files)
 
-        policy_spec = "checkpoint:" + str(Path(policy_spec.split(":", 1)[1]).expanduser().resolve())  # for workers
+        kind, _, where = policy_spec.partition(":")
+        policy_spec = f"{kind}:" + str(Path(where).expanduser().resolve())  # for workers
         make_policy(policy_spec, seed, FaultInjectionEnv({**cfg, "render_telemetry": False}))
     if not use_ray:
         out = []
@@ -259,7 +269,14 @@ def summarise(records: list[dict], policy: str, fault_set: str, time_limit_s: fl
         "note": "episodes that never recovered count in MTTR at the time limit; escalated ones at the human's fix; "
                 "fault-free episodes count only in false_action_rate",
         "per_fault": per_fault,
+        **_gate_summary(records),
     }
+
+
+def _gate_summary(records: list[dict]) -> dict:
+    from ifshm_ray.eval.gated import gate_summary
+
+    return gate_summary(records)
 
 
 def _nanmean(x) -> float:

@@ -1,8 +1,8 @@
 """The gate as a policy (the baselines' ``Policy`` interface): for evaluation and the continual protocol.
 
 :class:`GatedPolicy` wraps the learned policy, the blind runbook and a :class:`~ifshm_ray.meta.controller.MetaController`.
-Until the first alarm of an incident it lets the policy act (every actor only observes then); at the first window
-with an alarm it asks the diagnoser for the unknown score (and the state vector, if it has one) and the
+Until the first alarm of an incident (a firing one, or any with ``meta.config.decide_on = "pending"``) it lets the
+policy act (every actor only observes then); at the first window with such an alarm it asks the diagnoser for the unknown score (and the state vector, if it has one) and the
 meta-controller for the decision, which holds for the rest of the incident:
 
 * ``policy``: the policy acts;
@@ -31,6 +31,12 @@ Diagnose = Callable[[dict], "tuple[float | None, np.ndarray | None]"]
 """telemetry window -> (unknown score, semantic state vector or None)."""
 
 
+def deciding_alarms(telemetry: dict, decide_on: str = "firing") -> list[dict]:
+    """The alarms of a window the gate decides on: firing ones, or every one with ``decide_on = "pending"``."""
+    alarms = telemetry.get("alarms") or []
+    return alarms if decide_on == "pending" else [a for a in alarms if a.get("state", "firing") == "firing"]
+
+
 class GatedPolicy(Policy):
     """See the module doc. ``update``: let the meta-controller cluster novel incidents (training, the protocol's
     stream); False in paired evaluations, which must not change it."""
@@ -53,7 +59,7 @@ class GatedPolicy(Policy):
             telemetry = info.get("telemetry")
             if telemetry is None:
                 raise ValueError("GatedPolicy needs info['telemetry'] (an env with render_telemetry on)")
-            if not telemetry.get("alarms"):
+            if not deciding_alarms(telemetry, self.meta.config.decide_on):
                 return np.asarray(self.policy.act(obs, info, env), np.int64)
             score, state = self.diagnose(telemetry)
             self.decision = self.meta.observe(score, state, update=self.update)

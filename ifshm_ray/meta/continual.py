@@ -1,0 +1,826 @@
+"""The continual-adaptation protocol of issue 15 (``jobs/continual.py``): configuration, the pieces, and the run.
+
+Per seed:
+
+1. **Phase 1**: PPO (``jobs/train.py``, the ``train_config``) on the split's known types (``known_types``: a seeded
+   subset for tiny runs; None: all of them). One phase-1 policy per seed, shared by every arm.
+2. **The gate's diagnoser and threshold**: a :class:`~ifshm_ray.meta.diagnose.FeatureDiagnoser` fitted on the first
+   alarm windows of known-type incidents (``gate.fit_seeds`` per type), its threshold calibrated on other known-type
+   windows (``gate.calibration_seeds`` per type) to ``meta.novelty.target_fpr``
+   (:func:`~ifshm_ray.meta.novelty.calibrate`); or the encoder (``gate.encoder``), calibrated the same way.
+3. **Phase 2**, per arm: the split's unknown types arrive one at a time (order drawn with the seed). Each stream
+   incident is a new-type incident with probability ``stream.new_share``, else a known-type one (one seeded draw,
+   the same stream for every arm). The arm's deployed policy (gated or not) handles it; the incident is recorded
+   whoever acted (:func:`~ifshm_ray.meta.gate.record_incident`) and its time to recovery counts in the arm's
+   cumulative unhealthy time. After every ``stream.block`` stream incidents, a learning arm pushes the recorded
+   incidents into its replay (their strata: the gate's clusters) and trains ``stream.iterations_per_block`` PPO
+   iterations (``jobs/train.py --resume``) on an env drawing the current new type with weight ``new_share`` and the
+   known types with the rest (the same env-step budget for every learning arm; scenario replay only ever
+   reweights the known types); then every arm gets a paired evaluation.
+4. **Paired evaluations**: the same incidents (``eval.episodes`` per type, seeds from the seed and the type) for every
+   arm and reference, after phase 1 and after every block: the policy ungated (its own skill) on the eval known
+   types and on every unknown type, and, for a gated arm, gated. The ungated outcomes on unknown-type incidents that
+   the gate flags novel go to the trust table as the policy's (the meta-controller's only source of them).
+
+Arms (``arms``): ``full`` (replay + self-imitation + scenario replay + meta-controller + gate), ``finetune`` (PPO
+fine-tuning without replay, no gate), ``uniform`` (as full with uniform instead of prioritized replay), ``gate_only``
+(the phase-1 policy behind the gate; the trust table learns, the policy does not), ``frozen`` (the phase-1 policy).
+Ablations are arms with other switches (:class:`ArmConfig`). Metrics: :func:`summarise_protocol`.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from ifshm_ray.config import ConfigModel
+from ifshm_ray.meta.config import MetaConfig
+
+
+ROLE_ARMS = ("full", "finetune", "uniform", "gate_only", "frozen")
+"""Arm names the metrics refer to by role (the issue's five arms)."""
+REFERENCE_KEYS = {"runbook": "runbook_unknown_mttr_s", "runbook-full": "runbook_full_unknown_mttr_s",
+                  "nearest-known": "nearest_known_unknown_mttr_s", "escalate-first": "escalate_first_unknown_mttr_s",
+                  "oracle": "oracle_unknown_mttr_s"}
+"""Reference policy -> its metrics.json key (unknown-type MTTR on the paired evaluation incidents)."""
+
+
+# ============================================================================================ configuration
+class ArmConfig(ConfigModel):
+    """One arm of the protocol."""
+
+    name: str
+    """Arm name (``full``, ``finetune``, ``uniform``, ``gate_only``, ``frozen`` are the roles metrics.json names)."""
+    learn: bool = True
+    """Train the policy during phase 2 (False: the phase-1 policy throughout)."""
+    gate: bool = True
+    """Deploy the policy behind the meta-controller's gate (stream and gated evaluations)."""
+    replay: bool = True
+    """Trajectory replay + self-imitation in training (``replay.enabled``), with the meta-controller steering it."""
+    prioritized: bool = True
+    """Prioritized replay (False: uniform, ``replay.buffer.alpha = 0``)."""
+    sil: bool = True
+    """The self-imitation term (False: ``replay.sil.weight = 0``)."""
+    scenario_replay: bool = True
+    """Prioritized level replay over the known types (rehearsal)."""
+    push_stream: bool = True
+    """Push the recorded stream incidents into the replay (their gate clusters' strata)."""
+    imitate_runbook: bool = True
+    """Keep the stream incidents the gate deferred (the runbook's or escalation's actions) in what is pushed
+    (False: the arm without them, to measure how much adaptation came from imitating the runbook)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "ArmConfig":
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"arm name {self.name!r}: use letters, digits, '_' or '-'")
+        if not self.learn and self.replay:
+            raise ValueError(f"arm {self.name!r}: replay needs learn (set replay: false for an arm that does not "
+                             "learn)")
+        return self
+
+
+def default_arms() -> list[ArmConfig]:
+    return [ArmConfig(name="full"),
+            ArmConfig(name="finetune", gate=False, replay=False),
+            ArmConfig(name="uniform", prioritized=False),
+            ArmConfig(name="gate_only", learn=False, replay=False),
+            ArmConfig(name="frozen", learn=False, gate=False, replay=False)]
+
+
+class StreamSection(ConfigModel):
+    """Phase 2's stream of incidents."""
+
+    incidents_per_type: int = Field(200, ge=1)
+    """New-type incidents per unknown type (the issue's cumulative unhealthy time is over the first 200)."""
+    block: int = Field(20, ge=1)
+    """New-type incidents between two learning steps (and paired evaluations)."""
+    new_share: float = Field(0.9, gt=0.0, le=1.0)
+    """Share of new-type incidents in the stream and in the learning env's draws (0.9: the issue's default; 1.0:
+    the stress test)."""
+    iterations_per_block: int = Field(2, ge=1)
+    """PPO iterations (``ppo.train_batch_size`` env steps each) per block, for every learning arm."""
+    seed_offset: int = Field(500_000, ge=0)
+    """Stream incident seeds: from (seed + this, type, index); distinct from the evaluation's."""
+
+
+class EvalSection(ConfigModel):
+    """The paired evaluations."""
+
+    episodes: int = Field(20, ge=1)
+    """Incidents per fault type in each paired evaluation."""
+    seed_offset: int = Field(900_000, ge=0)
+    """Evaluation incident seeds: from (seed + this, type, index); the same for every arm and reference."""
+
+
+class GateSection(ConfigModel):
+    """The gate's diagnoser and threshold."""
+
+    encoder: str | None = None
+    """A fine-tuned encoder checkpoint (its unknown score and state); None: the numeric
+    :class:`~ifshm_ray.meta.diagnose.FeatureDiagnoser` (no LM)."""
+    fit_seeds: int = Field(10, ge=1)
+    """Known-type incidents per type whose first-alarm windows fit the feature diagnoser's prototypes."""
+    calibration_seeds: int = Field(10, ge=1)
+    """Known-type incidents per type whose first-alarm windows calibrate the threshold (other seeds)."""
+    seed_offset: int = Field(700_000, ge=0)
+    """Fit seeds start here, calibration seeds follow them."""
+    prototype_quantile: float = Field(0.95, gt=0.0, le=1.0)
+    """Radius of a feature prototype: this quantile of its windows' cosine distances."""
+
+
+class BootstrapSection(ConfigModel):
+    """Bootstrap confidence intervals of paired differences (over seeds, then incidents within each seed)."""
+
+    samples: int = Field(2000, ge=100)
+    """Bootstrap resamples."""
+    seed: int = 0
+    """Seed of the resampling."""
+
+
+class ContinualConfig(ConfigModel):
+    """Top level of ``configs/continual*.yaml``."""
+
+    train_config: str = "configs/demo.yaml"
+    """The training config (``jobs/train.py``'s YAML) of phase 1 and of every learning step; ``env``, ``replay``
+    and ``meta`` are set by the protocol, the rest (policy, ppo, runners) is used as it is."""
+    train_overrides: list[str] = Field(default_factory=list)
+    """``section.key=value`` overrides of the training config."""
+    split: str = "handpicked"
+    """Named known/unknown split (``ifshm_ray/sim/data/splits.yaml``)."""
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    """Protocol seeds (phase-1 training, stream order, incidents)."""
+    known_types: int | None = Field(None, ge=2)
+    """A seeded subset of this many known types for phase 1 and the evaluations (tiny runs); None: all."""
+    novel_types: int | None = Field(None, ge=1)
+    """The first this many unknown types of the seeded stream order (tiny runs); None: all."""
+    phase1_iterations: int = Field(30, ge=1)
+    """PPO iterations of phase 1."""
+    stream: StreamSection = Field(default_factory=StreamSection)
+    """Phase 2's stream."""
+    eval: EvalSection = Field(default_factory=EvalSection)
+    """The paired evaluations."""
+    gate: GateSection = Field(default_factory=GateSection)
+    """The gate's diagnoser and threshold."""
+    meta: MetaConfig = Field(default_factory=lambda: MetaConfig(enabled=True))
+    """The meta-controller (novelty target rate, clustering, trust, steering)."""
+    arms: list[ArmConfig] = Field(default_factory=default_arms)
+    """The arms (names unique)."""
+    references: list[str] = Field(default_factory=lambda: list(REFERENCE_KEYS))
+    """Reference policies evaluated on the same incidents; names this checkout does not have are reported as
+    missing (null metrics), not run."""
+    cumulative_window: int = Field(200, ge=1)
+    """Cumulative unhealthy time counts the first this many new-type incidents of each type."""
+    bootstrap: BootstrapSection = Field(default_factory=BootstrapSection)
+    """Confidence intervals."""
+    ray_num_cpus: int | None = Field(None, ge=1)
+    """CPUs of the local Ray the job starts (None: all of this machine's; ignored when joining a cluster)."""
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, value: str) -> str:
+        from ifshm_ray.sim.catalog import CatalogError, load_catalog
+
+        try:
+            return load_catalog().check_split(value)
+        except CatalogError as e:
+            raise ValueError(str(e)) from None
+
+    @model_validator(mode="after")
+    def _check(self) -> "ContinualConfig":
+        names = [a.name for a in self.arms]
+        if not names:
+            raise ValueError("arms: give at least one arm")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"arms: names must be unique, {dup} repeated")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be distinct integers >= 0, got {self.seeds}")
+        if self.stream.block > self.stream.incidents_per_type:
+            raise ValueError(f"stream.block ({self.stream.block}) must be <= stream.incidents_per_type "
+                             f"({self.stream.incidents_per_type})")
+        from ifshm_ray.sim.catalog import load_catalog
+
+        cat = load_catalog()
+        if self.known_types is not None and self.known_types > len(cat.known_in(self.split)):
+            raise ValueError(f"known_types = {self.known_types} but split {self.split!r} has "
+                             f"{len(cat.known_in(self.split))} known types")
+        if self.novel_types is not None and self.novel_types > len(cat.unknown_in(self.split)):
+            raise ValueError(f"novel_types = {self.novel_types} but split {self.split!r} has "
+                             f"{len(cat.unknown_in(self.split))} unknown types")
+        return self
+
+
+# ============================================================================================ small pieces
+def incident_seed(seed: int, fault: str, i: int) -> int:
+    """The seed of incident ``i`` of ``fault`` under protocol seed ``seed`` (as the evaluation harness)."""
+    return (seed * 1_000_003 + zlib.crc32(fault.encode()) * 7919 + i) % (2**31 - 1)
+
+
+def draw_types(cfg: ContinualConfig, seed: int) -> tuple[list[str], list[str]]:
+    """(known types used, unknown types in stream order) for one seed."""
+    from ifshm_ray.sim.catalog import load_catalog
+
+    cat = load_catalog()
+    known, unknown = sorted(cat.known_in(cfg.split)), sorted(cat.unknown_in(cfg.split))
+    rng = np.random.default_rng([seed, 15])
+    order = [unknown[i] for i in rng.permutation(len(unknown))][: cfg.novel_types or len(unknown)]
+    if cfg.known_types is not None:
+        known = sorted(known[i] for i in rng.choice(len(known), cfg.known_types, replace=False))
+    return known, order
+
+
+def stream_plan(cfg: ContinualConfig, seed: int, known: Sequence[str],
+                order: Sequence[str]) -> list[list[tuple[str, int, bool]]]:
+    """Per new type, its stream: ``[(fault, incident seed, is_new), ...]`` with ``incidents_per_type`` new-type
+    incidents and, between them, known-type ones at ``1 - new_share`` (one seeded draw, the same for every arm)."""
+    rng = np.random.default_rng([seed, 16])
+    s = cfg.stream
+    plan = []
+    for t, fault in enumerate(order):
+        items, new, k = [], 0, 0
+        while new < s.incidents_per_type:
+            if rng.random() < s.new_share:
+                items.append((fault, incident_seed(seed + s.seed_offset, fault, new), True))
+                new += 1
+            else:
+                kf = known[int(rng.integers(len(known)))]
+                items.append((kf, incident_seed(seed + s.seed_offset + 1, f"{fault}/{kf}", k), False))
+                k += 1
+        plan.append(items)
+    return plan
+
+
+def blocks(items: Sequence[tuple[str, int, bool]], block: int) -> list[list[tuple[str, int, bool]]]:
+    """Cut a type's stream after every ``block`` new-type incidents (the known ones go with the block they are
+    in)."""
+    out, cur, new = [], [], 0
+    for it in items:
+        cur.append(it)
+        new += it[2]
+        if new == block:
+            out.append(cur)
+            cur, new = [], 0
+    if cur:
+        out.append(cur)
+    return out
+
+
+def paired_bootstrap(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], samples: int, seed: int,
+                     relative: bool = False) -> dict[str, Any]:
+    """Mean difference mean(a) - mean(b) (``relative``: mean(a) / mean(b) - 1) of paired outcomes, grouped by seed
+    (``a[s][i]`` and ``b[s][i]`` are the same incident), with a 95% percentile interval from resampling seeds, then
+    incidents within each drawn seed. ``better`` (a lower than b) when the interval lies below 0."""
+    A = [np.asarray(x, np.float64) for x in a]
+    B = [np.asarray(x, np.float64) for x in b]
+    if not A or len(A) != len(B) or any(x.shape != y.shape or x.size == 0 for x, y in zip(A, B)):
+        raise ValueError("paired_bootstrap needs the same non-empty incidents per seed in both arms")
+
+    def stat(xs, ys):
+        ma, mb = np.mean(np.concatenate(xs)), np.mean(np.concatenate(ys))
+        return (ma / mb - 1.0) if relative else (ma - mb)
+
+    rng = np.random.default_rng(seed)
+    point = float(stat(A, B))
+    reps = np.empty(samples)
+    for k in range(samples):
+        ss = rng.integers(len(A), size=len(A))
+        xs, ys = [], []
+        for s in ss:
+            idx = rng.integers(A[s].size, size=A[s].size)
+            xs.append(A[s][idx])
+            ys.append(B[s][idx])
+        reps[k] = stat(xs, ys)
+    lo, hi = (float(v) for v in np.percentile(reps, [2.5, 97.5]))
+    return {"mean": point, "ci95": [lo, hi], "better": hi < 0.0, "worse": lo > 0.0,
+            "seeds": len(A), "incidents": int(sum(x.size for x in A))}
+
+
+def time_to_adapt(points: Sequence[tuple[int, float]], runbook_mttr: float, consecutive: int = 2) -> int | None:
+    """New-type episodes seen until the type's MTTR is at or below the runbook's in ``consecutive`` consecutive
+    paired evaluations: ``points`` = [(episodes seen, MTTR), ...] in order; the count at the first of them; None
+    when it never happens (censored at the stream's end)."""
+    run = 0
+    for k, (n, m) in enumerate(points):
+        run = run + 1 if m <= runbook_mttr else 0
+        if run >= consecutive:
+            return int(points[k - consecutive + 1][0])
+    return None
+
+
+def make_stream_env(config: dict | None = None):
+    """Env entry point of phase 2's learning: :func:`ifshm_ray.env.make_vector_env` whose simulator draws the
+    first fault with ``config["fault_weights"]`` (new type / known types) instead of the catalog frequencies."""
+    from ifshm_ray.env import make_vector_env
+    from ifshm_ray.policy.replay import simulators
+
+    config = dict(config or {})
+    weights = config.pop("fault_weights", None)
+    env = make_vector_env(config)
+    if weights:
+        for sim in {id(s): s for s, _ in simulators(env)}.values():
+            sim.set_fault_weights(weights)
+    return env
+
+
+# ============================================================================================ policies
+class ModulePolicy:
+    """A loaded policy bundle as a baselines ``Policy`` (deterministic)."""
+
+    name = "ppo"
+
+    def __init__(self, bundle) -> None:
+        self.bundle = bundle
+
+    def reset(self, env, episode_seed: int | None = None) -> None:
+        pass
+
+    def act(self, obs, info, env):
+        return np.asarray(self.bundle.act(obs, deterministic=True), np.int64)
+
+
+def reference_policy(name: str, sim_cfg: Any = None):
+    """A reference by name for the simulator config ``sim_cfg`` (its split: the blind runbooks and nearest-known
+    know only its known types); None when this checkout has no such baseline."""
+    from ifshm_ray.baselines import BASELINES, make_baseline
+
+    return make_baseline(name, 0, sim_cfg) if name in BASELINES else None
+
+
+def run_incidents(env, policy, incidents: Sequence[tuple[str, int]]) -> list[dict]:
+    """One :func:`~ifshm_ray.eval.harness.run_episode` record per ``(fault, seed)``."""
+    from ifshm_ray.eval.harness import run_episode
+
+    return [run_episode(env, policy, f, s) for f, s in incidents]
+
+
+def mean_mttr(records: Sequence[dict], faults: Sequence[str] | None = None) -> float | None:
+    xs = [r["mttr_s"] for r in records if faults is None or r["fault"] in faults]
+    return float(np.mean(xs)) if xs else None
+
+
+# ============================================================================================ the run
+_TRAIN_JOB = None
+
+
+def _train_job():
+    """``jobs/train.py`` as a module (imported by path: ``jobs/`` is not a package)."""
+    global _TRAIN_JOB
+    if _TRAIN_JOB is None:
+        import importlib.util
+
+        path = Path(__file__).resolve().parents[2] / "jobs" / "train.py"
+        spec = importlib.util.spec_from_file_location("ifshm_jobs_train", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules.setdefault("ifshm_jobs_train", mod)
+        spec.loader.exec_module(mod)
+        _TRAIN_JOB = mod
+    return _TRAIN_JOB
+
+
+class Protocol:
+    """One protocol run into ``out`` (see the module doc). ``progress``: a line per step."""
+
+    def __init__(self, cfg: ContinualConfig, out: str | Path, progress: Callable[[str], None] = print) -> None:
+        from ifshm_ray.config import load_config
+        from ifshm_ray.policy.config import TrainConfig
+
+        self.cfg = cfg
+        self.out = Path(out).resolve()
+        self.progress = progress
+        self.t0 = time.time()
+        path = Path(cfg.train_config)
+        if not path.is_file():
+            raise FileNotFoundError(f"train_config {cfg.train_config!r} does not exist")
+        self.base_train = load_config(TrainConfig, path, cfg.train_overrides).to_dict()
+        env_cfg = dict(self.base_train["env"]["config"])
+        env_cfg.pop("faults", None)
+        env_cfg.pop("seed", None)
+        env_cfg["split"] = cfg.split
+        self.sim_config = {k: v for k, v in env_cfg.items() if k not in ("render_telemetry", "mine_logs")}
+
+    def runbook(self):
+        """The blind runbook of the protocol's split: where the gate defers to."""
+        return reference_policy("runbook", self.env.sim_cfg)
+
+    def log(self, msg: str) -> None:
+        self.progress(f"[continual {time.time() - self.t0:6.0f}s] {msg}")
+
+    # ---------------------------------------------------------------- training through jobs/train.py
+    def _train_dict(self, faults: list[str], iterations: int, seed: int, arm: ArmConfig | None,
+                    weights: dict[str, float] | None) -> dict:
+        """The training config (a dict for :class:`~ifshm_ray.policy.config.TrainConfig`) of one training call."""
+        d = copy.deepcopy(self.base_train)
+        d["env"]["config"] = {**d["env"]["config"], "faults": list(faults), "split": self.cfg.split}
+        if weights:
+            d["env"]["entry_point"] = "ifshm_ray.meta.continual:make_stream_env"
+            d["env"]["config"]["fault_weights"] = dict(weights)
+            d["runners"]["gym_env_vectorize_mode"] = "vector_entry_point"
+        d["run"].update(iterations=int(iterations), seed=int(seed), checkpoint_every=10**6, keep_checkpoints=1,
+                        max_wall_s=1e9)
+        replay = bool(arm is not None and arm.replay)
+        d["replay"]["enabled"] = replay
+        d["meta"] = {**self.cfg.meta.to_dict(), "enabled": replay}
+        if replay:
+            d["replay"]["buffer"]["gamma"] = d["ppo"]["gamma"]
+            if not arm.prioritized:
+                d["replay"]["buffer"]["alpha"] = 0.0
+            if not arm.sil:
+                d["replay"]["sil"]["weight"] = 0.0
+            d["replay"]["scenario_replay"] = arm.scenario_replay
+            d["meta"]["known_stratum"] = d["replay"]["buffer"]["known_stratum"]
+            d["meta"]["calibration"] = str(self.calibration_path)
+        return d
+
+    def _train(self, out: Path, d: dict, resume: bool) -> dict:
+        """``jobs/train.py --config OUT/train_config.yaml --out OUT [--resume OUT]`` in this process."""
+        from ifshm_ray.config import ConfigError
+        from ifshm_ray.policy.config import TrainConfig
+
+        try:
+            TrainConfig.from_dict(d, source="continual training config")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "train_config.yaml"
+        path.write_text(yaml.safe_dump(d, sort_keys=False))
+        argv = ["--config", str(path), "--out", str(out)] + (["--resume", str(out)] if resume else [])
+        return _train_job().main(argv)
+
+    def _newest_checkpoint(self, out: Path) -> Path:
+        ckpts = sorted(p for p in (out / "checkpoints").glob("iter_*") if (p / "rllib_checkpoint.json").is_file())
+        if not ckpts:
+            raise FileNotFoundError(f"no checkpoint under {out / 'checkpoints'}")
+        return ckpts[-1]
+
+    def _push_stream(self, out: Path, d: dict, episodes: list[tuple[str, Any]], levels: list[str]) -> int:
+        """Push recorded stream incidents into the arm's replay state (the newest checkpoint's), so that the next
+        ``jobs/train.py --resume`` starts with them."""
+        import ray
+
+        from ifshm_ray.policy.config import TrainConfig
+        from ifshm_ray.replay.actor import get_or_create_replay_actor
+
+        if not episodes:
+            return 0
+        tc = TrainConfig.from_dict(d, source="continual training config")
+        buf = tc.replay.buffer
+        ckpt = self._newest_checkpoint(out)
+        from ifshm_ray.replay.actor import STATE_FILE
+
+        has_state = (ckpt / STATE_FILE).is_file()  # none yet right after phase 1 (trained without replay)
+        actor = get_or_create_replay_actor(buf, state_dir=str(out / "replay"),
+                                           restore_from=str(ckpt) if has_state else None,
+                                           levels=levels or None, level_config=tc.replay.level_sampler)
+        groups: dict[str, list] = {}
+        for stratum, ep in episodes:
+            groups.setdefault(stratum, []).append(ep)
+        ray.get(actor.push_many.remote(sorted(groups.items()), source=0))
+        stored = ray.get(actor.flush.remote()) if buf.deterministic else len(episodes)
+        ray.get(actor.save.remote(str(ckpt)))
+        ray.kill(actor, no_restart=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:  # the name must be free before jobs/train.py gets-or-creates it
+            try:
+                ray.get_actor(buf.actor_name)
+                time.sleep(0.2)
+            except ValueError:
+                break
+        return int(stored)
+
+    def run_seed(self, seed: int) -> dict:
+        from ifshm_ray.env import FaultInjectionEnv
+        from ifshm_ray.meta.diagnose import EncoderDiagnoser, FeatureDiagnoser, first_alarm_windows
+        from ifshm_ray.meta.novelty import calibrate
+        from ifshm_ray.policy.bundle import load_policy_bundle
+
+        cfg = self.cfg
+        root = self.out / f"seed_{seed}"
+        known, order = draw_types(cfg, seed)
+        self.log(f"seed {seed}: {len(known)} known types, stream order {order}")
+        self.env = FaultInjectionEnv({**self.sim_config, "render_telemetry": True, "faults": "all"})
+
+        # ---- phase 1
+        p1 = root / "phase1"
+        self.log(f"seed {seed}: phase 1, {cfg.phase1_iterations} PPO iterations on the known types")
+        self._train(p1, self._train_dict(known, cfg.phase1_iterations, seed, None, None), resume=False)
+
+        # ---- the gate's diagnoser and threshold, on the windows the gate will see: the phase-1 policy acts until
+        # the first firing alarm. Tiny run (configs/continual_tiny.yaml, seed 0): calibrated under observe actions,
+        # 7 of 8 known and 3 of 4 unknown evaluation incidents were flagged novel; calibrated with the policy
+        # acting, 0 of 8 and 0 of 4 (too few windows to tell which calibration is better)
+        phase1_bundle = load_policy_bundle(p1)
+        phase1_policy = ModulePolicy(phase1_bundle)
+        g = cfg.gate
+        fit_seeds = range(seed * 10_000 + g.seed_offset, seed * 10_000 + g.seed_offset + g.fit_seeds)
+        cal_seeds = range(fit_seeds.stop, fit_seeds.stop + g.calibration_seeds)
+        if g.encoder:
+            diagnose = EncoderDiagnoser(g.encoder)
+        else:
+            diagnose = FeatureDiagnoser.fit(self.sim_config, first_alarm_windows(
+                self.sim_config, known, fit_seeds, decide_on=cfg.meta.decide_on, policy=phase1_policy),
+                                            g.prototype_quantile)
+        cal_windows = first_alarm_windows(self.sim_config, known, cal_seeds, decide_on=cfg.meta.decide_on,
+                                          policy=phase1_policy)
+        calibration = calibrate([diagnose(t)[0] for _, _, t in cal_windows], config=cfg.meta.novelty)
+        self.calibration_path = calibration.save(root / "novelty_calibration.json")
+        self.log(f"seed {seed}: gate threshold {calibration.threshold:.3f} on {len(cal_windows)} known windows "
+                 f"(false-positive rate there {calibration.calibration_fpr:.3f})")
+
+        # ---- paired evaluation incidents and references
+        e = cfg.eval
+        incidents = [(f, incident_seed(seed + e.seed_offset, f, i)) for f in [*known, *order]
+                     for i in range(e.episodes)]
+        refs: dict[str, list[dict] | None] = {}
+        if "nearest-known" in cfg.references:  # its calibration incidents must not be evaluation incidents
+            from ifshm_ray.baselines.config import NearestKnownConfig
+            from ifshm_ray.baselines.nearest import calibration_seeds
+
+            clash = sorted({s for _, s in incidents} & calibration_seeds(NearestKnownConfig(), known))
+            if clash:
+                raise ValueError(f"evaluation incident seeds {clash[:5]} are nearest-known calibration seeds; "
+                                 "change eval.seed_offset")
+        for name in cfg.references:
+            pol = reference_policy(name, self.env.sim_cfg)
+            refs[name] = run_incidents(self.env, pol, incidents) if pol is not None else None
+            self.log(f"seed {seed}: reference {name}: " + ("not in this checkout (null)" if pol is None else
+                     f"unknown-type MTTR {mean_mttr(refs[name], order):.0f} s"))
+
+        self._phase1_ungated = run_incidents(self.env, ModulePolicy(phase1_bundle), incidents)
+        arms: dict[str, dict] = {}
+        plan = stream_plan(cfg, seed, known, order)
+        for arm in cfg.arms:
+            arms[arm.name] = self._run_arm(arm, seed, root, p1, known, order, plan, incidents, calibration,
+                                           diagnose, phase1_bundle)
+        self.env.close()
+        return {"seed": seed, "known": known, "order": order, "incidents": incidents, "references": refs,
+                "calibration": calibration.to_dict(), "arms": arms}
+
+    def _run_arm(self, arm: ArmConfig, seed: int, root: Path, p1: Path, known: list[str], order: list[str],
+                 plan: list, incidents: list, calibration, diagnose, phase1_bundle) -> dict:
+        """Phase 2 of one arm (see the module doc): its stream, learning steps and paired evaluations."""
+        from ifshm_ray.meta.controller import MetaController
+        from ifshm_ray.meta.gate import GatedPolicy, incident_stratum, record_incident
+        from ifshm_ray.policy.bundle import load_policy_bundle
+
+        cfg = self.cfg
+        out = root / arm.name
+        if arm.learn:
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(p1, out)
+        else:  # the phase-1 bundle beside its gate, so that `jobs/evaluate.py --policy gated:OUT` works here too
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(p1 / "policy_bundle", out / "policy_bundle")
+        meta = MetaController(cfg.meta, calibration)
+        diagnose.save(out)
+        bundle = phase1_bundle
+        policy = ModulePolicy(bundle)
+        iterations = cfg.phase1_iterations
+        evals, stream_recs = [], []
+        cache = {"ungated": self._phase1_ungated}  # the phase-1 policy's ungated records (shared by the arms)
+
+        def evaluate(seen: dict[str, int], label: str) -> None:
+            ev = self._evaluate_arm(policy, meta if arm.gate else None, diagnose, incidents, known,
+                                    cache["ungated"])
+            cache["ungated"] = ev["ungated"]
+            evals.append({"label": label, "seen": dict(seen), **ev})
+            unk = mean_mttr(ev["ungated"], order)
+            kn = mean_mttr(ev["ungated"], known)
+            gated = f", gated unknown {mean_mttr(ev['gated'], order):.0f} s" if "gated" in ev else ""
+            self.log(f"seed {seed} arm {arm.name} [{label}]: known MTTR {kn:.0f} s, unknown {unk:.0f} s{gated}")
+
+        seen = {f: 0 for f in order}
+        evaluate(seen, "phase1")
+        meta.set_known_baseline({f: mean_mttr(evals[0]["ungated"], [f]) for f in known})
+        for t, fault in enumerate(order):
+            for b, items in enumerate(blocks(plan[t], cfg.stream.block)):
+                deployed = GatedPolicy(policy, self.runbook(), meta, diagnose, update=True) if arm.gate else policy
+                pushed = []
+                for f, s, is_new in items:
+                    rec = record_incident(self.env, deployed, f, s)
+                    info = rec.info
+                    if arm.gate:
+                        deployed.record_outcome(bool(info["success"]), float(info["mttr_s"]))
+                    if not is_new:
+                        meta.record_known(f, float(info["mttr_s"]))
+                    stream_recs.append({"fault": f, "seed": s, "new": is_new, "mttr_s": float(info["mttr_s"]),
+                                        "success": bool(info["success"]), "type_index": t,
+                                        "actor": rec.decision.actor if rec.decision else "policy",
+                                        "deferred": rec.deferred})
+                    seen[fault] += is_new
+                    if arm.push_stream and (arm.imitate_runbook or not rec.deferred):
+                        pushed.append((incident_stratum(rec, cfg.meta.known_stratum, "novel"), rec.episode))
+                if arm.learn:
+                    weights = {fault: cfg.stream.new_share}
+                    if cfg.stream.new_share < 1.0:
+                        weights.update({k: (1.0 - cfg.stream.new_share) / len(known) for k in known})
+                    faults = [fault, *known] if cfg.stream.new_share < 1.0 else [fault]
+                    ckpt = self._newest_checkpoint(out)
+                    meta.save(ckpt)
+                    n_pushed = 0
+                    iterations += cfg.stream.iterations_per_block
+                    d = self._train_dict(faults, iterations, seed, arm, weights)
+                    if arm.replay:
+                        levels = [k for k in faults if k in known] if arm.scenario_replay else []
+                        n_pushed = self._push_stream(out, d, pushed, levels)
+                    self._train(out, d, resume=True)
+                    if arm.replay:
+                        meta = MetaController.load(self._newest_checkpoint(out))
+                    bundle = load_policy_bundle(out)
+                    policy = ModulePolicy(bundle)
+                    cache["ungated"] = None  # a new policy: run its ungated evaluation
+                    self.log(f"seed {seed} arm {arm.name}: {fault} block {b + 1}: trained to iteration {iterations}"
+                             f" ({n_pushed} recorded incidents stored in the replay)")
+                evaluate(seen, f"{fault}#{b + 1}")
+        meta.save(out)
+        if arm.learn:
+            meta.save(out / "policy_bundle")
+        return {"evals": evals, "stream": stream_recs, "meta": meta.stats(), "dir": str(out)}
+
+    def _evaluate_arm(self, policy, meta, diagnose, incidents, known, ungated: list[dict] | None = None) -> dict:
+        """The paired evaluation of one arm: ungated (``ungated``: the records of the same policy on the same
+        incidents, when already run: the policy is deterministic) and, with ``meta``, gated."""
+        from ifshm_ray.meta.gate import GatedPolicy
+
+        out = {"ungated": ungated if ungated is not None else run_incidents(self.env, policy, incidents)}
+        if meta is not None:
+            gp = GatedPolicy(policy, self.runbook(), meta, diagnose, update=False)
+            recs = []
+            for (f, s), u in zip(incidents, out["ungated"]):
+                r = run_incidents(self.env, gp, [(f, s)])[0]
+                r["cluster"] = gp.decision.cluster if gp.decision is not None else None
+                recs.append(r)
+                if f not in known and r.get("novel"):  # the policy's own skill on that cluster, measured ungated
+                    meta.record(r["cluster"], "policy", bool(u["success"]), float(u["mttr_s"]))
+            out["gated"] = recs
+        return out
+
+
+# ============================================================================================ metrics
+def summarise_protocol(cfg: ContinualConfig, runs: list[dict]) -> dict:
+    """metrics.json from the per-seed runs (see the module doc and issue 15's list)."""
+    bs = cfg.bootstrap
+    names = [a.name for a in cfg.arms]
+    gated_arms = {a.name for a in cfg.arms if a.gate}
+
+    def per_seed(arm: str, which: str, label: str | int, faults_of: Callable[[dict], list[str]]):
+        out = []
+        for run in runs:
+            ev = run["arms"][arm]["evals"]
+            e = ev[label] if isinstance(label, int) else next(x for x in ev if x["label"] == label)
+            fs = set(faults_of(run))
+            out.append([r["mttr_s"] for r in e[which] if r["fault"] in fs])
+        return out
+
+    unk = lambda run: run["order"]  # noqa: E731
+    kn = lambda run: run["known"]  # noqa: E731
+
+    def ref_seed(name: str, faults_of) -> list[list[float]] | None:
+        if any(run["references"].get(name) is None for run in runs):
+            return None
+        return [[r["mttr_s"] for r in run["references"][name] if r["fault"] in set(faults_of(run))] for run in runs]
+
+    def mean(xs) -> float | None:
+        return None if xs is None else float(np.mean(np.concatenate([np.asarray(x, float) for x in xs])))
+
+    def cmp(a, b, relative=False):
+        return None if a is None or b is None else paired_bootstrap(a, b, bs.samples, bs.seed, relative)
+
+    m: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "split": cfg.split, "arms": names}
+    rb_unk, rb_kn = ref_seed("runbook", unk), ref_seed("runbook", kn)
+    for name, key in REFERENCE_KEYS.items():
+        m[key] = mean(ref_seed(name, unk)) if name in cfg.references else None
+    m["missing_references"] = [n for n in cfg.references if ref_seed(n, unk) is None]
+    arm_metrics = {}
+    for a in cfg.arms:
+        am: dict[str, Any] = {}
+        am["unknown_mttr_before_s"] = mean(per_seed(a.name, "ungated", 0, unk))
+        am["unknown_mttr_after_s"] = mean(per_seed(a.name, "ungated", -1, unk))
+        am["known_mttr_phase1_s"] = mean(per_seed(a.name, "ungated", 0, kn))
+        am["known_mttr_phase2_s"] = mean(per_seed(a.name, "ungated", -1, kn))
+        am["forgetting"] = cmp(per_seed(a.name, "ungated", -1, kn), per_seed(a.name, "ungated", 0, kn), True)
+        if a.name in gated_arms:
+            am["unknown_mttr_before_gated_s"] = mean(per_seed(a.name, "gated", 0, unk))
+            am["unknown_mttr_after_gated_s"] = mean(per_seed(a.name, "gated", -1, unk))
+            am["known_mttr_after_gated_s"] = mean(per_seed(a.name, "gated", -1, kn))
+        new = [[s["mttr_s"] for s in run["arms"][a.name]["stream"] if s["new"]
+                and _rank_in_type(run["arms"][a.name]["stream"], s) < cfg.cumulative_window] for run in runs]
+        am["cumulative_unhealthy_s"] = float(np.mean([np.sum(x) for x in new]))
+        am["stream_deferral_rate"] = float(np.mean([s["deferred"] for run in runs
+                                                    for s in run["arms"][a.name]["stream"] if s["new"]]))
+        if rb_unk is not None:
+            am["after_vs_runbook_unknown"] = cmp(per_seed(a.name, "gated" if a.name in gated_arms else "ungated", -1,
+                                                          unk), rb_unk, True)
+            am["time_to_adapt_episodes"] = _time_to_adapt(runs, a.name)
+        arm_metrics[a.name] = am
+    m["per_arm"] = arm_metrics
+
+    def role(arm, key):
+        return arm_metrics.get(arm, {}).get(key)
+
+    m["unknown_mttr_before_s"] = role("frozen", "unknown_mttr_before_s") or role("full", "unknown_mttr_before_s")
+    m["unknown_mttr_after_s"] = role("full", "unknown_mttr_after_gated_s") or role("full", "unknown_mttr_after_s")
+    m["unknown_mttr_after_ungated_s"] = role("full", "unknown_mttr_after_s")
+    m["unknown_mttr_zero_shot_gated_s"] = role("gate_only", "unknown_mttr_before_gated_s") or role(
+        "full", "unknown_mttr_before_gated_s")
+    m["no_meta_unknown_mttr_s"] = role("finetune", "unknown_mttr_after_s")
+    m["known_mttr_phase1_s"] = role("full", "known_mttr_phase1_s")
+    m["known_mttr_phase2_s"] = role("full", "known_mttr_phase2_s")
+    m["time_to_adapt_episodes"] = role("full", "time_to_adapt_episodes")
+    m["cumulative_unhealthy_s"] = role("full", "cumulative_unhealthy_s")
+    m["no_meta_cumulative_unhealthy_s"] = role("finetune", "cumulative_unhealthy_s")
+    gate_arm = "full" if "full" in gated_arms else next(iter(sorted(gated_arms)), None)
+    if gate_arm is not None:
+        first = [(run, r) for run in runs for r in run["arms"][gate_arm]["evals"][0]["gated"]]
+        recs = [r for _, r in first]
+        known_recs = [r for run, r in first if r["fault"] in run["known"]]
+        unk_recs = [r for run, r in first if r["fault"] in run["order"]]
+        m["gate_false_positive_rate"] = float(np.mean([r["novel"] for r in known_recs])) if known_recs else None
+        m["gate_recall"] = float(np.mean([r["novel"] for r in unk_recs])) if unk_recs else None
+        m["gate_measured_on"] = f"arm {gate_arm}'s phase-1 gated evaluation ({len(recs)} incidents)"
+    else:
+        m["gate_false_positive_rate"] = m["gate_recall"] = None
+    # the issue's comparisons (paired, bootstrap 95% intervals over seeds and incidents)
+    comps: dict[str, Any] = {}
+    if "gate_only" in arm_metrics and rb_unk is not None:
+        comps["zero_shot_gated_vs_runbook_unknown_rel"] = cmp(per_seed("gate_only", "gated", 0, unk), rb_unk, True)
+        esc = ref_seed("escalate-first", unk)
+        comps["zero_shot_gated_vs_escalate_first_unknown"] = cmp(per_seed("gate_only", "gated", 0, unk), esc)
+        comps["zero_shot_gated_vs_ungated_known_rel"] = cmp(per_seed("gate_only", "gated", 0, kn),
+                                                            per_seed("gate_only", "ungated", 0, kn), True)
+    if "full" in arm_metrics and "finetune" in arm_metrics:
+        full_unk = per_seed("full", "gated" if "full" in gated_arms else "ungated", -1, unk)
+        comps["after_full_vs_finetune_unknown"] = cmp(full_unk, per_seed("finetune", "ungated", -1, unk))
+        comps["cumulative_unhealthy_full_vs_finetune"] = cmp(
+            [[s["mttr_s"] for s in run["arms"]["full"]["stream"] if s["new"]] for run in runs],
+            [[s["mttr_s"] for s in run["arms"]["finetune"]["stream"] if s["new"]] for run in runs])
+        if rb_unk is not None:
+            comps["after_full_vs_runbook_unknown_rel"] = cmp(full_unk, rb_unk, True)
+        nk = ref_seed("nearest-known", unk)
+        comps["after_full_vs_nearest_known_unknown"] = cmp(full_unk, nk)
+    m["comparisons"] = comps
+    m["note"] = ("comparisons: paired over the same incidents; 'mean' is the difference (or relative difference "
+                 "for *_rel) of the first minus the second, 'ci95' a bootstrap interval over seeds then incidents; "
+                 "'better' when it lies below 0. Null: an arm or reference not run.")
+    return m
+
+
+def _rank_in_type(stream: list[dict], item: dict) -> int:
+    same = [s for s in stream if s["new"] and s["fault"] == item["fault"]]
+    return next(i for i, s in enumerate(same) if s is item)
+
+
+def _time_to_adapt(runs: list[dict], arm: str) -> dict[str, Any]:
+    """Per new type (over seeds): episodes until its ungated MTTR is at or below the runbook's in two
+    consecutive paired evaluations."""
+    out: dict[str, list] = {}
+    for run in runs:
+        evals = run["arms"][arm]["evals"]
+        for fault in run["order"]:
+            rb = mean_mttr(run["references"]["runbook"], [fault])
+            pts = [(e["seen"].get(fault, 0), mean_mttr(e["ungated"], [fault])) for e in evals]
+            # the evaluations from just before the type's stream on
+            first = max([i for i, (n, _) in enumerate(pts) if n == 0] or [0])
+            out.setdefault(fault, []).append(time_to_adapt(pts[first:], rb))
+    return {f: {"per_seed": v, "adapted_seeds": sum(x is not None for x in v)} for f, v in out.items()}
+
+
+def learning_curves(runs: list[dict], arms: Sequence[str]) -> dict[str, dict[str, list]]:
+    """Per arm: x = new-type stream episodes seen (all types), unknown / known MTTR (ungated and gated), mean over
+    seeds (evaluation points are the same across seeds)."""
+    out = {}
+    for a in arms:
+        n_points = min(len(run["arms"][a]["evals"]) for run in runs)
+        xs, unk, kn, unk_g = [], [], [], []
+        for k in range(n_points):
+            xs.append(float(np.mean([sum(run["arms"][a]["evals"][k]["seen"].values()) for run in runs])))
+            unk.append(float(np.mean([mean_mttr(run["arms"][a]["evals"][k]["ungated"], run["order"]) for run in runs])))
+            kn.append(float(np.mean([mean_mttr(run["arms"][a]["evals"][k]["ungated"], run["known"]) for run in runs])))
+            if "gated" in runs[0]["arms"][a]["evals"][k]:
+                unk_g.append(float(np.mean([mean_mttr(run["arms"][a]["evals"][k]["gated"], run["order"])
+                                            for run in runs])))
+        out[a] = {"episodes": xs, "unknown_mttr_s": unk, "known_mttr_s": kn, "unknown_mttr_gated_s": unk_g}
+    return out
+
+
+def jsonable(x: Any) -> Any:
+    """Floats NaN/inf as None; numpy scalars as Python numbers."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x

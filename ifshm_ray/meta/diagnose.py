@@ -1,0 +1,181 @@
+"""Diagnosers for the gate: telemetry window -> (unknown score, state vector), the callable
+:class:`~ifshm_ray.meta.gate.GatedPolicy` asks at an incident's first alarm.
+
+* :class:`EncoderDiagnoser`: the fine-tuned semantic encoder (``SemanticEncoder.predict``: its unknown score, the
+  distance to the nearest known prototype in units of its radius, and its semantic state). What the protocol's real
+  runs use.
+* :class:`FeatureDiagnoser`: the same score on the policy's numeric features instead of the LM's state: the
+  observation vector that :class:`~ifshm_ray.env.observation.TelemetryObserver` rebuilds from the window (alert
+  flags, log-template counts, metric features), standardised on known-type windows, with one prototype and radius
+  per known type (:func:`~ifshm_ray.encoding.calibration.fit_prototypes` /
+  :func:`~ifshm_ray.encoding.calibration.unknown_score`). No LM runs, so the tiny protocol fits on 2 cores; it is a
+  stand-in, measured like the encoder (false-positive rate on known windows, recall on novel ones), not its equal.
+
+A diagnoser is saved as ``diagnoser.json`` (:data:`DIAGNOSER_FILE`) beside ``meta_state.json`` (in a policy bundle
+or run folder) and read back with :func:`load_diagnoser`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+DIAGNOSER_FILE = "diagnoser.json"
+"""File name of a saved diagnoser in a bundle or run folder."""
+
+
+def first_alarm_windows(sim_config: dict, faults: Sequence[str], seeds: Iterable[int],
+                        max_steps: int | None = None, decide_on: str = "firing",
+                        policy=None) -> list[tuple[str, int, dict]]:
+    """``(fault, seed, telemetry)`` of the first window with an alarm (firing, or any with ``decide_on =
+    "pending"``), per fault and seed, with ``policy`` acting until then (None: ``observe`` actions); an incident
+    whose episode ends without one gives nothing. This is the window the gate decides on; a gated policy acts
+    before it, and its actions change what the window shows, so calibrate with the policy the gate will wrap."""
+    from ifshm_ray.env import FaultInjectionEnv
+    from ifshm_ray.meta.gate import deciding_alarms
+
+    env = FaultInjectionEnv({**sim_config, "render_telemetry": True})
+    out = []
+    observe = np.zeros(3, np.int64)
+    for fault in faults:
+        for seed in seeds:
+            obs, info = env.reset(seed=int(seed), options={"faults": [fault]})
+            if policy is not None:
+                policy.reset(env, episode_seed=int(seed))
+            steps = 0
+            while True:
+                tel = info.get("telemetry") or {}
+                if deciding_alarms(tel, decide_on):
+                    out.append((fault, int(seed), tel))
+                    break
+                action = observe if policy is None else np.asarray(policy.act(obs, info, env), np.int64)
+                obs, _, term, trunc, info = env.step(action)
+                steps += 1
+                if term or trunc or (max_steps is not None and steps >= max_steps):
+                    break
+    env.close()
+    return out
+
+
+class FeatureDiagnoser:
+    """See the module doc. ``mean``/``std`` standardise the feature vector; ``prototypes``/``radii`` are per known
+    type (``fault_types``)."""
+
+    kind = "features"
+
+    def __init__(self, sim_config: dict, fault_types: Sequence[str], mean: Sequence[float], std: Sequence[float],
+                 prototypes: Sequence[Sequence[float]], radii: Sequence[float]) -> None:
+        from ifshm_ray.config import SimConfig
+        from ifshm_ray.env.fault_env import split_env_config
+        from ifshm_ray.env.observation import TelemetryObserver
+
+        self.sim_config = {k: v for k, v in dict(sim_config).items() if k not in ("render_telemetry", "mine_logs")}
+        sim_cfg, _ = split_env_config(self.sim_config)
+        self.observer = TelemetryObserver(sim_cfg if isinstance(sim_cfg, SimConfig) else SimConfig())
+        self.fault_types = list(fault_types)
+        self.mean = np.asarray(mean, np.float64)
+        self.std = np.asarray(std, np.float64)
+        self.prototypes = np.asarray(prototypes, np.float64)
+        self.radii = np.asarray(radii, np.float64)
+        if self.prototypes.shape != (len(self.fault_types), self.mean.size) or self.radii.shape != (
+                len(self.fault_types),) or self.std.shape != self.mean.shape:
+            raise ValueError(f"diagnoser shapes disagree: {len(self.fault_types)} types, mean {self.mean.shape}, std "
+                             f"{self.std.shape}, prototypes {self.prototypes.shape}, radii {self.radii.shape}")
+
+    def features(self, telemetry: dict) -> np.ndarray:
+        """The standardised feature vector of one window."""
+        x = np.asarray(self.observer.observe(telemetry)["obs"], np.float64).ravel()
+        return (x - self.mean) / self.std
+
+    def __call__(self, telemetry: dict) -> tuple[float, np.ndarray]:
+        from ifshm_ray.encoding.calibration import unknown_score
+
+        z = self.features(telemetry)
+        if not np.any(z):
+            z = z + 1e-9  # a window exactly at the mean: any direction is as near (score stays finite)
+        score, _ = unknown_score(z[None, :], self.prototypes, self.radii)
+        return float(score[0]), z
+
+    def scores(self, windows: Sequence[dict]) -> np.ndarray:
+        return np.array([self(w)[0] for w in windows], np.float64)
+
+    @classmethod
+    def fit(cls, sim_config: dict, windows: Sequence[tuple[str, Any, dict]], quantile: float = 0.95,
+            ) -> "FeatureDiagnoser":
+        """From known-type first-alarm windows ``[(fault, seed, telemetry), ...]`` (:func:`first_alarm_windows`)."""
+        from ifshm_ray.encoding.calibration import fit_prototypes
+
+        if not windows:
+            raise ValueError("FeatureDiagnoser.fit needs at least one known-type window")
+        types = sorted({f for f, _, _ in windows})
+        tmp = cls(sim_config, types, [0.0], [1.0], np.zeros((len(types), 1)), np.ones(len(types)))
+        x = np.stack([np.asarray(tmp.observer.observe(t)["obs"], np.float64).ravel() for _, _, t in windows])
+        mean, std = x.mean(0), x.std(0)
+        std = np.where(std > 1e-8, std, 1.0)
+        z = (x - mean) / std
+        z[~z.any(axis=1)] = 1e-9
+        labels = np.array([types.index(f) for f, _, _ in windows])
+        protos, radii = fit_prototypes(z, labels, len(types), quantile)
+        return cls(sim_config, types, mean, std, protos, radii)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "sim_config": self.sim_config, "fault_types": self.fault_types,
+                "mean": self.mean.tolist(), "std": self.std.tolist(), "prototypes": self.prototypes.tolist(),
+                "radii": self.radii.tolist()}
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / DIAGNOSER_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict()))
+        return path
+
+
+class EncoderDiagnoser:
+    """The fine-tuned semantic encoder's unknown score and state (loaded lazily: torch and the LM)."""
+
+    kind = "encoder"
+
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint = str(checkpoint)
+        self._encoder = None
+
+    def __call__(self, telemetry: dict) -> tuple[float | None, np.ndarray | None]:
+        if self._encoder is None:
+            from ifshm_ray.encoding.semantic import SemanticEncoder
+
+            self._encoder = SemanticEncoder.load(self.checkpoint)
+        out = self._encoder.predict([telemetry])
+        score = float(out["unknown_score"][0])
+        return (score if np.isfinite(score) else None), np.asarray(out["state"][0], np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "checkpoint": self.checkpoint}
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / DIAGNOSER_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict()))
+        return path
+
+
+def diagnoser_from_dict(data: dict[str, Any]) -> FeatureDiagnoser | EncoderDiagnoser:
+    kind = data.get("kind")
+    if kind == "features":
+        return FeatureDiagnoser(data["sim_config"], data["fault_types"], data["mean"], data["std"],
+                                data["prototypes"], data["radii"])
+    if kind == "encoder":
+        return EncoderDiagnoser(data["checkpoint"])
+    raise ValueError(f"diagnoser kind {kind!r}; one of 'features', 'encoder'")
+
+
+def load_diagnoser(path: str | Path) -> FeatureDiagnoser | EncoderDiagnoser:
+    """From a ``diagnoser.json`` or the folder holding it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / DIAGNOSER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no diagnoser at {path} (jobs/continual.py writes one beside meta_state.json; or "
+                                f"write EncoderDiagnoser(CHECKPOINT).save(FOLDER))")
+    return diagnoser_from_dict(json.loads(path.read_text()))

@@ -1,0 +1,250 @@
+"""The continual-adaptation protocol's pieces (config, stream plan, paired bootstrap, time to adapt, the feature
+diagnoser, the gate inside evaluation) and, marked slow, the tiny protocol end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ifshm_ray.config import ConfigError, load_config
+from ifshm_ray.meta.continual import (
+    ContinualConfig,
+    blocks,
+    draw_types,
+    paired_bootstrap,
+    stream_plan,
+    time_to_adapt,
+)
+
+
+# ------------------------------------------------------------------------------------------ config
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("override, needle", [
+    ({"arms": [{"name": "a"}, {"name": "a"}]}, "unique"),
+    ({"stream": {"incidents_per_type": 2, "block": 3}}, "stream.block"),
+    ({"split": "nope"}, "nope"),
+    ({"known_types": 99}, "known_types"),
+    ({"novel_types": 99}, "novel_types"),
+    ({"arms": [{"name": "x", "learn": False}]}, "replay needs learn"),
+    ({"seeds": [1, 1]}, "seeds"),
+    ({"stream": {"new_share": 0}}, "new_share"),
+    ({"bogus": 1}, "unknown config key"),
+])
+def test_bad_config_is_refused_with_a_clear_message(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        ContinualConfig.from_dict(override)
+
+
+@pytest.mark.timeout(60)
+def test_shipped_configs_load():
+    for path in ("configs/continual.yaml", "configs/continual_tiny.yaml"):
+        cfg = load_config(ContinualConfig, path)
+        assert [a.name for a in cfg.arms] == ["full", "finetune", "uniform", "gate_only", "frozen"]
+
+
+# ------------------------------------------------------------------------------------------ stream
+@pytest.mark.timeout(60)
+def test_stream_plan_is_seeded_and_counts_new_incidents():
+    cfg = ContinualConfig.from_dict({"novel_types": 3, "known_types": 5,
+                                     "stream": {"incidents_per_type": 7, "block": 3, "new_share": 0.7}})
+    known, order = draw_types(cfg, 4)
+    assert len(known) == 5 and len(order) == 3 and not set(known) & set(order)
+    assert (known, order) == draw_types(cfg, 4) and draw_types(cfg, 5) != (known, order)
+    plan = stream_plan(cfg, 4, known, order)
+    assert plan == stream_plan(cfg, 4, known, order)
+    for fault, items in zip(order, plan):
+        assert sum(new for _, _, new in items) == 7
+        assert all((f == fault) == new for f, _, new in items)
+        assert all(f in known for f, _, new in items if not new)
+        cut = blocks(items, 3)
+        assert [sum(n for *_, n in b) for b in cut] == [3, 3, 1] and sum(cut, []) == items
+    seeds = [s for items in plan for _, s, _ in items]
+    assert len(set(seeds)) == len(seeds)  # every stream incident is a different incident
+
+
+# ------------------------------------------------------------------------------------------ statistics
+@pytest.mark.timeout(60)
+def test_paired_bootstrap():
+    rng = np.random.default_rng(0)
+    b = [rng.uniform(300, 900, 30), rng.uniform(300, 900, 30)]
+    same = paired_bootstrap(b, b, 500, 0)
+    assert same["mean"] == 0.0 and same["ci95"] == [0.0, 0.0] and not same["better"]
+    faster = paired_bootstrap([x - 100 for x in b], b, 500, 0)
+    assert faster["mean"] == pytest.approx(-100) and faster["better"] and faster["ci95"][1] < 0
+    rel = paired_bootstrap([x * 0.5 for x in b], b, 500, 0, relative=True)
+    assert rel["mean"] == pytest.approx(-0.5) and rel["better"]
+    noisy = paired_bootstrap([x + rng.normal(0, 200, 30) for x in b], b, 500, 0)
+    assert noisy["ci95"][0] < 0 < noisy["ci95"][1] and not noisy["better"] and not noisy["worse"]
+    assert paired_bootstrap(b, b, 500, 1) == paired_bootstrap(b, b, 500, 1)
+    with pytest.raises(ValueError):
+        paired_bootstrap([b[0]], [b[0][:5]], 500, 0)
+
+
+@pytest.mark.timeout(60)
+def test_time_to_adapt():
+    assert time_to_adapt([(0, 500), (2, 300), (4, 200)], 350) == 2
+    assert time_to_adapt([(0, 300), (2, 500), (4, 350), (6, 340)], 350) == 4  # two in a row, at or below
+    assert time_to_adapt([(0, 300), (2, 500)], 350) is None
+    assert time_to_adapt([], 350) is None
+
+
+# ------------------------------------------------------------------------------------------ diagnoser
+@pytest.mark.timeout(240)
+def test_feature_diagnoser_fit_save_load(tmp_path):
+    from ifshm_ray.meta.diagnose import FeatureDiagnoser, first_alarm_windows, load_diagnoser
+
+    sim = {"time_limit_s": 600}
+    types = ["node_crash", "dns_upstream_failure"]
+    windows = first_alarm_windows(sim, types, range(6))
+    assert windows and all(w[2]["alarms"] for w in windows)
+    d = FeatureDiagnoser.fit(sim, windows)
+    scores = np.array([d(t)[0] for _, _, t in windows])
+    # a radius is the 0.95 quantile (interpolated) of its type's distances: of 6 windows, all but the farthest lie
+    # within it, so at most one window per type scores above 1 (float32 prototypes: a 1e-3 tolerance)
+    assert np.isfinite(scores).all()
+    for t in types:
+        assert sum(s > 1.0 + 1e-3 for (f, _, _), s in zip(windows, scores) if f == t) <= 1
+    again = load_diagnoser(d.save(tmp_path))
+    assert [again(t)[0] for _, _, t in windows] == pytest.approx(scores.tolist())
+    with pytest.raises(FileNotFoundError, match="no diagnoser"):
+        load_diagnoser(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------------------------ the gate in evaluation
+class _Observer:
+    name = "observer"
+
+    def reset(self, env, episode_seed=None):
+        pass
+
+    def act(self, obs, info, env):
+        return np.zeros(3, np.int64)
+
+
+@pytest.mark.timeout(240)
+def test_gated_episode_records_who_acted_and_the_summary_the_deferral_rate():
+    from ifshm_ray.baselines.policies import RunbookPolicy
+    from ifshm_ray.env import FaultInjectionEnv
+    from ifshm_ray.eval.harness import run_episode, summarise
+    from ifshm_ray.meta.config import MetaConfig
+    from ifshm_ray.meta.controller import MetaController
+    from ifshm_ray.meta.gate import GatedPolicy
+    from ifshm_ray.meta.novelty import calibrate
+
+    env = FaultInjectionEnv({"faults": "all", "time_limit_s": 600})
+    meta = MetaController(MetaConfig(enabled=True), calibrate(np.linspace(0, 1, 100)))
+    novel = GatedPolicy(_Observer(), RunbookPolicy(), meta, lambda t: (5.0, None))
+    known = GatedPolicy(_Observer(), RunbookPolicy(), meta, lambda t: (0.1, None))
+    recs = [run_episode(env, novel, "node_crash", 3), run_episode(env, known, "node_crash", 3)]
+    assert recs[0]["actor"] == "runbook" and recs[0]["deferred"] and recs[0]["novel"]
+    assert recs[1]["actor"] == "policy" and not recs[1]["deferred"] and recs[1]["unknown_score"] == 0.1
+    m = summarise(recs, "gated", "custom", 600)
+    assert m["deferral_rate"] == 0.5 and m["actor_shares"] == {"policy": 0.5, "runbook": 0.5, "escalate": 0.0}
+    plain = summarise([run_episode(env, RunbookPolicy(), "node_crash", 3)], "runbook", "custom", 600)
+    assert "deferral_rate" not in plain  # ungated policies' metrics are unchanged
+
+
+@pytest.mark.timeout(60)
+def test_gated_spec_errors(tmp_path):
+    from ifshm_ray.eval.gated import load_gate
+    from ifshm_ray.meta.controller import MetaController
+
+    with pytest.raises(FileNotFoundError, match="meta_state.json"):
+        load_gate(tmp_path)
+    MetaController({"enabled": True}).save(tmp_path)  # no calibration
+    with pytest.raises(ValueError, match="no novelty calibration"):
+        load_gate(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_tiny_protocol_end_to_end(ray_session, tmp_path):
+    from conftest import load_job
+
+    out = tmp_path / "continual"
+    m = load_job("continual").main([
+        "--config", "configs/continual_tiny.yaml", "--out", str(out),
+        "--set", "novel_types=1", "--set", "stream.incidents_per_type=2", "--set", "stream.block=1",
+        "--set", "eval.episodes=1", "--set", "bootstrap.samples=100",
+        "--set", "arms=[{name: full}, {name: finetune, gate: false, replay: false}, "
+                 "{name: gate_only, learn: false, replay: false}]"])
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("unknown_mttr_before_s", "unknown_mttr_after_s", "unknown_mttr_zero_shot_gated_s",
+                "runbook_unknown_mttr_s", "no_meta_unknown_mttr_s", "known_mttr_phase1_s", "known_mttr_phase2_s",
+                "cumulative_unhealthy_s", "no_meta_cumulative_unhealthy_s", "gate_false_positive_rate",
+                "gate_recall", "time_to_adapt_episodes", "runbook_full_unknown_mttr_s",
+                "nearest_known_unknown_mttr_s", "escalate_first_unknown_mttr_s"):
+        assert key in saved
+    for key in ("unknown_mttr_before_s", "unknown_mttr_after_s", "runbook_unknown_mttr_s", "known_mttr_phase2_s",
+                "cumulative_unhealthy_s", "no_meta_cumulative_unhealthy_s"):
+        assert isinstance(saved[key], float) and 0 < saved[key], key
+    assert (out / "curves.png").stat().st_size > 1000
+    runs = json.loads((out / "runs.json").read_text())
+    run = runs[0]
+    full = run["arms"]["full"]
+    # 2 new-type stream incidents, block 1: two learning steps, three paired evaluations (phase 1 + 2 blocks)
+    assert sum(s["new"] for s in full["stream"]) == 2 and len(full["evals"]) == 3
+    assert all(len(e["ungated"]) == len(run["incidents"]) for e in full["evals"])
+    # every arm met the same evaluation incidents (paired)
+    for arm in run["arms"].values():
+        for e in arm["evals"]:
+            assert [(r["fault"], r["seed"]) for r in e["ungated"]] == [tuple(x) for x in run["incidents"]]
+    # the learning arms trained: phase 1's 2 iterations + 1 per block
+    for arm in ("full", "finetune"):
+        summary = json.loads((out / "seed_0" / arm / "summary.json").read_text())
+        assert summary["iteration"] == 4
+    assert "replay" in json.loads((out / "seed_0" / "full" / "summary.json").read_text())
+    assert not (out / "seed_0" / "gate_only" / "checkpoints").exists()  # it never trained
+    assert m["per_arm"]["gate_only"]["unknown_mttr_after_s"] == m["per_arm"]["gate_only"]["unknown_mttr_before_s"]
+    # the gate inside evaluation, on the full arm's folder (meta_state.json + diagnoser.json beside the bundle)
+    from ifshm_ray.config import SimConfig
+    from ifshm_ray.eval.harness import evaluate, summarise
+
+    for arm in ("full", "gate_only"):
+        recs = evaluate("gated:" + str(out / "seed_0" / arm), [run["order"][0], run["known"][0]], 1, 0,
+                        SimConfig(time_limit_s=600, split="handpicked"), use_ray=False)
+        assert all(r["actor"] in ("policy", "runbook", "escalate") for r in recs)
+        assert "deferral_rate" in summarise(recs, "gated", "custom", 600)
+    # and through the job's command line (label "gated", deferral rate in its metrics.json)
+    ev = load_job("evaluate").main(["--policy", "gated:" + str(out / "seed_0" / "full"), "--faults",
+                                    run["order"][0], "--episodes", "1", "--no-ray", "--out", str(tmp_path / "ev"),
+                                    "--set", "time_limit_s=600"])
+    assert "deferral_rate" in ev["gated"] and "actor" in json.loads((tmp_path / "ev" / "episodes.json").read_text())[0]
+    with pytest.raises(FileNotFoundError, match="diagnoser.json|meta_state.json"):
+        evaluate("gated:" + str(out / "seed_0" / "phase1"), [run["order"][0]], 1, 0,
+                 SimConfig(time_limit_s=600, split="handpicked"), use_ray=False)
+
+
+@pytest.mark.timeout(120)
+def test_stream_env_draws_with_the_given_weights():
+    from ifshm_ray.meta.continual import make_stream_env
+    from ifshm_ray.policy.replay import episode_fault
+
+    faults = ["node_crash", "dns_upstream_failure", "clock_skew_tls"]
+    env = make_stream_env({"faults": faults, "num_envs": 16, "fault_free_prob": 0.0, "seed": 3,
+                           "render_telemetry": False, "fault_weights": {"clock_skew_tls": 1.0, "node_crash": 0.0,
+                                                                        "dns_upstream_failure": 0.0}})
+    env.reset(seed=3)
+    assert {episode_fault(env, i) for i in range(16)} == {"clock_skew_tls"}
+    plain = make_stream_env({"faults": faults, "num_envs": 16, "fault_free_prob": 0.0, "seed": 3,
+                             "render_telemetry": False})
+    plain.reset(seed=3)
+    assert len({episode_fault(plain, i) for i in range(16)}) > 1  # catalog frequencies without weights
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("argv, needle", [
+    (["--config", "configs/nope.yaml"], "does not exist"),
+    (["--config", "configs/continual_tiny.yaml", "--set", "stream.block=99"], "stream.block"),
+    (["--config", "configs/continual_tiny.yaml", "--set", "train_config=configs/nope.yaml"], "train_config"),
+    (["--config", "configs/continual_tiny.yaml", "--set", "arms=[{name: full, colour: red}]"], "colour"),
+])
+def test_job_refuses_bad_input(argv, needle, tmp_path, capsys):
+    from conftest import load_job
+
+    with pytest.raises(SystemExit) as e:
+        load_job("continual").main(argv + ["--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing started
