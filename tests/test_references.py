@@ -106,13 +106,15 @@ def _tel(*alarms):
                                      for n, e, s in alarms], "logs": []}}
 
 
-def test_escalate_first_pages_at_the_first_pending_alert_and_only_once():
+def test_escalate_first_pages_at_a_pending_alert_and_again_if_it_holds_after_the_page():
     pol = EscalateFirstPolicy()
     pol.reset(None)
     assert pol.act(None, _tel(), None)[0] == 0
     assert pol.act(None, _tel(("CPUThrottlingHigh", "api-gateway", "firing")), None)[0] == 0  # ignored, info
     assert pol.act(None, _tel(("ServiceLatencyHigh", "api-gateway", "pending")), None)[0] == ESCALATE
-    assert pol.act(None, _tel(("ServiceLatencyHigh", "api-gateway", "firing")), None)[0] == 0
+    # the next decision comes after the human handled the page: an alert that still (or again) holds pages again
+    assert pol.act(None, _tel(("ServiceLatencyHigh", "api-gateway", "firing")), None)[0] == ESCALATE
+    assert pol.act(None, _tel(), None)[0] == 0
     pol.reset(None)
     assert pol.act(None, _tel(("KubeNodeNotReady", "gpu-0", "pending")), None)[0] == ESCALATE
 

@@ -318,3 +318,20 @@ def test_restarting_an_inference_server_reloads_its_model_for_minutes():
     inf = np.array(took["inference-server"])
     assert (inf >= lo).all() and (inf <= hi).all() and len(np.unique(inf)) == len(inf)
     assert set(took["api-gateway"]) == {CAT.actions["restart"]["duration_s"]}
+
+
+def test_a_page_sent_before_the_fault_started_does_not_fix_it():
+    """Escalating at t = 0 (before injection) must not heal a fault injected later: the human paged for nothing finds
+    nothing (an RL policy learned to page at once when it did)."""
+    env = FaultInjectionEnv({"faults": ["process_crash_loop"], "fault_free_prob": 0.0, "render_telemetry": False,
+                             "inject_max_delay_s": 60.0})
+    for seed in range(20):
+        env.reset(seed=seed)
+        t_inj = env.unwrapped.incident()["faults"][0]["injected_at_s"]
+        if t_inj > 0:
+            break
+    assert t_inj > 0
+    esc = np.array([CATEGORY_INDEX["escalate"], 0, 0])
+    _, _, term, trunc, info = env.step(esc)
+    assert not term, "the page before injection healed a fault that did not exist yet"
+    assert env.unwrapped.incident()["faults"][0]["active"]

@@ -207,9 +207,12 @@ def test_scaling_a_service_to_zero_never_counts_as_recovery(target):
 
 
 def test_escalate_recovers_but_is_never_success():
-    env = FaultInjectionEnv({"faults": ["bad_config_push"], "render_telemetry": False})
+    env = FaultInjectionEnv({"faults": ["bad_config_push"], "render_telemetry": False, "fault_free_prob": 0.0})
     env.reset(seed=0)
-    env.step((0, 0, 0))
+    t_inj = env.incident()["faults"][0]["injected_at_s"]
+    info = {"time_s": 0.0}
+    while info["time_s"] <= t_inj:  # (a page sent before the fault started finds nothing)
+        _, _, _, _, info = env.step((0, 0, 0))
     env.step((CATEGORIES.index("escalate"), 0, 0))
     done = False
     while not done:

@@ -247,21 +247,18 @@ def runbook_trigger(tel: dict, ignore: set[str]) -> bool:
 
 
 class EscalateFirstPolicy(Policy):
-    """Pages a human at runbook-instant's trigger (the first pending or firing alert other than the runbook's
-    ignored info-level ones) and then only observes: what paging at the first symptom costs."""
+    """Pages a human at runbook-instant's trigger (a pending or firing alert other than the runbook's ignored
+    info-level ones) and otherwise only observes: what paging at the first symptom costs. A page is handled (the
+    human responds and fixes what had started) before the next decision; if the trigger holds again after that (a
+    page for a benign transient finds nothing, and the fault shows later), it pages again."""
 
     name = "escalate-first"
 
     def __init__(self, path: str | Path = RUNBOOK_PATH):
         self.ignore = set(yaml.safe_load(Path(path).read_text()).get("ignore_alerts", []))
-        self.paged = False
-
-    def reset(self, env, episode_seed: int | None = None) -> None:
-        self.paged = False
 
     def act(self, obs, info, env):
-        if not self.paged and runbook_trigger(info.get("telemetry") or {}, self.ignore):
-            self.paged = True
+        if runbook_trigger(info.get("telemetry") or {}, self.ignore):
             return np.array([CATEGORIES.index("escalate"), 0, 0], np.int64)
         return np.zeros(3, np.int64)
 

@@ -875,8 +875,9 @@ class BatchedSim:
             heal_any = heal.any(axis=1)
             self.f_eff_t0 = np.where(mit, t_done[:, None] + cc.recur[fc_ix] - self.ep_onset, self.f_eff_t0)
         fixed = heal
-        if taken[CATEGORY_INDEX["escalate"]]:  # escalate: the human fixes everything
-            fixed = heal | (esc[:, None] & self.f_active)
+        if taken[CATEGORY_INDEX["escalate"]]:  # escalate: the human fixes every fault that had started when paged (a
+            # page sent before anything was wrong finds nothing: a fault injected later is not fixed by that page)
+            fixed = heal | (esc[:, None] & self.f_active & started)
             self.escalated |= esc
         if fixed.any():
             self._fix(fixed, t_done)
