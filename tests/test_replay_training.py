@@ -60,7 +60,11 @@ def test_training_pushes_imitates_writes_priorities_and_survives_actor_kill(ray_
 
     train = load_job("train")
     name = f"replay-train-{uuid.uuid4().hex[:8]}"
-    cfg = load_train_config(TINY, _replay_overrides(name))
+    # incidents that end recovered within the budget even under an untrained policy (the v2 simulator's faults rarely
+    # do in tiny.yaml's 10-minute episodes, and recovered_only keeps only those): a stale RWO attachment that the
+    # attach-detach controller force-detaches after 360-420 s, on a split where it is known
+    cfg = load_train_config(TINY, _replay_overrides(name) + [
+        "env.config.split=logo_gpu", "env.config.faults=[rwo_volume_multi_attach]", "env.config.time_limit_s=1200"])
     actor = train.start_replay_actor(cfg, tmp_path, None)
     algo = build_ppo_config(cfg).build_algo()
     try:

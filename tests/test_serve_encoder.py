@@ -24,14 +24,19 @@ def test_serve_encoder_is_the_pool_worker():
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_encoder_deployment_batches_with_the_worker(ray_session):
+def test_encoder_deployment_batches_with_the_worker(ray_session, tmp_path):
     """Eight concurrent single windows reach the deployment's EncoderWorker as two @serve.batch calls of four, and
     its answers equal the in-process worker's."""
+    import json
+
     from ray import serve
 
+    from ifshm_ray.policy.bundle import MANIFEST
     from ifshm_ray.serve.app import ENCODER_DEPLOYMENT, EncoderDeployment
 
-    conf = {"checkpoint": "unused-by-the-encoder", "model": "tiny-llama", "max_batch_size": "4",
+    # the encoder reads only the policy bundle's split from the checkpoint (its manifest), not the policy itself
+    (tmp_path / MANIFEST).write_text(json.dumps({"split": "handpicked"}))
+    conf = {"checkpoint": str(tmp_path), "model": "tiny-llama", "max_batch_size": "4",
             "batch_wait_timeout_s": "2.0", "encoder_num_cpus": "0.25"}
     local = serve_encoder(model="tiny-llama").diagnose(WINDOWS)
     try:
