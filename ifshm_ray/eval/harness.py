@@ -161,8 +161,11 @@ def run_episode(env: FaultInjectionEnv, policy: Policy, fault: Fault, seed: int)
 def run_chunk(policy_spec: str, sim_cfg: dict, jobs: list[tuple[Fault, int]], policy_seed: int) -> list[dict]:
     """Episodes ``jobs`` = [(fault, seed), ...] for one policy (runs inside a Ray task or locally)."""
     needs_text = policy_spec not in ("oracle", "random")
-    env = FaultInjectionEnv({**sim_cfg, "render_telemetry": needs_text or policy_spec.startswith("checkpoint:"),
-                             "mine_logs": not policy_spec in ("oracle", "random")})
+    if policy_spec.startswith("checkpoint:"):  # a numeric-state policy's features are the same without the text
+        from ifshm_ray.policy.bundle import read_manifest  # (tested); only the LLM state reads rendered telemetry
+
+        needs_text = read_manifest(policy_spec.split(":", 1)[1]).get("encoder") is not None
+    env = FaultInjectionEnv({**sim_cfg, "render_telemetry": needs_text, "mine_logs": needs_text})
     policy = make_policy(policy_spec, policy_seed, env)
     return [run_episode(env, policy, f, s) for f, s in jobs]
 
