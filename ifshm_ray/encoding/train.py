@@ -144,6 +144,9 @@ def train_worker(job: dict) -> None:
             real_train.setdefault(r["task"], []).append(r)
     real_weight = float((job.get("real") or {}).get("loss_weight", 1.0))
     real_batch = int((job.get("real") or {}).get("batch_size", 16))
+    # real losses through the shared encoder only when configured; otherwise the heads are fitted after training on
+    # the frozen states, and the fine-tuning steps are exactly the simulator-only ones (RealTrainConfig)
+    joint = bool((job.get("real") or {}).get("shared_encoder_update", False))
 
     def build():
         m = SemanticEncoder.build(enc_cfg, labels, split=job.get("split"), tasks=tasks)
@@ -179,7 +182,7 @@ def train_worker(job: dict) -> None:
             loss = torch.nn.functional.cross_entropy(logits, y)
             # multi-task: one batch of each real data set's training part through its own head
             rng = np.random.default_rng([1000 + epoch, step, rank])
-            for task in sorted(real_train):
+            for task in sorted(real_train) if joint else ():
                 rows = real_train[task]
                 pick = rng.choice(len(rows), size=min(real_batch, len(rows)), replace=False)
                 rr = [rows[i] for i in pick]
@@ -239,8 +242,10 @@ def train_worker(job: dict) -> None:
             "n_train": len(train), "n_val": len(val), "n_test": len(test),
         })
         if job.get("real_dataset"):
-            metrics["real_tasks_joint"] = evaluate_tasks(final, job["real_dataset"], tasks)
-            if (job.get("real") or {}).get("refit_heads", True):
+            metrics["real_shared_encoder_update"] = joint
+            if joint:
+                metrics["real_tasks_joint"] = evaluate_tasks(final, job["real_dataset"], tasks)
+            if not joint or (job.get("real") or {}).get("refit_heads", True):
                 refit_task_heads(final, real_train, float(job["real"].get("head_l2", 1e-2)))
             metrics["real_tasks"] = evaluate_tasks(final, job["real_dataset"], tasks)
         tmp = Path(tempfile.mkdtemp(prefix="enc-ckpt-"))
