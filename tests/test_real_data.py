@@ -251,3 +251,9 @@ def test_shared_fse_and_nezha():
     for s in nz:
         validate_telemetry(s.telemetry)
         assert len(s.telemetry["metrics"]) >= 40
+
+
+@pytest.mark.skipif(not (SHARED / "loghub_openstack_2k").is_dir(), reason="../shared/data is absent")
+def test_shared_loghub_has_no_fault_labels_and_is_refused():
+    with pytest.raises(RealDataError, match="no fault or anomaly labels"):
+        detect_layout(SHARED / "loghub_openstack_2k")
