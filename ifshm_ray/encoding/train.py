@@ -148,13 +148,17 @@ def train_worker(job: dict) -> None:
     # the frozen states, and the fine-tuning steps are exactly the simulator-only ones (RealTrainConfig)
     joint = bool((job.get("real") or {}).get("shared_encoder_update", False))
 
-    def build():
-        m = SemanticEncoder.build(enc_cfg, labels, split=job.get("split"), tasks=tasks)
+    def build(with_tasks: bool = True):
+        m = SemanticEncoder.build(enc_cfg, labels, split=job.get("split"), tasks=tasks if with_tasks else None)
         m.modal.load_miner_state(Path(job["miner"]).read_bytes())
         m.fit_feature_norm(np.stack([r["features"] for r in train]))
         return m
 
-    model = build().to(device)
+    # without joint real losses the trained model has no task heads at all: building them draws from the global
+    # torch RNG (whose later draws are the LoRA dropout masks) and adds parameters to the ZeRO partitions, which
+    # made a real-heads run's simulator head differ from the simulator-only run's (measured); the heads are added
+    # after training, on rank 0
+    model = build(with_tasks=joint).to(device)
     adapter_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
     groups = [{"params": head_params, "lr": ft["lr"]}]
@@ -210,7 +214,10 @@ def train_worker(job: dict) -> None:
     checkpoint = None
     if rank == 0:
         final = build()
-        final.load_state_dict(state)
+        missing, unexpected = final.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("task_heads.") for k in missing):
+            raise RuntimeError(f"trained state does not fit the final encoder: missing {missing}, "
+                               f"unexpected {unexpected}")
         final.clear_cache()
         val = [r for r in read_split(job["dataset"], "val") if r["label_id"] >= 0]
         test = [r for r in read_split(job["dataset"], "test") if r["label_id"] >= 0]
