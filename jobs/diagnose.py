@@ -1,4 +1,4 @@
-"""Diagnose real incidents with a fine-tuned encoder: a folder of OpenStack fault-injection samples, or one window.
+"""Diagnose real incidents with a fine-tuned encoder: a folder of a real labelled set, or one window.
 
 How to run (from the repo root)::
 
@@ -21,7 +21,8 @@ A Nezha TrainTicket folder (``nezha_trainticket_fse2023``: pod metrics, the span
 for return / exception faults, the pods' logs; labels: fault type and root-cause service) goes through the same
 actor pool::
 
-    .venv/bin/python jobs/diagnose.py --data ../shared/data/nezha_trainticket_fse2023 --encoder-checkpoint results/encoder --json
+    .venv/bin/python jobs/diagnose.py --data ../shared/data/nezha_trainticket_fse2023 \
+        --encoder-checkpoint results/encoder --json
 
 It is a handful of samples, reported as context with 95 % intervals (bootstrap over samples, and Wilson), no bar:
 the fault type (the encoder's diagnosis of the whole window through the documented map

@@ -111,7 +111,7 @@ def encode_rows(rows: list[dict], cfg: EncoderJobConfig, out: Path, real_rows: l
     real_records = []
     joint = cfg.real.shared_encoder_update
     for split in ("train", "val", "test"):
-        if split == "train" and joint:  # real training part: its templates are mined with the simulator's training split
+        if split == "train" and joint:  # real training part: templates mined with the simulator's training split
             real_records += encode_real(modal, [r for r in real_rows or [] if r["part"] == "train"])
         if split != "train":
             modal.freeze()

@@ -24,7 +24,10 @@ Two more real sets have readers here (section 1 and 4 of that README); every rea
   metrics (``metrics``), the spans of the minute after injection (per-pod span counts and latencies as
   ``metrics``) and, where present, the pods' log lines; labels: ``fault_type`` and the root-cause service.
 
-:func:`detect_layout` tells which of the three a folder is (``jobs/real_baselines.py`` uses it).
+:func:`detect_layout` tells which of the three a folder is (``jobs/real_baselines.py`` and ``jobs/diagnose.py`` use
+it); a loghub log-parsing folder (``loghub_openstack_2k``: EventId per line, no fault labels) is refused with that
+reason. :func:`nezha_service_windows` cuts a Nezha sample into one window per service (root-cause ranking), and
+:data:`SIM_TO_NEZHA_FAULT` maps a simulator diagnosis to a Nezha fault type (our own map, documented there).
 """
 from __future__ import annotations
 
@@ -559,7 +562,8 @@ def load_nezha(data_dir: str | Path, max_lines: int = 2000) -> list[NezhaSample]
         log_files = sorted((folder / "log").glob("*.csv"))
         logs = [line for lf in log_files for line in _nezha_logs(lf, max_lines)][:max_lines]
         if times and not min(times) <= inject.timestamp() <= max(times):
-            raise RealDataError(f"{folder / 'metric'}: the metric rows span {min(times):.0f}-{max(times):.0f} (epoch s), "
+            raise RealDataError(f"{folder / 'metric'}: the metric rows span {min(times):.0f}-{max(times):.0f} "
+                                f"(epoch s), "
                                 f"which does not contain the injection at {label['inject_time_utc']} UTC "
                                 f"({inject.timestamp():.0f}): the window must hold samples before and after it")
         telemetry = {"schema": "ifshm.telemetry/v1", "logs": logs, "metrics": metrics, "alarms": [],
