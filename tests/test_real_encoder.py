@@ -204,6 +204,7 @@ def test_diagnose_reports_per_campaign_on_a_failure_dataset_folder(tmp_path):
     assert p.returncode == 2 and "out of range" in p.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_multitask_finetune_on_the_fixtures(ray_session, tmp_path):
     """The Ray Train + DeepSpeed job with the real heads beside the simulator's: the checkpoint has one head per
@@ -265,6 +266,7 @@ def test_checkpoint_cross_validation_uses_only_its_held_out_rows(tmp_path):
     assert not restricted and len(same.labels) == 24
 
 
+@pytest.mark.slow
 def test_real_heads_leave_the_simulator_data_set_unchanged(tmp_path):
     """``real.shared_encoder_update: false`` (the default): the simulator's encoded windows and the template miner
     are exactly those of a simulator-only run (real logs are matched against the frozen templates, never mined),
