@@ -1,4 +1,4 @@
-"""Diagnose real incidents with a fine-tuned encoder: a folder of OpenStack fault-injection samples, or one window.
+"""Diagnose real incidents with a fine-tuned encoder: a folder of a real labelled set, or one window.
 
 How to run (from the repo root)::
 
@@ -15,7 +15,22 @@ The language model runs in the encoder actor pool (:class:`ifshm_ray.encoding.se
 cluster of ``--address`` or a local Ray started here): ``--num-actors`` replicas, ``--num-cpus`` each,
 ``--num-gpus`` per replica shared by its ``--tensor-parallel`` ranks (DeepSpeed inference). A missing checkpoint,
 a missing ``samples.json``, a malformed folder or telemetry window is reported (exit status 2) before Ray starts;
-so is a Nezha folder (4 samples: ``jobs/real_baselines.py`` reports them as context).
+so is a loghub log-parsing folder (``loghub_openstack_2k``: no fault labels, nothing to score).
+
+A Nezha TrainTicket folder (``nezha_trainticket_fse2023``: pod metrics, the spans of the minute after injection and,
+for return / exception faults, the pods' logs; labels: fault type and root-cause service) goes through the same
+actor pool::
+
+    .venv/bin/python jobs/diagnose.py --data ../shared/data/nezha_trainticket_fse2023 \
+        --encoder-checkpoint results/encoder --json
+
+It is a handful of samples, reported as context with 95 % intervals (bootstrap over samples, and Wilson), no bar:
+the fault type (the encoder's diagnosis of the whole window through the documented map
+``ifshm_ray.encoding.real_data.SIM_TO_NEZHA_FAULT``, or ``--head loo``), and the root-cause service top-1 / top-3
+of the encoder (every service's own window ranked by ``1 - P(healthy)``) beside the unsupervised metric-shift
+ranking, measured in the same run. ``--json``: one JSON object with ``fault_type: {accuracy, macro_f1,
+macro_f1_ci95}`` and ``root_cause: {encoder, metric_shift}: {top1, top3}``, each ``{value, k, n, wilson_ci95,
+bootstrap_ci95}``.
 
 A Failure-Dataset-OpenStack folder (``openstack_failure_dataset_jss2021`` or one campaign folder of it) is read in
 this process (no Ray)::
@@ -131,6 +146,99 @@ def diagnose_campaigns(encoder, campaigns: dict, holdout: dict | None = None, mo
     return {"per_campaign": out}
 
 
+def _rate(hits, ids, n_boot: int, seed: int) -> dict:
+    """A proportion with its 95 % Wilson interval and a percentile-bootstrap interval over samples."""
+    from ifshm_ray.encoding import real_eval
+    from ifshm_ray.encoding.calibration import wilson_interval
+
+    hits = np.asarray(hits, dtype=np.int64)
+    k, n = int(hits.sum()), len(hits)
+    boot = real_eval.bootstrap_ci(hits, np.ones_like(hits), ids, real_eval.accuracy, n_boot, seed) if n else [0.0, 1.0]
+    return {"value": round(k / n, 4) if n else 0.0, "k": k, "n": n,
+            "wilson_ci95": [round(v, 4) for v in wilson_interval(k, n)], "bootstrap_ci95": [round(v, 4) for v in boot]}
+
+
+def diagnose_nezha(encoder, samples: list, head: str = "map", mode: str | None = None, n_boot: int = 1000,
+                   seed: int = 0) -> dict:
+    """Nezha TrainTicket samples (``load_nezha``), as context (a handful of samples: no bar).
+
+    * fault type: the encoder's diagnosis of the whole window (pod metrics, per-service span counts / p90 of the
+      minute after injection, the pods' logs) through the documented map
+      :data:`~ifshm_ray.encoding.real_data.SIM_TO_NEZHA_FAULT` (``head="map"``; nothing of Nezha is trained on),
+      or a leave-one-out linear head on the frozen states (``"loo"``: a class seen once can never be right);
+    * root cause: every service's own window (:func:`~ifshm_ray.encoding.real_data.nezha_service_windows`) ranked
+      by the encoder's ``1 - P(healthy)`` (its unknown score if it has no healthy class), beside the unsupervised
+      metric-shift ranking of :func:`~ifshm_ray.encoding.real_eval.metric_shift_ranking` in the same run.
+
+    Accuracy / macro-F1 / top-k with 95 % bootstrap intervals over samples (``n_boot`` resamples under ``seed``);
+    accuracy and top-k also with Wilson intervals."""
+    from ifshm_ray.encoding import real_eval
+    from ifshm_ray.encoding.linear import leave_one_out_predictions
+    from ifshm_ray.encoding.real_data import NEZHA_FAULT_TYPES, NEZHA_NONE, nezha_service_windows, sim_to_nezha_fault
+
+    ids = np.asarray([s.sample_id for s in samples])
+    whole = encoder.encode([s.telemetry for s in samples], mode=mode)
+    labels = list(NEZHA_FAULT_TYPES) + [NEZHA_NONE]
+    y = np.asarray([labels.index(s.fault_type) for s in samples])
+    if head == "map":
+        pred = np.asarray([labels.index(sim_to_nezha_fault(f)) for f in whole["fault"]])
+    else:
+        pred = leave_one_out_predictions(whole["state"], y) if len(set(y.tolist())) > 1 else np.full_like(y, -1)
+    fault_types = list(encoder.info()["fault_types"])
+    windows = [nezha_service_windows(s) for s in samples]
+    flat = [(i, svc, w) for i, ws in enumerate(windows) for svc, w in ws.items()]
+    per_svc = encoder.encode([w for _, _, w in flat], mode=mode)
+    if "healthy" in fault_types:
+        anomaly, score_name = 1.0 - per_svc["probs"][:, fault_types.index("healthy")], "1 - P(healthy)"
+    else:
+        anomaly, score_name = np.asarray(per_svc["unknown_score"], np.float64), "unknown_score"
+    enc_rank: list[list[str]] = [[] for _ in samples]
+    scored: list[list[tuple[str, float]]] = [[] for _ in samples]
+    for (i, svc, _), a in zip(flat, anomaly):
+        scored[i].append((svc, float(a)))
+    for i, lst in enumerate(scored):
+        enc_rank[i] = [svc for svc, _ in sorted(lst, key=lambda t: (-t[1], t[0]))]
+    shift_rank = [[svc for svc, _ in real_eval.metric_shift_ranking(s)] for s in samples]
+    truth = [s.root_cause_service for s in samples]
+
+    def ranking(ranks):
+        return {f"top{k}": _rate([t in r[:k] for t, r in zip(truth, ranks)], ids, n_boot, seed) for k in (1, 3)}
+
+    hits = (pred == y).astype(np.int64)
+    return {
+        "dataset": "nezha_trainticket_fse2023", "n": len(samples), "head": head,
+        "context": "a few samples: reported with intervals, no bar (Nezha's paper: 89.8% top-1 root cause on its "
+                   "full TrainTicket data)",
+        "fault_type": {"accuracy": _rate(hits, ids, n_boot, seed),
+                       "macro_f1": round(real_eval.macro_f1(y, pred), 4),
+                       "macro_f1_ci95": [round(v, 4) for v in real_eval.bootstrap_ci(
+                           y, pred, ids, real_eval.macro_f1, n_boot, seed)] if len(y) else [0.0, 1.0],
+                       "map": "ifshm_ray.encoding.real_data.SIM_TO_NEZHA_FAULT" if head == "map" else None},
+        "root_cause": {"encoder": {"score": score_name, **ranking(enc_rank)}, "metric_shift": ranking(shift_rank)},
+        "services_per_sample": [len(w) for w in windows],
+        "predictions": [{"sample_id": s.sample_id, "fault_type": s.fault_type,
+                         "predicted_fault_type": labels[p] if p >= 0 else None, "sim_fault": f,
+                         "confidence": float(c), "root_cause_service": s.root_cause_service,
+                         "encoder_top3": er[:3], "metric_shift_top3": sr[:3]}
+                        for s, p, f, c, er, sr in zip(samples, pred, whole["fault"], whole["confidence"], enc_rank,
+                                                      shift_rank)],
+    }
+
+
+def print_nezha(res: dict) -> None:
+    ft, rc = res["fault_type"], res["root_cause"]
+    acc = ft["accuracy"]
+    print(f"Nezha samples: {res['n']}   head: {res['head']}   ({res['context']})")
+    print(f"fault type: accuracy {acc['value']:.3f} ({acc['k']}/{acc['n']}; Wilson {acc['wilson_ci95']}, "
+          f"bootstrap {acc['bootstrap_ci95']})  macro-F1 {ft['macro_f1']:.3f} {ft['macro_f1_ci95']}")
+    for name, r in (("encoder (" + rc["encoder"]["score"] + ")", rc["encoder"]), ("metric shift", rc["metric_shift"])):
+        print(f"root cause, {name}: top-1 {r['top1']['value']:.3f} {r['top1']['bootstrap_ci95']}  "
+              f"top-3 {r['top3']['value']:.3f} {r['top3']['bootstrap_ci95']}")
+    for p in res["predictions"]:
+        print(f"  {p['sample_id']}: {p['fault_type']} -> {p['predicted_fault_type']} (sim {p['sim_fault']}); "
+              f"root cause {p['root_cause_service']}: encoder {p['encoder_top3']}, shift {p['metric_shift_top3']}")
+
+
 def diagnose_window(encoder, telemetry: dict, mode: str | None = None) -> dict:
     """The diagnosis of one (validated) window; ``encoder`` as in :func:`diagnose_folder`."""
     from ifshm_ray.encoding.real_data import sim_to_failure_mode
@@ -200,7 +308,8 @@ def diagnose_jss(args, checkpoint: str) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="folder with samples.json (openstack_fault_injection_fse2019 layout)")
+    src.add_argument("--data", help="a real set's folder: openstack_fault_injection_fse2019, "
+                                    "openstack_failure_dataset_jss2021 (or one campaign) or nezha_trainticket_fse2023")
     src.add_argument("--telemetry", help="one telemetry window as a JSON file")
     ap.add_argument("--encoder-checkpoint", default=str(REPO / "results" / "encoder"),
                     help="checkpoint folder written by jobs/finetune_encoder.py --out (default: results/encoder)")
@@ -210,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mode", choices=("templates", "context"), help="LM path (default: the checkpoint's)")
     ap.add_argument("--max-lines", type=int, default=4000, help="service-log lines per sample")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (Failure-Dataset-OpenStack)")
+    ap.add_argument("--n-boot", type=int, default=1000,
+                    help="bootstrap resamples (Failure-Dataset-OpenStack, Nezha)")
     ray_args = ap.add_argument_group("encoder actor pool")
     ray_args.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local Ray")
     ray_args.add_argument("--num-actors", type=int, default=1, help="encoder replicas")
@@ -224,20 +334,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- inputs, checked before Ray starts ---------------------------------------------------------------
     from ifshm_ray.encoding.config import ServiceConfig
-    from ifshm_ray.encoding.real_data import RealDataError, detect_layout, load_samples
+    from ifshm_ray.encoding.real_data import detect_layout, load_nezha, load_samples
     from ifshm_ray.encoding.semantic import checkpoint_dir
     from ifshm_ray.encoding.service import EncoderPool, as_config
 
     try:
         checkpoint = str(checkpoint_dir(args.encoder_checkpoint).resolve())
         layout = detect_layout(args.data) if args.data else None
-        if layout == "nezha":
-            raise RealDataError(f"{args.data} is a Nezha folder: diagnose.py reads the layouts of "
-                                f"openstack_fault_injection_fse2019 and openstack_failure_dataset_jss2021 (4 Nezha "
-                                f"samples: context only); its baselines: jobs/real_baselines.py --data {args.data}")
         if layout == "jss2021":
             return diagnose_jss(args, checkpoint)
-        samples = load_samples(Path(args.data), max_lines=args.max_lines) if args.data else None
+        if layout == "nezha":
+            samples = load_nezha(Path(args.data), max_lines=args.max_lines)
+        else:
+            samples = load_samples(Path(args.data), max_lines=args.max_lines) if args.data else None
         window = read_window(args.telemetry) if args.telemetry else None
         service = as_config(ServiceConfig, dict(num_actors=args.num_actors, num_cpus=args.num_cpus,
                                                 num_gpus=args.num_gpus, tensor_parallel=args.tensor_parallel))
@@ -257,7 +366,9 @@ def main(argv: list[str] | None = None) -> dict:
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
     try:
         with EncoderPool(service_config=service, checkpoint=checkpoint) as pool:
-            if samples is not None:
+            if layout == "nezha":
+                res = diagnose_nezha(pool, samples, args.head, args.mode, n_boot=args.n_boot)
+            elif samples is not None:
                 res = diagnose_folder(pool, samples, args.head, args.mode)
             else:
                 res = diagnose_window(pool, window, args.mode)
@@ -270,6 +381,8 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- report ----------------------------------------------------------------------------------------------
     if args.json:
         print(json.dumps(res))
+    elif layout == "nezha":
+        print_nezha(res)
     elif samples is not None:
         print_report(res)
     else:

@@ -23,7 +23,10 @@ What it does, top to bottom:
    scored by a head that never saw it). Both with 95 % Wilson intervals: there are only ~22 samples.
 Real labelled data beside the simulator's (``real:`` section, issue 14; ``configs/encoder_real.yaml``): one head per
 label set (Failure-Dataset-OpenStack DEPL / NET / STO read as counts text, FSE 2019 ``failure_mode`` from service
-logs, optionally Nezha) on the shared encoder, one batch per task in every training step (``real.loss_weight``); a
+logs, optionally Nezha) on the shared encoder. By default (``real.shared_encoder_update: false``) the shared encoder
+is fine-tuned by the simulator loss alone and each real head is fitted afterwards on the frozen states of its
+training part (the simulator head cannot get worse: its steps and data are those of a simulator-only run); with
+``true``, one batch per task joins every training step (``real.loss_weight``). A
 grouped 60 % training part, the rest held out (``OUT/real_tasks.json``, ``metrics.json`` ``real_tasks``). A configured
 path that is missing is skipped (``if_missing: skip``, the default config) or stops the job with its name (``error``).
 
@@ -106,8 +109,9 @@ def encode_rows(rows: list[dict], cfg: EncoderJobConfig, out: Path, real_rows: l
     order = {"train": 0, "val": 1, "test": 2}
     records = []
     real_records = []
+    joint = cfg.real.shared_encoder_update
     for split in ("train", "val", "test"):
-        if split == "train":  # real training part: its log templates are mined with the simulator's training split
+        if split == "train" and joint:  # real training part: templates mined with the simulator's training split
             real_records += encode_real(modal, [r for r in real_rows or [] if r["part"] == "train"])
         if split != "train":
             modal.freeze()
@@ -126,7 +130,10 @@ def encode_rows(rows: list[dict], cfg: EncoderJobConfig, out: Path, real_rows: l
     (out / "miner.bin").write_bytes(modal.miner_state())
     (out / "labels.json").write_text(json.dumps(labels))
     if real_rows:
-        real_records += encode_real(modal, [r for r in real_rows if r["part"] == "holdout"])
+        # shared_encoder_update false: every real sample is matched against the simulator's frozen templates (as
+        # at inference), after the simulator's windows were encoded, so the simulator's data set is unchanged
+        real_records += encode_real(modal, [r for r in real_rows
+                                            if r["part"] == "holdout" or (not joint and r["part"] == "train")])
         pq.write_table(pa.Table.from_pylist(real_records), out / "real.parquet")
         holdout: dict[str, list] = {}
         for r in real_records:

@@ -139,7 +139,8 @@ def test_diagnose_bad_input_is_clear_before_ray_starts(tmp_path, tiny_checkpoint
     fixtures = REPO / "tests" / "data" / "real_fixtures"
     cases = [(["--data", str(tmp_path)], "samples.json"),
              (["--data", str(tmp_path / "jss" / "NET")], "label 9 out of range 1..4 for campaign NET"),
-             (["--data", str(fixtures / "nezha_trainticket_fse2023")], "Nezha folder"),
+             (["--data", str(tmp_path / "nezha")], "inject_time_utc '29/01/2023 11:00' is not"),
+             (["--data", str(tmp_path / "loghub")], "no fault or anomaly labels"),
              (["--telemetry", str(bad)], "--telemetry .*logs"),
              (["--telemetry", str(tmp_path / "garbled.json")], "not JSON"),
              (["--telemetry", str(bad), "--tensor-parallel", "0"], "tensor_parallel")]
@@ -148,6 +149,11 @@ def test_diagnose_bad_input_is_clear_before_ray_starts(tmp_path, tiny_checkpoint
     (tmp_path / "jss" / "NET" / "SEQ.tsv").write_text("novaclient_POST_500\tnova-api_GET_200\n1\t2\n")
     (tmp_path / "jss" / "NET" / "Failure_Labels.txt").write_text("9\n")
     (tmp_path / "garbled.json").write_text("{not json")
+    nezha = Path(shutil.copytree(fixtures / "nezha_trainticket_fse2023", tmp_path / "nezha"))
+    label = nezha / "2023-01-29_110000_exception" / "label.json"
+    label.write_text(json.dumps({**json.loads(label.read_text()), "inject_time_utc": "29/01/2023 11:00"}))
+    (tmp_path / "loghub").mkdir()  # the layout of loghub_openstack_2k (no fault labels); not a copy of its data
+    (tmp_path / "loghub" / "OpenStack_2k.log_structured.csv").write_text("LineId,Content,EventId,EventTemplate\n")
     for args, message in cases:
         if "tensor_parallel" in message:
             bad.write_text(json.dumps({"logs": [], "metrics": {}, "alarms": []}))
@@ -156,3 +162,97 @@ def test_diagnose_bad_input_is_clear_before_ray_starts(tmp_path, tiny_checkpoint
         assert exit_info.value.code == 2, args
         err = capsys.readouterr().err
         assert re.search(message, err), (args, err)
+
+
+# ---- Nezha TrainTicket ----------------------------------------------------------------------------------------------
+NEZHA_FIX = REPO / "tests" / "data" / "real_fixtures" / "nezha_trainticket_fse2023"
+NEZHA_REAL = REPO.parent / "shared" / "data" / "nezha_trainticket_fse2023"
+
+
+@pytest.fixture(scope="module")
+def nezha_checkpoint(tmp_path_factory) -> Path:
+    from ifshm_ray.encoding.config import EncoderConfig
+    from ifshm_ray.encoding.semantic import SemanticEncoder
+
+    enc = SemanticEncoder.build(EncoderConfig(model="tiny-llama", state_dim=8, adapter="lora"),
+                                ["healthy", "packet_loss_latency", "api_5xx_storm"])
+    return enc.save(tmp_path_factory.mktemp("ckpt") / "enc")
+
+
+def check_nezha_result(res: dict, samples: list) -> None:
+    from ifshm_ray.encoding.real_data import NEZHA_FAULT_TYPES, NEZHA_NONE, nezha_service_windows
+
+    n = len(samples)
+    assert res["n"] == n and len(res["predictions"]) == n
+    acc = res["fault_type"]["accuracy"]
+    assert acc["n"] == n and acc["value"] == pytest.approx(acc["k"] / n)
+    assert acc["k"] == sum(p["predicted_fault_type"] == p["fault_type"] for p in res["predictions"])
+    for iv in (acc["wilson_ci95"], acc["bootstrap_ci95"], res["fault_type"]["macro_f1_ci95"]):
+        assert 0.0 <= iv[0] <= iv[1] <= 1.0
+    for rank in ("encoder", "metric_shift"):
+        r = res["root_cause"][rank]
+        assert r["top1"]["value"] <= r["top3"]["value"]
+        key = "encoder_top3" if rank == "encoder" else "metric_shift_top3"
+        assert r["top1"]["k"] == sum(p[key][:1] == [p["root_cause_service"]] for p in res["predictions"])
+    for s, p in zip(samples, res["predictions"]):
+        assert p["predicted_fault_type"] in (*NEZHA_FAULT_TYPES, NEZHA_NONE)
+        services = nezha_service_windows(s)
+        assert "front_service" not in services and s.root_cause_service in services
+        assert set(p["encoder_top3"]) <= set(services)
+
+
+@pytest.mark.timeout(120)
+def test_diagnose_nezha_fixture(nezha_checkpoint):
+    """Fault type and root-cause ranking on the Nezha fixture, with intervals; every service's window holds only
+    its own metrics and logs."""
+    from ifshm_ray.encoding.real_data import load_nezha, nezha_service_windows, sim_to_nezha_fault
+    from ifshm_ray.encoding.service import EncoderWorker
+
+    job = SimpleNamespace(**runpy.run_path(str(REPO / "jobs" / "diagnose.py"), run_name="diagnose_job"))
+    samples = load_nezha(NEZHA_FIX)
+    res = job.diagnose_nezha(EncoderWorker(checkpoint=str(nezha_checkpoint)), samples, n_boot=200)
+    check_nezha_result(res, samples)
+    # the fixture's root-cause pods are the ones whose metrics jump after injection
+    assert res["root_cause"]["metric_shift"]["top1"]["value"] == 1.0
+    assert res["services_per_sample"] == [3, 3]
+    w = nezha_service_windows(samples[1])["ts-order-service"]
+    assert set(w["metrics"]) == {"ts-order-service"} and w["logs"]
+    assert all(line.startswith("ts-order-service ") for line in w["logs"])
+    assert sim_to_nezha_fault("packet_loss_latency") == "network_delay"
+    assert sim_to_nezha_fault("healthy") == sim_to_nezha_fault("gpu_xid79_fallen_off_bus") == "no_nezha_counterpart"
+    # deterministic: the same numbers twice
+    again = job.diagnose_nezha(EncoderWorker(checkpoint=str(nezha_checkpoint)), samples, n_boot=200)
+    assert again["fault_type"] == res["fault_type"] and again["root_cause"] == res["root_cause"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_diagnose_nezha_through_the_pool(ray_session, nezha_checkpoint, capsys):
+    """``jobs/diagnose.py --data <Nezha folder> --json``: the last line is the JSON report; the shared dev split
+    when present, else the fixture."""
+    from ifshm_ray.encoding.real_data import load_nezha
+
+    job = SimpleNamespace(**runpy.run_path(str(REPO / "jobs" / "diagnose.py"), run_name="diagnose_job"))
+    data = NEZHA_REAL if (NEZHA_REAL / "samples.json").is_file() else NEZHA_FIX
+    out = job.main(["--data", str(data), "--encoder-checkpoint", str(nezha_checkpoint), "--json", "--n-boot", "100",
+                    "--num-cpus", "0.25"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["fault_type"] == out["fault_type"] and last["dataset"] == "nezha_trainticket_fse2023"
+    samples = load_nezha(data)
+    check_nezha_result(out, samples)
+    n_windows = len(samples) + sum(out["services_per_sample"])
+    assert out["encoder"]["contexts"] == n_windows  # whole windows and every service's window, through the actor
+
+
+@pytest.mark.skipif(not (NEZHA_REAL / "samples.json").is_file(), reason="../shared/data is absent")
+@pytest.mark.timeout(120)
+def test_diagnose_nezha_shared_dev_split(nezha_checkpoint):
+    from ifshm_ray.encoding.real_data import load_nezha
+    from ifshm_ray.encoding.service import EncoderWorker
+
+    job = SimpleNamespace(**runpy.run_path(str(REPO / "jobs" / "diagnose.py"), run_name="diagnose_job"))
+    samples = load_nezha(NEZHA_REAL)
+    assert {s.fault_type for s in samples} <= {"return", "exception", "cpu_contention", "network_delay"}
+    res = job.diagnose_nezha(EncoderWorker(checkpoint=str(nezha_checkpoint)), samples, n_boot=100)
+    check_nezha_result(res, samples)
+    assert min(res["services_per_sample"]) >= 40  # TrainTicket: ~46 services per sample

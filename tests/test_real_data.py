@@ -177,6 +177,29 @@ def test_nezha_malformed(copy_of):
         load_nezha(d)
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda lab: "{garbled", "label.json is not valid JSON"),
+    (lambda lab: {**lab, "inject_time_utc": "2023-01-29T11:00"}, "inject_time_utc '2023-01-29T11:00' is not"),
+    (lambda lab: {**lab, "inject_time_utc": "2023-01-29 13:00:00"}, "does not contain the injection at"),
+    (lambda lab: {**lab, "root_cause_pod": "ts-auth-service-7f8d7d756d-ccccc"}, "is not a pod of root_cause_service"),
+    (lambda lab: {**lab, "sample_id": "other"}, "sample_id 'other' differs from the folder"),
+    (lambda lab: [lab], "expected a JSON object, got list"),
+])
+def test_nezha_bad_label_says_what_is_wrong(copy_of, change, message):
+    d = copy_of(NEZHA)
+    f = d / "2023-01-29_110000_exception" / "label.json"
+    new = change(json.loads(f.read_text()))
+    f.write_text(new if isinstance(new, str) else json.dumps(new))
+    with pytest.raises(RealDataError, match=message):
+        load_nezha(d)
+
+
+def test_loghub_folder_is_refused_with_the_reason(tmp_path):
+    (tmp_path / "OpenStack_2k.log_templates.csv").write_text("EventId,EventTemplate\n")
+    with pytest.raises(RealDataError, match="no fault or anomaly labels"):
+        detect_layout(tmp_path)
+
+
 def test_nezha_second_pod_of_a_service_and_short_metric_file(copy_of):
     d = copy_of(NEZHA)
     metric = d / "2023-01-29_110000_exception" / "metric"
@@ -228,3 +251,9 @@ def test_shared_fse_and_nezha():
     for s in nz:
         validate_telemetry(s.telemetry)
         assert len(s.telemetry["metrics"]) >= 40
+
+
+@pytest.mark.skipif(not (SHARED / "loghub_openstack_2k").is_dir(), reason="../shared/data is absent")
+def test_shared_loghub_has_no_fault_labels_and_is_refused():
+    with pytest.raises(RealDataError, match="no fault or anomaly labels"):
+        detect_layout(SHARED / "loghub_openstack_2k")

@@ -204,7 +204,8 @@ def test_diagnose_reports_per_campaign_on_a_failure_dataset_folder(tmp_path):
     assert p.returncode == 2 and "out of range" in p.stderr
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_multitask_finetune_on_the_fixtures(ray_session, tmp_path):
     """The Ray Train + DeepSpeed job with the real heads beside the simulator's: the checkpoint has one head per
     label set, their held-out scores and held-out rows, and the simulator head is still trained and scored."""
@@ -221,6 +222,13 @@ def test_multitask_finetune_on_the_fixtures(ray_session, tmp_path):
                         "--set", f"real.fse2019={FIX / 'openstack_fault_injection_fse2019'}",
                         "--set", "real.if_missing=error", "--set", "finetune.rl_probe_episodes=0"])
     assert set(metrics["real_tasks"]) == {"jss2021_NET", "fse2019_failure_mode"}
+    # the default: real heads fitted on the frozen states only (no joint steps, so no jointly trained scores), and
+    # the simulator head is exactly the simulator-only run's (same data set, same steps)
+    assert metrics["real_shared_encoder_update"] is False and "real_tasks_joint" not in metrics
+    sim_only = job.main(["--config", str(REPO / "configs" / "encoder_smoke.yaml"), "--out", str(tmp_path / "sim"),
+                         "--set", "finetune.rl_probe_episodes=0"])
+    for k in ("final_train_loss", "accuracy", "macro_f1", "temperature", "baseline_macro_f1"):
+        assert metrics[k] == sim_only[k], k
     for v in metrics["real_tasks"].values():
         assert v["n"] > 0 and 0.0 <= v["macro_f1"] <= 1.0
     assert metrics["macro_f1"] is not None and metrics["n_test"] > 0
@@ -256,3 +264,38 @@ def test_checkpoint_cross_validation_uses_only_its_held_out_rows(tmp_path):
     assert sub.counts.shape == (len(keep), c.counts.shape[1])
     same, restricted = real_encoder.holdout_campaign(load_failure_dataset(JSS_FIX)["STO"], tmp_path)
     assert not restricted and len(same.labels) == 24
+
+
+@pytest.mark.slow
+def test_real_heads_leave_the_simulator_data_set_unchanged(tmp_path):
+    """``real.shared_encoder_update: false`` (the default): the simulator's encoded windows and the template miner
+    are exactly those of a simulator-only run (real logs are matched against the frozen templates, never mined),
+    and every real row, training part included, is in real.parquet; ``true`` mines the real training logs."""
+    import importlib.util
+
+    import pyarrow.parquet as pq
+
+    from ifshm_ray.encoding.config import EncoderJobConfig
+
+    spec = importlib.util.spec_from_file_location("finetune_encoder", REPO / "jobs" / "finetune_encoder.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    real = {"real.jss2021": str(JSS_FIX), "real.campaigns": ["NET"], "real.if_missing": "error",
+            "real.fse2019": str(FIX / "openstack_fault_injection_fse2019")}
+    smoke = REPO / "configs" / "encoder_smoke.yaml"
+    sim_cfg = EncoderJobConfig.load(smoke)
+    cfg = EncoderJobConfig.load(smoke, real)
+    assert cfg.real.shared_encoder_update is False
+    rows = job.sim_windows(sim_cfg)
+    real_rows, tasks, _ = real_encoder.real_task_samples(cfg.real, REPO)
+    a, _ = job.encode_rows(rows, sim_cfg, tmp_path / "sim")
+    b, _ = job.encode_rows(rows, cfg, tmp_path / "frozen", real_rows, tasks)
+    assert pq.read_table(a).equals(pq.read_table(b))
+    assert (tmp_path / "sim" / "miner.bin").read_bytes() == (tmp_path / "frozen" / "miner.bin").read_bytes()
+    recs = pq.read_table(tmp_path / "frozen" / "real.parquet").to_pylist()
+    assert len(recs) == len(real_rows) and {r["part"] for r in recs} == {"train", "holdout"}
+    joint = EncoderJobConfig.load(smoke, {**real, "real.shared_encoder_update": True})
+    job.encode_rows(rows, joint, tmp_path / "joint", real_rows, tasks)
+    assert (tmp_path / "joint" / "miner.bin").read_bytes() != (tmp_path / "sim" / "miner.bin").read_bytes()
+    with pytest.raises(Exception, match="leaves the real heads untrained"):
+        EncoderJobConfig.load(smoke, {"real.refit_heads": False})

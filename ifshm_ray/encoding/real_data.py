@@ -24,7 +24,10 @@ Two more real sets have readers here (section 1 and 4 of that README); every rea
   metrics (``metrics``), the spans of the minute after injection (per-pod span counts and latencies as
   ``metrics``) and, where present, the pods' log lines; labels: ``fault_type`` and the root-cause service.
 
-:func:`detect_layout` tells which of the three a folder is (``jobs/real_baselines.py`` uses it).
+:func:`detect_layout` tells which of the three a folder is (``jobs/real_baselines.py`` and ``jobs/diagnose.py`` use
+it); a loghub log-parsing folder (``loghub_openstack_2k``: EventId per line, no fault labels) is refused with that
+reason. :func:`nezha_service_windows` cuts a Nezha sample into one window per service (root-cause ranking), and
+:data:`SIM_TO_NEZHA_FAULT` maps a simulator diagnosis to a Nezha fault type (our own map, documented there).
 """
 from __future__ import annotations
 
@@ -513,10 +516,26 @@ def load_nezha(data_dir: str | Path, max_lines: int = 2000) -> list[NezhaSample]
         folder = data_dir / sid
         if not (folder / "label.json").is_file():
             raise RealDataError(f"{folder / 'label.json'} not found (sample {sid!r} of samples.json)")
-        label = json.loads((folder / "label.json").read_text())
+        try:
+            label = json.loads((folder / "label.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise RealDataError(f"{folder / 'label.json'} is not valid JSON: {exc}") from exc
+        if not isinstance(label, dict):
+            raise RealDataError(f"{folder / 'label.json'}: expected a JSON object, got {type(label).__name__}")
         for k in ("fault_type", "root_cause_service", "root_cause_pod", "inject_time_utc"):
             if k not in label:
                 raise RealDataError(f"{folder / 'label.json'}: no {k!r}")
+        if label.get("sample_id", sid) != sid:
+            raise RealDataError(f"{folder / 'label.json'}: sample_id {label['sample_id']!r} differs from the folder "
+                                f"and samples.json ({sid!r})")
+        if pod_service(label["root_cause_pod"]) != label["root_cause_service"]:
+            raise RealDataError(f"{folder / 'label.json'}: root_cause_pod {label['root_cause_pod']!r} is not a pod of "
+                                f"root_cause_service {label['root_cause_service']!r}")
+        try:
+            inject = datetime.strptime(label["inject_time_utc"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+        except (TypeError, ValueError):
+            raise RealDataError(f"{folder / 'label.json'}: inject_time_utc {label['inject_time_utc']!r} is not "
+                                f"'YYYY-MM-DD HH:MM:SS' (UTC)") from None
         if label["fault_type"] not in NEZHA_FAULT_TYPES:
             raise RealDataError(f"{folder / 'label.json'}: fault_type {label['fault_type']!r} is not one of "
                                 f"{list(NEZHA_FAULT_TYPES)}")
@@ -542,7 +561,11 @@ def load_nezha(data_dir: str | Path, max_lines: int = 2000) -> list[NezhaSample]
                 metrics.setdefault(svc, {}).update(m)
         log_files = sorted((folder / "log").glob("*.csv"))
         logs = [line for lf in log_files for line in _nezha_logs(lf, max_lines)][:max_lines]
-        inject = datetime.strptime(label["inject_time_utc"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+        if times and not min(times) <= inject.timestamp() <= max(times):
+            raise RealDataError(f"{folder / 'metric'}: the metric rows span {min(times):.0f}-{max(times):.0f} "
+                                f"(epoch s), "
+                                f"which does not contain the injection at {label['inject_time_utc']} UTC "
+                                f"({inject.timestamp():.0f}): the window must hold samples before and after it")
         telemetry = {"schema": "ifshm.telemetry/v1", "logs": logs, "metrics": metrics, "alarms": [],
                      "window_s": 60.0 * max(1, len(times)),
                      "topology": {"services": sorted(metrics), "nodes": []}}
@@ -560,6 +583,11 @@ def detect_layout(data_dir: str | Path) -> str:
         raise RealDataError(f"{data_dir}: not a folder")
     if (data_dir / "SEQ.tsv").is_file() or any((data_dir / c / "SEQ.tsv").is_file() for c in JSS_LABELS):
         return "jss2021"
+    if any(data_dir.glob("*.log_structured.csv")) or any(data_dir.glob("*.log_templates.csv")):
+        raise RealDataError(f"{data_dir}: a loghub log-parsing sample (EventId / EventTemplate per line): it has no "
+                            f"fault or anomaly labels (../shared/data/README.md, section 3), so there is nothing to "
+                            f"diagnose or score; the labelled sets are openstack_failure_dataset_jss2021, "
+                            f"openstack_fault_injection_fse2019 and nezha_trainticket_fse2023")
     if (data_dir / "samples.json").is_file():
         samples = _read_manifest(data_dir, "<dataset>")["samples"]
         if samples and isinstance(samples[0], dict) and "label" in samples[0]:
@@ -567,3 +595,50 @@ def detect_layout(data_dir: str | Path) -> str:
         return "fse2019"
     raise RealDataError(f"{data_dir}: neither a Failure-Dataset-OpenStack folder (DEPL/NET/STO with SEQ.tsv) nor a "
                         f"folder with samples.json (openstack_fault_injection_fse2019, nezha_trainticket_fse2023)")
+
+
+#: Simulator fault type -> Nezha fault type (our own map, like :data:`SIM_TO_FAILURE_MODE`): the Nezha fault whose
+#: observable effect the simulated one shares. ``network_delay``: the network-latency / loss faults;
+#: ``exception``: faults that make a service answer errors (an exception in its code path); ``cpu_contention``:
+#: none of the simulator's faults is a CPU hog, so nothing maps to it; ``return`` (a wrong return value, no error
+#: raised) has no simulated counterpart either. A fault missing here (and ``healthy``) maps to :data:`NEZHA_NONE`,
+#: which is never a Nezha label, so it scores as a miss.
+SIM_TO_NEZHA_FAULT: dict[str, str] = {
+    "packet_loss_latency": "network_delay",
+    "network_partition": "network_delay",
+    "dns_upstream_failure": "network_delay",
+    "infiniband_link_errors": "network_delay",
+    "nccl_straggler_timeout": "network_delay",
+    "api_5xx_storm": "exception",
+    "process_crash_loop": "exception",
+    "bad_config_push": "exception",
+    "certificate_expiry": "exception",
+    "clock_skew_tls": "exception",
+    "feature_store_maxmemory": "exception",
+    "message_queue_memory_alarm": "exception",
+}
+NEZHA_NONE = "no_nezha_counterpart"
+
+
+def sim_to_nezha_fault(fault: str) -> str:
+    return SIM_TO_NEZHA_FAULT.get(fault, NEZHA_NONE)
+
+
+def nezha_service_windows(sample: NezhaSample) -> dict[str, dict]:
+    """One telemetry window per candidate root-cause service of a Nezha sample: the service's own metric series
+    (every pod of it, the trace's span count / p90 too) and its own log lines; ``front_service`` (the user-facing
+    aggregate, never a root cause) is left out. Keyed by service name (a second pod joins its service)."""
+    per: dict[str, dict] = {}
+    for entity, series in sample.telemetry["metrics"].items():
+        if entity == "front_service":
+            continue
+        svc = pod_service(entity)
+        per.setdefault(svc, {"metrics": {}, "logs": []})["metrics"][entity] = series
+    for line in sample.telemetry["logs"]:
+        svc = line.split(" ", 1)[0]
+        if svc in per:
+            per[svc]["logs"].append(line)
+    return {svc: {"schema": "ifshm.telemetry/v1", "logs": w["logs"], "metrics": w["metrics"], "alarms": [],
+                  "window_s": sample.telemetry["window_s"], "topology": {"services": sorted(w["metrics"]), "nodes": []}}
+            for svc, w in sorted(per.items())}
+

@@ -144,14 +144,21 @@ def train_worker(job: dict) -> None:
             real_train.setdefault(r["task"], []).append(r)
     real_weight = float((job.get("real") or {}).get("loss_weight", 1.0))
     real_batch = int((job.get("real") or {}).get("batch_size", 16))
+    # real losses through the shared encoder only when configured; otherwise the heads are fitted after training on
+    # the frozen states, and the fine-tuning steps are exactly the simulator-only ones (RealTrainConfig)
+    joint = bool((job.get("real") or {}).get("shared_encoder_update", False))
 
-    def build():
-        m = SemanticEncoder.build(enc_cfg, labels, split=job.get("split"), tasks=tasks)
+    def build(with_tasks: bool = True):
+        m = SemanticEncoder.build(enc_cfg, labels, split=job.get("split"), tasks=tasks if with_tasks else None)
         m.modal.load_miner_state(Path(job["miner"]).read_bytes())
         m.fit_feature_norm(np.stack([r["features"] for r in train]))
         return m
 
-    model = build().to(device)
+    # without joint real losses the trained model has no task heads at all: building them draws from the global
+    # torch RNG (whose later draws are the LoRA dropout masks) and adds parameters to the ZeRO partitions, which
+    # made a real-heads run's simulator head differ from the simulator-only run's (measured); the heads are added
+    # after training, on rank 0
+    model = build(with_tasks=joint).to(device)
     adapter_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
     groups = [{"params": head_params, "lr": ft["lr"]}]
@@ -179,7 +186,7 @@ def train_worker(job: dict) -> None:
             loss = torch.nn.functional.cross_entropy(logits, y)
             # multi-task: one batch of each real data set's training part through its own head
             rng = np.random.default_rng([1000 + epoch, step, rank])
-            for task in sorted(real_train):
+            for task in sorted(real_train) if joint else ():
                 rows = real_train[task]
                 pick = rng.choice(len(rows), size=min(real_batch, len(rows)), replace=False)
                 rr = [rows[i] for i in pick]
@@ -207,7 +214,10 @@ def train_worker(job: dict) -> None:
     checkpoint = None
     if rank == 0:
         final = build()
-        final.load_state_dict(state)
+        missing, unexpected = final.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("task_heads.") for k in missing):
+            raise RuntimeError(f"trained state does not fit the final encoder: missing {missing}, "
+                               f"unexpected {unexpected}")
         final.clear_cache()
         val = [r for r in read_split(job["dataset"], "val") if r["label_id"] >= 0]
         test = [r for r in read_split(job["dataset"], "test") if r["label_id"] >= 0]
@@ -239,8 +249,10 @@ def train_worker(job: dict) -> None:
             "n_train": len(train), "n_val": len(val), "n_test": len(test),
         })
         if job.get("real_dataset"):
-            metrics["real_tasks_joint"] = evaluate_tasks(final, job["real_dataset"], tasks)
-            if (job.get("real") or {}).get("refit_heads", True):
+            metrics["real_shared_encoder_update"] = joint
+            if joint:
+                metrics["real_tasks_joint"] = evaluate_tasks(final, job["real_dataset"], tasks)
+            if not joint or (job.get("real") or {}).get("refit_heads", True):
                 refit_task_heads(final, real_train, float(job["real"].get("head_l2", 1e-2)))
             metrics["real_tasks"] = evaluate_tasks(final, job["real_dataset"], tasks)
         tmp = Path(tempfile.mkdtemp(prefix="enc-ckpt-"))
