@@ -125,13 +125,16 @@ def test_real_config_section_missing_path_is_a_clear_error_or_skipped(tmp_path):
         assert not tr & ho
     # the workload logs never reach the FSE head (only service-log telemetry)
     assert all(r["telemetry"] is not None for r in rows if r["task"].startswith("fse2019"))
-    # the default config (and configs/encoder.yaml, which make demo uses) trains on the simulator only; the real
-    # config names the shared data
+    # the dataclass default trains on the simulator only; the default fine-tuning config (configs/encoder.yaml:
+    # jobs/finetune_encoder.py without --config, make demo) includes the real development data, skipped where absent,
+    # without pulling the shared encoder (the simulator head is a simulator-only run's)
     from ifshm_ray.encoding.config import load_config
 
     assert EncoderJobConfig().real.jss2021 is None and EncoderJobConfig().real.fse2019 is None
     default = load_config(REPO / "configs" / "encoder.yaml")
-    assert default.real.jss2021 is None and default.real.fse2019 is None
+    assert default.real.jss2021.endswith("openstack_failure_dataset_jss2021")
+    assert default.real.fse2019.endswith("openstack_fault_injection_fse2019")
+    assert default.real.if_missing == "skip" and default.real.shared_encoder_update is False
     assert load_config(REPO / "configs" / "encoder_real.yaml").real.jss2021.endswith("openstack_failure_dataset_jss2021")
 
     smoke = load_config(REPO / "configs" / "encoder_smoke.yaml")
