@@ -161,6 +161,13 @@ class PipelineConfig(ConfigModel):
     """Measured rates of each stage (:class:`StageTimings`) from which the start-up message computes the expected
     time of the run."""
 
+    @field_validator("fault_sets")
+    @classmethod
+    def _sets_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"a fault set is listed twice: {value}")
+        return value
+
     @field_validator("baselines")
     @classmethod
     def _known_baselines(cls, value: list[str]) -> list[str]:
@@ -382,12 +389,11 @@ def estimate(cfg: PipelineConfig, sim_cfg: SimConfig, jobs: dict[str, list], smo
     for fs, fs_jobs in jobs.items():
         for key, n_runs in policies.values():
             if fs == "all":  # known + unknown of the split, each at its own rate
-                k = len(catalog.known_in(cfg.split))
-                per_ep = (k * ev.cpu_s_per_episode[key]["known"] + (len(catalog.names) - k)
-                          * ev.cpu_s_per_episode[key]["unknown"]) / len(catalog.names)
+                k, u = len(catalog.known_in(cfg.split)), len(catalog.unknown_in(cfg.split))
+                per_ep = (k * ev.cpu_s_per_episode[key]["known"] + u * ev.cpu_s_per_episode[key]["unknown"]) / (k + u)
             else:
                 per_ep = ev.cpu_s_per_episode[key][fs]
-            chunks = min(len(fs_jobs), 4 * cores)  # (as ifshm_ray.eval.harness.evaluate splits the episodes)
+            chunks = 1 if smoke else min(len(fs_jobs), 4 * cores)  # (as main and harness.evaluate split them)
             cpu += n_runs * (len(fs_jobs) * per_ep + chunks * ev.setup_cpu_s[key])
             episodes += n_runs * len(fs_jobs)
     if "nearest-known" in cfg.baselines and not prototypes_path(sim_cfg).is_file():
@@ -421,7 +427,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/pipeline.yaml", help="pipeline config YAML")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--smoke", action="store_true", help="tiny budget: tiny training, 1 episode on 3 faults per set")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny budget: tiny training, the first 3 episodes of each set in one Ray task per policy")
     p.add_argument("--plan", action="store_true", help="print what the run would do and how long, then stop")
     p.add_argument("--task-cpus", type=float, default=1.0, help="CPUs per evaluation Ray task")
     p.add_argument("--reuse", action="store_true", help="reuse finished training runs found in OUT/train (re-evaluate)")
@@ -484,7 +491,7 @@ def main(argv=None) -> dict:
                 t0 = time.time()
                 try:
                     m, recs = evaluate_set(spec, label, fs, fs_jobs, episodes, cfg.eval_seed, sim_cfg,
-                                           num_cpus_per_task=a.task_cpus,
+                                           num_cpus_per_task=a.task_cpus, chunks=1 if a.smoke else None,
                                            progress=lambda d, n, l=label, t0=t0, fs=fs: print(
                                                f"[eval {fs}] {l}: {d}/{n} episodes ({time.time() - t0:.0f}s)",
                                                flush=True))

@@ -36,6 +36,8 @@ def test_pipeline_config_refuses_the_old_encoder_key_and_bad_values():
     with pytest.raises(ConfigError, match=r"fault_sets.0 = 'knwon': Input should be 'known', 'unknown', 'all', "
                                           r"'compound' or 'fault_free'"):
         PipelineConfig.load(CONFIGS / "pipeline.yaml", ["fault_sets=[knwon]"])
+    with pytest.raises(ConfigError, match=r"a fault set is listed twice"):
+        PipelineConfig.load(CONFIGS / "pipeline.yaml", ["fault_sets=[known, compound, known]"])
     with pytest.raises(ConfigError, match=r"timings: 'configs/nope.yaml' does not exist"):
         PipelineConfig.load(CONFIGS / "pipeline.yaml", ["timings=configs/nope.yaml"])
     assert PipelineConfig.load(CONFIGS / "pipeline.yaml", ["fault_sets=[compound, fault_free]"]).fault_sets == \
