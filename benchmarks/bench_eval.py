@@ -69,7 +69,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="handpicked", help="named split (default handpicked)")
     ap.add_argument("--samples", type=int, default=6, help="episodes per policy and fault set (default 6)")
-    ap.add_argument("--seed", type=int, default=1000, help="seed of the incidents (default 1000, configs/pipeline.yaml's)")
+    ap.add_argument("--seed", type=int, default=1000,
+                    help="seed of the incidents (default 1000, configs/pipeline.yaml's)")
     ap.add_argument("--policies", default=",".join((*BASELINES, "checkpoint")),
                     help="comma-separated: references and/or 'checkpoint' (the untrained stand-in)")
     a = ap.parse_args(argv)

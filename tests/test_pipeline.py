@@ -17,6 +17,7 @@ from ifshm_ray.eval.harness import make_jobs
 from ifshm_ray.sim.catalog import load_catalog
 
 V2_SETS = ("known", "unknown", "compound", "fault_free")
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pipeline.yaml"
 
 
 @pytest.mark.slow
@@ -65,8 +66,7 @@ def test_pipeline_configs_run_every_reference_on_the_v2_sets():
 
 def test_fault_sets_are_the_harness_sets_with_the_incidents_of_jobs_evaluate():
     pipeline = load_job("pipeline")
-    cfg = pipeline.PipelineConfig.load(pipeline.ROOT / "configs" / "pipeline.yaml", ["fault_sets=[compound, fault_free, all]",
-                                                                 "eval_episodes=2"])
+    cfg = pipeline.PipelineConfig.load(DEMO_CONFIG, ["fault_sets=[compound, fault_free, all]", "eval_episodes=2"])
     cat = load_catalog()
     jobs = pipeline.eval_jobs(cfg, cat, smoke=False)
     assert list(jobs) == ["compound", "fault_free", "all"]
@@ -99,7 +99,7 @@ def test_estimate_is_computed_from_the_config_and_the_rates(tmp_path, monkeypatc
     pipeline = load_job("pipeline")
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
     enc = tmp_path / "encoder"
-    cfg = pipeline.PipelineConfig.load(pipeline.ROOT / "configs" / "pipeline.yaml", {
+    cfg = pipeline.PipelineConfig.load(DEMO_CONFIG, {
         "timings": str(_timings(tmp_path)), "encoder_checkpoint": str(enc), "baselines": ["oracle", "random"],
         "fault_sets": ["known", "fault_free"], "eval_episodes": 2, "train_max_wall_s": 10_000})
     sim = SimConfig(split=cfg.split)
@@ -158,7 +158,7 @@ def test_make_demo_is_expected_within_30_minutes_on_2_cores(tmp_path, monkeypatc
     evaluation fit in 30 minutes on 2 cores (issue 12's `make demo` bound)."""
     pipeline = load_job("pipeline")
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
-    cfg = pipeline.PipelineConfig.load(pipeline.ROOT / "configs" / "pipeline.yaml", {"encoder_checkpoint": str(tmp_path / "none")})
+    cfg = pipeline.PipelineConfig.load(DEMO_CONFIG, {"encoder_checkpoint": str(tmp_path / "none")})
     sim = SimConfig(split=cfg.split)
     monkeypatch.setattr("ifshm_ray.baselines.nearest.prototypes_path", lambda *a, **k: tmp_path / "none.json")
     est = pipeline.estimate(cfg, sim, pipeline.eval_jobs(cfg, load_catalog(), smoke=False))
