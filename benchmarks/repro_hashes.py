@@ -11,8 +11,9 @@ What is hashed (every fault type of the catalog, fixed seeds):
     telemetry JSON of every step.
   * ``batched``: 16 clusters in FaultInjectionVectorEnv (the class RLlib's env runners step), 60 steps of random valid
     actions with its auto-resets: observations, rewards, terminated/truncated and the episode-end infos.
-  * ``eval/<policy>``: the evaluation harness (``ifshm_ray.eval.harness.evaluate`` without Ray) of oracle, runbook,
-    runbook-instant and random, 1 episode per fault type: the per-episode records.
+  * ``eval/<policy>``: the evaluation harness (``ifshm_ray.eval.harness.evaluate`` without Ray) of every reference
+    of ``ifshm_ray.baselines.BASELINES`` (oracle, runbook, runbook-full, runbook-instant, nearest-known,
+    escalate-first, random), 1 episode per fault type: the per-episode records.
 A refactoring that must not change behaviour gives the same hashes before and after (``--check``). Takes ~30-60 s.
 """
 from __future__ import annotations
@@ -26,13 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ifshm_ray.baselines import BASELINES
 from ifshm_ray.config import SimConfig
 from ifshm_ray.env import FaultInjectionEnv, FaultInjectionVectorEnv, sample_valid_actions
 from ifshm_ray.eval.harness import evaluate
 from ifshm_ray.sim.catalog import load_catalog
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "repro_hashes.json"
-POLICIES = ("oracle", "runbook", "runbook-instant", "random")
+POLICIES = tuple(BASELINES)
+"""Every reference policy (a new one in BASELINES gets its hash here; re-record the reference with --write)."""
 
 
 def _update_obs(h, obs: dict) -> None:
@@ -100,6 +103,26 @@ def compute(log=None) -> dict:
     return out
 
 
+def compare(ref: dict, got: dict) -> dict:
+    """``{"changed": [...], "missing": [...], "stale": [...]}``: keys whose hash differs, keys computed now that the
+    reference lacks (a new reference policy or fault type: re-record), keys of the reference no longer computed."""
+    return {"changed": sorted(k for k in set(ref) & set(got) if ref[k] != got[k]),
+            "missing": sorted(set(got) - set(ref)), "stale": sorted(set(ref) - set(got))}
+
+
+def describe(diff: dict) -> str:
+    """One message for a failed check (empty when the hashes match)."""
+    parts = []
+    if diff["missing"]:
+        parts.append(f"no reference hash for {diff['missing']} in {REFERENCE.name}: record them with "
+                     "`python benchmarks/repro_hashes.py --write` (after checking nothing else changed)")
+    if diff["stale"]:
+        parts.append(f"{REFERENCE.name} holds {diff['stale']}, which are no longer computed")
+    if diff["changed"]:
+        parts.append(f"behaviour changed for {diff['changed']}; re-record only for a deliberate change")
+    return "; ".join(parts)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group()
@@ -114,10 +137,9 @@ def main(argv=None) -> int:
         REFERENCE.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")
     if args.check:
         ref = json.loads(REFERENCE.read_text())
-        diff = sorted(k for k in set(ref) | set(hashes) if ref.get(k) != hashes.get(k))
-        result["changed"] = diff
+        result.update(compare(ref, hashes))
         print(json.dumps(result))
-        return 1 if diff else 0
+        return 1 if result["changed"] or result["missing"] or result["stale"] else 0
     print(json.dumps(result))
     return 0
 

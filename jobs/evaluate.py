@@ -38,8 +38,8 @@ from pathlib import Path
 
 from ifshm_ray.baselines import BASELINES
 from ifshm_ray.config import ConfigError, SimConfig, add_override_arg, load_config
-from ifshm_ray.eval.harness import FAULT_SETS, evaluate, make_jobs, summarise
-from ifshm_ray.eval.report import summary_table, write_report
+from ifshm_ray.eval.harness import FAULT_SETS, evaluate_set, make_jobs
+from ifshm_ray.eval.report import metrics_line, summary_table, write_report
 from ifshm_ray.policy.bundle import PolicyBundleError, check_bundle_split
 from ifshm_ray.sim.catalog import CatalogError, load_catalog
 
@@ -163,25 +163,18 @@ def main(argv=None) -> dict[str, dict]:
             def progress(done: int, total: int, label=label, t0=t0, fault_set=fault_set) -> None:
                 print(f"[{fault_set}/{label}] {done}/{total} episodes ({time.time() - t0:.0f}s)", flush=True)
 
-            faults = sorted({f for f, _ in set_jobs if isinstance(f, str)})
             try:
-                recs = evaluate(pol, faults, args.episodes, args.seed, sim_cfg, use_ray=not args.no_ray,
-                                num_cpus_per_task=args.task_cpus, progress=progress, jobs=set_jobs)
+                m, recs = evaluate_set(pol, label, fault_set, set_jobs, args.episodes, args.seed, sim_cfg,
+                                       use_ray=not args.no_ray, num_cpus_per_task=args.task_cpus, progress=progress)
             except (ValueError, RuntimeError, FileNotFoundError) as e:  # bad bundle, topology mismatch, ...
                 raise SystemExit(f"error: policy {label!r}: {e}")
-            m = summarise(recs, label, fault_set, sim_cfg.time_limit_s, catalog=sim_cfg.catalog, split=sim_cfg.split)
-            m["wall_s"] = time.time() - t0
-            m["seed"] = args.seed
             target = out if len(jobs) == 1 else out / fault_set
             target = target if len(policies) == 1 else target / label
             target.mkdir(parents=True, exist_ok=True)
             (target / "metrics.json").write_text(json.dumps(m, indent=2))
             (target / "episodes.json").write_text(json.dumps(recs))
             results[label], records[label] = m, recs
-            print(f"[{fault_set}/{label}] MTTR {_s(m['mttr_mean_s'])} (p95 {_s(m['mttr_p95_s'])}), mitigate "
-                  f"{_s(m['time_to_mitigate_mean_s'])}, success {_pct(m['success_rate'])}, escalated "
-                  f"{_pct(m['escalation_rate'])}, false actions {_pct(m['false_action_rate'])}"
-                  + (f", deferred {_pct(m['deferral_rate'])}" if "deferral_rate" in m else ""), flush=True)
+            print(f"[{fault_set}/{label}] {metrics_line(m)}", flush=True)
         all_results[fault_set], all_records[fault_set] = results, records
     if len(policies) > 1 or len(jobs) > 1:
         path = write_report(out, all_results, " ".join(["python", "jobs/evaluate.py"] + (argv or sys.argv[1:])),
@@ -190,14 +183,6 @@ def main(argv=None) -> dict[str, dict]:
             print(summary_table(results))
         print(f"report: {path}")
     return all_results if len(jobs) > 1 else next(iter(all_results.values()))
-
-
-def _s(x) -> str:
-    return "-" if x is None or x != x else f"{x:.0f}s"
-
-
-def _pct(x) -> str:
-    return "-" if x is None or x != x else f"{100 * x:.0f}%"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Behaviour-preserving refactors keep the simulator's rollouts and the references' metrics bit-identical.
 
 ``benchmarks/repro_hashes.py`` hashes single-env rollouts with raw telemetry of every fault type, a batched
-(vector-env) rollout and the evaluation records of oracle, runbook, runbook-instant and random; the reference hashes
+(vector-env) rollout and the evaluation records of every reference policy (BASELINES); the reference hashes
 in ``tests/data/repro_hashes.json`` were recorded before the consolidation refactor. A deliberate behaviour change
 re-records them with ``python benchmarks/repro_hashes.py --write`` and says why in its commit.
 """
@@ -40,5 +40,22 @@ def test_all_hashes_match_reference():
     mod = _load()
     ref = json.loads(mod.REFERENCE.read_text())
     got = mod.compute()
-    changed = sorted(k for k in set(ref) | set(got) if ref.get(k) != got.get(k))
-    assert not changed, f"behaviour changed for {changed}; re-record only for a deliberate change"
+    diff = mod.compare(ref, got)
+    assert not any(diff.values()), mod.describe(diff)
+
+
+def test_every_reference_is_hashed_and_a_missing_hash_is_named():
+    """Fast tier: the evaluation hashes cover every reference of BASELINES, and a check against a reference file
+    that lacks one names it (and says how to record it) rather than reporting a vague change."""
+    from ifshm_ray.baselines import BASELINES
+
+    mod = _load()
+    assert mod.POLICIES == tuple(BASELINES)
+    got = {"single/node_crash": "a", "eval/oracle": "b", "eval/nearest-known": "c"}
+    ref = {"single/node_crash": "a", "eval/oracle": "x", "eval/gone": "d"}
+    diff = mod.compare(ref, got)
+    assert diff == {"changed": ["eval/oracle"], "missing": ["eval/nearest-known"], "stale": ["eval/gone"]}
+    msg = mod.describe(diff)
+    assert "no reference hash for ['eval/nearest-known']" in msg and "--write" in msg
+    assert "['eval/gone']" in msg and "behaviour changed for ['eval/oracle']" in msg
+    assert mod.describe(mod.compare(ref, ref)) == ""

@@ -138,6 +138,14 @@ def _cache_key(sim_cfg, cfg: NearestKnownConfig) -> str:
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def prototypes_path(sim_cfg, cfg: NearestKnownConfig | None = None, key: str | None = None) -> Path:
+    """Where :func:`load_prototypes` caches the prototypes of ``sim_cfg`` (there or not yet)."""
+    cfg = cfg or NearestKnownConfig()
+    default = Path.home() / ".cache" / "ifshm_ray" / "nearest_known"
+    folder = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default
+    return folder / f"prototypes_{sim_cfg.split}_{key or _cache_key(sim_cfg, cfg)}.json"
+
+
 def load_prototypes(sim_cfg, cfg: NearestKnownConfig | None = None) -> dict:
     """:func:`build_prototypes`, cached in this process and on disk (``cfg.cache_dir``) under a key of the
     simulator config (its fault list aside), the catalog hash, the split and the calibration settings."""
@@ -145,9 +153,8 @@ def load_prototypes(sim_cfg, cfg: NearestKnownConfig | None = None) -> dict:
     key = _cache_key(sim_cfg, cfg)
     if key in _MEMO:
         return _MEMO[key]
-    default = Path.home() / ".cache" / "ifshm_ray" / "nearest_known"
-    folder = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default
-    path = folder / f"prototypes_{sim_cfg.split}_{key}.json"
+    path = prototypes_path(sim_cfg, cfg, key)
+    folder = path.parent
     if path.is_file():
         protos = json.loads(path.read_text())
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -219,6 +220,24 @@ def evaluate(policy_spec: str, faults: list[str], episodes: int, seed: int, sim_
     order = {(fault_label(f), s): i for i, (f, s) in enumerate(jobs)}
     out.sort(key=lambda r: order[(r["fault"], r["seed"])])
     return out
+
+
+def evaluate_set(policy_spec: str, label: str, fault_set: str, jobs: list[tuple[Fault, int]], episodes: int,
+                 seed: int, sim_cfg: SimConfig, use_ray: bool = True, num_cpus_per_task: float = 1.0,
+                 progress: Callable[[int, int], None] | None = None, chunks: int | None = None
+                 ) -> tuple[dict, list[dict]]:
+    """One policy on one fault set's episodes ``jobs`` (:func:`make_jobs` with ``episodes`` per fault type and
+    ``seed``): its metrics (:func:`summarise` on the split of ``sim_cfg``, with ``wall_s`` and ``seed``) and its
+    episode records. The one path of ``jobs/evaluate.py`` and ``jobs/pipeline.py``; ``chunks``: Ray tasks (default
+    :func:`evaluate`'s)."""
+    t0 = time.time()
+    faults = sorted({f for f, _ in jobs if isinstance(f, str)})
+    recs = evaluate(policy_spec, faults, episodes, seed, sim_cfg, use_ray=use_ray, chunks=chunks,
+                    num_cpus_per_task=num_cpus_per_task, progress=progress, jobs=jobs)
+    m = summarise(recs, label, fault_set, sim_cfg.time_limit_s, catalog=sim_cfg.catalog, split=sim_cfg.split)
+    m["wall_s"] = time.time() - t0
+    m["seed"] = seed
+    return m, recs
 
 
 def summarise(records: list[dict], policy: str, fault_set: str, time_limit_s: float,

@@ -47,6 +47,20 @@ def summary_table(metrics: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def metrics_line(m: dict) -> str:
+    """One policy's metrics on one fault set in a line (progress output of the evaluation jobs)."""
+    return (f"MTTR {_sec(m['mttr_mean_s'])} (p95 {_sec(m['mttr_p95_s'])}), mitigate "
+            f"{_sec(m.get('time_to_mitigate_mean_s'))}, success {_fmt(m['success_rate'], True)}, escalated "
+            f"{_fmt(m['escalation_rate'], True)}, timed out {_fmt(m.get('timeout_rate'), True)}, false actions "
+            f"{_fmt(m.get('false_action_rate'), True)}"
+            + (f", deferred {_fmt(m['deferral_rate'], True)}" if "deferral_rate" in m else ""))
+
+
+def _sec(x) -> str:
+    s = _fmt(x)
+    return s if s == "-" else s + "s"
+
+
 def per_fault_table(metrics: dict[str, dict]) -> str:
     names = list(metrics)
     faults = list(dict.fromkeys(f for m in metrics.values() for f in m["per_fault"]))
