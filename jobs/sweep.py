@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, model_validator
 
+from ifshm_ray.baselines import BASELINES
 from ifshm_ray.config import ConfigError, ConfigModel, add_override_arg, load_config
 from ifshm_ray.eval.aggregate import aggregate_seeds
 from ifshm_ray.eval.config import StatsConfig
@@ -83,8 +84,9 @@ class SweepConfig(ConfigModel):
     """The budget."""
     eval: EvalSpec = Field(default_factory=EvalSpec)
     """Evaluation of each trained policy."""
-    references: str | None = "results/eval_splits"
-    """Output folder of jobs/evaluate_splits.py (same episodes and seed) whose rows join the report; None: none."""
+    references: list[str] = Field(default_factory=lambda: ["results/eval_splits"])
+    """Output folders of jobs/evaluate_splits.py / jobs/evaluate.py whose references' rows (same incident seed) join
+    the report; the first folder holding a (policy, split, set) wins. Empty: none."""
     stats: StatsConfig = Field(default_factory=StatsConfig)
     """Bootstrap settings of the pooled-episode MTTR interval."""
 
@@ -213,22 +215,25 @@ def collect(cfg: SweepConfig) -> dict:
 
 
 def references(cfg: SweepConfig) -> dict:
-    """{policy: {split: {set: cell}}} from jobs/evaluate_splits.py's splits.json (if configured and present)."""
-    if not cfg.references:
-        return {}
-    p = _repo_path(cfg.references) / "splits.json"
-    if not p.is_file():
-        return {}
-    data = json.loads(p.read_text())
-    if data.get("seed") != cfg.eval.seed or data.get("episodes") != cfg.eval.episodes:
-        print(f"[sweep] references {p}: seed/episodes {data.get('seed')}/{data.get('episodes')} differ from "
-              f"eval {cfg.eval.seed}/{cfg.eval.episodes}: not paired, left out", flush=True)
-        return {}
+    """{policy: {split: {set: metrics}}} from the ``metrics.json`` files under the ``references`` folders (outputs of
+    jobs/evaluate_splits.py or jobs/evaluate.py, any layout: each file names its policy, fault set and split); the
+    first folder that has a (policy, split, set) wins. Files evaluated with another incident seed are left out
+    (not paired), and so are trained policies (``hashes`` of a bundle) and sets or splits not in the sweep."""
     out: dict = {}
-    for sp, sets in data["table"].items():
-        for fs, pols in sets.items():
-            for pol, cell in pols.items():
-                out.setdefault(pol, {}).setdefault(sp, {})[fs] = cell
+    splits = {sp for g in cfg.groups for sp in g.splits}
+    for folder in cfg.references:
+        root = _repo_path(folder)
+        for p in sorted(root.rglob("metrics.json")) if root.is_dir() else []:
+            try:
+                m = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            pol, fs, sp = m.get("policy"), m.get("fault_set"), m.get("split", "handpicked")
+            if pol not in BASELINES or fs not in cfg.eval.faults or sp not in splits:
+                continue
+            if m.get("seed") != cfg.eval.seed:
+                continue
+            out.setdefault(pol, {}).setdefault(sp, {}).setdefault(fs, m)
     return out
 
 
@@ -247,7 +252,7 @@ def write_report(cfg: SweepConfig, table: dict, refs: dict, command: str) -> str
              f"{cfg.iterations} PPO iterations per run; each run evaluated on {cfg.eval.episodes} episodes per fault "
              f"type, incident seed {cfg.eval.seed}. Trained policies: mean over training seeds (± std over seeds; "
              "n = seeds done) and a bootstrap 95% interval of the mean MTTR over all seeds' episodes pooled. "
-             "References (one run each, same incidents) from `" + str(cfg.references) + "`.", ""]
+             "References (one run each, same incidents) from " + ", ".join(f"`{r}`" for r in cfg.references) + ".", ""]
     for fs in cfg.eval.faults:
         lines += [f"## {fs}", "", "| policy | split | n | MTTR s (± seeds) | MTTR 95% CI | mitigate s | success | "
                   "escalated | time-out | harmful | false actions |", "|" + "---|" * 11]
@@ -264,7 +269,7 @@ def write_report(cfg: SweepConfig, table: dict, refs: dict, command: str) -> str
                              f"{_s(c['time_to_mitigate_mean_s'])} | {_p(c['success_rate'])} | "
                              f"{_p(c['escalation_rate'])} | {_p(c['timeout_rate'])} | "
                              f"{_p(c['harmful_action_rate'])} | {_p(c['false_action_rate'])} |")
-            for pol, by_split in refs.items():
+            for pol, by_split in sorted(refs.items(), key=lambda kv: BASELINES.index(kv[0])):
                 c = by_split.get(sp, {}).get(fs)
                 if c is None:
                     continue
@@ -287,6 +292,7 @@ def write_report(cfg: SweepConfig, table: dict, refs: dict, command: str) -> str
                              f"{_p(np.mean([c['success_rate'] for c in cells]))} |")
         lines.append("")
     text = "\n".join(lines)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.md").write_text(text)
     return text
 
