@@ -22,8 +22,9 @@ from ifshm_ray.live.binding import Binding
 from ifshm_ray.live.collector import Collector
 from ifshm_ray.live.config import LiveConfig
 from ifshm_ray.live.executor import SafeExecutor
-from ifshm_ray.live.handlers import (NginxUpstreamHandler, PruneFolderHandler, RedisMaxmemoryHandler,
-                                     ServeAppHandler, build_handlers, redis_command, render_upstream)
+from ifshm_ray.live.handlers import (NginxRestartHandler, NginxUpstreamHandler, PruneFolderHandler,
+                                     RedisMaxmemoryHandler, ServeAppHandler, build_handlers, redis_command,
+                                     render_upstream)
 from ifshm_ray.live.injectors import FaultPlan, ProxyControl, build_injector, experiment
 from ifshm_ray.live.recording import IncidentRecorder
 from ifshm_ray.live.serve_api import ServeDashboard
@@ -76,7 +77,9 @@ def make_executor(stack: LiveStack, cfg: LiveConfig, binding: Binding, probe: Lo
         redis=RedisMaxmemoryHandler(stack.ports.redis, h),
         prune=PruneFolderHandler(stack.run_dir, h),
         nginx=NginxUpstreamHandler(stack.nginx_upstream_file, stack.nginx_routes, stack.nginx_reload_cmd(), h,
-                                   test_cmd=stack.nginx_cmd("-t")))
+                                   test_cmd=stack.nginx_cmd("-t")),
+        nginx_restart=NginxRestartHandler(stack.restart_nginx, stack.nginx_config_files, h,
+                                          test_cmd=stack.nginx_cmd("-t")))
     return SafeExecutor(cfg.executor.model_copy(update={"audit_log": audit_log}), binding, handlers, probe=probe)
 
 
@@ -94,6 +97,8 @@ def restore_steady_state(stack: LiveStack, cfg: LiveConfig) -> dict:
     if details["applications"].get(APP, {}).get("deployed_app_config") != stack.app_config():
         out["serve"] = dash.put(dash.body(details, APP, stack.app_config()))
         stack.wait_app_running(stack.s.startup_timeout_s)
+    if not stack.nginx_alive():  # a failed restart
+        out["nginx_started"] = stack.restart_nginx(stack.s.startup_timeout_s)
     want = render_upstream("serve", stack.nginx_routes[ROUTE_PROXIED])
     if stack.nginx_upstream_file.read_text() != want:
         stack.nginx_upstream_file.write_text(want)
