@@ -170,6 +170,9 @@ class StackConfig(ConfigModel):
     """``for:`` of every alert rule (a short one: the stack is small and runs are short)."""
     rate_window_s: float = Field(10.0, gt=0.0)
     """Range of the ``rate()`` / ``increase()`` windows in the alert rules and the collector's PromQL."""
+    baseline_attempts: int = Field(3, ge=1)
+    """The steady state (every request of one rate window answered within the SLO's error budget) is looked for in
+    at most this many consecutive windows after start before the stack gives up."""
     model_service_ms: float = Field(100.0, gt=0.0)
     """The model's fixed accelerator-like wait per request: one request at a time per replica, so a replica serves
     at most 1000 / model_service_ms requests per second and scaling out adds capacity (as on a GPU)."""
