@@ -49,6 +49,19 @@ def _ci(ci) -> str:
     return "" if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
 
 
+def _actions_text(actions: list) -> str:
+    """One incident's actions, a run of the same (category, target, outcome) written once with its count."""
+    runs: list[list] = []
+    for a in actions:
+        a = tuple(a)
+        if runs and runs[-1][0] == a:
+            runs[-1][1] += 1
+        else:
+            runs.append([a, 1])
+    return ", ".join(f"{c} {t or ''}".strip() + f" ({o})" + (f" x{n}" if n > 1 else "")
+                     for (c, t, o), n in runs) or "none"
+
+
 def report_md(metrics: dict) -> str:
     ev = metrics["config"]["eval"]
     lines = ["# Live evaluation", "", f"Stack up in {metrics['stack']['startup_s']:.1f} s; baseline "
@@ -68,7 +81,7 @@ def report_md(metrics: dict) -> str:
               "| fault | arm | incidents | success | escalated | timed out | MTTR mean (s) | 95% CI | detect mean (s) "
               "| first action (s) | actions (per incident) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in metrics["summary"].values():
-        acts = "; ".join(", ".join(f"{c} {t or ''} ({o})" for c, t, o in a) or "none" for a in s["actions"])
+        acts = "; ".join(_actions_text(a) for a in s["actions"])
         lines.append(f"| {s['fault']} | {s['arm']} | {s['incidents']} | {s['recovered']}/{s['incidents']} | "
                      f"{s['escalations']} | {s['timeouts']} | {s['mttr_mean_s']} | {_ci(s['mttr_ci95_s'])} | "
                      f"{s['detect_mean_s']} | {s['first_action_mean_s']} | {acts} |")
