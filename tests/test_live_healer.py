@@ -98,6 +98,7 @@ def test_recorded_windows_replayed_through_v1_heal_give_the_recorded_decisions(i
     assert res["matches"] == 2 and res["mismatches"][0]["window_index"] == 2
 
 
+@pytest.mark.slow
 def test_the_healer_process_answers_v1_heal_and_stops(bundle, tmp_path):
     from ifshm_ray.live.config import HealerConfig
     from ifshm_ray.live.healer import HealerProcess

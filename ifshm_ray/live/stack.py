@@ -623,11 +623,14 @@ http {{
                               env={**os.environ, "LD_LIBRARY_PATH": self.lib_path})
         if test.returncode != 0:
             raise StackError(f"nginx -t failed: {test.stderr[-1000:]}")
-        self._spawn_nginx(30)
+        self._spawn_nginx(30, through=True)
 
-    def _spawn_nginx(self, timeout_s: float) -> Proc:
+    def _spawn_nginx(self, timeout_s: float, through: bool) -> Proc:
+        """Start nginx and wait until it answers: with ``through``, a request through it to the Serve app (at
+        start); otherwise its own status page (a restart during a fault: the app behind it may be failing)."""
         proc = self._spawn("nginx", self.nginx_cmd())
-        wait_for(lambda: (self._check_alive(proc), http_ok(self.entry_url + "?id=1", 5))[1], timeout_s,
+        url = self.entry_url + "?id=1" if through else f"http://127.0.0.1:{self.ports.nginx_status}/stub_status"
+        wait_for(lambda: (self._check_alive(proc), http_ok(url, 5))[1], timeout_s,
                  f"nginx (log {self.run_dir / 'nginx' / 'error.log'})")
         return proc
 
@@ -642,8 +645,8 @@ http {{
     def restart_nginx(self, timeout_s: float | None = None) -> dict:
         """Restart nginx as its supervisor would (``systemctl restart``): ``QUIT`` to its process group (the master
         finishes the requests in flight, then exits), ``TERM``/``KILL`` when it has not exited after ``timeout_s``,
-        then a fresh start with the same files, waiting (at most ``timeout_s``) until it answers through the front
-        door. Returns the old and new pids and the seconds it took; a failed start raises :class:`StackError`
+        then a fresh start with the same files, waiting (at most ``timeout_s``) until it answers on its status
+        port (not through to the app: during a fault the app behind it may be failing). Returns the old and new pids and the seconds it took; a failed start raises :class:`StackError`
         (the executor records the action as failed; :func:`~ifshm_ray.live.incident.restore_steady_state` starts
         nginx again)."""
         timeout_s = self.cfg.handlers.reload_timeout_s if timeout_s is None else timeout_s
@@ -658,7 +661,7 @@ http {{
             p.stop(self.s.stop_timeout_s)  # TERM/KILL if still there; kills what is left in the group
             self.procs.remove(p)
         stopped = time.monotonic() - t0
-        new = self._spawn_nginx(timeout_s)
+        new = self._spawn_nginx(timeout_s, through=False)
         return {"old_pids": [p.pid for p in old], "new_pid": new.pid, "stop_s": round(stopped, 3),
                 "total_s": round(time.monotonic() - t0, 3)}
 
