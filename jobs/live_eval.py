@@ -96,7 +96,9 @@ def report_md(metrics: dict) -> str:
             lines.append(f"| {w['fault']} #{w['repeat']} | {w['expected']} | {w['action']} | {w['outcome']} | "
                          f"{', '.join(w['firing']) or 'none'} | {w['diagnosis']} |")
     rp = metrics.get("replay")
-    if rp:
+    if rp and "error" in rp:
+        lines += ["", f"Replay through /v1/heal failed: {rp['error']}"]
+    elif rp:
         lines += ["", f"Replay of the policy arm's {rp['windows']} recorded windows through /v1/heal: "
                   f"{rp['matches']} gave the recorded decision ({len(rp['mismatches'])} differed)."]
     lines += ["", "Detection: the first firing alert's webhook at the receiver, after the injection. Timelines: "
@@ -126,6 +128,14 @@ def policy_wrong_picks(records: list[dict]) -> list[dict]:
     return out
 
 
+def planned_s(cfg: LiveConfig, faults: int) -> float:
+    """An upper bound of the run's wall time: start-up, then per incident the settle wait, the cap, the executor's
+    verification wait and the green window (measured here: ~85 s per capped incident at a 60 s cap)."""
+    per = cfg.eval.settle_s + cfg.eval.arm_cap_s + cfg.executor.verify_after_s + 5.0 + cfg.slo.green_s
+    startup = cfg.stack.startup_timeout_s + (cfg.healer.startup_timeout_s if "policy" in cfg.eval.arms else 0.0)
+    return startup + faults * len(cfg.eval.arms) * cfg.eval.repeats * per
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/live_eval.yaml")
@@ -145,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("the policy arm needs healer.checkpoint (a policy bundle: jobs/train.py --out)")
         if cfg.healer.checkpoint and not Path(cfg.healer.checkpoint).exists():
             raise ConfigError(f"healer.checkpoint {cfg.healer.checkpoint} does not exist")
+        need = planned_s(cfg, len(selected))
+        if need > cfg.stack.max_lifetime_s:
+            raise ConfigError(f"{len(selected)} faults x {len(cfg.eval.arms)} arms x {cfg.eval.repeats} repeats may "
+                              f"take {need:.0f} s, longer than stack.max_lifetime_s = {cfg.stack.max_lifetime_s:g} "
+                              "(every process of the stack ends by itself then): raise it (--set "
+                              f"stack.max_lifetime_s={need:.0f}) or run fewer incidents")
     except (ConfigError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -197,15 +213,24 @@ def main(argv: list[str] | None = None) -> int:
                         records.append(rec)
                         recorder.write()
                         (out / "incidents.json").write_text(json.dumps(records, indent=1, default=str))
+                        dead = sorted(k for k, v in stack.health().items() if not v and k != "entry")
+                        if dead:  # a stack process ended (e.g. at max_lifetime_s): later incidents cannot run
+                            raise StackError(f"stack processes ended during the run: {dead}")
             stack_info["health_at_end"] = stack.health()
             if healer_proc is not None and recorder.rows:
-                replay = replay_windows(read_windows(recorder.write()), http_heal(healer_proc.url,
-                                                                                  cfg.healer.request_timeout_s))
+                try:
+                    replay = replay_windows(read_windows(recorder.write()), http_heal(healer_proc.url,
+                                                                                      cfg.healer.request_timeout_s))
+                except Exception as e:  # noqa: BLE001  (the measured incidents are still reported)
+                    replay = {"error": repr(e)}
                 (out / "replay.json").write_text(json.dumps(replay, indent=1))
         stack_info["stopped"] = True
     except (StackError, RuntimeError) as e:
         print(f"error: the live stack or the healer failed: {e}", file=sys.stderr)
-        return 1
+        if not records:
+            return 1
+        stack_info = {**(locals().get("stack_info") or {"startup_s": float("nan"), "baseline": None,
+                                                         "latency_slo_ms": None}), "error": str(e)}
     timelines = []
     if cfg.eval.timelines:
         timelines = [str(p.relative_to(out)) for p in plot_incidents(
@@ -219,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     (out / "report.md").write_text(report_md(metrics))
     print(report_md(metrics))
-    return 0
+    return 1 if "error" in stack_info else 0
 
 
 if __name__ == "__main__":
