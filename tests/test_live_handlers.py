@@ -14,9 +14,9 @@ from ifshm_ray.config import ConfigError
 from ifshm_ray.live.binding import LiveComponent, load_binding
 from ifshm_ray.live.config import ExecutorConfig, HandlerConfig
 from ifshm_ray.live.executor import ActionRequest, SafeExecutor
-from ifshm_ray.live.handlers import (RESTART_NONCE_VAR, NginxUpstreamHandler, PruneFolderHandler,
-                                     RedisMaxmemoryHandler, ServeAppHandler, build_handlers, redis_command,
-                                     render_upstream)
+from ifshm_ray.live.handlers import (RESTART_NONCE_VAR, NginxRestartHandler, NginxUpstreamHandler,
+                                     PruneFolderHandler, RedisMaxmemoryHandler, ServeAppHandler, build_handlers,
+                                     redis_command, render_upstream)
 from ifshm_ray.live.serve_api import record_deploy
 
 pytestmark = pytest.mark.timeout(30)
@@ -237,6 +237,58 @@ def test_reroute_pre_checks(nginx_setup, tmp_path):
         NginxUpstreamHandler(upstream, {"a": "127.0.0.1:1"}, reload_cmd, CFG)
     with pytest.raises(ConfigError, match="127.0.0.1"):
         NginxUpstreamHandler(upstream, {"a": "127.0.0.1:1", "b": "10.0.0.2:80"}, reload_cmd, CFG)
+
+
+def test_nginx_restart_tests_restarts_and_undo_restores_the_files(tmp_path):
+    conf, upstream = tmp_path / "nginx.conf", tmp_path / "upstream.conf"
+    conf.write_text("events {}\n")
+    upstream.write_text(render_upstream("serve", "127.0.0.1:18080"))
+    restarts: list[int] = []
+    h = NginxRestartHandler(lambda: restarts.append(1) or {"new_pid": len(restarts)}, [conf, upstream], CFG,
+                            test_cmd=[sys.executable, "-c", "pass"])
+    plan = h.restart(req("restart", LiveComponent(kind="nginx"), component="nginx"))
+    assert not plan.problems and restarts == []  # planning changes nothing
+    assert plan.execute()["restart"] == {"new_pid": 1} and restarts == [1]
+    upstream.write_text(render_upstream("serve", "127.0.0.1:9"))  # something changed the files since
+    reply = plan.undo()
+    assert reply["restored"] == [str(upstream)] and restarts == [1, 1]
+    assert "127.0.0.1:18080" in upstream.read_text()
+
+
+def test_nginx_restart_pre_checks(tmp_path):
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\n")
+    never = NginxRestartHandler(lambda: pytest.fail("restarted"), [conf], CFG,
+                                test_cmd=[sys.executable, "-c", "import sys; sys.exit('emerg: bad config')"])
+    plan = never.restart(req("restart", LiveComponent(kind="nginx"), component="nginx"))
+    assert "config test failed" in plan.problems[0] and "bad config" in plan.problems[0]
+    plan = NginxRestartHandler(lambda: None, [tmp_path / "gone.conf"], CFG).restart(
+        req("restart", LiveComponent(kind="nginx"), component="nginx"))
+    assert "missing" in plan.problems[0]
+    assert "acts on nginx" in never.restart(req("restart")).problems[0]
+    with pytest.raises(ConfigError, match="config files"):
+        NginxRestartHandler(lambda: None, [], CFG)
+
+
+def test_restart_dispatches_on_the_component_kind(dashboard, tmp_path):
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\n")
+    restarts: list[int] = []
+    hs = build_handlers(serve=ServeAppHandler(dashboard.url, CFG),
+                        nginx_restart=NginxRestartHandler(lambda: restarts.append(1), [conf], CFG))
+    assert sorted(hs) == ["restart", "rollback", "scale"] and hs["restart"].kinds == ("nginx", "serve_deployment")
+    serve_plan = hs["restart"](req("restart"))
+    assert serve_plan.call["method"] == "PUT" and not serve_plan.problems
+    hs["restart"](req("restart", LiveComponent(kind="nginx"), component="nginx")).execute()
+    assert restarts == [1]
+    refused = hs["restart"](req("restart", LiveComponent(kind="redis"), component="redis"))
+    assert "['nginx', 'serve_deployment']" in refused.problems[0]
+    # through the executor: the nginx restart is allow-listed now (it was refused as 'no handler' before)
+    ex = SafeExecutor(ExecutorConfig(execute=True, verify_after_s=0, audit_log=str(tmp_path / "a.jsonl")),
+                      load_binding(), hs, probe=lambda: 0.0)
+    rec = ex.decide(incident="i", answer={"action": {"category": "restart", "target": "api-gateway"}})
+    assert rec["outcome"] == "executed" and rec["component"] == "nginx" and restarts == [1, 1]
+    assert ex.poll()["outcome"] == "verified"
 
 
 def test_build_handlers_is_the_allow_list(tmp_path):

@@ -221,6 +221,26 @@ def test_summarise_counts_unrecovered_incidents_at_the_cap_and_skips_skipped():
     assert row["incidents"] == 2 and row["recovered"] == 1 and row["mttr_mean_s"] == 35.0
     assert row["detect_mean_s"] == 2.0 and row["mttr_ci95_s"][0] < 35.0 < row["mttr_ci95_s"][1]
     assert row["actions"] == [[("reroute", "api-gateway", "executed")], []]
+    assert row["success_rate"] == 0.5 and row["timeouts"] == 1 and row["escalations"] == 0 and row["acted"] == 1
+
+
+def test_summarise_bootstrap_ci_escalations_and_arms():
+    from ifshm_ray.eval.stats import bootstrap_mean_ci
+    from ifshm_ray.live.incident import incident_outcome, summarise, summarise_arms
+    page = [{"category": "escalate", "target": None, "outcome": "page"}]
+    recs = [{"fault": "f", "arm": "policy", "recovered": ok, "mttr_s": m, "capped_at_s": 60.0, "detect_s": 3.0,
+             "actions": acts} for ok, m, acts in [(True, 12.0, []), (True, 20.0, []), (False, None, page),
+                                                  (False, None, [])]]
+    recs.append({"fault": "neg", "arm": "policy", "recovered": True, "mttr_s": 0.0, "capped_at_s": 60.0,
+                 "detect_s": None, "actions": []})
+    row = summarise(recs)["f/policy"]
+    assert [incident_outcome(r) for r in recs[:4]] == ["recovered", "recovered", "escalated", "timed_out"]
+    assert row["escalations"] == 1 and row["timeouts"] == 1 and row["recovered"] == 2
+    assert row["mttr_mean_s"] == 38.0 and row["mttr_ci95_s"] == [round(v, 3) for v in
+                                                                  bootstrap_mean_ci([12.0, 20.0, 60.0, 60.0])]
+    arms = summarise_arms(recs, exclude_faults=("neg",))
+    assert arms["policy"]["incidents"] == 4 and arms["policy"]["mttr_mean_s"] == 38.0
+    assert summarise_arms(recs)["policy"]["incidents"] == 5
 
 
 @pytest.mark.parametrize("name", ["live.yaml", "live_eval.yaml"])
@@ -240,3 +260,24 @@ def test_live_eval_refuses_bad_settings_before_starting_anything(override, expec
     cfg = Path(__file__).resolve().parents[1] / "configs" / "live_eval.yaml"
     assert main(["--config", str(cfg), "--set", override]) == 2
     assert expect in capsys.readouterr().err
+
+
+def test_incident_timeline_png(tmp_path):
+    from ifshm_ray.live.incident import TRACE_COLUMNS
+    from ifshm_ray.live.plots import incident_filename, plot_incident, plot_incidents
+    trace = [[t, 1.0 if t < 5 or t > 20 else 0.4, 150.0 if t < 5 else 900.0, 0.0 if t < 5 or t > 20 else 3.0, 1]
+             for t in range(0, 30)]
+    rec = {"incident": "x", "fault": "path latency", "arm": "policy", "repeat": 2, "trace": trace,
+           "trace_columns": list(TRACE_COLUMNS), "detect_s": 4.1, "recovered": True, "mttr_s": 25.0,
+           "capped_at_s": 90.0,
+           "alert_events": [{"at_s": 4.1, "alert": "ServiceLatencyHigh/api-gateway", "status": "firing"},
+                            {"at_s": 27.0, "alert": "ServiceLatencyHigh/api-gateway", "status": "resolved"},
+                            {"at_s": 6.0, "alert": "ServiceErrorBudgetBurn/api-gateway", "status": "firing"}],
+           "actions": [{"at_s": 10.0, "category": "reroute", "target": "api-gateway", "outcome": "executed"}]}
+    assert incident_filename(rec) == "path_latency__policy__r2.png"
+    p = plot_incident(rec, tmp_path / "t.png", latency_threshold_ms=300.0)
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+    skipped = {"fault": "f", "arm": "none", "skipped": "no tmpfs"}
+    with pytest.raises(ValueError, match="no trace"):
+        plot_incident(skipped, tmp_path / "s.png")
+    assert [q.name for q in plot_incidents([rec, skipped], tmp_path / "all")] == ["path_latency__policy__r2.png"]

@@ -5,11 +5,12 @@ every field has a docstring and a bound.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from ifshm_ray.config import ConfigModel
+from ifshm_ray.eval.config import StatsConfig
 
 ComponentKind = Literal["nginx", "serve_deployment", "redis", "host", "fault_proxy", "ray_gcs", "serve_controller",
                         "prometheus", "alertmanager", "healer"]
@@ -169,6 +170,9 @@ class StackConfig(ConfigModel):
     """``for:`` of every alert rule (a short one: the stack is small and runs are short)."""
     rate_window_s: float = Field(10.0, gt=0.0)
     """Range of the ``rate()`` / ``increase()`` windows in the alert rules and the collector's PromQL."""
+    baseline_attempts: int = Field(3, ge=1)
+    """The steady state (every request of one rate window answered within the SLO's error budget) is looked for in
+    at most this many consecutive windows after start before the stack gives up."""
     model_service_ms: float = Field(100.0, gt=0.0)
     """The model's fixed accelerator-like wait per request: one request at a time per replica, so a replica serves
     at most 1000 / model_service_ms requests per second and scaling out adds capacity (as on a GPU)."""
@@ -213,13 +217,34 @@ class StackConfig(ConfigModel):
         return self
 
 
+class HealerConfig(ConfigModel):
+    """The healer of the ``policy`` arm (:mod:`ifshm_ray.live.healer`): the project's HTTP API over a trained
+    policy bundle, in its own process on 127.0.0.1, outside the target Ray."""
+
+    checkpoint: str | None = None
+    """Policy bundle (``jobs/train.py --out`` or its ``policy_bundle/``); needed by the ``policy`` arm."""
+    serve: dict[str, Any] = Field(default_factory=lambda: {"model": "minilm", "min_confidence": 0.0,
+                                                           "torch_threads": 1})
+    """``ServeConfig`` fields of the healer (``ifshm_ray/serve/config.py``). Default: the MiniLM encoder preset
+    (the fine-tuned SmolLM2 encoder is too slow for 2 shared cores beside the target) whose fault head is then
+    untrained, so ``min_confidence`` is 0: escalation comes from the policy's own choice, not from an untrained
+    diagnosis. The policy's observation does not use the encoder."""
+    startup_timeout_s: float = Field(240.0, gt=0.0)
+    """The healer must answer ``/healthz`` within this long (loading the bundle and the encoder)."""
+    request_timeout_s: float = Field(30.0, gt=0.0)
+    """Timeout of one ``/v1/heal`` call; a call that fails counts as no decision for that window."""
+    receive_alerts: bool = True
+    """Alertmanager also posts its webhooks to the healer's ``/v1/alertmanager`` (``stack.healer_url``)."""
+
+
 class EvalConfig(ConfigModel):
     """``jobs/live_eval.py``: which faults, which healers, how often, how long."""
 
     faults: list[str] = Field(default_factory=list)
     """Fault names from the plan file to inject, in order; empty: every fault of the plan file."""
-    arms: list[Literal["runbook", "none"]] = Field(default_factory=lambda: ["runbook", "none"])
-    """Who handles each fault: the project's runbook on the live telemetry, or nobody."""
+    arms: list[Literal["policy", "runbook", "none"]] = Field(default_factory=lambda: ["runbook", "none"])
+    """Who handles each fault: the trained policy through the healer's ``/v1/heal`` (section ``healer``), the
+    project's runbook on the live telemetry, or nobody."""
     repeats: int = Field(1, ge=1)
     """Incidents per (fault, arm)."""
     arm_cap_s: float = Field(120.0, gt=0.0)
@@ -232,6 +257,10 @@ class EvalConfig(ConfigModel):
     """The recovery probe reads the load generator's last window every this many seconds."""
     out: str = "results/live"
     """Output folder (metrics.json, audit.jsonl, incidents.parquet)."""
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+    """Bootstrap intervals of the wall-clock MTTR (:mod:`ifshm_ray.eval.stats`)."""
+    timelines: bool = True
+    """Write a PNG timeline per incident (``OUT/timelines/``: metric, alerts, actions, recovery)."""
 
 
 class LiveConfig(ConfigModel):
@@ -258,5 +287,7 @@ class LiveConfig(ConfigModel):
     """The loopback load generator."""
     stack: StackConfig = Field(default_factory=StackConfig)
     """The target stack (processes, sizes, telemetry cadence)."""
+    healer: HealerConfig = Field(default_factory=HealerConfig)
+    """The trained-policy arm's healer process."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """The live evaluation job."""

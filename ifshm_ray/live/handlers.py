@@ -13,12 +13,18 @@ restart         serve_deployment    the same PUT with a restart nonce in the dep
 reallocate      redis               ``CONFIG SET maxmemory`` (current x ratio, within bounds)
 clear_storage   host                empties the component's allow-listed ``prune_folder`` under the run dir
 reroute         nginx               rewrites the upstream include file to the next route, then reloads nginx
+restart         nginx               config test, then the supervisor stops nginx's master (graceful ``QUIT``,
+                                    bounded) and starts it again with the same files; undo writes back the
+                                    config files as planned and restarts again
 ==============  ==================  =====================================================================
+
+A category with handlers for several component kinds (``restart``: Serve deployments and nginx) is one allow-list
+entry that dispatches on the bound component's kind (:func:`by_kind`); any other kind is refused.
 
 The PUT declares every application (an application left out of it would be deleted), so the handler sends each
 application's ``deployed_app_config`` from the GET and changes only the target's; an application deployed
 imperatively (``serve.run``, no ``deployed_app_config``) is a pre-check failure (:mod:`ifshm_ray.live.serve_api`).
-Tested against local fakes; not yet run against a live Ray dashboard or nginx.
+Tested against local fakes, and live in ``tests/test_live_e2e.py`` / ``jobs/live_eval.py``.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ifshm_ray.config import ConfigError
 from ifshm_ray.live.config import HandlerConfig
@@ -304,17 +310,87 @@ class NginxUpstreamHandler:
         return PlannedCall(call=call, execute=lambda: self._switch(new), undo=lambda: self._switch(old))
 
 
+class NginxRestartHandler:
+    """restart on nginx: the nginx config is tested (a config nginx would not start with refuses the action), then
+    ``restart()`` (the stack's supervisor: graceful stop of the master, bounded, then a fresh start with the same
+    files, waiting until it answers) is called. A restart changes no state of its own; its undo writes back the
+    config files as they were when the action was planned (when something changed them since) and restarts
+    again, so the undo always ends in the configuration that ran before the action."""
+
+    def __init__(self, restart: Callable[[], Any], config_files: Sequence[str | Path], cfg: HandlerConfig, *,
+                 test_cmd: Sequence[str] | None = None):
+        if not config_files:
+            raise ConfigError("the nginx restart handler needs the config files it snapshots (nginx.conf, ...)")
+        self._restart, self.files, self.cfg = restart, [Path(f) for f in config_files], cfg
+        self.test_cmd = list(test_cmd) if test_cmd else None
+
+    def _test(self) -> dict | None:
+        if not self.test_cmd:
+            return None
+        p = subprocess.run(self.test_cmd, capture_output=True, text=True, timeout=self.cfg.reload_timeout_s)
+        if p.returncode != 0:
+            raise RuntimeError(f"{self.test_cmd[0]} exited {p.returncode}: {p.stderr.strip()[-300:]}")
+        return {"cmd": self.test_cmd, "rc": p.returncode}
+
+    def restart(self, req: ActionRequest) -> PlannedCall:
+        wrong = _wrong_kind(req, "nginx")
+        if wrong is not None:
+            return wrong
+        call: dict[str, Any] = {"restart": req.component, "files": [str(f) for f in self.files],
+                                "test": self.test_cmd}
+        missing = [str(f) for f in self.files if not f.is_file()]
+        if missing:
+            return _refused(call, f"nginx config files missing: {missing}")
+        snapshot = {f: f.read_text() for f in self.files}
+        try:
+            self._test()
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+            return _refused(call, f"the nginx config test failed, a restart would not come back: {e}")
+
+        def execute() -> dict:
+            return {"test": self._test(), "restart": self._restart()}
+
+        def undo() -> dict:
+            changed = [f for f, text in snapshot.items() if f.read_text() != text]
+            for f in changed:
+                tmp = f.with_suffix(f.suffix + ".tmp")
+                tmp.write_text(snapshot[f])
+                os.replace(tmp, f)
+            return {"restored": [str(f) for f in changed], "test": self._test(), "restart": self._restart()}
+        return PlannedCall(call=call, execute=execute, undo=undo)
+
+
+def by_kind(category: str, handlers: Mapping[str, Handler]) -> Handler:
+    """One allow-list entry for ``category`` that hands each request to the handler of its component's kind
+    (``{kind: handler}``); a component of another kind is refused with the kinds it would accept."""
+    table = dict(handlers)
+
+    def dispatch(req: ActionRequest) -> PlannedCall:
+        h = table.get(req.binding.kind)
+        if h is None:
+            return _refused({"category": category, "component": req.component},
+                            f"{category} acts on {sorted(table)} components; {req.component!r} is "
+                            f"{req.binding.kind}")
+        return h(req)
+    dispatch.kinds = tuple(sorted(table))  # type: ignore[attr-defined]  (for reports and tests)
+    return dispatch
+
+
 def build_handlers(*, serve: ServeAppHandler | None = None, redis: RedisMaxmemoryHandler | None = None,
-                   prune: PruneFolderHandler | None = None, nginx: NginxUpstreamHandler | None = None
-                   ) -> dict[str, Handler]:
-    """The executor's allow-list: category -> its one handler, for the handlers given."""
-    handlers: dict[str, Handler] = {}
+                   prune: PruneFolderHandler | None = None, nginx: NginxUpstreamHandler | None = None,
+                   nginx_restart: NginxRestartHandler | None = None) -> dict[str, Handler]:
+    """The executor's allow-list: category -> its one handler, for the handlers given (a category served for
+    several component kinds dispatches on the kind: :func:`by_kind`)."""
+    per_kind: dict[str, dict[str, Handler]] = {}
     if serve is not None:
-        handlers.update(scale=serve.scale, rollback=serve.rollback, restart=serve.restart)
+        for cat, h in (("scale", serve.scale), ("rollback", serve.rollback), ("restart", serve.restart)):
+            per_kind.setdefault(cat, {})["serve_deployment"] = h
     if redis is not None:
-        handlers["reallocate"] = redis.reallocate
+        per_kind.setdefault("reallocate", {})["redis"] = redis.reallocate
     if prune is not None:
-        handlers["clear_storage"] = prune.clear_storage
+        per_kind.setdefault("clear_storage", {})["host"] = prune.clear_storage
     if nginx is not None:
-        handlers["reroute"] = nginx.reroute
-    return handlers
+        per_kind.setdefault("reroute", {})["nginx"] = nginx.reroute
+    if nginx_restart is not None:
+        per_kind.setdefault("restart", {})["nginx"] = nginx_restart.restart
+    return {cat: next(iter(hs.values())) if len(hs) == 1 else by_kind(cat, hs) for cat, hs in per_kind.items()}

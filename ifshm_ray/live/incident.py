@@ -18,12 +18,16 @@ from typing import Any, Callable
 import numpy as np
 
 from ifshm_ray.config import SimConfig
+from ifshm_ray.eval.config import StatsConfig
+from ifshm_ray.eval.stats import bootstrap_mean_ci
 from ifshm_ray.live.binding import Binding
 from ifshm_ray.live.collector import Collector
 from ifshm_ray.live.config import LiveConfig
 from ifshm_ray.live.executor import SafeExecutor
-from ifshm_ray.live.handlers import (NginxUpstreamHandler, PruneFolderHandler, RedisMaxmemoryHandler,
-                                     ServeAppHandler, build_handlers, redis_command, render_upstream)
+from ifshm_ray.live.healer import HealerArm
+from ifshm_ray.live.handlers import (NginxRestartHandler, NginxUpstreamHandler, PruneFolderHandler,
+                                     RedisMaxmemoryHandler, ServeAppHandler, build_handlers, redis_command,
+                                     render_upstream)
 from ifshm_ray.live.injectors import FaultPlan, ProxyControl, build_injector, experiment
 from ifshm_ray.live.recording import IncidentRecorder
 from ifshm_ray.live.serve_api import ServeDashboard
@@ -76,7 +80,9 @@ def make_executor(stack: LiveStack, cfg: LiveConfig, binding: Binding, probe: Lo
         redis=RedisMaxmemoryHandler(stack.ports.redis, h),
         prune=PruneFolderHandler(stack.run_dir, h),
         nginx=NginxUpstreamHandler(stack.nginx_upstream_file, stack.nginx_routes, stack.nginx_reload_cmd(), h,
-                                   test_cmd=stack.nginx_cmd("-t")))
+                                   test_cmd=stack.nginx_cmd("-t")),
+        nginx_restart=NginxRestartHandler(stack.restart_nginx, stack.nginx_config_files, h,
+                                          test_cmd=stack.nginx_cmd("-t")))
     return SafeExecutor(cfg.executor.model_copy(update={"audit_log": audit_log}), binding, handlers, probe=probe)
 
 
@@ -94,6 +100,8 @@ def restore_steady_state(stack: LiveStack, cfg: LiveConfig) -> dict:
     if details["applications"].get(APP, {}).get("deployed_app_config") != stack.app_config():
         out["serve"] = dash.put(dash.body(details, APP, stack.app_config()))
         stack.wait_app_running(stack.s.startup_timeout_s)
+    if not stack.nginx_alive():  # a failed restart
+        out["nginx_started"] = stack.restart_nginx(stack.s.startup_timeout_s)
     want = render_upstream("serve", stack.nginx_routes[ROUTE_PROXIED])
     if stack.nginx_upstream_file.read_text() != want:
         stack.nginx_upstream_file.write_text(want)
@@ -142,7 +150,7 @@ def wait_green(probe: LoadSloProbe, green_s: float, timeout_s: float, step_s: fl
 def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: FaultPlan, arm: str, *,
                  topology, executor: SafeExecutor, collector: Collector, probe: LoadSloProbe,
                  recorder: IncidentRecorder | None = None, policy_factory: Callable[[], Any] | None = None,
-                 repeat: int = 0) -> dict:
+                 healer: HealerArm | None = None, repeat: int = 0) -> dict:
     """One incident; returns its JSON-able record (see the module docstring)."""
     ev = cfg.eval
     incident = f"{plan.name}-{arm}-{repeat}-{uuid.uuid4().hex[:6]}"
@@ -168,7 +176,14 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
     env = _TopologyEnv(topology)
     if policy is not None:
         policy.reset(env)
+    if arm == "policy" and healer is None:
+        raise ValueError("the policy arm needs a healer (HealerArm over /v1/heal)")
+    if healer is not None:
+        healer.reset()
     watch: RecoveryWatch | None = None  # started at the first SLO violation: recovery is counted after it
+    trace: list[list] = []  # [s since injection, success rate, latency quantile (ms), SLO badness] per probe read
+    rec["trace_columns"] = list(TRACE_COLUMNS)
+    rec["trace"] = trace
     ever_bad = False
     with experiment(injector, check_steady_state=True) as run:
         # the fault starts with inject() (a disk fill takes seconds): count from its start, not its end
@@ -183,6 +198,8 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
             elapsed = now_m - m_inject
             reading = probe.reading()
             bad = probe.badness(reading)
+            trace.append([round(elapsed, 2), _num(reading.success_rate), _num(reading.latency_ms), _num(bad),
+                          None if reading.replicas_healthy is None else int(reading.replicas_healthy)])
             if bad > 0 and watch is None:
                 ever_bad, watch = True, RecoveryWatch(cfg.slo.green_s)
             if watch is not None and watch.update(now_m, bad == 0.0):
@@ -195,20 +212,36 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
             if now_m >= next_decision:
                 next_decision = now_m + cfg.decision_interval_s
                 tel = collector.window(ev.window_s, t0=t_inject)
-                answer = None
+                answer = request = None
                 outcome = None
                 if policy is not None:
                     a = policy.act({}, {"telemetry": tel}, env)
                     answer = answer_from_action(a, topology)
+                elif arm == "policy":
+                    try:
+                        request, answer = healer.decide(tel)
+                    except Exception as e:  # noqa: BLE001  (no answer: no decision for this window, recorded)
+                        log.warning("incident %s: /v1/heal failed: %r", incident, e)
+                        rec.setdefault("heal_errors", []).append(repr(e)[:300])
+                if answer is not None:
                     d = executor.decide(incident=incident, answer=answer, telemetry=tel,
                                         fingerprint=",".join(sorted({x["name"] for x in tel["alarms"]})))
                     outcome = d["outcome"]
-                    if answer["action"]["category"] != "observe":
-                        rec["actions"].append({"at_s": round(time.time() - t_inject, 2), **answer["action"],
-                                               "outcome": outcome, "reason": d["reason"][:300]})
+                    if healer is not None and request is not None:
+                        healer.taken(outcome)
+                    if answer["action"]["category"] != "observe" or answer.get("escalate"):
+                        rec["actions"].append({"at_s": round(time.time() - t_inject, 2),
+                                               **{k: answer["action"].get(k) for k in ("category", "target",
+                                                                                       "ratio")},
+                                               "outcome": outcome, "reason": d["reason"][:300],
+                                               # what the healer saw: firing alerts, and its diagnosis if any
+                                               "firing": sorted({f"{x['name']}/{x['entity']}" for x in tel["alarms"]
+                                                                 if x["state"] == "firing"}),
+                                               "diagnosis": (answer.get("diagnosis") or {}).get("fault_mode")})
                 if recorder is not None:
                     recorder.add(incident=incident, fault=plan.name, arm=arm, window_index=window,
-                                 wall_time=time.time(), telemetry=tel, answer=answer, outcome=outcome)
+                                 wall_time=time.time(), telemetry=tel, answer=answer, outcome=outcome,
+                                 request=request)
                 window += 1
             time.sleep(ev.probe_interval_s)
         t_end = time.time()
@@ -229,32 +262,86 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
     rec["capped_at_s"] = ev.arm_cap_s
     rec["duration_s"] = round(t_end - t_inject, 3)
     executor.wait_verified(cfg.executor.verify_after_s + 5.0)
+    # every firing and resolved notification of this incident's alerts (resolutions may come after the end)
+    rec["alert_events"] = alert_events(stack, t_inject)
     rec["restored"] = restore_steady_state(stack, cfg)
     log.info("incident %s: recovered=%s mttr=%s detect=%s actions=%s", incident, rec["recovered"], rec["mttr_s"],
              rec["detect_s"], [(a["category"], a["target"], a["outcome"]) for a in rec["actions"]])
     return rec
 
 
-def summarise(records: list[dict]) -> dict:
-    """Per (fault, arm): incidents, recovered, mean MTTR (a not-recovered incident counts at the cap), its 95%
-    normal-approximation interval when there are at least 2 incidents, mean detection time."""
+TRACE_COLUMNS = ("t_s", "success_rate", "latency_ms", "slo_badness", "replicas_healthy")
+"""Columns of an incident record's ``trace`` (one row per probe read, time counted from the injection)."""
+
+
+def _num(x) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else round(float(x), 4)
+
+
+def alert_events(stack: LiveStack, t_inject: float) -> list[dict]:
+    """Firing and resolved notifications received since ``t_inject`` for alerts that became active after it:
+    ``{"at_s", "alert" ("name/entity"), "status"}``, in arrival order."""
+    out = []
+    for status in ("firing", "resolved"):
+        for a in stack.sidecar.alerts_since(t_inject, status=status, started_after=t_inject):
+            lab = a["labels"]
+            out.append({"at_s": round(a["received_at"] - t_inject, 3), "status": status,
+                        "alert": f'{lab.get("alertname")}/{lab.get("service") or lab.get("node")}'})
+    return sorted(out, key=lambda e: e["at_s"])
+
+
+def incident_outcome(r: dict) -> str:
+    """``recovered`` (within the cap), ``escalated`` (not recovered, and the executor paged a human: counts as not
+    healed, at the cap) or ``timed_out`` (not recovered by the cap, nobody paged)."""
+    if r["recovered"]:
+        return "recovered"
+    return "escalated" if any(a.get("outcome") == "page" for a in r.get("actions", [])) else "timed_out"
+
+
+def _group_stats(rs: list[dict], stats: StatsConfig) -> dict:
+    mttr = [r["mttr_s"] if r["recovered"] else r["capped_at_s"] for r in rs]
+    det = [r["detect_s"] for r in rs if r.get("detect_s") is not None]
+    first = [r["first_action_s"] for r in rs if r.get("first_action_s") is not None]
+    outcomes = [incident_outcome(r) for r in rs]
+    return {"incidents": len(rs), "recovered": outcomes.count("recovered"),
+            "success_rate": round(outcomes.count("recovered") / len(rs), 4),
+            "escalations": outcomes.count("escalated"), "timeouts": outcomes.count("timed_out"),
+            "mttr_mean_s": round(float(np.mean(mttr)), 3),
+            "mttr_ci95_s": None if len(mttr) < 2 else [round(v, 3) for v in bootstrap_mean_ci(mttr, stats)],
+            "detect_mean_s": round(float(np.mean(det)), 3) if det else None,
+            "first_action_mean_s": round(float(np.mean(first)), 3) if first else None,
+            "acted": sum(1 for r in rs if any(a["outcome"] in ACTED for a in r.get("actions", [])))}
+
+
+ACTED = ("executed", "dry_run", "failed")
+"""Executor outcomes that count as the healer having acted (also a failed call: it was attempted)."""
+
+
+def summarise(records: list[dict], stats: StatsConfig | None = None) -> dict:
+    """Per ``fault/arm``: incidents, recovered, success rate, escalations, time-outs, mean MTTR on the wall clock
+    (a not-recovered incident counts at the cap) with its percentile-bootstrap interval
+    (:func:`ifshm_ray.eval.stats.bootstrap_mean_ci`, at least 2 incidents), mean detection and first-action
+    times, incidents with an action, and the actions of each incident. Skipped incidents are left out."""
+    stats = stats or StatsConfig()
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         if "skipped" in r:
             continue
         groups.setdefault((r["fault"], r["arm"]), []).append(r)
-    out = {}
-    for (fault, arm), rs in groups.items():
-        mttr = [r["mttr_s"] if r["recovered"] else r["capped_at_s"] for r in rs]
-        det = [r["detect_s"] for r in rs if r["detect_s"] is not None]
-        m = float(np.mean(mttr))
-        ci = None
-        if len(mttr) >= 2:
-            half = 1.96 * float(np.std(mttr, ddof=1)) / math.sqrt(len(mttr))
-            ci = [m - half, m + half]
-        out[f"{fault}/{arm}"] = {"fault": fault, "arm": arm, "incidents": len(rs),
-                                 "recovered": sum(r["recovered"] for r in rs), "mttr_mean_s": round(m, 3),
-                                 "mttr_ci95_s": ci, "detect_mean_s": round(float(np.mean(det)), 3) if det else None,
-                                 "actions": [[(a["category"], a["target"], a["outcome"]) for a in r["actions"]]
-                                             for r in rs]}
-    return out
+    return {f"{fault}/{arm}": {"fault": fault, "arm": arm, **_group_stats(rs, stats),
+                               "actions": [[(a["category"], a["target"], a["outcome"]) for a in r["actions"]]
+                                           for r in rs]}
+            for (fault, arm), rs in groups.items()}
+
+
+def summarise_arms(records: list[dict], stats: StatsConfig | None = None,
+                   exclude_faults: tuple[str, ...] = ()) -> dict:
+    """Per arm over every fault (but ``exclude_faults``, e.g. the negative control): the same statistics as
+    :func:`summarise` pooled over the arm's incidents."""
+    stats = stats or StatsConfig()
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        if "skipped" in r or r["fault"] in exclude_faults:
+            continue
+        groups.setdefault(r["arm"], []).append(r)
+    return {arm: {"arm": arm, **_group_stats(rs, stats)} for arm, rs in groups.items()}

@@ -18,7 +18,9 @@ from ifshm_ray.telemetry import validate_telemetry
 # column names (constants, never bare strings at the call sites)
 INCIDENT, FAULT, ARM, WINDOW, WALL_TIME = "incident", "fault", "arm", "window_index", "wall_time"
 TELEMETRY, TELEMETRY_SHA256, ANSWER, OUTCOME = "telemetry_json", "telemetry_sha256", "answer_json", "outcome"
-COLUMNS = (INCIDENT, FAULT, ARM, WINDOW, WALL_TIME, TELEMETRY, TELEMETRY_SHA256, ANSWER, OUTCOME)
+REQUEST = "request_json"
+"""The ``/v1/heal`` request body sent for the window (telemetry, ``last_action``, ``history``): policy arm only."""
+COLUMNS = (INCIDENT, FAULT, ARM, WINDOW, WALL_TIME, TELEMETRY, TELEMETRY_SHA256, ANSWER, OUTCOME, REQUEST)
 
 
 class IncidentRecorder:
@@ -30,13 +32,16 @@ class IncidentRecorder:
 
     def add(self, *, incident: str, fault: str, arm: str, window_index: int, wall_time: float,
             telemetry: Mapping[str, Any], answer: Mapping[str, Any] | None = None,
-            outcome: str | None = None) -> dict:
+            outcome: str | None = None, request: Mapping[str, Any] | None = None) -> dict:
         """Add one window (the telemetry is validated first: a malformed window is an error, not a silent row)."""
         validate_telemetry(dict(telemetry))
         row = {INCIDENT: incident, FAULT: fault, ARM: arm, WINDOW: int(window_index), WALL_TIME: float(wall_time),
                TELEMETRY: json.dumps(telemetry, sort_keys=True), TELEMETRY_SHA256: telemetry_hash(telemetry),
                ANSWER: None if answer is None else json.dumps(answer, sort_keys=True, default=str),
-               OUTCOME: outcome}
+               OUTCOME: outcome,
+               # the request without its telemetry (stored once, in TELEMETRY): last_action and history
+               REQUEST: None if request is None else json.dumps({k: v for k, v in request.items()
+                                                                  if k != "telemetry"}, sort_keys=True)}
         self.rows.append(row)
         return row
 
@@ -47,7 +52,7 @@ class IncidentRecorder:
 
         schema = pa.schema([(INCIDENT, pa.string()), (FAULT, pa.string()), (ARM, pa.string()), (WINDOW, pa.int64()),
                             (WALL_TIME, pa.float64()), (TELEMETRY, pa.string()), (TELEMETRY_SHA256, pa.string()),
-                            (ANSWER, pa.string()), (OUTCOME, pa.string())])
+                            (ANSWER, pa.string()), (OUTCOME, pa.string()), (REQUEST, pa.string())])
         table = pa.Table.from_pylist(self.rows, schema=schema)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -57,7 +62,8 @@ class IncidentRecorder:
 
 
 def read_windows(path: str | Path) -> list[dict[str, Any]]:
-    """The recorded windows, oldest first, with ``telemetry`` and ``answer`` decoded back to dicts."""
+    """The recorded windows, oldest first, with ``telemetry``, ``answer`` and ``request`` (the full ``/v1/heal``
+    body, telemetry included; None outside the policy arm) decoded back to dicts."""
     import pyarrow.parquet as pq
 
     out = []
@@ -65,5 +71,7 @@ def read_windows(path: str | Path) -> list[dict[str, Any]]:
         row["telemetry"] = json.loads(row.pop(TELEMETRY))
         answer = row.pop(ANSWER)
         row["answer"] = None if answer is None else json.loads(answer)
+        request = row.pop(REQUEST, None)
+        row["request"] = None if request is None else {**json.loads(request), "telemetry": row["telemetry"]}
         out.append(row)
     return out
