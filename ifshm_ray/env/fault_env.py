@@ -377,15 +377,9 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
         infos: dict = {}
         done = term | trunc
         if done.any():
-            stats = [self.sim.episode_stats(i) if done[i] else None for i in range(self.num_envs)]
+            stats = self.sim.episode_stats_batch(done)  # (episode_stats of the done envs, 0 elsewhere)
             for k in self._END_KEYS:
-                if k == "episode_return":
-                    vals = self._ret.copy()
-                else:
-                    vals = np.array([s[k] if s else 0 for s in stats],
-                                    dtype=float if k in ("mttr_s", "detect_s") else
-                                    (bool if k in ("recovered", "success", "escalated", "fault_free") else np.int64))
-                infos[k] = vals
+                infos[k] = self._ret.copy() if k == "episode_return" else stats[k]
                 infos["_" + k] = done.copy()
         if resetting.any():
             idx = np.flatnonzero(resetting)
