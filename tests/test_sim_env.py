@@ -431,3 +431,42 @@ def test_uniform_of_one_key_equals_its_row_in_a_batch():
             one = rng.uniform(keys[i:i + 1], counters[i:i + 1], 20, n)
             assert one.shape == (1, n)
             np.testing.assert_array_equal(one[0], batch[i])
+
+
+def test_mask_bodies_equals_mask_body_on_any_whitespace():
+    """mask_bodies (space-only bodies through the space-anchored pattern, others through the general one) gives
+    mask_body of each body, for rendered bodies and random strings with every kind of ASCII whitespace."""
+    import random
+
+    from ifshm_ray.sim.render import mask_bodies, mask_body
+
+    env = FaultInjectionEnv({"faults": "all"})
+    env.reset(seed=7)
+    rendered = []
+    for _ in range(40):
+        rendered += [line.split(" ", 3)[3] for line in env.step((0, 0, 0))[4]["telemetry"]["logs"]]
+    r = random.Random(0)
+    for alphabet in ("ab1 2x-:.<>*", "ab1 \n2x-:.<>*  ", "ab1 \t\n2x-:.\x0b\r\x0c"):
+        strings = ["".join(r.choice(alphabet) for _ in range(r.randrange(0, 30))) for _ in range(3000)]
+        for group in (rendered, strings):
+            for i in range(0, len(group), 7):
+                chunk = group[i:i + 7]
+                assert mask_bodies(chunk) == [mask_body(b) for b in chunk], chunk
+    assert mask_bodies([]) == [] and mask_bodies(["", "x1 y"]) == ["", "<*> y"]
+
+
+def test_clock_formats_time_of_day():
+    """render._clock (hh:mm:ss cached per whole second) formats as '%02d:%02d:%02d.%03d' of the time of day."""
+    import random
+
+    from ifshm_ray.sim.render import _clock
+
+    def plain(sec):
+        sec = max(sec, 0.0)
+        s = int(sec)
+        return "%02d:%02d:%02d.%03d" % (s // 3600 % 24, s // 60 % 60, s % 60, int((sec - s) * 1000))
+
+    r = random.Random(0)
+    for sec in [r.uniform(-50, 200000) for _ in range(20000)] + [0.0, -0.0, 0.9999999, 86399.9999, 86400.0, 3e5]:
+        assert _clock(sec) == plain(sec), sec
+    assert _clock(9 * 3600 + 61.25) == "09:01:01.250"
