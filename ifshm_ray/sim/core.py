@@ -30,8 +30,13 @@ from ifshm_ray.sim.catalog import (EFFECT_CODE, FAIL_STATES, FAULT_FREE, FLAP_MO
 from ifshm_ray.sim.topology import Topology
 
 K_SLOTS = 2  # concurrent faults per episode (compound incidents)
-# (np.count_nonzero(x) stands for x.any() and x.nonzero()[0] for np.flatnonzero(x) of a 1-D x below: the same
-# results without numpy's Python-level wrappers, which cost more than the work itself at batch size 1)
+# (_count_nonzero(x), numpy's C count_nonzero behind np.count_nonzero(x), stands for x.any() and x.nonzero()[0]
+# for np.flatnonzero(x) of a 1-D x below: the same results without numpy's Python-level wrappers, which cost more
+# than the work itself at batch size 1)
+try:
+    from numpy._core.multiarray import count_nonzero as _count_nonzero
+except ImportError:  # (another numpy layout: its public function)
+    _count_nonzero = np.count_nonzero
 
 # metric names as they appear in telemetry, in the order of the metric rows (see BatchedSim.metric_rows)
 SVC_METRICS = ("latency_p99_ms", "error_rate", "throughput_ratio", "ready_ratio", "cpu_util", "memory_util",
@@ -615,8 +620,8 @@ class BatchedSim:
         self.ep_spreads_node[idx] = self.f_spreads_node[f]
         onehot_n = (root[:, :, None] == self._node_ix) & nf[:, :, None]                 # [n, K, N]
         self.ep_xid[idx] = onehot_n * self.xid_code[f][:, :, None]
-        self._any_xid = bool(np.count_nonzero(self.ep_xid))  # (else the Xid metric reads 0 everywhere: not computed)
-        self._any_down_fault = bool(np.count_nonzero(self.f_can_down[self.f_id]))  # (else no node is ever down:
+        self._any_xid = bool(_count_nonzero(self.ep_xid))  # (else the Xid metric reads 0 everywhere: not computed)
+        self._any_down_fault = bool(_count_nonzero(self.f_can_down[self.f_id]))  # (else no node is ever down:
         # not tested)
         # per slot, over all envs: does any fault there target a service / a node / spread to services / to nodes
         # (terms of a kind no env can have add zeros: skipped)
@@ -654,10 +659,10 @@ class BatchedSim:
         heal_after = np.where(fin, np.where(fin, lo, 0.0) + u[:, :, 7] * np.where(fin, hi - np.where(fin, lo, 0.0), 0.0),
                               np.inf)
         self.f_self_heal_t[idx] = self.f_t0[idx] + onset + heal_after
-        self._any_flap = bool(np.count_nonzero(self.ep_flap > 0))
-        self._any_shape = bool(np.count_nonzero(self.ep_shape > 0))
+        self._any_flap = bool(_count_nonzero(self.ep_flap > 0))
+        self._any_shape = bool(_count_nonzero(self.ep_shape > 0))
         self._any_self_heal = bool(np.isfinite(self.f_self_heal_t).any())
-        self._tails_live = bool(np.count_nonzero(self.f_tail_amp > 0))
+        self._tails_live = bool(_count_nonzero(self.f_tail_amp > 0))
 
     def _refresh_placement(self, idx: np.ndarray | slice) -> None:
         """Recompute the functions of the placement and the cordons for envs ``idx``."""
@@ -768,7 +773,7 @@ class BatchedSim:
         first = acting & np.isnan(self.first_action_t) & injected
         np.copyto(self.first_action_t, self.t, where=first)
         self.last_cat[:] = c
-        if self.cfg.memory_actions and np.count_nonzero(acting):
+        if self.cfg.memory_actions and _count_nonzero(acting):
             self._remember(acting, c, tg)
         self.mech_sched[:] = -1
         self.mech_rollout[:] = -1
@@ -780,13 +785,13 @@ class BatchedSim:
         fc_ix = (fs, c[:, None])
         no_effect = EFFECT_CODE["none"]
         eff = np.where(self.f_active, cc.effect[fc_ix], no_effect)  # (only slots holding a fault are ever active)
-        effective = bool(np.count_nonzero(eff != no_effect))  # else every remedy effect below is a no-op: skipped
+        effective = bool(_count_nonzero(eff != no_effect))  # else every remedy effect below is a no-op: skipped
         if effective:  # (the target matching is needed only then)
             match = self._target_matches(f, c, tg)
             rneed = cc.min_ratio[fc_ix]
             match &= (rneed <= 0) | (ratio[:, None] >= rneed - 1e-9)
             eff = np.where(match, eff, no_effect)
-            effective = bool(np.count_nonzero(eff != no_effect))
+            effective = bool(_count_nonzero(eff != no_effect))
         # remedy attempts take drawn durations and can fail (catalog: duration_s ranges, fail_prob, fail_state)
         block_drain = abort_migrate = None
         fail = None
@@ -797,7 +802,7 @@ class BatchedSim:
             dur_rem = lh[..., 0] + u[:, :K_SLOTS] * (lh[..., 1] - lh[..., 0])
             dur = np.where(has_rem.any(axis=1), np.where(has_rem, dur_rem, 0.0).max(axis=1), self._act_duration(c, tg))
             fail = (eff == EFFECT_CODE["heal"]) & (u[:, K_SLOTS:] < cc.fail_prob[fc_ix])
-            if np.count_nonzero(fail):
+            if _count_nonzero(fail):
                 state = cc.fail_state[fc_ix]
                 block_drain = (fail & (state == FAIL_PDB)).any(axis=1)        # evictions refused: pods stay
                 abort_migrate = (fail & (state == FAIL_MIGRATION)).any(axis=1)  # nothing moves
@@ -815,7 +820,7 @@ class BatchedSim:
         mig_node = None
         if effective and taken[CATEGORY_INDEX["migrate"]]:
             mig_fix = heal & (c == CATEGORY_INDEX["migrate"])[:, None] & self.ep_nf
-            if np.count_nonzero(mig_fix):
+            if _count_nonzero(mig_fix):
                 mig_node = np.where(mig_fix.any(axis=1), self.f_root[ar, mig_fix.argmax(axis=1)], -1)
         if effective:
             hm = eff == EFFECT_CODE["harm"]
@@ -873,7 +878,7 @@ class BatchedSim:
             if taken[CATEGORY_INDEX["drain"]]:  # a node is repaired (reboot, GPU reset) only once its workload is
                 # gone: pods a disruption budget kept there leave the GPU in use, the repair does not start
                 dr = heal & (c == CATEGORY_INDEX["drain"])[:, None] & self.ep_nf
-                if np.count_nonzero(dr):
+                if _count_nonzero(dr):
                     on_root = self.P[ar[:, None], :, self.ep_rn] > 1e-9                    # [B, K, S]
                     heal &= ~(dr & (on_root & self.not_daemonset).any(axis=2))
             heal_any = heal.any(axis=1)
@@ -883,14 +888,14 @@ class BatchedSim:
             # page sent before anything was wrong finds nothing: a fault injected later is not fixed by that page)
             fixed = heal | (esc[:, None] & self.f_active & started)
             self.escalated |= esc
-        if np.count_nonzero(fixed):
+        if _count_nonzero(fixed):
             self._fix(fixed, t_done)
 
         # ---- advance time (faults that something outside the agent clears go), and observe
         self.t = t_done + cfg.step_s
         if self._any_self_heal:
             gone = self.f_active & (self.f_self_heal_t <= self.t[:, None])
-            if np.count_nonzero(gone):
+            if _count_nonzero(gone):
                 self._fix(gone, self.f_self_heal_t)
         self._observe(slice(None), dur=dur, heal_done_t=t_done)
         healthy_after = self.healthy
@@ -911,7 +916,7 @@ class BatchedSim:
             return cc.act_duration[c]
         svc = self._svc_of_target[tg]
         ranged = cc.act_dur_ranged[c, svc] & self._cat_targets_svc[c]
-        if not np.count_nonzero(ranged):
+        if not _count_nonzero(ranged):
             return cc.act_duration[c]
         lh = cc.act_dur_lh[c, svc]
         u = rng.table_uniform(self.key, self.step_idx, P_ACT_DURATION, 1)[:, 0]
@@ -925,7 +930,7 @@ class BatchedSim:
         self.f_tail_amp = np.where(fixed, np.where(self.f_active, sev, 0.0), self.f_tail_amp)
         self.f_heal_t = np.where(fixed, t_fix, self.f_heal_t)
         self.f_active &= ~fixed
-        self._tails_live = bool(np.count_nonzero(self.f_tail_amp > 0))
+        self._tails_live = bool(_count_nonzero(self.f_tail_amp > 0))
 
     def _remember(self, acting: np.ndarray, c: np.ndarray, tg: np.ndarray) -> None:
         """Push the actions of the ``acting`` envs onto their incident memory (the oldest entry drops off)."""
@@ -1000,13 +1005,13 @@ class BatchedSim:
         new = np.minimum(new, 4 * base)
         up = new > cur
         unplaced = np.zeros(len(sel))
-        if np.count_nonzero(up):
+        if _count_nonzero(up):
             unplaced[up] = self._add(sel[up], svc[up], (new - cur)[up])
         failed = unplaced > 1e-9
         self.mech_sched[sel[failed]] = svc[failed]
         self.replicas[sel, svc] = new - unplaced
         down = new < cur
-        if np.count_nonzero(down):
+        if _count_nonzero(down):
             scale = np.where(cur > 0, new / np.maximum(cur, 1e-9), 0.0)
             self.P[sel[down], svc[down], :] *= scale[down, None]
         return (new < base).astype(float)  # removing capacity below what the service needs is harmful
@@ -1199,7 +1204,7 @@ class BatchedSim:
         blip_t0, blip_svc = self.blip_t0[idx], self.blip_svc[idx]
         blip = (t >= blip_t0) & (t < blip_t0 + self.blip_dur[idx])
         cold = t[:, None] < self.cold_until[idx]
-        any_blip = bool(np.count_nonzero(blip))
+        any_blip = bool(_count_nonzero(blip))
         if any_blip:  # the benign transient's effects, by its kind, on the envs that have one now (elsewhere
             kind = self.blip_kind[idx]  # they would add zeros)
             on_node = self.tr_is_node[kind]
@@ -1209,14 +1214,14 @@ class BatchedSim:
             e = (blip & on_node).nonzero()[0]
             if len(e):
                 node_ch[:, e, self.blip_node[idx][e]] += self.tr_node[kind[e]].T
-        if np.count_nonzero(cold):
+        if _count_nonzero(cold):
             svc_ch[SVC_CH["lat"]] += 1.5 * cold
             svc_ch[SVC_CH["err"]] += 0.3 * cold
             svc_ch[SVC_CH["restarts"]] += cold
         if self._any_down_fault:
             down = node_ch[NODE_CH["down"]] >= 0.5
             down_env = down.any(axis=1)
-            any_down = bool(np.count_nonzero(down_env))
+            any_down = bool(_count_nonzero(down_env))
         else:  # (no env's fault can take a node down)
             down, down_env, any_down = self._no_down[:n_env], self._no_down_env[:n_env], False
         # ---- service capacity and metrics
@@ -1247,7 +1252,7 @@ class BatchedSim:
         half_prop = 0.5 * prop
         worst_dep = self._dep_ix_flat.take(via.argmax(axis=2) + self._dep_row0) * (worst > 0)  # (0: none)
         dead = ready_n <= 1e-9  # (a service without ready replicas errs on every request and serves nothing)
-        any_dead = bool(np.count_nonzero(dead))
+        any_dead = bool(_count_nonzero(dead))
         lat = np.multiply(topo.base_latency * (1 + svc_ch[SVC_CH["lat"]] + prop), queue, out=true_m[0])
         err = np.minimum(np.maximum(0.002 + svc_ch[SVC_CH["err"]] + half_prop + np.maximum(util - 1.0, 0) * 0.5, 0),
                          1, out=true_m[1])
@@ -1347,7 +1352,7 @@ class BatchedSim:
         self.firing[idx] = firing
         # alerts per entity (services, then nodes: the target order)
         T = topo.T
-        if np.count_nonzero(cond):
+        if _count_nonzero(cond):
             ent_flat = self._ent_base[:n_env] + ent
             self.ent_pending[idx] = np.bincount(ent_flat[cond], minlength=n_env * T).reshape(n_env, T)
             self.ent_firing[idx] = np.bincount(ent_flat[firing], minlength=n_env * T).reshape(n_env, T)
@@ -1356,7 +1361,7 @@ class BatchedSim:
             self.ent_firing[idx] = 0
         # ---- log template counts (stochastic rounding of rate x level)
         # (no visible fault: every term is 0, and so is every count; likewise without impaired dependencies)
-        if np.count_nonzero(visible):
+        if _count_nonzero(visible):
             level = visible * (0.5 + 0.5 * np.minimum(sev, 1.0))
             # an entry logs once its delay has passed since the fault showed (observability.yaml)
             since = t[:, None] - self.f_eff_t0[idx] - self.ep_onset[idx]
@@ -1368,7 +1373,7 @@ class BatchedSim:
         else:
             self.fault_counts[idx] = 0
         has_prop = prop > 0.15
-        if np.count_nonzero(has_prop):
+        if _count_nonzero(has_prop):
             pc = (np.floor(2.0 * prop * (0.5 + u[:, part[3]]) + u[:, part[4]]) * has_prop).astype(np.int64)
             self.prop_counts[idx] = pc
         else:
@@ -1396,7 +1401,7 @@ class BatchedSim:
             self.healthy[idx] = healthy
             self.streak[idx] = 0
             return
-        if not np.count_nonzero(healthy):  # (nobody healthy: every streak restarts and nobody recovers; the general
+        if not _count_nonzero(healthy):  # (nobody healthy: every streak restarts and nobody recovers; the general
             self.healthy_since[idx] = np.nan  # case below gives exactly this)
             self.streak[idx] = 0
             self.healthy[idx] = False
