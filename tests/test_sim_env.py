@@ -337,3 +337,136 @@ def test_observation_rebuilt_from_telemetry_matches_env():
         x = ob.observe(info["telemetry"])
         for k in ("obs", "action_mask", "ratio_mask"):
             np.testing.assert_array_equal(x[k], obs[k])
+
+def test_episode_stats_batch_equals_episode_stats_per_env():
+    """The vector env's episode-end infos come from BatchedSim.episode_stats_batch: for every done env it gives
+    exactly episode_stats(b) (recovered, escalated and fault-free episodes among them), 0 / False elsewhere."""
+    from ifshm_ray.sim.core import BatchedSim
+    from ifshm_ray.config import SimConfig
+
+    B = 24
+    sim = BatchedSim(SimConfig(faults="all", fault_free_prob=0.3, compound_prob=0.3), batch_size=B)
+    sim.reset(np.arange(B), [1000 + i for i in range(B)])
+    rng = np.random.default_rng(1)
+    tm = sim.action_masks()[0].reshape(B, len(CATEGORIES), -1)
+    seen = set()
+    for step in range(60):
+        acts = np.zeros((B, 3), np.int64)
+        for b in range(B):
+            if rng.random() < 0.4:
+                c, t = np.argwhere(tm[b] > 0)[rng.integers(int((tm[b] > 0).sum()))]
+                acts[b] = (c, t, 0)
+        sim.step(acts)
+        done = rng.random(B) < 0.5
+        got = sim.episode_stats_batch(done)
+        for b in range(B):
+            want = sim.episode_stats(b)
+            seen.add((want["recovered"], want["escalated"], want["fault_free"]))
+            for k, v in got.items():
+                assert v.shape == (B,)
+                if done[b]:
+                    np.testing.assert_array_equal(v[b], want[k], err_msg=f"{k}, env {b}, step {step}")
+                else:
+                    assert v[b] == 0, (k, b)
+    assert {True, False} <= {r for r, _, _ in seen} and (False, False, True) in seen
+    kinds = {k: v.dtype for k, v in got.items()}
+    assert kinds["mttr_s"] == np.float64 and kinds["actions"] == np.int64 and kinds["success"] == bool
+
+
+def test_compiled_log_lines_draw_as_the_field_generators():
+    """The renderer's generated line functions (random fields drawn inline) give, for every template, exactly the
+    line that the generic field generators (Renderer._fields) and the template text give, and leave the random
+    generator in the same state."""
+    import random
+
+    from ifshm_ray.sim.render import EPOCH_DAY, Renderer, _clock
+
+    env = FaultInjectionEnv({"faults": "all"})
+    R = env.renderer
+    for tid, tpl in enumerate(R.templates):
+        for seed in range(40):
+            r1, r2 = random.Random(seed), random.Random(seed)
+            svc, node = R._svc_name[seed % len(R._svc_name)], env.topology.nodes[seed % env.topology.N]
+            t = 33000.0 + seed * 1.37
+            line = R._compiled[tid](r1, svc, "object-storage", node, t, _clock(t))
+            vals = R._fields(r2, tpl, svc, "object-storage", node, t)
+            assert line == f"{EPOCH_DAY}T{_clock(t)}Z {node} {tpl.source.format(**vals)}: {tpl.body.format(**vals)}"
+            assert r1.getstate() == r2.getstate(), tpl.id
+    assert isinstance(R, Renderer)
+
+
+def test_metric_windows_as_entity_dicts():
+    """Renderer.metrics: for every entity the metrics its kind reports (no GPU metrics on nodes without GPUs), each
+    a window of window_samples values, the last one the observed metric as rendered (rounded)."""
+    from ifshm_ray.sim.core import GPU_ONLY, METRIC_DECIMALS, NODE_METRICS, SVC_METRICS
+
+    env = FaultInjectionEnv({"faults": "all"})
+    env.reset(seed=5)
+    for _ in range(3):
+        m = env.step((0, 0, 0))[4]["telemetry"]["metrics"]
+    sim, topo, W = env.sim, env.topology, env.sim_cfg.window_samples
+    assert list(m) == topo.services + topo.nodes
+    rs, rn = sim.metric_rows(np.round(sim.obs_flat, METRIC_DECIMALS))
+    for i, s in enumerate(topo.services):
+        assert list(m[s]) == list(SVC_METRICS)
+        assert all(len(v) == W for v in m[s].values())
+        assert [m[s][k][-1] for k in SVC_METRICS] == rs[0, :, i].tolist()
+    for i, n in enumerate(topo.nodes):
+        names = [k for k in NODE_METRICS if sim.gpu_node[i] or k not in GPU_ONLY]
+        assert list(m[n]) == names
+        assert [m[n][k][-1] for k in names] == [rn[0, NODE_METRICS.index(k), i] for k in names]
+
+
+def test_uniform_of_one_key_equals_its_row_in_a_batch():
+    """rng.uniform's one-key path (a single env's reset) gives the numbers of that key's row in a batch draw."""
+    from ifshm_ray.sim import rng
+
+    g = np.random.default_rng(3)
+    keys = g.integers(0, 2**63 - 1, 40, dtype=np.int64).astype(np.uint64)
+    keys[0], keys[1] = 0, np.uint64(2**64 - 1)
+    counters = g.integers(0, 2**40, 40, dtype=np.int64).astype(np.uint64)
+    for n in (1, 16, 41, 4096):
+        batch = rng.uniform(keys, counters, 20, n)
+        for i in range(len(keys)):
+            one = rng.uniform(keys[i:i + 1], counters[i:i + 1], 20, n)
+            assert one.shape == (1, n)
+            np.testing.assert_array_equal(one[0], batch[i])
+
+
+def test_mask_bodies_equals_mask_body_on_any_whitespace():
+    """mask_bodies (space-only bodies through the space-anchored pattern, others through the general one) gives
+    mask_body of each body, for rendered bodies and random strings with every kind of ASCII whitespace."""
+    import random
+
+    from ifshm_ray.sim.render import mask_bodies, mask_body
+
+    env = FaultInjectionEnv({"faults": "all"})
+    env.reset(seed=7)
+    rendered = []
+    for _ in range(40):
+        rendered += [line.split(" ", 3)[3] for line in env.step((0, 0, 0))[4]["telemetry"]["logs"]]
+    r = random.Random(0)
+    for alphabet in ("ab1 2x-:.<>*", "ab1 \n2x-:.<>*  ", "ab1 \t\n2x-:.\x0b\r\x0c"):
+        strings = ["".join(r.choice(alphabet) for _ in range(r.randrange(0, 30))) for _ in range(3000)]
+        for group in (rendered, strings):
+            for i in range(0, len(group), 7):
+                chunk = group[i:i + 7]
+                assert mask_bodies(chunk) == [mask_body(b) for b in chunk], chunk
+    assert mask_bodies([]) == [] and mask_bodies(["", "x1 y"]) == ["", "<*> y"]
+
+
+def test_clock_formats_time_of_day():
+    """render._clock (hh:mm:ss cached per whole second) formats as '%02d:%02d:%02d.%03d' of the time of day."""
+    import random
+
+    from ifshm_ray.sim.render import _clock
+
+    def plain(sec):
+        sec = max(sec, 0.0)
+        s = int(sec)
+        return "%02d:%02d:%02d.%03d" % (s // 3600 % 24, s // 60 % 60, s % 60, int((sec - s) * 1000))
+
+    r = random.Random(0)
+    for sec in [r.uniform(-50, 200000) for _ in range(20000)] + [0.0, -0.0, 0.9999999, 86399.9999, 86400.0, 3e5]:
+        assert _clock(sec) == plain(sec), sec
+    assert _clock(9 * 3600 + 61.25) == "09:01:01.250"

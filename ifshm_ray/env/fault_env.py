@@ -334,8 +334,8 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
         self._ret = np.zeros(num_envs)
 
     def _obs(self) -> dict:
-        tm, rm = self.sim.action_masks()
-        return {"obs": self.featurizer.features(), "action_mask": tm.astype(np.float32),
+        tm, rm = self.sim.action_masks()  # (tm: a fresh float32 array)
+        return {"obs": self.featurizer.features(), "action_mask": tm,
                 "ratio_mask": np.tile(rm.astype(np.float32), (self.num_envs, 1))}
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
@@ -362,13 +362,14 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
         resetting = self._needs_reset.copy()
         a[resetting] = 0
         # masked (but in-space) actions are executed as observe, like the single env's lenient mode
-        tm, rm = self.sim.action_masks()
         T, R = self.topology.T, len(RATIO_LEVELS)
         c, t, r = a[:, 0], a[:, 1], a[:, 2]
         inspace = (c >= 0) & (c < len(CATEGORIES)) & (t >= 0) & (t < T) & (r >= 0) & (r < R)
         if not inspace.all():
             raise SimError(f"actions outside the action space: {a[~inspace].tolist()}")
-        invalid = (tm[np.arange(self.num_envs), c * T + t] <= 0) | (rm[c * R + r] <= 0)
+        # (the masks are every env's row of the topology's static masks: looked up there, without building them)
+        tm, rm = self.topology.target_mask.reshape(-1), self.topology.ratio_mask.reshape(-1)
+        invalid = (tm[c * T + t] <= 0) | (rm[c * R + r] <= 0)
         a[invalid] = 0
         res = self.sim.step(a)
         rew = res.reward - invalid * self.sim_cfg.reward.invalid_action_penalty
@@ -377,15 +378,9 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
         infos: dict = {}
         done = term | trunc
         if done.any():
-            stats = [self.sim.episode_stats(i) if done[i] else None for i in range(self.num_envs)]
+            stats = self.sim.episode_stats_batch(done)  # (episode_stats of the done envs, 0 elsewhere)
             for k in self._END_KEYS:
-                if k == "episode_return":
-                    vals = self._ret.copy()
-                else:
-                    vals = np.array([s[k] if s else 0 for s in stats],
-                                    dtype=float if k in ("mttr_s", "detect_s") else
-                                    (bool if k in ("recovered", "success", "escalated", "fault_free") else np.int64))
-                infos[k] = vals
+                infos[k] = self._ret.copy() if k == "episode_return" else stats[k]
                 infos["_" + k] = done.copy()
         if resetting.any():
             idx = np.flatnonzero(resetting)

@@ -127,7 +127,7 @@ class Featurizer:
         # built feature-major (fb[:, k] is feature k of every target: contiguous rows), from the metric-major
         # metrics (s[:, m] is metric m of every service) as the telemetry reports them (rounded), then laid out
         # target by target
-        s, n = sim.metric_rows(np.round(sim.obs_flat, METRIC_DECIMALS))
+        s, n = sim.metric_rows(sim.obs_flat.round(METRIC_DECIMALS))
         fb = self._template.copy()
         fs, fn = fb[:, :, :S], fb[:, :, S:]
         # (neighbouring features are written as one block, then the transformed ones overwrite theirs: fewer numpy
@@ -174,4 +174,4 @@ def _log1p_count(x: np.ndarray) -> np.ndarray:
     ix = x.astype(np.intp)
     if ix.max() >= _LOG1P_TABLE_SIZE:
         return np.log1p(x)
-    return np.take(_LOG1P_TABLE, ix)
+    return _LOG1P_TABLE.take(ix)

@@ -30,6 +30,13 @@ from ifshm_ray.sim.catalog import (EFFECT_CODE, FAIL_STATES, FAULT_FREE, FLAP_MO
 from ifshm_ray.sim.topology import Topology
 
 K_SLOTS = 2  # concurrent faults per episode (compound incidents)
+# (_count_nonzero(x), numpy's C count_nonzero behind np.count_nonzero(x), stands for x.any() and x.nonzero()[0]
+# for np.flatnonzero(x) of a 1-D x below: the same results without numpy's Python-level wrappers, which cost more
+# than the work itself at batch size 1)
+try:
+    from numpy._core.multiarray import count_nonzero as _count_nonzero
+except ImportError:  # (another numpy layout: its public function)
+    _count_nonzero = np.count_nonzero
 
 # metric names as they appear in telemetry, in the order of the metric rows (see BatchedSim.metric_rows)
 SVC_METRICS = ("latency_p99_ms", "error_rate", "throughput_ratio", "ready_ratio", "cpu_util", "memory_util",
@@ -330,6 +337,7 @@ class BatchedSim:
             nz = np.flatnonzero(row)
             self.dep_ix[s_, : len(nz)] = nz
             self.dep_w[s_, : len(nz)] = row[nz]
+        self._dep_ix_flat, self._dep_row0 = self.dep_ix.ravel(), np.arange(S) * D  # (dep_ix[s, j] = flat[s * D + j])
         # per-env rows of constants (sliced to the envs observed), to concatenate with per-env arrays
         self._svc_ix_rows = np.tile(self._svc_ix, (self.B, 1))
         self._benign_attr_rows = np.tile(self.benign_attr, (self.B, 1))
@@ -589,7 +597,7 @@ class BatchedSim:
         ue = u[:, ns: ns + K * cm].reshape(n, K, cm)
         ud = u[:, ns + K * cm:].reshape(n, K, cm)
         si = self.log_src_ix[fid]                                                      # [n, K, cm]
-        ok = np.where(si >= 0, np.take_along_axis(shipped, np.maximum(si, 0).reshape(n, -1), axis=1).reshape(si.shape),
+        ok = np.where(si >= 0, shipped[self._arange[:n, None], np.maximum(si, 0).reshape(n, -1)].reshape(si.shape),
                       True) if ns else np.ones(si.shape, bool)
         q = self.log_delay_q[fid]                                                      # [n, K, cm, 3]
         lo = np.where(ud < 0.5, q[..., 0], q[..., 1])
@@ -612,8 +620,9 @@ class BatchedSim:
         self.ep_spreads_node[idx] = self.f_spreads_node[f]
         onehot_n = (root[:, :, None] == self._node_ix) & nf[:, :, None]                 # [n, K, N]
         self.ep_xid[idx] = onehot_n * self.xid_code[f][:, :, None]
-        self._any_xid = bool(self.ep_xid.any())  # (else the Xid metric reads 0 everywhere: not computed)
-        self._any_down_fault = bool(self.f_can_down[self.f_id].any())  # (else no node is ever down: not tested)
+        self._any_xid = bool(_count_nonzero(self.ep_xid))  # (else the Xid metric reads 0 everywhere: not computed)
+        self._any_down_fault = bool(_count_nonzero(self.f_can_down[self.f_id]))  # (else no node is ever down:
+        # not tested)
         # per slot, over all envs: does any fault there target a service / a node / spread to services / to nodes
         # (terms of a kind no env can have add zeros: skipped)
         live_f = self.f_id < self.cc.F
@@ -650,10 +659,10 @@ class BatchedSim:
         heal_after = np.where(fin, np.where(fin, lo, 0.0) + u[:, :, 7] * np.where(fin, hi - np.where(fin, lo, 0.0), 0.0),
                               np.inf)
         self.f_self_heal_t[idx] = self.f_t0[idx] + onset + heal_after
-        self._any_flap = bool((self.ep_flap > 0).any())
-        self._any_shape = bool((self.ep_shape > 0).any())
+        self._any_flap = bool(_count_nonzero(self.ep_flap > 0))
+        self._any_shape = bool(_count_nonzero(self.ep_shape > 0))
         self._any_self_heal = bool(np.isfinite(self.f_self_heal_t).any())
-        self._tails_live = bool((self.f_tail_amp > 0).any())
+        self._tails_live = bool(_count_nonzero(self.f_tail_amp > 0))
 
     def _refresh_placement(self, idx: np.ndarray | slice) -> None:
         """Recompute the functions of the placement and the cordons for envs ``idx``."""
@@ -730,15 +739,15 @@ class BatchedSim:
             flat = np.ravel_multi_index((c, t, r), (C, T, R))  # (raises on an index out of range)
         except ValueError:
             bad = (c < 0) | (c >= C) | (t < 0) | (t >= T) | (r < 0) | (r >= R)
-            b = int(np.flatnonzero(bad)[0])
+            b = int(bad.nonzero()[0][0])
             raise SimError(f"action {tuple(a[b])} out of range: category in [0, {C}) = {list(CATEGORIES)}, "
                            f"target in [0, {T}) = {self.topo.targets}, ratio level in [0, {R}) = {list(RATIO_LEVELS)}")
         ok = self._valid_actions(c, t, flat)
         if not ok.all():
             tm, _ = self.action_masks()
-            b = int(np.flatnonzero(~ok)[0])
+            b = int((~ok).nonzero()[0][0])
             cn = CATEGORIES[c[b]]
-            valid = [self.topo.targets[i] for i in np.flatnonzero(tm[b].reshape(C, T)[c[b]])]
+            valid = [self.topo.targets[i] for i in tm[b].reshape(C, T)[c[b]].nonzero()[0]]
             raise SimError(f"invalid action ({cn}, {self.topo.targets[t[b]]}, ratio level {r[b]}): valid targets "
                            f"for {cn!r}: {valid}; ratio levels used only by scale/reallocate (others take level 0)")
         return a
@@ -764,7 +773,7 @@ class BatchedSim:
         first = acting & np.isnan(self.first_action_t) & injected
         np.copyto(self.first_action_t, self.t, where=first)
         self.last_cat[:] = c
-        if self.cfg.memory_actions and acting.any():
+        if self.cfg.memory_actions and _count_nonzero(acting):
             self._remember(acting, c, tg)
         self.mech_sched[:] = -1
         self.mech_rollout[:] = -1
@@ -776,13 +785,13 @@ class BatchedSim:
         fc_ix = (fs, c[:, None])
         no_effect = EFFECT_CODE["none"]
         eff = np.where(self.f_active, cc.effect[fc_ix], no_effect)  # (only slots holding a fault are ever active)
-        effective = bool((eff != no_effect).any())  # else every remedy effect below is a no-op: skipped
+        effective = bool(_count_nonzero(eff != no_effect))  # else every remedy effect below is a no-op: skipped
         if effective:  # (the target matching is needed only then)
             match = self._target_matches(f, c, tg)
             rneed = cc.min_ratio[fc_ix]
             match &= (rneed <= 0) | (ratio[:, None] >= rneed - 1e-9)
             eff = np.where(match, eff, no_effect)
-            effective = bool((eff != no_effect).any())
+            effective = bool(_count_nonzero(eff != no_effect))
         # remedy attempts take drawn durations and can fail (catalog: duration_s ranges, fail_prob, fail_state)
         block_drain = abort_migrate = None
         fail = None
@@ -793,7 +802,7 @@ class BatchedSim:
             dur_rem = lh[..., 0] + u[:, :K_SLOTS] * (lh[..., 1] - lh[..., 0])
             dur = np.where(has_rem.any(axis=1), np.where(has_rem, dur_rem, 0.0).max(axis=1), self._act_duration(c, tg))
             fail = (eff == EFFECT_CODE["heal"]) & (u[:, K_SLOTS:] < cc.fail_prob[fc_ix])
-            if fail.any():
+            if _count_nonzero(fail):
                 state = cc.fail_state[fc_ix]
                 block_drain = (fail & (state == FAIL_PDB)).any(axis=1)        # evictions refused: pods stay
                 abort_migrate = (fail & (state == FAIL_MIGRATION)).any(axis=1)  # nothing moves
@@ -811,7 +820,7 @@ class BatchedSim:
         mig_node = None
         if effective and taken[CATEGORY_INDEX["migrate"]]:
             mig_fix = heal & (c == CATEGORY_INDEX["migrate"])[:, None] & self.ep_nf
-            if mig_fix.any():
+            if _count_nonzero(mig_fix):
                 mig_node = np.where(mig_fix.any(axis=1), self.f_root[ar, mig_fix.argmax(axis=1)], -1)
         if effective:
             hm = eff == EFFECT_CODE["harm"]
@@ -842,7 +851,7 @@ class BatchedSim:
         for cat_name, fn, tgt, extra in (("scale", self._scale, svc_t, None), ("drain", self._drain, node_t, block_drain),
                                          ("migrate", self._migrate, svc_t, (abort_migrate, mig_node))):
             if taken[CATEGORY_INDEX[cat_name]]:
-                sel = np.flatnonzero(c == CATEGORY_INDEX[cat_name])
+                sel = (c == CATEGORY_INDEX[cat_name]).nonzero()[0]
                 harm[sel] += fn(sel, tgt[sel], ratio[sel], extra)
                 moved = True
         if taken[CATEGORY_INDEX["rollback"]]:
@@ -869,7 +878,7 @@ class BatchedSim:
             if taken[CATEGORY_INDEX["drain"]]:  # a node is repaired (reboot, GPU reset) only once its workload is
                 # gone: pods a disruption budget kept there leave the GPU in use, the repair does not start
                 dr = heal & (c == CATEGORY_INDEX["drain"])[:, None] & self.ep_nf
-                if dr.any():
+                if _count_nonzero(dr):
                     on_root = self.P[ar[:, None], :, self.ep_rn] > 1e-9                    # [B, K, S]
                     heal &= ~(dr & (on_root & self.not_daemonset).any(axis=2))
             heal_any = heal.any(axis=1)
@@ -879,14 +888,14 @@ class BatchedSim:
             # page sent before anything was wrong finds nothing: a fault injected later is not fixed by that page)
             fixed = heal | (esc[:, None] & self.f_active & started)
             self.escalated |= esc
-        if fixed.any():
+        if _count_nonzero(fixed):
             self._fix(fixed, t_done)
 
         # ---- advance time (faults that something outside the agent clears go), and observe
         self.t = t_done + cfg.step_s
         if self._any_self_heal:
             gone = self.f_active & (self.f_self_heal_t <= self.t[:, None])
-            if gone.any():
+            if _count_nonzero(gone):
                 self._fix(gone, self.f_self_heal_t)
         self._observe(slice(None), dur=dur, heal_done_t=t_done)
         healthy_after = self.healthy
@@ -907,7 +916,7 @@ class BatchedSim:
             return cc.act_duration[c]
         svc = self._svc_of_target[tg]
         ranged = cc.act_dur_ranged[c, svc] & self._cat_targets_svc[c]
-        if not ranged.any():
+        if not _count_nonzero(ranged):
             return cc.act_duration[c]
         lh = cc.act_dur_lh[c, svc]
         u = rng.table_uniform(self.key, self.step_idx, P_ACT_DURATION, 1)[:, 0]
@@ -921,12 +930,15 @@ class BatchedSim:
         self.f_tail_amp = np.where(fixed, np.where(self.f_active, sev, 0.0), self.f_tail_amp)
         self.f_heal_t = np.where(fixed, t_fix, self.f_heal_t)
         self.f_active &= ~fixed
-        self._tails_live = bool((self.f_tail_amp > 0).any())
+        self._tails_live = bool(_count_nonzero(self.f_tail_amp > 0))
 
     def _remember(self, acting: np.ndarray, c: np.ndarray, tg: np.ndarray) -> None:
         """Push the actions of the ``acting`` envs onto their incident memory (the oldest entry drops off)."""
-        e = np.flatnonzero(acting)
-        for mem, new in ((self.mem_cat, c[e]), (self.mem_tgt, np.where(self.cat_has_target[c[e]], tg[e], -1)),
+        e = acting.nonzero()[0]
+        if len(e) == self.B:  # (every env acts, always so in a single env that acts: rows by slice, no gathers;
+            e = slice(None)   # numpy copies an overlapping right-hand side first, so the shift is the same)
+        ce = c[e]
+        for mem, new in ((self.mem_cat, ce), (self.mem_tgt, np.where(self.cat_has_target[ce], tg[e], -1)),
                          (self.mem_step, self.step_idx[e])):
             mem[e, 1:] = mem[e, :-1]
             mem[e, 0] = new
@@ -993,13 +1005,13 @@ class BatchedSim:
         new = np.minimum(new, 4 * base)
         up = new > cur
         unplaced = np.zeros(len(sel))
-        if up.any():
+        if _count_nonzero(up):
             unplaced[up] = self._add(sel[up], svc[up], (new - cur)[up])
         failed = unplaced > 1e-9
         self.mech_sched[sel[failed]] = svc[failed]
         self.replicas[sel, svc] = new - unplaced
         down = new < cur
-        if down.any():
+        if _count_nonzero(down):
             scale = np.where(cur > 0, new / np.maximum(cur, 1e-9), 0.0)
             self.P[sel[down], svc[down], :] *= scale[down, None]
         return (new < base).astype(float)  # removing capacity below what the service needs is harmful
@@ -1022,7 +1034,7 @@ class BatchedSim:
             harm_all = None
         moved = self.P[sel, :, node].copy()          # [n, S]
         self.P[sel, :, node] = 0.0
-        for s in np.flatnonzero(moved.sum(axis=0) > 0):
+        for s in (moved.sum(axis=0) > 0).nonzero()[0]:
             m = moved[:, s] > 0
             if topo.daemonset[s]:
                 self.replicas[sel[m], s] -= moved[m, s]  # a daemonset follows the schedulable nodes
@@ -1030,7 +1042,7 @@ class BatchedSim:
             left = self._add(sel[m], np.full(m.sum(), s), moved[m, s])
             bad = left > 1e-9
             self.mech_sched[sel[m][bad]] = s
-            harm[np.flatnonzero(m)[bad]] = 1.0
+            harm[m.nonzero()[0][bad]] = 1.0
             # the disruption budget: replicas beyond maxUnavailable that found no room are not evicted
             stay = np.maximum(left - topo.pdb_max_unavailable[s], 0.0)
             self.P[sel[m], s, node[m]] += stay
@@ -1124,6 +1136,7 @@ class BatchedSim:
         full = isinstance(idx, slice)
         n_env = self.B if full else len(idx)
         ar = self._arange[:n_env]
+        one = n_env == 1
         t = self.t[idx]
         sev, visible = self._severity(idx, t)
         f = self.f_id[idx]
@@ -1156,46 +1169,59 @@ class BatchedSim:
                 if not live[k]:
                     continue
                 svc_kind, node_kind, spreads_s, spreads_n = self._slot_kinds[k]
+                # (one env: the same in-place sums through plain indices, which numpy handles several times faster)
                 if svc_kind:
-                    sv[ar, rs[:, k], :] += root_sv[:, k]
+                    if one:
+                        sv[0, rs[0, k]] += root_sv[0, k]
+                    else:
+                        sv[ar, rs[:, k], :] += root_sv[:, k]
                 if node_kind:
-                    nd[ar, rn[:, k], :] += root_nd[:, k]
-                e = np.flatnonzero(spread_s[:, k]) if spreads_s else ()
+                    if one:
+                        nd[0, rn[0, k]] += root_nd[0, k]
+                    else:
+                        nd[ar, rn[:, k], :] += root_nd[:, k]
+                e = spread_s[:, k].nonzero()[0] if spreads_s else ()
                 if len(e):
                     fk, sev_k = f[e, k], sev[e, k][:, None, None]
                     sor = share[e, :, rn[e, k]] * (nf[e, k][:, None] & self.not_daemonset)  # [m, S]
                     x = sor[:, :, None] * self.t_sor[fk][:, None, :]
                     x += self.t_named[fk]
                     x *= sev_k
-                    sv[e] += x
-                e = np.flatnonzero(spread_n[:, k]) if spreads_n else ()
+                    if one:
+                        sv[0] += x[0]
+                    else:
+                        sv[e] += x
+                e = spread_n[:, k].nonzero()[0] if spreads_n else ()
                 if len(e):
                     fk = f[e, k]
                     nor = share[e, rs[e, k], :] * ~nf[e, k][:, None]                         # [m, N]
                     x = (sev[e, k][:, None] * nor)[:, :, None] * self.t_nor[fk][:, None, :]
-                    nd[e] += x
+                    if one:
+                        nd[0] += x[0]
+                    else:
+                        nd[e] += x
         # benign transient (false-alarm bait) and harm after-effects
         blip_t0, blip_svc = self.blip_t0[idx], self.blip_svc[idx]
         blip = (t >= blip_t0) & (t < blip_t0 + self.blip_dur[idx])
         cold = t[:, None] < self.cold_until[idx]
-        any_blip = bool(blip.any())
+        any_blip = bool(_count_nonzero(blip))
         if any_blip:  # the benign transient's effects, by its kind, on the envs that have one now (elsewhere
             kind = self.blip_kind[idx]  # they would add zeros)
             on_node = self.tr_is_node[kind]
-            e = np.flatnonzero(blip & ~on_node)
+            e = (blip & ~on_node).nonzero()[0]
             if len(e):
                 svc_ch[:, e, blip_svc[e]] += self.tr_svc[kind[e]].T
-            e = np.flatnonzero(blip & on_node)
+            e = (blip & on_node).nonzero()[0]
             if len(e):
                 node_ch[:, e, self.blip_node[idx][e]] += self.tr_node[kind[e]].T
-        if cold.any():
+        if _count_nonzero(cold):
             svc_ch[SVC_CH["lat"]] += 1.5 * cold
             svc_ch[SVC_CH["err"]] += 0.3 * cold
             svc_ch[SVC_CH["restarts"]] += cold
         if self._any_down_fault:
             down = node_ch[NODE_CH["down"]] >= 0.5
             down_env = down.any(axis=1)
-            any_down = bool(down_env.any())
+            any_down = bool(_count_nonzero(down_env))
         else:  # (no env's fault can take a node down)
             down, down_env, any_down = self._no_down[:n_env], self._no_down_env[:n_env], False
         # ---- service capacity and metrics
@@ -1224,9 +1250,9 @@ class BatchedSim:
         worst = via.max(axis=2)
         prop = 0.6 * worst
         half_prop = 0.5 * prop
-        worst_dep = np.where(worst > 0, self.dep_ix[svc_ix, via.argmax(axis=2)], 0)
+        worst_dep = self._dep_ix_flat.take(via.argmax(axis=2) + self._dep_row0) * (worst > 0)  # (0: none)
         dead = ready_n <= 1e-9  # (a service without ready replicas errs on every request and serves nothing)
-        any_dead = bool(dead.any())
+        any_dead = bool(_count_nonzero(dead))
         lat = np.multiply(topo.base_latency * (1 + svc_ch[SVC_CH["lat"]] + prop), queue, out=true_m[0])
         err = np.minimum(np.maximum(0.002 + svc_ch[SVC_CH["err"]] + half_prop + np.maximum(util - 1.0, 0) * 0.5, 0),
                          1, out=true_m[1])
@@ -1297,12 +1323,12 @@ class BatchedSim:
         # the value of every (rule, entity) pair is gathered from the flattened metrics (see _build_tables)
         # (into preallocated buffers: fresh multi-MB temporaries each step cost page faults at large batch sizes;
         # mode="clip" only lets np.take write into `out` directly, the indices are all in range)
-        vals = np.take(flat, self.r_gather, axis=1, out=self._alert_vals[:n_env], mode="clip")     # [n, A, E]
+        vals = flat.take(self.r_gather, axis=1, out=self._alert_vals[:n_env], mode="clip")     # [n, A, E]
         d = np.multiply(vals, self.r_sign[:, None], out=self._alert_d[:n_env])  # signed excess (see _build_tables)
         d -= self.r_sthr
         # node rules: a down node only raises NotReady; some rules look at nodes running GPU work only
         if any_down:  # (few envs have a down node: only their rows are touched)
-            de = np.flatnonzero(down_env)
+            de = down_env.nonzero()[0]
             dd = d[de]
             np.copyto(dd[:, :, :N], -np.inf, where=down[de][:, None, :] & self.r_down_blocks[:, None])
             d[de] = dd
@@ -1312,10 +1338,10 @@ class BatchedSim:
                 np.copyto(d[:, j, :N], -np.inf, where=idle)
         ent = d.argmax(axis=2)                 # [n, A] the worst offender, if any entity crosses
         flat = self._rule_flat[:n_env] + ent
-        cond = np.take(d, flat) > 0
+        cond = d.take(flat) > 0
         ent *= cond                            # (entity 0 where none crosses, as before)
         flat = self._rule_flat[:n_env] + ent
-        val = np.take(vals, flat)
+        val = vals.take(flat)
         since = self.alarm_since[idx]
         since = np.where(cond, np.fmin(since, t[:, None]), np.nan)  # (a pending alert keeps its start time <= t)
         self.alarm_since[idx] = since
@@ -1326,7 +1352,7 @@ class BatchedSim:
         self.firing[idx] = firing
         # alerts per entity (services, then nodes: the target order)
         T = topo.T
-        if cond.any():
+        if _count_nonzero(cond):
             ent_flat = self._ent_base[:n_env] + ent
             self.ent_pending[idx] = np.bincount(ent_flat[cond], minlength=n_env * T).reshape(n_env, T)
             self.ent_firing[idx] = np.bincount(ent_flat[firing], minlength=n_env * T).reshape(n_env, T)
@@ -1335,7 +1361,7 @@ class BatchedSim:
             self.ent_firing[idx] = 0
         # ---- log template counts (stochastic rounding of rate x level)
         # (no visible fault: every term is 0, and so is every count; likewise without impaired dependencies)
-        if visible.any():
+        if _count_nonzero(visible):
             level = visible * (0.5 + 0.5 * np.minimum(sev, 1.0))
             # an entry logs once its delay has passed since the fault showed (observability.yaml)
             since = t[:, None] - self.f_eff_t0[idx] - self.ep_onset[idx]
@@ -1347,7 +1373,7 @@ class BatchedSim:
         else:
             self.fault_counts[idx] = 0
         has_prop = prop > 0.15
-        if has_prop.any():
+        if _count_nonzero(has_prop):
             pc = (np.floor(2.0 * prop * (0.5 + u[:, part[3]]) + u[:, part[4]]) * has_prop).astype(np.int64)
             self.prop_counts[idx] = pc
         else:
@@ -1375,8 +1401,8 @@ class BatchedSim:
             self.healthy[idx] = healthy
             self.streak[idx] = 0
             return
-        if not healthy.any():  # (nobody healthy: every streak restarts and nobody recovers; the general case below
-            self.healthy_since[idx] = np.nan  # gives exactly this)
+        if not _count_nonzero(healthy):  # (nobody healthy: every streak restarts and nobody recovers; the general
+            self.healthy_since[idx] = np.nan  # case below gives exactly this)
             self.streak[idx] = 0
             self.healthy[idx] = False
             return
@@ -1487,6 +1513,30 @@ class BatchedSim:
             "fault_free": False,
         }
 
+    def episode_stats_batch(self, done: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`episode_stats` of every env at once, as arrays [B] holding env b's value where ``done[b]`` and 0
+        (False, 0.0) elsewhere: ``recovered``, ``success``, ``escalated``, ``fault_free`` (bool), ``mttr_s``,
+        ``detect_s`` (float), ``harmful_actions``, ``actions`` (int64). The same values as :meth:`episode_stats`
+        (the same operations on the same float64 numbers; tested), without a Python call per env."""
+        done = np.asarray(done, bool)
+        nan = np.nan
+        fault = self.has_fault
+        t_inj = np.where(self.f_id < self.cc.F, self.f_t0, np.inf).min(axis=1)   # (inf in fault-free envs)
+        rec = self.recover_t
+        recovered = ~np.isnan(rec) & fault
+        mttr = np.where(recovered, rec - t_inj, self.cfg.time_limit_s - t_inj)
+        detect = np.where(np.isnan(self.first_action_t), nan, self.first_action_t - t_inj)
+        return {
+            "recovered": recovered & done,
+            "success": np.where(fault, recovered & ~self.escalated, self.n_actions == 0) & done,
+            "escalated": self.escalated & done,
+            "mttr_s": np.where(done, np.where(fault, mttr, nan), 0.0),
+            "detect_s": np.where(done, np.where(fault, detect, nan), 0.0),
+            "harmful_actions": np.where(done, self.harmful, 0),
+            "actions": np.where(done, self.n_actions, 0),
+            "fault_free": ~fault & done,
+        }
+
     # ------------------------------------------------------------------ raw telemetry
     def render_lines(self, b: int) -> list[tuple[int, int, int]]:
         """(template id, emitting service or -1, host node) of every log line of env b's current window."""
@@ -1519,7 +1569,7 @@ class BatchedSim:
 
     def alarms(self, b: int) -> list[dict]:
         out = []
-        pending = np.flatnonzero(self.pending[b]).tolist()
+        pending = self.pending[b].nonzero()[0].tolist()
         if not pending:
             return out
         ents, vals = self.alarm_entity[b].tolist(), self.alarm_value[b].tolist()

@@ -30,6 +30,11 @@ def uniform(keys: np.ndarray, counter: np.ndarray, purpose: int, n: int) -> np.n
     """Uniform [0, 1) floats of shape (len(keys), n) for (key, counter, purpose)."""
     keys = np.asarray(keys, dtype=np.uint64)
     counter = np.asarray(counter, dtype=np.uint64)
+    if keys.shape == (1,) and counter.shape == (1,) and n <= _RUN_MAX:  # one env (a single env's reset): the same
+        # hashes, the start on Python ints (as table_run) and the run from the precomputed multiples of the constant
+        base = _mix64_int(int(keys[0]) ^ _mix64_int((int(counter[0]) * 1024 + purpose) & _MASK64))
+        z = _GOLDEN_RUN[:n] + np.uint64(base)  # (uint64 arrays wrap, as below)
+        return ((mix64(z) >> _S11).astype(np.float64) * _INV53)[None]
     with np.errstate(over="ignore"):
         base = mix64(keys ^ mix64(counter * np.uint64(1024) + np.uint64(purpose)))
         z = base[:, None] + (np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN)[None, :]
@@ -49,6 +54,9 @@ _TABLE_RUNS = np.lib.stride_tricks.sliding_window_view(_TABLE, 4096)  # row i: _
 
 
 _MASK64 = (1 << 64) - 1
+_RUN_MAX = 4096
+with np.errstate(over="ignore"):
+    _GOLDEN_RUN = np.arange(1, _RUN_MAX + 1, dtype=np.uint64) * _GOLDEN  # (index i: (i + 1) * golden, wrapped)
 
 
 def _mix64_int(z: int) -> int:
