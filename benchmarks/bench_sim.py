@@ -10,7 +10,7 @@ Measures env-steps/s with uniformly random valid actions (so every action mechan
                      call, masked actions checked, NEXT_STEP autoreset)
 All on one core (OMP/MKL threads = 1). Rates are per CPU-second of this process (time.process_time), so they
 stay meaningful when other work shares the machine; wall-clock rates are reported too (`*_wall`).
-Targets: batched numeric >= 50,000 steps/s, single raw >= 2,000 steps/s.
+Targets (issue 12): batched numeric >= 50,000 steps/s, single raw >= 1,500 steps/s.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def main() -> dict:
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 thread used",
     })
-    res["targets_met"] = res["batched_numeric_steps_per_s"] >= 50_000 and res["single_raw_steps_per_s"] >= 2_000
+    res["targets_met"] = res["batched_numeric_steps_per_s"] >= 50_000 and res["single_raw_steps_per_s"] >= 1_500
     print(json.dumps(res))
     return res
 
