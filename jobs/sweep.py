@@ -280,21 +280,49 @@ def write_report(cfg: SweepConfig, table: dict, refs: dict, command: str) -> str
                              f"{_p(c.get('escalation_rate'))} | {_p(c.get('timeout_rate'))} | "
                              f"{_p(c.get('harmful_action_rate'))} | {_p(c.get('false_action_rate'))} |")
         lines.append("")
-    # mean over splits of the unknown-fault MTTR, per policy (only over splits every listed policy has)
-    if "unknown" in cfg.eval.faults:
-        lines += ["## unknown, mean over splits", "", "| policy | splits | MTTR s | success |", "|---|---|---|---|"]
-        rows = {name: table.get(name, {}) for name in dict.fromkeys(g.name for g in cfg.groups)}
-        rows.update(refs)
-        for pol, by_split in rows.items():
-            cells = [by_split[sp]["unknown"] for sp in splits if "unknown" in by_split.get(sp, {})]
-            if cells:
-                lines.append(f"| {pol} | {len(cells)} | {_s(np.mean([c['mttr_mean_s'] for c in cells]))} | "
-                             f"{_p(np.mean([c['success_rate'] for c in cells]))} |")
-        lines.append("")
+    lines += mean_over_splits(cfg, table, refs, splits)
     text = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.md").write_text(text)
     return text
+
+
+MEAN_COLS = (("mttr_mean_s", "MTTR s", "s"), ("time_to_mitigate_mean_s", "mitigate s", "s"),
+             ("success_rate", "success", "p"), ("escalation_rate", "escalated", "p"),
+             ("timeout_rate", "time-out", "p"), ("harmful_action_rate", "harmful", "p"),
+             ("false_action_rate", "false actions", "p"))
+
+
+def _nanmean(xs) -> float | None:
+    v = [float(x) for x in xs if x is not None and not (isinstance(x, float) and np.isnan(x))]
+    return float(np.mean(v)) if v else None
+
+
+def mean_over_splits(cfg: SweepConfig, table: dict, refs: dict, splits: list[str]) -> list[str]:
+    """Per fault set: every policy's metrics averaged over the splits that *every* policy with a cell in that set
+    has (so that the rows compare the same incidents), the trained groups' seed counts beside them."""
+    lines: list[str] = []
+    rows = {name: table.get(name, {}) for name in dict.fromkeys(g.name for g in cfg.groups)}
+    rows.update(sorted(refs.items(), key=lambda kv: BASELINES.index(kv[0])))
+    for fs in cfg.eval.faults:
+        have = {pol: {sp for sp in splits if fs in by_split.get(sp, {})} for pol, by_split in rows.items()}
+        have = {pol: sps for pol, sps in have.items() if sps}
+        common = [sp for sp in splits if all(sp in sps for sps in have.values())]
+        if not common:
+            continue
+        lines += [f"## {fs}, mean over the splits every policy has ({', '.join(common)})", "",
+                  "| policy | seeds per split | " + " | ".join(c[1] for c in MEAN_COLS) + " |",
+                  "|" + "---|" * (2 + len(MEAN_COLS))]
+        for pol in have:
+            cells = [rows[pol][sp][fs] for sp in common]
+            seeds = [len(c["seeds"]) for c in cells if "seeds" in c]
+            vals = [_nanmean(c.get(k) for c in cells) for k, _, _ in MEAN_COLS]
+            lines.append(f"| {pol} | {'ref' if not seeds else '-'.join(map(str, sorted(set(seeds))))} | "
+                         + " | ".join((_s if kind == "s" else _p)(v) for v, (_, _, kind) in zip(vals, MEAN_COLS))
+                         + " |")
+        lines.append("")
+    return lines
+
 
 
 def plot(cfg: SweepConfig, table: dict, refs: dict) -> None:
