@@ -133,6 +133,14 @@ def is_done(d: Path) -> bool:
     return (d / "eval" / "done.json").is_file()
 
 
+def _run_logged(cmd: list[str], log_path: Path, env: dict) -> int:
+    """Runs ``cmd`` from the repo root with its command line and all its output in ``log_path``; its exit code."""
+    with open(log_path, "w") as log:
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+
+
 def execute(cfg: SweepConfig, g: SweepGroup, split: str, seed: int, config_path: str) -> tuple[str, bool, str]:
     """Train and evaluate one run (subprocesses); (name, ok, message)."""
     d = run_dir(cfg, g, split, seed)
@@ -147,23 +155,17 @@ def execute(cfg: SweepConfig, g: SweepGroup, split: str, seed: int, config_path:
                "--out", str(d), "--seed", str(seed), "--iterations", str(cfg.iterations),
                "--max-wall-s", str(cfg.max_wall_s), "--num-cpus", "1", "--set", f"env.config.split={split}",
                "--set", "runners.torch_threads=1"]
-        with open(d / "train.log", "w") as log:
-            log.write(" ".join(cmd) + "\n")
-            log.flush()
-            r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        if r.returncode != 0:
-            return name, False, f"training failed (exit {r.returncode}): see {d / 'train.log'}"
+        rc = _run_logged(cmd, d / "train.log", env)
+        if rc != 0:
+            return name, False, f"training failed (exit {rc}): see {d / 'train.log'}"
     t1 = time.time()
     ev = d / "eval"
     cmd = [sys.executable, str(ROOT / "jobs" / "evaluate.py"), "--no-ray", "--policy", f"{g.name}=checkpoint:{d}",
            "--split", split, "--faults", ",".join(cfg.eval.faults), "--episodes", str(cfg.eval.episodes),
            "--seed", str(cfg.eval.seed), "--out", str(ev)]
-    with open(d / "eval.log", "w") as log:
-        log.write(" ".join(cmd) + "\n")
-        log.flush()
-        r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    if r.returncode != 0:
-        return name, False, f"evaluation failed (exit {r.returncode}): see {d / 'eval.log'}"
+    rc = _run_logged(cmd, d / "eval.log", env)
+    if rc != 0:
+        return name, False, f"evaluation failed (exit {rc}): see {d / 'eval.log'}"
     (ev / "done.json").write_text(json.dumps({"train_s": t1 - t0, "eval_s": time.time() - t1,
                                               "iterations": cfg.iterations, "sweep_config": config_path}))
     return name, True, f"train {t1 - t0:.0f}s, eval {time.time() - t1:.0f}s"
