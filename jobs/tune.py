@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
         env = make_env(best_cfg)
         bundle = export_policy_bundle(
             None, out, env=env, env_entry_point=best_cfg.env.entry_point, env_config=env_config_of(best_cfg),
-            policy_kind=best_cfg.policy.kind, model_config=best_cfg.policy.rl_module_config(), checkpoint_dir=ckpt_dir,
+            policy_kind=best_cfg.policy.kind, model_config=best_cfg.policy.rl_module_config(env_config_of(best_cfg)),
+            checkpoint_dir=ckpt_dir,
             split=best_cfg.split,
             training={"iterations": best.metrics.get("training_iteration"), "seed": best_cfg.run.seed,
                       "config": best_cfg.to_dict(), "tune_params": params},

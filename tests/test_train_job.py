@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import load_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +45,8 @@ def test_train_script_smoke_then_resume(ray_session, tmp_path, capsys, monkeypat
     monkeypatch.chdir(REPO)
     train = load_job("train")
     out = tmp_path / "run"
-    split = ["--set", "env.config.split=random1"]  # the bundle records the run's named split
+    # the bundle records the run's named split; the run is alert-triggered (policy.act_on), which the bundle keeps
+    split = ["--set", "env.config.split=random1", "--set", "policy.act_on=alert"]
     train.main(["--config", TINY, "--out", str(out), "--iterations", "1", "--seed", "1", *split])
     first = capsys.readouterr().out
     assert "iter    1/1" in first and "env-steps/s" in first
@@ -76,6 +78,15 @@ def test_train_script_smoke_then_resume(ray_session, tmp_path, capsys, monkeypat
     assert obs["action_mask"][c * env.topology.T + t] == 1.0
     assert obs["ratio_mask"][c * len(policy.ratio_levels) + r] == 1.0
     assert policy.action_distribution(obs)["top_actions"]
+    # alert-triggered: the reloaded module observes while the telemetry shows no incident (and its trigger is the
+    # one built for this env)
+    from ifshm_ray.policy.trigger import trigger_spec
+    from ifshm_ray.sim.actions import CATEGORIES
+
+    assert policy.manifest["model_config"]["act_trigger"] == trigger_spec(policy.manifest["env"]["config"])
+    batch = {k: torch.as_tensor(obs[k], dtype=torch.float32)[None] for k in ("obs", "action_mask", "ratio_mask")}
+    assert not bool(policy.module.incident_open(batch)[0]), "the first window of an episode shows no incident"
+    assert all(policy.act(obs, deterministic=False)[0] == CATEGORIES.index("observe") for _ in range(5))
 
 
 def _free_port() -> int:

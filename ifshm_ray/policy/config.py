@@ -100,9 +100,22 @@ class PolicySection(ConfigModel):
     semantic_keep_counts: bool = False
     """False: the LLM state replaces the raw log-template counts in the policy's input (logs are read only through
     the LM); True: it joins them (numeric features + LLM state)."""
+    act_on: Literal["always", "alert"] = "always"
+    """``always``: the policy may act in any state. ``alert``: it acts only while the telemetry shows an incident
+    (an alert other than the runbook's info-level ones pending or firing, or an SLO broken) and observes otherwise,
+    as an alert-triggered healer does; the trigger is part of the module (:mod:`ifshm_ray.policy.trigger`), so it
+    holds in training, evaluation and Serve alike."""
 
-    def rl_module_config(self) -> dict:
-        """The ``model_config`` dict for the RLModule (pydantic reserves the name ``model_config`` itself)."""
+    def rl_module_config(self, env_config: dict | None = None) -> dict:
+        """The ``model_config`` dict for the RLModule (pydantic reserves the name ``model_config`` itself);
+        ``env_config`` (the env the module acts in) is needed with ``act_on: alert``."""
+        trigger = {}
+        if self.act_on == "alert":
+            if env_config is None:
+                raise ValueError("policy.act_on: alert needs the env config to place the trigger's features")
+            from ifshm_ray.policy.trigger import trigger_spec
+
+            trigger = {"act_trigger": trigger_spec(env_config)}
         semantic = {}
         if self.semantic_table:
             from ifshm_ray.encoding.rl_state import load_table
@@ -120,6 +133,7 @@ class PolicySection(ConfigModel):
             "category_embed_dim": self.category_embed_dim,
             "vf_share_encoder": self.vf_share_encoder,
             "low_entropy": self.low_entropy,
+            **trigger,
         }
 
 

@@ -12,6 +12,9 @@ Hierarchical policy (:class:`HierarchicalRecoveryModule`)::
 Masks come from the observation: ``action_mask[c*T + t]`` says if (c, t) is valid, a category is valid iff any
 of its targets is, and ``ratio_mask[c*R + r]`` says which ratio levels c may use (categories without a ratio allow
 level 0 only, so their ratio term is log 1 = 0 and its entropy is 0). Masked logits are set to ``MASK_LOGIT``.
+With ``model_config["act_trigger"]`` (``policy.act_on: alert``) the policy is alert-triggered: while the observation
+shows no incident (no incident-opening alert pending or firing, every SLO green) ``observe`` is its only action, in
+training, evaluation and Serve alike (:mod:`ifshm_ray.policy.trigger`).
 
 Log-probabilities: ``log p(a) = log p(c) + log p(t|c) + log p(r|c)`` (exact). ``_forward_train`` recomputes the
 target/ratio logits conditioned on the *stored* category ``batch[ACTIONS][0]``, so PPO's ratio uses the same
@@ -80,6 +83,7 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "semantic_shape": None,
     "semantic_init_from_encoder": True,
     "semantic_keep_counts": False,
+    "act_trigger": None,
 }
 
 
@@ -215,6 +219,7 @@ class _MaskedRecoveryModuleBase(TorchRLModule, ValueFunctionAPI):
         self._low_entropy_mode = cfg["low_entropy"]
         self._vf_share_encoder = bool(cfg["vf_share_encoder"])
         self._semantic = self._semantic_block(cfg)
+        self._trigger = self._trigger_spec(cfg["act_trigger"])
         in_dim = self._semantic.out_dim if self._semantic is not None else self.dims.num_features
         self._encoder = _mlp(in_dim, cfg["encoder_hiddens"], None, cfg["activation"])
         self._enc_dim = int(cfg["encoder_hiddens"][-1]) if cfg["encoder_hiddens"] else in_dim
@@ -242,6 +247,29 @@ class _MaskedRecoveryModuleBase(TorchRLModule, ValueFunctionAPI):
         return SemanticStateBlock(self.dims.num_features, shape, table, bool(cfg["semantic_init_from_encoder"]),
                                   keep_counts=bool(cfg["semantic_keep_counts"]))
 
+    def _trigger_spec(self, spec: dict | None) -> tuple | None:
+        """``act_trigger`` (:func:`ifshm_ray.policy.trigger.trigger_spec`): the observation indices of the incident-
+        opening alert flags and of the SLO-green feature, and the ``observe`` category; None: act in any state."""
+        if not spec:
+            return None
+        n, c = self.dims.num_features, self.dims.num_categories
+        flags, slo, observe = list(spec["flags"]), int(spec["slo_green"]), int(spec["observe"])
+        if not flags or not all(0 <= int(i) < n for i in flags + [slo]) or not 0 <= observe < c:
+            raise ValueError(f"model_config['act_trigger'] {spec!r} does not fit the observation ({n} features) and "
+                             f"{c} categories; it is built by ifshm_ray.policy.trigger.trigger_spec(env_config)")
+        acting = torch.ones(c, dtype=torch.bool)
+        acting[observe] = False
+        return torch.as_tensor([int(i) for i in flags]), slo, acting
+
+    def incident_open(self, obs: Dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        """(B,) bool: the telemetry shows an incident (an incident-opening alert pending or firing, or an SLO
+        broken): the states where an ``act_trigger`` policy may act. All True without a trigger."""
+        x = obs[OBS_KEY]
+        if self._trigger is None:
+            return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        flags, slo, _ = self._trigger
+        return (x[:, flags.to(x.device)] > 0.5).any(-1) | (x[:, slo] < 0.5)
+
     def _acting(self, batch: Dict[str, Any], deterministic: bool) -> Dict[str, Any]:
         """Forward for acting; counts the semantic item lookups (training forwards do not)."""
         if self._semantic is None:
@@ -268,6 +296,9 @@ class _MaskedRecoveryModuleBase(TorchRLModule, ValueFunctionAPI):
         level0 = torch.zeros_like(ratio)
         level0[..., 0] = True
         ratio = ratio | (no_ratio & level0)
+        if self._trigger is not None:  # no incident in the telemetry: observe is the only action
+            calm = ~self.incident_open(obs)
+            pair = pair & ~(calm[:, None, None] & self._trigger[2].to(pair.device)[None, :, None])
         return pair.any(-1), pair, ratio
 
     # --- value function ------------------------------------------------------------------------------------
