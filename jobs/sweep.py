@@ -39,7 +39,7 @@ from ifshm_ray.baselines import BASELINES
 from ifshm_ray.config import ConfigError, ConfigModel, add_override_arg, load_config
 from ifshm_ray.eval.aggregate import aggregate_seeds
 from ifshm_ray.eval.config import StatsConfig
-from ifshm_ray.eval.stats import bootstrap_mean_ci
+from ifshm_ray.eval.stats import bootstrap_mean_ci, stratified_mean_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("known", "unknown", "compound", "fault_free")
@@ -212,6 +212,7 @@ def collect(cfg: SweepConfig) -> dict:
                 cell["mttr_ci95_pooled"] = bootstrap_mean_ci(mttr, cfg.stats) if mttr else None
                 cell["seeds"] = done
                 cell["episodes"] = len(eps)
+                cell["_mttr"] = mttr  # (pooled episodes, for the interval of a mean over splits; not written)
                 table.setdefault(g.name, {}).setdefault(sp, {})[fs] = cell
     return table
 
@@ -235,7 +236,10 @@ def references(cfg: SweepConfig) -> dict:
                 continue
             if m.get("seed") != cfg.eval.seed:
                 continue
-            out.setdefault(pol, {}).setdefault(sp, {}).setdefault(fs, m)
+            cell = out.setdefault(pol, {}).setdefault(sp, {}).setdefault(fs, m)
+            if cell is m and "_mttr" not in m and (p.parent / "episodes.json").is_file():
+                eps = json.loads((p.parent / "episodes.json").read_text())
+                m["_mttr"] = [e["mttr_s"] for e in eps if e.get("mttr_s") is not None]
     return out
 
 
@@ -313,15 +317,19 @@ def mean_over_splits(cfg: SweepConfig, table: dict, refs: dict, splits: list[str
         if not common:
             continue
         lines += [f"## {fs}, mean over the splits every policy has ({', '.join(common)})", "",
-                  "| policy | seeds per split | " + " | ".join(c[1] for c in MEAN_COLS) + " |",
-                  "|" + "---|" * (2 + len(MEAN_COLS))]
+                  "| policy | seeds per split | " + MEAN_COLS[0][1] + " | MTTR 95% CI | "
+                  + " | ".join(c[1] for c in MEAN_COLS[1:]) + " |",
+                  "|" + "---|" * (3 + len(MEAN_COLS))]
         for pol in have:
             cells = [rows[pol][sp][fs] for sp in common]
             seeds = [len(c["seeds"]) for c in cells if "seeds" in c]
             vals = [_nanmean(c.get(k) for c in cells) for k, _, _ in MEAN_COLS]
+            ci = (stratified_mean_ci([c["_mttr"] for c in cells], cfg.stats)
+                  if all(c.get("_mttr") for c in cells) else None)
+            txt = [(_s if kind == "s" else _p)(v) for v, (_, _, kind) in zip(vals, MEAN_COLS)]
+            txt.insert(1, f"[{_s(ci[0])}, {_s(ci[1])}]" if ci else "-")
             lines.append(f"| {pol} | {'ref' if not seeds else '-'.join(map(str, sorted(set(seeds))))} | "
-                         + " | ".join((_s if kind == "s" else _p)(v) for v, (_, _, kind) in zip(vals, MEAN_COLS))
-                         + " |")
+                         + " | ".join(txt) + " |")
         lines.append("")
     return lines
 
@@ -389,7 +397,9 @@ def main(argv=None) -> int:
                       f"{time.time() - t0:.0f}s elapsed", flush=True)
     table, refs = collect(cfg), references(cfg)
     command = " ".join(["python", "jobs/sweep.py"] + (argv if argv is not None else sys.argv[1:]))
-    (out / "sweep.json").write_text(json.dumps({"command": command, "config": cfg.model_dump(), "table": table},
+    public = {g: {sp: {fs: {k: v for k, v in c.items() if not k.startswith("_")} for fs, c in by_set.items()}
+                  for sp, by_set in by_split.items()} for g, by_split in table.items()}
+    (out / "sweep.json").write_text(json.dumps({"command": command, "config": cfg.model_dump(), "table": public},
                                                indent=2, default=str))
     print(write_report(cfg, table, refs, command))
     if table:

@@ -93,3 +93,47 @@ def test_bad_sweep_config_is_a_clear_error(tmp_path):
                                     "seeds": [0]}])
     with pytest.raises(ValueError, match="not fault sets"):
         _cfg(sw, tmp_path, eval={"faults": ["known", "everything"]})
+
+
+def test_mean_over_splits_has_the_stratified_interval_and_json_keeps_no_episodes(tmp_path):
+    from ifshm_ray.eval.stats import stratified_mean_ci
+
+    sw = _sweep()
+    cfg = _cfg(sw, tmp_path)
+    hier = cfg.groups[0]
+    _fake_run(sw, cfg, hier, "handpicked", 0, [100.0, 300.0])
+    _fake_run(sw, cfg, hier, "random1", 0, [1000.0, 1000.0, 1200.0])
+    refs = tmp_path / "refs"
+    for sp, mttrs in (("handpicked", [50.0, 60.0]), ("random1", [70.0, 90.0])):
+        p = refs / sp / "known" / "runbook"
+        p.mkdir(parents=True)
+        (p / "metrics.json").write_text(json.dumps({"policy": "runbook", "fault_set": "known", "split": sp,
+                                                    "seed": 0, "mttr_mean_s": sum(mttrs) / 2}))
+        (p / "episodes.json").write_text(json.dumps([{"fault": "x", "seed": i, "mttr_s": m}
+                                                     for i, m in enumerate(mttrs)]))
+    table, got = sw.collect(cfg), sw.references(cfg)
+    lines = sw.mean_over_splits(cfg, table, got, ["handpicked", "random1"])
+    row = next(ln for ln in lines if ln.startswith("| hier |"))
+    lo, hi = stratified_mean_ci([[100.0, 300.0], [1000.0, 1000.0, 1200.0]], cfg.stats)
+    assert f"[{lo:,.0f}, {hi:,.0f}]" in row and "| 633 |" in row  # mean of the split means (200 + 1067) / 2
+    assert lo >= (100 + 1000) / 2 and hi <= (300 + 1200) / 2 and lo < hi
+    assert "[60, 75]" in next(ln for ln in lines if ln.startswith("| runbook |"))  # (50|60 + 70|90) / 2
+    sw.main(["--config", str(_write(tmp_path, cfg)), "--report-only"])
+    assert "_mttr" not in (tmp_path / "sweep" / "sweep.json").read_text()
+
+
+def _write(tmp_path, cfg):
+    import yaml
+
+    p = tmp_path / "sweep.yaml"
+    p.write_text(yaml.safe_dump(cfg.model_dump()))
+    return p
+
+
+def test_stratified_interval_resamples_within_groups():
+    from ifshm_ray.eval.stats import stratified_mean_ci
+
+    assert stratified_mean_ci([[1.0, 1.0], [3.0]]) == [2.0, 2.0]  # no spread inside a group: none in the mean
+    assert stratified_mean_ci([[1.0], []]) is None
+    lo, hi = stratified_mean_ci([[0.0, 10.0], [0.0, 10.0]])
+    assert lo == 0.0 and hi == 10.0 and stratified_mean_ci([[0.0, 10.0], [0.0, 10.0]]) == [lo, hi]

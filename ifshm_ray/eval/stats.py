@@ -24,6 +24,24 @@ def bootstrap_mean_ci(x, cfg: StatsConfig | None = None) -> list[float] | None:
     return [float(np.quantile(means, a)), float(np.quantile(means, 1.0 - a))]
 
 
+def stratified_mean_ci(groups, cfg: StatsConfig | None = None) -> list[float] | None:
+    """[low, high] percentile bootstrap interval of the mean over ``groups`` (e.g. splits) of each group's mean:
+    episodes are resampled with replacement within each group (the estimator of a table that averages per-split
+    means); NaNs dropped; None when a group has no value."""
+    cfg = cfg or StatsConfig()
+    arrs = [np.asarray(g, np.float64) for g in groups]
+    arrs = [a[~np.isnan(a)] for a in arrs]
+    if not arrs or any(len(a) == 0 for a in arrs):
+        return None
+    rng = np.random.default_rng(cfg.bootstrap_seed)
+    means = np.zeros(cfg.bootstrap_samples)
+    for a in arrs:
+        means += a[rng.integers(0, len(a), size=(cfg.bootstrap_samples, len(a)))].mean(axis=1)
+    means /= len(arrs)
+    q = (1.0 - cfg.confidence) / 2.0
+    return [float(np.quantile(means, q)), float(np.quantile(means, 1.0 - q))]
+
+
 def episode_key(r: dict) -> tuple:
     """What identifies an incident across policies: its fault label and episode seed."""
     return (r["fault"], int(r["seed"]))
