@@ -39,7 +39,7 @@ from ifshm_ray.baselines import BASELINES
 from ifshm_ray.config import ConfigError, ConfigModel, add_override_arg, load_config
 from ifshm_ray.eval.aggregate import aggregate_seeds
 from ifshm_ray.eval.config import StatsConfig
-from ifshm_ray.eval.stats import bootstrap_mean_ci, stratified_mean_ci
+from ifshm_ray.eval.stats import bootstrap_mean_ci, nested_mean_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("known", "unknown", "compound", "fault_free")
@@ -185,6 +185,13 @@ CELL_KEYS = ("mttr_mean_s", "mttr_p50_s", "mttr_p95_s", "time_to_mitigate_mean_s
              "escalation_rate", "timeout_rate", "harmful_action_rate", "false_action_rate")
 
 
+def _keyed(eps: list[dict]) -> list[tuple]:
+    """(fault, episode seed, MTTR) of the episodes with an MTTR: what pairs a trained run's episode with a
+    reference's on the same incident."""
+    return [(e["fault"], int(e["seed"]), float(e["mttr_s"])) for e in eps
+            if e.get("mttr_s") is not None and not np.isnan(e["mttr_s"])]
+
+
 def collect(cfg: SweepConfig) -> dict:
     """{group: {split: {set: cell}}} over the finished runs; a cell has the seed-mean metrics, their std, seeds, and
     ``mttr_ci95_pooled`` (bootstrap interval of the mean MTTR over every seed's episodes)."""
@@ -196,13 +203,15 @@ def collect(cfg: SweepConfig) -> dict:
             if not done:
                 continue
             for fs in cfg.eval.faults:
-                per_seed, eps = [], []
+                per_seed, eps, by_seed = [], [], []
                 for s in done:
                     ev = run_dir(cfg, g, sp, s) / "eval"
                     m = _set_metrics(ev, fs, n_sets)
                     if m is not None:
                         per_seed.append(m)
-                        eps += _episodes(ev, fs, n_sets)
+                        seed_eps = _episodes(ev, fs, n_sets)
+                        eps += seed_eps
+                        by_seed.append(_keyed(seed_eps))
                 if not per_seed:
                     continue
                 agg = aggregate_seeds(per_seed)
@@ -212,7 +221,7 @@ def collect(cfg: SweepConfig) -> dict:
                 cell["mttr_ci95_pooled"] = bootstrap_mean_ci(mttr, cfg.stats) if mttr else None
                 cell["seeds"] = done
                 cell["episodes"] = len(eps)
-                cell["_mttr"] = mttr  # (pooled episodes, for the interval of a mean over splits; not written)
+                cell["_eps"] = by_seed  # (per seed: (fault, seed, MTTR) of its episodes; not written)
                 table.setdefault(g.name, {}).setdefault(sp, {})[fs] = cell
     return table
 
@@ -237,9 +246,9 @@ def references(cfg: SweepConfig) -> dict:
             if m.get("seed") != cfg.eval.seed:
                 continue
             cell = out.setdefault(pol, {}).setdefault(sp, {}).setdefault(fs, m)
-            if cell is m and "_mttr" not in m and (p.parent / "episodes.json").is_file():
+            if cell is m and "_eps" not in m and (p.parent / "episodes.json").is_file():
                 eps = json.loads((p.parent / "episodes.json").read_text())
-                m["_mttr"] = [e["mttr_s"] for e in eps if e.get("mttr_s") is not None]
+                m["_eps"] = [_keyed(eps)]  # (one run: one "seed")
     return out
 
 
@@ -287,6 +296,7 @@ def write_report(cfg: SweepConfig, table: dict, refs: dict, command: str) -> str
                              f"{_p(c.get('harmful_action_rate'))} | {_p(c.get('false_action_rate'))} |")
         lines.append("")
     lines += mean_over_splits(cfg, table, refs, splits)
+    lines += paired_over_splits(cfg, table, refs, splits)
     text = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.md").write_text(text)
@@ -306,7 +316,9 @@ def _nanmean(xs) -> float | None:
 
 def mean_over_splits(cfg: SweepConfig, table: dict, refs: dict, splits: list[str]) -> list[str]:
     """Per fault set: every policy's metrics averaged over the splits that *every* policy with a cell in that set
-    has (so that the rows compare the same incidents), the trained groups' seed counts beside them."""
+    has (so that the rows compare the same incidents), the trained groups' seed counts beside them, and a 95%
+    interval of the mean MTTR: two-level bootstrap within each split (training seeds, then their episodes;
+    :func:`~ifshm_ray.eval.stats.nested_mean_ci`)."""
     lines: list[str] = []
     rows = {name: table.get(name, {}) for name in dict.fromkeys(g.name for g in cfg.groups)}
     rows.update(sorted(refs.items(), key=lambda kv: BASELINES.index(kv[0])))
@@ -324,8 +336,8 @@ def mean_over_splits(cfg: SweepConfig, table: dict, refs: dict, splits: list[str
             cells = [rows[pol][sp][fs] for sp in common]
             seeds = [len(c["seeds"]) for c in cells if "seeds" in c]
             vals = [_nanmean(c.get(k) for c in cells) for k, _, _ in MEAN_COLS]
-            ci = (stratified_mean_ci([c["_mttr"] for c in cells], cfg.stats)
-                  if all(c.get("_mttr") for c in cells) else None)
+            ci = (nested_mean_ci([[[m for _, _, m in u] for u in c["_eps"]] for c in cells], cfg.stats)
+                  if all(c.get("_eps") for c in cells) else None)
             txt = [(_s if kind == "s" else _p)(v) for v, (_, _, kind) in zip(vals, MEAN_COLS)]
             txt.insert(1, f"[{_s(ci[0])}, {_s(ci[1])}]" if ci else "-")
             lines.append(f"| {pol} | {'ref' if not seeds else '-'.join(map(str, sorted(set(seeds))))} | "
@@ -333,6 +345,42 @@ def mean_over_splits(cfg: SweepConfig, table: dict, refs: dict, splits: list[str
         lines.append("")
     return lines
 
+
+
+def paired_over_splits(cfg: SweepConfig, table: dict, refs: dict, splits: list[str]) -> list[str]:
+    """Per fault set with MTTRs: each trained group's MTTR minus each reference's on the same incidents (every seed's
+    episode paired with the reference's episode of the same fault and seed on the same split), averaged per seed, over
+    the seeds, then over the splits both have; 95% interval: two-level bootstrap within each split (training seeds,
+    then their pairs: :func:`~ifshm_ray.eval.stats.nested_mean_ci`)."""
+    lines: list[str] = []
+    groups = [g for g in dict.fromkeys(g.name for g in cfg.groups) if g in table]
+    ref_names = sorted(refs, key=BASELINES.index)
+    for fs in [f for f in cfg.eval.faults if f != "fault_free"]:
+        rows = []
+        for g in groups:
+            cells = []
+            for r in ref_names:
+                diffs = []
+                for sp in splits:
+                    a = table[g].get(sp, {}).get(fs, {}).get("_eps")
+                    b = refs[r].get(sp, {}).get(fs, {}).get("_eps")
+                    if not a or not b:
+                        continue
+                    ref_mttr = {(f, sd): m for f, sd, m in b[0]}
+                    d = [[m - ref_mttr[(f, sd)] for f, sd, m in unit if (f, sd) in ref_mttr] for unit in a]
+                    if all(d):
+                        diffs.append(d)
+                if not diffs:
+                    cells.append("-")
+                    continue
+                mean = float(np.mean([np.mean([np.mean(u) for u in d]) for d in diffs]))
+                ci = nested_mean_ci(diffs, cfg.stats)
+                cells.append(f"{mean:+,.0f} [{ci[0]:+,.0f}, {ci[1]:+,.0f}] ({len(diffs)})")
+            rows.append(f"| {g} | " + " | ".join(cells) + " |")
+        lines += [f"## {fs}: paired MTTR difference, trained - reference (s; mean over splits [95% CI] (splits))", "",
+                  "| trained | " + " | ".join(f"vs {r}" for r in ref_names) + " |",
+                  "|" + "---|" * (1 + len(ref_names)), *rows, ""]
+    return lines
 
 
 def plot(cfg: SweepConfig, table: dict, refs: dict) -> None:

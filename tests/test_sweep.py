@@ -119,7 +119,7 @@ def test_mean_over_splits_has_the_stratified_interval_and_json_keeps_no_episodes
     assert lo >= (100 + 1000) / 2 and hi <= (300 + 1200) / 2 and lo < hi
     assert "[60, 75]" in next(ln for ln in lines if ln.startswith("| runbook |"))  # (50|60 + 70|90) / 2
     sw.main(["--config", str(_write(tmp_path, cfg)), "--report-only"])
-    assert "_mttr" not in (tmp_path / "sweep" / "sweep.json").read_text()
+    assert "_eps" not in (tmp_path / "sweep" / "sweep.json").read_text()
 
 
 def _write(tmp_path, cfg):
@@ -137,3 +137,39 @@ def test_stratified_interval_resamples_within_groups():
     assert stratified_mean_ci([[1.0], []]) is None
     lo, hi = stratified_mean_ci([[0.0, 10.0], [0.0, 10.0]])
     assert lo == 0.0 and hi == 10.0 and stratified_mean_ci([[0.0, 10.0], [0.0, 10.0]]) == [lo, hi]
+
+
+def test_nested_interval_covers_the_spread_between_seeds():
+    from ifshm_ray.eval.stats import nested_mean_ci, stratified_mean_ci
+
+    # two seeds that disagree, each with no spread between its episodes: pooling the episodes as one sample gives a
+    # narrow interval around 150; resampling the seeds lets the mean be either seed's
+    seeds = [[100.0] * 20, [200.0] * 20]
+    lo, hi = nested_mean_ci([seeds])
+    assert lo == 100.0 and hi == 200.0
+    plo, phi = stratified_mean_ci([seeds[0] + seeds[1]])
+    assert 100.0 < plo < 150.0 < phi < 200.0 and phi - plo < hi - lo
+    assert nested_mean_ci([[[5.0, 5.0]], [[7.0]]]) == [6.0, 6.0] and nested_mean_ci([[[1.0], []]]) is None
+
+
+def test_paired_differences_pair_each_seed_with_the_reference_incident(tmp_path):
+    sw = _sweep()
+    cfg = _cfg(sw, tmp_path)
+    hier = cfg.groups[0]
+    _fake_run(sw, cfg, hier, "handpicked", 0, [100.0, 300.0])
+    _fake_run(sw, cfg, hier, "handpicked", 1, [140.0, 340.0])
+    refs = tmp_path / "refs"
+    p = refs / "handpicked" / "known" / "runbook"
+    p.mkdir(parents=True)
+    (p / "metrics.json").write_text(json.dumps({"policy": "runbook", "fault_set": "known", "split": "handpicked",
+                                                "seed": 0, "mttr_mean_s": 150.0}))
+    # the reference's incidents in another order, plus one the trained runs did not meet
+    (p / "episodes.json").write_text(json.dumps([{"fault": "x", "seed": 1, "mttr_s": 200.0},
+                                                 {"fault": "x", "seed": 0, "mttr_s": 100.0},
+                                                 {"fault": "x", "seed": 9, "mttr_s": 5000.0}]))
+    lines = sw.paired_over_splits(cfg, sw.collect(cfg), sw.references(cfg), ["handpicked", "random1"])
+    row = next(ln for ln in lines if ln.startswith("| hier |"))
+    # seed 0: (0, +100) -> +50; seed 1: (+40, +140) -> +90; mean +70; the seeds' spread is in the interval
+    assert "| +70 [" in row and row.endswith("(1) |")
+    lo, hi = (float(x) for x in row.split("[")[1].split("]")[0].replace("+", "").replace(",", "").split(" "))
+    assert 0.0 <= lo < 70.0 < hi <= 140.0

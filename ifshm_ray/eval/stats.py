@@ -28,18 +28,35 @@ def stratified_mean_ci(groups, cfg: StatsConfig | None = None) -> list[float] | 
     """[low, high] percentile bootstrap interval of the mean over ``groups`` (e.g. splits) of each group's mean:
     episodes are resampled with replacement within each group (the estimator of a table that averages per-split
     means); NaNs dropped; None when a group has no value."""
+    return nested_mean_ci([[g] for g in groups], cfg)
+
+
+def nested_mean_ci(groups, cfg: StatsConfig | None = None) -> list[float] | None:
+    """[low, high] percentile bootstrap interval of the mean over ``groups`` (splits) of each group's mean over its
+    units (training seeds) of each unit's mean over its episodes: two-level resampling within each group, the units
+    with replacement, then each unit's episodes with replacement (a unit drawn twice in one resample shares its
+    episode resample), so the interval covers the spread between training seeds as well as between incidents.
+    ``groups``: [[episodes of unit, ...] per group]; NaNs dropped; None when a unit or group has no value."""
     cfg = cfg or StatsConfig()
-    arrs = [np.asarray(g, np.float64) for g in groups]
-    arrs = [a[~np.isnan(a)] for a in arrs]
-    if not arrs or any(len(a) == 0 for a in arrs):
-        return None
+    n = cfg.bootstrap_samples
     rng = np.random.default_rng(cfg.bootstrap_seed)
-    means = np.zeros(cfg.bootstrap_samples)
-    for a in arrs:
-        means += a[rng.integers(0, len(a), size=(cfg.bootstrap_samples, len(a)))].mean(axis=1)
-    means /= len(arrs)
+    total = np.zeros(n)
+    if not groups:
+        return None
+    for units in groups:
+        arrs = [np.asarray(u, np.float64) for u in units]
+        arrs = [a[~np.isnan(a)] for a in arrs]
+        if not arrs or any(len(a) == 0 for a in arrs):
+            return None
+        unit_means = np.stack([a[rng.integers(0, len(a), size=(n, len(a)))].mean(axis=1) for a in arrs])  # [U, n]
+        if len(arrs) == 1:
+            total += unit_means[0]
+        else:
+            pick = rng.integers(0, len(arrs), size=(n, len(arrs)))                                        # [n, U]
+            total += unit_means[pick, np.arange(n)[:, None]].mean(axis=1)
+    total /= len(groups)
     q = (1.0 - cfg.confidence) / 2.0
-    return [float(np.quantile(means, q)), float(np.quantile(means, 1.0 - q))]
+    return [float(np.quantile(total, q)), float(np.quantile(total, 1.0 - q))]
 
 
 def episode_key(r: dict) -> tuple:
