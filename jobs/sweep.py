@@ -16,9 +16,9 @@ failed leaves its log (``RUN/train.log``, ``RUN/eval.log``) and the sweep goes o
 end). The run order interleaves seeds (every group's seeds 0 and 1 on every split before seed 2), so that a stopped
 sweep has covered the budget evenly.
 
-The report (``OUT/sweep.md``, ``OUT/sweep.json``, ``OUT/sweep_mttr.png``) gives, per group, split and fault set, the
-mean over training seeds of each seed's metrics with the standard deviation over seeds, the number of seeds done, and a
-bootstrap 95% interval of the mean MTTR over all seeds' episodes pooled; with ``references`` (the output folder of
+The report (``OUT/sweep.md``, ``OUT/sweep.json``, ``OUT/sweep_mttr.png``; another stem with ``report``) gives, per
+group, split and fault set, the mean over training seeds of each seed's metrics with the standard deviation over
+seeds, the number of seeds done, and a bootstrap 95% interval of the mean MTTR over all seeds' episodes pooled; with ``references`` (the output folder of
 jobs/evaluate_splits.py) the references' rows on the same splits and sets sit beside them.
 """
 from __future__ import annotations
@@ -73,7 +73,10 @@ class SweepConfig(ConfigModel):
     """What jobs/sweep.py runs."""
 
     out: str = "results/sweep"
-    """Output folder (runs/, sweep.md, sweep.json, sweep_mttr.png)."""
+    """Output folder (runs/, and the report: <report>.md, <report>.json, <report>_mttr.png)."""
+    report: str = Field("sweep", pattern=r"^[A-Za-z0-9_.-]+$")
+    """File stem of the report in ``out``: several sweep configs can share one ``out`` (and so each other's finished
+    runs, a group's runs being ``out/runs/<group>/<split>/seed<S>``) with a report each."""
     iterations: int = Field(250, ge=1)
     """PPO iterations of every run (run.iterations): equal env steps across runs, independent of machine load."""
     max_wall_s: float = Field(1800.0, gt=0)
@@ -299,7 +302,7 @@ def write_report(cfg: SweepConfig, table: dict, refs: dict, command: str) -> str
     lines += paired_over_splits(cfg, table, refs, splits)
     text = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.md").write_text(text)
+    (out / f"{cfg.report}.md").write_text(text)
     return text
 
 
@@ -405,7 +408,7 @@ def plot(cfg: SweepConfig, table: dict, refs: dict) -> None:
         ax.set_title(f"{fs}: mean MTTR (s)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(_repo_path(cfg.out) / "sweep_mttr.png", dpi=110)
+    fig.savefig(_repo_path(cfg.out) / f"{cfg.report}_mttr.png", dpi=110)
     plt.close(fig)
 
 
@@ -447,8 +450,8 @@ def main(argv=None) -> int:
     command = " ".join(["python", "jobs/sweep.py"] + (argv if argv is not None else sys.argv[1:]))
     public = {g: {sp: {fs: {k: v for k, v in c.items() if not k.startswith("_")} for fs, c in by_set.items()}
                   for sp, by_set in by_split.items()} for g, by_split in table.items()}
-    (out / "sweep.json").write_text(json.dumps({"command": command, "config": cfg.model_dump(), "table": public},
-                                               indent=2, default=str))
+    report = {"command": command, "config": cfg.model_dump(), "table": public}
+    (out / f"{cfg.report}.json").write_text(json.dumps(report, indent=2, default=str))
     print(write_report(cfg, table, refs, command))
     if table:
         plot(cfg, table, refs)

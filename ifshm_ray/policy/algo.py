@@ -117,7 +117,8 @@ def build_ppo_config(cfg: TrainConfig) -> PPOConfig:
             },
         )
         .rl_module(
-            rl_module_spec=RLModuleSpec(module_class=module_class(p.kind), model_config=p.rl_module_config(env_config_of(cfg)))
+            rl_module_spec=RLModuleSpec(module_class=module_class(p.kind),
+                                        model_config=p.rl_module_config(env_config_of(cfg)))
         )
         .training(
             lr=ppo.lr,
