@@ -110,15 +110,16 @@ class Renderer:
             self._entities.append((name, tuple(NODE_METRICS[j] for j in keep), len(series), len(series) + len(keep)))
             series += [topo.S * Ms + j * topo.N + i for j in keep]
         self._series = np.array(series, np.int64)
-        self._metric_dicts = self._compile_metric_dicts(W)
+        self._metric_dicts = self._compile_metric_dicts()
 
-    def _compile_metric_dicts(self, W: int) -> callable:
-        """A function of the window's samples, flat series by series (``W`` each, in ``self._series`` order), that
-        returns ``{entity: {metric: [W samples]}}``: one dict display with constant keys and constant slices
-        (generated once, as :meth:`_compile` does), much cheaper than lists per series and ``dict(zip(...))``."""
+    def _compile_metric_dicts(self) -> callable:
+        """A function of the window's series (a list of ``W``-sample lists, in ``self._series`` order, as
+        ``ndarray.tolist`` of the [series, W] window builds them in C) that returns ``{entity: {metric: [W
+        samples]}}``: one dict display with constant keys and constant indices (generated once, as :meth:`_compile`
+        does), much cheaper than slicing a flat list per series or ``dict(zip(...))``."""
         ents = []
         for name, metric_names, lo, hi in self._entities:
-            items = ", ".join(f"{m!r}: f[{(lo + i) * W}:{(lo + i + 1) * W}]" for i, m in enumerate(metric_names))
+            items = ", ".join(f"{m!r}: f[{lo + i}]" for i, m in enumerate(metric_names))
             ents.append(f"{name!r}: {{{items}}}")
         ns: dict = {}
         exec("def metric_dicts(f):\n    return {%s}" % ", ".join(ents), ns)  # noqa: S102 (names from the topology)
@@ -232,7 +233,7 @@ class Renderer:
         x = prev * self._1mw + cur * self._w
         u = rng.table_run(int(sim.key[b]), int(sim.step_idx[b]), P_WINDOW, self._noise_n).reshape(self._noise_shape)
         x[:, :-1] *= u * self._noise_scale + self._noise_shift  # 1 + 0.01 * sqrt(3) * (2u - 1)
-        return self._metric_dicts(x[self._series].round(METRIC_DECIMALS).ravel().tolist())
+        return self._metric_dicts(x[self._series].round(METRIC_DECIMALS).tolist())
 
     def telemetry(self, b: int = 0) -> dict:
         sim = self.sim
