@@ -281,6 +281,7 @@ class BatchedSim:
         # idempotent: it retries the evictions a disruption budget refused)
         static_valid = (topo.target_mask[:, :, None] > 0) & (topo.ratio_mask[:, None, :] > 0)
         self._static_valid_flat = static_valid.ravel()  # (indexed by the flat (c, t, r), see check_actions)
+        self._static_valid_list = self._static_valid_flat.tolist()
         self._act_cost_scaled = cc.act_cost * self.cfg.reward.action_cost_scale  # (the reward's action cost term)
         # action target -> (service index, node index), 0 where the target is of the other kind
         self._svc_of_target = np.where(np.arange(topo.T) < topo.S, np.arange(topo.T), 0)
@@ -733,8 +734,12 @@ class BatchedSim:
             if a.dtype.kind not in "iubf" or (a.dtype.kind == "f" and not np.all(np.equal(np.mod(a, 1), 0))):
                 raise SimError(f"actions must be integer indices (category, target, ratio), got {a.tolist()!r}")
             a = a.astype(np.int64)
-        c, t, r = a[:, 0], a[:, 1], a[:, 2]
         C, T, R = self.C, self.topo.T, len(RATIO_LEVELS)
+        if self.B == 1:  # (one env, every step of the single env: the same checks on Python ints; a failing action
+            (ci, ti, ri), = a.tolist()  # gets its error from the general path below)
+            if 0 <= ci < C and 0 <= ti < T and 0 <= ri < R and self._static_valid_list[(ci * T + ti) * R + ri]:
+                return a
+        c, t, r = a[:, 0], a[:, 1], a[:, 2]
         try:
             flat = np.ravel_multi_index((c, t, r), (C, T, R))  # (raises on an index out of range)
         except ValueError:
@@ -1155,7 +1160,7 @@ class BatchedSim:
         # (they start at +0 and so never hold -0): a slot with severity 0 in every env is skipped, and so is the
         # whole block when no fault shows yet or any more; the spread terms are computed only for the envs whose
         # fault in the slot shows and has spread effects (a minority of the faults).
-        live = sev.any(axis=0).tolist()
+        live = sev[0].tolist() if one else sev.any(axis=0).tolist()  # (one env: its nonzero floats are true)
         if any(live):
             kinds = [self._slot_kinds[k] for k in range(K) if live[k]]
             if any(kind[0] for kind in kinds):
@@ -1368,20 +1373,18 @@ class BatchedSim:
             on = self.ep_log_on[idx] & visible[:, :, None] & (since[:, :, None] >= self.ep_log_delay[idx])
             rate = self.ep_log_rate[idx] * on
             u1, u2 = u[:, part[1]].reshape(n_env, K, cm), u[:, part[2]].reshape(n_env, K, cm)
-            fc = np.floor(rate * level[:, :, None] * (0.5 + u1) + u2 * on).astype(np.int64)
-            self.fault_counts[idx] = fc
+            # (whole floats, cast to the int64 counts by the assignment as astype would)
+            self.fault_counts[idx] = np.floor(rate * level[:, :, None] * (0.5 + u1) + u2 * on)
         else:
             self.fault_counts[idx] = 0
         has_prop = prop > 0.15
         if _count_nonzero(has_prop):
-            pc = (np.floor(2.0 * prop * (0.5 + u[:, part[3]]) + u[:, part[4]]) * has_prop).astype(np.int64)
-            self.prop_counts[idx] = pc
+            self.prop_counts[idx] = np.floor(2.0 * prop * (0.5 + u[:, part[3]]) + u[:, part[4]]) * has_prop
         else:
             self.prop_counts[idx] = 0
         ptid = self.client_err_tid[worst_dep]
         self.prop_tid[idx] = ptid
-        bc = np.floor(self.benign_rate * (0.5 + u[:, part[5]]) + u[:, part[6]]).astype(np.int64)
-        self.benign_counts[idx] = bc
+        self.benign_counts[idx] = np.floor(self.benign_rate * (0.5 + u[:, part[5]]) + u[:, part[6]])
         if any_blip:  # (the transient's own log lines, written by its service)
             self.blip_counts[idx] = blip * self.tr_rate[kind] * ~on_node
             self.blip_tid[idx] = self.tr_tid[kind]
