@@ -158,7 +158,7 @@ class Featurizer:
         # SLO green: every service within its SLOs (p99 latency / SLO, error rate, throughput, readiness) by the
         # reported metrics (noisy: not the hidden health the episode end tests)
         # (as (lat <= 1) & (err <= err SLO) & (tp >= tp SLO) & (ready >= 1), in one comparison)
-        green = (s[:, self._green_rows] * self._green_sign <= self._green_thr).all(axis=(1, 2))
+        green = (s.take(self._green_rows, axis=1) * self._green_sign <= self._green_thr).all(axis=(1, 2))
         if alert_age is None:  # (what the rendered alarms' active_for_s say: t - since of each pending rule)
             alert_age = np.where(sim.pending, sim.t[:, None] - sim.alarm_since, 0.0).max(axis=1, initial=0.0)
         cat, tgt, ago = sim.action_memory() if memory is None else memory
@@ -173,8 +173,8 @@ class Featurizer:
         out[:, green_col] = green
         out[:, age_col] = np.minimum(alert_age / ALERT_AGE_SCALE_S, 1.0)
         mem = out[:, mem_cols].reshape(B, -1, C + T + 1)  # [B, memory slot, category one-hot, target one-hot, ago]
-        mem[:, :, :C] = self._eye_c[cat]
-        mem[:, :, C:C + T] = self._eye_t[tgt]
+        mem[:, :, :C] = self._eye_c.take(cat, axis=0)  # (index -1: the all-zero row)
+        mem[:, :, C:C + T] = self._eye_t.take(tgt, axis=0)
         mem[:, :, C + T] = np.minimum(ago, MEMORY_HORIZON_STEPS) / MEMORY_HORIZON_STEPS
         return out
 

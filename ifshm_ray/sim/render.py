@@ -233,7 +233,7 @@ class Renderer:
         x = prev * self._1mw + cur * self._w
         u = rng.table_run(int(sim.key[b]), int(sim.step_idx[b]), P_WINDOW, self._noise_n).reshape(self._noise_shape)
         x[:, :-1] *= u * self._noise_scale + self._noise_shift  # 1 + 0.01 * sqrt(3) * (2u - 1)
-        return self._metric_dicts(x[self._series].round(METRIC_DECIMALS).tolist())
+        return self._metric_dicts(x.take(self._series, axis=0).round(METRIC_DECIMALS).tolist())
 
     def telemetry(self, b: int = 0) -> dict:
         sim = self.sim
