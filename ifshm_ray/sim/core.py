@@ -350,8 +350,14 @@ class BatchedSim:
         self._b_node_lo, self._b_node_hi = at(self.node_lo_m, (Mn, 1, N)), at(self.node_hi_m, (Mn, 1, N))
         self._b_node_base_mem_disk = at(self.node_base[1:3, None, None], (2, 1, N))
         self._b_node_base_net = at(self.node_base[7:9, None, None], (2, 1, N))
-        self._b_svc_noisy = at(self.svc_noisy, (1, S, Ms))
-        self._b_node_noisy, self._b_node_cap = at(self.node_noisy, (1, N, Mn)), at(self.node_cap, (1, N, Mn))
+        self._b_svc_noisy = at(self.svc_noisy[:, None], (1, Ms, S))  # (metric-major, as the observed metrics)
+        self._b_node_noisy = at(self.node_noisy[:, None], (1, Mn, N))
+        self._b_node_cap = at(self.node_cap[:, None], (1, Mn, N))
+        # the metric noise's numbers (drawn entity-major: service s's metrics, then ...; then the nodes') in the
+        # metric-major order of the flat metrics: position m * S + s holds number s * Ms + m (nodes likewise)
+        self._noise_metric_major = np.concatenate([
+            (np.arange(S)[None, :] * Ms + np.arange(Ms)[:, None]).ravel(),
+            S * Ms + (np.arange(N)[None, :] * Mn + np.arange(Mn)[:, None]).ravel()])
         self._b_base_latency, self._b_base_replicas = topo.base_latency[None], topo.base_replicas[None]
         self._b_slo_latency, self._b_slo_latency_tol = self.slo_latency[None], self.slo_latency_tol[None]
         self._b_dep_w, self._b_node_gpus = self.dep_w[None], self.node_gpus_min1[None]
@@ -1328,17 +1334,22 @@ class BatchedSim:
         part = self._noise_parts  # (each part sliced from u where it is used)
         nz = (u[:, part[0]] * 2.0 - 1.0) * 1.7320508  # unit-variance uniform noise
         Ms, Mn, cm = len(SVC_METRICS), len(NODE_METRICS), self.cc.max_logs
-        nzs = nz[:, : S * Ms].reshape(n_env, S, Ms)
-        nzn = nz[:, S * Ms:].reshape(n_env, N, Mn)
+        # the noise is drawn entity by entity (entity-major); the observed metrics are computed metric-major, as they
+        # are stored (contiguous rows, several times faster than strided columns at these sizes), so the same noise
+        # numbers are first put in that order
+        nz = nz.take(self._noise_metric_major, axis=1)
+        nzs = nz[:, : S * Ms].reshape(n_env, Ms, S)
+        nzn = nz[:, S * Ms:].reshape(n_env, Mn, N)
         a = cfg.metric_noise
         flat = np.empty((n_env, self._noise_parts[0].stop))  # (the metrics take the first part of the draw)
-        svc_obs, node_obs = self._obs_views(flat)
-        np.multiply(svc_true, 1 + a * nzs * self._b_svc_noisy, out=svc_obs)
-        svc_obs[:, :, 1] = _clip(err + 0.002 * np.abs(nzs[:, :, 1]), 0, 1)
-        svc_obs[:, :, 2] = np.minimum(svc_obs[:, :, 2], 1.0)
-        svc_obs[:, :, 7] = svc_obs[:, :, 0] / self.slo_latency
-        np.multiply(node_true, 1 + a * nzn * self._b_node_noisy, out=node_obs)
-        np.minimum(node_obs, self._b_node_cap, out=node_obs)
+        svc_m, node_m = self.metric_rows(flat)                 # [n, Ms, S], [n, Mn, N] views
+        np.multiply(true_m.transpose(1, 0, 2), 1 + a * nzs * self._b_svc_noisy, out=svc_m)
+        svc_m[:, 1] = _clip(err + 0.002 * np.abs(nzs[:, 1]), 0, 1)
+        svc_m[:, 2] = np.minimum(svc_m[:, 2], 1.0)
+        svc_m[:, 7] = svc_m[:, 0] / self._b_slo_latency
+        np.multiply(nb.transpose(1, 0, 2), 1 + a * nzn * self._b_node_noisy, out=node_m)
+        np.minimum(node_m, self._b_node_cap, out=node_m)
+        svc_obs, node_obs = svc_m.transpose(0, 2, 1), node_m.transpose(0, 2, 1)  # (the views of _obs_views)
         if full and not first:  # the fresh arrays become the state (nobody else holds them)
             self.prev_obs_flat, self.prev_svc_obs, self.prev_node_obs = self.obs_flat, self.svc_obs, self.node_obs
             self.obs_flat, self.svc_obs, self.node_obs = flat, svc_obs, node_obs
