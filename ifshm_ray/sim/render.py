@@ -110,6 +110,19 @@ class Renderer:
             self._entities.append((name, tuple(NODE_METRICS[j] for j in keep), len(series), len(series) + len(keep)))
             series += [topo.S * Ms + j * topo.N + i for j in keep]
         self._series = np.array(series, np.int64)
+        # the window as one flat array [series x W] in that order (equal shapes throughout: numpy is several times
+        # faster than on broadcast or strided operands at these sizes): per position its series' row of the flat
+        # metrics, its interpolation weights, and its noise number (u[row, j] of the [rows, W - 1] draw) with the
+        # noise's scale and shift; the last sample (the scrape itself) has scale 0 and shift 1, a factor of exactly 1
+        n_ser = len(series)
+        j = np.tile(np.arange(W), n_ser)
+        self._win_rows = np.repeat(self._series, W)
+        self._win_w = np.tile(self._w[0], n_ser)
+        self._win_1mw = np.tile(self._1mw[0], n_ser)
+        self._win_noise = self._win_rows * (W - 1) + np.minimum(j, W - 2)
+        last = j == W - 1
+        self._win_scale = np.where(last, 0.0, self._noise_scale)
+        self._win_shift = np.where(last, 1.0, self._noise_shift)
         self._metric_dicts = self._compile_metric_dicts()
 
     def _compile_metric_dicts(self) -> callable:
@@ -226,14 +239,15 @@ class Renderer:
 
     def metrics(self, b: int = 0) -> dict:
         sim = self.sim
-        # every metric series of the window at once, in the simulator's flat (metric-major) order; self._series then
-        # picks them entity by entity. The samples before the scrape get 1% unit-variance noise (counter-based: a
-        # function of episode and step)
-        prev, cur = sim.prev_obs_flat[b][:, None], sim.obs_flat[b][:, None]
-        x = prev * self._1mw + cur * self._w
-        u = rng.table_run(int(sim.key[b]), int(sim.step_idx[b]), P_WINDOW, self._noise_n).reshape(self._noise_shape)
-        x[:, :-1] *= u * self._noise_scale + self._noise_shift  # 1 + 0.01 * sqrt(3) * (2u - 1)
-        return self._metric_dicts(x.take(self._series, axis=0).round(METRIC_DECIMALS).tolist())
+        # every reported series of the window at once (self._series picks them from the simulator's flat metrics,
+        # entity by entity), sample by sample in one flat array (see __init__): interpolated from the previous scrape
+        # to this one; the samples before the scrape get 1% unit-variance noise (counter-based: a function of
+        # episode and step)
+        rows = self._win_rows
+        x = sim.prev_obs_flat[b].take(rows) * self._win_1mw + sim.obs_flat[b].take(rows) * self._win_w
+        u = rng.table_run(int(sim.key[b]), int(sim.step_idx[b]), P_WINDOW, self._noise_n)
+        x *= u.take(self._win_noise) * self._win_scale + self._win_shift  # 1 + 0.01 * sqrt(3) * (2u - 1)
+        return self._metric_dicts(x.round(METRIC_DECIMALS).reshape(-1, self._w.shape[1]).tolist())
 
     def telemetry(self, b: int = 0) -> dict:
         sim = self.sim
