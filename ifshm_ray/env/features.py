@@ -160,7 +160,8 @@ class Featurizer:
         # (as (lat <= 1) & (err <= err SLO) & (tp >= tp SLO) & (ready >= 1), in one comparison)
         green = (s.take(self._green_rows, axis=1) * self._green_sign <= self._green_thr).all(axis=(1, 2))
         if alert_age is None:  # (what the rendered alarms' active_for_s say: t - since of each pending rule)
-            alert_age = np.where(sim.pending, sim.t[:, None] - sim.alarm_since, 0.0).max(axis=1, initial=0.0)
+            t = sim.t[0] if B == 1 else sim.t[:, None]  # (one env: its time as a scalar, cheaper than broadcasting)
+            alert_age = np.maximum.reduce(np.where(sim.pending, t - sim.alarm_since, 0.0), axis=1, initial=0.0)
         cat, tgt, ago = sim.action_memory() if memory is None else memory
         # every part is cast to float32 as it is written into its columns (as a concatenation with dtype float32
         # would cast it; fewer numpy calls)

@@ -974,7 +974,8 @@ class BatchedSim:
     def action_memory(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The incident memory as the observation reads it: (category [B, M], target [B, M], steps ago [B, M]), most
         recent first; category and target -1 and steps ago 0 in empty slots, steps ago 1 for the last decision."""
-        ago = np.where(self.mem_cat >= 0, self.step_idx[:, None] - self.mem_step + 1, 0)
+        now = self.step_idx[0] if self.B == 1 else self.step_idx[:, None]  # (one env: a scalar, cheaper to broadcast)
+        ago = np.where(self.mem_cat >= 0, now - self.mem_step + 1, 0)
         return self.mem_cat, self.mem_tgt, ago
 
     def _target_matches(self, f: np.ndarray, c: np.ndarray, tg: np.ndarray) -> np.ndarray:
