@@ -114,10 +114,11 @@ class Featurizer:
         self._node_affine = (mul, cap, sign, shift, div,
                              np.where(gpu_only, sim.gpu_node[None, :], True).astype(float)[None])
         # SLO green tests x <= threshold on the rows (p99 latency / SLO, error rate, -throughput, -readiness) of
-        # the service metrics: [1, 4, 1] row signs and thresholds (x >= y is -x <= -y exactly)
+        # the service metrics: [1, 4, S] row signs and thresholds (x >= y is -x <= -y exactly)
         self._green_rows = np.array([_M_LATENCY_SLO, _M_ERROR_RATE, _M_THROUGHPUT, _M_READY])
-        self._green_sign = np.array([1.0, 1.0, -1.0, -1.0])[None, :, None]
-        self._green_thr = np.array([1.0, cfg.slo_error_rate, -cfg.slo_throughput, -1.0])[None, :, None]
+        self._green_sign = np.repeat(np.array([1.0, 1.0, -1.0, -1.0])[None, :, None], S, axis=2)  # [1, 4, S]
+        self._green_thr = np.repeat(np.array([1.0, cfg.slo_error_rate, -cfg.slo_throughput, -1.0])[None, :, None], S,
+                                    axis=2)
         # the observation's columns: per-target blocks, pending, firing, template counts, SLO green, alert age, memory
         lay, A, L = self.layout, sim.A, sim.L
         g = lay["global_offset"]

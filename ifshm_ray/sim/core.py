@@ -793,7 +793,7 @@ class BatchedSim:
         self.step_idx += 1
         unhealthy_before = ~self.healthy
         acting = c != CATEGORY_INDEX["observe"]
-        started = self.f_t0 <= self.t[:, None]
+        started = self.f_t0 <= (self.t[0] if B == 1 else self.t[:, None])  # (one env: a scalar, cheaper to broadcast)
         any_fault = (self.f_active & started).any(axis=1)
         false_alarm = acting & ~any_fault & (c != CATEGORY_INDEX["escalate"])
         self.n_actions += acting
@@ -1267,8 +1267,12 @@ class BatchedSim:
         ready_ratio = np.minimum(np.maximum(ready_n / self.need_div[idx], 0.0), 1.0, out=true_m[3])
         rr = self.res_sqrt[idx]
         cap = ready_n / base * rr
-        load = 1.0 + cfg.load_amplitude * np.sin(self.phase[idx] + 2 * np.pi * t / 86400.0)
-        util = self.base_util * (load[0] if one else load[:, None]) / np.maximum(cap, 1e-3)
+        if one:  # (the same operations on scalars)
+            load = 1.0 + cfg.load_amplitude * np.sin(self.phase[idx][0] + 2 * np.pi * t[0] / 86400.0)
+            util = self.base_util * load / np.maximum(cap, 1e-3)
+        else:
+            load = 1.0 + cfg.load_amplitude * np.sin(self.phase[idx] + 2 * np.pi * t / 86400.0)
+            util = self.base_util * load[:, None] / np.maximum(cap, 1e-3)
         queue = (1.0 - self.base_util) / (1.0 - np.minimum(util, 0.97))
         direct = _clip(np.maximum(np.maximum(svc_ch[SVC_CH["err"]], svc_ch[SVC_CH["tp"]]),
                                     np.maximum(1 - ready_ratio, svc_ch[SVC_CH["lat"]] * 0.25)), 0, 1)
@@ -1302,7 +1306,7 @@ class BatchedSim:
         tr, inf = self.i_train, self.i_inf
         Pt, Pi = P[:, tr, :], P[:, inf, :]
         if one:  # (the same products with scalar factors)
-            gpu_busy = (Pt * (0.95 * tp[0, tr]) + Pi * (0.55 * load[0] * tp[0, inf])) / ng
+            gpu_busy = (Pt * (0.95 * tp[0, tr]) + Pi * (0.55 * load * tp[0, inf])) / ng
         else:
             gpu_busy = (Pt * (0.95 * tp[:, tr])[:, None] + Pi * (0.55 * load * tp[:, inf])[:, None]) / ng
         gpu_util = 100 * _clip(gpu_busy * (1 - node_ch[NODE_CH["gpu_drop"]]), 0, 1)
@@ -1427,10 +1431,12 @@ class BatchedSim:
             self.blip_counts[idx] = 0
         self._log_totals = None  # (the per-template / per-entity totals follow from these counts on demand)
         # ---- health: root cause cleared, SLOs hold, every service present with its replicas
-        active = self.f_active[idx].any(axis=1)
-        if active.all():  # (a root cause still active everywhere: nobody is healthy, the SLOs need no test)
+        f_active = self.f_active[idx]
+        # (a root cause still active everywhere: nobody is healthy, the SLOs need no test; one env: any slot active)
+        if _count_nonzero(f_active) if one else f_active.any(axis=1).all():
             healthy = np.zeros(n_env, bool)
         else:
+            active = f_active.any(axis=1)
             slo_ok = ((lat <= self._b_slo_latency_tol) & (err <= cfg.slo_error_rate)
                       & (tp >= cfg.slo_throughput) & (ready_ratio >= 1.0 - 1e-9)
                       & (avail >= self.need_tol[idx])).all(axis=1)
