@@ -1586,11 +1586,9 @@ class BatchedSim:
         """(template id, emitting service or -1, host node) of every log line of env b's current window."""
         lines: list[tuple[int, int, int]] = []
         host = self.P[b].argmax(axis=1).tolist()  # host node of each service (where most of its replicas run)
-        for k in range(K_SLOTS):
-            f = int(self.f_id[b, k])
-            if f >= self.cc.F:
+        for k, (f, counts) in enumerate(zip(self.f_id[b].tolist(), self.fault_counts[b].tolist())):
+            if f >= self.cc.F or not any(counts):  # (no fault in the slot, or no line of it in this window)
                 continue
-            counts = self.fault_counts[b, k].tolist()
             for (s, n), tid, cnt in zip(self.emitters(b, k), self.log_tid[f].tolist(), counts):
                 lines += [(tid, s, n)] * cnt
         prop_tid = self.prop_tid[b].tolist()

@@ -26,10 +26,16 @@ def _clock(sec: float) -> str:
     s = int(sec)
     hms = _HMS.get(s)
     if hms is None:  # (the lines of a window fall in a few whole seconds: their hh:mm:ss is formatted once)
-        if len(_HMS) >= 4096:
-            _HMS.clear()
-        hms = _HMS[s] = "%02d:%02d:%02d." % (s // 3600 % 24, s // 60 % 60, s % 60)
+        hms = _hms(s)
     return hms + _MS[int((sec - s) * 1000)]
+
+
+def _hms(s: int) -> str:
+    """'hh:mm:ss.' of whole second ``s`` of the day, kept in :data:`_HMS`."""
+    if len(_HMS) >= 4096:
+        _HMS.clear()
+    hms = _HMS[s] = "%02d:%02d:%02d." % (s // 3600 % 24, s // 60 % 60, s % 60)
+    return hms
 
 
 _HMS: dict[int, str] = {}
@@ -229,11 +235,15 @@ class Renderer:
         span = t1 - t0
         offset = self.offset
         nodes, svc_name, dep_name, compiled = self.topo.nodes, self._svc_name, self._dep_name, self._compiled
+        hms_get, ms = _HMS.get, _MS
         out = []
         for tid, s, n in sim.render_lines(b):
             ts = t0 + rand() * span
             tday = offset + ts
-            out.append((ts, compiled[tid](r, svc_name[s], dep_name[s], nodes[n], tday, _clock(tday))))
+            sec = 0.0 if tday < 0.0 else tday  # (_clock(tday), inline)
+            whole = int(sec)
+            clock = (hms_get(whole) or _hms(whole)) + ms[int((sec - whole) * 1000)]
+            out.append((ts, compiled[tid](r, svc_name[s], dep_name[s], nodes[n], tday, clock)))
         out.sort(key=_first)  # (stable: lines at the same instant keep their order)
         return [line for _, line in out]
 
