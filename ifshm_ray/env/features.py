@@ -167,7 +167,8 @@ class Featurizer:
         # every part is cast to float32 as it is written into its columns (as a concatenation with dtype float32
         # would cast it; fewer numpy calls)
         out = np.empty((B, self.obs_dim), np.float32)
-        (tgt_cols, pend_cols, fire_cols, count_cols, green_col, age_col, mem_cols), C, T = self._out_parts, sim.C, sim.topo.T
+        tgt_cols, pend_cols, fire_cols, count_cols, green_col, age_col, mem_cols = self._out_parts
+        C, T = sim.C, sim.topo.T
         out[:, tgt_cols].reshape(B, T, TARGET_FEAT)[...] = fb.transpose(0, 2, 1)
         out[:, pend_cols] = sim.pending
         out[:, fire_cols] = sim.firing

@@ -1317,7 +1317,8 @@ class BatchedSim:
         # formula bit for bit):
         # cpu 0.15 + 0.5 host CPU; mem 0.45; disk 0.5 (- cleared); GPU util; GPU temp 38 + 0.35 util; Xid; GPU
         # memory of the placed replicas; network errors 0.0005; latency 0.4 ms; ready unless down
-        nb = node_ch.take(self.node_ch_of_metric, axis=0)  # [metric, n, N] (metric-major rows; node_true is its [n, N, M] view)
+        # [metric, n, N] (metric-major rows; node_true is its [n, N, M] view)
+        nb = node_ch.take(self.node_ch_of_metric, axis=0)
         nb[0] += 0.15 + 0.5 * host_cpu
         nb[1:3] += self._b_node_base_mem_disk
         nb[2] -= self.disk_cleared[idx]
