@@ -1279,10 +1279,11 @@ class BatchedSim:
         # propagation of impairment along dependencies (two hops)
         # (over the edges only: a dense [S, S] product would add zeros, which never exceed an impairment >= 0; a
         # service without an impaired dependency gets worst_dep 0, as a dense argmax over zeros would give)
-        # (x.take(ix, axis) is x[..., ix] along that axis, several times cheaper than fancy indexing at these sizes)
-        via = direct.take(self.dep_ix, axis=1) * self._b_dep_w                     # [n, S, D]
+        # (one env: x.take(ix, axis) is x[:, ix] along that axis, several times cheaper than fancy indexing at these
+        # sizes; with many envs fancy indexing is the cheaper one)
+        via = (direct.take(self.dep_ix, axis=1) if one else direct[:, self.dep_ix]) * self._b_dep_w  # [n, S, D]
         imp = np.maximum(direct, 0.6 * via.max(axis=2))
-        via = imp.take(self.dep_ix, axis=1) * self._b_dep_w
+        via = (imp.take(self.dep_ix, axis=1) if one else imp[:, self.dep_ix]) * self._b_dep_w
         worst = via.max(axis=2)
         prop = 0.6 * worst
         half_prop = 0.5 * prop
@@ -1318,7 +1319,7 @@ class BatchedSim:
         # cpu 0.15 + 0.5 host CPU; mem 0.45; disk 0.5 (- cleared); GPU util; GPU temp 38 + 0.35 util; Xid; GPU
         # memory of the placed replicas; network errors 0.0005; latency 0.4 ms; ready unless down
         # [metric, n, N] (metric-major rows; node_true is its [n, N, M] view)
-        nb = node_ch.take(self.node_ch_of_metric, axis=0)
+        nb = node_ch.take(self.node_ch_of_metric, axis=0) if one else node_ch[self.node_ch_of_metric]
         nb[0] += 0.15 + 0.5 * host_cpu
         nb[1:3] += self._b_node_base_mem_disk
         nb[2] -= self.disk_cleared[idx]
@@ -1422,7 +1423,7 @@ class BatchedSim:
             self.prop_counts[idx] = np.floor(2.0 * prop * (0.5 + u[:, part[3]]) + u[:, part[4]]) * has_prop
         else:
             self.prop_counts[idx] = 0
-        ptid = self.client_err_tid.take(worst_dep)
+        ptid = self.client_err_tid.take(worst_dep) if one else self.client_err_tid[worst_dep]
         self.prop_tid[idx] = ptid
         self.benign_counts[idx] = np.floor(self._b_benign_rate * (0.5 + u[:, part[5]]) + u[:, part[6]])
         if any_blip:  # (the transient's own log lines, written by its service)
