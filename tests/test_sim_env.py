@@ -470,3 +470,31 @@ def test_clock_formats_time_of_day():
     for sec in [r.uniform(-50, 200000) for _ in range(20000)] + [0.0, -0.0, 0.9999999, 86399.9999, 86400.0, 3e5]:
         assert _clock(sec) == plain(sec), sec
     assert _clock(9 * 3600 + 61.25) == "09:01:01.250"
+
+
+def test_metric_windows_equal_the_plain_formula():
+    """Renderer.metrics (one flat array, noise numbers taken into place, a factor of exactly 1 on the scrape sample)
+    equals the window written plainly: per flat series, prev * (1 - w) + cur * w over the W samples, the samples
+    before the scrape times 1 + 0.01 sqrt(3) (2u - 1) from the [series, W - 1] draw, rounded, entity by entity."""
+    from ifshm_ray.env import sample_valid_actions
+    from ifshm_ray.sim import rng
+    from ifshm_ray.sim.core import METRIC_DECIMALS, P_WINDOW
+
+    env = FaultInjectionEnv({"faults": "all"})
+    R, sim = env.renderer, env.sim
+    W = sim.cfg.window_samples
+    w = np.linspace(0.0, 1.0, W)[None, :]
+    gen = np.random.default_rng(5)
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        for _ in range(8):
+            obs, *_ = env.step(sample_valid_actions(obs["action_mask"][None], gen, env.topology.T)[0])
+            x = sim.prev_obs_flat[0][:, None] * (1 - w) + sim.obs_flat[0][:, None] * w
+            u = rng.table_run(int(sim.key[0]), int(sim.step_idx[0]), P_WINDOW, x.shape[0] * (W - 1))
+            x[:, :-1] *= u.reshape(x.shape[0], W - 1) * (0.02 * 3 ** 0.5) + (1.0 - 0.01 * 3 ** 0.5)
+            rows = x[R._series].round(METRIC_DECIMALS)
+            got = R.metrics(0)
+            for name, metric_names, lo, _hi in R._entities:
+                assert list(got[name]) == list(metric_names)
+                for i, m in enumerate(metric_names):
+                    assert got[name][m] == rows[lo + i].tolist(), (name, m)

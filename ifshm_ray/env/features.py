@@ -104,14 +104,26 @@ class Featurizer:
         self._eye_c = np.eye(sim.C + 1, sim.C)
         self._eye_t = np.eye(T + 1, T)
         cfg = sim.cfg
-        self._slo = (cfg.slo_error_rate, cfg.slo_throughput)
-        # node features = (min(metric * mul, cap) * sign + shift) / div * gpu mask (see _NODE_AFFINE), as
-        # [metric, 1] columns in NODE_METRICS order and the mask [metric, N]
-        mul, cap, sign, shift, div = (np.array(col, dtype=np.float64)[:, None]
+        # node features = (min(metric * mul, cap) * sign + shift) / div * gpu mask (see _NODE_AFFINE), each
+        # [1, metric, N] in NODE_METRICS order (repeated over the nodes: numpy is several times faster on equal
+        # shapes than when broadcasting, and at batch size 1 these are the node metrics' shape)
+        N = sim.topo.N
+        mul, cap, sign, shift, div = (np.repeat(np.array(col, dtype=np.float64)[None, :, None], N, axis=2)
                                       for col in zip(*(_NODE_AFFINE[m] for m in NODE_METRICS)))
         gpu_only = np.array([m == "DCGM_FI_DEV_GPU_TEMP" for m in NODE_METRICS])[:, None]
         self._node_affine = (mul, cap, sign, shift, div,
-                             np.where(gpu_only, sim.gpu_node[None, :], True).astype(float))
+                             np.where(gpu_only, sim.gpu_node[None, :], True).astype(float)[None])
+        # SLO green tests x <= threshold on the rows (p99 latency / SLO, error rate, -throughput, -readiness) of
+        # the service metrics: [1, 4, S] row signs and thresholds (x >= y is -x <= -y exactly)
+        self._green_rows = np.array([_M_LATENCY_SLO, _M_ERROR_RATE, _M_THROUGHPUT, _M_READY])
+        self._green_sign = np.repeat(np.array([1.0, 1.0, -1.0, -1.0])[None, :, None], S, axis=2)  # [1, 4, S]
+        self._green_thr = np.repeat(np.array([1.0, cfg.slo_error_rate, -cfg.slo_throughput, -1.0])[None, :, None], S,
+                                    axis=2)
+        # the observation's columns: per-target blocks, pending, firing, template counts, SLO green, alert age, memory
+        lay, A, L = self.layout, sim.A, sim.L
+        g = lay["global_offset"]
+        self._out_parts = (slice(0, g), slice(g, g + A), slice(g + A, g + 2 * A), slice(g + 2 * A, g + 2 * A + L),
+                           lay["slo_green"], lay["alert_age"], slice(lay["memory_offset"], self.obs_dim))
 
     def features(self, counts: np.ndarray | None = None, svc_lines: np.ndarray | None = None,
                  node_lines: np.ndarray | None = None, alert_age: np.ndarray | None = None,
@@ -146,18 +158,28 @@ class Featurizer:
         fn[:, F_CORDONED] = sim.cordoned
         # SLO green: every service within its SLOs (p99 latency / SLO, error rate, throughput, readiness) by the
         # reported metrics (noisy: not the hidden health the episode end tests)
-        err_slo, tp_slo = self._slo
-        green = ((s[:, _M_LATENCY_SLO] <= 1.0) & (s[:, _M_ERROR_RATE] <= err_slo) & (s[:, _M_THROUGHPUT] >= tp_slo)
-                 & (s[:, _M_READY] >= 1.0)).all(axis=1)
+        # (as (lat <= 1) & (err <= err SLO) & (tp >= tp SLO) & (ready >= 1), in one comparison)
+        green = (s.take(self._green_rows, axis=1) * self._green_sign <= self._green_thr).all(axis=(1, 2))
         if alert_age is None:  # (what the rendered alarms' active_for_s say: t - since of each pending rule)
-            alert_age = np.where(sim.pending, sim.t[:, None] - sim.alarm_since, 0.0).max(axis=1, initial=0.0)
+            t = sim.t[0] if B == 1 else sim.t[:, None]  # (one env: its time as a scalar, cheaper than broadcasting)
+            alert_age = np.maximum.reduce(np.where(sim.pending, t - sim.alarm_since, 0.0), axis=1, initial=0.0)
         cat, tgt, ago = sim.action_memory() if memory is None else memory
-        mem = np.concatenate([self._eye_c[cat], self._eye_t[tgt],
-                              (np.minimum(ago, MEMORY_HORIZON_STEPS) / MEMORY_HORIZON_STEPS)[:, :, None]], axis=2)
-        return np.concatenate([fb.transpose(0, 2, 1).reshape(B, -1), sim.pending, sim.firing,
-                               _log1p_count(sim.tcounts) if counts is None else np.log1p(counts),
-                               green[:, None], np.minimum(alert_age / ALERT_AGE_SCALE_S, 1.0)[:, None],
-                               mem.reshape(B, -1)], axis=1, dtype=np.float32)
+        # every part is cast to float32 as it is written into its columns (as a concatenation with dtype float32
+        # would cast it; fewer numpy calls)
+        out = np.empty((B, self.obs_dim), np.float32)
+        tgt_cols, pend_cols, fire_cols, count_cols, green_col, age_col, mem_cols = self._out_parts
+        C, T = sim.C, sim.topo.T
+        out[:, tgt_cols].reshape(B, T, TARGET_FEAT)[...] = fb.transpose(0, 2, 1)
+        out[:, pend_cols] = sim.pending
+        out[:, fire_cols] = sim.firing
+        out[:, count_cols] = _log1p_count(sim.tcounts) if counts is None else np.log1p(counts)
+        out[:, green_col] = green
+        out[:, age_col] = np.minimum(alert_age / ALERT_AGE_SCALE_S, 1.0)
+        mem = out[:, mem_cols].reshape(B, -1, C + T + 1)  # [B, memory slot, category one-hot, target one-hot, ago]
+        mem[:, :, :C] = self._eye_c.take(cat, axis=0)  # (index -1: the all-zero row)
+        mem[:, :, C:C + T] = self._eye_t.take(tgt, axis=0)
+        mem[:, :, C + T] = np.minimum(ago, MEMORY_HORIZON_STEPS) / MEMORY_HORIZON_STEPS
+        return out
 
 
 # log1p of the small whole numbers the simulator counts (log lines), looked up instead of computed: the table holds

@@ -281,6 +281,7 @@ class BatchedSim:
         # idempotent: it retries the evictions a disruption budget refused)
         static_valid = (topo.target_mask[:, :, None] > 0) & (topo.ratio_mask[:, None, :] > 0)
         self._static_valid_flat = static_valid.ravel()  # (indexed by the flat (c, t, r), see check_actions)
+        self._static_valid_list = self._static_valid_flat.tolist()
         self._act_cost_scaled = cc.act_cost * self.cfg.reward.action_cost_scale  # (the reward's action cost term)
         # action target -> (service index, node index), 0 where the target is of the other kind
         self._svc_of_target = np.where(np.arange(topo.T) < topo.S, np.arange(topo.T), 0)
@@ -338,6 +339,29 @@ class BatchedSim:
             self.dep_ix[s_, : len(nz)] = nz
             self.dep_w[s_, : len(nz)] = row[nz]
         self._dep_ix_flat, self._dep_row0 = self.dep_ix.ravel(), np.arange(S) * D  # (dep_ix[s, j] = flat[s * D + j])
+        # constants of _observe at the shapes of the arrays they meet in one env ([1, ...], the values repeated):
+        # numpy is about 3x faster on operands of equal shapes than when it broadcasts, at these sizes
+        Ms, Mn = len(SVC_METRICS), len(NODE_METRICS)
+
+        def at(x, shape):
+            return np.ascontiguousarray(np.broadcast_to(x, shape))
+        self._b_r_sign = at(self.r_sign[:, None], (1, self.A, E))
+        self._b_r_sthr, self._b_r_for = self.r_sthr[None], self.r_for[None]
+        self._b_node_lo, self._b_node_hi = at(self.node_lo_m, (Mn, 1, N)), at(self.node_hi_m, (Mn, 1, N))
+        self._b_node_base_mem_disk = at(self.node_base[1:3, None, None], (2, 1, N))
+        self._b_node_base_net = at(self.node_base[7:9, None, None], (2, 1, N))
+        self._b_svc_noisy = at(self.svc_noisy[:, None], (1, Ms, S))  # (metric-major, as the observed metrics)
+        self._b_node_noisy = at(self.node_noisy[:, None], (1, Mn, N))
+        self._b_node_cap = at(self.node_cap[:, None], (1, Mn, N))
+        # the metric noise's numbers (drawn entity-major: service s's metrics, then ...; then the nodes') in the
+        # metric-major order of the flat metrics: position m * S + s holds number s * Ms + m (nodes likewise)
+        self._noise_metric_major = np.concatenate([
+            (np.arange(S)[None, :] * Ms + np.arange(Ms)[:, None]).ravel(),
+            S * Ms + (np.arange(N)[None, :] * Mn + np.arange(Mn)[:, None]).ravel()])
+        self._b_base_latency, self._b_base_replicas = topo.base_latency[None], topo.base_replicas[None]
+        self._b_slo_latency, self._b_slo_latency_tol = self.slo_latency[None], self.slo_latency_tol[None]
+        self._b_dep_w, self._b_node_gpus = self.dep_w[None], self.node_gpus_min1[None]
+        self._b_benign_rate = self.benign_rate[None]
         # per-env rows of constants (sliced to the envs observed), to concatenate with per-env arrays
         self._svc_ix_rows = np.tile(self._svc_ix, (self.B, 1))
         self._benign_attr_rows = np.tile(self.benign_attr, (self.B, 1))
@@ -733,8 +757,12 @@ class BatchedSim:
             if a.dtype.kind not in "iubf" or (a.dtype.kind == "f" and not np.all(np.equal(np.mod(a, 1), 0))):
                 raise SimError(f"actions must be integer indices (category, target, ratio), got {a.tolist()!r}")
             a = a.astype(np.int64)
-        c, t, r = a[:, 0], a[:, 1], a[:, 2]
         C, T, R = self.C, self.topo.T, len(RATIO_LEVELS)
+        if self.B == 1:  # (one env, every step of the single env: the same checks on Python ints; a failing action
+            (ci, ti, ri), = a.tolist()  # gets its error from the general path below)
+            if 0 <= ci < C and 0 <= ti < T and 0 <= ri < R and self._static_valid_list[(ci * T + ti) * R + ri]:
+                return a
+        c, t, r = a[:, 0], a[:, 1], a[:, 2]
         try:
             flat = np.ravel_multi_index((c, t, r), (C, T, R))  # (raises on an index out of range)
         except ValueError:
@@ -765,7 +793,7 @@ class BatchedSim:
         self.step_idx += 1
         unhealthy_before = ~self.healthy
         acting = c != CATEGORY_INDEX["observe"]
-        started = self.f_t0 <= self.t[:, None]
+        started = self.f_t0 <= (self.t[0] if B == 1 else self.t[:, None])  # (one env: a scalar, cheaper to broadcast)
         any_fault = (self.f_active & started).any(axis=1)
         false_alarm = acting & ~any_fault & (c != CATEGORY_INDEX["escalate"])
         self.n_actions += acting
@@ -946,7 +974,8 @@ class BatchedSim:
     def action_memory(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The incident memory as the observation reads it: (category [B, M], target [B, M], steps ago [B, M]), most
         recent first; category and target -1 and steps ago 0 in empty slots, steps ago 1 for the last decision."""
-        ago = np.where(self.mem_cat >= 0, self.step_idx[:, None] - self.mem_step + 1, 0)
+        now = self.step_idx[0] if self.B == 1 else self.step_idx[:, None]  # (one env: a scalar, cheaper to broadcast)
+        ago = np.where(self.mem_cat >= 0, now - self.mem_step + 1, 0)
         return self.mem_cat, self.mem_tgt, ago
 
     def _target_matches(self, f: np.ndarray, c: np.ndarray, tg: np.ndarray) -> np.ndarray:
@@ -1087,8 +1116,9 @@ class BatchedSim:
         times the drawn severity; intermittent faults show only in the "on" part of each period (square) or restart
         their ramp every period (sawtooth); a fixed fault leaves a decaying tail (severity, not visible: no new
         fault log lines). Every term is elementwise, so results do not depend on the batch size."""
-        injected = self.f_active[idx] & (self.f_t0[idx] <= t[:, None])
-        el = t[:, None] - self.f_eff_t0[idx] - self.ep_onset[idx]  # seconds since the first symptom
+        tc = t[0] if len(t) == 1 else t[:, None]  # (one env: its time as a scalar, cheaper than broadcasting [1, 1])
+        injected = self.f_active[idx] & (self.f_t0[idx] <= tc)
+        el = tc - self.f_eff_t0[idx] - self.ep_onset[idx]  # seconds since the first symptom
         started = injected & (el >= 0)
         if self._any_flap:
             mode, per = self.ep_flap[idx], self.ep_period[idx]
@@ -1108,7 +1138,7 @@ class BatchedSim:
         sev = x * visible * (self.ep_sevmax[idx] * (1.0 + self.f_worsen[idx]))
         sev = np.maximum(sev, 0.05 * visible)
         if self._tails_live:  # symptoms decay after the fix instead of vanishing at once
-            dt = t[:, None] - self.f_heal_t[idx]
+            dt = tc - self.f_heal_t[idx]
             tail = self.f_tail_amp[idx] * np.exp(-np.where(dt > 0, dt, 0.0) / self.ep_tail[idx])
             sev = sev + np.where(tail >= self.cc.tail_cutoff, tail, 0.0)
         return sev, visible
@@ -1138,6 +1168,7 @@ class BatchedSim:
         ar = self._arange[:n_env]
         one = n_env == 1
         t = self.t[idx]
+        tc = t[0] if one else t[:, None]  # (one env: its time as a scalar, cheaper than broadcasting [1, 1])
         sev, visible = self._severity(idx, t)
         f = self.f_id[idx]
         P = self.P[idx]
@@ -1155,7 +1186,7 @@ class BatchedSim:
         # (they start at +0 and so never hold -0): a slot with severity 0 in every env is skipped, and so is the
         # whole block when no fault shows yet or any more; the spread terms are computed only for the envs whose
         # fault in the slot shows and has spread effects (a minority of the faults).
-        live = sev.any(axis=0).tolist()
+        live = sev[0].tolist() if one else sev.any(axis=0).tolist()  # (one env: its nonzero floats are true)
         if any(live):
             kinds = [self._slot_kinds[k] for k in range(K) if live[k]]
             if any(kind[0] for kind in kinds):
@@ -1203,7 +1234,7 @@ class BatchedSim:
         # benign transient (false-alarm bait) and harm after-effects
         blip_t0, blip_svc = self.blip_t0[idx], self.blip_svc[idx]
         blip = (t >= blip_t0) & (t < blip_t0 + self.blip_dur[idx])
-        cold = t[:, None] < self.cold_until[idx]
+        cold = tc < self.cold_until[idx]
         any_blip = bool(_count_nonzero(blip))
         if any_blip:  # the benign transient's effects, by its kind, on the envs that have one now (elsewhere
             kind = self.blip_kind[idx]  # they would add zeros)
@@ -1225,7 +1256,7 @@ class BatchedSim:
         else:  # (no env's fault can take a node down)
             down, down_env, any_down = self._no_down[:n_env], self._no_down_env[:n_env], False
         # ---- service capacity and metrics
-        base = topo.base_replicas
+        base = self._b_base_replicas
         # replicas not on down nodes (with no node down: the placed ones, as placed - (P x 0 = +0) would give)
         avail = placed - np.einsum("bsn,bn->bs", P, down) if any_down else placed
         # the true service metrics are written straight into their columns of svc_true (SVC_METRICS order)
@@ -1236,24 +1267,30 @@ class BatchedSim:
         ready_ratio = np.minimum(np.maximum(ready_n / self.need_div[idx], 0.0), 1.0, out=true_m[3])
         rr = self.res_sqrt[idx]
         cap = ready_n / base * rr
-        load = 1.0 + cfg.load_amplitude * np.sin(self.phase[idx] + 2 * np.pi * t / 86400.0)
-        util = self.base_util * load[:, None] / np.maximum(cap, 1e-3)
+        if one:  # (the same operations on scalars)
+            load = 1.0 + cfg.load_amplitude * np.sin(self.phase[idx][0] + 2 * np.pi * t[0] / 86400.0)
+            util = self.base_util * load / np.maximum(cap, 1e-3)
+        else:
+            load = 1.0 + cfg.load_amplitude * np.sin(self.phase[idx] + 2 * np.pi * t / 86400.0)
+            util = self.base_util * load[:, None] / np.maximum(cap, 1e-3)
         queue = (1.0 - self.base_util) / (1.0 - np.minimum(util, 0.97))
         direct = _clip(np.maximum(np.maximum(svc_ch[SVC_CH["err"]], svc_ch[SVC_CH["tp"]]),
                                     np.maximum(1 - ready_ratio, svc_ch[SVC_CH["lat"]] * 0.25)), 0, 1)
         # propagation of impairment along dependencies (two hops)
         # (over the edges only: a dense [S, S] product would add zeros, which never exceed an impairment >= 0; a
         # service without an impaired dependency gets worst_dep 0, as a dense argmax over zeros would give)
-        via = direct[:, self.dep_ix] * self.dep_w                                  # [n, S, D]
+        # (one env: x.take(ix, axis) is x[:, ix] along that axis, several times cheaper than fancy indexing at these
+        # sizes; with many envs fancy indexing is the cheaper one)
+        via = (direct.take(self.dep_ix, axis=1) if one else direct[:, self.dep_ix]) * self._b_dep_w  # [n, S, D]
         imp = np.maximum(direct, 0.6 * via.max(axis=2))
-        via = imp[:, self.dep_ix] * self.dep_w
+        via = (imp.take(self.dep_ix, axis=1) if one else imp[:, self.dep_ix]) * self._b_dep_w
         worst = via.max(axis=2)
         prop = 0.6 * worst
         half_prop = 0.5 * prop
         worst_dep = self._dep_ix_flat.take(via.argmax(axis=2) + self._dep_row0) * (worst > 0)  # (0: none)
         dead = ready_n <= 1e-9  # (a service without ready replicas errs on every request and serves nothing)
         any_dead = bool(_count_nonzero(dead))
-        lat = np.multiply(topo.base_latency * (1 + svc_ch[SVC_CH["lat"]] + prop), queue, out=true_m[0])
+        lat = np.multiply(self._b_base_latency * (1 + svc_ch[SVC_CH["lat"]] + prop), queue, out=true_m[0])
         err = np.minimum(np.maximum(0.002 + svc_ch[SVC_CH["err"]] + half_prop + np.maximum(util - 1.0, 0) * 0.5, 0),
                          1, out=true_m[1])
         tp = np.multiply(_clip(1 - svc_ch[SVC_CH["tp"]] - half_prop, 0, 1),
@@ -1264,12 +1301,15 @@ class BatchedSim:
         cpu = np.minimum(np.maximum(util * 0.9 + svc_ch[SVC_CH["cpu"]], 0), 1, out=true_m[4])
         np.minimum(np.maximum((0.45 + svc_ch[SVC_CH["mem"]]) / rr, 0), 1, out=true_m[5])
         true_m[6] = svc_ch[SVC_CH["restarts"]]
-        np.divide(lat, self.slo_latency, out=true_m[7])
+        np.divide(lat, self._b_slo_latency, out=true_m[7])
         # ---- node metrics
-        ng = self.node_gpus_min1
+        ng = self._b_node_gpus
         tr, inf = self.i_train, self.i_inf
         Pt, Pi = P[:, tr, :], P[:, inf, :]
-        gpu_busy = (Pt * (0.95 * tp[:, tr])[:, None] + Pi * (0.55 * load * tp[:, inf])[:, None]) / ng
+        if one:  # (the same products with scalar factors)
+            gpu_busy = (Pt * (0.95 * tp[0, tr]) + Pi * (0.55 * load * tp[0, inf])) / ng
+        else:
+            gpu_busy = (Pt * (0.95 * tp[:, tr])[:, None] + Pi * (0.55 * load * tp[:, inf])[:, None]) / ng
         gpu_util = 100 * _clip(gpu_busy * (1 - node_ch[NODE_CH["gpu_drop"]]), 0, 1)
         host_cpu = np.einsum("bsn,bs->bn", P, cpu) / self.node_load_div[idx]
         # node metric m = clip(fault channel m + base_m, lo_m, hi_m) * gpu mask_m, all metrics in one pass (see
@@ -1278,18 +1318,19 @@ class BatchedSim:
         # formula bit for bit):
         # cpu 0.15 + 0.5 host CPU; mem 0.45; disk 0.5 (- cleared); GPU util; GPU temp 38 + 0.35 util; Xid; GPU
         # memory of the placed replicas; network errors 0.0005; latency 0.4 ms; ready unless down
-        nb = node_ch[self.node_ch_of_metric]  # [metric, n, N] (metric-major rows; node_true is its [n, N, M] view)
+        # [metric, n, N] (metric-major rows; node_true is its [n, N, M] view)
+        nb = node_ch.take(self.node_ch_of_metric, axis=0) if one else node_ch[self.node_ch_of_metric]
         nb[0] += 0.15 + 0.5 * host_cpu
-        nb[1:3] += self.node_base[1:3, None, None]
+        nb[1:3] += self._b_node_base_mem_disk
         nb[2] -= self.disk_cleared[idx]
         nb[3] += gpu_util
         nb[4] += 38 + 0.35 * gpu_util
         if self._any_xid:
             nb[5] += (self.ep_xid[idx] * visible[:, :, None]).max(axis=1)  # Xid of the visible node faults
         nb[6] += self.fb_base[idx]
-        nb[7:9] += self.node_base[7:9, None, None]
+        nb[7:9] += self._b_node_base_net
         nb[9] += ~down
-        np.minimum(np.maximum(nb, self.node_lo_m, out=nb), self.node_hi_m, out=nb)
+        np.minimum(np.maximum(nb, self._b_node_lo, out=nb), self._b_node_hi, out=nb)
         nb *= self.node_gmask_m
         if any_down:
             nb[:9] *= ~down  # a down node stops exporting: metrics read 0, except readiness
@@ -1300,17 +1341,22 @@ class BatchedSim:
         part = self._noise_parts  # (each part sliced from u where it is used)
         nz = (u[:, part[0]] * 2.0 - 1.0) * 1.7320508  # unit-variance uniform noise
         Ms, Mn, cm = len(SVC_METRICS), len(NODE_METRICS), self.cc.max_logs
-        nzs = nz[:, : S * Ms].reshape(n_env, S, Ms)
-        nzn = nz[:, S * Ms:].reshape(n_env, N, Mn)
+        # the noise is drawn entity by entity (entity-major); the observed metrics are computed metric-major, as they
+        # are stored (contiguous rows, several times faster than strided columns at these sizes), so the same noise
+        # numbers are first put in that order
+        nz = nz.take(self._noise_metric_major, axis=1)
+        nzs = nz[:, : S * Ms].reshape(n_env, Ms, S)
+        nzn = nz[:, S * Ms:].reshape(n_env, Mn, N)
         a = cfg.metric_noise
         flat = np.empty((n_env, self._noise_parts[0].stop))  # (the metrics take the first part of the draw)
-        svc_obs, node_obs = self._obs_views(flat)
-        np.multiply(svc_true, 1 + a * nzs * self.svc_noisy, out=svc_obs)
-        svc_obs[:, :, 1] = _clip(err + 0.002 * np.abs(nzs[:, :, 1]), 0, 1)
-        svc_obs[:, :, 2] = np.minimum(svc_obs[:, :, 2], 1.0)
-        svc_obs[:, :, 7] = svc_obs[:, :, 0] / self.slo_latency
-        np.multiply(node_true, 1 + a * nzn * self.node_noisy, out=node_obs)
-        np.minimum(node_obs, self.node_cap, out=node_obs)
+        svc_m, node_m = self.metric_rows(flat)                 # [n, Ms, S], [n, Mn, N] views
+        np.multiply(true_m.transpose(1, 0, 2), 1 + a * nzs * self._b_svc_noisy, out=svc_m)
+        svc_m[:, 1] = _clip(err + 0.002 * np.abs(nzs[:, 1]), 0, 1)
+        svc_m[:, 2] = np.minimum(svc_m[:, 2], 1.0)
+        svc_m[:, 7] = svc_m[:, 0] / self._b_slo_latency
+        np.multiply(nb.transpose(1, 0, 2), 1 + a * nzn * self._b_node_noisy, out=node_m)
+        np.minimum(node_m, self._b_node_cap, out=node_m)
+        svc_obs, node_obs = svc_m.transpose(0, 2, 1), node_m.transpose(0, 2, 1)  # (the views of _obs_views)
         if full and not first:  # the fresh arrays become the state (nobody else holds them)
             self.prev_obs_flat, self.prev_svc_obs, self.prev_node_obs = self.obs_flat, self.svc_obs, self.node_obs
             self.obs_flat, self.svc_obs, self.node_obs = flat, svc_obs, node_obs
@@ -1324,8 +1370,8 @@ class BatchedSim:
         # (into preallocated buffers: fresh multi-MB temporaries each step cost page faults at large batch sizes;
         # mode="clip" only lets np.take write into `out` directly, the indices are all in range)
         vals = flat.take(self.r_gather, axis=1, out=self._alert_vals[:n_env], mode="clip")     # [n, A, E]
-        d = np.multiply(vals, self.r_sign[:, None], out=self._alert_d[:n_env])  # signed excess (see _build_tables)
-        d -= self.r_sthr
+        d = np.multiply(vals, self._b_r_sign, out=self._alert_d[:n_env])  # signed excess (see _build_tables)
+        d -= self._b_r_sthr
         # node rules: a down node only raises NotReady; some rules look at nodes running GPU work only
         if any_down:  # (few envs have a down node: only their rows are touched)
             de = down_env.nonzero()[0]
@@ -1343,12 +1389,12 @@ class BatchedSim:
         flat = self._rule_flat[:n_env] + ent
         val = vals.take(flat)
         since = self.alarm_since[idx]
-        since = np.where(cond, np.fmin(since, t[:, None]), np.nan)  # (a pending alert keeps its start time <= t)
+        since = np.where(cond, np.fmin(since, tc), np.nan)  # (a pending alert keeps its start time <= t)
         self.alarm_since[idx] = since
         self.alarm_entity[idx] = ent
         self.alarm_value[idx] = val
         self.pending[idx] = cond
-        firing = cond & ((t[:, None] - since) >= self.r_for)
+        firing = cond & ((tc - since) >= self._b_r_for)
         self.firing[idx] = firing
         # alerts per entity (services, then nodes: the target order)
         T = topo.T
@@ -1364,24 +1410,22 @@ class BatchedSim:
         if _count_nonzero(visible):
             level = visible * (0.5 + 0.5 * np.minimum(sev, 1.0))
             # an entry logs once its delay has passed since the fault showed (observability.yaml)
-            since = t[:, None] - self.f_eff_t0[idx] - self.ep_onset[idx]
+            since = tc - self.f_eff_t0[idx] - self.ep_onset[idx]
             on = self.ep_log_on[idx] & visible[:, :, None] & (since[:, :, None] >= self.ep_log_delay[idx])
             rate = self.ep_log_rate[idx] * on
             u1, u2 = u[:, part[1]].reshape(n_env, K, cm), u[:, part[2]].reshape(n_env, K, cm)
-            fc = np.floor(rate * level[:, :, None] * (0.5 + u1) + u2 * on).astype(np.int64)
-            self.fault_counts[idx] = fc
+            # (whole floats, cast to the int64 counts by the assignment as astype would)
+            self.fault_counts[idx] = np.floor(rate * level[:, :, None] * (0.5 + u1) + u2 * on)
         else:
             self.fault_counts[idx] = 0
         has_prop = prop > 0.15
         if _count_nonzero(has_prop):
-            pc = (np.floor(2.0 * prop * (0.5 + u[:, part[3]]) + u[:, part[4]]) * has_prop).astype(np.int64)
-            self.prop_counts[idx] = pc
+            self.prop_counts[idx] = np.floor(2.0 * prop * (0.5 + u[:, part[3]]) + u[:, part[4]]) * has_prop
         else:
             self.prop_counts[idx] = 0
-        ptid = self.client_err_tid[worst_dep]
+        ptid = self.client_err_tid.take(worst_dep) if one else self.client_err_tid[worst_dep]
         self.prop_tid[idx] = ptid
-        bc = np.floor(self.benign_rate * (0.5 + u[:, part[5]]) + u[:, part[6]]).astype(np.int64)
-        self.benign_counts[idx] = bc
+        self.benign_counts[idx] = np.floor(self._b_benign_rate * (0.5 + u[:, part[5]]) + u[:, part[6]])
         if any_blip:  # (the transient's own log lines, written by its service)
             self.blip_counts[idx] = blip * self.tr_rate[kind] * ~on_node
             self.blip_tid[idx] = self.tr_tid[kind]
@@ -1389,11 +1433,13 @@ class BatchedSim:
             self.blip_counts[idx] = 0
         self._log_totals = None  # (the per-template / per-entity totals follow from these counts on demand)
         # ---- health: root cause cleared, SLOs hold, every service present with its replicas
-        active = self.f_active[idx].any(axis=1)
-        if active.all():  # (a root cause still active everywhere: nobody is healthy, the SLOs need no test)
+        f_active = self.f_active[idx]
+        # (a root cause still active everywhere: nobody is healthy, the SLOs need no test; one env: any slot active)
+        if _count_nonzero(f_active) if one else f_active.any(axis=1).all():
             healthy = np.zeros(n_env, bool)
         else:
-            slo_ok = ((lat <= self.slo_latency_tol) & (err <= cfg.slo_error_rate)
+            active = f_active.any(axis=1)
+            slo_ok = ((lat <= self._b_slo_latency_tol) & (err <= cfg.slo_error_rate)
                       & (tp >= cfg.slo_throughput) & (ready_ratio >= 1.0 - 1e-9)
                       & (avail >= self.need_tol[idx])).all(axis=1)
             healthy = ~active & slo_ok & ~down_env
@@ -1542,11 +1588,9 @@ class BatchedSim:
         """(template id, emitting service or -1, host node) of every log line of env b's current window."""
         lines: list[tuple[int, int, int]] = []
         host = self.P[b].argmax(axis=1).tolist()  # host node of each service (where most of its replicas run)
-        for k in range(K_SLOTS):
-            f = int(self.f_id[b, k])
-            if f >= self.cc.F:
+        for k, (f, counts) in enumerate(zip(self.f_id[b].tolist(), self.fault_counts[b].tolist())):
+            if f >= self.cc.F or not any(counts):  # (no fault in the slot, or no line of it in this window)
                 continue
-            counts = self.fault_counts[b, k].tolist()
             for (s, n), tid, cnt in zip(self.emitters(b, k), self.log_tid[f].tolist(), counts):
                 lines += [(tid, s, n)] * cnt
         prop_tid = self.prop_tid[b].tolist()
