@@ -272,8 +272,8 @@ def write_report(cfg: SweepConfig, table: dict, refs: dict, command: str) -> str
              "n = seeds done) and a bootstrap 95% interval of the mean MTTR over all seeds' episodes pooled. "
              "References (one run each, same incidents) from " + ", ".join(f"`{r}`" for r in cfg.references) + ".", ""]
     for fs in cfg.eval.faults:
-        lines += [f"## {fs}", "", "| policy | split | n | MTTR s (± seeds) | MTTR 95% CI | mitigate s | success | "
-                  "escalated | time-out | harmful | false actions |", "|" + "---|" * 11]
+        lines += [f"## {fs}", "", "| policy | split | n | MTTR s (± seeds) | MTTR 95% CI | p50 s | p95 s | mitigate s | "
+                  "success | escalated | time-out | harmful | false actions |", "|" + "---|" * 13]
         for sp in splits:
             for name in dict.fromkeys(g.name for g in cfg.groups):
                 c = table.get(name, {}).get(sp, {}).get(fs)
@@ -284,6 +284,7 @@ def write_report(cfg: SweepConfig, table: dict, refs: dict, command: str) -> str
                 lines.append(f"| {name} | {sp} | {len(c['seeds'])} | {_s(c['mttr_mean_s'])}"
                              + (f" ± {_s(std)}" if std is not None else "")
                              + f" | {'-' if not ci else _s(ci[0]) + '-' + _s(ci[1])} | "
+                             f"{_s(c['mttr_p50_s'])} | {_s(c['mttr_p95_s'])} | "
                              f"{_s(c['time_to_mitigate_mean_s'])} | {_p(c['success_rate'])} | "
                              f"{_p(c['escalation_rate'])} | {_p(c['timeout_rate'])} | "
                              f"{_p(c['harmful_action_rate'])} | {_p(c['false_action_rate'])} |")
@@ -294,6 +295,7 @@ def write_report(cfg: SweepConfig, table: dict, refs: dict, command: str) -> str
                 ci = c.get("mttr_ci95")
                 lines.append(f"| {pol} | {sp} | ref | {_s(c.get('mttr_mean_s'))} | "
                              f"{'-' if not ci else _s(ci[0]) + '-' + _s(ci[1])} | "
+                             f"{_s(c.get('mttr_p50_s'))} | {_s(c.get('mttr_p95_s'))} | "
                              f"{_s(c.get('time_to_mitigate_mean_s'))} | {_p(c.get('success_rate'))} | "
                              f"{_p(c.get('escalation_rate'))} | {_p(c.get('timeout_rate'))} | "
                              f"{_p(c.get('harmful_action_rate'))} | {_p(c.get('false_action_rate'))} |")
@@ -306,7 +308,8 @@ def write_report(cfg: SweepConfig, table: dict, refs: dict, command: str) -> str
     return text
 
 
-MEAN_COLS = (("mttr_mean_s", "MTTR s", "s"), ("time_to_mitigate_mean_s", "mitigate s", "s"),
+MEAN_COLS = (("mttr_mean_s", "MTTR s", "s"), ("mttr_p50_s", "p50 s", "s"), ("mttr_p95_s", "p95 s", "s"),
+             ("time_to_mitigate_mean_s", "mitigate s", "s"),
              ("success_rate", "success", "p"), ("escalation_rate", "escalated", "p"),
              ("timeout_rate", "time-out", "p"), ("harmful_action_rate", "harmful", "p"),
              ("false_action_rate", "false actions", "p"))
@@ -319,7 +322,8 @@ def _nanmean(xs) -> float | None:
 
 def mean_over_splits(cfg: SweepConfig, table: dict, refs: dict, splits: list[str]) -> list[str]:
     """Per fault set: every policy's metrics averaged over the splits that *every* policy with a cell in that set
-    has (so that the rows compare the same incidents), the trained groups' seed counts beside them, and a 95%
+    has (so that the rows compare the same incidents; p50 and p95 are means of the per-split (trained: per-seed)
+    percentiles), the trained groups' seed counts beside them, and a 95%
     interval of the mean MTTR: two-level bootstrap within each split (training seeds, then their episodes;
     :func:`~ifshm_ray.eval.stats.nested_mean_ci`)."""
     lines: list[str] = []
