@@ -29,6 +29,20 @@ def test_tune_configs_load(path):
     assert cfg.space and cfg.base["policy"]["kind"] == "hierarchical"
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("sweep*.yaml")), ids=lambda p: p.name)
+def test_sweep_configs_load_with_their_training_configs(path):
+    from ifshm_ray.config import load_config
+    from ifshm_ray.policy.config import load_train_config
+
+    cfg = load_config(load_job("sweep").SweepConfig, path)
+    assert cfg.groups
+    for g in cfg.groups:
+        train = load_train_config(REPO / g.config)
+        assert train.policy.kind in ("hierarchical", "flat")
+        if g.name.endswith("_alert"):  # the alert-triggered groups train with the trigger
+            assert train.policy.act_on == "alert"
+
+
 def test_pipeline_config_refuses_the_old_encoder_key_and_bad_values():
     PipelineConfig = load_job("pipeline").PipelineConfig
     with pytest.raises(ConfigError, match="key 'encoder_out' was renamed: use 'encoder_checkpoint'"):
