@@ -18,8 +18,9 @@ sweep has covered the budget evenly.
 
 The report (``OUT/sweep.md``, ``OUT/sweep.json``, ``OUT/sweep_mttr.png``; another stem with ``report``) gives, per
 group, split and fault set, the mean over training seeds of each seed's metrics with the standard deviation over
-seeds, the number of seeds done, and a bootstrap 95% interval of the mean MTTR over all seeds' episodes pooled; with ``references`` (the output folder of
-jobs/evaluate_splits.py) the references' rows on the same splits and sets sit beside them.
+seeds, the number of seeds done, and a bootstrap 95% interval of the mean MTTR over all seeds' episodes pooled; with
+``references`` (the output folder of jobs/evaluate_splits.py) the references' rows on the same splits and sets sit
+beside them; then the means over splits and the paired differences to every reference.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import yaml
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from ifshm_ray.baselines.policies import RUNBOOK_PATH, runbook_trigger
+from ifshm_ray.baselines.policies import RUNBOOK_PATH, ignored_alerts, runbook_trigger
 from ifshm_ray.env import FaultInjectionEnv, sample_valid_actions
 from ifshm_ray.policy.config import PolicySection
 from ifshm_ray.policy.module import module_class
@@ -61,7 +61,8 @@ def rollout(env, episodes: int, seed: int):
 def test_spec_places_the_flags_of_the_incident_opening_rules(env):
     spec = trigger_spec(ENV_CFG)
     lay = env.obs_layout
-    ignore = set(yaml.safe_load(RUNBOOK_PATH.read_text())["ignore_alerts"])
+    ignore = set(yaml.safe_load(RUNBOOK_PATH.read_text())["ignore_alerts"])  # read plainly, not by the helper
+    assert ignored_alerts() == ignore
     names = [a.name for a in env.sim.alerts]
     assert spec["slo_green"] == lay["slo_green"] and spec["observe"] == OBSERVE
     assert [names[i - lay["global_offset"]] for i in spec["flags"]] == [n for n in names if n not in ignore]
@@ -74,7 +75,7 @@ def test_module_trigger_equals_the_telemetry_trigger(env):
     from the rendered telemetry (both calm and incident states occur)."""
     spec = trigger_spec(ENV_CFG)
     m = build("hierarchical", env, spec)
-    ignore = set(yaml.safe_load(RUNBOOK_PATH.read_text())["ignore_alerts"])
+    ignore = ignored_alerts()
     obs_l, tel_l = rollout(env, 8, seed=11)
     got = m.incident_open(as_batch(obs_l)).numpy()
     slo_broken = np.array([o["obs"][env.obs_layout["slo_green"]] < 0.5 for o in obs_l])

@@ -42,6 +42,16 @@ def _fake_run(sw, cfg, group, split, seed, mttrs):
     (d / "done.json").write_text("{}")
 
 
+def _fake_ref(tmp_path, split, pol, episodes, fault_set="known"):
+    """A reference's run on ``split``: metrics.json and ``episodes`` = [(episode seed, MTTR), ...] of fault "x"."""
+    p = tmp_path / "refs" / split / fault_set / pol
+    p.mkdir(parents=True)
+    mttrs = [m for _, m in episodes]
+    (p / "metrics.json").write_text(json.dumps({"policy": pol, "fault_set": fault_set, "split": split, "seed": 0,
+                                                "mttr_mean_s": sum(mttrs) / len(mttrs)}))
+    (p / "episodes.json").write_text(json.dumps([{"fault": "x", "seed": sd, "mttr_s": m} for sd, m in episodes]))
+
+
 def test_plan_interleaves_seeds_so_a_stopped_sweep_covers_the_budget_evenly(tmp_path):
     sw = _sweep()
     cfg = _cfg(sw, tmp_path)
@@ -103,14 +113,8 @@ def test_mean_over_splits_has_the_stratified_interval_and_json_keeps_no_episodes
     hier = cfg.groups[0]
     _fake_run(sw, cfg, hier, "handpicked", 0, [100.0, 300.0])
     _fake_run(sw, cfg, hier, "random1", 0, [1000.0, 1000.0, 1200.0])
-    refs = tmp_path / "refs"
-    for sp, mttrs in (("handpicked", [50.0, 60.0]), ("random1", [70.0, 90.0])):
-        p = refs / sp / "known" / "runbook"
-        p.mkdir(parents=True)
-        (p / "metrics.json").write_text(json.dumps({"policy": "runbook", "fault_set": "known", "split": sp,
-                                                    "seed": 0, "mttr_mean_s": sum(mttrs) / 2}))
-        (p / "episodes.json").write_text(json.dumps([{"fault": "x", "seed": i, "mttr_s": m}
-                                                     for i, m in enumerate(mttrs)]))
+    _fake_ref(tmp_path, "handpicked", "runbook", [(0, 50.0), (1, 60.0)])
+    _fake_ref(tmp_path, "random1", "runbook", [(0, 70.0), (1, 90.0)])
     table, got = sw.collect(cfg), sw.references(cfg)
     lines = sw.mean_over_splits(cfg, table, got, ["handpicked", "random1"])
     row = next(ln for ln in lines if ln.startswith("| hier |"))
@@ -158,15 +162,8 @@ def test_paired_differences_pair_each_seed_with_the_reference_incident(tmp_path)
     hier = cfg.groups[0]
     _fake_run(sw, cfg, hier, "handpicked", 0, [100.0, 300.0])
     _fake_run(sw, cfg, hier, "handpicked", 1, [140.0, 340.0])
-    refs = tmp_path / "refs"
-    p = refs / "handpicked" / "known" / "runbook"
-    p.mkdir(parents=True)
-    (p / "metrics.json").write_text(json.dumps({"policy": "runbook", "fault_set": "known", "split": "handpicked",
-                                                "seed": 0, "mttr_mean_s": 150.0}))
     # the reference's incidents in another order, plus one the trained runs did not meet
-    (p / "episodes.json").write_text(json.dumps([{"fault": "x", "seed": 1, "mttr_s": 200.0},
-                                                 {"fault": "x", "seed": 0, "mttr_s": 100.0},
-                                                 {"fault": "x", "seed": 9, "mttr_s": 5000.0}]))
+    _fake_ref(tmp_path, "handpicked", "runbook", [(1, 200.0), (0, 100.0), (9, 5000.0)])
     lines = sw.paired_over_splits(cfg, sw.collect(cfg), sw.references(cfg), ["handpicked", "random1"])
     row = next(ln for ln in lines if ln.startswith("| hier |"))
     # seed 0: (0, +100) -> +50; seed 1: (+40, +140) -> +90; mean +70; the seeds' spread is in the interval

@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from ifshm_ray.baselines.config import NearestKnownConfig
-from ifshm_ray.baselines.policies import RUNBOOK_PATH, Policy, runbook_trigger
+from ifshm_ray.baselines.policies import RUNBOOK_PATH, Policy, ignored_alerts, runbook_trigger
 from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_TARGET_KIND, NUM_RATIOS, RATIO_CATEGORIES
 from ifshm_ray.sim.catalog import TGT_NAMED, ratio_level_for
 
@@ -68,10 +68,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / n if n > 0 else x
 
 
-def _ignore_alerts(path: Path = RUNBOOK_PATH) -> set[str]:
-    return set(yaml.safe_load(Path(path).read_text()).get("ignore_alerts", []))
-
-
 def build_prototypes(sim_cfg, cfg: NearestKnownConfig | None = None) -> dict:
     """Prototypes of the known fault types of ``sim_cfg.split`` (see the module docstring):
     ``{"faults": [...], "vectors": [[...]], "episodes": {fault: used}, ...}``. A type none of whose calibration
@@ -85,7 +81,7 @@ def build_prototypes(sim_cfg, cfg: NearestKnownConfig | None = None) -> dict:
     env_cfg = {**to_dict(sim_cfg), "faults": known, "render_telemetry": True, "mine_logs": True}
     env = FaultInjectionEnv(env_cfg)
     sl = feature_slice(env.obs_layout)
-    ignore = _ignore_alerts()
+    ignore = ignored_alerts()
     # the healthy envelope: every window of the fault-free calibration runs
     env_max = None
     for i in range(cfg.calibration_episodes):

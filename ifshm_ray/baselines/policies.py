@@ -240,6 +240,12 @@ class RunbookPolicy(Policy):
         return np.array([c, t, r], np.int64)
 
 
+def ignored_alerts(path: str | Path = RUNBOOK_PATH) -> set[str]:
+    """The runbook's info-level ``ignore_alerts``: alerts that do not open an incident alone (runbook-instant's,
+    escalate-first's, nearest-known's and the alert-triggered policy's trigger leave them out)."""
+    return set(yaml.safe_load(Path(path).read_text()).get("ignore_alerts", []))
+
+
 def runbook_trigger(tel: dict, ignore: set[str]) -> bool:
     """runbook-instant's trigger: an alert other than the ignored ones is pending or firing (the first threshold
     crossing, before the rule's ``for:`` delay)."""
@@ -255,7 +261,7 @@ class EscalateFirstPolicy(Policy):
     name = "escalate-first"
 
     def __init__(self, path: str | Path = RUNBOOK_PATH):
-        self.ignore = set(yaml.safe_load(Path(path).read_text()).get("ignore_alerts", []))
+        self.ignore = ignored_alerts(path)
 
     def act(self, obs, info, env):
         if runbook_trigger(info.get("telemetry") or {}, self.ignore):

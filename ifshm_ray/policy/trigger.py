@@ -11,16 +11,12 @@ only and the module applies it itself (:meth:`ifshm_ray.policy.module._MaskedRec
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
 
 def trigger_spec(env_config: dict | None) -> dict:
     """``model_config["act_trigger"]`` for the env built from ``env_config`` (the training config's ``env.config``):
     ``{"flags": [observation indices of the pending-or-firing flags of the incident-opening alert rules],
     "slo_green": index of the SLO-green feature, "observe": index of the observe category}``."""
-    from ifshm_ray.baselines.policies import RUNBOOK_PATH
+    from ifshm_ray.baselines.policies import ignored_alerts
     from ifshm_ray.env import FaultInjectionEnv
     from ifshm_ray.sim.actions import CATEGORIES
 
@@ -30,7 +26,7 @@ def trigger_spec(env_config: dict | None) -> dict:
         layout, alerts = env.obs_layout, env.sim.alerts
     finally:
         env.close()
-    ignore = set(yaml.safe_load(Path(RUNBOOK_PATH).read_text()).get("ignore_alerts", []))
+    ignore = ignored_alerts()
     g = int(layout["global_offset"])  # the pending flags (firing included) come first, one per rule
     flags = [g + i for i, a in enumerate(alerts) if a.name not in ignore]
     if not flags:
