@@ -30,6 +30,7 @@ from ifshm_ray.meta.continual import (
     ({"seeds": [1, 1]}, "seeds"),
     ({"stream": {"new_share": 0}}, "new_share"),
     ({"bogus": 1}, "unknown config key"),
+    ({"phase1_from": "runs/seed{seed}", "known_types": 4}, "phase1_from"),
 ])
 def test_bad_config_is_refused_with_a_clear_message(override, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -41,6 +42,52 @@ def test_shipped_configs_load():
     for path in ("configs/continual.yaml", "configs/continual_tiny.yaml"):
         cfg = load_config(ContinualConfig, path)
         assert [a.name for a in cfg.arms] == ["full", "finetune", "uniform", "gate_only", "frozen"]
+
+
+def _fake_run(root, protocol, **env_over):
+    """A finished jobs/train.py --out folder as far as phase1_from looks: config.yaml, a checkpoint, a bundle."""
+    import copy
+
+    import yaml
+
+    d = copy.deepcopy(protocol.base_train)
+    d["env"]["config"].update({"faults": "known", "split": "handpicked", **env_over})
+    (root / "checkpoints" / "iter_000007").mkdir(parents=True)
+    (root / "checkpoints" / "iter_000007" / "rllib_checkpoint.json").write_text("{}")
+    (root / "checkpoints" / "iter_000003").mkdir(parents=True)
+    (root / "checkpoints" / "iter_000003" / "rllib_checkpoint.json").write_text("{}")
+    (root / "policy_bundle").mkdir()
+    (root / "policy_bundle" / "bundle.json").write_text("{}")
+    (root / "config.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    return d
+
+
+@pytest.mark.timeout(60)
+def test_phase1_from_adopts_a_finished_run_and_refuses_a_mismatch(tmp_path):
+    import yaml
+
+    from ifshm_ray.meta.continual import Protocol
+
+    cfg = ContinualConfig.from_dict({"train_config": "configs/demo_alert.yaml", "phase1_from": "x/seed{seed}"})
+    protocol = Protocol(cfg, tmp_path / "out", progress=lambda _: None)
+    src = tmp_path / "seed0"
+    with pytest.raises(FileNotFoundError, match="policy_bundle"):
+        protocol._adopt_phase1(src, tmp_path / "p1")
+    d = _fake_run(src, protocol)
+    assert protocol._adopt_phase1(src, tmp_path / "p1") == 7  # the newest checkpoint's iteration
+    assert sorted(p.name for p in (tmp_path / "p1" / "checkpoints").iterdir()) == ["iter_000007"]
+    assert (tmp_path / "p1" / "policy_bundle" / "bundle.json").is_file()
+    assert (tmp_path / "p1" / "ADOPTED_FROM").read_text().split()[1] == "iter_000007"
+    # another split, another model or another PPO: refused with what differs
+    for section, key, value, needle in (("env", "split", "random1", "split"),
+                                        ("policy", "act_on", "always", "act_on"),
+                                        ("ppo", "lr", 0.1, "'lr'")):
+        bad = dict(d)
+        bad[section] = ({**d["env"], "config": {**d["env"]["config"], key: value}} if section == "env"
+                        else {**d[section], key: value})
+        (src / "config.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+        with pytest.raises(ValueError, match=needle):
+            protocol._adopt_phase1(src, tmp_path / "p1")
 
 
 # ------------------------------------------------------------------------------------------ stream

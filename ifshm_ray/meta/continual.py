@@ -164,6 +164,12 @@ class ContinualConfig(ConfigModel):
     """The first this many unknown types of the seeded stream order (tiny runs); None: all."""
     phase1_iterations: int = Field(30, ge=1)
     """PPO iterations of phase 1."""
+    phase1_from: str | None = None
+    """A finished ``jobs/train.py`` run to use as phase 1 instead of training it (a folder; ``{seed}`` is replaced
+    by the protocol seed), for example a sweep's ``results/sweep/runs/hier_alert/handpicked/seed{seed}``. It must be
+    trained on this split's known types (so ``known_types`` must be None) with the ``policy`` and ``ppo`` sections
+    of ``train_config`` (checked; phase 2 resumes its newest checkpoint). ``phase1_iterations`` is then ignored:
+    phase 2 counts on from that checkpoint's iteration."""
     stream: StreamSection = Field(default_factory=StreamSection)
     """Phase 2's stream."""
     eval: EvalSection = Field(default_factory=EvalSection)
@@ -213,6 +219,9 @@ class ContinualConfig(ConfigModel):
         if self.known_types is not None and self.known_types > len(cat.known_in(self.split)):
             raise ValueError(f"known_types = {self.known_types} but split {self.split!r} has "
                              f"{len(cat.known_in(self.split))} known types")
+        if self.phase1_from is not None and self.known_types is not None:
+            raise ValueError("phase1_from: an adopted phase-1 run was trained on all known types of the split; "
+                             f"known_types must be null (got {self.known_types})")
         if self.novel_types is not None and self.novel_types > len(cat.unknown_in(self.split)):
             raise ValueError(f"novel_types = {self.novel_types} but split {self.split!r} has "
                              f"{len(cat.unknown_in(self.split))} unknown types")
@@ -461,6 +470,43 @@ class Protocol:
             raise FileNotFoundError(f"no checkpoint under {out / 'checkpoints'}")
         return ckpts[-1]
 
+    def _adopt_phase1(self, src: Path, p1: Path) -> int:
+        """Copy a finished training run (``phase1_from``) into ``p1`` as this seed's phase 1, after checking that it
+        is one: a policy bundle and a checkpoint, trained on this split's known types with ``train_config``'s
+        ``policy`` and ``ppo`` sections. Returns its checkpoint's iteration."""
+        from ifshm_ray.config import ConfigError, load_config
+        from ifshm_ray.policy.config import TrainConfig
+
+        where = f"phase1_from {str(src)!r}"
+        if not (src / "policy_bundle").is_dir():
+            raise FileNotFoundError(f"{where}: no policy_bundle/ there (a finished jobs/train.py --out folder?)")
+        ckpt = self._newest_checkpoint(src)
+        if not (src / "config.yaml").is_file():
+            raise FileNotFoundError(f"{where}: no config.yaml (the training config jobs/train.py writes)")
+        try:
+            theirs = load_config(TrainConfig, src / "config.yaml").to_dict()
+        except ConfigError as e:
+            raise ValueError(f"{where}: its config.yaml does not load: {e}") from None
+        env = theirs["env"]["config"]
+        if env.get("split") != self.cfg.split or env.get("faults") != "known":
+            raise ValueError(f"{where}: trained on split {env.get('split')!r} with faults {env.get('faults')!r}; "
+                             f"phase 1 needs split {self.cfg.split!r} with faults 'known'")
+        for section in ("policy", "ppo"):
+            diff = sorted(k for k in set(theirs[section]) | set(self.base_train[section])
+                          if theirs[section].get(k) != self.base_train[section].get(k))
+            if diff:
+                raise ValueError(f"{where}: its {section} section differs from train_config "
+                                 f"{self.cfg.train_config!r} in {diff}; phase 2 would resume a different model")
+        shutil.rmtree(p1, ignore_errors=True)
+        (p1 / "checkpoints").mkdir(parents=True)
+        shutil.copytree(ckpt, p1 / "checkpoints" / ckpt.name)
+        shutil.copytree(src / "policy_bundle", p1 / "policy_bundle")
+        for name in ("config.yaml", "metrics.jsonl", "summary.json"):
+            if (src / name).is_file():
+                shutil.copy2(src / name, p1 / name)
+        (p1 / "ADOPTED_FROM").write_text(f"{src.resolve()}\n{ckpt.name}\n")
+        return int(ckpt.name.rsplit("_", 1)[-1])
+
     def _push_stream(self, out: Path, d: dict, episodes: list[tuple[str, Any]], levels: list[str]) -> int:
         """Push recorded stream incidents into the arm's replay state (the newest checkpoint's), so that the next
         ``jobs/train.py --resume`` starts with them."""
@@ -510,8 +556,14 @@ class Protocol:
 
         # ---- phase 1
         p1 = root / "phase1"
-        self.log(f"seed {seed}: phase 1, {cfg.phase1_iterations} PPO iterations on the known types")
-        self._train(p1, self._train_dict(known, cfg.phase1_iterations, seed, None, None), resume=False)
+        if cfg.phase1_from:
+            src = Path(cfg.phase1_from.format(seed=seed))
+            self.phase1_iterations = self._adopt_phase1(src, p1)
+            self.log(f"seed {seed}: phase 1 adopted from {src} (iteration {self.phase1_iterations})")
+        else:
+            self.log(f"seed {seed}: phase 1, {cfg.phase1_iterations} PPO iterations on the known types")
+            self._train(p1, self._train_dict(known, cfg.phase1_iterations, seed, None, None), resume=False)
+            self.phase1_iterations = cfg.phase1_iterations
 
         # ---- the gate's diagnoser and threshold, on the windows the gate will see: the phase-1 policy acts until
         # the first firing alarm. Tiny run (configs/continual_tiny.yaml, seed 0): calibrated under observe actions,
@@ -583,7 +635,7 @@ class Protocol:
         diagnose.save(out)
         bundle = phase1_bundle
         policy = ModulePolicy(bundle)
-        iterations = cfg.phase1_iterations
+        iterations = self.phase1_iterations
         evals, stream_recs = [], []
         cache = {"ungated": self._phase1_ungated}  # the phase-1 policy's ungated records (shared by the arms)
 
