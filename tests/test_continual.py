@@ -192,6 +192,56 @@ def test_gated_episode_records_who_acted_and_the_summary_the_deferral_rate():
     assert "deferral_rate" not in plain  # ungated policies' metrics are unchanged
 
 
+class _ScriptedPolicy:
+    """Proposes the scripted categories in turn (then observe), counting its calls."""
+
+    name = "scripted"
+
+    def __init__(self, script):
+        self.script, self.calls = list(script), 0
+
+    def reset(self, env, episode_seed=None):
+        self.calls = 0
+
+    def act(self, obs, info, env):
+        c = self.script[self.calls] if self.calls < len(self.script) else 0
+        self.calls += 1
+        return np.array([c, 0, 0], np.int64)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("decide_on, decided_at", [("firing", 2), ("pending", 1), ("action", 1)])
+def test_gate_decides_at_the_window_its_mode_names(decide_on, decided_at):
+    """Window 0: calm; 1: a pending alarm and the policy proposes restart; 2: a firing alarm. With 'action' the gate
+    decides where the alert-triggered policy would first act, so a deferred policy never acts on the incident."""
+    from ifshm_ray.meta.config import MetaConfig
+    from ifshm_ray.meta.controller import MetaController
+    from ifshm_ray.meta.gate import GatedPolicy
+    from ifshm_ray.meta.novelty import calibrate
+    from ifshm_ray.sim.actions import CATEGORY_INDEX
+
+    restart = CATEGORY_INDEX["restart"]
+    windows = [{"alarms": []}, {"alarms": [{"name": "A", "state": "pending"}]},
+               {"alarms": [{"name": "A", "state": "firing"}]}]
+    meta = MetaController(MetaConfig(enabled=True, decide_on=decide_on), calibrate(np.linspace(0, 1, 100)))
+    seen = []
+    runbook = _ScriptedPolicy([])
+    gated = GatedPolicy(_ScriptedPolicy([0, restart, restart]), runbook, meta,
+                        lambda t: (seen.append(len(seen)) or 5.0, None))  # novel: defer to the runbook
+    gated.reset(None)
+    acts = [int(gated.act(None, {"telemetry": w}, None)[0]) for w in windows]
+    assert gated.decision is not None and gated.decision.actor == "runbook" and len(seen) == 1
+    assert runbook.calls == len(windows) - decided_at  # the runbook acts from the deciding window on
+    assert acts[:decided_at] == [0, restart][:decided_at] and all(a == 0 for a in acts[decided_at:])
+    # a known incident (low score): the policy's own proposal at the deciding window is what is returned
+    meta2 = MetaController(MetaConfig(enabled=True, decide_on=decide_on), calibrate(np.linspace(0, 1, 100)))
+    pol = _ScriptedPolicy([0, restart, restart])
+    known = GatedPolicy(pol, _ScriptedPolicy([]), meta2, lambda t: (0.1, None))
+    known.reset(None)
+    assert [int(known.act(None, {"telemetry": w}, None)[0]) for w in windows] == [0, restart, restart]
+    assert pol.calls == len(windows) and known.decision.actor == "policy"
+
+
 @pytest.mark.timeout(60)
 def test_gated_spec_errors(tmp_path):
     from ifshm_ray.eval.gated import load_gate

@@ -99,13 +99,16 @@ class MetaConfig(ConfigModel):
     (nothing is novel) until one is set."""
     known_stratum: str = "known"
     """Replay stratum of the known fault types (ReplayConfig.known_stratum)."""
-    decide_on: Literal["firing", "pending"] = "firing"
-    """The gate (:class:`~ifshm_ray.meta.gate.GatedPolicy`) decides at the first window with an alarm in this state:
-    ``firing`` (default; the blind runbook acts on firing alarms too), or ``pending`` (any alarm, pending or
-    firing). With ``pending`` a benign transient's pending alert (``SimConfig.false_alarm_prob``) decides for most
-    incidents, before the fault shows: measured on the tiny protocol, the first pending alarm of 10 incidents each of
-    four fault types was the same benign ``GPUUtilizationDrop`` (same seed, same transient), so every type got the
-    same score."""
+    decide_on: Literal["firing", "pending", "action"] = "firing"
+    """When the gate (:class:`~ifshm_ray.meta.gate.GatedPolicy`) decides, once per incident: ``firing`` (default) at
+    the first window with a firing alarm (the blind runbook acts on firing alarms too); ``pending`` at the first
+    window with any alarm, pending or firing; ``action`` at the first window where the wrapped policy proposes
+    anything but ``observe``, or has a firing alarm, whichever comes first. Use ``action`` for a policy that acts
+    before alarms fire (``policy.act_on: alert`` acts on pending alerts and SLO breaches): with ``firing`` such a
+    policy's first actions on a novel incident would pass the gate unchecked. With ``pending`` a benign transient's
+    pending alert (``SimConfig.false_alarm_prob``) decides for most incidents, before the fault shows: measured on
+    the tiny protocol, the first pending alarm of 10 incidents each of four fault types was the same benign
+    ``GPUUtilizationDrop`` (same seed, same transient), so every type got the same score."""
 
     @model_validator(mode="after")
     def _check(self) -> "MetaConfig":

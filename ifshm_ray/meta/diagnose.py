@@ -29,12 +29,13 @@ DIAGNOSER_FILE = "diagnoser.json"
 def first_alarm_windows(sim_config: dict, faults: Sequence[str], seeds: Iterable[int],
                         max_steps: int | None = None, decide_on: str = "firing",
                         policy=None) -> list[tuple[str, int, dict]]:
-    """``(fault, seed, telemetry)`` of the first window with an alarm (firing, or any with ``decide_on =
-    "pending"``), per fault and seed, with ``policy`` acting until then (None: ``observe`` actions); an incident
-    whose episode ends without one gives nothing. This is the window the gate decides on; a gated policy acts
+    """``(fault, seed, telemetry)`` of the window the gate decides at (:func:`~ifshm_ray.meta.gate.gate_decides_here`:
+    the first firing alarm, any alarm with ``decide_on = "pending"``, or with ``"action"`` also the first window the
+    policy would act in), per fault and seed, with ``policy`` acting until then (None: ``observe`` actions); an
+    incident whose episode ends without one gives nothing. This is the window the gate decides on; a gated policy acts
     before it, and its actions change what the window shows, so calibrate with the policy the gate will wrap."""
     from ifshm_ray.env import FaultInjectionEnv
-    from ifshm_ray.meta.gate import deciding_alarms
+    from ifshm_ray.meta.gate import gate_decides_here
 
     env = FaultInjectionEnv({**sim_config, "render_telemetry": True})
     out = []
@@ -47,10 +48,10 @@ def first_alarm_windows(sim_config: dict, faults: Sequence[str], seeds: Iterable
             steps = 0
             while True:
                 tel = info.get("telemetry") or {}
-                if deciding_alarms(tel, decide_on):
+                action = observe if policy is None else np.asarray(policy.act(obs, info, env), np.int64)
+                if gate_decides_here(tel, decide_on, action):
                     out.append((fault, int(seed), tel))
                     break
-                action = observe if policy is None else np.asarray(policy.act(obs, info, env), np.int64)
                 obs, _, term, trunc, info = env.step(action)
                 steps += 1
                 if term or trunc or (max_steps is not None and steps >= max_steps):

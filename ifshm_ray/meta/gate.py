@@ -32,9 +32,18 @@ Diagnose = Callable[[dict], "tuple[float | None, np.ndarray | None]"]
 
 
 def deciding_alarms(telemetry: dict, decide_on: str = "firing") -> list[dict]:
-    """The alarms of a window the gate decides on: firing ones, or every one with ``decide_on = "pending"``."""
+    """The alarms of a window the gate decides on: firing ones (``firing`` and ``action``), or every one with
+    ``decide_on = "pending"``."""
     alarms = telemetry.get("alarms") or []
     return alarms if decide_on == "pending" else [a for a in alarms if a.get("state", "firing") == "firing"]
+
+
+def gate_decides_here(telemetry: dict, decide_on: str, proposal: np.ndarray | None) -> bool:
+    """Whether the gate decides at this window: it has a deciding alarm, or (``decide_on = "action"``) the policy's
+    ``proposal`` for it is not ``observe``."""
+    if deciding_alarms(telemetry, decide_on):
+        return True
+    return decide_on == "action" and proposal is not None and int(proposal[0]) != CATEGORY_INDEX["observe"]
 
 
 class GatedPolicy(Policy):
@@ -59,10 +68,13 @@ class GatedPolicy(Policy):
             telemetry = info.get("telemetry")
             if telemetry is None:
                 raise ValueError("GatedPolicy needs info['telemetry'] (an env with render_telemetry on)")
-            if not deciding_alarms(telemetry, self.meta.config.decide_on):
-                return np.asarray(self.policy.act(obs, info, env), np.int64)
+            proposal = np.asarray(self.policy.act(obs, info, env), np.int64)
+            if not gate_decides_here(telemetry, self.meta.config.decide_on, proposal):
+                return proposal
             score, state = self.diagnose(telemetry)
             self.decision = self.meta.observe(score, state, update=self.update)
+            if self.decision.actor == "policy":
+                return proposal  # (asked once per window: the proposal is the policy's action here)
         actor = self.decision.actor
         if actor == "policy":
             return np.asarray(self.policy.act(obs, info, env), np.int64)
