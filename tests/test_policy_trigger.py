@@ -67,6 +67,8 @@ def test_spec_places_the_flags_of_the_incident_opening_rules(env):
     assert spec["slo_green"] == lay["slo_green"] and spec["observe"] == OBSERVE
     assert [names[i - lay["global_offset"]] for i in spec["flags"]] == [n for n in names if n not in ignore]
     assert ignore & set(names), "the test needs an ignored rule in the catalog"
+    # the continual protocol's stream env (a vector entry point with fault weights) has the same trigger
+    assert trigger_spec({**ENV_CFG, "num_envs": 4, "fault_weights": {"node_crash": 1.0}}) == spec
 
 
 @pytest.mark.timeout(180)
