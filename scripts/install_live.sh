@@ -29,7 +29,9 @@ fi
 
 # apt with its state in the cache (lists, archives); the system's sources.list is read, never written.
 APT_OPTS=(-o "Dir::State::Lists=$APT/lists" -o "Dir::Cache=$APT" -o "Dir::Cache::archives=$APT/archives"
-          -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
+          -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root"
+          # bounded on a machine without a network: a mirror that does not answer fails in about a minute
+          -o "Acquire::Retries=1" -o "Acquire::http::Timeout=20" -o "Acquire::https::Timeout=20")
 need=()
 for p in "${PKGS[@]}"; do
   compgen -G "$DEBS/${p}_*.deb" >/dev/null || need+=("$p")

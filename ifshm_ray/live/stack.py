@@ -763,7 +763,10 @@ http {{
         time.sleep(self.s.rate_window_s + 2 * self.s.scrape_interval_s)
         b = self.baseline
         b.promql_p95_s = wait_for(lambda: self.query(client_q), 30, "steady-state client p95 in Prometheus")
-        b.model_p95_ms = wait_for(lambda: self.query(model_q), 60, "steady-state model p95 in Prometheus (Ray)")
+        try:
+            b.model_p95_ms = wait_for(lambda: self.query(model_q), 60, "steady-state model p95 in Prometheus (Ray)")
+        except StackError as e:
+            raise StackError(f"{e}; {self.ray_scrape_state()}") from None
         # Ray's replicas report their health gauge only every few seconds (seen here: 1-2 samples in 6 s with a
         # 1 s report interval and a 1 s scrape), so a gauge is read over the rate window
         g = f"{max(self.s.rate_window_s, 3 * self.s.ray_metrics_report_interval_ms / 1000.0):g}s"
@@ -800,6 +803,21 @@ http {{
         with httpx.Client(trust_env=False, timeout=5) as c:
             r = c.get(self.prometheus_url + "/api/v1/targets").json()
         return sum(1 for t in r["data"]["activeTargets"] if t["health"] == "up")
+
+    def ray_scrape_state(self) -> str:
+        """What Prometheus has of Ray (for an error message): the ``ray`` job's targets with their health and last
+        scrape error, and how many ``ray_serve_*`` series it holds."""
+        try:
+            with httpx.Client(trust_env=False, timeout=5) as c:
+                targets = c.get(self.prometheus_url + "/api/v1/targets").json()["data"]["activeTargets"]
+            ray = [(t["scrapeUrl"], t["health"], t.get("lastError") or "") for t in targets
+                   if t["labels"].get("job") == "ray"]
+            serve = self.query('count({__name__=~"ray_serve_.*"})')
+            latency = self.query('count({__name__="ray_serve_deployment_processing_latency_ms_bucket"})')
+        except Exception as e:  # noqa: BLE001  (a diagnostic only)
+            return f"Prometheus not readable: {e!r}"
+        return (f"Prometheus's ray targets (url, health, last error): {ray}; ray_serve_* series: {serve}; "
+                f"processing-latency bucket series: {latency}")
 
     # -------------------------------------------------------------- health / stop
     def health(self) -> dict[str, bool]:
