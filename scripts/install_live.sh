@@ -40,10 +40,18 @@ if ((${#need[@]})); then
   if [ ! -e "$APT/lists/.updated" ] || [ -n "$(find "$APT/lists/.updated" -mmin +1440 2>/dev/null)" ]; then
     echo "== apt-get update (lists in $APT/lists)"
     apt-get "${APT_OPTS[@]}" -q update
-    touch "$APT/lists/.updated"
+    # apt-get update exits 0 when a mirror cannot be reached (a warning only): the lists count as fresh only
+    # when they hold package indexes
+    if compgen -G "$APT/lists/*_Packages*" >/dev/null; then
+      touch "$APT/lists/.updated"
+    else
+      echo "install_live.sh: apt-get update fetched no package lists (no network or no reachable mirror?)" >&2
+      exit 3
+    fi
   fi
   echo "== apt-get download ${need[*]}"
-  (cd "$DEBS" && apt-get "${APT_OPTS[@]}" -q download "${need[@]}")
+  # a failed download (lists too old for the mirror, say) refreshes the lists next time
+  (cd "$DEBS" && apt-get "${APT_OPTS[@]}" -q download "${need[@]}") || { rm -f "$APT/lists/.updated"; exit 4; }
 fi
 
 STAMP="$ROOT/.extracted"
