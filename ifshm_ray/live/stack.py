@@ -781,9 +781,11 @@ http {{
                    f'{{deployment="{MODEL}"}}[{w}])))')
         time.sleep(self.s.rate_window_s + 2 * self.s.scrape_interval_s)
         b = self.baseline
-        b.promql_p95_s = wait_for(lambda: self.query(client_q), 30, "steady-state client p95 in Prometheus")
+        b.promql_p95_s = wait_for(lambda: self.query(client_q), self.s.steady_state_timeout_s,
+                                   "steady-state client p95 in Prometheus")
         try:
-            b.model_p95_ms = wait_for(lambda: self.query(model_q), 60, "steady-state model p95 in Prometheus (Ray)")
+            b.model_p95_ms = wait_for(lambda: self.query(model_q), self.s.steady_state_timeout_s,
+                                      "steady-state model p95 in Prometheus (Ray)")
         except StackError as e:
             raise StackError(f"{e}; {ray_scrape_state(self.prometheus_url)}") from None
         # Ray's replicas report their health gauge only every few seconds (seen here: 1-2 samples in 6 s with a
