@@ -29,7 +29,9 @@ fi
 
 # apt with its state in the cache (lists, archives); the system's sources.list is read, never written.
 APT_OPTS=(-o "Dir::State::Lists=$APT/lists" -o "Dir::Cache=$APT" -o "Dir::Cache::archives=$APT/archives"
-          -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
+          -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root"
+          # bounded on a machine without a network: a mirror that does not answer fails in about a minute
+          -o "Acquire::Retries=1" -o "Acquire::http::Timeout=20" -o "Acquire::https::Timeout=20")
 need=()
 for p in "${PKGS[@]}"; do
   compgen -G "$DEBS/${p}_*.deb" >/dev/null || need+=("$p")
@@ -38,10 +40,18 @@ if ((${#need[@]})); then
   if [ ! -e "$APT/lists/.updated" ] || [ -n "$(find "$APT/lists/.updated" -mmin +1440 2>/dev/null)" ]; then
     echo "== apt-get update (lists in $APT/lists)"
     apt-get "${APT_OPTS[@]}" -q update
-    touch "$APT/lists/.updated"
+    # apt-get update exits 0 when a mirror cannot be reached (a warning only): the lists count as fresh only
+    # when they hold package indexes
+    if compgen -G "$APT/lists/*_Packages*" >/dev/null; then
+      touch "$APT/lists/.updated"
+    else
+      echo "install_live.sh: apt-get update fetched no package lists (no network or no reachable mirror?)" >&2
+      exit 3
+    fi
   fi
   echo "== apt-get download ${need[*]}"
-  (cd "$DEBS" && apt-get "${APT_OPTS[@]}" -q download "${need[@]}")
+  # a failed download (lists too old for the mirror, say) refreshes the lists next time
+  (cd "$DEBS" && apt-get "${APT_OPTS[@]}" -q download "${need[@]}") || { rm -f "$APT/lists/.updated"; exit 4; }
 fi
 
 STAMP="$ROOT/.extracted"

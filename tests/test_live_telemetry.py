@@ -18,7 +18,7 @@ from ifshm_ray.live.binding import load_binding
 from ifshm_ray.live.collector import Collector, parse_log_line, parse_rfc3339, tail_lines
 from ifshm_ray.live.loadgen import RequestRecord
 from ifshm_ray.live.stack import (PROMQL_FILE, SIM_ALERTS_FILE, Ports, Sidecar, alert_rules, find_binaries,
-                                  promql_map)
+                                  promql_map, ray_scrape_state)
 from ifshm_ray.sim.topology import Topology
 from ifshm_ray.telemetry import validate_telemetry
 
@@ -281,3 +281,34 @@ def test_incident_timeline_png(tmp_path):
     with pytest.raises(ValueError, match="no trace"):
         plot_incident(skipped, tmp_path / "s.png")
     assert [q.name for q in plot_incidents([rec, skipped], tmp_path / "all")] == ["path_latency__policy__r2.png"]
+
+
+def test_ray_scrape_state_names_the_ray_targets_and_series():
+    """The diagnostic the calibration's StackError carries when Ray's Serve metrics do not reach Prometheus."""
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.startswith("/api/v1/targets"):
+                body = {"data": {"activeTargets": [
+                    {"labels": {"job": "ray"}, "scrapeUrl": "http://127.0.0.1:1/metrics", "health": "down",
+                     "lastError": "connection refused"},
+                    {"labels": {"job": "node"}, "scrapeUrl": "http://127.0.0.1:2/metrics", "health": "up"}]}}
+            else:  # /api/v1/query: 3 ray_serve_* series, none of the latency buckets
+                latency = "processing_latency" in self.path
+                body = {"data": {"result": [] if latency else [{"value": [0, "3"]}]}}
+            raw = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *a):
+            pass
+
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), H)) as port:
+        got = ray_scrape_state(f"http://127.0.0.1:{port}")
+    assert "('http://127.0.0.1:1/metrics', 'down', 'connection refused')" in got and "127.0.0.1:2" not in got
+    assert "ray_serve_* series: 3;" in got and got.endswith("processing-latency bucket series: 0")
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), H)) as port:
+        pass  # closed: nothing answers on that port any more
+    url = f"http://127.0.0.1:{port}"
+    assert ray_scrape_state(url).startswith(f"Prometheus at {url} not readable")

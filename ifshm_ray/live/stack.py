@@ -104,6 +104,25 @@ def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, step_s: float
         time.sleep(step_s)
 
 
+def ray_scrape_state(prometheus_url: str) -> str:
+    """What a Prometheus has of Ray, for an error message: the ``ray`` job's targets with their health and last
+    scrape error, and how many ``ray_serve_*`` series and Serve processing-latency bucket series it holds."""
+    def count(promql: str) -> str:
+        res = c.get(prometheus_url + "/api/v1/query", params={"query": promql}).json()["data"]["result"]
+        return res[0]["value"][1] if res else "0"
+    try:
+        with httpx.Client(trust_env=False, timeout=5) as c:
+            targets = c.get(prometheus_url + "/api/v1/targets").json()["data"]["activeTargets"]
+            serve = count('count({__name__=~"ray_serve_.*"})')
+            latency = count('count({__name__="ray_serve_deployment_processing_latency_ms_bucket"})')
+    except Exception as e:  # noqa: BLE001  (a diagnostic only)
+        return f"Prometheus at {prometheus_url} not readable: {e!r}"
+    ray = [(t["scrapeUrl"], t["health"], t.get("lastError") or "") for t in targets
+           if t["labels"].get("job") == "ray"]
+    return (f"Prometheus's ray targets (url, health, last error): {ray}; ray_serve_* series: {serve}; "
+            f"processing-latency bucket series: {latency}")
+
+
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:
     with httpx.Client(trust_env=False, timeout=timeout_s) as c:
         return c.get(url).status_code == 200
@@ -762,8 +781,13 @@ http {{
                    f'{{deployment="{MODEL}"}}[{w}])))')
         time.sleep(self.s.rate_window_s + 2 * self.s.scrape_interval_s)
         b = self.baseline
-        b.promql_p95_s = wait_for(lambda: self.query(client_q), 30, "steady-state client p95 in Prometheus")
-        b.model_p95_ms = wait_for(lambda: self.query(model_q), 60, "steady-state model p95 in Prometheus (Ray)")
+        b.promql_p95_s = wait_for(lambda: self.query(client_q), self.s.steady_state_timeout_s,
+                                   "steady-state client p95 in Prometheus")
+        try:
+            b.model_p95_ms = wait_for(lambda: self.query(model_q), self.s.steady_state_timeout_s,
+                                      "steady-state model p95 in Prometheus (Ray)")
+        except StackError as e:
+            raise StackError(f"{e}; {ray_scrape_state(self.prometheus_url)}") from None
         # Ray's replicas report their health gauge only every few seconds (seen here: 1-2 samples in 6 s with a
         # 1 s report interval and a 1 s scrape), so a gauge is read over the rate window
         g = f"{max(self.s.rate_window_s, 3 * self.s.ray_metrics_report_interval_ms / 1000.0):g}s"
