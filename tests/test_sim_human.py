@@ -212,3 +212,31 @@ def test_batched_sim_equals_single_sims_with_pages():
                 for k in want:
                     assert got[k] == want[k] or (got[k] != got[k] and want[k] != want[k]), k  # (NaN == NaN here)
     assert batch.escalated.all()
+
+
+@pytest.mark.parametrize("fault", [KNOWN[0], UNKNOWN[0]])
+def test_drawn_human_leaves_the_observation_a_function_of_telemetry_and_actions(fault):
+    """With the drawn human, a rollout that pages (a known and a held-out type): a fresh observer given only each
+    step's telemetry JSON and the executed actions rebuilds the env's observation exactly (the fault type reaches
+    the simulated human, not the policy's input)."""
+    import json
+
+    from ifshm_ray.env.observation import TelemetryObserver, incident_history
+
+    env = FaultInjectionEnv({"faults": "all", "human": {"model": "drawn"}})
+    obs, info = env.reset(seed=9, options={"faults": [fault]})
+    trace = [(obs, json.dumps(info["telemetry"]), [])]
+    actions = []
+    for i in range(40):
+        a = (ESC, 0, 0) if i == 6 else (0, 0, 0)
+        obs, _, term, trunc, info = env.step(a)
+        actions.append(env.decode(a))
+        trace.append((obs, json.dumps(info["telemetry"]), list(actions)))
+        if term or trunc:
+            break
+    assert info["escalated"]
+    observer = TelemetryObserver(env.sim_cfg)
+    for obs, telemetry, acts in reversed(trace):
+        x = observer.observe(json.loads(telemetry), history=incident_history(acts))
+        for k in ("obs", "action_mask", "ratio_mask"):
+            np.testing.assert_array_equal(x[k], obs[k], err_msg=f"{fault}, step {len(acts)}: {k}")
