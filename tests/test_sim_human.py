@@ -122,6 +122,15 @@ def test_mean_page_below_published_resolve_time():
         assert _draw(m, unfamiliar, 400_000)["total_s"].mean() < 126 * 60
 
 
+def test_human_streams_are_purposes_of_their_own():
+    from ifshm_ray.sim import core
+    from ifshm_ray.sim.human import P_HUMAN_FAIL, P_HUMAN_Z
+    others = {v for k, v in vars(core).items() if k.startswith("P_") and not k.startswith("P_HUMAN")
+              and isinstance(v, int)}
+    ours = {P_HUMAN_Z, P_HUMAN_FAIL, P_HUMAN_Z + 512}  # (rng.normal also draws at purpose + 512)
+    assert len(others) >= 13 and ours.isdisjoint(others | {x + 512 for x in others})
+
+
 def test_draws_are_a_function_of_key_step_and_familiarity_only():
     m = HumanModel.load()
     a, b = _draw(m, True, 1000, step=3), _draw(m, True, 1000, step=3)

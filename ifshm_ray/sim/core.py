@@ -27,7 +27,7 @@ from ifshm_ray.sim import rng
 from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_INDEX, CATEGORY_TARGET_KIND, RATIO_LEVELS
 from ifshm_ray.sim.catalog import (EFFECT_CODE, FAIL_STATES, FAULT_FREE, FLAP_MODES, NODE_CH, SVC_CH, TGT_NAMED,
                                    Catalog, CatalogError, CompiledCatalog, load_catalog)
-from ifshm_ray.sim.human import P_HUMAN_FAIL, P_HUMAN_Z, HumanModel
+from ifshm_ray.sim.human import HumanModel
 from ifshm_ray.sim.topology import Topology
 
 K_SLOTS = 2  # concurrent faults per episode (compound incidents)
@@ -59,9 +59,7 @@ P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC, P_WINDO
 P_EPISODE_OBS = 20  # per-episode draws of fault-free episodes, benign transient kinds and log states
 P_DYNAMICS, P_REMEDY, P_ACT_DURATION = 40, 41, 42  # per-episode fault dynamics; per-attempt remedy durations and
 # failures; durations of other actions drawn per action
-assert {P_HUMAN_Z, P_HUMAN_FAIL}.isdisjoint({P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC,
-                                            P_WINDOW, P_EPISODE_OBS, P_DYNAMICS, P_REMEDY, P_ACT_DURATION})  # (the
-# drawn human's page durations, ifshm_ray.sim.human)
+# P_HUMAN_Z, P_HUMAN_FAIL = 43, 44 (ifshm_ray.sim.human): the drawn human's page durations and failed first attempts
 N_DYN_DRAWS = 7  # per fault slot: onset, ramp, ramp shape, severity, flap period, flap duty, recovery tail (+ self-heal)
 FLAP_SQUARE, FLAP_SAWTOOTH = FLAP_MODES.index("square"), FLAP_MODES.index("sawtooth")
 FAIL_PDB, FAIL_GPU_IN_USE, FAIL_MIGRATION = (FAIL_STATES.index(x) for x in ("pdb_blocked", "gpu_in_use",
