@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, ClassVar, Sequence, TypeVar
+from typing import Any, ClassVar, Literal, Sequence, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -288,6 +288,65 @@ class RewardConfig(ConfigModel):
     """Penalty for an action the observation's masks forbid (the env executes it as ``observe``; lenient mode)."""
 
 
+class LognormalTime(ConfigModel):
+    """A duration drawn from a lognormal distribution given by its median and 90th percentile, then clipped."""
+
+    median_s: float = Field(gt=0.0)
+    """Median in seconds."""
+    p90_s: float = Field(gt=0.0)
+    """90th percentile in seconds (> median: the spread of the lognormal)."""
+    clip_s: tuple[float, float]
+    """[low, high] bounds in seconds that every draw is clipped to (low <= median <= p90 <= high)."""
+    source: str = Field(min_length=1)
+    """Where the numbers come from (a citation, or *(inference)* with the reasoning)."""
+
+    @model_validator(mode="after")
+    def _order(self) -> "LognormalTime":
+        lo, hi = self.clip_s
+        if not 0.0 <= lo <= self.median_s < self.p90_s <= hi:
+            raise ValueError(f"need 0 <= clip low ({lo}) <= median_s ({self.median_s}) < p90_s ({self.p90_s}) <= "
+                             f"clip high ({hi})")
+        if not self.source.strip():
+            raise ValueError("source must name where the numbers come from")
+        return self
+
+
+class FailProb(ConfigModel):
+    """Probability that the human's first attempt does not mitigate, for known and for unknown fault types."""
+
+    known: float = Field(ge=0.0, le=1.0)
+    """When every fault that had started is of a known type of the split (the team has a runbook for it)."""
+    unknown: float = Field(ge=0.0, le=1.0)
+    """When a fault that had started is of a held-out type of the split (no runbook, never met)."""
+    source: str = Field(min_length=1)
+    """Where the numbers come from."""
+
+
+class HumanParams(ConfigModel):
+    """The drawn human model's parameters: ``ifshm_ray/sim/data/human.yaml`` (every block with its source)."""
+
+    response: LognormalTime
+    """Page -> a human hands-on."""
+    fix_known: LognormalTime
+    """Hands-on -> mitigated, one attempt, fault types known in the split."""
+    fix_unknown: LognormalTime
+    """Hands-on -> mitigated, one attempt, when a fault of a type held out in the split had started."""
+    first_attempt_fail_prob: FailProb
+    """Probability that the first attempt fails (a second attempt, a fresh fix draw, then mitigates)."""
+
+
+class HumanConfig(ConfigModel):
+    """The paged human of the ``escalate`` action."""
+
+    model: Literal["fixed", "drawn"] = "fixed"
+    """'fixed': every page takes ``SimConfig.human_response_s + human_fix_s`` and fixes every fault that had started
+    (the behaviour of earlier versions, bit for bit). 'drawn': response and fix times drawn per page from the seeded
+    simulator streams with the parameters of ``params`` (heavy-tailed, longer for fault types held out in the split,
+    a first attempt that can fail); see :mod:`ifshm_ray.sim.human`."""
+    params: str | None = None
+    """Path to the drawn model's parameter YAML (:class:`HumanParams`); None uses ifshm_ray/sim/data/human.yaml."""
+
+
 class SimConfig(ConfigModel):
     """The fault-injection simulator and its environment."""
 
@@ -307,9 +366,11 @@ class SimConfig(ConfigModel):
     healthy_steps: int = Field(3, ge=1)
     """K: recovery needs the root cause cleared and every SLO holding for K consecutive steps."""
     human_response_s: float = Field(900.0, ge=0.0)
-    """Time for a paged human to respond after `escalate`."""
+    """Time for a paged human to respond after `escalate` (the `fixed` human model)."""
     human_fix_s: float = Field(300.0, ge=0.0)
-    """Time the human needs to fix the incident after responding."""
+    """Time the human needs to fix the incident after responding (the `fixed` human model)."""
+    human: HumanConfig = Field(default_factory=HumanConfig)
+    """The paged human: ``fixed`` (``human_response_s`` + ``human_fix_s``, the default) or ``drawn`` per page."""
     inject_max_delay_s: float = Field(60.0, ge=0.0)
     """The fault is injected uniformly in [0, this] seconds after the episode starts."""
     compound_prob: float = Field(0.0, ge=0.0, le=1.0)

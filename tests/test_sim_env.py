@@ -282,7 +282,8 @@ def _vector_matches_singles(cfg: dict, seed, steps: int = 150) -> int:
 
 @pytest.mark.parametrize("cfg, seed", [({"faults": "all", "healthy_steps": 1}, 5),
                                        ({"faults": "all", "compound_prob": 0.3}, [11, 12, 13, 14]),
-                                       ({"faults": "all", "fault_free_prob": 0.5}, [21, 22, 23, 24])])
+                                       ({"faults": "all", "fault_free_prob": 0.5}, [21, 22, 23, 24]),
+                                       ({"faults": "all", "human": {"model": "drawn"}}, [31, 32, 33, 34])])
 def test_vector_env_matches_single_envs_with_next_step_autoreset(cfg, seed):
     """Sub-env i of the vector env (the class training steps) seeded with seed + i, or seed[i], gives exactly the
     observations, masks, rewards and episode ends of a single env reset with that seed."""

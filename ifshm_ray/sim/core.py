@@ -27,6 +27,7 @@ from ifshm_ray.sim import rng
 from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_INDEX, CATEGORY_TARGET_KIND, RATIO_LEVELS
 from ifshm_ray.sim.catalog import (EFFECT_CODE, FAIL_STATES, FAULT_FREE, FLAP_MODES, NODE_CH, SVC_CH, TGT_NAMED,
                                    Catalog, CatalogError, CompiledCatalog, load_catalog)
+from ifshm_ray.sim.human import HumanModel
 from ifshm_ray.sim.topology import Topology
 
 K_SLOTS = 2  # concurrent faults per episode (compound incidents)
@@ -58,6 +59,7 @@ P_RESET, P_NOISE, P_LOGU, P_LOGU2, P_PROPU, P_BENIGN, P_BENIGN2, P_MISC, P_WINDO
 P_EPISODE_OBS = 20  # per-episode draws of fault-free episodes, benign transient kinds and log states
 P_DYNAMICS, P_REMEDY, P_ACT_DURATION = 40, 41, 42  # per-episode fault dynamics; per-attempt remedy durations and
 # failures; durations of other actions drawn per action
+# P_HUMAN_Z, P_HUMAN_FAIL = 43, 44 (ifshm_ray.sim.human): the drawn human's page durations and failed first attempts
 N_DYN_DRAWS = 7  # per fault slot: onset, ramp, ramp shape, severity, flap period, flap duty, recovery tail (+ self-heal)
 FLAP_SQUARE, FLAP_SAWTOOTH = FLAP_MODES.index("square"), FLAP_MODES.index("sawtooth")
 FAIL_PDB, FAIL_GPU_IN_USE, FAIL_MIGRATION = (FAIL_STATES.index(x) for x in ("pdb_blocked", "gpu_in_use",
@@ -94,6 +96,13 @@ class BatchedSim:
             raise SimError(str(e)) from e
         self.cc = CompiledCatalog(self.catalog, self.topo)
         self.allowed_faults = np.array([self.catalog.fault_index[n] for n in self.fault_names], dtype=np.int64)
+        # the paged human: None = the fixed model; the drawn one reads, per fault id (row F: no fault), whether the
+        # type is held out in the split (the on-call team has never met it: no runbook; read by the human only)
+        self.human: HumanModel | None = None
+        if self.cfg.human.model == "drawn":
+            self.human = HumanModel.load(self.cfg.human.params)
+            held = set(self.catalog.unknown_in(self.cfg.split))
+            self.f_unfamiliar = np.array([n in held for n in self.catalog.names] + [False])
         self._build_tables()
         self._alloc()
 
@@ -839,7 +848,12 @@ class BatchedSim:
             dur = self._act_duration(c, tg)
         esc = c == CATEGORY_INDEX["escalate"]
         if taken[CATEGORY_INDEX["escalate"]]:
-            dur = np.where(esc, cfg.human_response_s + cfg.human_fix_s, dur)
+            if self.human is None:  # the fixed human
+                dur = np.where(esc, cfg.human_response_s + cfg.human_fix_s, dur)
+            else:  # the drawn human: longer when a fault of a type held out in the split had started
+                unfamiliar = (self.f_active & started & self.f_unfamiliar[self.f_id]).any(axis=1)
+                page = self.human.draw(self.key, self.step_idx, unfamiliar)
+                dur = np.where(esc, page["total_s"], dur)
         t_done = self.t + dur
         heal = eff == EFFECT_CODE["heal"]
         heal_any = heal.any(axis=1)
