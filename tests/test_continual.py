@@ -158,6 +158,33 @@ def test_feature_diagnoser_fit_save_load(tmp_path):
         load_diagnoser(tmp_path / "missing")
 
 
+@pytest.mark.timeout(240)
+def test_feature_diagnoser_scores_never_seen_evidence(tmp_path):
+    """With unseen_weight, a window showing what no fitting window showed (another type's alerts and log templates)
+    scores higher by exactly the weight x its evidence on the features constant in the fit; the fit's own windows
+    score as without it; more windows per incident are taken when asked."""
+    from ifshm_ray.meta.diagnose import FeatureDiagnoser, first_alarm_windows, load_diagnoser
+
+    sim = {"time_limit_s": 600}
+    known = first_alarm_windows(sim, ["node_crash"], range(6), windows=3)
+    assert len(known) > 6 and len(known) <= 18  # up to 3 windows per incident now
+    other = first_alarm_windows(sim, ["dns_upstream_failure"], range(3))
+    plain = FeatureDiagnoser.fit(sim, known)
+    d = FeatureDiagnoser.fit(sim, known, unseen_weight=2.0)
+    assert d.unseen.any() and not plain.unseen_weight
+    for _, _, t in known:  # the fitting windows have no unseen evidence
+        assert d(t)[0] == pytest.approx(plain(t)[0])
+    gains = []
+    for _, _, t in other:
+        x = np.asarray(d.observer.observe(t)["obs"], np.float64).ravel()
+        evidence = float(np.abs(x - d.mean)[d.unseen].sum())
+        assert d(t)[0] == pytest.approx(plain(t)[0] + 2.0 * evidence)
+        gains.append(evidence)
+    assert max(gains) > 0, "the other type's windows show something node_crash's never did"
+    again = load_diagnoser(d.save(tmp_path))
+    assert [again(t)[0] for _, _, t in other] == pytest.approx([d(t)[0] for _, _, t in other])
+
+
 # ------------------------------------------------------------------------------------------ the gate in evaluation
 class _Observer:
     name = "observer"
