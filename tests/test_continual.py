@@ -515,9 +515,9 @@ def test_tiny_protocol_end_to_end(ray_session, tmp_path):
     m = load_job("continual").main([
         "--config", "configs/continual_tiny.yaml", "--out", str(out),
         "--set", "novel_types=1", "--set", "stream.incidents_per_type=2", "--set", "stream.block=1",
-        "--set", "eval.episodes=1", "--set", "bootstrap.samples=100",
+        "--set", "eval.episodes=1", "--set", "eval.every_blocks=2", "--set", "bootstrap.samples=100",
         "--set", "arms=[{name: full}, {name: finetune, gate: false, replay: false}, "
-                 "{name: gate_only, learn: false, replay: false}]"])
+                 "{name: gate_only, learn: false, replay: false}, {name: no_strata, strata: false}]"])
     saved = json.loads((out / "metrics.json").read_text())
     for key in ("unknown_mttr_before_s", "unknown_mttr_after_s", "unknown_mttr_zero_shot_gated_s",
                 "runbook_unknown_mttr_s", "no_meta_unknown_mttr_s", "known_mttr_phase1_s", "known_mttr_phase2_s",
@@ -532,17 +532,27 @@ def test_tiny_protocol_end_to_end(ray_session, tmp_path):
     runs = json.loads((out / "runs.json").read_text())
     run = runs[0]
     full = run["arms"]["full"]
-    # 2 new-type stream incidents, block 1: two learning steps, three paired evaluations (phase 1 + 2 blocks)
-    assert sum(s["new"] for s in full["stream"]) == 2 and len(full["evals"]) == 3
+    # 2 new-type stream incidents, block 1: two learning steps; evaluated every second block: after phase 1 and
+    # the type's last (second) block
+    assert sum(s["new"] for s in full["stream"]) == 2
+    assert [e["label"] for e in full["evals"]] == ["phase1", f"{run['order'][0]}#2"]
     assert all(len(e["ungated"]) == len(run["incidents"]) for e in full["evals"])
     # every arm met the same evaluation incidents (paired)
     for arm in run["arms"].values():
         for e in arm["evals"]:
             assert [(r["fault"], r["seed"]) for r in e["ungated"]] == [tuple(x) for x in run["incidents"]]
     # the learning arms trained: phase 1's 2 iterations + 1 per block
-    for arm in ("full", "finetune"):
+    for arm in ("full", "finetune", "no_strata"):
         summary = json.loads((out / "seed_0" / arm / "summary.json").read_text())
         assert summary["iteration"] == 4
+    # the no-strata arm trained with one stratum: its env runners' and its meta-controller's settings, its buffer
+    import yaml
+
+    flat = yaml.safe_load((out / "seed_0" / "no_strata" / "train_config.yaml").read_text())
+    assert flat["replay"]["novel_stratum"] == flat["replay"]["buffer"]["known_stratum"]
+    assert json.loads((out / "seed_0" / "no_strata" / "meta_state.json").read_text())["config"]["strata"] is False
+    held = json.loads((out / "seed_0" / "no_strata" / "summary.json").read_text())["replay"]
+    assert set(held["strata"]) <= {flat["replay"]["buffer"]["known_stratum"]}, held
     assert "replay" in json.loads((out / "seed_0" / "full" / "summary.json").read_text())
     assert not (out / "seed_0" / "gate_only" / "checkpoints").exists()  # it never trained
     assert m["per_arm"]["gate_only"]["unknown_mttr_after_s"] == m["per_arm"]["gate_only"]["unknown_mttr_before_s"]
