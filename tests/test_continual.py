@@ -332,7 +332,7 @@ def test_pseudo_unknown_plan_never_runs_the_real_unknown_types(split):
     cfg = ContinualConfig.from_dict({"split": split, "pseudo_unknown": 2, "known_types": 4,
                                      "stream": {"incidents_per_type": 5, "block": 2, "new_share": 0.7}})
     draws = set()
-    for seed in range(6):
+    for seed in range(4):
         sp = seed_plan(cfg, seed)
         pseudo = sp["pseudo_unknown"]
         draws.add(tuple(pseudo))
@@ -344,6 +344,7 @@ def test_pseudo_unknown_plan_never_runs_the_real_unknown_types(split):
         assert sorted(sp["order"]) == sorted(pseudo)  # the stream: every pseudo type (novel_types: all)
         assert len(sp["known"]) == 4 and not set(sp["known"]) & (set(pseudo) | real_unknown)
         assert sp["blind_known"] == [f for f in cat.known_in(split) if f not in set(pseudo)]
+        assert sp["blind_known"] == blind_known_types(cfg, seed)
         run = set(sp["known"]) | set(sp["order"]) | {f for f, _ in sp["incidents"]}
         run |= {f for items in sp["stream"] for f, _, _ in items}
         assert not run & real_unknown, run & real_unknown
@@ -388,6 +389,15 @@ def test_pseudo_unknown_types_are_unknown_to_the_references_the_gate_and_trainin
     d = protocol._train_dict(sp["known"], 3, 0, ArmConfig(name="full"), None)
     assert d["replay"]["known_types"] == blind and TrainConfig.from_dict(d).replay.known_types == blind
     protocol.env.close()
+    # jobs/evaluate.py --policy gated:ARM_FOLDER: the gate's runbook reads the arm folder's blind_known.json
+    import json
+
+    from ifshm_ray.eval import gated
+
+    monkeypatch.setattr(gated, "load_gate", lambda path: (None, None))
+    assert gated.make_gated_policy(None, tmp_path, protocol.env).runbook.known == tuple(known)
+    (tmp_path / gated.BLIND_KNOWN_FILE).write_text(json.dumps({"known": blind}))
+    assert gated.make_gated_policy(None, tmp_path, protocol.env).runbook.known == tuple(blind)
     # a blind reference may not know a type the split holds out
     from ifshm_ray.baselines import make_baseline
 

@@ -37,6 +37,7 @@ so hyperparameters are never tuned on them (:func:`seed_plan` lists what a seed 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import shutil
 import sys
@@ -368,11 +369,15 @@ def seed_plan(cfg: ContinualConfig, seed: int) -> dict[str, Any]:
     ``pseudo_unknown`` ([] without it), ``blind_known`` (what the blind references, the gate's runbook and the
     replay's known stratum may know; None: the split's known types), ``stream`` (:func:`stream_plan`) and
     ``incidents`` (the paired evaluation incidents, ``(fault, seed)``, the same for every arm and reference)."""
+    from ifshm_ray.sim.catalog import load_catalog
+
     known, order = draw_types(cfg, seed)
     e = cfg.eval
     incidents = [(f, incident_seed(seed + e.seed_offset, f, i)) for f in [*known, *order] for i in range(e.episodes)]
-    return {"known": known, "order": order, "pseudo_unknown": pseudo_unknown_types(cfg, seed),
-            "blind_known": blind_known_types(cfg, seed) if cfg.pseudo_unknown is not None else None,
+    pseudo = pseudo_unknown_types(cfg, seed)
+    return {"known": known, "order": order, "pseudo_unknown": pseudo,
+            "blind_known": None if cfg.pseudo_unknown is None else [
+                f for f in load_catalog().known_in(cfg.split) if f not in set(pseudo)],
             "stream": stream_plan(cfg, seed, known, order), "incidents": incidents}
 
 
@@ -783,6 +788,10 @@ class Protocol:
             shutil.copytree(p1 / "policy_bundle", out / "policy_bundle")
         meta = MetaController(cfg.meta if arm.strata else cfg.meta.model_copy(update={"strata": False}), calibration)
         diagnose.save(out)
+        if self.blind_known is not None:  # `jobs/evaluate.py --policy gated:OUT`'s runbook: blind to the pseudo types
+            from ifshm_ray.eval.gated import BLIND_KNOWN_FILE
+
+            (out / BLIND_KNOWN_FILE).write_text(json.dumps({"known": list(self.blind_known)}))
         bundle = phase1_bundle
         policy = ModulePolicy(bundle)
         iterations = self.phase1_iterations
