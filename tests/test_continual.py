@@ -385,9 +385,21 @@ def test_pseudo_unknown_types_are_unknown_to_the_references_the_gate_and_trainin
     near = protocol.reference("nearest-known")
     assert near.proto_faults == blind and not set(near.proto_faults) & set(pseudo)
     assert near.protos.shape == (len(blind), len(known))
-    # training: the replay's known stratum is the blind known types
+    # training: the replay's known stratum is the blind known types, and so are the scenario replay's levels on
+    # the learning env of a pseudo-unknown type (jobs/train.py's level sampler)
+    from conftest import load_job
+
+    from ifshm_ray.policy.algo import make_env
+    from ifshm_ray.policy.replay import simulators
+
     d = protocol._train_dict(sp["known"], 3, 0, ArmConfig(name="full"), None)
     assert d["replay"]["known_types"] == blind and TrainConfig.from_dict(d).replay.known_types == blind
+    d = protocol._train_dict([sp["order"][0], *sp["known"]], 3, 0, ArmConfig(name="full"),
+                             {sp["order"][0]: 0.9, **{k: 0.1 / len(sp["known"]) for k in sp["known"]}})
+    env = make_env(TrainConfig.from_dict(d))
+    levels = load_job("train").scenario_levels(TrainConfig.from_dict(d), simulators(env)[0][0])
+    env.close()
+    assert sorted(levels) == sorted(sp["known"]) and sp["order"][0] not in levels
     protocol.env.close()
     # jobs/evaluate.py --policy gated:ARM_FOLDER: the gate's runbook reads the arm folder's blind_known.json
     import json
