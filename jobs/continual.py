@@ -11,7 +11,11 @@ line), ``runs.json`` (every evaluation and stream record), ``config.yaml`` (reso
 ``seed_N/phase1/`` and ``seed_N/<arm>/`` (``jobs/train.py`` folders; a gated arm's folder holds ``meta_state.json``
 and ``diagnoser.json``, so ``jobs/evaluate.py --policy gated:OUT/seed_N/<arm>`` evaluates it behind its gate).
 One progress line per step. ``configs/continual_tiny.yaml`` is a smoke run of a few minutes on 2 cores; its numbers
-mean nothing about adaptation.
+mean nothing about adaptation. ``configs/continual_ablations.yaml``: the ablation arms (without self-imitation,
+strata, scenario replay, the runbook's actions) beside the full system, 3 seeds. ``configs/continual_pseudo.yaml``:
+tuning on known families held out as pseudo-unknown (``pseudo_unknown``; the split's real unknown types are never
+run; a pseudo run's arm folders hold ``blind_known.json``, so that ``gated:`` evaluations stay blind to them).
+``eval.every_blocks``: evaluate after every N-th block of a type only (and its last), for big runs.
 """
 from __future__ import annotations
 

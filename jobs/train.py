@@ -316,10 +316,22 @@ def start_meta_controller(cfg: TrainConfig, algo, resume_ckpt: Path | None):
     return meta
 
 
+def scenario_levels(cfg: TrainConfig, sim) -> list[str] | None:
+    """The level sampler's levels: the fault types ``sim`` draws that are known (in its split, or in
+    ``replay.known_types`` when given); scenario replay re-creates known types only (rehearsal), never the
+    held-out ones. None without scenario replay."""
+    if not cfg.replay.scenario_replay:
+        return None
+    known = set(cfg.replay.known_types if cfg.replay.known_types is not None
+                else sim.catalog.known_in(sim.cfg.split or sim.catalog.default_split))
+    return [f for f in sim.fault_names if f in known]
+
+
 def start_replay_actor(cfg: TrainConfig, out: Path, resume_ckpt: Path | None):
     """The named replay actor (``replay.buffer.actor_name``), restartable: it records every save in
     ``out/replay/LATEST`` and a restarted actor reloads that. Resuming: the checkpoint's replay state is loaded.
-    Scenario replay: its level sampler runs over the env's fault types that are known in its split."""
+    Scenario replay: its level sampler runs over the env's fault types that are known in its split (or in
+    ``replay.known_types`` when given)."""
     import ray
 
     from ifshm_ray.policy.algo import make_env
@@ -327,10 +339,7 @@ def start_replay_actor(cfg: TrainConfig, out: Path, resume_ckpt: Path | None):
     from ifshm_ray.policy.replay import simulators
 
     env = make_env(cfg)
-    sim = simulators(env)[0][0]
-    known = set(sim.catalog.known_in(sim.cfg.split or sim.catalog.default_split))
-    # scenario replay re-creates known types only (rehearsal), never the held-out ones
-    levels = [f for f in sim.fault_names if f in known] if cfg.replay.scenario_replay else None
+    levels = scenario_levels(cfg, simulators(env)[0][0])
     env.close()
     actor = get_or_create_replay_actor(cfg.replay.buffer, state_dir=str(out / "replay"), levels=levels,
                                        level_config=cfg.replay.level_sampler)

@@ -9,10 +9,17 @@ import pytest
 
 from ifshm_ray.config import ConfigError, load_config
 from ifshm_ray.meta.continual import (
+    ArmConfig,
     ContinualConfig,
+    blind_known_types,
     blocks,
     draw_types,
+    evaluate_after_block,
+    evaluation_labels,
+    known_families,
     paired_bootstrap,
+    pseudo_unknown_types,
+    seed_plan,
     stream_plan,
     time_to_adapt,
 )
@@ -31,6 +38,13 @@ from ifshm_ray.meta.continual import (
     ({"stream": {"new_share": 0}}, "new_share"),
     ({"bogus": 1}, "unknown config key"),
     ({"phase1_from": "runs/seed{seed}", "known_types": 4}, "phase1_from"),
+    ({"eval": {"every_blocks": 0}}, "every_blocks"),
+    ({"arms": [{"name": "x", "replay": False, "strata": False}]}, "strata: false"),
+    ({"pseudo_unknown": 14}, "at least one must stay known"),
+    ({"pseudo_unknown": 3, "known_types": 22}, "known_types"),
+    ({"pseudo_unknown": 1, "novel_types": 2}, "novel_types"),
+    ({"pseudo_unknown": 1, "phase1_from": "runs/seed{seed}"}, "phase1_from"),
+    ({"pseudo_unknown": 1, "gate": {"encoder": "results/encoder"}}, "gate.encoder"),
 ])
 def test_bad_config_is_refused_with_a_clear_message(override, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -42,6 +56,15 @@ def test_shipped_configs_load():
     for path in ("configs/continual.yaml", "configs/continual_tiny.yaml"):
         cfg = load_config(ContinualConfig, path)
         assert [a.name for a in cfg.arms] == ["full", "finetune", "uniform", "gate_only", "frozen"]
+    pseudo = load_config(ContinualConfig, "configs/continual_pseudo.yaml")
+    assert pseudo.pseudo_unknown and pseudo.gate.encoder is None
+    abl = load_config(ContinualConfig, "configs/continual_ablations.yaml")
+    assert len(abl.seeds) == 3 and abl.arms[0] == ArmConfig(name="full")
+    # every ablation arm is the full arm with exactly one switch off
+    off = {a.name: [k for k, v in a.to_dict().items() if k != "name" and v != getattr(ArmConfig(name="x"), k)]
+           for a in abl.arms[1:]}
+    assert off == {"no_sil": ["sil"], "no_strata": ["strata"], "no_scenario_replay": ["scenario_replay"],
+                   "no_runbook_actions": ["imitate_runbook"]}
 
 
 def _fake_run(root, protocol, **env_over):
@@ -108,6 +131,306 @@ def test_stream_plan_is_seeded_and_counts_new_incidents():
         assert [sum(n for *_, n in b) for b in cut] == [3, 3, 1] and sum(cut, []) == items
     seeds = [s for items in plan for _, s, _ in items]
     assert len(set(seeds)) == len(seeds)  # every stream incident is a different incident
+
+
+# ------------------------------------------------------------------------------------------ evaluation schedule
+@pytest.mark.timeout(60)
+def test_evaluation_schedule_every_block_is_todays_and_every_n_a_subset():
+    cfg = ContinualConfig.from_dict({"novel_types": 2, "known_types": 3,
+                                     "stream": {"incidents_per_type": 9, "block": 2}})
+    known, order = draw_types(cfg, 0)
+    plan = stream_plan(cfg, 0, known, order)
+    n_blocks = [len(blocks(items, cfg.stream.block)) for items in plan]
+    assert n_blocks == [5, 5]
+    # every_blocks = 1: the labels the protocol has always written (phase 1, then one per block of every type)
+    today = ["phase1"] + [f"{f}#{b + 1}" for f, n in zip(order, n_blocks) for b in range(n)]
+    assert evaluation_labels(order, n_blocks, 1) == today
+    a, b = order
+    assert evaluation_labels(order, n_blocks, 2) == ["phase1", f"{a}#2", f"{a}#4", f"{a}#5", f"{b}#2", f"{b}#4",
+                                                     f"{b}#5"]
+    assert evaluation_labels(order, n_blocks, 3) == ["phase1", f"{a}#3", f"{a}#5", f"{b}#3", f"{b}#5"]
+    assert evaluation_labels(order, n_blocks, 99) == ["phase1", f"{a}#5", f"{b}#5"]  # a type's last block always
+    assert [evaluate_after_block(i, 4, 2) for i in range(4)] == [False, True, False, True]
+
+
+def _synthetic_runs(cfg: ContinualConfig, adapt_block: int) -> list[dict]:
+    """runs as Protocol.run_seed returns them, on the protocol's evaluation schedule, without a simulator: the
+    runbook takes 500 s on every incident, every arm 900 s on a new type until its block ``adapt_block`` (from
+    0), 300 s from then on, and 400 s on the known types."""
+    runs = []
+    for seed in cfg.seeds:
+        sp = seed_plan(cfg, seed)
+        known, order, incidents = sp["known"], sp["order"], sp["incidents"]
+
+        def recs(mttr_of):
+            return [{"fault": f, "seed": s, "mttr_s": float(mttr_of(f)), "success": True, "novel": f in order}
+                    for f, s in incidents]
+
+        refs = {name: recs(lambda f: 500.0) for name in cfg.references}
+        arms = {}
+        for arm in cfg.arms:
+            evals = [{"label": "phase1", "seen": {f: 0 for f in order}, "ungated": recs(lambda f: 400 if f in known
+                                                                                         else 900)}]
+            seen = {f: 0 for f in order}
+            adapted: set[str] = set()
+            for t, fault in enumerate(order):
+                cut = blocks(sp["stream"][t], cfg.stream.block)
+                for b, items in enumerate(cut):
+                    seen[fault] += sum(n for *_, n in items)
+                    if b >= adapt_block:
+                        adapted.add(fault)
+                    if evaluate_after_block(b, len(cut), cfg.eval.every_blocks):
+                        ev = recs(lambda f: 400 if f in known else 300 if f in adapted else 900)
+                        evals.append({"label": f"{fault}#{b + 1}", "seen": dict(seen), "ungated": ev})
+            if arm.gate:
+                for e in evals:
+                    e["gated"] = e["ungated"]
+            stream = [{"fault": f, "seed": s, "new": n, "mttr_s": 600.0, "success": True, "deferred": False}
+                      for items in sp["stream"] for f, s, n in items]
+            arms[arm.name] = {"evals": evals, "stream": stream}
+        runs.append({"seed": seed, "known": known, "order": order, "incidents": incidents, "references": refs,
+                     "arms": arms, "pseudo_unknown": sp["pseudo_unknown"]})
+    return runs
+
+
+@pytest.mark.timeout(120)
+def test_metrics_and_curves_read_a_sparse_evaluation_schedule(tmp_path):
+    from conftest import load_job
+
+    from ifshm_ray.meta.continual import learning_curves, summarise_protocol
+
+    base = {"novel_types": 2, "known_types": 3, "seeds": [0, 1], "stream": {"incidents_per_type": 9, "block": 2},
+            "eval": {"episodes": 2}, "bootstrap": {"samples": 100},
+            "arms": [{"name": "full"}, {"name": "finetune", "gate": False, "replay": False}]}
+    out = {}
+    for every in (1, 2):
+        cfg = ContinualConfig.from_dict({**base, "eval": {"episodes": 2, "every_blocks": every}})
+        runs = _synthetic_runs(cfg, adapt_block=2)
+        assert [e["label"] for e in runs[0]["arms"]["full"]["evals"]] == evaluation_labels(
+            runs[0]["order"], [5, 5], every)
+        m = summarise_protocol(cfg, runs)
+        curves = learning_curves(runs, ["full", "finetune"])
+        assert len(curves["full"]["episodes"]) == 1 + (10 if every == 1 else 6)
+        load_job("continual").plot_curves(curves, m["runbook_unknown_mttr_s"], tmp_path / f"curves{every}.png")
+        assert (tmp_path / f"curves{every}.png").stat().st_size > 1000
+        out[every] = m
+    for m in out.values():  # phase 1 and the last block are evaluated on every schedule
+        assert m["unknown_mttr_before_s"] == 900.0 and m["unknown_mttr_after_s"] == 300.0
+        assert m["known_mttr_phase1_s"] == m["known_mttr_phase2_s"] == 400.0
+    # adapted from block 3 on (6 new-type incidents seen): every evaluation sees it; every second one only at
+    # block 4 (8 seen)
+    for every, episodes in ((1, 6), (2, 8)):
+        tta = out[every]["time_to_adapt_episodes"]
+        assert sum(len(v["per_seed"]) for v in tta.values()) == 4  # 2 types x 2 seeds
+        assert all(x == episodes for v in tta.values() for x in v["per_seed"]), (every, tta)
+    assert out[2]["eval_every_blocks"] == 2
+
+
+# ------------------------------------------------------------------------------------------ the no-strata ablation
+def _protocol(tmp_path, **over):
+    from ifshm_ray.meta.continual import Protocol
+
+    cfg = ContinualConfig.from_dict({"train_config": "configs/tiny.yaml", **over})
+    protocol = Protocol(cfg, tmp_path / "out", progress=lambda _: None)
+    protocol.calibration_path = tmp_path / "novelty_calibration.json"
+    return protocol
+
+
+@pytest.mark.timeout(60)
+def test_no_strata_reaches_the_env_runners_the_meta_controller_and_the_pushes(tmp_path):
+    from ifshm_ray.meta.config import MetaConfig
+    from ifshm_ray.meta.continual import push_stratum
+    from ifshm_ray.meta.controller import MetaController
+    from ifshm_ray.meta.gate import RecordedIncident
+    from ifshm_ray.meta.novelty import calibrate
+    from ifshm_ray.policy.config import TrainConfig
+
+    protocol = _protocol(tmp_path)
+    faults = ["node_crash", "dns_upstream_failure"]
+    full = protocol._train_dict(faults, 5, 0, ArmConfig(name="full"), {"node_crash": 0.9})
+    flat = protocol._train_dict(faults, 5, 0, ArmConfig(name="no_strata", strata=False), {"node_crash": 0.9})
+    for d in (full, flat):
+        TrainConfig.from_dict(d)  # a valid training config
+    known = full["replay"]["buffer"]["known_stratum"]
+    assert full["replay"]["novel_stratum"] != known and full["meta"]["strata"] is True
+    assert flat["replay"]["novel_stratum"] == known and flat["meta"]["strata"] is False
+    # everything else is the same training
+    assert {k: v for k, v in flat.items() if k not in ("replay", "meta")} == \
+        {k: v for k, v in full.items() if k not in ("replay", "meta")}
+    # the meta-controller: a novel incident's stratum and the replay mix
+    cal = calibrate(np.linspace(0, 1, 100))
+    state = np.ones(4)
+    metas = {s: MetaController(MetaConfig(enabled=True, strata=s), cal) for s in (True, False)}
+    decisions = {s: m.observe(5.0, state) for s, m in metas.items()}
+    assert decisions[True].novel and decisions[True].cluster == 0 and decisions[True].stratum == "novel-0"
+    assert decisions[False].novel and decisions[False].cluster == 0 and decisions[False].stratum == known
+    assert set(metas[True].replay_mix()) == {known, "novel-0"} and metas[False].replay_mix() is None
+    # without a state vector (no cluster) a deferred novel incident: the generic novel stratum, or the known one
+    assert metas[True].observe(5.0).stratum is None and metas[False].observe(5.0).stratum == known
+    # the protocol's pushes
+    rec = RecordedIncident(episode=None, info={}, decision=decisions[True])
+    assert push_stratum(rec, ArmConfig(name="full"), known) == "novel-0"
+    assert push_stratum(rec, ArmConfig(name="no_strata", strata=False), known) == known
+    # the meta state keeps the switch (jobs/train.py --resume loads the meta-controller from the checkpoint)
+    metas[False].save(tmp_path / "m")
+    assert MetaController.load(tmp_path / "m").config.strata is False
+
+
+def _tag(section, fault: str):
+    """Run ReplayCallback.on_episode_end on one finished episode of ``fault`` in a real stream env; returns the
+    env runner's pending strata and its recorded outcomes."""
+    from types import SimpleNamespace
+
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    from ifshm_ray.meta.continual import make_stream_env
+    from ifshm_ray.policy.replay import _RUNNER_OUTCOMES, _RUNNER_PENDING, LCD_KEY, ReplayCallback
+
+    faults = sorted({fault, "node_crash"})
+    env = make_stream_env({"faults": faults, "num_envs": 1, "fault_free_prob": 0.0, "seed": 3,
+                           "render_telemetry": False, "split": "handpicked",
+                           "fault_weights": {f: float(f == fault) for f in faults}})
+    obs, _ = env.reset(seed=3)
+    first = {k: v[0] for k, v in obs.items()}
+    episode = SingleAgentEpisode(observations=[first, first], actions=[(0, 0, 0)], rewards=[-1.0],
+                                 infos=[{}, {"mttr_s": 120.0, "success": True}], terminated=True,
+                                 len_lookback_buffer=0)
+    runner = SimpleNamespace(config=SimpleNamespace(learner_config_dict={LCD_KEY: section.to_dict()},
+                                                    in_evaluation=False), worker_index=1)
+    ReplayCallback().on_episode_end(episode=episode, env_runner=runner, env=env, env_index=0)
+    env.close()
+    return {k: len(v) for k, v in getattr(runner, _RUNNER_PENDING).items()}, getattr(runner, _RUNNER_OUTCOMES)
+
+
+@pytest.mark.timeout(120)
+def test_env_runner_tags_strata_by_the_known_types_given():
+    from ifshm_ray.replay.config import ReplaySection
+
+    unknown = "clock_skew_tls"  # held out in handpicked
+    pseudo = "certificate_expiry"  # known in handpicked
+    base = {"enabled": True, "scenario_replay": False}
+    assert _tag(ReplaySection.from_dict(base), unknown) == ({"novel": 1}, [(unknown, False, 120.0, True)])
+    assert _tag(ReplaySection.from_dict(base), pseudo) == ({"known": 1}, [(pseudo, True, 120.0, True)])
+    # pseudo-unknown tuning: replay.known_types leaves the pseudo type out of the known stratum
+    blind = ReplaySection.from_dict({**base, "known_types": ["node_crash"]})
+    assert _tag(blind, pseudo) == ({"novel": 1}, [(pseudo, False, 120.0, True)])
+    # the no-strata ablation: one stratum, but the outcome still says the type is not known (the meta-controller's
+    # forgetting watch is about the known types only)
+    flat = ReplaySection.from_dict({**base, "novel_stratum": "known"})
+    assert _tag(flat, unknown) == ({"known": 1}, [(unknown, False, 120.0, True)])
+
+
+# ------------------------------------------------------------------------------------------ pseudo-unknown tuning
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("split", ["handpicked", "logo_network"])
+def test_pseudo_unknown_plan_never_runs_the_real_unknown_types(split):
+    from ifshm_ray.sim.catalog import load_catalog
+
+    cat = load_catalog()
+    real_unknown = set(cat.unknown_in(split))
+    fams = known_families(split)
+    cfg = ContinualConfig.from_dict({"split": split, "pseudo_unknown": 2, "known_types": 4,
+                                     "stream": {"incidents_per_type": 5, "block": 2, "new_share": 0.7}})
+    draws = set()
+    for seed in range(4):
+        sp = seed_plan(cfg, seed)
+        pseudo = sp["pseudo_unknown"]
+        draws.add(tuple(pseudo))
+        assert sp == seed_plan(cfg, seed)  # seeded
+        # whole families of known types: every known type of a drawn family, two families
+        drawn = {cat.spec(f).family for f in pseudo}
+        assert len(drawn) == 2 and sorted(pseudo) == sorted(t for fam in drawn for t in fams[fam])
+        assert not set(pseudo) & real_unknown
+        assert sorted(sp["order"]) == sorted(pseudo)  # the stream: every pseudo type (novel_types: all)
+        assert len(sp["known"]) == 4 and not set(sp["known"]) & (set(pseudo) | real_unknown)
+        assert sp["blind_known"] == [f for f in cat.known_in(split) if f not in set(pseudo)]
+        assert sp["blind_known"] == blind_known_types(cfg, seed)
+        run = set(sp["known"]) | set(sp["order"]) | {f for f, _ in sp["incidents"]}
+        run |= {f for items in sp["stream"] for f, _, _ in items}
+        assert not run & real_unknown, run & real_unknown
+        assert {f for items in sp["stream"] for f, _, new in items if new} == set(pseudo)
+    assert len(draws) > 1  # the seed draws the families
+    # without pseudo_unknown: today's draw, the real unknown types
+    plain = ContinualConfig.from_dict({"split": split, "known_types": 4})
+    assert seed_plan(plain, 0)["order"] == draw_types(plain, 0)[1] and set(draw_types(plain, 0)[1]) == real_unknown
+    assert pseudo_unknown_types(plain, 0) == [] and seed_plan(plain, 0)["blind_known"] is None
+    assert blind_known_types(plain, 0) == cat.known_in(split)
+
+
+@pytest.mark.timeout(120)
+def test_pseudo_unknown_types_are_unknown_to_the_references_the_gate_and_training(tmp_path, monkeypatch):
+    from ifshm_ray.baselines import nearest as nk
+    from ifshm_ray.env import FaultInjectionEnv
+    from ifshm_ray.policy.config import TrainConfig
+    from ifshm_ray.sim.catalog import load_catalog
+
+    cat = load_catalog()
+    protocol = _protocol(tmp_path, pseudo_unknown=2, known_types=4)
+    sp = seed_plan(protocol.cfg, 0)
+    pseudo, blind = sp["pseudo_unknown"], sp["blind_known"]
+    protocol.blind_known = blind
+    protocol.env = FaultInjectionEnv({**protocol.sim_config, "render_telemetry": True, "faults": "all"})
+    # the blind runbook (and the gate's) keeps no rule written only for a pseudo-unknown type
+    for rb in (protocol.reference("runbook"), protocol.runbook()):
+        assert set(rb.known) == set(blind)
+        assert all(r.generic or set(r.written_for) & set(blind) for r in rb.rules)
+    split_rb = protocol.reference("runbook-full")
+    assert len(split_rb.rules) > len(protocol.runbook().rules)
+    # nearest-known: prototypes of the blind known types only (its prototypes stubbed: built per type, the
+    # restriction is what a split knowing only those types gives)
+    known = cat.known_in("handpicked")
+    fake = {"faults": known, "vectors": np.eye(len(known)).tolist(), "envelope": [0.0] * len(known),
+            "episodes": {f: 1 for f in known}, "no_trigger": [], "split": "handpicked"}
+    monkeypatch.setattr(nk, "load_prototypes", lambda sim_cfg, cfg=None: fake)
+    near = protocol.reference("nearest-known")
+    assert near.proto_faults == blind and not set(near.proto_faults) & set(pseudo)
+    assert near.protos.shape == (len(blind), len(known))
+    # training: the replay's known stratum is the blind known types, and so are the scenario replay's levels on
+    # the learning env of a pseudo-unknown type (jobs/train.py's level sampler)
+    from conftest import load_job
+
+    from ifshm_ray.policy.algo import make_env
+    from ifshm_ray.policy.replay import simulators
+
+    d = protocol._train_dict(sp["known"], 3, 0, ArmConfig(name="full"), None)
+    assert d["replay"]["known_types"] == blind and TrainConfig.from_dict(d).replay.known_types == blind
+    d = protocol._train_dict([sp["order"][0], *sp["known"]], 3, 0, ArmConfig(name="full"),
+                             {sp["order"][0]: 0.9, **{k: 0.1 / len(sp["known"]) for k in sp["known"]}})
+    env = make_env(TrainConfig.from_dict(d))
+    levels = load_job("train").scenario_levels(TrainConfig.from_dict(d), simulators(env)[0][0])
+    env.close()
+    assert sorted(levels) == sorted(sp["known"]) and sp["order"][0] not in levels
+    protocol.env.close()
+    # jobs/evaluate.py --policy gated:ARM_FOLDER: the gate's runbook reads the arm folder's blind_known.json
+    import json
+
+    from ifshm_ray.eval import gated
+
+    monkeypatch.setattr(gated, "load_gate", lambda path: (None, None))
+    assert gated.make_gated_policy(None, tmp_path, protocol.env).runbook.known == tuple(known)
+    (tmp_path / gated.BLIND_KNOWN_FILE).write_text(json.dumps({"known": blind}))
+    assert gated.make_gated_policy(None, tmp_path, protocol.env).runbook.known == tuple(blind)
+    # a blind reference may not know a type the split holds out
+    from ifshm_ray.baselines import make_baseline
+
+    with pytest.raises(ValueError, match="subset"):
+        make_baseline("runbook", 0, protocol.env.sim_cfg, known=["clock_skew_tls"])
+    with pytest.raises(ValueError, match="replay.known_types"):
+        TrainConfig.from_dict({**d, "replay": {**d["replay"], "known_types": ["clock_skew_tls"]}})
+
+
+@pytest.mark.timeout(60)
+def test_pseudo_unknown_refuses_the_llm_semantic_state(tmp_path):
+    import yaml
+
+    from ifshm_ray.meta.continual import Protocol
+
+    train = yaml.safe_load(open("configs/tiny.yaml"))
+    train["policy"]["encoder_checkpoint"] = "results/encoder"
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
+    cfg = ContinualConfig.from_dict({"train_config": str(tmp_path / "train.yaml"), "pseudo_unknown": 1})
+    with pytest.raises(ValueError, match="encoder_checkpoint"):
+        Protocol(cfg, tmp_path / "out", progress=lambda _: None)
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -291,9 +614,9 @@ def test_tiny_protocol_end_to_end(ray_session, tmp_path):
     m = load_job("continual").main([
         "--config", "configs/continual_tiny.yaml", "--out", str(out),
         "--set", "novel_types=1", "--set", "stream.incidents_per_type=2", "--set", "stream.block=1",
-        "--set", "eval.episodes=1", "--set", "bootstrap.samples=100",
+        "--set", "eval.episodes=1", "--set", "eval.every_blocks=2", "--set", "bootstrap.samples=100",
         "--set", "arms=[{name: full}, {name: finetune, gate: false, replay: false}, "
-                 "{name: gate_only, learn: false, replay: false}]"])
+                 "{name: gate_only, learn: false, replay: false}, {name: no_strata, strata: false}]"])
     saved = json.loads((out / "metrics.json").read_text())
     for key in ("unknown_mttr_before_s", "unknown_mttr_after_s", "unknown_mttr_zero_shot_gated_s",
                 "runbook_unknown_mttr_s", "no_meta_unknown_mttr_s", "known_mttr_phase1_s", "known_mttr_phase2_s",
@@ -308,17 +631,27 @@ def test_tiny_protocol_end_to_end(ray_session, tmp_path):
     runs = json.loads((out / "runs.json").read_text())
     run = runs[0]
     full = run["arms"]["full"]
-    # 2 new-type stream incidents, block 1: two learning steps, three paired evaluations (phase 1 + 2 blocks)
-    assert sum(s["new"] for s in full["stream"]) == 2 and len(full["evals"]) == 3
+    # 2 new-type stream incidents, block 1: two learning steps; evaluated every second block: after phase 1 and
+    # the type's last (second) block
+    assert sum(s["new"] for s in full["stream"]) == 2
+    assert [e["label"] for e in full["evals"]] == ["phase1", f"{run['order'][0]}#2"]
     assert all(len(e["ungated"]) == len(run["incidents"]) for e in full["evals"])
     # every arm met the same evaluation incidents (paired)
     for arm in run["arms"].values():
         for e in arm["evals"]:
             assert [(r["fault"], r["seed"]) for r in e["ungated"]] == [tuple(x) for x in run["incidents"]]
     # the learning arms trained: phase 1's 2 iterations + 1 per block
-    for arm in ("full", "finetune"):
+    for arm in ("full", "finetune", "no_strata"):
         summary = json.loads((out / "seed_0" / arm / "summary.json").read_text())
         assert summary["iteration"] == 4
+    # the no-strata arm trained with one stratum: its env runners' and its meta-controller's settings, its buffer
+    import yaml
+
+    flat = yaml.safe_load((out / "seed_0" / "no_strata" / "train_config.yaml").read_text())
+    assert flat["replay"]["novel_stratum"] == flat["replay"]["buffer"]["known_stratum"]
+    assert json.loads((out / "seed_0" / "no_strata" / "meta_state.json").read_text())["config"]["strata"] is False
+    held = json.loads((out / "seed_0" / "no_strata" / "summary.json").read_text())["replay"]
+    assert set(held["strata"]) <= {flat["replay"]["buffer"]["known_stratum"]}, held
     assert "replay" in json.loads((out / "seed_0" / "full" / "summary.json").read_text())
     assert not (out / "seed_0" / "gate_only" / "checkpoints").exists()  # it never trained
     assert m["per_arm"]["gate_only"]["unknown_mttr_after_s"] == m["per_arm"]["gate_only"]["unknown_mttr_before_s"]

@@ -117,6 +117,17 @@ def build_prototypes(sim_cfg, cfg: NearestKnownConfig | None = None) -> dict:
             "calibration_episodes": cfg.calibration_episodes}
 
 
+def restrict_prototypes(protos: dict, known: Sequence[str]) -> dict:
+    """The prototypes of the types in ``known`` only (each type's prototype is its own calibration episodes'
+    mean and the envelope is the fault-free runs', so this is what :func:`build_prototypes` gives for a split that
+    knows only ``known``)."""
+    keep = set(known)
+    idx = [i for i, f in enumerate(protos["faults"]) if f in keep]
+    return {**protos, "faults": [protos["faults"][i] for i in idx], "vectors": [protos["vectors"][i] for i in idx],
+            "episodes": {f: n for f, n in protos.get("episodes", {}).items() if f in keep},
+            "no_trigger": [f for f in protos.get("no_trigger", []) if f in keep]}
+
+
 def excess(x, envelope) -> np.ndarray:
     """How far each feature of ``x`` exceeds the healthy envelope (0 within it)."""
     return np.maximum(np.asarray(x, np.float64) - np.asarray(envelope, np.float64), 0.0)

@@ -279,10 +279,12 @@ def _last(tel: dict, entity: str, metric: str) -> float | None:
     return float(v[-1]) if v else None
 
 
-def make_baseline(name: str, seed: int = 0, sim_cfg=None, nearest_cfg=None) -> Policy:
+def make_baseline(name: str, seed: int = 0, sim_cfg=None, nearest_cfg=None,
+                  known: Sequence[str] | None = None) -> Policy:
     """Build a baseline policy by name (one of :data:`BASELINES`) for the simulator config ``sim_cfg``
     (:class:`~ifshm_ray.config.SimConfig`; default config when None): the blind runbooks and nearest-known use its
-    split's known fault types (``SimConfig.split``). ``nearest_cfg``:
+    split's known fault types (``SimConfig.split``), or ``known`` when given: a subset of them, to blind the
+    references to more types (the continual protocol's pseudo-unknown tuning holds known families out). ``nearest_cfg``:
     :class:`~ifshm_ray.baselines.config.NearestKnownConfig` (default when None)."""
     from ifshm_ray.config import SimConfig
     from ifshm_ray.sim.catalog import load_catalog
@@ -295,7 +297,15 @@ def make_baseline(name: str, seed: int = 0, sim_cfg=None, nearest_cfg=None) -> P
         return RandomPolicy(seed)
     sim_cfg = sim_cfg if sim_cfg is not None else SimConfig()
     cat = load_catalog(sim_cfg.catalog)
-    known = cat.known_in(sim_cfg.split)
+    split_known = cat.known_in(sim_cfg.split)
+    if known is None:
+        known = split_known
+    else:
+        bad = sorted(set(known) - set(split_known))
+        if bad or not known:
+            raise ValueError(f"known = {list(known)}: a blind reference may know only a non-empty subset of split "
+                             f"{sim_cfg.split!r}'s known types; {bad or 'nothing'} is not one")
+        known = [f for f in split_known if f in set(known)]
     if name == "runbook":
         return RunbookPolicy(instant=False, known=known, fault_names=cat.names)
     if name == "runbook-full":
@@ -304,6 +314,6 @@ def make_baseline(name: str, seed: int = 0, sim_cfg=None, nearest_cfg=None) -> P
         return RunbookPolicy(instant=True, known=known, fault_names=cat.names)
     if name == "escalate-first":
         return EscalateFirstPolicy()
-    from ifshm_ray.baselines.nearest import NearestKnownPolicy, load_prototypes
+    from ifshm_ray.baselines.nearest import NearestKnownPolicy, load_prototypes, restrict_prototypes
 
-    return NearestKnownPolicy(load_prototypes(sim_cfg, nearest_cfg), sim_cfg)
+    return NearestKnownPolicy(restrict_prototypes(load_prototypes(sim_cfg, nearest_cfg), known), sim_cfg)

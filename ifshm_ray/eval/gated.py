@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 
 PREFIX = "gated:"
+BLIND_KNOWN_FILE = "blind_known.json"
+"""Beside the gate of a run blind to more types than its split's unknown ones (``jobs/continual.py``'s pseudo-unknown
+tuning): ``{"known": [...]}``, the only known types the gate's runbook may use."""
 
 
 def _find(path: Path, bundle_dir: Path, name: str) -> Path:
@@ -44,14 +47,29 @@ def load_gate(path: str | Path):
     return meta, load_diagnoser(_find(path, bundle_dir, DIAGNOSER_FILE))
 
 
+def load_blind_known(path: str | Path) -> list[str] | None:
+    """The known types of ``path``'s ``blind_known.json`` (:data:`BLIND_KNOWN_FILE`), None without one."""
+    import json
+
+    from ifshm_ray.policy.bundle import BUNDLE_DIRNAME
+
+    path = Path(path).expanduser().resolve()
+    for folder in (path / BUNDLE_DIRNAME, path):
+        if (folder / BLIND_KNOWN_FILE).is_file():
+            return list(json.loads((folder / BLIND_KNOWN_FILE).read_text())["known"])
+    return None
+
+
 def make_gated_policy(policy: Any, path: str | Path, env: Any = None):
     """A :class:`GatedPolicy` (``update=False``) over ``policy`` (the bundle's, already loaded) with the gate of
-    ``path``; a deferred incident goes to the blind runbook of ``env``'s split (its known types' rules only)."""
+    ``path``; a deferred incident goes to the blind runbook of ``env``'s split (its known types' rules only, or
+    those of :func:`load_blind_known`'s types when ``path`` has a ``blind_known.json``)."""
     from ifshm_ray.baselines.policies import make_baseline
     from ifshm_ray.meta.gate import GatedPolicy
 
     meta, diagnose = load_gate(path)
-    runbook = make_baseline("runbook", 0, getattr(getattr(env, "unwrapped", env), "sim_cfg", None))
+    runbook = make_baseline("runbook", 0, getattr(getattr(env, "unwrapped", env), "sim_cfg", None),
+                            known=load_blind_known(path))
     gated = GatedPolicy(policy, runbook, meta, diagnose, update=False)
     gated.name = f"gated({Path(path).name})"
     return gated

@@ -99,6 +99,11 @@ class MetaConfig(ConfigModel):
     (nothing is novel) until one is set."""
     known_stratum: str = "known"
     """Replay stratum of the known fault types (ReplayConfig.known_stratum)."""
+    strata: bool = True
+    """Novel clusters get replay strata of their own (``clusters.stratum_prefix`` + k) and :meth:`replay_mix
+    <ifshm_ray.meta.controller.MetaController.replay_mix>` weights them against the known stratum. False (the
+    continual protocol's no-strata ablation): every incident's stratum is ``known_stratum`` and no mix is set, so
+    the buffer holds one stratum and a surge of a new fault can evict the memory of the known ones."""
     decide_on: Literal["firing", "pending", "action"] = "firing"
     """When the gate (:class:`~ifshm_ray.meta.gate.GatedPolicy`) decides, once per incident: ``firing`` (default) at
     the first window with a firing alarm (the blind runbook acts on firing alarms too); ``pending`` at the first

@@ -16,20 +16,28 @@ Per seed:
    incidents into its replay (their strata: the gate's clusters) and trains ``stream.iterations_per_block`` PPO
    iterations (``jobs/train.py --resume``) on an env drawing the current new type with weight ``new_share`` and the
    known types with the rest (the same env-step budget for every learning arm; scenario replay only ever
-   reweights the known types); then every arm gets a paired evaluation.
+   reweights the known types); then every arm gets a paired evaluation (on the schedule ``eval.every_blocks``).
 4. **Paired evaluations**: the same incidents (``eval.episodes`` per type, seeds from the seed and the type) for every
-   arm and reference, after phase 1 and after every block: the policy ungated (its own skill) on the eval known
+   arm and reference, after phase 1 and after every block (``eval.every_blocks`` = N: after every N-th block of a
+   type and its last: :func:`evaluate_after_block`): the policy ungated (its own skill) on the eval known
    types and on every unknown type, and, for a gated arm, gated. The ungated outcomes on unknown-type incidents that
    the gate flags novel go to the trust table as the policy's (the meta-controller's only source of them).
 
 Arms (``arms``): ``full`` (replay + self-imitation + scenario replay + meta-controller + gate), ``finetune`` (PPO
 fine-tuning without replay, no gate), ``uniform`` (as full with uniform instead of prioritized replay), ``gate_only``
 (the phase-1 policy behind the gate; the trust table learns, the policy does not), ``frozen`` (the phase-1 policy).
-Ablations are arms with other switches (:class:`ArmConfig`). Metrics: :func:`summarise_protocol`.
+Ablations are arms with other switches (:class:`ArmConfig`: ``sil``, ``strata``, ``scenario_replay``,
+``imitate_runbook``; ``configs/continual_ablations.yaml``). Metrics: :func:`summarise_protocol`.
+
+Tuning (``pseudo_unknown``, ``configs/continual_pseudo.yaml``): whole families of the split's known types, drawn
+with the seed, play the unknown types, and everything that is blind to the unknown types (phase 1, the gate, the
+blind references, the replay's known stratum) is blind to them too; the split's real unknown types are never run,
+so hyperparameters are never tuned on them (:func:`seed_plan` lists what a seed runs).
 """
 from __future__ import annotations
 
 import copy
+import json
 import math
 import shutil
 import sys
@@ -77,6 +85,12 @@ class ArmConfig(ConfigModel):
     imitate_runbook: bool = True
     """Keep the stream incidents the gate deferred (the runbook's or escalation's actions) in what is pushed
     (False: the arm without them, to measure how much adaptation came from imitating the runbook)."""
+    strata: bool = True
+    """A replay stratum per novel cluster beside the known stratum, under one capacity with the known stratum
+    keeping at least half (False: the no-strata ablation: every recorded incident and every training episode goes
+    into the known stratum, so a surge of a new fault can evict the memory of the known ones; reaches the
+    protocol's pushes, ``replay.novel_stratum`` of the env runners and the meta-controller's replay mix
+    (``meta.strata``) through the training config)."""
 
     @model_validator(mode="after")
     def _check(self) -> "ArmConfig":
@@ -85,6 +99,8 @@ class ArmConfig(ConfigModel):
         if not self.learn and self.replay:
             raise ValueError(f"arm {self.name!r}: replay needs learn (set replay: false for an arm that does not "
                              "learn)")
+        if not self.strata and not self.replay:
+            raise ValueError(f"arm {self.name!r}: strata: false is an ablation of the replay; it needs replay")
         return self
 
 
@@ -117,6 +133,14 @@ class EvalSection(ConfigModel):
 
     episodes: int = Field(20, ge=1)
     """Incidents per fault type in each paired evaluation."""
+    every_blocks: int = Field(1, ge=1)
+    """Evaluate after phase 1, after every this-many-th block of a new type and always after a type's last block
+    (:func:`evaluate_after_block`; 1: after every block). The evaluations are the protocol's main cost ((known +
+    unknown types) x ``episodes`` incidents per arm, twice for a gated arm), but everything measured on them is then
+    at this granularity: time to adapt counts the new-type episodes seen at the first of two consecutive
+    evaluations at or below the runbook (a multiple of ``every_blocks * stream.block``, or the type's total), the
+    learning curves have fewer points, and a gated arm's trust table hears of the policy's own (ungated) skill on
+    novel clusters only at evaluations, so it can trust the policy later."""
     seed_offset: int = Field(900_000, ge=0)
     """Evaluation incident seeds: from (seed + this, type, index); the same for every arm and reference."""
 
@@ -171,6 +195,15 @@ class ContinualConfig(ConfigModel):
     """A seeded subset of this many known types for phase 1 and the evaluations (tiny runs); None: all."""
     novel_types: int | None = Field(None, ge=1)
     """The first this many unknown types of the seeded stream order (tiny runs); None: all."""
+    pseudo_unknown: int | None = Field(None, ge=1)
+    """Tuning mode (issue 15: tune on known families held out as pseudo-unknown, never on the real held-out
+    types): this many catalog families, drawn with the seed among those with a type known in the split, have
+    their known types play the unknown ones (:func:`pseudo_unknown_types`). Phase 1, the gate's fit and
+    calibration, the known evaluations and the known stream incidents use the other known types; the pseudo-unknown
+    types are the stream and the unknown evaluations; the blind references, the gate's runbook and the replay's
+    known stratum know only the split's known types less them (:func:`blind_known_types`); the split's real unknown
+    types are never run. Needs no LM (``gate.encoder``, the policy's ``encoder_checkpoint``: their encoders know
+    every known type) and no ``phase1_from`` (trained on all known types). None: the real unknown types."""
     phase1_iterations: int = Field(30, ge=1)
     """PPO iterations of phase 1."""
     phase1_from: str | None = None
@@ -225,15 +258,37 @@ class ContinualConfig(ConfigModel):
         from ifshm_ray.sim.catalog import load_catalog
 
         cat = load_catalog()
-        if self.known_types is not None and self.known_types > len(cat.known_in(self.split)):
-            raise ValueError(f"known_types = {self.known_types} but split {self.split!r} has "
-                             f"{len(cat.known_in(self.split))} known types")
         if self.phase1_from is not None and self.known_types is not None:
             raise ValueError("phase1_from: an adopted phase-1 run was trained on all known types of the split; "
                              f"known_types must be null (got {self.known_types})")
-        if self.novel_types is not None and self.novel_types > len(cat.unknown_in(self.split)):
-            raise ValueError(f"novel_types = {self.novel_types} but split {self.split!r} has "
-                             f"{len(cat.unknown_in(self.split))} unknown types")
+        if self.pseudo_unknown is None:
+            if self.known_types is not None and self.known_types > len(cat.known_in(self.split)):
+                raise ValueError(f"known_types = {self.known_types} but split {self.split!r} has "
+                                 f"{len(cat.known_in(self.split))} known types")
+            if self.novel_types is not None and self.novel_types > len(cat.unknown_in(self.split)):
+                raise ValueError(f"novel_types = {self.novel_types} but split {self.split!r} has "
+                                 f"{len(cat.unknown_in(self.split))} unknown types")
+            return self
+        # pseudo-unknown tuning: the bounds must hold whichever families the seed draws
+        if self.phase1_from is not None:
+            raise ValueError("phase1_from: an adopted phase-1 run was trained on every known type of the split, the "
+                             "pseudo-unknown ones included; pseudo_unknown needs phase 1 trained here")
+        if self.gate.encoder:
+            raise ValueError("pseudo_unknown: gate.encoder was fine-tuned on every known type of the split, the "
+                             "pseudo-unknown ones included; use the feature diagnoser (gate.encoder: null)")
+        sizes = sorted(len(v) for v in known_families(self.split).values())
+        n = self.pseudo_unknown
+        if n >= len(sizes):
+            raise ValueError(f"pseudo_unknown = {n} families but split {self.split!r} has {len(sizes)} families with "
+                             "known types; at least one must stay known")
+        least_known = sum(sizes) - sum(sizes[-n:])
+        if least_known < max(2, self.known_types or 2):
+            raise ValueError(f"pseudo_unknown = {n}: holding out the {n} largest families leaves {least_known} "
+                             f"known types; phase 1 and the gate need at least {max(2, self.known_types or 2)} "
+                             "(known_types)")
+        if self.novel_types is not None and self.novel_types > sum(sizes[:n]):
+            raise ValueError(f"novel_types = {self.novel_types} but the {n} smallest families of split "
+                             f"{self.split!r} have only {sum(sizes[:n])} known types to hold out as pseudo-unknown")
         return self
 
 
@@ -243,12 +298,52 @@ def incident_seed(seed: int, fault: str, i: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(fault.encode()) * 7919 + i) % (2**31 - 1)
 
 
+def known_families(split: str) -> dict[str, list[str]]:
+    """Catalog family -> its types known in ``split`` (families with at least one; sorted)."""
+    from ifshm_ray.sim.catalog import load_catalog
+
+    cat = load_catalog()
+    out: dict[str, list[str]] = {}
+    for name in cat.known_in(split):
+        out.setdefault(cat.spec(name).family, []).append(name)
+    return {f: sorted(v) for f, v in sorted(out.items())}
+
+
+def pseudo_unknown_types(cfg: ContinualConfig, seed: int) -> list[str]:
+    """The known types that play the unknown ones under ``cfg.pseudo_unknown`` (every known type of that many
+    families drawn with the seed; sorted), or [] without it."""
+    if cfg.pseudo_unknown is None:
+        return []
+    fams = known_families(cfg.split)
+    names = list(fams)
+    rng = np.random.default_rng([seed, 17])
+    drawn = [names[i] for i in rng.choice(len(names), cfg.pseudo_unknown, replace=False)]
+    return sorted(t for f in drawn for t in fams[f])
+
+
+def blind_known_types(cfg: ContinualConfig, seed: int) -> list[str]:
+    """What the blind references, the gate's runbook and the replay's known stratum may know: the split's known
+    types, less the pseudo-unknown ones (catalog order)."""
+    from ifshm_ray.sim.catalog import load_catalog
+
+    pseudo = set(pseudo_unknown_types(cfg, seed))
+    return [f for f in load_catalog().known_in(cfg.split) if f not in pseudo]
+
+
 def draw_types(cfg: ContinualConfig, seed: int) -> tuple[list[str], list[str]]:
-    """(known types used, unknown types in stream order) for one seed."""
+    """(known types used, unknown types in stream order) for one seed. With ``pseudo_unknown`` the unknown types
+    are the pseudo-unknown known types and the known ones the rest of the split's known types (the split's real
+    unknown types appear in neither)."""
     from ifshm_ray.sim.catalog import load_catalog
 
     cat = load_catalog()
     known, unknown = sorted(cat.known_in(cfg.split)), sorted(cat.unknown_in(cfg.split))
+    if cfg.pseudo_unknown is not None:
+        unknown = pseudo_unknown_types(cfg, seed)
+        known = sorted(set(known) - set(unknown))
+        if cfg.known_types is not None and cfg.known_types > len(known):
+            raise ValueError(f"seed {seed}: known_types = {cfg.known_types} but {len(known)} known types remain "
+                             f"after the pseudo-unknown {unknown}")
     rng = np.random.default_rng([seed, 15])
     order = [unknown[i] for i in rng.permutation(len(unknown))][: cfg.novel_types or len(unknown)]
     if cfg.known_types is not None:
@@ -277,6 +372,24 @@ def stream_plan(cfg: ContinualConfig, seed: int, known: Sequence[str],
     return plan
 
 
+def seed_plan(cfg: ContinualConfig, seed: int) -> dict[str, Any]:
+    """Every fault type and incident one seed runs (pure: no simulator): ``known`` (phase 1, the gate's fit and
+    calibration windows, the known evaluations and stream incidents), ``order`` (the new types in stream order),
+    ``pseudo_unknown`` ([] without it), ``blind_known`` (what the blind references, the gate's runbook and the
+    replay's known stratum may know; None: the split's known types), ``stream`` (:func:`stream_plan`) and
+    ``incidents`` (the paired evaluation incidents, ``(fault, seed)``, the same for every arm and reference)."""
+    from ifshm_ray.sim.catalog import load_catalog
+
+    known, order = draw_types(cfg, seed)
+    e = cfg.eval
+    incidents = [(f, incident_seed(seed + e.seed_offset, f, i)) for f in [*known, *order] for i in range(e.episodes)]
+    pseudo = pseudo_unknown_types(cfg, seed)
+    return {"known": known, "order": order, "pseudo_unknown": pseudo,
+            "blind_known": None if cfg.pseudo_unknown is None else [
+                f for f in load_catalog().known_in(cfg.split) if f not in set(pseudo)],
+            "stream": stream_plan(cfg, seed, known, order), "incidents": incidents}
+
+
 def blocks(items: Sequence[tuple[str, int, bool]], block: int) -> list[list[tuple[str, int, bool]]]:
     """Cut a type's stream after every ``block`` new-type incidents (the known ones go with the block they are
     in)."""
@@ -290,6 +403,19 @@ def blocks(items: Sequence[tuple[str, int, bool]], block: int) -> list[list[tupl
     if cur:
         out.append(cur)
     return out
+
+
+def evaluate_after_block(b: int, n_blocks: int, every_blocks: int) -> bool:
+    """Whether the paired evaluation runs after block ``b`` (from 0) of a new type's ``n_blocks``: after every
+    ``every_blocks``-th and always after the last (``eval.every_blocks``)."""
+    return (b + 1) % every_blocks == 0 or b == n_blocks - 1
+
+
+def evaluation_labels(order: Sequence[str], n_blocks: Sequence[int], every_blocks: int) -> list[str]:
+    """The labels of one arm's paired evaluations, in order: ``phase1``, then ``<type>#<block from 1>`` for the
+    blocks :func:`evaluate_after_block` selects (``n_blocks[t]``: the number of blocks of ``order[t]``)."""
+    return ["phase1"] + [f"{fault}#{b + 1}" for fault, n in zip(order, n_blocks) for b in range(n)
+                         if evaluate_after_block(b, n, every_blocks)]
 
 
 def paired_bootstrap(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], samples: int, seed: int,
@@ -365,12 +491,13 @@ class ModulePolicy:
         return np.asarray(self.bundle.act(obs, deterministic=True), np.int64)
 
 
-def reference_policy(name: str, sim_cfg: Any = None):
+def reference_policy(name: str, sim_cfg: Any = None, known: Sequence[str] | None = None):
     """A reference by name for the simulator config ``sim_cfg`` (its split: the blind runbooks and nearest-known
-    know only its known types); None when this checkout has no such baseline."""
+    know only its known types, or only ``known``, a subset of them: :func:`blind_known_types`); None when this
+    checkout has no such baseline."""
     from ifshm_ray.baselines import BASELINES, make_baseline
 
-    return make_baseline(name, 0, sim_cfg) if name in BASELINES else None
+    return make_baseline(name, 0, sim_cfg, known=known) if name in BASELINES else None
 
 
 def run_incidents(env, policy, incidents: Sequence[tuple[str, int]]) -> list[dict]:
@@ -383,6 +510,15 @@ def run_incidents(env, policy, incidents: Sequence[tuple[str, int]]) -> list[dic
 def mean_mttr(records: Sequence[dict], faults: Sequence[str] | None = None) -> float | None:
     xs = [r["mttr_s"] for r in records if faults is None or r["fault"] in faults]
     return float(np.mean(xs)) if xs else None
+
+
+def push_stratum(incident, arm: ArmConfig, known_stratum: str, novel_stratum: str = "novel") -> str:
+    """The replay stratum a recorded stream incident is pushed into: its gate cluster's
+    (:func:`~ifshm_ray.meta.gate.incident_stratum`), or the known stratum for every incident of an arm without
+    ``strata``."""
+    from ifshm_ray.meta.gate import incident_stratum
+
+    return incident_stratum(incident, known_stratum, novel_stratum) if arm.strata else known_stratum
 
 
 # ============================================================================================ the run
@@ -424,10 +560,20 @@ class Protocol:
         env_cfg.pop("seed", None)
         env_cfg["split"] = cfg.split
         self.sim_config = {k: v for k, v in env_cfg.items() if k not in ("render_telemetry", "mine_logs")}
+        if cfg.pseudo_unknown is not None and self.base_train["policy"].get("encoder_checkpoint"):
+            raise ValueError(f"pseudo_unknown: train_config {cfg.train_config!r} gives the policy an LLM semantic "
+                             "state (policy.encoder_checkpoint), whose encoder and semantic table know every known "
+                             "type of the split, the pseudo-unknown ones included; tune without it")
+        self.blind_known: list[str] | None = None  # set per seed (run_seed): None, the split's known types
+
+    def reference(self, name: str):
+        """A reference policy of this seed, blind to the types :func:`blind_known_types` leaves out."""
+        return reference_policy(name, self.env.sim_cfg, self.blind_known)
 
     def runbook(self):
-        """The blind runbook of the protocol's split: where the gate defers to."""
-        return reference_policy("runbook", self.env.sim_cfg)
+        """The blind runbook of the protocol's split (and of the seed's pseudo-unknown types): where the gate
+        defers to."""
+        return self.reference("runbook")
 
     def log(self, msg: str) -> None:
         self.progress(f"[continual {time.time() - self.t0:6.0f}s] {msg}")
@@ -447,6 +593,8 @@ class Protocol:
         replay = bool(arm is not None and arm.replay)
         d["replay"]["enabled"] = replay
         d["meta"] = {**self.cfg.meta.to_dict(), "enabled": replay}
+        if self.cfg.pseudo_unknown is not None:  # the pseudo-unknown types are novel to the replay too
+            d["replay"]["known_types"] = list(self.blind_known)
         if replay:
             d["replay"]["buffer"]["gamma"] = d["ppo"]["gamma"]
             if not arm.prioritized:
@@ -456,6 +604,9 @@ class Protocol:
             d["replay"]["scenario_replay"] = arm.scenario_replay
             d["meta"]["known_stratum"] = d["replay"]["buffer"]["known_stratum"]
             d["meta"]["calibration"] = str(self.calibration_path)
+            if not arm.strata:  # one stratum: the env runners' unknown-type episodes and the mix too
+                d["replay"]["novel_stratum"] = d["replay"]["buffer"]["known_stratum"]
+                d["meta"]["strata"] = False
         return d
 
     def _train(self, out: Path, d: dict, resume: bool) -> dict:
@@ -559,8 +710,12 @@ class Protocol:
 
         cfg = self.cfg
         root = self.out / f"seed_{seed}"
-        known, order = draw_types(cfg, seed)
-        self.log(f"seed {seed}: {len(known)} known types, stream order {order}")
+        sp = seed_plan(cfg, seed)
+        known, order, incidents, plan = sp["known"], sp["order"], sp["incidents"], sp["stream"]
+        self.blind_known = sp["blind_known"]
+        self.log(f"seed {seed}: {len(known)} known types, stream order {order}" + (
+            f" (pseudo-unknown: {sp['pseudo_unknown']}; the split's unknown types are not run)"
+            if cfg.pseudo_unknown is not None else ""))
         self.env = FaultInjectionEnv({**self.sim_config, "render_telemetry": True, "faults": "all"})
 
         # ---- phase 1
@@ -596,40 +751,40 @@ class Protocol:
         self.log(f"seed {seed}: gate threshold {calibration.threshold:.3f} on {len(cal_windows)} known windows "
                  f"(false-positive rate there {calibration.calibration_fpr:.3f})")
 
-        # ---- paired evaluation incidents and references
-        e = cfg.eval
-        incidents = [(f, incident_seed(seed + e.seed_offset, f, i)) for f in [*known, *order]
-                     for i in range(e.episodes)]
+        # ---- references on the paired evaluation incidents
         refs: dict[str, list[dict] | None] = {}
         if "nearest-known" in cfg.references:  # its calibration incidents must not be evaluation incidents
             from ifshm_ray.baselines.config import NearestKnownConfig
             from ifshm_ray.baselines.nearest import calibration_seeds
+            from ifshm_ray.sim.catalog import load_catalog
 
-            clash = sorted({s for _, s in incidents} & calibration_seeds(NearestKnownConfig(), known))
+            # (its prototypes are built from every known type of the split, then restricted to blind_known)
+            clash = sorted({s for _, s in incidents}
+                           & calibration_seeds(NearestKnownConfig(), load_catalog().known_in(cfg.split)))
             if clash:
                 raise ValueError(f"evaluation incident seeds {clash[:5]} are nearest-known calibration seeds; "
                                  "change eval.seed_offset")
         for name in cfg.references:
-            pol = reference_policy(name, self.env.sim_cfg)
+            pol = self.reference(name)
             refs[name] = run_incidents(self.env, pol, incidents) if pol is not None else None
             self.log(f"seed {seed}: reference {name}: " + ("not in this checkout (null)" if pol is None else
                      f"unknown-type MTTR {mean_mttr(refs[name], order):.0f} s"))
 
         self._phase1_ungated = run_incidents(self.env, ModulePolicy(phase1_bundle), incidents)
         arms: dict[str, dict] = {}
-        plan = stream_plan(cfg, seed, known, order)
         for arm in cfg.arms:
             arms[arm.name] = self._run_arm(arm, seed, root, p1, known, order, plan, incidents, calibration,
                                            diagnose, phase1_bundle)
         self.env.close()
-        return {"seed": seed, "known": known, "order": order, "incidents": incidents, "references": refs,
+        return {"seed": seed, "known": known, "order": order, "pseudo_unknown": sp["pseudo_unknown"],
+                "blind_known": self.blind_known, "incidents": incidents, "references": refs,
                 "calibration": calibration.to_dict(), "arms": arms}
 
     def _run_arm(self, arm: ArmConfig, seed: int, root: Path, p1: Path, known: list[str], order: list[str],
                  plan: list, incidents: list, calibration, diagnose, phase1_bundle) -> dict:
         """Phase 2 of one arm (see the module doc): its stream, learning steps and paired evaluations."""
         from ifshm_ray.meta.controller import MetaController
-        from ifshm_ray.meta.gate import GatedPolicy, incident_stratum, record_incident
+        from ifshm_ray.meta.gate import GatedPolicy, record_incident
         from ifshm_ray.policy.bundle import load_policy_bundle
 
         cfg = self.cfg
@@ -640,8 +795,12 @@ class Protocol:
         else:  # the phase-1 bundle beside its gate, so that `jobs/evaluate.py --policy gated:OUT` works here too
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(p1 / "policy_bundle", out / "policy_bundle")
-        meta = MetaController(cfg.meta, calibration)
+        meta = MetaController(cfg.meta if arm.strata else cfg.meta.model_copy(update={"strata": False}), calibration)
         diagnose.save(out)
+        if self.blind_known is not None:  # `jobs/evaluate.py --policy gated:OUT`'s runbook: blind to the pseudo types
+            from ifshm_ray.eval.gated import BLIND_KNOWN_FILE
+
+            (out / BLIND_KNOWN_FILE).write_text(json.dumps({"known": list(self.blind_known)}))
         bundle = phase1_bundle
         policy = ModulePolicy(bundle)
         iterations = self.phase1_iterations
@@ -662,7 +821,8 @@ class Protocol:
         evaluate(seen, "phase1")
         meta.set_known_baseline({f: mean_mttr(evals[0]["ungated"], [f]) for f in known})
         for t, fault in enumerate(order):
-            for b, items in enumerate(blocks(plan[t], cfg.stream.block)):
+            type_blocks = blocks(plan[t], cfg.stream.block)
+            for b, items in enumerate(type_blocks):
                 deployed = GatedPolicy(policy, self.runbook(), meta, diagnose, update=True) if arm.gate else policy
                 pushed = []
                 for f, s, is_new in items:
@@ -678,7 +838,7 @@ class Protocol:
                                         "deferred": rec.deferred})
                     seen[fault] += is_new
                     if arm.push_stream and (arm.imitate_runbook or not rec.deferred):
-                        pushed.append((incident_stratum(rec, cfg.meta.known_stratum, "novel"), rec.episode))
+                        pushed.append((push_stratum(rec, arm, cfg.meta.known_stratum), rec.episode))
                 if arm.learn:
                     weights = {fault: cfg.stream.new_share}
                     if cfg.stream.new_share < 1.0:
@@ -700,7 +860,8 @@ class Protocol:
                     cache["ungated"] = None  # a new policy: run its ungated evaluation
                     self.log(f"seed {seed} arm {arm.name}: {fault} block {b + 1}: trained to iteration {iterations}"
                              f" ({n_pushed} recorded incidents stored in the replay)")
-                evaluate(seen, f"{fault}#{b + 1}")
+                if evaluate_after_block(b, len(type_blocks), cfg.eval.every_blocks):
+                    evaluate(seen, f"{fault}#{b + 1}")
         meta.save(out)
         if arm.learn:
             meta.save(out / "policy_bundle")
@@ -755,7 +916,10 @@ def summarise_protocol(cfg: ContinualConfig, runs: list[dict]) -> dict:
     def cmp(a, b, relative=False):
         return None if a is None or b is None else paired_bootstrap(a, b, bs.samples, bs.seed, relative)
 
-    m: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "split": cfg.split, "arms": names}
+    m: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "split": cfg.split, "arms": names,
+                         "eval_every_blocks": cfg.eval.every_blocks}
+    if cfg.pseudo_unknown is not None:  # a tuning run: its "unknown" types are known families held out
+        m["pseudo_unknown"] = {str(run["seed"]): run["pseudo_unknown"] for run in runs}
     rb_unk, rb_kn = ref_seed("runbook", unk), ref_seed("runbook", kn)
     for name, key in REFERENCE_KEYS.items():
         m[key] = mean(ref_seed(name, unk)) if name in cfg.references else None
@@ -841,7 +1005,7 @@ def _rank_in_type(stream: list[dict], item: dict) -> int:
 
 def _time_to_adapt(runs: list[dict], arm: str) -> dict[str, Any]:
     """Per new type (over seeds): episodes until its ungated MTTR is at or below the runbook's in two
-    consecutive paired evaluations."""
+    consecutive paired evaluations (at the evaluation schedule's granularity, ``eval.every_blocks``)."""
     out: dict[str, list] = {}
     for run in runs:
         evals = run["arms"][arm]["evals"]

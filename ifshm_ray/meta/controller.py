@@ -218,8 +218,11 @@ class MetaController:
         return float(unknown_score) > self.calibration.threshold
 
     def stratum(self, cluster: int | None) -> str:
-        """The replay stratum of a cluster (the known stratum for None)."""
-        return self.config.known_stratum if cluster is None else f"{self.config.clusters.stratum_prefix}{cluster}"
+        """The replay stratum of a cluster (the known stratum for None, and for every cluster without
+        ``config.strata``)."""
+        if cluster is None or not self.config.strata:
+            return self.config.known_stratum
+        return f"{self.config.clusters.stratum_prefix}{cluster}"
 
     def observe(self, unknown_score: float | None, state: Sequence[float] | None = None,
                 update: bool = True) -> GateDecision:
@@ -252,7 +255,8 @@ class MetaController:
         if update:
             self.num_deferred[actor] += 1
         return GateDecision(actor, True, True, f"{head}; policy not trusted: {why}; deferred to {actor}: {fb}",
-                            score, self.threshold, cluster, self.stratum(cluster) if cluster is not None else None,
+                            score, self.threshold, cluster,
+                            self.stratum(cluster) if cluster is not None or not self.config.strata else None,
                             created)
 
     def record(self, cluster: int | None, actor: str, success: bool, mttr_s: float) -> None:
@@ -261,8 +265,9 @@ class MetaController:
 
     # ------------------------------------------------------------------ steering
     def replay_mix(self) -> dict[str, float] | None:
-        """Stratum weights for the replay actor's ``set_mix`` (None while there is no novel cluster)."""
-        if not len(self.clusters):
+        """Stratum weights for the replay actor's ``set_mix`` (None while there is no novel cluster, and always
+        without ``config.strata``: one stratum, nothing to mix)."""
+        if not len(self.clusters) or not self.config.strata:
             return None
         s = self.config.steering
         need = {self.stratum(k): (s.trusted_weight if self.trust.trusted(k)[0] else 1.0)

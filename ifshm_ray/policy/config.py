@@ -264,6 +264,14 @@ class TrainConfig(ConfigModel):
                              f"({self.ppo.gamma}): the stored returns-to-go are compared with the PPO value function")
         if self.meta.enabled and not self.replay.enabled:
             raise ValueError("meta.enabled needs replay.enabled: the meta-controller steers the replay")
+        if self.replay.known_types is not None:
+            from ifshm_ray.sim.catalog import load_catalog
+
+            split_known = load_catalog(self.env.config.get("catalog")).known_in(self.split)
+            bad = sorted(set(self.replay.known_types) - set(split_known))
+            if bad or not self.replay.known_types:
+                raise ValueError(f"replay.known_types must be a non-empty subset of split {self.split!r}'s known "
+                                 f"types; {bad or 'an empty list'} is not")
         if self.meta.enabled and self.meta.known_stratum != self.replay.buffer.known_stratum:
             raise ValueError(f"meta.known_stratum ({self.meta.known_stratum}) must equal replay.buffer.known_stratum "
                              f"({self.replay.buffer.known_stratum})")

@@ -7,7 +7,8 @@ the section travels to every process in ``learner_config_dict[LCD_KEY]`` (env ru
 
 * **Env runners -> replay actor** (:class:`ReplayCallback`, env-runner side). ``on_episode_end`` joins the
   finished episode's chunks into one complete episode, tags it with its stratum (the known stratum when its fault
-  type is known in the job's split, ``ReplaySection.novel_stratum`` otherwise) and, with scenario replay, computes its value-l1
+  type is known in the job's split, or one of ``ReplaySection.known_types`` when given;
+  ``ReplaySection.novel_stratum`` otherwise) and, with scenario replay, computes its value-l1
   score (mean |GAE| with the runner's current value function). ``on_sample_end`` sends everything finished in that
   sample in **one** ``push_many`` call. In the synchronous (deterministic) mode the runner waits for that call, so
   every push of an iteration has reached the actor before ``sample()`` returns; the learner's ``flush`` at the
@@ -179,9 +180,9 @@ class ReplayCallback(HealingMetricsCallback):
         full = join_chunks([*(prev_episode_chunks or []), episode])
         fault = episode_fault(env, env_index)
         if self._known is None:
-            self._known = known_types(env)
-        stratum = section.buffer.known_stratum if fault in self._known or fault == FAULT_FREE \
-            else section.novel_stratum
+            self._known = set(section.known_types) if section.known_types is not None else known_types(env)
+        known = fault in self._known or fault == FAULT_FREE
+        stratum = section.buffer.known_stratum if known else section.novel_stratum
         pending = getattr(env_runner, _RUNNER_PENDING, None)
         if pending is None:
             pending = {}
@@ -193,7 +194,7 @@ class ReplayCallback(HealingMetricsCallback):
             if outcomes is None:
                 outcomes = []
                 setattr(env_runner, _RUNNER_OUTCOMES, outcomes)
-            outcomes.append((fault, stratum == section.buffer.known_stratum, float(info["mttr_s"]),
+            outcomes.append((fault, known, float(info["mttr_s"]),
                              bool(info.get("success", False))))
         if section.scenario_replay and rl_module is not None and len(full) > 0:
             cfg = env_runner.config

@@ -120,7 +120,13 @@ class ReplaySection(ConfigModel):
     """Settings of the level sampler."""
     novel_stratum: str = "novel"
     """Stratum of an episode whose fault type is not known in the job's split (the env runners have no encoder;
-    the meta-controller's clusters name their own strata when it pushes recorded incidents)."""
+    the meta-controller's clusters name their own strata when it pushes recorded incidents). Set to
+    ``buffer.known_stratum``, every episode goes to the known stratum (the continual protocol's no-strata
+    ablation)."""
+    known_types: list[str] | None = None
+    """The fault types whose episodes count as known (the known stratum, and the known-type outcomes the
+    meta-controller watches for forgetting); None: the env split's known types. A subset of them: the continual
+    protocol's pseudo-unknown tuning passes the split's known types less the pseudo-unknown ones."""
     mix: dict[str, float] | None = None
     """Fixed weights per stratum of each replay sample (None: in proportion to the strata's sizes). The
     meta-controller, when present, replaces it."""
