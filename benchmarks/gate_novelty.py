@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--unseen-weights", default="0,1", help="Comma-separated FeatureDiagnoser unseen_weight values.")
     p.add_argument("--fit-windows", default="1,20", help="Comma-separated windows per fit incident.")
     p.add_argument("--seed-offset", type=int, default=700_000)
+    p.add_argument("--encoder", default=None,
+                   help="Also measure the fine-tuned encoder's unknown score (a jobs/finetune_encoder.py checkpoint, "
+                        "e.g. results/encoder: the protocol's gate.encoder) on the same windows (one extra row).")
     args = p.parse_args(argv)
 
     from ifshm_ray.encoding.calibration import wilson_interval
@@ -81,6 +84,25 @@ def main(argv: list[str] | None = None) -> dict:
                          "recall": float(np.mean(hits)), "recall_ci95": wilson_interval(int(sum(hits)), len(hits)),
                          "unknown_windows": len(hits),
                          "recall_per_type": {f: float(np.mean(v)) for f, v in sorted(per.items())}})
+    if args.encoder:
+        from ifshm_ray.meta.diagnose import EncoderDiagnoser
+
+        diag = EncoderDiagnoser(args.encoder)
+
+        def enc(t):  # a window the encoder gives no finite score for counts as not novel
+            score, state = diag(t)
+            return (-np.inf if score is None else score), state
+        cal = calibrate([enc(t)[0] for _, _, t in cal_w], config=NoveltyConfig(target_fpr=args.target_fpr))
+        fp = [enc(t)[0] > cal.threshold for _, _, t in held_w]
+        per = {}
+        for f, _, t in unk_w:
+            per.setdefault(f, []).append(enc(t)[0] > cal.threshold)
+        hits = [x for v in per.values() for x in v]
+        rows.append({"encoder": args.encoder, "threshold": cal.threshold, "calibration_fpr": cal.calibration_fpr,
+                     "heldout_fpr": float(np.mean(fp)), "heldout_fpr_ci95": wilson_interval(int(sum(fp)), len(fp)),
+                     "heldout_windows": len(fp), "recall": float(np.mean(hits)),
+                     "recall_ci95": wilson_interval(int(sum(hits)), len(hits)), "unknown_windows": len(hits),
+                     "recall_per_type": {f: float(np.mean(v)) for f, v in sorted(per.items())}})
     out = {"benchmark": "gate_novelty", "split": args.split, "policy": args.policy, "decide_on": args.decide_on,
            "target_fpr": args.target_fpr, "known_types": len(known), "unknown_types": unknown,
            "calibration_windows": len(cal_w), "rows": rows, "wall_s": time.time() - t0}
