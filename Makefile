@@ -3,7 +3,7 @@
 # packages into LIVE_CACHE (scripts/install_live.sh, no system change, at most LIVE_INSTALL_TIMEOUT s); when that
 # fails (no apt, no network) it says so and goes on, and tests/test_live_e2e.py skips, giving the reason.
 # `make test-fast` skips the ones marked slow or e2e (pyproject.toml's [tool.pytest.ini_options] markers) and takes
-# under 2 minutes on 2 cores.
+# about 4 minutes on 2 cores.
 #
 # The install is idempotent: it leaves a stamp file in the venv named after a hash of pyproject.toml and
 # constraints.txt, so a second run is instant and an edit to either file reinstalls.
@@ -52,7 +52,7 @@ help:
 	@echo "make demo       install (if needed), then run the main pipeline end to end -> $(DEMO_OUT)/"
 	@echo "make test       install (if needed) + fetch the live stack's packages (a failure is shown, the suite goes"
 	@echo "                on, the live test skips saying why), then run the whole test suite (PYTEST_ARGS='...')"
-	@echo "make test-fast  install (if needed), then run the fast tier: every test not marked slow or e2e (< 2 min)"
+	@echo "make test-fast  install (if needed), then run the fast tier: every test not marked slow or e2e (~4 min)"
 	@echo "make bench      install (if needed), then run benchmarks/*.py one by one"
 	@echo "make live       install (if needed) + fetch the live stack's Debian packages into $(LIVE_CACHE), then run"
 	@echo "                jobs/live_eval.py (real faults on a local Ray Serve + nginx + Redis + Prometheus) -> $(LIVE_OUT)/"

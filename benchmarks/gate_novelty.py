@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
         for f, _, t in unk_w:
             per.setdefault(f, []).append(enc(t)[0] > cal.threshold)
         hits = [x for v in per.values() for x in v]
-        rows.append({"encoder": args.encoder, "threshold": cal.threshold, "calibration_fpr": cal.calibration_fpr,
+        rows.append({"encoder": args.encoder, "unscored_windows": unscored, "threshold": cal.threshold, "calibration_fpr": cal.calibration_fpr,
                      "heldout_fpr": float(np.mean(fp)), "heldout_fpr_ci95": wilson_interval(int(sum(fp)), len(fp)),
                      "heldout_windows": len(fp), "recall": float(np.mean(hits)),
                      "recall_ci95": wilson_interval(int(sum(hits)), len(hits)), "unknown_windows": len(hits),

@@ -346,6 +346,15 @@ class HumanConfig(ConfigModel):
     params: str | None = None
     """Path to the drawn model's parameter YAML (:class:`HumanParams`); None uses ifshm_ray/sim/data/human.yaml."""
 
+    @model_validator(mode="after")
+    def _check(self) -> "HumanConfig":
+        if self.params is not None:
+            if self.model != "drawn":
+                raise ValueError(f"human.params is read only with human.model: drawn (model is {self.model!r})")
+            if not Path(self.params).is_file():
+                raise ValueError(f"human.params {self.params!r}: no such file")
+        return self
+
 
 class SimConfig(ConfigModel):
     """The fault-injection simulator and its environment."""

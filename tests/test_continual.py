@@ -67,6 +67,19 @@ def test_shipped_configs_load():
                    "no_runbook_actions": ["imitate_runbook"]}
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("train_config, decide_on, needle", [
+    ("configs/demo_alert.yaml", "firing", "use meta.decide_on: action"),
+    ("configs/demo.yaml", "action", "acts in calm windows"),
+])
+def test_protocol_refuses_a_gate_that_decides_after_the_policy_acts(tmp_path, train_config, decide_on, needle):
+    from ifshm_ray.meta.continual import Protocol
+
+    cfg = ContinualConfig.from_dict({"train_config": train_config, "meta": {"enabled": True, "decide_on": decide_on}})
+    with pytest.raises(ValueError, match=needle):
+        Protocol(cfg, tmp_path, progress=lambda _: None)
+
+
 def _fake_run(root, protocol, **env_over):
     """A finished jobs/train.py --out folder as far as phase1_from looks: config.yaml, a checkpoint, a bundle."""
     import copy
@@ -91,18 +104,21 @@ def test_phase1_from_adopts_a_finished_run_and_refuses_a_mismatch(tmp_path):
 
     from ifshm_ray.meta.continual import Protocol
 
-    cfg = ContinualConfig.from_dict({"train_config": "configs/demo_alert.yaml", "phase1_from": "x/seed{seed}"})
+    cfg = ContinualConfig.from_dict({"train_config": "configs/demo_alert.yaml", "phase1_from": "x/seed{seed}",
+                                     "meta": {"enabled": True, "decide_on": "action"}})
     protocol = Protocol(cfg, tmp_path / "out", progress=lambda _: None)
     src = tmp_path / "seed0"
     with pytest.raises(FileNotFoundError, match="policy_bundle"):
-        protocol._adopt_phase1(src, tmp_path / "p1")
+        protocol._adopt_phase1(src, tmp_path / "p1", 0)
     d = _fake_run(src, protocol)
-    assert protocol._adopt_phase1(src, tmp_path / "p1") == 7  # the newest checkpoint's iteration
+    assert protocol._adopt_phase1(src, tmp_path / "p1", 0) == 7  # the newest checkpoint's iteration
     assert sorted(p.name for p in (tmp_path / "p1" / "checkpoints").iterdir()) == ["iter_000007"]
     assert (tmp_path / "p1" / "policy_bundle" / "bundle.json").is_file()
     assert (tmp_path / "p1" / "ADOPTED_FROM").read_text().split()[1] == "iter_000007"
     # another split, another model or another PPO: refused with what differs
     for section, key, value, needle in (("env", "split", "random1", "split"),
+                                        ("env", "compound_prob", 0.5, "compound_prob"),
+                                        ("run", "seed", 3, "run.seed"),
                                         ("policy", "act_on", "always", "act_on"),
                                         ("ppo", "lr", 0.1, "'lr'")):
         bad = dict(d)
@@ -110,7 +126,7 @@ def test_phase1_from_adopts_a_finished_run_and_refuses_a_mismatch(tmp_path):
                         else {**d[section], key: value})
         (src / "config.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
         with pytest.raises(ValueError, match=needle):
-            protocol._adopt_phase1(src, tmp_path / "p1")
+            protocol._adopt_phase1(src, tmp_path / "p1", 0)
 
 
 # ------------------------------------------------------------------------------------------ stream

@@ -35,10 +35,34 @@ INSTALL_LOG = os.environ.get("IFSHM_LIVE_INSTALL_LOG")  # set by `make test`: th
 INSTALL_TIMEOUT_S = 120  # within the test's 300 s: the fetch takes ~5 s with a warm mirror
 
 
+def _mount_problem() -> str | None:
+    """Why this (root) process cannot make the mounts the stack needs (a tmpfs for the model cache, a private mount
+    namespace for Alertmanager's overlay), e.g. in a container without CAP_SYS_ADMIN; None when it can."""
+    import tempfile
+
+    try:
+        p = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True, text=True,
+                           timeout=20)
+        if p.returncode != 0:
+            return f"`unshare -m` refused: {(p.stderr or p.stdout).strip()[:200]}"
+        with tempfile.TemporaryDirectory(prefix="ifl-probe-") as d:
+            p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", d], capture_output=True, text=True,
+                               timeout=20)
+            if p.returncode != 0:
+                return f"`mount -t tmpfs` refused: {(p.stderr or p.stdout).strip()[:200]}"
+            subprocess.run(["umount", d], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"mount probe failed: {e!r}"
+    return None
+
+
 @pytest.fixture(scope="module")
 def binaries():
     if os.geteuid() != 0:
         pytest.skip("the live e2e test needs root: its disk-full fault fills a tmpfs the stack mounts")
+    problem = _mount_problem()
+    if problem:
+        pytest.skip(f"the live e2e test needs to mount (a tmpfs, a private mount namespace) and cannot here: {problem}")
     _, problem = find_binaries(CACHE)
     if problem and INSTALL_LOG:
         log = Path(INSTALL_LOG)
@@ -64,7 +88,7 @@ def _cfg(tmp_path) -> LiveConfig:
         "slo": {"green_s": 3},
         "loadgen": {"rate_rps": 5, "max_rate_rps": 20, "concurrency": 4},
         "stack": {"cache_dir": CACHE, "max_lifetime_s": 280, "model_replicas": 1, "alert_for_s": 2,
-                  "rate_window_s": 6}}, source="test")
+                  "rate_window_s": 6, "steady_state_timeout_s": 75}}, source="test")  # (within the test's 300 s)
 
 
 def _plan(name: str, **changes) -> FaultPlan:

@@ -46,6 +46,24 @@ def test_heal_without_meta_state_has_no_gate(bundle_and_windows):
 
 
 @pytest.mark.timeout(120)
+def test_heal_serves_a_bundle_trained_on_the_continual_stream_env(bundle_and_windows, tmp_path):
+    """A bundle from phase 2 of the continual protocol records the stream env's vector-only keys (fault_weights,
+    num_envs) in its manifest; Serve (and every single env built from the manifest) drops them."""
+    import json
+
+    src, windows = bundle_and_windows
+    bundle = tmp_path / "bundle"
+    shutil.copytree(src, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["env"]["config"].update({"fault_weights": {"node_crash": 0.9, "dns_upstream_failure": 0.1},
+                                      "num_envs": 8})
+    manifest["env"]["entry_point"] = "ifshm_ray.meta.continual:make_stream_env"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    r = _client(bundle, 0.1).post("/v1/heal", json={"telemetry": windows[0]})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.timeout(120)
 def test_heal_gate_defers_novel_incidents_and_says_why(bundle_and_windows, tmp_path):
     src, windows = bundle_and_windows
     bundle = tmp_path / "bundle"

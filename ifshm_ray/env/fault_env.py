@@ -19,6 +19,10 @@ from ifshm_ray.sim.render import Renderer, TemplateMiner
 ENV_ID = "ifshm/FaultInjection-v0"
 RLLIB_ENV_NAME = "ifshm-fault-v0"
 _ENV_KEYS = ("render_telemetry", "mine_logs", "strict_actions")
+VECTOR_ONLY_KEYS = ("num_envs", "fault_weights")
+"""Env-config keys that only the vector entry points take (RLlib's ``num_envs``; the continual protocol's stream env,
+:func:`ifshm_ray.meta.continual.make_stream_env`, draws the first fault with ``fault_weights``). A single env, the
+policy bundle's manifest and Serve drop them: the observation layout and alert rules do not depend on them."""
 _RATIO_CATEGORY = np.array([c in RATIO_CATEGORIES for c in CATEGORIES])
 
 
@@ -27,6 +31,8 @@ def split_env_config(config: dict | None) -> tuple[SimConfig, dict]:
     config = dict(config or {})
     opts = {k: config.pop(k) for k in _ENV_KEYS if k in config}
     config.pop("seed", None)
+    for k in VECTOR_ONLY_KEYS:
+        config.pop(k, None)
     if isinstance(config.get("sim"), SimConfig):
         return config["sim"], opts
     if "sim" in config:

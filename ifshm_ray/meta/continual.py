@@ -159,15 +159,17 @@ class GateSection(ConfigModel):
     """Fit seeds start here, calibration seeds follow them."""
     prototype_quantile: float = Field(0.95, gt=0.0, le=1.0)
     """Radius of a feature prototype: this quantile of its windows' cosine distances."""
-    fit_windows: int = Field(20, ge=1)
+    fit_windows: int = Field(1, ge=1)
     """Windows per fit incident for the feature diagnoser: the one the gate decides at and those after it (more of
-    the known types' telemetry: fewer known templates left 'unseen'). The threshold is calibrated on the deciding
-    windows only."""
+    the known types' telemetry). The threshold is calibrated on the deciding windows only. 1 and 20 gave the same
+    recall and false-positive rate in ``benchmarks/gate_novelty.py`` (see ``unseen_weight``)."""
     unseen_weight: float = Field(1.0, ge=0.0)
     """Weight of the never-seen evidence in the feature diagnoser's score (features constant on every fit window:
-    a log template or alert no known incident showed; 0: prototype distance only). Measured offline (handpicked,
-    the sweep's alert-triggered seed-0 policy, 10 incidents per unknown type, threshold at 2% of 230 known
-    incidents): recall at the deciding window 0-3% without it, 12% with it, held-out false positives 0-2% both."""
+    a log template or alert no known incident showed; 0: prototype distance only). ``python
+    benchmarks/gate_novelty.py --policy results/sweep/runs/hier_alert/handpicked/seed0`` (handpicked, ``decide_on:
+    action``, threshold at 2% of 230 known incidents' deciding windows, 10 held-out incidents per type): recall on
+    the 60 unknown-type incidents 3.3% without it, 10% [4.7, 20.1] with it (weights 0.5-2 alike); held-out
+    false-positive rate 0.9% without, 2.2% [0.9, 5.0] with it."""
 
 
 class BootstrapSection(ConfigModel):
@@ -564,6 +566,20 @@ class Protocol:
             raise ValueError(f"pseudo_unknown: train_config {cfg.train_config!r} gives the policy an LLM semantic "
                              "state (policy.encoder_checkpoint), whose encoder and semantic table know every known "
                              "type of the split, the pseudo-unknown ones included; tune without it")
+        act_on = self.base_train["policy"].get("act_on", "always")
+        if cfg.meta.decide_on == "action" and act_on != "alert":
+            raise ValueError(f"meta.decide_on: action with train_config {cfg.train_config!r}'s policy.act_on "
+                             f"{act_on!r}: such a policy acts in calm windows, so the gate would decide before the "
+                             "fault shows; use policy.act_on: alert or decide_on: firing")
+        if act_on == "alert" and cfg.meta.decide_on != "action":
+            raise ValueError(f"train_config {cfg.train_config!r} has policy.act_on: alert, which acts on pending "
+                             f"alerts: with meta.decide_on {cfg.meta.decide_on!r} its first actions on a novel "
+                             "incident would pass before the gate decides; use meta.decide_on: action")
+        human = (env_cfg.get("human") or {}).get("model", "fixed") if isinstance(env_cfg.get("human"), dict) else \
+            "fixed"
+        if cfg.pseudo_unknown is not None and human == "drawn":
+            raise ValueError("pseudo_unknown with human.model: drawn: the simulated human's familiarity follows the "
+                             "split's held-out types, so pseudo-unknown incidents would get the known-type page")
         self.blind_known: list[str] | None = None  # set per seed (run_seed): None, the split's known types
 
     def reference(self, name: str):
@@ -630,7 +646,7 @@ class Protocol:
             raise FileNotFoundError(f"no checkpoint under {out / 'checkpoints'}")
         return ckpts[-1]
 
-    def _adopt_phase1(self, src: Path, p1: Path) -> int:
+    def _adopt_phase1(self, src: Path, p1: Path, seed: int) -> int:
         """Copy a finished training run (``phase1_from``) into ``p1`` as this seed's phase 1, after checking that it
         is one: a policy bundle and a checkpoint, trained on this split's known types with ``train_config``'s
         ``policy`` and ``ppo`` sections. Returns its checkpoint's iteration."""
@@ -657,6 +673,16 @@ class Protocol:
             if diff:
                 raise ValueError(f"{where}: its {section} section differs from train_config "
                                  f"{self.cfg.train_config!r} in {diff}; phase 2 would resume a different model")
+        ours = self.base_train["env"]["config"]
+        skip = {"faults", "seed", "split", "num_envs", "render_telemetry", "mine_logs"}
+        diff = sorted(k for k in (set(env) | set(ours)) - skip if env.get(k) != ours.get(k))
+        if diff:
+            raise ValueError(f"{where}: its env config differs from train_config {self.cfg.train_config!r} in "
+                             f"{diff} (theirs {[env.get(k) for k in diff]}, ours {[ours.get(k) for k in diff]}): "
+                             "phase 1 and phase 2 would meet different simulators")
+        if theirs["run"].get("seed") != seed:
+            raise ValueError(f"{where}: trained with run.seed {theirs['run'].get('seed')}, but it is phase 1 of "
+                             f"protocol seed {seed} (put {{seed}} in phase1_from)")
         shutil.rmtree(p1, ignore_errors=True)
         (p1 / "checkpoints").mkdir(parents=True)
         shutil.copytree(ckpt, p1 / "checkpoints" / ckpt.name)
@@ -722,7 +748,7 @@ class Protocol:
         p1 = root / "phase1"
         if cfg.phase1_from:
             src = Path(cfg.phase1_from.format(seed=seed))
-            self.phase1_iterations = self._adopt_phase1(src, p1)
+            self.phase1_iterations = self._adopt_phase1(src, p1, seed)
             self.log(f"seed {seed}: phase 1 adopted from {src} (iteration {self.phase1_iterations})")
         else:
             self.log(f"seed {seed}: phase 1, {cfg.phase1_iterations} PPO iterations on the known types")
@@ -730,9 +756,9 @@ class Protocol:
             self.phase1_iterations = cfg.phase1_iterations
 
         # ---- the gate's diagnoser and threshold, on the windows the gate will see: the phase-1 policy acts until
-        # the first firing alarm. Tiny run (configs/continual_tiny.yaml, seed 0): calibrated under observe actions,
-        # 7 of 8 known and 3 of 4 unknown evaluation incidents were flagged novel; calibrated with the policy
-        # acting, 0 of 8 and 0 of 4 (too few windows to tell which calibration is better)
+        # the gate's window (meta.decide_on). (Measured before the decide_on/unseen changes, tiny run with
+        # decide_on firing: calibrated under observe actions 7 of 8 known and 3 of 4 unknown evaluation incidents
+        # were flagged novel; with the policy acting 0 of 8 and 0 of 4.)
         phase1_bundle = load_policy_bundle(p1)
         phase1_policy = ModulePolicy(phase1_bundle)
         g = cfg.gate

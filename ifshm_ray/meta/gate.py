@@ -1,9 +1,12 @@
 """The gate as a policy (the baselines' ``Policy`` interface): for evaluation and the continual protocol.
 
 :class:`GatedPolicy` wraps the learned policy, the blind runbook and a :class:`~ifshm_ray.meta.controller.MetaController`.
-Until the first alarm of an incident (a firing one, or any with ``meta.config.decide_on = "pending"``) it lets the
-policy act (every actor only observes then); at the first window with such an alarm it asks the diagnoser for the unknown score (and the state vector, if it has one) and the
-meta-controller for the decision, which holds for the rest of the incident:
+Once per incident, at the window ``meta.config.decide_on`` names (the first firing alarm; any alarm with
+``pending``; with ``action`` the first window where the policy proposes anything but ``observe``, or a firing
+alarm: :func:`gate_decides_here`), it asks the diagnoser for the unknown score (and the state vector, if it has one)
+and the meta-controller for the decision, which holds for the rest of the incident. Before that window the policy
+acts: with ``action`` it has only observed; with ``firing`` or ``pending`` an alert-triggered policy may already have
+acted (the continual protocol refuses that pairing). The decision:
 
 * ``policy``: the policy acts;
 * ``runbook``: the blind runbook acts (it sees every window from then on);

@@ -275,6 +275,10 @@ class TrainConfig(ConfigModel):
         if self.meta.enabled and self.meta.known_stratum != self.replay.buffer.known_stratum:
             raise ValueError(f"meta.known_stratum ({self.meta.known_stratum}) must equal replay.buffer.known_stratum "
                              f"({self.replay.buffer.known_stratum})")
+        if self.meta.enabled and not self.meta.strata and self.replay.novel_stratum != self.replay.buffer.known_stratum:
+            raise ValueError(f"meta.strata: false (one stratum) but replay.novel_stratum ({self.replay.novel_stratum}) "
+                             f"differs from replay.buffer.known_stratum ({self.replay.buffer.known_stratum}): the env "
+                             "runners would still fill a second stratum; set them equal")
         return self
 
     @property

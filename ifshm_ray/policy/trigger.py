@@ -18,11 +18,10 @@ def trigger_spec(env_config: dict | None) -> dict:
     "slo_green": index of the SLO-green feature, "observe": index of the observe category}``."""
     from ifshm_ray.baselines.policies import ignored_alerts
     from ifshm_ray.env import FaultInjectionEnv
+    from ifshm_ray.env.fault_env import VECTOR_ONLY_KEYS
     from ifshm_ray.sim.actions import CATEGORIES
 
-    # keys of the vector entry points that the single env does not take (the layout and alert rules do not depend
-    # on them): num_envs, and the continual protocol's stream-env fault_weights (ifshm_ray.meta.continual)
-    cfg = {k: v for k, v in dict(env_config or {}).items() if k not in ("num_envs", "fault_weights")}
+    cfg = {k: v for k, v in dict(env_config or {}).items() if k not in VECTOR_ONLY_KEYS}
     env = FaultInjectionEnv({**cfg, "render_telemetry": False})
     try:
         layout, alerts = env.obs_layout, env.sim.alerts
