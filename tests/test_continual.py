@@ -232,6 +232,8 @@ def test_metrics_and_curves_read_a_sparse_evaluation_schedule(tmp_path):
         out[every] = m
     for m in out.values():  # phase 1 and the last block are evaluated on every schedule
         assert m["unknown_mttr_before_s"] == 900.0 and m["unknown_mttr_after_s"] == 300.0
+        assert (m["gate_false_positive_rate"], m["gate_recall"]) == (0.0, 1.0)
+        assert (m["gate_false_positive_rate_after"], m["gate_recall_after"]) == (0.0, 1.0)
         assert m["known_mttr_phase1_s"] == m["known_mttr_phase2_s"] == 400.0
     # adapted from block 3 on (6 new-type incidents seen): every evaluation sees it; every second one only at
     # block 4 (8 seen)

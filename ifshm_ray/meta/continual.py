@@ -997,8 +997,16 @@ def summarise_protocol(cfg: ContinualConfig, runs: list[dict]) -> dict:
         m["gate_false_positive_rate"] = float(np.mean([r["novel"] for r in known_recs])) if known_recs else None
         m["gate_recall"] = float(np.mean([r["novel"] for r in unk_recs])) if unk_recs else None
         m["gate_measured_on"] = f"arm {gate_arm}'s phase-1 gated evaluation ({len(recs)} incidents)"
+        # the threshold stays the phase-1 calibration's while a learning arm's policy changes (and with decide_on
+        # action so do the windows the gate decides at): the rates at the arm's last gated evaluation
+        last = [(run, r) for run in runs for r in run["arms"][gate_arm]["evals"][-1]["gated"]]
+        kl = [r for run, r in last if r["fault"] in run["known"]]
+        ul = [r for run, r in last if r["fault"] in run["order"]]
+        m["gate_false_positive_rate_after"] = float(np.mean([r["novel"] for r in kl])) if kl else None
+        m["gate_recall_after"] = float(np.mean([r["novel"] for r in ul])) if ul else None
     else:
         m["gate_false_positive_rate"] = m["gate_recall"] = None
+        m["gate_false_positive_rate_after"] = m["gate_recall_after"] = None
     # the issue's comparisons (paired, bootstrap 95% intervals over seeds and incidents)
     comps: dict[str, Any] = {}
     if "gate_only" in arm_metrics and rb_unk is not None:
