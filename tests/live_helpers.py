@@ -23,14 +23,8 @@ def wait_until(cond, timeout_s: float = 5.0, step_s: float = 0.02) -> bool:
     return bool(cond())
 
 
-class _Echo(BaseHTTPRequestHandler):
-    """HTTP/1.0 (one connection per request): GET answers ``echo <path>``, POST echoes its body."""
-
-    def do_GET(self):
-        self._answer(f"echo {self.path}".encode())
-
-    def do_POST(self):
-        self._answer(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+class QuietHandler(BaseHTTPRequestHandler):
+    """A test server's handler that answers 200 with a body (:meth:`_answer`) and logs nothing."""
 
     def _answer(self, body: bytes):
         self.send_response(200)
@@ -40,6 +34,16 @@ class _Echo(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class _Echo(QuietHandler):
+    """HTTP/1.0 (one connection per request): GET answers ``echo <path>``, POST echoes its body."""
+
+    def do_GET(self):
+        self._answer(f"echo {self.path}".encode())
+
+    def do_POST(self):
+        self._answer(self.rfile.read(int(self.headers.get("Content-Length", 0))))
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from live_helpers import serving
+from live_helpers import QuietHandler, serving
 
 from ifshm_ray.config import TopologyConfig
 from ifshm_ray.live.binding import load_binding
@@ -285,7 +285,7 @@ def test_incident_timeline_png(tmp_path):
 
 def test_ray_scrape_state_names_the_ray_targets_and_series():
     """The diagnostic the calibration's StackError carries when Ray's Serve metrics do not reach Prometheus."""
-    class H(BaseHTTPRequestHandler):
+    class H(QuietHandler):
         def do_GET(self):
             if self.path.startswith("/api/v1/targets"):
                 body = {"data": {"activeTargets": [
@@ -295,14 +295,7 @@ def test_ray_scrape_state_names_the_ray_targets_and_series():
             else:  # /api/v1/query: 3 ray_serve_* series, none of the latency buckets
                 latency = "processing_latency" in self.path
                 body = {"data": {"result": [] if latency else [{"value": [0, "3"]}]}}
-            raw = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def log_message(self, *a):
-            pass
+            self._answer(json.dumps(body).encode())
 
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), H)) as port:
         got = ray_scrape_state(f"http://127.0.0.1:{port}")
