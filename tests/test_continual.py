@@ -255,6 +255,28 @@ def _protocol(tmp_path, **over):
 
 
 @pytest.mark.timeout(60)
+def test_arm_train_overrides_reach_only_that_arms_training(tmp_path):
+    from ifshm_ray.policy.config import TrainConfig
+
+    protocol = _protocol(tmp_path)
+    faults = ["node_crash", "dns_upstream_failure"]
+    arm = ArmConfig(name="sil_low", train_overrides=["replay.sil.weight=0.25",
+                                                      "replay.level_sampler.temperature=1.0", "ppo.lr=0.0001"])
+    full = protocol._train_dict(faults, 5, 0, ArmConfig(name="full"), {"node_crash": 0.9})
+    low = protocol._train_dict(faults, 5, 0, arm, {"node_crash": 0.9})
+    TrainConfig.from_dict(low)
+    assert low["replay"]["sil"]["weight"] == 0.25 and full["replay"]["sil"]["weight"] != 0.25
+    assert low["replay"]["level_sampler"]["temperature"] == 1.0 and low["ppo"]["lr"] == 0.0001
+    assert low["replay"]["buffer"] == full["replay"]["buffer"] and low["env"] == full["env"]
+    for bad, match in ((["env.config.time_limit_s=10"], "only replay"), (["ppo.train_batch_size=8"], "budget"),
+                       (["replay.sil.weight"], "train_overrides")):
+        with pytest.raises(ValueError, match=match):
+            ArmConfig(name="bad", train_overrides=bad)
+    with pytest.raises(ValueError, match="replay: false"):
+        ArmConfig(name="bad", replay=False, train_overrides=["replay.sil.weight=0.5"])
+
+
+@pytest.mark.timeout(60)
 def test_no_strata_reaches_the_env_runners_the_meta_controller_and_the_pushes(tmp_path):
     from ifshm_ray.meta.config import MetaConfig
     from ifshm_ray.meta.continual import push_stratum

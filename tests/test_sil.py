@@ -76,9 +76,33 @@ def test_max_nlogp_caps_the_value_not_the_gradient():
     assert logp.grad.tolist() == pytest.approx([-1.0, 0.0, -0.25])
 
 
+def test_adv_normalize_divides_the_policy_weight_by_the_rms_of_r_minus_v():
+    logp, v, r = inputs()
+    raw = sil_loss(logp, v, r, value_weight=0.01)
+    logp2, v2, r2 = inputs()
+    out = sil_loss(logp2, v2, r2, value_weight=0.01, adv_normalize=True)
+    rms = math.sqrt((2.0 ** 2 + 1.0 ** 2 + 0.5 ** 2) / 3)  # R - V = [2, -1, 0.5]
+    assert out.policy_loss.item() == pytest.approx(raw.policy_loss.item() / rms)
+    assert out.value_loss.item() == pytest.approx(raw.value_loss.item())  # the value term is unchanged
+    assert out.priorities.tolist() == pytest.approx([2.0, 0.0, 0.5])  # priorities stay the raw (R - V)+
+    out.loss.backward()
+    assert logp2.grad.tolist() == pytest.approx([-1.0 / rms, 0.0, -0.25 / rms])
+
+
+def test_adv_normalize_makes_the_policy_term_independent_of_the_reward_scale():
+    logp, v, r = inputs()
+    a = sil_loss(logp, v, r, adv_normalize=True)
+    logp, v, r = inputs(values=(100.0, 200.0, 0.0), returns=(300.0, 100.0, 50.0))
+    b = sil_loss(logp, v, r, adv_normalize=True)
+    assert b.policy_loss.item() == pytest.approx(a.policy_loss.item())
+    one = sil_loss(*(t[:1] for t in inputs()), adv_normalize=True)  # one row: its weight is 1
+    assert one.policy_loss.item() == pytest.approx(math.log(2))
+
+
 def test_from_config_and_shape_check():
     logp, v, r = inputs()
-    cfg = SILConfig(value_weight=0.5, max_nlogp=None, min_valid=1)
+    assert SILConfig().adv_normalize is True
+    cfg = SILConfig(value_weight=0.5, max_nlogp=None, min_valid=1, adv_normalize=False)
     a = sil_loss_from_config(logp, v, r, None, cfg)
     b = sil_loss(logp, v, r, value_weight=0.5)
     assert a.loss.item() == pytest.approx(b.loss.item())

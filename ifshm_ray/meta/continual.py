@@ -91,6 +91,10 @@ class ArmConfig(ConfigModel):
     into the known stratum, so a surge of a new fault can evict the memory of the known ones; reaches the
     protocol's pushes, ``replay.novel_stratum`` of the env runners and the meta-controller's replay mix
     (``meta.strata``) through the training config)."""
+    train_overrides: list[str] = Field(default_factory=list)
+    """``replay.key=value`` or ``ppo.key=value`` overrides of this arm's phase-2 training config, applied after the
+    switches above (to compare settings paired on one stream, e.g. ``replay.sil.weight=0.3`` in tuning on
+    pseudo-unknown types). ``ppo.train_batch_size`` is refused: every arm gets the same env-step budget."""
 
     @model_validator(mode="after")
     def _check(self) -> "ArmConfig":
@@ -101,6 +105,22 @@ class ArmConfig(ConfigModel):
                              "learn)")
         if not self.strata and not self.replay:
             raise ValueError(f"arm {self.name!r}: strata: false is an ablation of the replay; it needs replay")
+        from ifshm_ray.config import parse_overrides
+
+        try:
+            over = parse_overrides(self.train_overrides)
+        except Exception as e:  # noqa: BLE001 - a malformed item: say which arm
+            raise ValueError(f"arm {self.name!r}: train_overrides: {e}") from None
+        bad = sorted(set(over) - {"replay", "ppo"})
+        if bad:
+            raise ValueError(f"arm {self.name!r}: train_overrides may set only replay.* and ppo.* keys, not {bad} "
+                             "(the env, the policy and the meta-controller are the protocol's, the same in every "
+                             "arm)")
+        if "train_batch_size" in over.get("ppo", {}):
+            raise ValueError(f"arm {self.name!r}: train_overrides: ppo.train_batch_size would change the arm's "
+                             "env-step budget (the same in every arm)")
+        if over.get("replay") and not self.replay:
+            raise ValueError(f"arm {self.name!r}: train_overrides sets replay.* but the arm has replay: false")
         return self
 
 
@@ -623,6 +643,10 @@ class Protocol:
             if not arm.strata:  # one stratum: the env runners' unknown-type episodes and the mix too
                 d["replay"]["novel_stratum"] = d["replay"]["buffer"]["known_stratum"]
                 d["meta"]["strata"] = False
+        if arm is not None and arm.train_overrides:
+            from ifshm_ray.config import merge, parse_overrides
+
+            d = merge(d, parse_overrides(arm.train_overrides))
         return d
 
     def _train(self, out: Path, d: dict, resume: bool) -> dict:

@@ -87,6 +87,11 @@ class SILConfig(ConfigModel):
     max_nlogp: float | None = Field(5.0, gt=0.0)
     """Cap on -log pi(a|s) in the policy term (5: the official code), so that a step the policy now finds
     very unlikely cannot dominate; None: no cap."""
+    adv_normalize: bool = True
+    """Divide the policy term's (R - V)+ by the root mean square of R - V over the replayed sample, so that its
+    gradient has the scale of PPO's standardized advantages whatever the reward scale (the paper's Atari rewards
+    are clipped to [-1, 1]; this project's returns are in the tens to hundreds). False: the paper's raw (R - V)+
+    (what the continual pilot of 2026-11-30 ran with). The priorities are the raw (R - V)+ either way."""
     min_valid: int = Field(1, ge=1)
     """The terms are averaged over max(number of steps with R > V, this) (64 in the official code for batches
     of 512)."""

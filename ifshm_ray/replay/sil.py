@@ -8,7 +8,12 @@ estimate and w the importance weight of the prioritized sample:
     L_value  = sum_i w_i * 0.5 * d_i^2 / N
     L_sil    = L_policy + value_weight * L_value,       N = max(#{i: R_i > V_i}, min_valid)
 
-and the new priority of each step is d_i (the form of the TD error this loss uses). ``log pi(a|s)`` is the exact
+and the new priority of each step is d_i (the form of the TD error this loss uses). With ``adv_normalize`` (the
+default) the policy term's stopgrad(d_i) is divided by the root mean square of R - V over the sample, so that the
+term's gradient has the scale of PPO's, whose advantages RLlib standardizes per batch: this project's returns are
+sums of per-step costs in the tens to hundreds (pilot: mean episode return -84), against the clipped Atari rewards
+of the paper, so an unnormalized d outweighs PPO's policy gradient by an order of magnitude or more (measured in
+the continual pilot: entropy collapsed and the known types were forgotten). Priorities stay the raw d_i. ``log pi(a|s)`` is the exact
 hierarchical log-probability ``log p(c) + log p(t|c) + log p(r|c)`` (:func:`hierarchical_logp`). Two options
 of the official code (junhyukoh/self-imitation-learning) are kept, both off or mild by default:
 ``adv_clip`` clips d at an upper bound (the value term then becomes a Huber loss with that bound, whose gradient
@@ -43,7 +48,7 @@ def hierarchical_logp(logp_category: torch.Tensor, logp_target: torch.Tensor,
 
 def sil_loss(logp: torch.Tensor, values: torch.Tensor, returns: torch.Tensor, weights: torch.Tensor | None = None,
              *, value_weight: float = 0.01, adv_clip: float | None = None, max_nlogp: float | None = None,
-             min_valid: int = 1) -> SILTerms:
+             min_valid: int = 1, adv_normalize: bool = False) -> SILTerms:
     """The self-imitation loss of a replayed batch (1-D tensors of equal length; see the module doc)."""
     if not (logp.shape == values.shape == returns.shape) or logp.dim() != 1:
         raise ValueError(f"logp, values and returns must be 1-D of one length, got {tuple(logp.shape)}, "
@@ -63,17 +68,20 @@ def sil_loss(logp: torch.Tensor, values: torch.Tensor, returns: torch.Tensor, we
     else:
         value_per_step = 0.5 * d.pow(2)
     adv = d.detach()
+    priorities = adv
+    if adv_normalize:  # RMS of R - V over the whole sample (one row: |R - V|, so its weight is 1)
+        adv = adv / diff.detach().pow(2).mean().sqrt().clamp_min(1e-8)
     nlogp = -logp
     if max_nlogp is not None:
         nlogp = nlogp + (torch.clamp(nlogp, max=max_nlogp) - nlogp).detach()
     policy_loss = (weights * adv * nlogp).sum() / denom
     value_loss = (weights * value_per_step).sum() / denom
     return SILTerms(loss=policy_loss + value_weight * value_loss, policy_loss=policy_loss, value_loss=value_loss,
-                    priorities=adv, num_valid=num_valid)
+                    priorities=priorities, num_valid=num_valid)
 
 
 def sil_loss_from_config(logp: torch.Tensor, values: torch.Tensor, returns: torch.Tensor,
                          weights: torch.Tensor | None, config: SILConfig) -> SILTerms:
     """:func:`sil_loss` with the numbers of a :class:`SILConfig` (its ``weight`` scales the term in the learner)."""
     return sil_loss(logp, values, returns, weights, value_weight=config.value_weight, adv_clip=config.adv_clip,
-                    max_nlogp=config.max_nlogp, min_valid=config.min_valid)
+                    max_nlogp=config.max_nlogp, min_valid=config.min_valid, adv_normalize=config.adv_normalize)
