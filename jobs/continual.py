@@ -39,6 +39,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="Protocol config YAML (ifshm_ray.meta.continual.ContinualConfig).")
     p.add_argument("--out", required=True, help="Output folder.")
     add_override_arg(p)
+    p.add_argument("--summarise-only", action="store_true",
+                   help="Recompute OUT/metrics.json and OUT/curves.png from OUT/runs.json of a finished run (after "
+                        "a change of the summary's code), without running anything; wall_s and command are kept.")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="Ray cluster to join (default: $RAY_ADDRESS); unset: a local Ray.")
     return p
@@ -71,10 +74,40 @@ def plot_curves(curves: dict, runbook_unknown: float | None, path: Path) -> Path
     return path
 
 
+def _write_summary(cfg, runs: list[dict], out: Path, wall_s: float, command: str) -> tuple[dict, Path]:
+    from ifshm_ray.meta.continual import jsonable, learning_curves, summarise_protocol
+
+    metrics = summarise_protocol(cfg, runs)
+    curves = learning_curves(runs, [a.name for a in cfg.arms])
+    metrics["curves"] = curves
+    metrics["wall_s"] = wall_s
+    metrics["command"] = command
+    metrics = jsonable(metrics)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics, plot_curves(curves, metrics.get("runbook_unknown_mttr_s"), out / "curves.png")
+
+
+def _summarise_only(cfg, out: Path, parser: argparse.ArgumentParser) -> dict:
+    runs_path, metrics_path = out / "runs.json", out / "metrics.json"
+    if not runs_path.is_file():
+        parser.error(f"--summarise-only: {runs_path} does not exist (a finished jobs/continual.py --out folder?)")
+    try:
+        runs = json.loads(runs_path.read_text())
+        old = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    except json.JSONDecodeError as e:
+        parser.error(f"--summarise-only: {e}")
+    if not runs or sorted(a.name for a in cfg.arms) != sorted(runs[0]["arms"]):
+        parser.error(f"--summarise-only: the config's arms {[a.name for a in cfg.arms]} are not those of "
+                     f"{runs_path} ({sorted(runs[0]['arms']) if runs else 'no runs'}): pass the run's config.yaml")
+    metrics, png = _write_summary(cfg, runs, out, float(old.get("wall_s", 0.0)), old.get("command", ""))
+    print(f"metrics: {metrics_path}, curves: {png} (summarised again from {runs_path})", flush=True)
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = make_parser()
     args = parser.parse_args(argv)
-    from ifshm_ray.meta.continual import ContinualConfig, Protocol, jsonable, learning_curves, summarise_protocol
+    from ifshm_ray.meta.continual import ContinualConfig, Protocol, jsonable
 
     config_path = Path(args.config)
     if not config_path.is_file() and (REPO_ROOT / config_path).is_file():
@@ -89,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not Path(cfg.train_config).is_file():
         parser.error(f"{config_path}: train_config {cfg.train_config!r} does not exist")
     out = Path(args.out).resolve()
+    if args.summarise_only:
+        return _summarise_only(cfg, out, parser)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -107,15 +142,9 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if owns_ray:
             ray.shutdown()
-    metrics = summarise_protocol(cfg, runs)
-    curves = learning_curves(runs, [a.name for a in cfg.arms])
-    metrics["curves"] = curves
-    metrics["wall_s"] = time.time() - t0
-    metrics["command"] = " ".join(["python", "jobs/continual.py"] + (argv if argv is not None else sys.argv[1:]))
-    metrics = jsonable(metrics)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "runs.json").write_text(json.dumps(jsonable(runs)))
-    png = plot_curves(curves, metrics.get("runbook_unknown_mttr_s"), out / "curves.png")
+    command = " ".join(["python", "jobs/continual.py"] + (argv if argv is not None else sys.argv[1:]))
+    metrics, png = _write_summary(cfg, runs, out, time.time() - t0, command)
     keys = ("unknown_mttr_before_s", "unknown_mttr_zero_shot_gated_s", "unknown_mttr_after_s",
             "no_meta_unknown_mttr_s", "runbook_unknown_mttr_s", "known_mttr_phase1_s", "known_mttr_phase2_s",
             "cumulative_unhealthy_s", "no_meta_cumulative_unhealthy_s", "gate_false_positive_rate", "gate_recall")

@@ -695,6 +695,18 @@ def test_tiny_protocol_end_to_end(ray_session, tmp_path):
     assert "replay" in json.loads((out / "seed_0" / "full" / "summary.json").read_text())
     assert not (out / "seed_0" / "gate_only" / "checkpoints").exists()  # it never trained
     assert m["per_arm"]["gate_only"]["unknown_mttr_after_s"] == m["per_arm"]["gate_only"]["unknown_mttr_before_s"]
+    # every arm paired against full and finetune (not itself)
+    assert set(m["per_arm"]["no_strata"]) >= {"vs_full", "vs_finetune"} and "vs_full" not in m["per_arm"]["full"]
+    assert set(m["per_arm"]["no_strata"]["vs_full"]) == {"after_unknown_ungated", "after_known_ungated",
+                                                         "cumulative_unhealthy"}
+    # --summarise-only rebuilds the same metrics from runs.json; a config with other arms is refused
+    (out / "metrics.json").unlink()
+    again = load_job("continual").main(["--config", str(out / "config.yaml"), "--out", str(out), "--summarise-only"])
+    assert json.loads(json.dumps(again["per_arm"])) == json.loads(json.dumps(m["per_arm"]))
+    assert (out / "metrics.json").is_file()
+    with pytest.raises(SystemExit):
+        load_job("continual").main(["--config", "configs/continual_tiny.yaml", "--out", str(out),
+                                    "--summarise-only"])
     # the gate inside evaluation, on the full arm's folder (meta_state.json + diagnoser.json beside the bundle)
     from ifshm_ray.config import SimConfig
     from ifshm_ray.eval.harness import evaluate, summarise

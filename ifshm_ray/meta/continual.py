@@ -996,6 +996,19 @@ def summarise_protocol(cfg: ContinualConfig, runs: list[dict]) -> dict:
                                                           unk), rb_unk, True)
             am["time_to_adapt_episodes"] = _time_to_adapt(runs, a.name)
         arm_metrics[a.name] = am
+    # every arm against the full system and against fine-tuning without replay (tuning and ablation arms), paired:
+    # the policy's own skill after phase 2 (ungated), its known types after phase 2, and the stream's new incidents
+    def stream_new(arm):
+        return [[s["mttr_s"] for s in run["arms"][arm]["stream"] if s["new"]] for run in runs]
+
+    for a in cfg.arms:
+        for b in ("full", "finetune"):
+            if b in arm_metrics and b != a.name:
+                arm_metrics[a.name][f"vs_{b}"] = {
+                    "after_unknown_ungated": cmp(per_seed(a.name, "ungated", -1, unk),
+                                                 per_seed(b, "ungated", -1, unk)),
+                    "after_known_ungated": cmp(per_seed(a.name, "ungated", -1, kn), per_seed(b, "ungated", -1, kn)),
+                    "cumulative_unhealthy": cmp(stream_new(a.name), stream_new(b))}
     m["per_arm"] = arm_metrics
 
     def role(arm, key):
