@@ -91,3 +91,33 @@ def test_actor_push_many_mix_and_levels_roundtrip(tmp_path):
     b = ReplayActor(cfg, state_dir=str(tmp_path / "s"), levels=["x", "y"], level_config={"temperature": 1.0})
     assert b.mix == {"novel": 1.0} and b.level_weights() == a.level_weights()
     assert ReplayActor(cfg).update_levels({"x": 1.0}, {}) == {}  # no levels: scenario replay off
+
+
+@pytest.mark.timeout(60)
+def test_scenario_weights_reweight_only_the_known_share_of_a_stream():
+    """The continual protocol's stream env draws a new type beside the known ones: the level sampler's weights
+    (over the known types) share out the known types' probability and leave the new type's alone."""
+    import types
+
+    from ifshm_ray.meta.continual import make_stream_env
+    from ifshm_ray.policy.replay import _set_runner_weights, simulators
+
+    new, k1, k2 = "clock_skew_tls", "node_crash", "dns_upstream_failure"
+    env = make_stream_env({"faults": [new, k1, k2], "num_envs": 4, "fault_free_prob": 0.0, "seed": 1,
+                           "render_telemetry": False, "fault_weights": {new: 0.9, k1: 0.05, k2: 0.05}})
+    sim = next(iter(simulators(env)))[0]
+    runner = types.SimpleNamespace(env=env)
+    assert sim.fault_probabilities()[new] == pytest.approx(0.9)
+    assert _set_runner_weights(runner, {k1: 3.0, k2: 1.0}) == 1
+    p = sim.fault_probabilities()
+    assert p[new] == pytest.approx(0.9) and p[k1] == pytest.approx(0.075) and p[k2] == pytest.approx(0.025)
+    assert _set_runner_weights(runner, {k1: 1.0, k2: 1.0}) == 1  # again: the stream's share is still 0.9
+    assert sim.fault_probabilities() == pytest.approx({new: 0.9, k1: 0.05, k2: 0.05})
+    # every type covered (plain training): the weights replace the draw
+    assert _set_runner_weights(runner, {new: 1.0, k1: 1.0, k2: 2.0}) == 1
+    assert sim.fault_probabilities() == pytest.approx({new: 0.25, k1: 0.25, k2: 0.5})
+    # a stream of the new type alone (new_share 1.0): nothing to share out, left as it is
+    only = make_stream_env({"faults": [new, k1], "num_envs": 2, "fault_free_prob": 0.0, "seed": 1,
+                            "render_telemetry": False, "fault_weights": {new: 1.0}})
+    assert _set_runner_weights(types.SimpleNamespace(env=only), {k1: 1.0}) == 0
+    assert next(iter(simulators(only)))[0].fault_probabilities() == pytest.approx({new: 1.0, k1: 0.0})

@@ -296,11 +296,19 @@ def _set_runner_weights(runner: Any, weights: Mapping[str, float]) -> int:
     sims = {id(sim): sim for sim, _ in simulators(env)}
     done = 0
     for sim in sims.values():
-        if set(sim.fault_names) - set(weights):
-            # this simulator also draws types the level sampler does not cover (a stream of new faults):
-            # scenario replay is rehearsal of the known types only and never reweights the stream
-            continue
-        sim.set_fault_weights({k: w for k, w in weights.items() if k in sim.fault_names})
+        covered = {k: float(w) for k, w in weights.items() if k in sim.fault_names}
+        uncovered = [n for n in sim.fault_names if n not in weights]
+        if uncovered:
+            # this simulator also draws types the level sampler does not cover (the continual protocol's stream of
+            # a new fault): those keep their probabilities, and the level weights share out only the rest among the
+            # covered (known) types: scenario replay is rehearsal of the known types and never reweights the stream
+            current = sim.fault_probabilities()
+            fixed = {n: current[n] for n in uncovered}
+            rest, total = 1.0 - sum(fixed.values()), sum(covered.values())
+            if rest <= 1e-12 or total <= 0:
+                continue  # nothing left to share (a stream of the new type alone)
+            covered = {**fixed, **{k: rest * w / total for k, w in covered.items()}}
+        sim.set_fault_weights(covered)
         done += 1
     setattr(runner, _RUNNER_WEIGHTS, dict(weights))
     return done

@@ -507,6 +507,12 @@ class BatchedSim:
         return svc.transpose(0, 2, 1), node.transpose(0, 2, 1)
 
     # ------------------------------------------------------------------ reset
+    def fault_probabilities(self) -> dict[str, float]:
+        """The probability of each of ``fault_names`` as the first fault of the next (auto-)reset's draws (the
+        catalog frequencies or the last :meth:`set_fault_weights`), normalised to sum 1."""
+        p = np.diff(self.freq_allowed, prepend=0.0)
+        return {n: float(x) for n, x in zip(self.fault_names, p)}
+
     def set_fault_weights(self, weights: "dict[str, float] | None") -> None:
         """Draw the first fault of later (auto-)resets with these weights over ``fault_names`` instead of the
         catalog frequencies (scenario replay, :mod:`ifshm_ray.replay.level_sampler`); ``None`` restores the
