@@ -213,3 +213,13 @@ def test_prompt_tuning_config_is_validated(encoder_ckpt, tmp_path):
                   train_overrides=[f"policy.encoder_checkpoint={encoder_ckpt}"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         _protocol(tmp_path, tmp_path / "nope", [{"name": "full"}])
+
+
+@pytest.mark.timeout(60)
+def test_shipped_prompt_tuning_config_loads():
+    from ifshm_ray.config import load_config
+
+    cfg = load_config(ContinualConfig, REPO / "configs" / "continual_prompt_tiny.yaml")
+    assert cfg.gate.encoder and [a.name for a in cfg.arms] == ["full", "no_prompt_tuning"]
+    full, abl = (a.to_dict() for a in cfg.arms)
+    assert [k for k in full if k != "name" and full[k] != abl[k]] == ["prompt_tuning"] and not abl["prompt_tuning"]
