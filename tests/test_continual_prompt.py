@@ -133,6 +133,7 @@ def _tuned_run(tmp_path, encoder_ckpt, windows):
     return proto, tuner, meta, original, first, unknown
 
 
+@pytest.mark.slow  # 29 s on 2 shared cores: 6 gated incidents, two tunings of 6 steps through the tiny LM
 @pytest.mark.timeout(600)
 def test_protocol_tunes_a_cluster_at_min_episodes_and_the_tuned_encoder_is_the_gate(encoder_ckpt, windows,
                                                                                    tmp_path):
@@ -176,6 +177,7 @@ def test_protocol_tunes_a_cluster_at_min_episodes_and_the_tuned_encoder_is_the_g
     assert (tmp_path / "full" / "prompt_tuning" / "encoder_002" / "merged_lora").is_dir()
 
 
+@pytest.mark.slow  # 27 s on 2 shared cores: the stream and the tuning twice
 @pytest.mark.timeout(600)
 def test_prompt_tuning_is_deterministic_under_a_seed(encoder_ckpt, windows, tmp_path):
     runs = []
