@@ -225,3 +225,24 @@ def test_shipped_prompt_tuning_config_loads():
     assert cfg.gate.encoder and [a.name for a in cfg.arms] == ["full", "no_prompt_tuning"]
     full, abl = (a.to_dict() for a in cfg.arms)
     assert [k for k in full if k != "name" and full[k] != abl[k]] == ["prompt_tuning"] and not abl["prompt_tuning"]
+
+
+@pytest.mark.timeout(120)
+def test_a_cluster_without_multi_window_incidents_is_skipped_and_logged(encoder_ckpt, windows, tmp_path):
+    from ifshm_ray.meta.controller import GateDecision, MetaController
+    from ifshm_ray.meta.novelty import NoveltyCalibration
+    from ifshm_ray.meta.prompt_tuning import ClusterPromptTuner
+
+    cfg = _meta_config()
+    tuner = ClusterPromptTuner(encoder_ckpt, windows[0], windows[1], cfg, tmp_path)
+    meta = MetaController(cfg, NoveltyCalibration(-1.0, 0.1, 9, 1.0))
+    known = GateDecision("policy", False, False, "known", 0.1, 1.0)
+    assert not tuner.record(known, [windows[0][0][2]])  # a known incident is not kept
+    for i in range(3):  # three novel incidents of cluster 0 whose episodes gave one window each
+        assert tuner.record(GateDecision("runbook", True, True, "novel", 9.0, 1.0, cluster=0), [windows[0][i][2]])
+    assert tuner.due() == [0]
+    assert tuner.step(meta, label="x#1") is None  # nothing tuned: the diagnoser stays
+    assert tuner.log[0]["skipped"].startswith("none of the cluster's 3 incidents")
+    assert meta.prompt_tunings and meta.stats()["prompt_tunings"] == 0 and tuner.due() == []
+    with pytest.raises(TypeError, match="MetaConfig"):
+        ClusterPromptTuner(encoder_ckpt, windows[0], windows[1], cfg.prompt_tuning, tmp_path)

@@ -186,7 +186,8 @@ class GateSection(ConfigModel):
 
     encoder: str | None = None
     """A fine-tuned encoder checkpoint (its unknown score and state); None: the numeric
-    :class:`~ifshm_ray.meta.diagnose.FeatureDiagnoser` (no LM)."""
+    :class:`~ifshm_ray.meta.diagnose.FeatureDiagnoser` (no LM). With it, every gated arm with
+    ``prompt_tuning`` tunes its own copy's soft prompt on the novel clusters (``meta.prompt_tuning``)."""
     fit_seeds: int = Field(10, ge=1)
     """Known-type incidents per type whose first-alarm windows fit the feature diagnoser's prototypes."""
     calibration_seeds: int = Field(10, ge=1)

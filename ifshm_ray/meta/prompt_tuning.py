@@ -227,10 +227,9 @@ class ClusterPromptTuner:
         due = self.due()
         if not due:
             return None
-        enc = self._load()
         pt = self.config.prompt_tuning
         known_tel = [t for _, _, t in self.known_windows]
-        known_labels = [enc.fault_types.index(f) for f, _, _ in self.known_windows]
+        enc, known_labels = None, None
         counts = self.counts()
         entries = []
         for k in due:
@@ -244,6 +243,9 @@ class ClusterPromptTuner:
                 entries.append(entry)
                 self.progress(f"prompt tuning of cluster {k} skipped: {entry['skipped']}")
                 continue
+            if enc is None:  # (loaded, and given its soft prompt, at the first tuning only)
+                enc = self._load()
+                known_labels = [enc.fault_types.index(f) for f, _, _ in self.known_windows]
             novel = [w for ws in incs for w in ws]
             ids = [i for i, ws in enumerate(incs) for _ in ws]
             t0 = time.perf_counter()
