@@ -42,6 +42,8 @@ bounded by the CPU-side modal encoding (Drain3, metric statistics: ~3 ms per win
 Checkpoints (:meth:`save` / :meth:`load`): ``encoder.json`` (config, fault types, the named split whose known types
 are the head's classes: :func:`checkpoint_split`), ``heads.safetensors`` (everything
 but the backbone), ``miner.bin`` (Drain3 templates) and ``adapter/`` (peft ``save_pretrained``) when an adapter is used.
+An encoder whose LoRA was merged to carry a soft prompt (:meth:`SemanticEncoder.add_soft_prompt`) also has
+``merged_lora/`` (that LoRA, folded into the backbone's weights again on load, before ``adapter/``'s soft prompt).
 """
 from __future__ import annotations
 
@@ -65,6 +67,9 @@ from ifshm_ray.encoding.models import default_pooling, load_backbone
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILES = ("encoder.json", "heads.safetensors")
+MERGED_LORA_DIRNAME = "merged_lora"
+"""Checkpoint subfolder of the LoRA adapter merged into the backbone under a soft prompt
+(:meth:`SemanticEncoder.add_soft_prompt`)."""
 
 
 def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -162,6 +167,9 @@ class SemanticEncoder(nn.Module):
         self.register_buffer("prototypes", torch.zeros(c, d))
         self.register_buffer("radii", torch.ones(c))
         self.embed_cache = LRUCache(config.template_cache_size)
+        self.merged_lora: dict[str, bytes] | None = None
+        """The files of a LoRA adapter merged into the backbone's weights (:meth:`add_soft_prompt`), written to
+        ``merged_lora/`` by :meth:`save`; None: no merged LoRA."""
         self.items_total = 0
         self.items_distinct = 0
         self._version = 0
@@ -206,6 +214,42 @@ class SemanticEncoder(nn.Module):
         s["items_total"] = self.items_total
         s["items_distinct"] = self.items_distinct
         return s
+
+    def add_soft_prompt(self, num_virtual_tokens: int | None = None) -> bool:
+        """Give the backbone a trainable peft soft prompt (``EncoderConfig.adapter`` becomes ``prompt_tuning``), for
+        :func:`ifshm_ray.meta.prompt_tuning.tune_prompt`. peft cannot stack a prompt-learning adapter on a LoRA one
+        in one model (its mixed models take LoRA-like adapters only), so a LoRA-fine-tuned encoder first has its LoRA
+        merged into the backbone's weights (:func:`~ifshm_ray.encoding.adapters.merge_lora`: the same function up to
+        float rounding); the LoRA's files are kept (:attr:`merged_lora`) and :meth:`save` writes them, so that
+        :meth:`load` rebuilds the same backbone (base + merged LoRA + soft prompt). An encoder without an adapter gets
+        the soft prompt directly; one that has a soft prompt already keeps it (returns False: nothing changed). The
+        soft prompt's random initialisation is seeded with ``config.seed`` (the caller's torch RNG is untouched);
+        ``num_virtual_tokens``: None for ``config.num_virtual_tokens``. The LM-output cache is cleared."""
+        import tempfile
+
+        if self.config.adapter == "prompt_tuning":
+            return False
+        if isinstance(self.backbone, _DSInference):
+            raise ValueError("add_soft_prompt: this encoder's backbone is a DeepSpeed inference engine (its adapters "
+                             "are merged and its weights frozen); load the checkpoint again without it")
+        n = int(num_virtual_tokens or self.config.num_virtual_tokens)
+        backbone = self.backbone
+        if self.config.adapter == "lora":
+            if not ad.is_peft(backbone) or ad.num_virtual_tokens(backbone):
+                raise ValueError("add_soft_prompt: the config says adapter 'lora' but the backbone carries no LoRA "
+                                 "adapter")
+            with tempfile.TemporaryDirectory() as tmp:
+                backbone.save_pretrained(tmp)
+                self.merged_lora = {f.name: f.read_bytes() for f in Path(tmp).iterdir() if f.is_file()}
+            backbone = ad.merge_lora(backbone)
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.backbone = ad.apply_prompt_tuning(backbone, num_virtual_tokens=n).to(self.device)
+        self.config = self.config.model_copy(update={"adapter": "prompt_tuning", "num_virtual_tokens": n})
+        self.clear_cache()
+        return True
 
     # ----- the LM pass -------------------------------------------------------------------------------------------
     def _lm(self, texts: list[str], max_length: int) -> torch.Tensor:
@@ -363,10 +407,15 @@ class SemanticEncoder(nn.Module):
         save_file(self.head_state_dict(), str(directory / "heads.safetensors"))
         meta = {"config": self.config.to_dict(), "fault_types": self.fault_types,
                 "feature_dim": self.modal.feature_dim, "hidden_size": self.hidden_size, "pooling": self.pooling,
-                "split": self.split, "tasks": self.tasks, "format": "ifshm.encoder/v1"}
+                "split": self.split, "tasks": self.tasks, "format": "ifshm.encoder/v1",
+                "merged_lora": self.merged_lora is not None}
         (directory / "encoder.json").write_text(json.dumps(meta, indent=2))
         (directory / "miner.bin").write_bytes(self.modal.miner_state())
         ad.save_adapter(self.backbone, directory / ad.ADAPTER_DIRNAME)
+        if self.merged_lora is not None:
+            (directory / MERGED_LORA_DIRNAME).mkdir(exist_ok=True)
+            for name, data in self.merged_lora.items():
+                (directory / MERGED_LORA_DIRNAME / name).write_bytes(data)
         return directory
 
     @classmethod
@@ -382,6 +431,14 @@ class SemanticEncoder(nn.Module):
         config = EncoderConfig(**cfg_dict)
         if backbone is None or tokenizer is None:
             backbone, tokenizer = load_backbone(config.model, config.cache_dir, seed=config.seed)
+        merged = None
+        if meta.get("merged_lora"):  # a LoRA folded into the weights under the soft prompt (add_soft_prompt)
+            lora_dir = directory / MERGED_LORA_DIRNAME
+            if not lora_dir.is_dir():
+                raise ad.AdapterNotFoundError(f"{str(directory)!r} was saved with a merged LoRA but has no "
+                                              f"{MERGED_LORA_DIRNAME}/ folder")
+            merged = {f.name: f.read_bytes() for f in lora_dir.iterdir() if f.is_file()}
+            backbone = ad.merge_lora(ad.load_adapter(backbone, lora_dir))
         if (directory / ad.ADAPTER_DIRNAME).exists():
             backbone = ad.load_adapter(backbone, directory / ad.ADAPTER_DIRNAME, trainable=trainable)
         elif meta["config"].get("adapter", "none") != "none":
@@ -393,6 +450,7 @@ class SemanticEncoder(nn.Module):
 
         enc = cls(config, meta["fault_types"], backbone, tokenizer, split=meta.get("split") or LEGACY_SPLIT,
                   tasks=meta.get("tasks") or None)
+        enc.merged_lora = merged
         state = load_file(str(directory / "heads.safetensors"))
         result = enc.load_state_dict(state, strict=False)
         bad = [k for k in result.missing_keys if not k.startswith("backbone.")]

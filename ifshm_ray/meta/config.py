@@ -64,7 +64,16 @@ class PromptTuningSection(ConfigModel):
     ``anchor_weight`` * mean cosine distance of known-fault windows to their known prototypes from before tuning."""
 
     min_episodes: int = Field(20, ge=2)
-    """Incidents a novel cluster needs before its prompt tuning runs."""
+    """Incidents a novel cluster needs before its prompt tuning runs; in the continual protocol a cluster is tuned
+    again each time it has gained this many more recorded incidents since its last tuning
+    (:class:`~ifshm_ray.meta.prompt_tuning.ClusterPromptTuner`)."""
+    windows_per_incident: int = Field(4, ge=2)
+    """Telemetry windows per recorded novel incident that the clustering loss groups: the window the gate decided
+    at and the ones after it (the loss needs incidents with two or more; an incident that ended sooner gives
+    fewer)."""
+    max_incidents: int = Field(40, ge=2)
+    """A tuning uses at most this many of the cluster's recorded incidents, the most recent ones (bounds its cost:
+    every step runs the LM over their windows' distinct texts with gradients)."""
     steps: int = Field(50, ge=1)
     """Optimizer steps per tuning."""
     lr: float = Field(1e-2, gt=0.0)

@@ -23,11 +23,20 @@ Per seed:
    types and on every unknown type, and, for a gated arm, gated. The ungated outcomes on unknown-type incidents that
    the gate flags novel go to the trust table as the policy's (the meta-controller's only source of them).
 
-Arms (``arms``): ``full`` (replay + self-imitation + scenario replay + meta-controller + gate), ``finetune`` (PPO
-fine-tuning without replay, no gate), ``uniform`` (as full with uniform instead of prioritized replay), ``gate_only``
-(the phase-1 policy behind the gate; the trust table learns, the policy does not), ``frozen`` (the phase-1 policy).
-Ablations are arms with other switches (:class:`ArmConfig`: ``sil``, ``strata``, ``scenario_replay``,
-``imitate_runbook``; ``configs/continual_ablations.yaml``). Metrics: :func:`summarise_protocol`.
+   With the LM's gate (``gate.encoder``), a gated arm with ``prompt_tuning`` then tunes the encoder's soft prompt on
+   every novel cluster that is due (:class:`~ifshm_ray.meta.prompt_tuning.ClusterPromptTuner`: its rule, the
+   windows, and the refitted prototypes, threshold and centroids), and the tuned encoder is the arm's diagnoser
+   (unknown score and states) from then on, saved under ``<arm>/prompt_tuning/`` (``diagnoser.json`` names it). Only
+   the gate's encoder changes: a policy whose LLM semantic state comes from the same encoder is refused (its table's
+   embeddings are module weights that every ``--resume`` restores from the checkpoint, so a rebuilt table would
+   not reach training), and one with its own encoder keeps its table.
+
+Arms (``arms``): ``full`` (replay + self-imitation + scenario replay + meta-controller + gate, prompt tuning with
+the LM's gate), ``finetune`` (PPO fine-tuning without replay, no gate), ``uniform`` (as full with uniform instead of
+prioritized replay), ``gate_only`` (the phase-1 policy behind the gate; the trust table learns, the policy and the
+encoder do not), ``frozen`` (the phase-1 policy). Ablations are arms with other switches (:class:`ArmConfig`:
+``sil``, ``strata``, ``scenario_replay``, ``imitate_runbook``, ``prompt_tuning``; ``configs/continual_ablations.yaml``,
+``configs/continual_prompt_tiny.yaml``). Metrics: :func:`summarise_protocol`.
 
 Tuning (``pseudo_unknown``, ``configs/continual_pseudo.yaml``): whole families of the split's known types, drawn
 with the seed, play the unknown types, and everything that is blind to the unknown types (phase 1, the gate, the
@@ -91,6 +100,11 @@ class ArmConfig(ConfigModel):
     into the known stratum, so a surge of a new fault can evict the memory of the known ones; reaches the
     protocol's pushes, ``replay.novel_stratum`` of the env runners and the meta-controller's replay mix
     (``meta.strata``) through the training config)."""
+    prompt_tuning: bool = True
+    """Soft-prompt tuning of the gate's encoder on the novel clusters during the stream (``meta.prompt_tuning``;
+    :class:`~ifshm_ray.meta.prompt_tuning.ClusterPromptTuner`). It runs only in a gated arm with the LM's gate
+    (``gate.encoder``); with the feature diagnoser there is no encoder to tune, and setting it true explicitly is
+    refused there. False: the ablation without prompt tuning."""
     train_overrides: list[str] = Field(default_factory=list)
     """``replay.key=value`` or ``ppo.key=value`` overrides of this arm's phase-2 training config, applied after the
     switches above (to compare settings paired on one stream, e.g. ``replay.sil.weight=0.3`` in tuning on
@@ -105,6 +119,8 @@ class ArmConfig(ConfigModel):
                              "learn)")
         if not self.strata and not self.replay:
             raise ValueError(f"arm {self.name!r}: strata: false is an ablation of the replay; it needs replay")
+        if self.prompt_tuning and not self.gate and "prompt_tuning" in self.model_fields_set:
+            raise ValueError(f"arm {self.name!r}: prompt_tuning tunes the gate's encoder; the arm has gate: false")
         from ifshm_ray.config import parse_overrides
 
         try:
@@ -128,7 +144,7 @@ def default_arms() -> list[ArmConfig]:
     return [ArmConfig(name="full"),
             ArmConfig(name="finetune", gate=False, replay=False),
             ArmConfig(name="uniform", prioritized=False),
-            ArmConfig(name="gate_only", learn=False, replay=False),
+            ArmConfig(name="gate_only", learn=False, replay=False, prompt_tuning=False),
             ArmConfig(name="frozen", learn=False, gate=False, replay=False)]
 
 
@@ -170,7 +186,8 @@ class GateSection(ConfigModel):
 
     encoder: str | None = None
     """A fine-tuned encoder checkpoint (its unknown score and state); None: the numeric
-    :class:`~ifshm_ray.meta.diagnose.FeatureDiagnoser` (no LM)."""
+    :class:`~ifshm_ray.meta.diagnose.FeatureDiagnoser` (no LM). With it, every gated arm with
+    ``prompt_tuning`` tunes its own copy's soft prompt on the novel clusters (``meta.prompt_tuning``)."""
     fit_seeds: int = Field(10, ge=1)
     """Known-type incidents per type whose first-alarm windows fit the feature diagnoser's prototypes."""
     calibration_seeds: int = Field(10, ge=1)
@@ -274,6 +291,11 @@ class ContinualConfig(ConfigModel):
             raise ValueError(f"arms: names must be unique, {dup} repeated")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds must be distinct integers >= 0, got {self.seeds}")
+        asked = [a.name for a in self.arms if a.prompt_tuning and "prompt_tuning" in a.model_fields_set]
+        if asked and not self.gate.encoder:
+            raise ValueError(f"arms {asked} set prompt_tuning: true, but prompt tuning tunes the LM gate's encoder and "
+                             "gate.encoder is null (the feature diagnoser has no soft prompt); set gate.encoder to "
+                             "a fine-tuned encoder checkpoint, or leave prompt_tuning unset")
         if self.stream.block > self.stream.incidents_per_type:
             raise ValueError(f"stream.block ({self.stream.block}) must be <= stream.incidents_per_type "
                              f"({self.stream.incidents_per_type})")
@@ -595,12 +617,39 @@ class Protocol:
             raise ValueError(f"train_config {cfg.train_config!r} has policy.act_on: alert, which acts on pending "
                              f"alerts: with meta.decide_on {cfg.meta.decide_on!r} its first actions on a novel "
                              "incident would pass before the gate decides; use meta.decide_on: action")
+        if any(self.prompt_tunes(a) for a in cfg.arms):
+            self._check_prompt_tuning_encoder()
         human = (env_cfg.get("human") or {}).get("model", "fixed") if isinstance(env_cfg.get("human"), dict) else \
             "fixed"
         if cfg.pseudo_unknown is not None and human == "drawn":
             raise ValueError("pseudo_unknown with human.model: drawn: the simulated human's familiarity follows the "
                              "split's held-out types, so pseudo-unknown incidents would get the known-type page")
         self.blind_known: list[str] | None = None  # set per seed (run_seed): None, the split's known types
+
+    def prompt_tunes(self, arm: ArmConfig) -> bool:
+        """Whether ``arm`` tunes the gate's encoder: ``arm.prompt_tuning`` in a gated arm with ``gate.encoder``."""
+        return bool(arm.prompt_tuning and arm.gate and self.cfg.gate.encoder)
+
+    def _check_prompt_tuning_encoder(self) -> None:
+        """The gate's encoder is a checkpoint, and the policy's LLM semantic state (if any) is not built from it
+        (see the module doc)."""
+        from ifshm_ray.encoding.semantic import checkpoint_dir
+
+        gate = checkpoint_dir(self.cfg.gate.encoder).resolve()
+        pol = self.base_train["policy"]
+        mine = None
+        if pol.get("semantic_table") and Path(pol["semantic_table"]).expanduser().exists():
+            from ifshm_ray.encoding.rl_state import load_table
+
+            mine = load_table(pol["semantic_table"])["meta"].get("encoder")
+        elif pol.get("encoder_checkpoint"):
+            mine = pol["encoder_checkpoint"]
+        if mine and Path(mine).expanduser().exists() and Path(mine).expanduser().resolve() in (gate, gate / "adapter"):
+            raise ValueError(f"prompt tuning tunes gate.encoder {self.cfg.gate.encoder!r}, from which train_config "
+                             f"{self.cfg.train_config!r}'s policy also takes its LLM semantic state: the policy's "
+                             "table of item embeddings is module weights that every jobs/train.py --resume restores "
+                             "from the checkpoint, so a table rebuilt with the tuned encoder would not reach "
+                             "training. Set prompt_tuning: false on the arms, or give the policy no semantic state")
 
     def reference(self, name: str):
         """A reference policy of this seed, blind to the types :func:`blind_known_types` leaves out."""
@@ -797,6 +846,10 @@ class Protocol:
         cal_windows = first_alarm_windows(self.sim_config, known, cal_seeds, decide_on=cfg.meta.decide_on,
                                           policy=phase1_policy)
         calibration = calibrate([diagnose(t)[0] for _, _, t in cal_windows], config=cfg.meta.novelty)
+        self._tuning_windows = None
+        if any(self.prompt_tunes(a) for a in cfg.arms):  # prompt tuning's labelled known windows: the fit seeds'
+            self._tuning_windows = (first_alarm_windows(self.sim_config, known, fit_seeds, decide_on=cfg.meta.decide_on,
+                                                        policy=phase1_policy, windows=g.fit_windows), cal_windows)
         self.calibration_path = calibration.save(root / "novelty_calibration.json")
         self.log(f"seed {seed}: gate threshold {calibration.threshold:.3f} on {len(cal_windows)} known windows "
                  f"(false-positive rate there {calibration.calibration_fpr:.3f})")
@@ -851,6 +904,8 @@ class Protocol:
             from ifshm_ray.eval.gated import BLIND_KNOWN_FILE
 
             (out / BLIND_KNOWN_FILE).write_text(json.dumps({"known": list(self.blind_known)}))
+        tuner = self._prompt_tuner(arm, out)
+        keep = cfg.meta.prompt_tuning.windows_per_incident if tuner is not None else 1
         bundle = phase1_bundle
         policy = ModulePolicy(bundle)
         iterations = self.phase1_iterations
@@ -873,13 +928,16 @@ class Protocol:
         for t, fault in enumerate(order):
             type_blocks = blocks(plan[t], cfg.stream.block)
             for b, items in enumerate(type_blocks):
-                deployed = GatedPolicy(policy, self.runbook(), meta, diagnose, update=True) if arm.gate else policy
+                deployed = GatedPolicy(policy, self.runbook(), meta, diagnose, update=True,
+                                       keep_windows=keep) if arm.gate else policy
                 pushed = []
                 for f, s, is_new in items:
                     rec = record_incident(self.env, deployed, f, s)
                     info = rec.info
                     if arm.gate:
                         deployed.record_outcome(bool(info["success"]), float(info["mttr_s"]))
+                    if tuner is not None:
+                        tuner.record(rec.decision, deployed.windows)
                     if not is_new:
                         meta.record_known(f, float(info["mttr_s"]))
                     stream_recs.append({"fault": f, "seed": s, "new": is_new, "mttr_s": float(info["mttr_s"]),
@@ -910,12 +968,36 @@ class Protocol:
                     cache["ungated"] = None  # a new policy: run its ungated evaluation
                     self.log(f"seed {seed} arm {arm.name}: {fault} block {b + 1}: trained to iteration {iterations}"
                              f" ({n_pushed} recorded incidents stored in the replay)")
+                if tuner is not None:  # after the learning step (which reloads the meta-controller)
+                    tuned = tuner.step(meta, label=f"{fault}#{b + 1}")
+                    if tuned is not None:
+                        diagnose = tuned
+                        diagnose.save(out)
+                        self.log(f"seed {seed} arm {arm.name}: {fault} block {b + 1}: prompt-tuned encoder "
+                                 f"{tuned.checkpoint} is the gate's diagnoser (threshold "
+                                 f"{meta.threshold:.3f})")
                 if evaluate_after_block(b, len(type_blocks), cfg.eval.every_blocks):
                     evaluate(seen, f"{fault}#{b + 1}")
         meta.save(out)
         if arm.learn:
             meta.save(out / "policy_bundle")
-        return {"evals": evals, "stream": stream_recs, "meta": meta.stats(), "dir": str(out)}
+        return {"evals": evals, "stream": stream_recs, "meta": meta.stats(), "dir": str(out),
+                "prompt_tuning": list(tuner.log) if tuner is not None else []}
+
+    def _prompt_tuner(self, arm: ArmConfig, out: Path):
+        """The arm's :class:`~ifshm_ray.meta.prompt_tuning.ClusterPromptTuner` (writing under
+        ``out/prompt_tuning``), or None when the arm does not tune (:meth:`prompt_tunes`). Its known windows are the
+        gate's fit windows of this seed's known types (labelled, never an unknown type), its calibration windows the
+        gate's (both from :meth:`run_seed`)."""
+        if not self.prompt_tunes(arm):
+            return None
+        from ifshm_ray.meta.prompt_tuning import ClusterPromptTuner
+
+        if getattr(self, "_tuning_windows", None) is None:
+            raise RuntimeError("the prompt tuner's windows are set per seed by run_seed")
+        known_windows, cal_windows = self._tuning_windows
+        return ClusterPromptTuner(self.cfg.gate.encoder, known_windows, cal_windows, self.cfg.meta,
+                                  out / "prompt_tuning", progress=lambda m: self.log(f"arm {arm.name}: {m}"))
 
     def _evaluate_arm(self, policy, meta, diagnose, incidents, known, ungated: list[dict] | None = None) -> dict:
         """The paired evaluation of one arm: ungated (``ungated``: the records of the same policy on the same
@@ -991,6 +1073,11 @@ def summarise_protocol(cfg: ContinualConfig, runs: list[dict]) -> dict:
         am["cumulative_unhealthy_s"] = float(np.mean([np.sum(x) for x in new]))
         am["stream_deferral_rate"] = float(np.mean([s["deferred"] for run in runs
                                                     for s in run["arms"][a.name]["stream"] if s["new"]]))
+        tunings = [{"seed": run["seed"], **e} for run in runs for e in run["arms"][a.name].get("prompt_tuning", [])]
+        am["prompt_tunings"] = sum(1 for e in tunings if not e.get("skipped"))
+        am["prompt_tuning"] = [{k: e.get(k) for k in ("seed", "label", "cluster", "incidents", "windows", "steps",
+                                                      "loss_before", "loss_after", "wall_s", "threshold_before",
+                                                      "threshold_after", "skipped")} for e in tunings]
         if rb_unk is not None:
             am["after_vs_runbook_unknown"] = cmp(per_seed(a.name, "gated" if a.name in gated_arms else "ungated", -1,
                                                           unk), rb_unk, True)

@@ -91,6 +91,15 @@ class OnlineClusterer:
         self.counts[k] += 1
         return k, False, d
 
+    def reembed(self, k: int, vectors: Sequence[Sequence[float]]) -> None:
+        """Recompute cluster ``k``'s centroid from its members' vectors under a changed encoder (after prompt
+        tuning): one vector per member incident, so their number must be the cluster's count."""
+        if not 0 <= k < len(self.sums):
+            raise ValueError(f"no cluster {k} (there are {len(self.sums)})")
+        if len(vectors) != self.counts[k]:
+            raise ValueError(f"cluster {k} has {self.counts[k]} incidents but {len(vectors)} vectors were given")
+        self.sums[k] = np.sum([_unit(v) for v in vectors], axis=0)
+
     def state(self) -> dict[str, Any]:
         return {"sums": [s.tolist() for s in self.sums], "counts": list(self.counts)}
 
@@ -204,6 +213,8 @@ class MetaController:
         self.num_novel = 0
         self.num_deferred = {"runbook": 0, "escalate": 0}
         self.num_known_recorded = 0
+        self.prompt_tunings: list[dict[str, Any]] = []
+        """One entry per prompt tuning of the encoder on a novel cluster (:meth:`record_prompt_tuning`)."""
 
     # ------------------------------------------------------------------ detection and the gate
     @property
@@ -308,10 +319,16 @@ class MetaController:
         b, total, rsum = self.config.steering.rehearsal_boost, sum(w.values()), sum(reg.values())
         return {k: (1.0 - b) * v / total + b * reg.get(k, 0.0) / rsum for k, v in w.items()}
 
+    def record_prompt_tuning(self, entry: Mapping[str, Any]) -> None:
+        """Log one prompt tuning of the encoder (cluster, incidents, steps, losses, wall seconds: see
+        :class:`~ifshm_ray.meta.prompt_tuning.ClusterPromptTuner`); kept in the state."""
+        self.prompt_tunings.append(json.loads(json.dumps(dict(entry))))
+
     # ------------------------------------------------------------------ state
     def stats(self) -> dict[str, Any]:
         return {"observed": self.num_observed, "novel": self.num_novel, "deferred": dict(self.num_deferred),
                 "known_recorded": self.num_known_recorded,
+                "prompt_tunings": sum(1 for e in self.prompt_tunings if not e.get("skipped")),
                 "clusters": [{"cluster": k, "incidents": c, "trusted": self.trust.trusted(k)[0],
                               **{a: dataclasses.asdict(self.trust.stats(k, a)) for a in ACTORS}}
                              for k, c in enumerate(self.clusters.counts)],
@@ -324,7 +341,8 @@ class MetaController:
                 "known_baseline": dict(self.known_baseline),
                 "known_recent": {k: list(v) for k, v in self.known_recent.items()},
                 "counters": {"observed": self.num_observed, "novel": self.num_novel,
-                             "deferred": dict(self.num_deferred), "known_recorded": self.num_known_recorded}}
+                             "deferred": dict(self.num_deferred), "known_recorded": self.num_known_recorded},
+                "prompt_tunings": list(self.prompt_tunings)}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> "MetaController":
@@ -340,6 +358,7 @@ class MetaController:
         c = state["counters"]
         m.num_observed, m.num_novel, m.num_deferred = int(c["observed"]), int(c["novel"]), dict(c["deferred"])
         m.num_known_recorded = int(c.get("known_recorded", 0))
+        m.prompt_tunings = list(state.get("prompt_tunings", []))  # (absent from states saved before it existed)
         return m
 
     def save(self, folder: str | os.PathLike) -> Path:

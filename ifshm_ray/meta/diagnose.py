@@ -155,9 +155,11 @@ class EncoderDiagnoser:
 
     kind = "encoder"
 
-    def __init__(self, checkpoint: str) -> None:
+    def __init__(self, checkpoint: str, encoder=None) -> None:
+        """``encoder``: the :class:`~ifshm_ray.encoding.semantic.SemanticEncoder` saved at ``checkpoint``, already
+        in memory (after prompt tuning); None: loaded from ``checkpoint`` at the first call."""
         self.checkpoint = str(checkpoint)
-        self._encoder = None
+        self._encoder = encoder
 
     def __call__(self, telemetry: dict) -> tuple[float | None, np.ndarray | None]:
         if self._encoder is None:

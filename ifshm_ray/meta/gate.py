@@ -51,22 +51,32 @@ def gate_decides_here(telemetry: dict, decide_on: str, proposal: np.ndarray | No
 
 class GatedPolicy(Policy):
     """See the module doc. ``update``: let the meta-controller cluster novel incidents (training, the protocol's
-    stream); False in paired evaluations, which must not change it."""
+    stream); False in paired evaluations, which must not change it. ``keep_windows``: :attr:`windows` holds the
+    telemetry window the gate decided at and the ones after it, up to this many per incident (the continual
+    protocol's prompt tuning groups them by incident: ``meta.prompt_tuning.windows_per_incident``)."""
 
     def __init__(self, policy: Policy, runbook: Policy, meta: MetaController, diagnose: Diagnose,
-                 update: bool = False) -> None:
+                 update: bool = False, keep_windows: int = 1) -> None:
         self.policy, self.runbook, self.meta, self.diagnose, self.update = policy, runbook, meta, diagnose, update
+        if keep_windows < 1:
+            raise ValueError(f"keep_windows must be >= 1, got {keep_windows}")
+        self.keep_windows = int(keep_windows)
         self.name = f"gated({getattr(policy, 'name', 'policy')})"
         self.decision: GateDecision | None = None
+        self.windows: list[dict] = []
+        """This incident's telemetry from the deciding window on (at most ``keep_windows``)."""
         self._escalated = False
 
     def reset(self, env, episode_seed: int | None = None) -> None:
         self.policy.reset(env, episode_seed=episode_seed)
         self.runbook.reset(env, episode_seed=episode_seed)
         self.decision = None
+        self.windows = []
         self._escalated = False
 
     def act(self, obs: dict, info: dict, env) -> np.ndarray:
+        if self.decision is not None and len(self.windows) < self.keep_windows:
+            self.windows.append(info.get("telemetry"))
         if self.decision is None:
             telemetry = info.get("telemetry")
             if telemetry is None:
@@ -76,6 +86,7 @@ class GatedPolicy(Policy):
                 return proposal
             score, state = self.diagnose(telemetry)
             self.decision = self.meta.observe(score, state, update=self.update)
+            self.windows = [telemetry]
             if self.decision.actor == "policy":
                 return proposal  # (asked once per window: the proposal is the policy's action here)
         actor = self.decision.actor

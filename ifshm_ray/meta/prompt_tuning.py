@@ -11,11 +11,18 @@ windows (each tagged with its incident id) and a fixed set of known-fault window
 
 After tuning the LM-embedding cache is cleared (outputs changed); the caller saves the encoder and rebuilds the
 policy's semantic table (:func:`ifshm_ray.encoding.rl_state.build_table`, through the encoder actor pool).
+
+:class:`ClusterPromptTuner` is what the continual protocol (:mod:`ifshm_ray.meta.continual`) runs per arm: it
+collects the recorded novel incidents' windows per meta-controller cluster and tunes the gate's encoder on every
+cluster that is due (see its doc for the rule), then refits the known prototypes, recalibrates the novelty
+threshold and re-embeds the clusters' centroids with the tuned encoder.
 """
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -126,3 +133,162 @@ def rebuild_semantic_table(encoder: Any, checkpoint_dir: str | Path, sim_config:
 
     saved = encoder.save(checkpoint_dir)
     return build_table(str(saved), sim_config, out, pool=pool)
+
+
+class ClusterPromptTuner:
+    """Prompt tuning of the gate's encoder per novel cluster, during the continual protocol's stream (one per arm).
+
+    * :meth:`record`: every stream incident the gate flagged novel and clustered, with its telemetry from the
+      deciding window on (:attr:`GatedPolicy.windows <ifshm_ray.meta.gate.GatedPolicy.windows>`, at most
+      ``prompt_tuning.windows_per_incident``).
+    * :meth:`due`, the rule: cluster k is due when it has at least ``prompt_tuning.min_episodes`` recorded
+      incidents more than at its last tuning (0 before the first): first at ``min_episodes`` incidents, then again
+      after every further ``min_episodes``. A tuning skipped (no incident of the cluster had two windows) counts as
+      one, so it is not retried before the cluster grows by as many again.
+    * :meth:`step` (after a stream block): tunes each due cluster in index order with :func:`tune_prompt` on the
+      same encoder (one soft prompt for all clusters), the novel windows being the cluster's last
+      ``prompt_tuning.max_incidents`` incidents' (grouped by incident) and the known windows ``known_windows``
+      (labelled by fault type; never an unknown type). The first step loads ``checkpoint`` and gives it a soft
+      prompt (:meth:`~ifshm_ray.encoding.semantic.SemanticEncoder.add_soft_prompt`: a LoRA encoder has its LoRA
+      merged first). A new soft prompt and the tuning move every state, the known ones too, so after tuning the
+      encoder's known prototypes are refitted on ``known_windows`` (the types without windows get none, so they are
+      never the nearest: the gate knows the types it was fitted on), the novelty threshold is recalibrated on
+      ``calibration_windows`` to ``meta.novelty.target_fpr`` (:func:`~ifshm_ray.meta.novelty.calibrate`; without
+      that the old threshold would hold for another score), and every cluster's centroid is recomputed from its
+      incidents' deciding windows under the tuned encoder (:meth:`~ifshm_ray.meta.controller.OnlineClusterer.reembed`).
+      The tuned encoder is saved to ``out/encoder_NNN`` and returned as the arm's new
+      :class:`~ifshm_ray.meta.diagnose.EncoderDiagnoser` (unknown score and states); each tuning is logged into the
+      meta-controller (:meth:`~ifshm_ray.meta.controller.MetaController.record_prompt_tuning`) and ``out/log.json``.
+    """
+
+    def __init__(self, checkpoint: str | Path, known_windows: Sequence[tuple[str, Any, dict]],
+                 calibration_windows: Sequence[tuple[str, Any, dict]], config: Any, out: str | Path,
+                 progress: Callable[[str], None] | None = None) -> None:
+        from ifshm_ray.meta.config import MetaConfig
+
+        if not isinstance(config, MetaConfig):
+            raise TypeError("ClusterPromptTuner needs the MetaConfig (prompt_tuning, novelty)")
+        if not known_windows or not calibration_windows:
+            raise ValueError("ClusterPromptTuner needs known-type windows for the anchor and the prototypes and "
+                             "calibration windows for the threshold")
+        self.checkpoint = str(checkpoint)
+        self.known_windows = list(known_windows)
+        self.calibration_windows = list(calibration_windows)
+        self.config = config
+        self.out = Path(out)
+        self.progress = progress or (lambda _: None)
+        self.incidents: list[tuple[int, list[dict]]] = []
+        """(cluster, windows) of every recorded novel incident, in stream order."""
+        self.tuned_at: dict[int, int] = {}
+        """Cluster -> its number of recorded incidents at its last tuning."""
+        self.log: list[dict[str, Any]] = []
+        self.encoder = None
+        self.version = 0
+
+    def record(self, decision: Any, windows: Sequence[dict]) -> bool:
+        """One stream incident (its gate decision and windows); kept when novel and clustered. Returns whether."""
+        if decision is None or not decision.novel or decision.cluster is None:
+            return False
+        ws = [w for w in windows if w is not None][: self.config.prompt_tuning.windows_per_incident]
+        if not ws:
+            raise ValueError("a novel incident without its deciding window (GatedPolicy.windows is empty)")
+        self.incidents.append((int(decision.cluster), ws))
+        return True
+
+    def counts(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for k, _ in self.incidents:
+            out[k] = out.get(k, 0) + 1
+        return out
+
+    def due(self) -> list[int]:
+        """The clusters due for tuning (see the class doc), in index order."""
+        need = self.config.prompt_tuning.min_episodes
+        return sorted(k for k, n in self.counts().items() if n - self.tuned_at.get(k, 0) >= need)
+
+    def _load(self) -> Any:
+        if self.encoder is None:
+            from ifshm_ray.encoding.semantic import SemanticEncoder
+
+            enc = SemanticEncoder.load(self.checkpoint)
+            enc.add_soft_prompt()
+            missing = sorted({f for f, _, _ in self.known_windows} - set(enc.fault_types))
+            if missing:
+                raise ValueError(f"the gate's encoder {self.checkpoint!r} does not know the known types {missing} "
+                                 "(its fault head's classes): it cannot anchor them")
+            self.encoder = enc
+        return self.encoder
+
+    def step(self, meta: Any, label: str = "") -> Any:
+        """Tune every due cluster (see the class doc); returns the new diagnoser, or None when nothing was tuned."""
+        from ifshm_ray.meta.diagnose import EncoderDiagnoser
+        from ifshm_ray.meta.novelty import calibrate
+
+        due = self.due()
+        if not due:
+            return None
+        pt = self.config.prompt_tuning
+        known_tel = [t for _, _, t in self.known_windows]
+        enc, known_labels = None, None
+        counts = self.counts()
+        entries = []
+        for k in due:
+            incs = [ws for c, ws in self.incidents if c == k][-pt.max_incidents:]
+            self.tuned_at[k] = counts[k]
+            entry: dict[str, Any] = {"label": label, "cluster": k, "incidents": len(incs),
+                                     "cluster_incidents": counts[k], "windows": sum(len(w) for w in incs)}
+            if not any(len(w) >= 2 for w in incs):
+                entry["skipped"] = (f"none of the cluster's {len(incs)} incidents has two or more windows (the "
+                                    "clustering loss needs one)")
+                entries.append(entry)
+                self.progress(f"prompt tuning of cluster {k} skipped: {entry['skipped']}")
+                continue
+            if enc is None:  # (loaded, and given its soft prompt, at the first tuning only)
+                enc = self._load()
+                known_labels = [enc.fault_types.index(f) for f, _, _ in self.known_windows]
+            novel = [w for ws in incs for w in ws]
+            ids = [i for i, ws in enumerate(incs) for _ in ws]
+            t0 = time.perf_counter()
+            res = tune_prompt(enc, novel, ids, known_tel, known_labels, pt)
+            entry.update(steps=res["steps"], known_windows=res["known_windows"], loss_before=res["first"],
+                         loss_after=res["final"], prompt_change_l2=res["prompt_change_l2"],
+                         wall_s=round(time.perf_counter() - t0, 3))
+            entries.append(entry)
+            self.progress(f"prompt tuning of cluster {k} ({len(incs)} incidents, {len(novel)} windows): loss "
+                          f"{res['first']['loss']:.4f} -> {res['final']['loss']:.4f} (clustering "
+                          f"{res['first']['cluster']:.4f} -> {res['final']['cluster']:.4f}, anchor "
+                          f"{res['first']['anchor']:.4f} -> {res['final']['anchor']:.4f}) in {entry['wall_s']:.1f} s")
+        if all(e.get("skipped") for e in entries):
+            for e in entries:
+                meta.record_prompt_tuning(e)
+            self.log.extend(entries)
+            self._write_log()
+            return None
+        t0 = time.perf_counter()
+        # the tuned encoder's known prototypes, threshold and cluster centroids (see the class doc)
+        enc.fit_prototypes(enc.predict(known_tel)["state"], known_labels)
+        old = meta.calibration
+        scores = enc.predict([t for _, _, t in self.calibration_windows])["unknown_score"]
+        meta.calibration = calibrate([float(x) for x in scores], config=self.config.novelty)
+        for k in range(len(meta.clusters)):
+            first = [ws[0] for c, ws in self.incidents if c == k]
+            if len(first) == meta.clusters.counts[k]:
+                meta.clusters.reembed(k, enc.predict(first)["state"])
+            else:  # (a cluster with members this tuner did not record: left in the old space, said in the log)
+                for e in entries:
+                    e.setdefault("clusters_not_reembedded", []).append(k)
+        self.version += 1
+        path = enc.save(self.out / f"encoder_{self.version:03d}")
+        for e in entries:
+            e.update(checkpoint=str(path), threshold_before=None if old is None else float(old.threshold),
+                     threshold_after=float(meta.calibration.threshold),
+                     calibration_fpr_after=float(meta.calibration.calibration_fpr),
+                     refit_s=round(time.perf_counter() - t0, 3))
+            meta.record_prompt_tuning(e)
+        self.log.extend(entries)
+        self._write_log()
+        return EncoderDiagnoser(str(path), enc)
+
+    def _write_log(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "log.json").write_text(json.dumps(self.log, indent=1))
