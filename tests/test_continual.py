@@ -274,6 +274,20 @@ def test_arm_train_overrides_reach_only_that_arms_training(tmp_path):
             ArmConfig(name="bad", train_overrides=bad)
     with pytest.raises(ValueError, match="replay: false"):
         ArmConfig(name="bad", replay=False, train_overrides=["replay.sil.weight=0.5"])
+    for derived in ("replay.enabled=false", "replay.scenario_replay=true", "replay.buffer.gamma=0.9"):
+        with pytest.raises(ValueError, match="switches"):
+            ArmConfig(name="bad", train_overrides=[derived])
+    with pytest.raises(ValueError, match="switches"):
+        ArmConfig(name="bad", sil=False, train_overrides=["replay.sil.weight=0.5"])
+    with pytest.raises(ValueError, match="sections"):
+        ArmConfig(name="bad", train_overrides=["ppo=5"])
+    # the buffer's discount follows an overridden ppo.gamma
+    g = protocol._train_dict(faults, 5, 0, ArmConfig(name="g", train_overrides=["ppo.gamma=0.95"]), None)
+    assert g["replay"]["buffer"]["gamma"] == g["ppo"]["gamma"] == 0.95
+    TrainConfig.from_dict(g)
+    # a typo is caught when the protocol is built, before anything runs
+    with pytest.raises(ValueError, match="wieght"):
+        _protocol(tmp_path, arms=[{"name": "typo", "train_overrides": ["replay.sil.wieght=0.3"]}])
 
 
 @pytest.mark.timeout(60)

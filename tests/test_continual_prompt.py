@@ -115,7 +115,7 @@ def _tuned_run(tmp_path, encoder_ckpt, windows):
     from ifshm_ray.meta.diagnose import EncoderDiagnoser
     from ifshm_ray.meta.novelty import NoveltyCalibration
 
-    proto = _protocol(tmp_path, encoder_ckpt, [{"name": "full", "replay": False, "learn": False},
+    proto = _protocol(tmp_path, encoder_ckpt, [{"name": "full", "replay": False, "learn": False, "prompt_tuning": True},
                                                {"name": "no_prompt_tuning", "replay": False, "learn": False,
                                                 "prompt_tuning": False}])
     proto._tuning_windows = windows
@@ -194,7 +194,7 @@ def test_prompt_tuning_is_deterministic_under_a_seed(encoder_ckpt, windows, tmp_
 
 @pytest.mark.timeout(60)
 def test_prompt_tuning_config_is_validated(encoder_ckpt, tmp_path):
-    from ifshm_ray.config import ConfigError
+    from ifshm_ray.config import ConfigError, load_config
 
     base = {"train_config": str(REPO / "configs" / "tiny.yaml"), "seeds": [0]}
     with pytest.raises(ConfigError, match="gate.encoder is null"):
@@ -206,9 +206,16 @@ def test_prompt_tuning_config_is_validated(encoder_ckpt, tmp_path):
         ContinualConfig.from_dict({**base, "pseudo_unknown": 1, "gate": {"encoder": str(encoder_ckpt)}})
     # defaults: the feature gate has nothing to tune (no error); gate_only does not tune
     cfg = ContinualConfig.from_dict(base)
-    assert all(a.prompt_tuning for a in cfg.arms if a.name != "gate_only")
-    assert not next(a for a in cfg.arms if a.name == "gate_only").prompt_tuning
+    assert all(a.prompt_tuning is None for a in cfg.arms)
     assert ArmConfig(name="x", prompt_tuning=False).prompt_tuning is False
+    # a saved config loads again (jobs/continual.py writes OUT/config.yaml; --summarise-only reads it)
+    for c in (cfg, load_config(ContinualConfig, REPO / "configs" / "continual.yaml"),
+              load_config(ContinualConfig, REPO / "configs" / "continual_prompt_tiny.yaml")):
+        assert ContinualConfig.from_dict(c.to_dict()) == c
+    # with the LM gate: the learning gated arms tune, gate_only (no learning) and ungated arms do not
+    proto = _protocol(tmp_path, encoder_ckpt, [a.to_dict() for a in ContinualConfig.from_dict(base).arms])
+    assert {a.name: proto.prompt_tunes(a) for a in proto.cfg.arms} == {
+        "full": True, "finetune": False, "uniform": True, "gate_only": False, "frozen": False}
     # the policy's semantic state from the same encoder: its table would not reach training, refused
     with pytest.raises(ValueError, match="semantic state"):
         _protocol(tmp_path, encoder_ckpt, [{"name": "full"}],

@@ -97,6 +97,12 @@ def test_adv_normalize_makes_the_policy_term_independent_of_the_reward_scale():
     assert b.policy_loss.item() == pytest.approx(a.policy_loss.item())
     one = sil_loss(*(t[:1] for t in inputs()), adv_normalize=True)  # one row: its weight is 1
     assert one.policy_loss.item() == pytest.approx(math.log(2))
+    # near-zero differences keep a near-zero weight (the RMS is floored at 1e-4, as RLlib floors the std)
+    tiny = sil_loss(*inputs(values=(0.0, 0.0, 0.0), returns=(1e-6, -1e-6, 1e-6)), adv_normalize=True)
+    assert tiny.policy_loss.item() < 0.05
+    # with adv_clip the RMS is of the clipped differences: R - V = +-50 clipped at 1 gives weights of 1
+    big = sil_loss(*inputs(values=(0.0, 0.0, 0.0), returns=(50.0, -50.0, 50.0)), adv_normalize=True, adv_clip=1.0)
+    assert big.policy_loss.item() == pytest.approx((math.log(2) + math.log(10)) / 2)
 
 
 def test_from_config_and_shape_check():

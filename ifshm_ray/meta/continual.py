@@ -100,11 +100,12 @@ class ArmConfig(ConfigModel):
     into the known stratum, so a surge of a new fault can evict the memory of the known ones; reaches the
     protocol's pushes, ``replay.novel_stratum`` of the env runners and the meta-controller's replay mix
     (``meta.strata``) through the training config)."""
-    prompt_tuning: bool = True
+    prompt_tuning: bool | None = None
     """Soft-prompt tuning of the gate's encoder on the novel clusters during the stream (``meta.prompt_tuning``;
-    :class:`~ifshm_ray.meta.prompt_tuning.ClusterPromptTuner`). It runs only in a gated arm with the LM's gate
-    (``gate.encoder``); with the feature diagnoser there is no encoder to tune, and setting it true explicitly is
-    refused there. False: the ablation without prompt tuning."""
+    :class:`~ifshm_ray.meta.prompt_tuning.ClusterPromptTuner`). None (default): on in a gated arm that learns when
+    the LM's gate is used (``gate.encoder``), off otherwise (``gate_only`` learns nothing, the encoder included).
+    True: asked explicitly, refused without a gate or without ``gate.encoder`` (the feature diagnoser has no soft
+    prompt). False: the ablation without prompt tuning."""
     train_overrides: list[str] = Field(default_factory=list)
     """``replay.key=value`` or ``ppo.key=value`` overrides of this arm's phase-2 training config, applied after the
     switches above (to compare settings paired on one stream, e.g. ``replay.sil.weight=0.3`` in tuning on
@@ -119,7 +120,7 @@ class ArmConfig(ConfigModel):
                              "learn)")
         if not self.strata and not self.replay:
             raise ValueError(f"arm {self.name!r}: strata: false is an ablation of the replay; it needs replay")
-        if self.prompt_tuning and not self.gate and "prompt_tuning" in self.model_fields_set:
+        if self.prompt_tuning is True and not self.gate:
             raise ValueError(f"arm {self.name!r}: prompt_tuning tunes the gate's encoder; the arm has gate: false")
         from ifshm_ray.config import parse_overrides
 
@@ -132,6 +133,20 @@ class ArmConfig(ConfigModel):
             raise ValueError(f"arm {self.name!r}: train_overrides may set only replay.* and ppo.* keys, not {bad} "
                              "(the env, the policy and the meta-controller are the protocol's, the same in every "
                              "arm)")
+        if not all(isinstance(over.get(k, {}), dict) for k in ("replay", "ppo")):
+            raise ValueError(f"arm {self.name!r}: train_overrides: replay and ppo are sections; set their keys "
+                             "(replay.sil.weight=0.3), not the sections themselves")
+        rep = over.get("replay", {})
+        derived = [k for k in ("enabled", "scenario_replay", "known_types", "novel_stratum") if k in rep]
+        derived += [f"buffer.{k}" for k in ("gamma", "deterministic", "actor_name") if k in rep.get("buffer", {})]
+        if "alpha" in rep.get("buffer", {}) and not self.prioritized:
+            derived.append("buffer.alpha")
+        if "weight" in rep.get("sil", {}) and not self.sil:
+            derived.append("sil.weight")
+        if derived:
+            raise ValueError(f"arm {self.name!r}: train_overrides: replay.{derived} are set by the protocol from the "
+                             "arm's switches (replay, scenario_replay, prioritized, sil, strata) or from ppo.gamma; "
+                             "use the switches")
         if "train_batch_size" in over.get("ppo", {}):
             raise ValueError(f"arm {self.name!r}: train_overrides: ppo.train_batch_size would change the arm's "
                              "env-step budget (the same in every arm)")
@@ -144,7 +159,7 @@ def default_arms() -> list[ArmConfig]:
     return [ArmConfig(name="full"),
             ArmConfig(name="finetune", gate=False, replay=False),
             ArmConfig(name="uniform", prioritized=False),
-            ArmConfig(name="gate_only", learn=False, replay=False, prompt_tuning=False),
+            ArmConfig(name="gate_only", learn=False, replay=False),
             ArmConfig(name="frozen", learn=False, gate=False, replay=False)]
 
 
@@ -291,7 +306,7 @@ class ContinualConfig(ConfigModel):
             raise ValueError(f"arms: names must be unique, {dup} repeated")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds must be distinct integers >= 0, got {self.seeds}")
-        asked = [a.name for a in self.arms if a.prompt_tuning and "prompt_tuning" in a.model_fields_set]
+        asked = [a.name for a in self.arms if a.prompt_tuning is True]
         if asked and not self.gate.encoder:
             raise ValueError(f"arms {asked} set prompt_tuning: true, but prompt tuning tunes the LM gate's encoder and "
                              "gate.encoder is null (the feature diagnoser has no soft prompt); set gate.encoder to "
@@ -625,10 +640,39 @@ class Protocol:
             raise ValueError("pseudo_unknown with human.model: drawn: the simulated human's familiarity follows the "
                              "split's held-out types, so pseudo-unknown incidents would get the known-type page")
         self.blind_known: list[str] | None = None  # set per seed (run_seed): None, the split's known types
+        self._tuning_windows = None  # prompt tuning's (fit, calibration) windows, set per seed (run_seed)
+        self._check_arm_training_configs()
+        self._gate_encoder = cfg.gate.encoder  # per seed: the encoder with refitted prototypes when arms tune
+
+    def _check_arm_training_configs(self) -> None:
+        """Every learning arm's phase-2 training config (its switches and ``train_overrides`` on ``train_config``)
+        is valid, checked before anything runs (a bad override would otherwise stop the run hours in)."""
+        from ifshm_ray.config import ConfigError
+        from ifshm_ray.policy.config import TrainConfig
+        from ifshm_ray.sim.catalog import load_catalog
+
+        known = load_catalog().known_in(self.cfg.split)[:2]
+        unknown = load_catalog().unknown_in(self.cfg.split)[:1] or known[:1]
+        had = getattr(self, "calibration_path", None), self.blind_known
+        self.calibration_path = "<the seed's novelty calibration>"  # (both set per seed; not read by the check)
+        self.blind_known = known
+        try:
+            for arm in self.cfg.arms:
+                if not arm.learn:
+                    continue
+                d = self._train_dict([*unknown, *known], 1, 0, arm, {unknown[0]: 0.9, known[0]: 0.1})
+                try:
+                    TrainConfig.from_dict(d, source=f"arm {arm.name!r}'s phase-2 training config")
+                except ConfigError as e:
+                    raise ValueError(str(e)) from None
+        finally:
+            self.calibration_path, self.blind_known = had
 
     def prompt_tunes(self, arm: ArmConfig) -> bool:
-        """Whether ``arm`` tunes the gate's encoder: ``arm.prompt_tuning`` in a gated arm with ``gate.encoder``."""
-        return bool(arm.prompt_tuning and arm.gate and self.cfg.gate.encoder)
+        """Whether ``arm`` tunes the gate's encoder: a gated arm with ``gate.encoder`` and ``arm.prompt_tuning``
+        (None: when the arm learns)."""
+        wanted = arm.learn if arm.prompt_tuning is None else arm.prompt_tuning
+        return bool(wanted and arm.gate and self.cfg.gate.encoder)
 
     def _check_prompt_tuning_encoder(self) -> None:
         """The gate's encoder is a checkpoint, and the policy's LLM semantic state (if any) is not built from it
@@ -696,6 +740,8 @@ class Protocol:
             from ifshm_ray.config import merge, parse_overrides
 
             d = merge(d, parse_overrides(arm.train_overrides))
+            if replay:  # returns-to-go with the PPO discount the arm trains with
+                d["replay"]["buffer"]["gamma"] = d["ppo"]["gamma"]
         return d
 
     def _train(self, out: Path, d: dict, resume: bool) -> dict:
@@ -837,7 +883,28 @@ class Protocol:
         g = cfg.gate
         fit_seeds = range(seed * 10_000 + g.seed_offset, seed * 10_000 + g.seed_offset + g.fit_seeds)
         cal_seeds = range(fit_seeds.stop, fit_seeds.stop + g.calibration_seeds)
-        if g.encoder:
+        self._tuning_windows, self._gate_encoder = None, g.encoder
+        if g.encoder and any(self.prompt_tunes(a) for a in cfg.arms):
+            # prompt tuning refits the encoder's known prototypes on the fit windows after every tuning; so that an
+            # arm with it and one without differ only by the soft prompt, every arm starts from the encoder with
+            # its prototypes refitted on the same windows (a tuning of zero steps), saved under seed_N/gate_encoder
+            from ifshm_ray.encoding.semantic import SemanticEncoder
+
+            fit = first_alarm_windows(self.sim_config, known, fit_seeds, decide_on=cfg.meta.decide_on,
+                                      policy=phase1_policy, windows=g.fit_windows)
+            enc = SemanticEncoder.load(g.encoder)
+            enc.modal.freeze()
+            missing = sorted(set(known) - set(enc.fault_types))
+            if missing:
+                raise ValueError(f"gate.encoder {g.encoder!r} does not know the known types {missing} (its fault "
+                                 "head's classes): prompt tuning cannot anchor them")
+            enc.fit_prototypes(enc.predict([t for _, _, t in fit])["state"],
+                               [enc.fault_types.index(f) for f, _, _ in fit])
+            self._gate_encoder = str(enc.save(root / "gate_encoder"))
+            diagnose = EncoderDiagnoser(self._gate_encoder, enc)
+            self.log(f"seed {seed}: the gate's encoder with its known prototypes refitted on {len(fit)} fit windows "
+                     f"({self._gate_encoder})")
+        elif g.encoder:
             diagnose = EncoderDiagnoser(g.encoder)
         else:
             diagnose = FeatureDiagnoser.fit(self.sim_config, first_alarm_windows(
@@ -846,10 +913,8 @@ class Protocol:
         cal_windows = first_alarm_windows(self.sim_config, known, cal_seeds, decide_on=cfg.meta.decide_on,
                                           policy=phase1_policy)
         calibration = calibrate([diagnose(t)[0] for _, _, t in cal_windows], config=cfg.meta.novelty)
-        self._tuning_windows = None
-        if any(self.prompt_tunes(a) for a in cfg.arms):  # prompt tuning's labelled known windows: the fit seeds'
-            self._tuning_windows = (first_alarm_windows(self.sim_config, known, fit_seeds, decide_on=cfg.meta.decide_on,
-                                                        policy=phase1_policy, windows=g.fit_windows), cal_windows)
+        if g.encoder and any(self.prompt_tunes(a) for a in cfg.arms):  # prompt tuning's labelled known windows
+            self._tuning_windows = (fit, cal_windows)
         self.calibration_path = calibration.save(root / "novelty_calibration.json")
         self.log(f"seed {seed}: gate threshold {calibration.threshold:.3f} on {len(cal_windows)} known windows "
                  f"(false-positive rate there {calibration.calibration_fpr:.3f})")
@@ -993,10 +1058,10 @@ class Protocol:
             return None
         from ifshm_ray.meta.prompt_tuning import ClusterPromptTuner
 
-        if getattr(self, "_tuning_windows", None) is None:
+        if self._tuning_windows is None:
             raise RuntimeError("the prompt tuner's windows are set per seed by run_seed")
         known_windows, cal_windows = self._tuning_windows
-        return ClusterPromptTuner(self.cfg.gate.encoder, known_windows, cal_windows, self.cfg.meta,
+        return ClusterPromptTuner(self._gate_encoder, known_windows, cal_windows, self.cfg.meta,
                                   out / "prompt_tuning", progress=lambda m: self.log(f"arm {arm.name}: {m}"))
 
     def _evaluate_arm(self, policy, meta, diagnose, incidents, known, ungated: list[dict] | None = None) -> dict:

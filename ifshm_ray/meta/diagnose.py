@@ -160,12 +160,17 @@ class EncoderDiagnoser:
         in memory (after prompt tuning); None: loaded from ``checkpoint`` at the first call."""
         self.checkpoint = str(checkpoint)
         self._encoder = encoder
+        if encoder is not None:
+            encoder.modal.freeze()
 
     def __call__(self, telemetry: dict) -> tuple[float | None, np.ndarray | None]:
         if self._encoder is None:
             from ifshm_ray.encoding.semantic import SemanticEncoder
 
+            # a frozen log-template miner: matching only, so what the gate sees (unknown types included) never
+            # changes the templates its threshold was calibrated with (as the encoder service does)
             self._encoder = SemanticEncoder.load(self.checkpoint)
+            self._encoder.modal.freeze()
         out = self._encoder.predict([telemetry])
         score = float(out["unknown_score"][0])
         return (score if np.isfinite(score) else None), np.asarray(out["state"][0], np.float64)

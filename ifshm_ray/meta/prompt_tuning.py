@@ -211,6 +211,7 @@ class ClusterPromptTuner:
             from ifshm_ray.encoding.semantic import SemanticEncoder
 
             enc = SemanticEncoder.load(self.checkpoint)
+            enc.modal.freeze()  # the miner's templates stay those of the checkpoint (see EncoderDiagnoser)
             enc.add_soft_prompt()
             missing = sorted({f for f, _, _ in self.known_windows} - set(enc.fault_types))
             if missing:

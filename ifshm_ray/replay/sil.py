@@ -69,8 +69,10 @@ def sil_loss(logp: torch.Tensor, values: torch.Tensor, returns: torch.Tensor, we
         value_per_step = 0.5 * d.pow(2)
     adv = d.detach()
     priorities = adv
-    if adv_normalize:  # RMS of R - V over the whole sample (one row: |R - V|, so its weight is 1)
-        adv = adv / diff.detach().pow(2).mean().sqrt().clamp_min(1e-8)
+    if adv_normalize:  # RMS of R - V over the whole sample (one row: |R - V|, so its weight is 1), clipped as d is,
+        # floored as RLlib floors the std of PPO's advantages (1e-4), so that near-zero noise keeps a small weight
+        spread = diff.detach() if adv_clip is None else torch.clamp(diff.detach(), min=-adv_clip, max=adv_clip)
+        adv = adv / spread.pow(2).mean().sqrt().clamp_min(1e-4)
     nlogp = -logp
     if max_nlogp is not None:
         nlogp = nlogp + (torch.clamp(nlogp, max=max_nlogp) - nlogp).detach()
