@@ -49,3 +49,11 @@ nice -n 5 $PY benchmarks/human_model.py --human drawn "${common[@]}" \
 nice -n 5 $PY benchmarks/human_model.py --human fixed "${common[@]}" --arm runbook --arm escalate-first \
   --pair drawn_trained:runbook --pair fixed_trained:runbook --pair drawn_trained:escalate-first \
   --pair fixed_trained:escalate-first --out "$OUT/eval_fixed" > "$OUT/eval_fixed.json"
+
+# sensitivity: MTTR is censored at the episode's time limit (1 h; a drawn page often runs past it, and so does a
+# policy that never pages), so the same under the drawn human with a 4 h limit (SimConfig.time_limit_s; it also
+# spreads the benign blips' start over 2 h instead of 30 min, so the incidents differ slightly from the 1 h runs)
+nice -n 5 $PY benchmarks/human_model.py --human drawn --set time_limit_s=14400 "${common[@]}" --arm oracle \
+  --arm runbook --arm escalate-first \
+  --pair drawn_trained:runbook --pair fixed_trained:runbook --pair drawn_trained:escalate-first \
+  --pair fixed_trained:escalate-first --out "$OUT/eval_drawn_4h" > "$OUT/eval_drawn_4h.json"
