@@ -151,8 +151,10 @@ def parse_label(item: str) -> tuple[str, str]:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--human", choices=("fixed", "drawn"), required=True, help="SimConfig.human.model")
-    p.add_argument("--arm", action="append", required=True, help="LABEL=SPEC or a reference name (repeatable)")
+    p.add_argument("--human", choices=("fixed", "drawn"), default="drawn", help="SimConfig.human.model")
+    p.add_argument("--arm", action="append", default=None,
+                   help="LABEL=SPEC or a reference name (repeatable; default: runbook and escalate-first, so that "
+                        "`make bench` runs it without arguments)")
     p.add_argument("--group", action="append", default=[], help="NAME=ARM+ARM...: pooled arms (repeatable)")
     p.add_argument("--pair", action="append", default=[], help="A:B (arms or groups): paired A - B (repeatable)")
     p.add_argument("--faults", default="known,unknown", help=f"comma-separated fault sets of {SETS}")
@@ -160,9 +162,10 @@ def main(argv=None) -> dict:
     p.add_argument("--episodes", type=int, default=3, help="episodes per fault type (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the incidents (default 0)")
     p.add_argument("--config", default=None, help="simulator config YAML (SimConfig); default config when absent")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", default="results/human_model/bench", help="output folder")
     add_override_arg(p)
     a = p.parse_args(argv)
+    a.arm = a.arm or ["runbook", "escalate-first"]
     if a.episodes < 1:
         raise SystemExit("error: --episodes must be >= 1")
     arms = dict(parse_label(x) for x in a.arm)
