@@ -302,3 +302,34 @@ def test_episodes_of_the_fault_env_go_in_and_come_out_batched():
             ep.get_observations(int(t))["obs"], batch.columns[Columns.OBS]["obs"][row])]
         assert source, "every sampled row is a step of a pushed episode"
         assert ret == pytest.approx(returns_to_go(source[0].get_rewards(), buf.config.gamma)[t], rel=1e-5)
+
+
+def test_cap_oversampling_by_hand():
+    from ifshm_ray.replay.buffer import cap_oversampling
+
+    mix = {"known": 0.5, "novel-0": 0.25, "novel-1": 0.25}
+    sizes = {"known": 9_800, "novel-0": 100, "novel-1": 100}
+    # caps: 4 x the data shares = 3.92, 0.04, 0.04: both novel strata capped, the known one takes the rest
+    assert cap_oversampling(mix, sizes, 4.0) == pytest.approx({"known": 0.92, "novel-0": 0.04, "novel-1": 0.04})
+    # a generous cap changes nothing but the normalisation
+    assert cap_oversampling({"known": 1.0, "novel-0": 1.0}, {"known": 50, "novel-0": 50}, 4.0) == \
+        pytest.approx({"known": 0.5, "novel-0": 0.5})
+    # water filling: "a" is capped at its 0.1, "b" and "c" share the rest by their weights, each within its cap
+    out = cap_oversampling({"a": 1.0, "b": 1.0, "c": 2.0}, {"a": 10, "b": 30, "c": 60}, 1.0)
+    assert out == pytest.approx({"a": 0.1, "b": 0.3, "c": 0.6}) and sum(out.values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=">= 1"):
+        cap_oversampling(mix, sizes, 0.5)
+
+
+def test_max_oversample_reaches_the_sample_counts():
+    capped = StratifiedReplayBuffer(ReplayConfig(capacity=1_000, max_oversample=2.0))
+    plain = StratifiedReplayBuffer(ReplayConfig(capacity=1_000))
+    for buf in (capped, plain):
+        for i in range(9):
+            buf.add(episode(i, 10), "known")
+        buf.add(episode(99, 10), "novel-0")  # 10 of 100 stored steps
+    mix = {"known": 0.5, "novel-0": 0.5}
+    assert dict(plain.sample(100, mix=mix).handle.counts) == {"known": 50, "novel-0": 50}
+    assert dict(capped.sample(100, mix=mix).handle.counts) == {"known": 80, "novel-0": 20}  # 2 x its 10% share
+    with pytest.raises(ConfigError, match="max_oversample"):
+        ReplayConfig.from_dict({"max_oversample": 0.5})

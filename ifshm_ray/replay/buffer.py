@@ -136,6 +136,31 @@ class ReplayBatch:
         return len(self.columns[WEIGHTS])
 
 
+def cap_oversampling(mix: Mapping[str, float], sizes: Mapping[str, int], max_oversample: float) -> dict[str, float]:
+    """The mix (normalised) with each stratum's share at most ``max_oversample`` times its share of the stored steps
+    of the mixed strata; what a capped stratum gives up goes to the others in proportion to their weights (water
+    filling; feasible since the caps sum to ``max_oversample`` >= 1). Keeps a stratum of a few recorded incidents
+    from being half of every sample, each of its steps drawn again and again."""
+    if max_oversample < 1.0:
+        raise ValueError(f"max_oversample must be >= 1, got {max_oversample}")
+    total = float(sum(sizes[s] for s in mix))
+    caps = {s: max_oversample * sizes[s] / total for s in mix}
+    weight = {s: float(w) for s, w in mix.items()}
+    out: dict[str, float] = {}
+    left = 1.0
+    while weight:
+        norm = sum(weight.values())
+        over = [s for s, w in weight.items() if left * w / norm > caps[s] + 1e-12]
+        if not over:
+            out.update({s: left * w / norm for s, w in weight.items()})
+            break
+        for s in over:
+            out[s] = caps[s]
+            left -= caps[s]
+            del weight[s]
+    return out
+
+
 class StratifiedReplayBuffer:
     """One RLlib ``PrioritizedEpisodeReplayBuffer`` per stratum under one total capacity (see the module doc)."""
 
@@ -268,6 +293,8 @@ class StratifiedReplayBuffer:
         if not mix:
             raise ValueError(f"nothing to sample: the mix selects no stratum that holds steps "
                              f"(strata: { {s: self.num_steps(s) for s in self.strata} })")
+        if self.config.max_oversample is not None:
+            mix = cap_oversampling(mix, {s: self.num_steps(s) for s in mix}, self.config.max_oversample)
         beta = self.beta()
         counts = {s: c for s, c in split_counts(batch_size, mix).items() if c > 0}
         sample_id = self._next_sample_id
