@@ -257,3 +257,29 @@ def test_learner_term_clones_only_the_known_stratum_rows_with_behaviour_outputs(
     off.before_update()
     terms, logs = off.losses(module)
     assert set(terms) == {"sil"} and not any(k.startswith("clone") for k in logs)
+
+
+@pytest.mark.timeout(60)
+def test_the_clear_continual_config_turns_cloning_on_in_its_clear_arm_only(tmp_path):
+    from pathlib import Path
+
+    from ifshm_ray.config import load_config
+    from ifshm_ray.meta.continual import ContinualConfig, Protocol
+    from ifshm_ray.policy.config import TrainConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(ContinualConfig, repo / "configs" / "continual_pseudo_clear.yaml")
+    assert [a.name for a in cfg.arms] == ["full", "full_clear", "finetune"] and cfg.seeds == [1, 2]
+    cfg.train_config = str(repo / cfg.train_config)
+    protocol = Protocol(cfg, tmp_path / "out", progress=lambda _: None)  # checks every arm's training config
+    protocol.calibration_path = tmp_path / "novelty_calibration.json"
+    from ifshm_ray.sim.catalog import load_catalog
+
+    known, new = load_catalog().known_in(cfg.split)[:2], load_catalog().unknown_in(cfg.split)[0]
+    protocol.blind_known = known
+    clone = {}
+    for arm in cfg.arms:
+        d = protocol._train_dict([new, *known], 4, 1, arm, {new: 0.9, known[0]: 0.05, known[1]: 0.05})
+        tc = TrainConfig.from_dict(d, source="test")
+        clone[arm.name] = (tc.replay.enabled, tc.replay.clone.weight, tc.replay.level_sampler.temperature)
+    assert clone == {"full": (True, 0.0, 1.0), "full_clear": (True, 1.0, 1.0), "finetune": (False, 0.0, 1.0)}

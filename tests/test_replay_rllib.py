@@ -35,7 +35,8 @@ def test_join_chunks_keeps_the_behaviour_outputs_asked_for():
     from ray.rllib.core.columns import Columns
 
     def chunk(start, n, done):
-        return SingleAgentEpisode(id_="ep-2", observations=[np.array([i], np.float32) for i in range(start, start + n + 1)],
+        return SingleAgentEpisode(id_="ep-2",
+                                  observations=[np.array([i], np.float32) for i in range(start, start + n + 1)],
                                   actions=list(range(start, start + n)), rewards=[-1.0] * n, terminated=done,
                                   extra_model_outputs={Columns.ACTION_DIST_INPUTS: [np.full(2, i, np.float32)
                                                                                     for i in range(start, start + n)],

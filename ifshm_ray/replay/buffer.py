@@ -131,7 +131,8 @@ class ReplayBatch:
     ``columns``: ``Columns.OBS`` and ``Columns.ACTIONS`` (stacked per leaf of the spaces' structure),
     ``Columns.REWARDS``, ``Columns.RETURNS_TO_GO``, ``Columns.T`` (step index in its episode), ``STRATUM``,
     ``WEIGHTS``; for each of :data:`BEHAVIOUR_KEYS` that some sampled step carries, that column (zeros for the
-    rows without it) and its mask ``has_key(key)``. (No episode ids: RLlib's sample makes a new 1-step episode per row, with a new id.) ``weights`` is ``columns[WEIGHTS]``; ``beta`` the exponent used.
+    rows without it) and its mask ``has_key(key)``. (No episode ids: RLlib's sample makes a new 1-step episode
+    per row, with a new id.) ``weights`` is ``columns[WEIGHTS]``; ``beta`` the exponent used.
     """
 
     columns: dict[str, Any]
