@@ -118,8 +118,8 @@ class CloneConfig(ConfigModel):
     """Weight of the whole cloning term in the policy's loss. 0 (the default): off; the env runners then store no
     behaviour outputs with the replayed steps and nothing of a run changes."""
     value_weight: float = Field(0.5, ge=0.0)
-    """Weight of the value cloning term relative to the policy cloning term (0.5: the paper's lambda_value-cloning
-    0.005 over lambda_policy-cloning 0.01)."""
+    """Weight of the value cloning term relative to the policy cloning term (0.5: CLEAR's value cloning cost 0.005
+    over its policy cloning cost 0.01, the values the continual_rl package's CLEAR configuration sets)."""
     strata: list[str] | Literal["all"] | None = None
     """The replay strata whose steps are cloned: None (the default) only the known stratum
     (``buffer.known_stratum``: the point is not to forget the known types); a list of stratum names; ``"all"``:
