@@ -199,12 +199,13 @@ class _FakeActor:
 
 
 @pytest.mark.timeout(60)
-def test_learner_term_clones_only_the_known_stratum_rows_with_behaviour_outputs(monkeypatch):
+@pytest.mark.parametrize("kind", ["hierarchical", "flat"])
+def test_learner_term_clones_only_the_known_stratum_rows_with_behaviour_outputs(monkeypatch, kind):
     import ray
 
     from ifshm_ray.policy.replay import SILReplay
 
-    module = build("hierarchical")
+    module = build(kind)
     rng = np.random.default_rng(0)
     obs = random_obs(12, seed=5)
 
@@ -217,7 +218,8 @@ def test_learner_term_clones_only_the_known_stratum_rows_with_behaviour_outputs(
                 sub = {k: v[rows[:-1]] for k, v in obs.items()}
                 out = module.forward_exploration({Columns.OBS: sub})
             acts = [tuple(np.int64(a[i]) for a in out[Columns.ACTIONS]) for i in range(n)]
-            noisy = out[Columns.ACTION_DIST_INPUTS].numpy() + rng.normal(size=(n, C + T + R)).astype(np.float32)
+            inputs = out[Columns.ACTION_DIST_INPUTS].numpy()
+            noisy = inputs + rng.normal(size=inputs.shape).astype(np.float32)
             extra = {Columns.ACTION_DIST_INPUTS: list(noisy),
                      Columns.VF_PREDS: list(rng.normal(size=n).astype(np.float32))}
         else:
