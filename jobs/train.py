@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
                 "replay_pushed_episodes": er.get("ifshm/replay_pushed_episodes"),
                 "sil_loss": lrn.get("loss/sil"),
                 "sil_num_valid": lrn.get("sil_num_valid"),
+                **({"clone_loss": lrn.get("loss/clone"), "clone_policy_loss": lrn.get("clone_policy_loss"),
+                    "clone_value_loss": lrn.get("clone_value_loss"),
+                    "clone_num_policy": lrn.get("clone_num_policy")} if cfg.replay.clone.enabled else {}),
                 "sil_priorities_written": result.get("learners", {}).get("__all_modules__", {})
                 .get("sil_priorities_written"),
                 "level_weights": rep.get("level_weights"),

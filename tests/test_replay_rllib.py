@@ -28,6 +28,29 @@ def test_join_chunks_restores_the_whole_episode():
     assert list(joined.get_rewards()) == [-1.0, -2.0, -3.0, -4.0, -5.0]
     with pytest.raises(ValueError):
         join_chunks([])
+    assert not joined.extra_model_outputs  # no extra outputs unless asked for
+
+
+def test_join_chunks_keeps_the_behaviour_outputs_asked_for():
+    from ray.rllib.core.columns import Columns
+
+    def chunk(start, n, done):
+        return SingleAgentEpisode(id_="ep-2",
+                                  observations=[np.array([i], np.float32) for i in range(start, start + n + 1)],
+                                  actions=list(range(start, start + n)), rewards=[-1.0] * n, terminated=done,
+                                  extra_model_outputs={Columns.ACTION_DIST_INPUTS: [np.full(2, i, np.float32)
+                                                                                    for i in range(start, start + n)],
+                                                       Columns.ACTION_LOGP: [0.0] * n},
+                                  len_lookback_buffer=0)
+
+    joined = join_chunks([chunk(0, 2, False), chunk(2, 3, True)], extra_keys=(Columns.ACTION_DIST_INPUTS,))
+    assert set(joined.extra_model_outputs) == {Columns.ACTION_DIST_INPUTS}
+    np.testing.assert_array_equal(np.asarray(joined.get_extra_model_outputs(Columns.ACTION_DIST_INPUTS))[:, 0],
+                                  np.arange(5))
+    # a key some chunk lacks is left out (the episode then has no cloning target)
+    plain = SingleAgentEpisode(id_="ep-2", observations=[np.array([i], np.float32) for i in range(2, 4)],
+                               actions=[2], rewards=[-1.0], terminated=True, len_lookback_buffer=0)
+    assert not join_chunks([chunk(0, 2, False), plain], extra_keys=(Columns.ACTION_DIST_INPUTS,)).extra_model_outputs
 
 
 def test_gae_matches_the_recursion():

@@ -15,6 +15,9 @@
 * Self-imitation (issue 15): with ``learner_config_dict["ifshm_replay"]`` (an enabled ``ReplaySection``) every
   update draws one prioritized sample from the replay actor and adds ``sil.weight * L_sil`` (logged as
   ``loss/sil``, ``sil_*``), then writes (R - V)+ back as priorities (:class:`ifshm_ray.policy.replay.SILReplay`).
+  With ``replay.clone.weight`` > 0, CLEAR's behavioural cloning on the same sample adds ``clone.weight * L_clone``
+  (logged as ``loss/clone``, ``clone_policy_loss``, ``clone_value_loss``, ``clone_num_policy``,
+  ``clone_num_value``; :mod:`ifshm_ray.replay.clone`).
 
 Every term is logged per module under ``learners/<module_id>/``: ``policy_loss``, ``vf_loss``, ``entropy``
 (RLlib's, the sampled joint entropy), ``mean_kl_loss``, and ``entropy_high``, ``entropy_low``,
@@ -129,11 +132,11 @@ class IFSHMPPOTorchLearner(PPOTorchLearner):
             total = total + coeff * loss
             logs[f"loss/{name}"] = loss
         if self._sil is not None:
-            sil, sil_logs = self._sil.loss(self.module[module_id])
-            if sil is not None:
-                total = total + self._sil.section.sil.weight * sil
-                logs["loss/sil"] = sil
-                logs.update(sil_logs)
+            replay_terms, replay_logs = self._sil.losses(self.module[module_id])
+            for name, (loss, coeff) in replay_terms.items():  # sil, and clone when CLEAR's cloning is on
+                total = total + coeff * loss
+                logs[f"loss/{name}"] = loss
+            logs.update(replay_logs)
         logs[TOTAL_LOSS_KEY] = total
         self.metrics.log_dict({k: v.detach() for k, v in logs.items()}, key=module_id, window=1)
         return total

@@ -20,6 +20,14 @@ the section travels to every process in ``learner_config_dict[LCD_KEY]`` (env ru
   (:func:`~ifshm_ray.replay.sil.hierarchical_logp`); after the update the last minibatch's (R - V)+ are written
   back as the sample's priorities. Logged under ``learners/<module>/``: ``loss/sil``, ``sil_policy_loss``,
   ``sil_value_loss``, ``sil_num_valid``, ``sil_batch_size`` and (``__all_modules__``) ``sil_priorities_written``.
+  With ``ReplaySection.clone.weight`` > 0 (CLEAR, :mod:`ifshm_ray.replay.clone`) the same sample also gives
+  ``clone.weight * L_clone`` on its rows of the cloned strata (default: the known one) that carry behaviour outputs:
+  the env runners then keep each step's ``ACTION_DIST_INPUTS`` (what RLlib 2.x's env runners store in
+  ``extra_model_outputs`` for PPO, with ``ACTION_LOGP``; no value) and add ``VF_PREDS``, V_b(s) of the runner's
+  module at the episode's end (the weights that acted, except for an episode that spans a weight sync).
+  Episodes pushed without them (the continual protocol's recorded incidents, acted by the runbook or the
+  deterministic deployed policy, neither a sample of a stored distribution) are masked out of the cloning terms.
+  Logged: ``loss/clone``, ``clone_policy_loss``, ``clone_value_loss``, ``clone_num_policy``, ``clone_num_value``.
 * **Driver** (:class:`ReplayCallback`, algorithm side). ``on_train_result`` collects the per-episode level scores
   from every env runner (``env_runner_group.foreach_env_runner``), hands them to the level sampler held by the
   replay actor (so that its state is saved and restored with the replay), and pushes the new fault-type weights
@@ -48,8 +56,10 @@ import ray
 import tree
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.env.utils.infinite_lookback_buffer import InfiniteLookbackBuffer
 
 from ifshm_ray.policy.callbacks import HealingMetricsCallback
+from ifshm_ray.replay.buffer import STRATUM, has_key
 from ifshm_ray.replay.config import ReplaySection
 from ifshm_ray.sim.catalog import FAULT_FREE
 
@@ -101,22 +111,28 @@ def known_types(env: Any) -> set[str]:
     return set(sim.catalog.known_in(sim.cfg.split or sim.catalog.default_split))
 
 
-def join_chunks(chunks: Sequence[SingleAgentEpisode]) -> SingleAgentEpisode:
-    """One complete episode (no lookback, no extra model outputs) from its chunks in time order."""
+def join_chunks(chunks: Sequence[SingleAgentEpisode], extra_keys: Sequence[str] = ()) -> SingleAgentEpisode:
+    """One complete episode (no lookback) from its chunks in time order, with the extra model outputs named in
+    ``extra_keys`` that every chunk carries (none by default)."""
     if not chunks:
         raise ValueError("join_chunks needs at least one chunk")
     obs, actions, rewards = [], [], []
+    keys = [k for k in extra_keys if all(k in ch.extra_model_outputs for ch in chunks)]
+    extra: dict[str, list] = {k: [] for k in keys}
     for k, ch in enumerate(chunks):
         n = len(ch)
         start = 0 if k == 0 else 1  # a chunk starts with the observation the previous one ended with
         obs.extend(ch.get_observations(i) for i in range(start, n + 1))
         actions.extend(ch.get_actions(i) for i in range(n))
         rewards.extend(float(r) for r in ch.get_rewards())
+        for key in keys:
+            extra[key].extend(ch.get_extra_model_outputs(key, i) for i in range(n))
     last = chunks[-1]
     return SingleAgentEpisode(
         id_=last.id_, observations=obs, actions=actions, rewards=rewards,
         observation_space=last.observation_space, action_space=last.action_space,
-        terminated=last.is_terminated, truncated=last.is_truncated, len_lookback_buffer=0,
+        terminated=last.is_terminated, truncated=last.is_truncated, extra_model_outputs=extra or None,
+        len_lookback_buffer=0,
     )
 
 
@@ -177,7 +193,16 @@ class ReplayCallback(HealingMetricsCallback):
         section = replay_section(getattr(env_runner, "config", None)) if env_runner is not None else None
         if section is None or env is None or getattr(env_runner.config, "in_evaluation", False):
             return  # evaluation episodes are measurements, not experience
-        full = join_chunks([*(prev_episode_chunks or []), episode])
+        clone = section.clone.enabled
+        # with CLEAR's cloning on, each step keeps what the acting policy output: its action distribution inputs
+        # (RLlib's env runners store them) and V_b(s) (computed here: PPO's env runners compute no values)
+        full = join_chunks([*(prev_episode_chunks or []), episode],
+                           extra_keys=(Columns.ACTION_DIST_INPUTS,) if clone else ())
+        values = None
+        if clone and rl_module is not None and len(full) > 0:
+            values = episode_values(rl_module, full)
+            full.extra_model_outputs[Columns.VF_PREDS] = InfiniteLookbackBuffer(
+                data=list(values[:-1].astype(np.float32)), lookback=0)
         fault = episode_fault(env, env_index)
         if self._known is None:
             self._known = set(section.known_types) if section.known_types is not None else known_types(env)
@@ -198,7 +223,8 @@ class ReplayCallback(HealingMetricsCallback):
                              bool(info.get("success", False))))
         if section.scenario_replay and rl_module is not None and len(full) > 0:
             cfg = env_runner.config
-            values = episode_values(rl_module, full)
+            if values is None:
+                values = episode_values(rl_module, full)
             score = float(np.abs(gae(full.get_rewards(), values, cfg.gamma, cfg.lambda_)).mean())
             scores = getattr(env_runner, _RUNNER_SCORES, None)
             if scores is None:
@@ -355,23 +381,37 @@ class SILReplay:
             "weights": _to_torch(sample.weights, device).float(),
         }
         self.handle = sample.handle
+        clone = self.section.clone
+        if clone.enabled:  # CLEAR: the behaviour outputs and which rows have them (and are in a cloned stratum)
+            known = self.section.buffer.known_stratum
+            cloned = np.array([clone.applies_to(str(s), known) for s in cols[STRATUM]], dtype=bool)
+            n = len(cloned)
+            for key, name in ((Columns.ACTION_DIST_INPUTS, "clone_policy"), (Columns.VF_PREDS, "clone_value")):
+                has = cols.get(has_key(key), np.zeros(n, dtype=bool))
+                self.batch[f"{name}_mask"] = _to_torch(cloned & has, device)
+                if key in cols:
+                    self.batch[key] = _to_torch(cols[key], device).float()
 
-    def loss(self, module: Any) -> tuple[Any, dict[str, Any]]:
-        """(L_sil, logs) on the current sample under ``module``; (None, {}) without a sample."""
+    def losses(self, module: Any) -> tuple[dict[str, tuple[Any, float]], dict[str, Any]]:
+        """``({name: (loss, weight)}, logs)`` on the current sample under ``module``: ``sil`` (L_sil, weighted
+        ``sil.weight``) and, with CLEAR's cloning on, ``clone`` (L_clone, weighted ``clone.weight``); ({}, {})
+        without a sample."""
         import torch
 
         from ifshm_ray.policy.module import HierarchicalRecoveryModule
+        from ifshm_ray.replay.clone import clone_loss_from_config, policy_kl
         from ifshm_ray.replay.sil import hierarchical_logp, sil_loss_from_config
 
         if self.batch is None:
-            return None, {}
+            return {}, {}
         b = self.batch
         fwd = module.forward_train({Columns.OBS: b[Columns.OBS], Columns.ACTIONS: b[Columns.ACTIONS]})
         inputs = fwd[Columns.ACTION_DIST_INPUTS]
         actions = b[Columns.ACTIONS]
         if isinstance(module, HierarchicalRecoveryModule):
             d = module.dims
-            cat, tgt, rat = torch.split(inputs, [d.num_categories, d.num_targets, d.num_ratios], dim=-1)
+            sizes = [d.num_categories, d.num_targets, d.num_ratios]
+            cat, tgt, rat = torch.split(inputs, sizes, dim=-1)
             c, t, r = (a.long() for a in actions)
 
             def pick(logits, idx):
@@ -379,6 +419,7 @@ class SILReplay:
 
             logp = hierarchical_logp(pick(cat, c), pick(tgt, t), pick(rat, r))
         else:
+            sizes = [inputs.shape[-1]]
             logp = module.get_train_action_dist_cls().from_logits(inputs).logp(actions)
         values = module.compute_values({Columns.OBS: b[Columns.OBS]})
         terms = sil_loss_from_config(logp, values, b[Columns.RETURNS_TO_GO], b["weights"], self.section.sil)
@@ -386,7 +427,24 @@ class SILReplay:
         logs = {"sil_policy_loss": terms.policy_loss, "sil_value_loss": terms.value_loss,
                 "sil_num_valid": torch.tensor(float(terms.num_valid)),
                 "sil_batch_size": torch.tensor(float(len(logp)))}
-        return terms.loss, logs
+        out = {"sil": (terms.loss, self.section.sil.weight)}
+        if self.section.clone.enabled:
+            pmask, vmask = b["clone_policy_mask"], b["clone_value_mask"]
+            behaviour = b.get(Columns.ACTION_DIST_INPUTS)
+            kl = (policy_kl(behaviour, inputs, sizes) if behaviour is not None
+                  else torch.zeros_like(values))
+            vb = b.get(Columns.VF_PREDS, torch.zeros_like(values))
+            ct = clone_loss_from_config(kl, values, vb, b["weights"], pmask, vmask, self.section.clone)
+            out["clone"] = (ct.loss, self.section.clone.weight)
+            logs.update({"clone_policy_loss": ct.policy_loss, "clone_value_loss": ct.value_loss,
+                         "clone_num_policy": torch.tensor(float(ct.num_policy)),
+                         "clone_num_value": torch.tensor(float(ct.num_value))})
+        return out, logs
+
+    def loss(self, module: Any) -> tuple[Any, dict[str, Any]]:
+        """(L_sil, logs) on the current sample under ``module``; (None, {}) without a sample."""
+        out, logs = self.losses(module)
+        return (out["sil"][0], logs) if out else (None, {})
 
     def after_update(self) -> int:
         """Write the last minibatch's (R - V)+ back as the sample's priorities; returns the rows written."""

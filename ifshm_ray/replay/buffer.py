@@ -53,6 +53,15 @@ WEIGHTS = "weights"
 """Batch key of the importance-sampling weights (RLlib's buffer stores them under this extra-model-output key)."""
 STRATUM = "stratum"
 """Batch key of each sampled step's stratum name."""
+BEHAVIOUR_KEYS = (Columns.ACTION_DIST_INPUTS, Columns.VF_PREDS)
+"""Extra model outputs a stored step may carry from the policy that took it (CLEAR's behavioural cloning,
+:mod:`ifshm_ray.replay.clone`): its action distribution inputs (what RLlib's env runners store) and its value
+estimate (added by :class:`~ifshm_ray.policy.replay.ReplayCallback`: PPO's env runners compute no values)."""
+
+
+def has_key(key: str) -> str:
+    """Batch key of the mask of the rows whose step carries ``key`` (one of :data:`BEHAVIOUR_KEYS`)."""
+    return f"has_{key}"
 
 
 def returns_to_go(rewards: Sequence[float], gamma: float) -> np.ndarray:
@@ -121,7 +130,9 @@ class ReplayBatch:
 
     ``columns``: ``Columns.OBS`` and ``Columns.ACTIONS`` (stacked per leaf of the spaces' structure),
     ``Columns.REWARDS``, ``Columns.RETURNS_TO_GO``, ``Columns.T`` (step index in its episode), ``STRATUM``,
-    ``WEIGHTS``. (No episode ids: RLlib's sample makes a new 1-step episode per row, with a new id.) ``weights`` is ``columns[WEIGHTS]``; ``beta`` the exponent used.
+    ``WEIGHTS``; for each of :data:`BEHAVIOUR_KEYS` that some sampled step carries, that column (zeros for the
+    rows without it) and its mask ``has_key(key)``. (No episode ids: RLlib's sample makes a new 1-step episode
+    per row, with a new id.) ``weights`` is ``columns[WEIGHTS]``; ``beta`` the exponent used.
     """
 
     columns: dict[str, Any]
@@ -315,6 +326,14 @@ class StratifiedReplayBuffer:
             STRATUM: np.array([name for name, _ in rows]),
             WEIGHTS: np.array([ep.get_extra_model_outputs(WEIGHTS, 0) for _, ep in rows], dtype=np.float32),
         }
+        for key in BEHAVIOUR_KEYS:  # behaviour outputs where the steps carry them; zeros and a False mask elsewhere
+            has = np.array([key in ep.extra_model_outputs for _, ep in rows], dtype=bool)
+            if has.any():
+                vals = [np.asarray(ep.get_extra_model_outputs(key, 0), np.float32) if h else None
+                        for h, (_, ep) in zip(has, rows)]
+                zero = np.zeros_like(next(v for v in vals if v is not None))
+                columns[key] = np.stack([zero if v is None else v for v in vals])
+                columns[has_key(key)] = has
         return ReplayBatch(columns=columns, handle=SampleHandle(sample_id, tuple(counts.items())), beta=beta)
 
     def update_priorities(self, handle: SampleHandle, priorities: Sequence[float]) -> int:

@@ -3,12 +3,15 @@
 * :class:`ReplayConfig`: the stratified prioritized replay buffer and the Ray actor that holds it.
 * :class:`LevelSamplerConfig`: prioritized level replay over fault types (Jiang et al. 2021).
 * :class:`SILConfig`: the self-imitation loss (Oh et al. 2018).
+* :class:`CloneConfig`: CLEAR's behavioural cloning on replayed experience (Rolnick et al. 2019).
 
 Defaults follow the papers where they give a number (named in each docstring); every number lives here.
 """
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from ifshm_ray.config import ConfigModel
 
@@ -111,6 +114,42 @@ class SILConfig(ConfigModel):
         return self
 
 
+class CloneConfig(ConfigModel):
+    """CLEAR's behavioural cloning on replayed experience (Rolnick et al. 2019, "Experience Replay for Continual
+    Learning"): on the replayed steps of the chosen strata, the policy cloning term KL(pi_behaviour || pi) and the
+    value cloning term (V - V_behaviour)^2, where pi_behaviour and V_behaviour are what the acting policy output when
+    the step was taken (stored with the step). Total term: ``weight * (L_policy + value_weight * L_value)``."""
+
+    weight: float = Field(0.0, ge=0.0)
+    """Weight of the whole cloning term in the policy's loss. 0 (the default): off; the env runners then store no
+    behaviour outputs with the replayed steps and nothing of a run changes."""
+    value_weight: float = Field(0.5, ge=0.0)
+    """Weight of the value cloning term relative to the policy cloning term (0.5: CLEAR's value cloning cost 0.005
+    over its policy cloning cost 0.01, the values the continual_rl package's CLEAR configuration sets)."""
+    strata: list[str] | Literal["all"] | None = None
+    """The replay strata whose steps are cloned: None (the default) only the known stratum
+    (``buffer.known_stratum``: the point is not to forget the known types); a list of stratum names; ``"all"``:
+    every stratum (CLEAR as published, which has no strata)."""
+
+    @field_validator("strata")
+    @classmethod
+    def _check_strata(cls, value):
+        if isinstance(value, list) and (not value or not all(isinstance(s, str) and s for s in value)):
+            raise ValueError(f"strata must be None, 'all' or a non-empty list of stratum names, got {value!r}")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the term is in the loss (and behaviour outputs are stored with the replayed steps)."""
+        return self.weight > 0.0
+
+    def applies_to(self, stratum: str, known_stratum: str) -> bool:
+        """Whether the steps of ``stratum`` are cloned."""
+        if self.strata is None:
+            return stratum == known_stratum
+        return self.strata == "all" or stratum in self.strata
+
+
 class ReplaySection(ConfigModel):
     """The ``replay:`` section of a training config (``jobs/train.py``): trajectory replay through the shared actor
     and the self-imitation term, and scenario replay over fault types. Off by default (plain PPO)."""
@@ -123,6 +162,8 @@ class ReplaySection(ConfigModel):
     sil: SILConfig = Field(default_factory=SILConfig)
     """The self-imitation loss (``weight`` scales it in the PPO loss; 0 keeps pushing and sampling but adds
     nothing)."""
+    clone: CloneConfig = Field(default_factory=CloneConfig)
+    """CLEAR's behavioural cloning on the same replayed sample as the self-imitation term (``weight`` 0: off)."""
     scenario_replay: bool = True
     """Prioritized level replay over the env's fault types: per-level value-l1 scores from the env runners feed a
     :class:`~ifshm_ray.replay.level_sampler.LevelSampler` on the driver, whose weights are pushed back to every
