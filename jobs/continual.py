@@ -36,12 +36,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", required=True, help="Protocol config YAML (ifshm_ray.meta.continual.ContinualConfig).")
+    p.add_argument("--config", help="Protocol config YAML (ifshm_ray.meta.continual.ContinualConfig); required "
+                                    "except with --merge.")
     p.add_argument("--out", required=True, help="Output folder.")
     add_override_arg(p)
     p.add_argument("--summarise-only", action="store_true",
                    help="Recompute OUT/metrics.json and OUT/curves.png from OUT/runs.json of a finished run (after "
                         "a change of the summary's code), without running anything; wall_s and command are kept.")
+    p.add_argument("--merge", nargs="+", metavar="RUN_DIR", default=None,
+                   help="Join the arms of two or more finished runs (their runs.json and config.yaml) into OUT and "
+                        "summarise them as one run, without running anything. They must have met the same seeds, "
+                        "streams, evaluations and references (checked): an arm run later on its own, with the same "
+                        "config but its arms, is paired with the earlier run's arms. --config is not read.")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="Ray cluster to join (default: $RAY_ADDRESS); unset: a local Ray.")
     return p
@@ -104,10 +110,48 @@ def _summarise_only(cfg, out: Path, parser: argparse.ArgumentParser) -> dict:
     return metrics
 
 
+def _merge(sources: list[str], out: Path, parser: argparse.ArgumentParser, command: str) -> dict:
+    from ifshm_ray.meta.continual import ContinualConfig, merge_runs
+
+    configs, runs_lists, metas = [], [], []
+    for src in sources:
+        d = Path(src)
+        try:
+            raw = yaml.safe_load((d / "config.yaml").read_text())
+            # through the config class, so that a field added since a run (at its default) does not part them
+            configs.append(ContinualConfig.from_dict(raw, source=str(d / "config.yaml")).to_dict())
+            runs_lists.append(json.loads((d / "runs.json").read_text()))
+            metas.append(json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {})
+        except FileNotFoundError as e:
+            parser.error(f"--merge: {e.filename} does not exist (a finished jobs/continual.py --out folder?)")
+        except (json.JSONDecodeError, yaml.YAMLError, ConfigError) as e:
+            parser.error(f"--merge {src}: {e}")
+    try:
+        cfg_dict, runs = merge_runs(configs, runs_lists)
+        cfg = ContinualConfig.from_dict(cfg_dict, source="merged config")
+    except (ValueError, ConfigError) as e:
+        parser.error(f"--merge: {e}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
+    (out / "runs.json").write_text(json.dumps(runs))
+    sources_line = "; ".join(f"{src}: {m.get('command', '?')}" for src, m in zip(sources, metas))
+    wall = sum(float(m.get("wall_s", 0.0)) for m in metas)
+    metrics, png = _write_summary(cfg, runs, out, wall, f"{command} (merging {sources_line})")
+    print(f"metrics: {out / 'metrics.json'}, curves: {png} (arms {[a.name for a in cfg.arms]} of "
+          f"{len(sources)} runs)", flush=True)
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = make_parser()
     args = parser.parse_args(argv)
     from ifshm_ray.meta.continual import ContinualConfig, Protocol, jsonable
+
+    if args.merge:
+        command = " ".join(["python", "jobs/continual.py"] + (argv if argv is not None else sys.argv[1:]))
+        return _merge(args.merge, Path(args.out).resolve(), parser, command)
+    if not args.config:
+        parser.error("--config is required (except with --merge)")
 
     config_path = Path(args.config)
     if not config_path.is_file() and (REPO_ROOT / config_path).is_file():

@@ -285,3 +285,80 @@ def test_the_clear_continual_config_turns_cloning_on_in_its_clear_arm_only(tmp_p
         tc = TrainConfig.from_dict(d, source="test")
         clone[arm.name] = (tc.replay.enabled, tc.replay.clone.weight, tc.replay.level_sampler.temperature)
     assert clone == {"full": (True, 0.0, 1.0), "full_clear": (True, 1.0, 1.0), "finetune": (False, 0.0, 1.0)}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["hierarchical", "flat"])
+def test_reference_policy_is_the_teacher_on_every_known_row(monkeypatch, kind):
+    """``clone.reference``: a fixed policy's outputs on the replayed states are the targets (distillation from the
+    policy before the new task): every row of the cloned stratum counts, stored behaviour outputs or not; the
+    term is zero when the learner's module is the teacher and positive when it has moved."""
+    import copy
+
+    import ray
+
+    import ifshm_ray.policy.bundle as bundle_mod
+    from ifshm_ray.policy.replay import SILReplay
+
+    teacher = build(kind)
+    moved = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    obs = random_obs(12, seed=7)
+
+    def ep(rows):
+        n = len(rows) - 1
+        return SingleAgentEpisode(observations=[{k: v[i].numpy() for k, v in obs.items()} for i in rows],
+                                  actions=[(np.int64(1), np.int64(0), np.int64(1))] * n, rewards=[-1.0] * n,
+                                  terminated=True, len_lookback_buffer=0)
+
+    buf = StratifiedReplayBuffer(ReplayConfig(capacity=1000, seed=3))
+    buf.add([ep([0, 1, 2, 3]), ep([4, 5, 6, 7])], stratum="known")
+    buf.add([ep([8, 9, 10, 11])], stratum="novel")
+    monkeypatch.setattr(ray, "get", lambda x, *a, **k: x)
+    loads = []
+
+    class _Bundle:
+        def __init__(self, module):
+            self.module = module
+
+    def fake_load(path, **_):
+        loads.append(path)
+        return _Bundle(copy.deepcopy(teacher))
+
+    monkeypatch.setattr(bundle_mod, "load_policy_bundle", fake_load)
+    section = ReplaySection(enabled=True, clone=CloneConfig(weight=2.0, reference="/somewhere/policy_bundle"),
+                            sil={"batch_size": 48})
+    assert section.clone.enabled and not section.clone.stores_behaviour
+    sil = SILReplay(section)
+    sil._actor = _FakeActor(buf)
+    sil.before_update()
+    first = sil.batch[Columns.OBS]["obs"][:, 0].numpy()
+    known_rows = np.isin(first, obs["obs"][:7, 0].numpy())
+    np.testing.assert_array_equal(sil.batch["clone_policy_mask"].numpy(), known_rows)
+    assert known_rows.any() and not known_rows.all()
+    terms, logs = sil.losses(teacher)
+    assert terms["clone"][1] == 2.0 and logs["clone_num_policy"].item() == known_rows.sum()
+    assert abs(logs["clone_policy_loss"].item()) < 1e-5 and abs(logs["clone_value_loss"].item()) < 1e-8
+    terms, logs = sil.losses(moved)
+    assert logs["clone_policy_loss"].item() > 1e-3 and logs["clone_value_loss"].item() > 0
+    terms["clone"][0].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in moved.parameters())
+    sil.before_update()  # the teacher is loaded once
+    assert loads == ["/somewhere/policy_bundle"]
+
+
+def test_reference_that_is_not_a_bundle_is_a_clear_error(tmp_path, monkeypatch):
+    import ray
+
+    from ifshm_ray.policy.replay import SILReplay
+
+    buf = StratifiedReplayBuffer(ReplayConfig(capacity=100, seed=1))
+    buf.add([_episode(10, 5, False)], stratum="known")
+    monkeypatch.setattr(ray, "get", lambda x, *a, **k: x)
+    sil = SILReplay(ReplaySection(enabled=True, clone=CloneConfig(weight=1.0, reference=str(tmp_path / "nope")),
+                                  sil={"batch_size": 8}))
+    sil._actor = _FakeActor(buf)
+    with pytest.raises(FileNotFoundError, match="replay.clone.reference"):
+        sil.before_update()

@@ -3,6 +3,7 @@ diagnoser, the gate inside evaluation) and, marked slow, the tiny protocol end t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,6 +245,54 @@ def test_metrics_and_curves_read_a_sparse_evaluation_schedule(tmp_path):
     assert out[2]["eval_every_blocks"] == 2
 
 
+@pytest.mark.timeout(60)
+def test_merge_joins_paired_arms_of_separate_runs_and_refuses_unpaired_ones(tmp_path, capsys):
+    import copy
+
+    import yaml
+    from conftest import load_job
+
+    from ifshm_ray.meta.continual import merge_runs, summarise_protocol
+
+    base = {"novel_types": 2, "known_types": 3, "seeds": [0, 1], "stream": {"incidents_per_type": 4, "block": 2},
+            "eval": {"episodes": 2}, "bootstrap": {"samples": 100},
+            "arms": [{"name": "full"}, {"name": "finetune", "gate": False, "replay": False}]}
+    cfg = ContinualConfig.from_dict(base)
+    runs = _synthetic_runs(cfg, adapt_block=1)
+    whole = summarise_protocol(cfg, runs)
+    dirs, cfg_dict = [], cfg.to_dict()
+    for name in ("full", "finetune"):  # the same protocol run twice, one arm each
+        d = tmp_path / name
+        d.mkdir()
+        part = [{**r, "arms": {name: r["arms"][name]}} for r in runs]
+        (d / "runs.json").write_text(json.dumps(part))
+        (d / "config.yaml").write_text(yaml.safe_dump(
+            {**cfg_dict, "arms": [a for a in cfg_dict["arms"] if a["name"] == name]}))
+        (d / "metrics.json").write_text(json.dumps({"wall_s": 10.0, "command": f"run {name}"}))
+        dirs.append(str(d))
+    m = load_job("continual").main(["--merge", *dirs, "--out", str(tmp_path / "merged")])
+    assert json.loads(json.dumps(m["per_arm"])) == json.loads(json.dumps(whole["per_arm"]))
+    assert m["wall_s"] == 20.0 and "run full" in m["command"] and "run finetune" in m["command"]
+    assert [a["name"] for a in yaml.safe_load((tmp_path / "merged" / "config.yaml").read_text())["arms"]] == [
+        "full", "finetune"]
+    configs = [yaml.safe_load((Path(d) / "config.yaml").read_text()) for d in dirs]
+    parts = [json.loads((Path(d) / "runs.json").read_text()) for d in dirs]
+    # not paired: another stream order, other seeds, another protocol setting, an arm twice
+    bad = copy.deepcopy(parts[1])
+    bad[0]["order"] = bad[0]["order"][::-1]
+    with pytest.raises(ValueError, match="order"):
+        merge_runs(configs, [parts[0], bad])
+    with pytest.raises(ValueError, match="seeds"):
+        merge_runs(configs, [parts[0], parts[1][:1]])
+    with pytest.raises(ValueError, match="stream"):
+        merge_runs([configs[0], {**configs[1], "stream": {**configs[1]["stream"], "block": 1}}], parts)
+    with pytest.raises(ValueError, match="more than one run"):
+        merge_runs([configs[0], configs[0]], [parts[0], parts[0]])
+    with pytest.raises(SystemExit):
+        load_job("continual").main(["--merge", dirs[0], str(tmp_path / "absent"), "--out", str(tmp_path / "m2")])
+    assert "does not exist" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------ the no-strata ablation
 def _protocol(tmp_path, **over):
     from ifshm_ray.meta.continual import Protocol
@@ -285,6 +334,11 @@ def test_arm_train_overrides_reach_only_that_arms_training(tmp_path):
     g = protocol._train_dict(faults, 5, 0, ArmConfig(name="g", train_overrides=["ppo.gamma=0.95"]), None)
     assert g["replay"]["buffer"]["gamma"] == g["ppo"]["gamma"] == 0.95
     TrainConfig.from_dict(g)
+    # the cloning teacher "phase1" is the seed's phase-1 bundle (and only for an arm with replay)
+    anchor = ArmConfig(name="anchor", train_overrides=["replay.clone.weight=1", "replay.clone.reference=phase1"])
+    a = protocol._train_dict(faults, 5, 3, anchor, {"node_crash": 0.9})
+    assert a["replay"]["clone"]["reference"] == str(protocol.out / "seed_3" / "phase1" / "policy_bundle")
+    assert TrainConfig.from_dict(a).replay.clone.reference.endswith("seed_3/phase1/policy_bundle")
     # a typo is caught when the protocol is built, before anything runs
     with pytest.raises(ValueError, match="wieght"):
         _protocol(tmp_path, arms=[{"name": "typo", "train_overrides": ["replay.sil.wieght=0.3"]}])

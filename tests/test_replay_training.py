@@ -175,3 +175,12 @@ def test_clear_cloning_is_trained_and_logged(ray_session, tmp_path, monkeypatch)
         assert r["clone_num_policy"] > 0, r  # known-stratum rows with behaviour outputs in every sample
         assert r["clone_policy_loss"] > 0 and r["clone_value_loss"] > 0, r
         assert r["clone_loss"] == pytest.approx(r["clone_policy_loss"] + 0.5 * r["clone_value_loss"], rel=1e-5)
+    # a fixed teacher instead (replay.clone.reference: the run above's bundle): no behaviour outputs stored, every
+    # known-stratum row anchored to the teacher, whose outputs differ from a fresh run's
+    out2 = tmp_path / "anchor"
+    sets = [x for o in [*_replay_overrides(f"{name}-anchor"), "replay.buffer.recovered_only=false",
+                        "replay.clone.weight=1", f"replay.clone.reference={out / 'policy_bundle'}"]
+            for x in ("--set", o)]
+    train.main(["--config", str(TINY), "--out", str(out2), "--iterations", "1", "--seed", "2", *sets])
+    rows = [json.loads(line) for line in (out2 / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["clone_num_policy"] > 0 and rows[0]["clone_policy_loss"] > 0, rows[0]

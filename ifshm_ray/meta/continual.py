@@ -72,6 +72,11 @@ REFERENCE_KEYS = {"runbook": "runbook_unknown_mttr_s", "runbook-full": "runbook_
 
 
 # ============================================================================================ configuration
+PHASE1_REFERENCE = "phase1"
+"""``replay.clone.reference`` value that the protocol replaces by the seed's phase-1 policy bundle (cloning towards
+the policy before phase 2 on the replayed known-type states: policy distillation against forgetting)."""
+
+
 class ArmConfig(ConfigModel):
     """One arm of the protocol."""
 
@@ -742,6 +747,9 @@ class Protocol:
             d = merge(d, parse_overrides(arm.train_overrides))
             if replay:  # returns-to-go with the PPO discount the arm trains with
                 d["replay"]["buffer"]["gamma"] = d["ppo"]["gamma"]
+        clone = d["replay"].get("clone") or {}
+        if replay and clone.get("reference") == PHASE1_REFERENCE:  # the teacher of the cloning term: phase 1
+            clone["reference"] = str(self.out / f"seed_{seed}" / "phase1" / "policy_bundle")
         return d
 
     def _train(self, out: Path, d: dict, resume: bool) -> dict:
@@ -1084,6 +1092,51 @@ class Protocol:
 
 
 # ============================================================================================ metrics
+PAIRED_RUN_KEYS = ("seed", "known", "order", "pseudo_unknown", "blind_known", "incidents", "references",
+                   "calibration")
+"""What two runs of one seed must have in common for their arms to be paired: the types, the stream's order, the
+evaluation incidents, the references' outcomes on them and the gate's calibration (phase 1 included, which they
+all depend on)."""
+
+
+def merge_runs(configs: Sequence[dict], runs_lists: Sequence[list[dict]]) -> tuple[dict, list[dict]]:
+    """Join the arms of finished protocol runs that met the same seeds, streams and evaluations (the protocol is
+    deterministic under its seed: an arm run later on its own is paired with the arms of an earlier run) into one
+    ``(config dict, runs)``. ``configs`` are the runs' resolved ``config.yaml`` dicts: they must be equal but for
+    their arms; ``runs_lists`` their ``runs.json``. Refuses an arm name twice, different seeds, or a seed whose
+    :data:`PAIRED_RUN_KEYS` differ (the arms would not be paired)."""
+    if len(configs) != len(runs_lists) or len(configs) < 2:
+        raise ValueError("merge needs two or more runs, each with its config and its runs")
+    base = {k: v for k, v in configs[0].items() if k != "arms"}
+    for i, c in enumerate(configs[1:], 1):
+        other = {k: v for k, v in c.items() if k != "arms"}
+        diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+        if diff:
+            raise ValueError(f"run {i}'s config differs from run 0's in {diff}: its arms met another protocol")
+    arms, seen = [], set()
+    for c in configs:
+        for a in c["arms"]:
+            if a["name"] in seen:
+                raise ValueError(f"arm {a['name']!r} is in more than one run; rename it in one of them")
+            seen.add(a["name"])
+            arms.append(a)
+    seeds = [[r["seed"] for r in runs] for runs in runs_lists]
+    if any(s != seeds[0] for s in seeds):
+        raise ValueError(f"the runs have different seeds: {seeds}")
+    merged = []
+    for per_seed in zip(*runs_lists):
+        first = per_seed[0]
+        for i, r in enumerate(per_seed[1:], 1):
+            diff = [k for k in PAIRED_RUN_KEYS if r.get(k) != first.get(k)]
+            if diff:
+                raise ValueError(f"seed {first['seed']}: run {i} differs from run 0 in {diff}: its arms are not "
+                                 "paired with run 0's (another phase 1, stream or evaluation)")
+        joined = {k: v for k, v in first.items() if k != "arms"}
+        joined["arms"] = {name: arm for r in per_seed for name, arm in r["arms"].items()}
+        merged.append(joined)
+    return {**configs[0], "arms": arms}, merged
+
+
 def summarise_protocol(cfg: ContinualConfig, runs: list[dict]) -> dict:
     """metrics.json from the per-seed runs (see the module doc and issue 15's list)."""
     bs = cfg.bootstrap

@@ -193,8 +193,8 @@ class ReplayCallback(HealingMetricsCallback):
         section = replay_section(getattr(env_runner, "config", None)) if env_runner is not None else None
         if section is None or env is None or getattr(env_runner.config, "in_evaluation", False):
             return  # evaluation episodes are measurements, not experience
-        clone = section.clone.enabled
-        # with CLEAR's cloning on, each step keeps what the acting policy output: its action distribution inputs
+        clone = section.clone.stores_behaviour
+        # with CLEAR's cloning on (targets stored with the steps, not a reference policy's), each step keeps what the acting policy output: its action distribution inputs
         # (RLlib's env runners store them) and V_b(s) (computed here: PPO's env runners compute no values)
         full = join_chunks([*(prev_episode_chunks or []), episode],
                            extra_keys=(Columns.ACTION_DIST_INPUTS,) if clone else ())
@@ -354,6 +354,7 @@ class SILReplay:
     def __init__(self, section: ReplaySection) -> None:
         self.section = section
         self._actor = None
+        self._teacher = None  # the cloning reference's module (clone.reference), loaded on first use
         self.batch = None  # the current update's replay sample (torch tensors), or None
         self.handle = None
         self.priorities = None
@@ -382,7 +383,14 @@ class SILReplay:
         }
         self.handle = sample.handle
         clone = self.section.clone
-        if clone.enabled:  # CLEAR: the behaviour outputs and which rows have them (and are in a cloned stratum)
+        if clone.enabled and clone.reference is not None:  # a fixed teacher: its outputs on every cloned row
+            known = self.section.buffer.known_stratum
+            cloned = np.array([clone.applies_to(str(s), known) for s in cols[STRATUM]], dtype=bool)
+            inputs, values = self._teacher_outputs(self.batch[Columns.OBS], self.batch[Columns.ACTIONS])
+            mask = _to_torch(cloned, device)
+            self.batch.update({Columns.ACTION_DIST_INPUTS: inputs, Columns.VF_PREDS: values,
+                               "clone_policy_mask": mask, "clone_value_mask": mask})
+        elif clone.enabled:  # CLEAR: the behaviour outputs and which rows have them (and are in a cloned stratum)
             known = self.section.buffer.known_stratum
             cloned = np.array([clone.applies_to(str(s), known) for s in cols[STRATUM]], dtype=bool)
             n = len(cloned)
@@ -391,6 +399,32 @@ class SILReplay:
                 self.batch[f"{name}_mask"] = _to_torch(cloned & has, device)
                 if key in cols:
                     self.batch[key] = _to_torch(cols[key], device).float()
+
+    def _teacher_outputs(self, obs: Any, actions: Any) -> tuple[Any, Any]:
+        """(action distribution inputs, values) of the cloning reference's module on ``obs`` (constants; the
+        hierarchical module's conditionals at the replayed steps' categories, as ``forward_train`` takes them)."""
+        import torch
+
+        from ifshm_ray.policy.bundle import PolicyBundleError, load_policy_bundle
+
+        if self._teacher is None:
+            path = self.section.clone.reference
+            try:
+                module = load_policy_bundle(path).module
+            except (PolicyBundleError, OSError) as e:
+                raise FileNotFoundError(f"replay.clone.reference {path!r}: not a policy bundle ({e})") from None
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+            self._teacher = module
+        with torch.no_grad():
+            dev = next(self._teacher.parameters()).device
+            o = tree.map_structure(lambda x: x.to(dev), obs)
+            a = tree.map_structure(lambda x: x.to(dev), actions)
+            inputs = self._teacher.forward_train({Columns.OBS: o, Columns.ACTIONS: a})[Columns.ACTION_DIST_INPUTS]
+            values = self._teacher.compute_values({Columns.OBS: o})
+        device = next(iter(tree.flatten(obs))).device
+        return inputs.float().to(device), values.float().to(device)
 
     def losses(self, module: Any) -> tuple[dict[str, tuple[Any, float]], dict[str, Any]]:
         """``({name: (loss, weight)}, logs)`` on the current sample under ``module``: ``sil`` (L_sil, weighted

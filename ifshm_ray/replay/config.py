@@ -131,6 +131,14 @@ class CloneConfig(ConfigModel):
     (``buffer.known_stratum``: the point is not to forget the known types); a list of stratum names; ``"all"``:
     every stratum (CLEAR as published, which has no strata)."""
 
+    reference: str | None = None
+    """Where the cloning targets come from. None (the default): the behaviour outputs stored with each step when it
+    was taken (CLEAR as published). A path: a policy bundle (``jobs/train.py``'s ``policy_bundle/``) whose outputs
+    on the replayed states are the targets, a fixed teacher (policy distillation from the policy before the new
+    task, as in Learning without Forgetting, Li and Hoiem 2016, and policy consolidation): every replayed step of a
+    cloned stratum is anchored to what that policy would do, so the env runners store no behaviour outputs. In the
+    continual protocol the value ``phase1`` stands for the seed's phase-1 bundle."""
+
     @field_validator("strata")
     @classmethod
     def _check_strata(cls, value):
@@ -142,6 +150,11 @@ class CloneConfig(ConfigModel):
     def enabled(self) -> bool:
         """Whether the term is in the loss (and behaviour outputs are stored with the replayed steps)."""
         return self.weight > 0.0
+
+    @property
+    def stores_behaviour(self) -> bool:
+        """Whether the env runners keep each step's behaviour outputs (the cloning targets when no ``reference``)."""
+        return self.enabled and self.reference is None
 
     def applies_to(self, stratum: str, known_stratum: str) -> bool:
         """Whether the steps of ``stratum`` are cloned."""
