@@ -43,8 +43,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--summarise-only", action="store_true",
                    help="Recompute OUT/metrics.json and OUT/curves.png from OUT/runs.json of a finished run (after "
                         "a change of the summary's code), without running anything; wall_s and command are kept.")
-    p.add_argument("--merge", nargs="+", metavar="RUN_DIR", default=None,
-                   help="Join the arms of two or more finished runs (their runs.json and config.yaml) into OUT and "
+    p.add_argument("--merge", nargs="+", metavar="RUN_DIR[:ARM,...]", default=None,
+                   help="Join the arms (all, or those named after ':') of two or more finished runs (their runs.json "
+                        "and config.yaml) into OUT and "
                         "summarise them as one run, without running anything. They must have met the same seeds, "
                         "streams, evaluations and references (checked): an arm run later on its own, with the same "
                         "config but its arms, is paired with the earlier run's arms. --config is not read.")
@@ -114,13 +115,24 @@ def _merge(sources: list[str], out: Path, parser: argparse.ArgumentParser, comma
     from ifshm_ray.meta.continual import ContinualConfig, merge_runs
 
     configs, runs_lists, metas = [], [], []
-    for src in sources:
+    for i, spec in enumerate(sources):
+        src, _, picked = spec.partition(":")
+        sources[i] = src
         d = Path(src)
         try:
             raw = yaml.safe_load((d / "config.yaml").read_text())
+            if picked:  # RUN_DIR:arm,arm: only these arms of that run
+                names = [n for n in picked.split(",") if n]
+                absent = sorted(set(names) - {a["name"] for a in raw["arms"]})
+                if absent:
+                    parser.error(f"--merge {spec}: no arm {absent} in {d / 'config.yaml'}")
+                raw["arms"] = [a for a in raw["arms"] if a["name"] in names]
             # through the config class, so that a field added since a run (at its default) does not part them
             configs.append(ContinualConfig.from_dict(raw, source=str(d / "config.yaml")).to_dict())
-            runs_lists.append(json.loads((d / "runs.json").read_text()))
+            runs = json.loads((d / "runs.json").read_text())
+            if picked:
+                runs = [{**r, "arms": {k: v for k, v in r["arms"].items() if k in names}} for r in runs]
+            runs_lists.append(runs)
             metas.append(json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {})
         except FileNotFoundError as e:
             parser.error(f"--merge: {e.filename} does not exist (a finished jobs/continual.py --out folder?)")

@@ -291,6 +291,16 @@ def test_merge_joins_paired_arms_of_separate_runs_and_refuses_unpaired_ones(tmp_
     with pytest.raises(SystemExit):
         load_job("continual").main(["--merge", dirs[0], str(tmp_path / "absent"), "--out", str(tmp_path / "m2")])
     assert "does not exist" in capsys.readouterr().err
+    # RUN_DIR:ARM picks arms: the finetune arm of a run holding both, beside a run of full alone
+    both = tmp_path / "both"
+    both.mkdir()
+    (both / "runs.json").write_text(json.dumps(runs))
+    (both / "config.yaml").write_text(yaml.safe_dump(cfg_dict))
+    m = load_job("continual").main(["--merge", dirs[0], f"{both}:finetune", "--out", str(tmp_path / "m3")])
+    assert json.loads(json.dumps(m["per_arm"])) == json.loads(json.dumps(whole["per_arm"]))
+    with pytest.raises(SystemExit):
+        load_job("continual").main(["--merge", dirs[0], f"{both}:nope", "--out", str(tmp_path / "m4")])
+    assert "no arm" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ the no-strata ablation
