@@ -333,6 +333,8 @@ def test_arm_train_overrides_reach_only_that_arms_training(tmp_path):
             ArmConfig(name="bad", train_overrides=bad)
     with pytest.raises(ValueError, match="replay: false"):
         ArmConfig(name="bad", replay=False, train_overrides=["replay.sil.weight=0.5"])
+    with pytest.raises(ValueError, match="phase1_memory"):
+        ArmConfig(name="bad", replay=False, phase1_memory=2)
     for derived in ("replay.enabled=false", "replay.scenario_replay=true", "replay.buffer.gamma=0.9"):
         with pytest.raises(ValueError, match="switches"):
             ArmConfig(name="bad", train_overrides=[derived])
@@ -725,7 +727,7 @@ def test_gated_spec_errors(tmp_path):
 # ------------------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_tiny_protocol_end_to_end(ray_session, tmp_path):
+def test_tiny_protocol_end_to_end(ray_session, tmp_path, capsys):
     from conftest import load_job
 
     out = tmp_path / "continual"
@@ -734,8 +736,10 @@ def test_tiny_protocol_end_to_end(ray_session, tmp_path):
         "--set", "novel_types=1", "--set", "stream.incidents_per_type=2", "--set", "stream.block=1",
         "--set", "eval.episodes=1", "--set", "eval.every_blocks=2", "--set", "bootstrap.samples=100",
         "--set", "arms=[{name: full}, {name: finetune, gate: false, replay: false}, "
-                 "{name: gate_only, learn: false, replay: false}, {name: no_strata, strata: false}]"])
+                 "{name: gate_only, learn: false, replay: false}, {name: no_strata, strata: false, phase1_memory: 1}]"])
     saved = json.loads((out / "metrics.json").read_text())
+    # the no-strata arm's replay got one phase-1 incident per known type before its stream (4 known types)
+    assert "arm no_strata: 4 phase-1 incidents of the known types recorded" in capsys.readouterr().out
     for key in ("unknown_mttr_before_s", "unknown_mttr_after_s", "unknown_mttr_zero_shot_gated_s",
                 "runbook_unknown_mttr_s", "no_meta_unknown_mttr_s", "known_mttr_phase1_s", "known_mttr_phase2_s",
                 "cumulative_unhealthy_s", "no_meta_cumulative_unhealthy_s", "gate_false_positive_rate",

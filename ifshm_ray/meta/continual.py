@@ -111,6 +111,12 @@ class ArmConfig(ConfigModel):
     the LM's gate is used (``gate.encoder``), off otherwise (``gate_only`` learns nothing, the encoder included).
     True: asked explicitly, refused without a gate or without ``gate.encoder`` (the feature diagnoser has no soft
     prompt). False: the ablation without prompt tuning."""
+    phase1_memory: int = Field(0, ge=0)
+    """Incidents per known type that the phase-1 policy runs before the stream (seeds of their own, never the
+    evaluation's or the stream's), pushed into the replay's known stratum with the first block's recorded
+    incidents: the memory of phase 1, which trained without replay (otherwise the known stratum holds only what
+    phase 2 met, and a cloning anchor, ``replay.clone``, has next to nothing to hold on to in the first block).
+    0: none. Needs ``replay``."""
     train_overrides: list[str] = Field(default_factory=list)
     """``replay.key=value`` or ``ppo.key=value`` overrides of this arm's phase-2 training config, applied after the
     switches above (to compare settings paired on one stream, e.g. ``replay.sil.weight=0.3`` in tuning on
@@ -123,6 +129,8 @@ class ArmConfig(ConfigModel):
         if not self.learn and self.replay:
             raise ValueError(f"arm {self.name!r}: replay needs learn (set replay: false for an arm that does not "
                              "learn)")
+        if self.phase1_memory and not self.replay:
+            raise ValueError(f"arm {self.name!r}: phase1_memory fills the replay; the arm has replay: false")
         if not self.strata and not self.replay:
             raise ValueError(f"arm {self.name!r}: strata: false is an ablation of the replay; it needs replay")
         if self.prompt_tuning is True and not self.gate:
@@ -998,12 +1006,21 @@ class Protocol:
         seen = {f: 0 for f in order}
         evaluate(seen, "phase1")
         meta.set_known_baseline({f: mean_mttr(evals[0]["ungated"], [f]) for f in known})
+        memory = []  # the phase-1 policy's own known-type incidents, into the known stratum with the first block
+        for f in known if arm.phase1_memory else []:
+            for i in range(arm.phase1_memory):
+                rec = record_incident(self.env, ModulePolicy(phase1_bundle), f,
+                                      incident_seed(seed + cfg.stream.seed_offset + 2, f"phase1/{f}", i))
+                memory.append((cfg.meta.known_stratum, rec.episode))
+        if memory:
+            self.log(f"seed {seed} arm {arm.name}: {len(memory)} phase-1 incidents of the known types recorded for "
+                     "the replay")
         for t, fault in enumerate(order):
             type_blocks = blocks(plan[t], cfg.stream.block)
             for b, items in enumerate(type_blocks):
                 deployed = GatedPolicy(policy, self.runbook(), meta, diagnose, update=True,
                                        keep_windows=keep) if arm.gate else policy
-                pushed = []
+                pushed, memory = memory, []
                 for f, s, is_new in items:
                     rec = record_incident(self.env, deployed, f, s)
                     info = rec.info
