@@ -111,7 +111,8 @@ def _summarise_only(cfg, out: Path, parser: argparse.ArgumentParser) -> dict:
     return metrics
 
 
-def _merge(sources: list[str], out: Path, parser: argparse.ArgumentParser, command: str) -> dict:
+def _merge(sources: list[str], out: Path, parser: argparse.ArgumentParser, command: str,
+           overrides: list[str] | None = None) -> dict:
     from ifshm_ray.meta.continual import ContinualConfig, merge_runs
 
     configs, runs_lists, metas = [], [], []
@@ -140,6 +141,10 @@ def _merge(sources: list[str], out: Path, parser: argparse.ArgumentParser, comma
             parser.error(f"--merge {src}: {e}")
     try:
         cfg_dict, runs = merge_runs(configs, runs_lists)
+        if overrides:  # summary settings of the joined run (compare_with, bootstrap)
+            from ifshm_ray.config import merge, parse_overrides
+
+            cfg_dict = merge(cfg_dict, parse_overrides(overrides))
         cfg = ContinualConfig.from_dict(cfg_dict, source="merged config")
     except (ValueError, ConfigError) as e:
         parser.error(f"--merge: {e}")
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.merge:
         command = " ".join(["python", "jobs/continual.py"] + (argv if argv is not None else sys.argv[1:]))
-        return _merge(args.merge, Path(args.out).resolve(), parser, command)
+        return _merge(args.merge, Path(args.out).resolve(), parser, command, args.overrides)
     if not args.config:
         parser.error("--config is required (except with --merge)")
 

@@ -298,6 +298,10 @@ def test_merge_joins_paired_arms_of_separate_runs_and_refuses_unpaired_ones(tmp_
     (both / "config.yaml").write_text(yaml.safe_dump(cfg_dict))
     m = load_job("continual").main(["--merge", dirs[0], f"{both}:finetune", "--out", str(tmp_path / "m3")])
     assert json.loads(json.dumps(m["per_arm"])) == json.loads(json.dumps(whole["per_arm"]))
+    # --set reaches the joined summary: pair every arm with fine-tuning only
+    m = load_job("continual").main(["--merge", *dirs, "--out", str(tmp_path / "m5"), "--set",
+                                    "compare_with=[finetune]"])
+    assert "vs_finetune" in m["per_arm"]["full"] and "vs_full" not in m["per_arm"]["finetune"]
     with pytest.raises(SystemExit):
         load_job("continual").main(["--merge", dirs[0], f"{both}:nope", "--out", str(tmp_path / "m4")])
     assert "no arm" in capsys.readouterr().err

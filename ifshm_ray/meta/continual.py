@@ -294,6 +294,9 @@ class ContinualConfig(ConfigModel):
     missing (null metrics), not run."""
     cumulative_window: int = Field(200, ge=1)
     """Cumulative unhealthy time counts the first this many new-type incidents of each type."""
+    compare_with: list[str] = Field(default_factory=lambda: ["full", "finetune"])
+    """The arms every other arm is paired against in ``metrics.json`` (``per_arm.<arm>.vs_<name>``); names not
+    among the arms are skipped (a tuning run compares its settings with its own baseline arm)."""
     bootstrap: BootstrapSection = Field(default_factory=BootstrapSection)
     """Confidence intervals."""
     ray_num_cpus: int | None = Field(None, ge=1)
@@ -1224,7 +1227,7 @@ def summarise_protocol(cfg: ContinualConfig, runs: list[dict]) -> dict:
         return [[s["mttr_s"] for s in run["arms"][arm]["stream"] if s["new"]] for run in runs]
 
     for a in cfg.arms:
-        for b in ("full", "finetune"):
+        for b in cfg.compare_with:
             if b in arm_metrics and b != a.name:
                 arm_metrics[a.name][f"vs_{b}"] = {
                     "after_unknown_ungated": cmp(per_seed(a.name, "ungated", -1, unk),
