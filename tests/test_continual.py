@@ -355,6 +355,15 @@ def test_arm_train_overrides_reach_only_that_arms_training(tmp_path):
     a = protocol._train_dict(faults, 5, 3, anchor, {"node_crash": 0.9})
     assert a["replay"]["clone"]["reference"] == str(protocol.out / "seed_3" / "phase1" / "policy_bundle")
     assert TrainConfig.from_dict(a).replay.clone.reference.endswith("seed_3/phase1/policy_bundle")
+    # steering overrides reach the arm's meta-controller config (training's and the protocol's)
+    st = ArmConfig(name="st", steering_overrides=["min_cluster_incidents=5"])
+    d = protocol._train_dict(faults, 5, 0, st, {"node_crash": 0.9})
+    assert d["meta"]["steering"]["min_cluster_incidents"] == 5 == protocol.arm_meta(st).steering.min_cluster_incidents
+    assert full["meta"]["steering"]["min_cluster_incidents"] == 1
+    with pytest.raises(ValueError, match="steering_overrides"):
+        ArmConfig(name="bad", learn=False, replay=False, steering_overrides=["min_cluster_incidents=5"])
+    with pytest.raises(ValueError, match="min_clustr"):
+        _protocol(tmp_path, arms=[{"name": "typo", "steering_overrides": ["min_clustr_incidents=3"]}])
     # a typo is caught when the protocol is built, before anything runs
     with pytest.raises(ValueError, match="wieght"):
         _protocol(tmp_path, arms=[{"name": "typo", "train_overrides": ["replay.sil.wieght=0.3"]}])

@@ -125,6 +125,16 @@ def test_steering_mix_and_scenario_weights():
         m.record(0, "policy", True, 100.0)
     mix = m.replay_mix()  # cluster 0 trusted: weight 0.25 against 1 for the untrusted one
     assert mix["novel-0"] == pytest.approx(0.5 * 0.25 / 1.25) and sum(mix.values()) == pytest.approx(1.0)
+    # a cluster enters the mix once it holds min_cluster_incidents incidents
+    from ifshm_ray.meta.config import MetaConfig
+
+    cfg = m.config.model_copy(update={"steering": m.config.steering.model_copy(update={"min_cluster_incidents": 2})})
+    small = MetaController(MetaConfig.from_dict(cfg.to_dict()), m.calibration)
+    small.observe(3.0, np.eye(4)[1])
+    small.observe(3.0, np.eye(4)[2])
+    assert small.replay_mix() is None  # two clusters of one incident each: as without clusters
+    small.observe(3.0, np.eye(4)[1])
+    assert small.replay_mix() == pytest.approx({"known": 0.5, "novel-0": 0.5})
     levels = {"a": 0.7, "b": 0.2, "c": 0.1}
     assert m.scenario_weights(levels) == levels  # no baseline: unchanged
     m.set_known_baseline({"a": 100.0, "c": 100.0})

@@ -48,6 +48,12 @@ class SteeringConfig(ConfigModel):
 
     known_share: float = Field(0.5, ge=0.0, le=1.0)
     """Share of each replay sample drawn from the known stratum while novel clusters exist (rehearsal, CLEAR)."""
+    min_cluster_incidents: int = Field(1, ge=1)
+    """A novel cluster's stratum enters the replay mix once the cluster holds this many incidents (before that its
+    recorded incidents are stored but not sampled; with no cluster that big the mix is as without clusters). With 1 (the
+    default, as before) a cluster of one recorded incident gets its full part of every self-imitation sample, so
+    each of its steps is imitated many times per update (measured in the continual pilots: clusters of 1-2
+    runbook-handled incidents, the self-imitation loss up from 0.03 to 0.9-2.5 and the policy collapsing)."""
     trusted_weight: float = Field(0.25, ge=0.0, le=1.0)
     """Weight of a trusted cluster in the novel part of the mix, relative to 1 for an untrusted one."""
     rehearsal_boost: float = Field(0.5, ge=0.0, le=1.0)

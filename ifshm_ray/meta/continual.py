@@ -111,6 +111,9 @@ class ArmConfig(ConfigModel):
     the LM's gate is used (``gate.encoder``), off otherwise (``gate_only`` learns nothing, the encoder included).
     True: asked explicitly, refused without a gate or without ``gate.encoder`` (the feature diagnoser has no soft
     prompt). False: the ablation without prompt tuning."""
+    steering_overrides: list[str] = Field(default_factory=list)
+    """``key=value`` overrides of this arm's ``meta.steering`` (the meta-controller's replay mix and scenario weights,
+    :class:`~ifshm_ray.meta.config.SteeringConfig`), e.g. ``min_cluster_incidents=5``; needs ``replay``."""
     phase1_memory: int = Field(0, ge=0)
     """Incidents per known type that the phase-1 policy runs before the stream (seeds of their own, never the
     evaluation's or the stream's), pushed into the replay's known stratum with the first block's recorded
@@ -129,6 +132,8 @@ class ArmConfig(ConfigModel):
         if not self.learn and self.replay:
             raise ValueError(f"arm {self.name!r}: replay needs learn (set replay: false for an arm that does not "
                              "learn)")
+        if self.steering_overrides and not self.replay:
+            raise ValueError(f"arm {self.name!r}: steering_overrides steer the replay; the arm has replay: false")
         if self.phase1_memory and not self.replay:
             raise ValueError(f"arm {self.name!r}: phase1_memory fills the replay; the arm has replay: false")
         if not self.strata and not self.replay:
@@ -737,7 +742,7 @@ class Protocol:
                         max_wall_s=1e9)
         replay = bool(arm is not None and arm.replay)
         d["replay"]["enabled"] = replay
-        d["meta"] = {**self.cfg.meta.to_dict(), "enabled": replay}
+        d["meta"] = {**(self.arm_meta(arm) if arm is not None else self.cfg.meta).to_dict(), "enabled": replay}
         if self.cfg.pseudo_unknown is not None:  # the pseudo-unknown types are novel to the replay too
             d["replay"]["known_types"] = list(self.blind_known)
         if replay:
@@ -762,6 +767,22 @@ class Protocol:
         if replay and clone.get("reference") == PHASE1_REFERENCE:  # the teacher of the cloning term: phase 1
             clone["reference"] = str(self.out / f"seed_{seed}" / "phase1" / "policy_bundle")
         return d
+
+    def arm_meta(self, arm: ArmConfig):
+        """The meta-controller's config of one arm: the protocol's ``meta``, one stratum without ``strata``, and the
+        arm's ``steering_overrides``."""
+        from ifshm_ray.config import ConfigError, merge, parse_overrides
+        from ifshm_ray.meta.config import MetaConfig
+
+        meta = self.cfg.meta if arm.strata else self.cfg.meta.model_copy(update={"strata": False})
+        if not arm.steering_overrides:
+            return meta
+        try:
+            over = parse_overrides(arm.steering_overrides)
+            return MetaConfig.from_dict(merge(meta.to_dict(), {"steering": over}),
+                                        source=f"arm {arm.name} steering_overrides")
+        except (ConfigError, ValueError) as e:
+            raise ValueError(f"arm {arm.name!r}: steering_overrides: {e}") from None
 
     def _train(self, out: Path, d: dict, resume: bool) -> dict:
         """``jobs/train.py --config OUT/train_config.yaml --out OUT [--resume OUT]`` in this process."""
@@ -982,7 +1003,7 @@ class Protocol:
         else:  # the phase-1 bundle beside its gate, so that `jobs/evaluate.py --policy gated:OUT` works here too
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(p1 / "policy_bundle", out / "policy_bundle")
-        meta = MetaController(cfg.meta if arm.strata else cfg.meta.model_copy(update={"strata": False}), calibration)
+        meta = MetaController(self.arm_meta(arm), calibration)
         diagnose.save(out)
         if self.blind_known is not None:  # `jobs/evaluate.py --policy gated:OUT`'s runbook: blind to the pseudo types
             from ifshm_ray.eval.gated import BLIND_KNOWN_FILE

@@ -276,13 +276,16 @@ class MetaController:
 
     # ------------------------------------------------------------------ steering
     def replay_mix(self) -> dict[str, float] | None:
-        """Stratum weights for the replay actor's ``set_mix`` (None while there is no novel cluster, and always
-        without ``config.strata``: one stratum, nothing to mix)."""
+        """Stratum weights for the replay actor's ``set_mix`` (None while there is no novel cluster of at least
+        ``steering.min_cluster_incidents`` incidents, and always without ``config.strata``: one stratum, nothing to
+        mix)."""
         if not len(self.clusters) or not self.config.strata:
             return None
         s = self.config.steering
         need = {self.stratum(k): (s.trusted_weight if self.trust.trusted(k)[0] else 1.0)
-                for k in range(len(self.clusters))}
+                for k in range(len(self.clusters)) if self.clusters.counts[k] >= s.min_cluster_incidents}
+        if not need:  # no cluster big enough to imitate yet: as without clusters
+            return None
         total = sum(need.values())
         mix = {self.config.known_stratum: s.known_share}
         for name, w in need.items():
