@@ -43,9 +43,18 @@ JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 def load_job(name: str) -> ModuleType:
     """The job script ``jobs/<name>.py`` as a module (loaded once per session, as ``ifshm_job_<name>``)."""
-    module_name = f"ifshm_job_{name}"
+    return _load_script(JOBS / f"{name}.py", f"ifshm_job_{name}")
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The benchmark script ``benchmarks/<name>.py`` as a module (loaded once per session, as
+    ``ifshm_benchmark_<name>``)."""
+    return _load_script(JOBS.parent / "benchmarks" / f"{name}.py", f"ifshm_benchmark_{name}")
+
+
+def _load_script(path: Path, module_name: str) -> ModuleType:
     if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, JOBS / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module  # before running it: pydantic and dataclasses look their module up
         try:

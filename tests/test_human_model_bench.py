@@ -1,29 +1,20 @@
 """benchmarks/human_model.py: the harness's incidents under a chosen human model, with the first action recorded."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 from ifshm_ray.config import SimConfig
 from ifshm_ray.eval.harness import evaluate, make_jobs
 from ifshm_ray.sim.catalog import load_catalog
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("human_model", ROOT / "benchmarks" / "human_model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.timeout(120)
 def test_records_match_the_harness_and_first_actions_are_counted(tmp_path, capsys):
-    mod = _load()
+    mod = load_benchmark("human_model")
     res = mod.main(["--human", "drawn", "--faults", "unknown", "--episodes", "1", "--arm", "oracle",
                     "--arm", "escalate-first", "--arm", "ef=escalate-first", "--group", "g=escalate-first+ef",
                     "--pair", "g:oracle", "--pair", "oracle:escalate-first", "--out", str(tmp_path)])
@@ -50,7 +41,7 @@ def test_records_match_the_harness_and_first_actions_are_counted(tmp_path, capsy
 
 @pytest.mark.timeout(30)
 def test_bad_input_is_refused(tmp_path):
-    mod = _load()
+    mod = load_benchmark("human_model")
     with pytest.raises(SystemExit, match="--pair"):
         mod.main(["--human", "drawn", "--arm", "oracle", "--pair", "oracle:nope", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="--faults"):

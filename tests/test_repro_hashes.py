@@ -7,25 +7,16 @@ re-records them with ``python benchmarks/repro_hashes.py --write`` and says why 
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("repro_hashes", ROOT / "benchmarks" / "repro_hashes.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_one_fault_rollout_hash_is_stable():
     """Fast tier: one fault's single-env rollout, twice in one process and against the recorded reference."""
-    mod = _load()
+    mod = load_benchmark("repro_hashes")
     ref = json.loads(mod.REFERENCE.read_text())
     faults = list(mod.load_catalog().names)
     i = faults.index("host_memory_leak")
@@ -37,7 +28,7 @@ def test_one_fault_rollout_hash_is_stable():
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_all_hashes_match_reference():
-    mod = _load()
+    mod = load_benchmark("repro_hashes")
     ref = json.loads(mod.REFERENCE.read_text())
     got = mod.compute()
     diff = mod.compare(ref, got)
@@ -49,7 +40,7 @@ def test_every_reference_is_hashed_and_a_missing_hash_is_named():
     that lacks one names it (and says how to record it) rather than reporting a vague change."""
     from ifshm_ray.baselines import BASELINES
 
-    mod = _load()
+    mod = load_benchmark("repro_hashes")
     assert mod.POLICIES == tuple(BASELINES)
     got = {"single/node_crash": "a", "eval/oracle": "b", "eval/nearest-known": "c"}
     ref = {"single/node_crash": "a", "eval/oracle": "x", "eval/gone": "d"}
