@@ -277,7 +277,8 @@ class RewardConfig(ConfigModel):
     """Reward = -(unhealthy_weight * minutes unhealthy) - action cost - harm - invalid-action penalty."""
 
     unhealthy_weight: float = Field(1.0, ge=0.0)
-    """Penalty per simulated minute during which any SLO is violated or the root cause is active."""
+    """Penalty per simulated minute during which any SLO is violated or the root cause is active, counted up to
+    ``SimConfig.time_limit_s`` only (an action running past the limit is charged the time left before it)."""
     action_cost_scale: float = Field(1.0, ge=0.0)
     """Multiplier on the catalog's per-category action costs."""
     harm_penalty: float = Field(10.0, ge=0.0)

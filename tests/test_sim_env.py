@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from ifshm_ray.config import SimConfig
 from ifshm_ray.env import FaultInjectionEnv, FaultInjectionVectorEnv
 from ifshm_ray.sim.actions import CATEGORIES
 from ifshm_ray.sim.catalog import load_catalog
-from ifshm_ray.sim.core import BENIGN_MIX, SimError
+from ifshm_ray.sim.core import BENIGN_MIX, BatchedSim, SimError
 
 pytestmark = pytest.mark.timeout(120)
 CAT = load_catalog()
@@ -245,6 +246,29 @@ def test_step_duration_advances_time():
                                              abs=1e-6) or env.sim.t[0] - t > env.sim_cfg.step_s
 
 
+@pytest.mark.parametrize("cat, target", [("observe", "api-gateway"), ("rollback", "api-gateway"),
+                                         ("drain", "gpu-3")])
+def test_step_crossing_the_time_limit_charges_unhealthy_time_up_to_it(cat, target):
+    """The step that crosses the time limit charges unhealthy time only up to it, whatever the action: with a
+    limit 10 s after a 30-s step boundary, an observe step charges those 10 s (not the whole step interval), and a
+    rollback (120 s) or drain (300 s) started 10 s before the limit charges 10 s (not its whole duration)."""
+    cfg = SimConfig(faults=["node_crash"], time_limit_s=3610.0)
+    sim = BatchedSim(cfg, batch_size=1)
+    sim.reset([0], [3], faults=["node_crash"])
+    while sim.t[0] + cfg.step_s < cfg.time_limit_s:
+        res = sim.step(np.zeros((1, 3), np.int64))
+        assert not (res.terminated[0] or res.truncated[0])
+    left = cfg.time_limit_s - float(sim.t[0])
+    assert left == 10.0 and not sim.healthy[0]
+    c = CATEGORIES.index(cat)
+    before = float(sim.unhealthy_s[0])
+    res = sim.step(np.array([[c, sim.topo.targets.index(target), 0]]))
+    assert res.truncated[0]
+    assert float(sim.unhealthy_s[0]) - before == left
+    assert res.reward[0] == pytest.approx(-(left / 60.0) * cfg.reward.unhealthy_weight - sim._act_cost_scaled[c]
+                                          - float(res.harmful[0]) * cfg.reward.harm_penalty)
+
+
 def _vector_matches_singles(cfg: dict, seed, steps: int = 150) -> int:
     """Steps a vector env and numeric single envs side by side with the same random actions; asserts equal
     observations, masks, rewards and episode ends; returns the number of episode ends seen."""
@@ -283,7 +307,9 @@ def _vector_matches_singles(cfg: dict, seed, steps: int = 150) -> int:
 @pytest.mark.parametrize("cfg, seed", [({"faults": "all", "healthy_steps": 1}, 5),
                                        ({"faults": "all", "compound_prob": 0.3}, [11, 12, 13, 14]),
                                        ({"faults": "all", "fault_free_prob": 0.5}, [21, 22, 23, 24]),
-                                       ({"faults": "all", "human": {"model": "drawn"}}, [31, 32, 33, 34])])
+                                       ({"faults": "all", "human": {"model": "drawn"}}, [31, 32, 33, 34]),
+                                       ({"faults": "all", "human": {"model": "drawn"}, "time_limit_s": 600},
+                                        [41, 42, 43, 44])])
 def test_vector_env_matches_single_envs_with_next_step_autoreset(cfg, seed):
     """Sub-env i of the vector env (the class training steps) seeded with seed + i, or seed[i], gives exactly the
     observations, masks, rewards and episode ends of a single env reset with that seed."""

@@ -249,3 +249,44 @@ def test_drawn_human_leaves_the_observation_a_function_of_telemetry_and_actions(
         x = observer.observe(json.loads(telemetry), history=incident_history(acts))
         for k in ("obs", "action_mask", "ratio_mask"):
             np.testing.assert_array_equal(x[k], obs[k], err_msg=f"{fault}, step {len(acts)}: {k}")
+
+
+def _unhealthy_at(cfg: SimConfig, fault, left_s: float) -> BatchedSim:
+    """A single sim with ``fault``, observed (30-s steps) until ``left_s`` before the time limit; unhealthy then."""
+    sim = BatchedSim(cfg, batch_size=1)
+    sim.reset([0], [7], faults=[fault])
+    while sim.t[0] < cfg.time_limit_s - left_s:
+        res = sim.step(np.array([[0, 0, 0]]))
+        assert not (res.terminated[0] or res.truncated[0])
+    assert sim.t[0] == cfg.time_limit_s - left_s and not sim.healthy[0]
+    return sim
+
+
+@pytest.mark.parametrize("model", ["fixed", "drawn"])
+@pytest.mark.parametrize("fault", [KNOWN[0], UNKNOWN[0]])
+def test_page_past_the_time_limit_is_charged_up_to_the_limit_only(model, fault):
+    """A page sent 5 minutes before the time limit runs past it (the fixed human's 20 minutes, a drawn page): the
+    step charges the 5 unhealthy minutes the episode observes plus the page's action cost, as 5 more minutes of
+    observing would charge those minutes, not the page's whole duration; the episode is truncated, not recovered,
+    and its unhealthy time stays within the limit."""
+    cfg = SimConfig(human={"model": model}, split="handpicked")
+    left = 300.0
+    sim = _unhealthy_at(cfg, fault, left)
+    t0 = float(sim.t[0])
+    res = sim.step(np.array([[ESC, 0, 0]]))
+    assert sim.t[0] - cfg.step_s - t0 > left  # (the page ran past the limit)
+    rw = cfg.reward
+    assert res.reward[0] == pytest.approx(-(left / 60.0) * rw.unhealthy_weight - sim._act_cost_scaled[ESC])
+    assert res.truncated[0] and not res.terminated[0]
+    stats = sim.episode_stats(0)
+    assert not stats["recovered"] and stats["escalated"]
+    assert stats["unhealthy_s"] <= cfg.time_limit_s
+    # observing instead charges the same minutes (no page cost): paging is no dearer than idling past the limit
+    idle = _unhealthy_at(cfg, fault, left)
+    total = 0.0
+    while True:
+        r = idle.step(np.array([[0, 0, 0]]))
+        total += float(r.reward[0])
+        if r.truncated[0] or r.terminated[0]:
+            break
+    assert total == pytest.approx(-(left / 60.0) * rw.unhealthy_weight)

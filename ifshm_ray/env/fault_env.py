@@ -94,7 +94,8 @@ class FaultInjectionEnv(gym.Env):
     **Reward.** ``-(minutes unhealthy) * unhealthy_weight - action cost - harm_penalty * harmful
     - false_alarm_penalty`` (acting while no fault is active) ``- invalid_action_penalty`` (an action the masks
     forbid, executed as ``observe`` in lenient mode; default 1.0). The weights are ``SimConfig.reward``
-    (:class:`~ifshm_ray.config.RewardConfig`).
+    (:class:`~ifshm_ray.config.RewardConfig`). Unhealthy minutes are counted only up to ``time_limit_s``: the step
+    that crosses it (an action running past it, a page above all) is charged the time left, as observing is.
 
     **Episode end.** ``terminated`` once the root cause is cleared and every SLO (p99 latency, error rate, throughput)
     has held, with every service at its replicas, for ``healthy_steps`` consecutive steps; ``truncated`` at

@@ -860,7 +860,8 @@ class BatchedSim:
                 unfamiliar = (self.f_active & started & self.f_unfamiliar[self.f_id]).any(axis=1)
                 page = self.human.draw(self.key, self.step_idx, unfamiliar)
                 dur = np.where(esc, page["total_s"], dur)
-        t_done = self.t + dur
+        t_start = self.t
+        t_done = t_start + dur
         heal = eff == EFFECT_CODE["heal"]
         heal_any = heal.any(axis=1)
         mit = eff == EFFECT_CODE["mitigate"] if effective else None
@@ -947,7 +948,12 @@ class BatchedSim:
                 self._fix(gone, self.f_self_heal_t)
         self._observe(slice(None), dur=dur, heal_done_t=t_done)
         healthy_after = self.healthy
-        unhealthy_s = dur * unhealthy_before + cfg.step_s * ~healthy_after
+        # unhealthy time charged: the action's duration, then the step interval, each only up to the time limit (an
+        # action running past it, a page above all, is cut off there as staying put is: the episode, its MTTR and
+        # its return observe nothing after it; the trajectory itself is not cut)
+        act_s = np.minimum(dur, np.maximum(cfg.time_limit_s - t_start, 0.0))
+        wait_s = np.clip(cfg.time_limit_s - t_done, 0.0, cfg.step_s)
+        unhealthy_s = act_s * unhealthy_before + wait_s * ~healthy_after
         self.unhealthy_s += unhealthy_s
         rw = cfg.reward
         reward = (-(unhealthy_s / 60.0) * rw.unhealthy_weight - self._act_cost_scaled[c]
