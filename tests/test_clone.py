@@ -338,9 +338,14 @@ def test_reference_policy_is_the_teacher_on_every_known_row(monkeypatch, kind):
     known_rows = np.isin(first, obs["obs"][:7, 0].numpy())
     np.testing.assert_array_equal(sil.batch["clone_policy_mask"].numpy(), known_rows)
     assert known_rows.any() and not known_rows.all()
-    terms, logs = sil.losses(teacher)
+    learner = copy.deepcopy(teacher)
+    for p in learner.parameters():
+        p.requires_grad_(True)
+    terms, logs = sil.losses(learner)
     assert terms["clone"][1] == 2.0 and logs["clone_num_policy"].item() == known_rows.sum()
     assert abs(logs["clone_policy_loss"].item()) < 1e-5 and abs(logs["clone_value_loss"].item()) < 1e-8
+    terms["clone"][0].backward()  # at the teacher the term's gradient vanishes
+    assert all(p.grad is None or p.grad.abs().max() < 1e-5 for p in learner.parameters())
     terms, logs = sil.losses(moved)
     assert logs["clone_policy_loss"].item() > 1e-3 and logs["clone_value_loss"].item() > 0
     terms["clone"][0].backward()

@@ -53,7 +53,8 @@ class SteeringConfig(ConfigModel):
     recorded incidents are stored but not sampled; with no cluster that big the mix is as without clusters). With 1 (the
     default, as before) a cluster of one recorded incident gets its full part of every self-imitation sample, so
     each of its steps is imitated many times per update (measured in the continual pilots: clusters of 1-2
-    runbook-handled incidents, the self-imitation loss up from 0.03 to 0.9-2.5 and the policy collapsing)."""
+    runbook-handled incidents, the self-imitation loss up from 0.03 to 0.9-2.5 and the policy collapsing). 5 on the
+    pilot of 2026-11-30 moved that collapse to when a cluster reached 5 incidents rather than removing it (README)."""
     trusted_weight: float = Field(0.25, ge=0.0, le=1.0)
     """Weight of a trusted cluster in the novel part of the mix, relative to 1 for an untrusted one."""
     rehearsal_boost: float = Field(0.5, ge=0.0, le=1.0)

@@ -1031,9 +1031,10 @@ class Protocol:
         evaluate(seen, "phase1")
         meta.set_known_baseline({f: mean_mttr(evals[0]["ungated"], [f]) for f in known})
         memory = []  # the phase-1 policy's own known-type incidents, into the known stratum with the first block
+        phase1_policy = ModulePolicy(phase1_bundle)
         for f in known if arm.phase1_memory else []:
             for i in range(arm.phase1_memory):
-                rec = record_incident(self.env, ModulePolicy(phase1_bundle), f,
+                rec = record_incident(self.env, phase1_policy, f,
                                       incident_seed(seed + cfg.stream.seed_offset + 2, f"phase1/{f}", i))
                 memory.append((cfg.meta.known_stratum, rec.episode))
         if memory:

@@ -194,8 +194,9 @@ class ReplayCallback(HealingMetricsCallback):
         if section is None or env is None or getattr(env_runner.config, "in_evaluation", False):
             return  # evaluation episodes are measurements, not experience
         clone = section.clone.stores_behaviour
-        # with CLEAR's cloning on (targets stored with the steps, not a reference policy's), each step keeps what the acting policy output: its action distribution inputs
-        # (RLlib's env runners store them) and V_b(s) (computed here: PPO's env runners compute no values)
+        # with CLEAR's cloning on (targets stored with the steps, no reference policy), each step keeps what the
+        # acting policy output: its action distribution inputs (RLlib's env runners store them) and V_b(s)
+        # (computed here: PPO's env runners compute no values)
         full = join_chunks([*(prev_episode_chunks or []), episode],
                            extra_keys=(Columns.ACTION_DIST_INPUTS,) if clone else ())
         values = None
@@ -383,16 +384,16 @@ class SILReplay:
         }
         self.handle = sample.handle
         clone = self.section.clone
-        if clone.enabled and clone.reference is not None:  # a fixed teacher: its outputs on every cloned row
-            known = self.section.buffer.known_stratum
-            cloned = np.array([clone.applies_to(str(s), known) for s in cols[STRATUM]], dtype=bool)
+        if not clone.enabled:
+            return
+        known = self.section.buffer.known_stratum
+        cloned = np.array([clone.applies_to(str(s), known) for s in cols[STRATUM]], dtype=bool)
+        if clone.reference is not None:  # a fixed teacher: its outputs on every cloned row
             inputs, values = self._teacher_outputs(self.batch[Columns.OBS], self.batch[Columns.ACTIONS])
             mask = _to_torch(cloned, device)
             self.batch.update({Columns.ACTION_DIST_INPUTS: inputs, Columns.VF_PREDS: values,
                                "clone_policy_mask": mask, "clone_value_mask": mask})
-        elif clone.enabled:  # CLEAR: the behaviour outputs and which rows have them (and are in a cloned stratum)
-            known = self.section.buffer.known_stratum
-            cloned = np.array([clone.applies_to(str(s), known) for s in cols[STRATUM]], dtype=bool)
+        else:  # CLEAR: the behaviour outputs and which rows have them (and are in a cloned stratum)
             n = len(cloned)
             for key, name in ((Columns.ACTION_DIST_INPUTS, "clone_policy"), (Columns.VF_PREDS, "clone_value")):
                 has = cols.get(has_key(key), np.zeros(n, dtype=bool))
