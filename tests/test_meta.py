@@ -156,3 +156,29 @@ def test_state_round_trip(tmp_path):
     assert back.observe(3.0, np.eye(4)[1], update=False) == m.observe(3.0, np.eye(4)[1], update=False)
     with pytest.raises(FileNotFoundError):
         MetaController.load(tmp_path / "nothing")
+
+
+def test_trust_prior_shrinks_a_new_cluster_towards_the_pooled_outcomes():
+    m = _controller(prior_strength=2.0)
+    a = m.observe(3.0, np.eye(4)[1])
+    for _ in range(2):  # cluster 0: the policy beats the runbook (pooled too)
+        m.record(a.cluster, "runbook", True, 1000.0)
+        m.record(a.cluster, "policy", True, 400.0)
+    b = m.observe(3.0, np.eye(4)[2])
+    assert b.new_cluster and b.cluster == 1 and not b.deferred and b.actor == "policy"
+    assert "shrunk towards" in b.reason
+    # its own outcomes take over: the policy fails there twice while the runbook heals fast
+    for _ in range(2):
+        m.record(b.cluster, "policy", False, 3600.0)
+        m.record(b.cluster, "runbook", True, 300.0)
+    assert m.observe(3.0, np.eye(4)[2]).deferred
+    shr = m.trust.shrunk(b.cluster, "policy")  # pooled window: 400, 400, 3600, 3600 -> 2000; own 3600
+    assert shr.n == 2 and shr.mttr_mean_s == pytest.approx((2 * 3600 + 2 * 2000) / 4)
+    # without the prior (default) a new cluster waits for min_episodes outcomes of its own
+    plain = _controller()
+    c = plain.observe(3.0, np.eye(4)[1])
+    for _ in range(2):
+        plain.record(c.cluster, "runbook", True, 1000.0)
+        plain.record(c.cluster, "policy", True, 400.0)
+    assert plain.observe(3.0, np.eye(4)[2]).deferred
+    assert plain.trust.shrunk(0, "policy") is None

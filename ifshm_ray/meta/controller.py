@@ -5,7 +5,8 @@ state vector) :meth:`MetaController.observe` says who acts:
 
 * **known** (score <= the calibrated threshold): the policy;
 * **novel**, in a cluster where the policy is **trusted** (its rolling success rate is at least the blind
-  runbook's and its rolling mean MTTR below it, each over at least ``trust.min_episodes`` outcomes): the policy;
+  runbook's and its rolling mean MTTR below it, each over at least ``trust.min_episodes`` outcomes; with
+  ``trust.prior_strength`` > 0, both shrunk towards the pooled novel outcomes, :meth:`TrustTable.shrunk`): the policy;
 * **novel and untrusted**: deferred to the blind runbook or escalated to a human, whichever has the lower rolling
   mean MTTR on that cluster (ties: the higher success rate, then the runbook); while either is unmeasured there,
   the same comparison over all novel incidents; while that too is unmeasured, ``trust.fallback``.
@@ -141,11 +142,30 @@ class TrustTable:
         succ = [s for s, _ in rec]
         return ActorStats(len(rec), float(np.mean(succ)), float(np.mean([m for _, m in rec])))
 
+    def shrunk(self, cluster: int, actor: str) -> ActorStats | None:
+        """``actor``'s outcomes on ``cluster`` shrunk towards its pooled ones (``trust.prior_strength`` pseudo
+        outcomes; ``n`` stays the cluster's own count); None without a prior or with fewer than ``min_episodes``
+        pooled outcomes."""
+        k, own, pool = self.config.prior_strength, self.stats(cluster, actor), self.stats(None, actor)
+        if k <= 0 or pool.n < self.config.min_episodes:
+            return None
+        if not own.n:
+            return ActorStats(0, pool.success_rate, pool.mttr_mean_s)
+        return ActorStats(own.n, (own.n * own.success_rate + k * pool.success_rate) / (own.n + k),
+                          (own.n * own.mttr_mean_s + k * pool.mttr_mean_s) / (own.n + k))
+
     def trusted(self, cluster: int | None) -> tuple[bool, str]:
-        """Whether the policy beats the blind runbook on ``cluster`` (both measured enough), and why."""
+        """Whether the policy beats the blind runbook on ``cluster`` (both measured enough, or shrunk towards the
+        pooled outcomes with ``trust.prior_strength``), and why."""
         p, r = self.stats(cluster, "policy"), self.stats(cluster, "runbook")
         need = self.config.min_episodes
         where = "novel incidents overall" if cluster is None else f"cluster {cluster}"
+        if cluster is not None:
+            sp, sr = self.shrunk(cluster, "policy"), self.shrunk(cluster, "runbook")
+            if sp is not None and sr is not None:
+                p, r, need = sp, sr, 0
+                where = (f"cluster {cluster} ({p.n} policy and {r.n} runbook outcomes of its own, shrunk towards the "
+                         f"novel incidents overall with prior strength {self.config.prior_strength:g})")
         if p.n < need or r.n < need:
             return False, (f"on {where} the policy has {p.n} and the runbook {r.n} outcomes "
                            f"(trust needs {need} each)")
