@@ -55,6 +55,11 @@ def test_an_action_not_taken_is_remembered_as_observe():
     assert arm.decisions[-1]["category"] == "scale"
     arm.taken("refused")
     assert arm.decisions[-1] == {"category": "observe", "target": None}
+    arm.decisions = [{"category": "reallocate", "target": "coredns"}]  # no live binding: the executor pages
+    arm.taken("page")
+    assert arm.decisions[-1] == {"category": "escalate", "target": None}
+    assert heal_request(live_window(), arm.decisions)["history"] == [
+        {"category": "escalate", "target": None, "steps_ago": 1}]
     with pytest.raises(Exception, match="127.0.0.1"):
         HealerArm("http://10.0.0.1:8000", 1.0)
 

@@ -33,3 +33,23 @@ def test_recorded_live_windows_replayed_through_v1_heal_give_the_recorded_decisi
     assert res["windows"] == len(windows) and res["mismatches"] == [], res
     # the recording holds more than one kind of decision (not a constant answer replayed)
     assert len({json.dumps(decision(w["answer"]), sort_keys=True) for w in windows}) >= 2
+
+
+def test_recorded_live_windows_name_the_series_the_policy_reads_at_the_steady_state():
+    """A live window reports only the bound entities' mapped metrics; the answer lists every other series the
+    simulator reports (read at its steady state), e.g. every metric of the unbound services and of the GPU nodes
+    without a live counterpart, and none that the window sent."""
+    meta = json.loads((FIX / "meta.json").read_text())
+    windows = read_windows(FIX / "windows.parquet")
+    sets = [f"{k}={v}" for k, v in meta["serve"].items() if k != "missing_metrics"]
+    heal, close = in_process_heal(str(FIX / "policy_bundle"), sets)
+    try:
+        w = windows[0]
+        answer = heal(dict(w["request"]))
+    finally:
+        close()
+    imputed = set(answer["imputed_metrics"])
+    sent = {f"{e}/{m}" for e, ms in w["telemetry"]["metrics"].items() for m, v in ms.items() if v}
+    assert imputed and not imputed & sent
+    assert {"coredns/cpu_util", "gpu-3/DCGM_FI_DEV_GPU_TEMP", "gpu-0/DCGM_FI_DEV_GPU_TEMP"} <= imputed
+    assert not any(x.startswith("ctl-0/DCGM") for x in imputed)  # (the simulator has no GPU metrics there either)
