@@ -253,11 +253,15 @@ def test_missing_series_are_logged_when_their_set_changes(make_client, served, c
     _, service = make_client()
     window = copy.deepcopy(served["windows"][-1])
     del window["metrics"]["coredns"]
+    empty = {**window, "metrics": {}}
     with caplog.at_level(logging.WARNING, logger="ifshm_ray.serve.service"):
-        for _ in range(3):
+        for _ in range(3):  # two kinds of request alternating: one warning for each
             service._note_missing(service.missing(window))
-    warned = [r for r in caplog.records if "lacks" in r.getMessage()]
-    assert len(warned) == 1 and "coredns" in warned[0].getMessage() and "steady state" in warned[0].getMessage()
+            service._note_missing(service.missing(empty))
+            service._note_missing(service.missing(served["windows"][-1]))  # (complete: nothing to say)
+    warned = [r.getMessage() for r in caplog.records if "lacks" in r.getMessage()]
+    assert len(warned) == 2 and "coredns" in warned[0] and "steady state" in warned[0]
+    assert f"lacks {len(service.missing(empty))} of {len(service.missing(empty))}" in warned[1]
 
 
 # ------------------------------------------------------------------------------------------- Alertmanager

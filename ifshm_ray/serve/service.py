@@ -36,6 +36,9 @@ from ifshm_ray.serve.config import ServeConfig
 logger = logging.getLogger(__name__)
 
 HEALTHY = "healthy"
+MISSING_SETS_REMEMBERED = 64
+"""Distinct sets of missing series the service remembers having warned about (a client sends a few kinds of window;
+an evicted set is warned about again)."""
 RATIO_CATEGORIES = ("scale", "reallocate")
 
 
@@ -257,7 +260,7 @@ class HealingService:
                                                  steps=cfg.steady_state_steps, seed=cfg.steady_state_seed)
         self.observer = TelemetryObserver(self.sim_cfg,
                                           fill=self.steady_state if cfg.missing_metrics == "steady_state" else None)
-        self._imputed_logged: tuple[str, ...] | None = None
+        self._missing_warned = LRUCache(MISSING_SETS_REMEMBERED)  # the sets of missing series already warned about
         topo = self.observer.topology
         self.services, self.nodes = list(topo.services), list(topo.nodes)
         spaces = policy.manifest.get("spaces", {})
@@ -326,14 +329,12 @@ class HealingService:
         return missing_series(telemetry, self.steady_state)
 
     def _note_missing(self, missing: list[str]) -> None:
-        """A warning whenever the set of missing series changes (an info line when it becomes empty)."""
+        """A warning the first time a set of missing series is seen (one per set: the live loop's windows and
+        Alertmanager's notifications, which carry no metrics, alternate)."""
         key = tuple(missing)
-        if key == self._imputed_logged:
+        if not missing or self._missing_warned.get(key) is not None:
             return
-        self._imputed_logged = key
-        if not missing:
-            logger.info("telemetry reports every series the policy was trained on")
-            return
+        self._missing_warned.put(key, True)
         by_entity: dict[str, list[str]] = {}
         for name in missing:
             e, m = name.split("/", 1)
