@@ -55,11 +55,14 @@ def test_an_action_not_taken_is_remembered_as_observe():
     assert arm.decisions[-1]["category"] == "scale"
     arm.taken("refused")
     assert arm.decisions[-1] == {"category": "observe", "target": None}
-    arm.decisions = [{"category": "reallocate", "target": "coredns"}]  # no live binding: the executor pages
-    arm.taken("page")
-    assert arm.decisions[-1] == {"category": "escalate", "target": None}
+    arm.decisions = [{"category": "escalate", "target": None}, {"category": "reallocate", "target": "coredns"}]
+    arm.taken("page")  # no live binding: the executor paged, nothing was applied (as the masks refusing it)
+    assert arm.decisions[-1] == {"category": "observe", "target": None}
     assert heal_request(live_window(), arm.decisions)["history"] == [
-        {"category": "escalate", "target": None, "steps_ago": 1}]
+        {"category": "escalate", "target": None, "steps_ago": 2}]
+    arm.decisions.append({"category": "escalate", "target": None})
+    arm.taken("page")  # the policy's own escalate stays one
+    assert arm.decisions[-1] == {"category": "escalate", "target": None}
     with pytest.raises(Exception, match="127.0.0.1"):
         HealerArm("http://10.0.0.1:8000", 1.0)
 

@@ -222,15 +222,15 @@ class HealerArm:
 
     def taken(self, outcome: str) -> None:
         """What the executor did with the last answer, which the incident's memory records for that window, as the
-        simulator's memory holds the actions applied: an action refused (cooldown, in flight, deny-list, ...) or
-        only observed was not taken (``observe``); a page (an ``escalate``, or an action on a target with no live
-        binding, which the executor escalates instead of guessing) is an ``escalate``, whatever was asked."""
+        simulator's memory holds the actions applied (and counts one the masks refuse as ``observe``): an action
+        refused (cooldown, in flight, deny-list, ...) or only observed was not taken (``observe``); a page is the
+        policy's ``escalate`` when it chose one, and otherwise nothing applied to the system (``observe``): an action
+        on a target with no live binding, which the executor escalates instead of guessing, or a page of the
+        service's own gate (low confidence, unknown fault)."""
         if not self.decisions:
             return
-        if outcome in ("refused", "observed"):
+        if outcome in ("refused", "observed") or (outcome == "page" and self.decisions[-1]["category"] != "escalate"):
             self.decisions[-1] = {"category": "observe", "target": None}
-        elif outcome == "page":
-            self.decisions[-1] = {"category": "escalate", "target": None}
 
 
 if __name__ == "__main__":
