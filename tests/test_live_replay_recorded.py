@@ -1,7 +1,7 @@
 """Recorded live windows replayed through /v1/heal give the recorded decisions (issue 13).
 
-``tests/data/live_replay/`` holds windows the policy arm of a real ``jobs/live_eval.py`` run decided on (one
-incident per fault; ``meta.json`` says which run, with its command, and the healer's settings), each with the exact
+``tests/data/live_replay/`` holds windows the policy arm of two real ``jobs/live_eval.py`` runs decided on (one
+incident per fault; ``meta.json`` says which runs, with their commands, and the healer's settings), each with the exact
 ``/v1/heal`` request sent (telemetry from Prometheus and the real log files, last action, history) and the answer
 the healer gave, and a copy of the policy bundle that answered (the simulator-trained hierarchical PPO of the
 handpicked split, seed 0). The test serves that bundle with the same settings in-process and sends every request
@@ -20,12 +20,19 @@ pytestmark = pytest.mark.timeout(240)
 FIX = Path(__file__).resolve().parent / "data" / "live_replay"
 
 
-def test_recorded_live_windows_replayed_through_v1_heal_give_the_recorded_decisions():
+@pytest.mark.parametrize("recording", ["zero", "steady_state"])
+def test_recorded_live_windows_replayed_through_v1_heal_give_the_recorded_decisions(recording):
+    """``zero``: recorded when the healer read the series a window lacks as 0 (replayed with
+    ``missing_metrics=zero``); ``steady_state``: recorded with the default, every answer naming those series."""
     meta = json.loads((FIX / "meta.json").read_text())
-    windows = read_windows(FIX / "windows.parquet")
+    rec = meta if recording == "zero" else meta["steady_state"]
+    windows = read_windows(FIX / rec.get("file", "windows.parquet"))
+    assert len(windows) == rec["windows"] and sorted({w["incident"] for w in windows}) == sorted(rec["incidents"])
     assert {w["arm"] for w in windows} == {"policy"} and len({w["fault"] for w in windows}) >= 3
     assert all(w["request"] is not None and w["answer"] is not None for w in windows)
-    heal, close = in_process_heal(str(FIX / "policy_bundle"), [f"{k}={v}" for k, v in meta["serve"].items()])
+    if recording == "steady_state":
+        assert all(w["answer"]["imputed_metrics"] for w in windows)
+    heal, close = in_process_heal(str(FIX / "policy_bundle"), [f"{k}={v}" for k, v in rec["serve"].items()])
     try:
         res = replay_windows(windows, heal)
     finally:
