@@ -89,12 +89,14 @@ def report_md(metrics: dict) -> str:
     if wrong:
         lines += ["", "## Where the simulator-trained policy picked differently from the fault's expected answer", "",
                   "The first action the policy took (not observe) per incident, against the plan file's `expected`, "
-                  "with the firing alerts and the diagnosis in the window it decided on (a sim-to-real finding).", "",
-                  "| incident | expected | policy's first action | outcome | firing alerts it saw | diagnosis |",
-                  "|---|---|---|---|---|---|"]
+                  "with the firing alerts and the diagnosis in the window it decided on (a sim-to-real finding), "
+                  "and how many of the simulator's series that window lacked (the healer read them at the "
+                  "simulator's steady state: `imputed_metrics` of its answer, in `incidents.parquet`).", "",
+                  "| incident | expected | policy's first action | outcome | firing alerts it saw | diagnosis "
+                  "| series read at the steady state |", "|---|---|---|---|---|---|---|"]
         for w in wrong:
             lines.append(f"| {w['fault']} #{w['repeat']} | {w['expected']} | {w['action']} | {w['outcome']} | "
-                         f"{', '.join(w['firing']) or 'none'} | {w['diagnosis']} |")
+                         f"{', '.join(w['firing']) or 'none'} | {w['diagnosis']} | {w.get('imputed')} |")
     rp = metrics.get("replay")
     if rp and "error" in rp:
         lines += ["", f"Replay through /v1/heal failed: {rp['error']}"]
@@ -124,7 +126,8 @@ def policy_wrong_picks(records: list[dict]) -> list[dict]:
                         f"{first['category']} {first.get('target') or ''}".strip(),
                         "outcome": first["outcome"] if first else incident_outcome(r),
                         "firing": first.get("firing", []) if first else [],
-                        "diagnosis": first.get("diagnosis") if first else None})
+                        "diagnosis": first.get("diagnosis") if first else None,
+                        "imputed": first.get("imputed") if first else None})
     return out
 
 

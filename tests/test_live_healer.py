@@ -55,6 +55,14 @@ def test_an_action_not_taken_is_remembered_as_observe():
     assert arm.decisions[-1]["category"] == "scale"
     arm.taken("refused")
     assert arm.decisions[-1] == {"category": "observe", "target": None}
+    arm.decisions = [{"category": "escalate", "target": None}, {"category": "reallocate", "target": "coredns"}]
+    arm.taken("page")  # no live binding: the executor paged, nothing was applied (as the masks refusing it)
+    assert arm.decisions[-1] == {"category": "observe", "target": None}
+    assert heal_request(live_window(), arm.decisions)["history"] == [
+        {"category": "escalate", "target": None, "steps_ago": 2}]
+    arm.decisions.append({"category": "escalate", "target": None})
+    arm.taken("page")  # the policy's own escalate stays one
+    assert arm.decisions[-1] == {"category": "escalate", "target": None}
     with pytest.raises(Exception, match="127.0.0.1"):
         HealerArm("http://10.0.0.1:8000", 1.0)
 
@@ -129,3 +137,20 @@ def test_an_unbound_target_is_escalated_not_guessed(tmp_path):
                       {"restart": lambda r: pytest.fail("guessed")}, probe=lambda: 0.0)
     rec = ex.decide(incident="i", answer={"action": {"category": "restart", "target": unbound}, "escalate": False})
     assert rec["outcome"] == "page" and "no live binding" in rec["reason"]
+
+
+def test_the_healer_names_what_the_policy_and_the_diagnosis_read():
+    """The healer's log says whether the policy embeds text (the bundle's manifest) and warns where an untrained
+    diagnosing encoder could page, or where the policy's semantic state came from another encoder."""
+    from ifshm_ray.live.healer import describe_inputs
+    from ifshm_ray.serve.config import ServeConfig
+    manifest = {"spaces": {"num_features": 578}, "encoder": None, "env": {"config": {"faults": "known"}}}
+    untrained = {"model": "minilm", "trained": False, "checkpoint": None}
+    lines = describe_inputs(manifest, untrained, ServeConfig(checkpoint="b", min_confidence=0.0))
+    assert len(lines) == 2 and "578" in lines[0] and "no encoder" in lines[0] and "untrained" in lines[1]
+    assert "missing_metrics=steady_state" in lines[0]
+    lines = describe_inputs(manifest, untrained, ServeConfig(checkpoint="b", min_confidence=0.5))
+    assert len(lines) == 3 and "min_confidence=0.5" in lines[2]
+    semantic = {**manifest, "encoder": {"checkpoint": "results/encoder", "model": "smollm2"}}
+    lines = describe_inputs(semantic, untrained, ServeConfig(checkpoint="b", min_confidence=0.0))
+    assert "semantic state" in lines[0] and any("results/encoder" in x for x in lines[2:])

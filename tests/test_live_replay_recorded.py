@@ -1,7 +1,7 @@
 """Recorded live windows replayed through /v1/heal give the recorded decisions (issue 13).
 
-``tests/data/live_replay/`` holds windows the policy arm of a real ``jobs/live_eval.py`` run decided on (one
-incident per fault; ``meta.json`` says which run, with its command, and the healer's settings), each with the exact
+``tests/data/live_replay/`` holds windows the policy arm of two real ``jobs/live_eval.py`` runs decided on (one
+incident per fault; ``meta.json`` says which runs, with their commands, and the healer's settings), each with the exact
 ``/v1/heal`` request sent (telemetry from Prometheus and the real log files, last action, history) and the answer
 the healer gave, and a copy of the policy bundle that answered (the simulator-trained hierarchical PPO of the
 handpicked split, seed 0). The test serves that bundle with the same settings in-process and sends every request
@@ -20,12 +20,19 @@ pytestmark = pytest.mark.timeout(240)
 FIX = Path(__file__).resolve().parent / "data" / "live_replay"
 
 
-def test_recorded_live_windows_replayed_through_v1_heal_give_the_recorded_decisions():
+@pytest.mark.parametrize("recording", ["zero", "steady_state"])
+def test_recorded_live_windows_replayed_through_v1_heal_give_the_recorded_decisions(recording):
+    """``zero``: recorded when the healer read the series a window lacks as 0 (replayed with
+    ``missing_metrics=zero``); ``steady_state``: recorded with the default, every answer naming those series."""
     meta = json.loads((FIX / "meta.json").read_text())
-    windows = read_windows(FIX / "windows.parquet")
+    rec = meta if recording == "zero" else meta["steady_state"]
+    windows = read_windows(FIX / rec.get("file", "windows.parquet"))
+    assert len(windows) == rec["windows"] and sorted({w["incident"] for w in windows}) == sorted(rec["incidents"])
     assert {w["arm"] for w in windows} == {"policy"} and len({w["fault"] for w in windows}) >= 3
     assert all(w["request"] is not None and w["answer"] is not None for w in windows)
-    heal, close = in_process_heal(str(FIX / "policy_bundle"), [f"{k}={v}" for k, v in meta["serve"].items()])
+    if recording == "steady_state":
+        assert all(w["answer"]["imputed_metrics"] for w in windows)
+    heal, close = in_process_heal(str(FIX / "policy_bundle"), [f"{k}={v}" for k, v in rec["serve"].items()])
     try:
         res = replay_windows(windows, heal)
     finally:
@@ -33,3 +40,39 @@ def test_recorded_live_windows_replayed_through_v1_heal_give_the_recorded_decisi
     assert res["windows"] == len(windows) and res["mismatches"] == [], res
     # the recording holds more than one kind of decision (not a constant answer replayed)
     assert len({json.dumps(decision(w["answer"]), sort_keys=True) for w in windows}) >= 2
+
+
+def test_recorded_live_windows_name_the_series_the_policy_reads_at_the_steady_state():
+    """A live window reports only the bound entities' mapped metrics; the answer lists every other series the
+    simulator reports (read at its steady state), e.g. every metric of the unbound services and of the GPU nodes
+    without a live counterpart, and none that the window sent."""
+    meta = json.loads((FIX / "meta.json").read_text())
+    windows = read_windows(FIX / "windows.parquet")
+    sets = [f"{k}={v}" for k, v in meta["serve"].items() if k != "missing_metrics"]
+    heal, close = in_process_heal(str(FIX / "policy_bundle"), sets)
+    try:
+        w = windows[0]
+        answer = heal(dict(w["request"]))
+    finally:
+        close()
+    imputed = set(answer["imputed_metrics"])
+    sent = {f"{e}/{m}" for e, ms in w["telemetry"]["metrics"].items() for m, v in ms.items() if v}
+    assert imputed and not imputed & sent
+    assert {"coredns/cpu_util", "gpu-3/DCGM_FI_DEV_GPU_TEMP", "gpu-0/DCGM_FI_DEV_GPU_TEMP"} <= imputed
+    assert not any(x.startswith("ctl-0/DCGM") for x in imputed)  # (the simulator has no GPU metrics there either)
+
+
+def test_live_sim_gap_report_on_the_recorded_windows(capsys):
+    """benchmarks/live_sim_gap.py on the recorded windows: read as 0, the unbound entities' CPU and memory leave
+    the simulator's range in every window; read at the steady state they do not."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("live_sim_gap", FIX.parents[2] / "benchmarks" / "live_sim_gap.py")
+    gap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gap)
+    assert gap.main(["--windows", str(FIX / "windows.parquet"), "--checkpoint", str(FIX / "policy_bundle"),
+                     "--episodes", "3", "--max-steps", "4", "--rows", "1000"]) == 0
+    out = capsys.readouterr().out
+    zero, _, rest = out.partition("read as `steady_state`")
+    assert "| coredns.cpu | 1.00 |" in zero and "| coredns.cpu |" not in rest
+    assert "| gpu-3.DCGM_FI_DEV_GPU_TEMP | 1.00 |" in zero and "gpu-3.DCGM_FI_DEV_GPU_TEMP" not in rest
+    assert "## Decisions" in rest and "path-errors-policy-0-1d3e2f" in rest

@@ -176,7 +176,16 @@ def test_collector_builds_a_valid_window_from_prometheus_and_logs(tmp_path):
     assert tel["metrics"] == {"api-gateway": {"error_rate": [0.5, 0.75]}}  # NaN points and empty metrics left out
     assert [a["name"] for a in tel["alarms"]] == ["ServiceErrorBudgetBurn"]
     assert tel["alarms"][0]["entity"] == "api-gateway" and tel["alarms"][0]["active_for_s"] > 0
-    assert len(tel["logs"]) == 1 and tel["logs"][0].endswith(" gpu-0 feature-store: OOM command not allowed")
+    assert len(tel["logs"]) == 1 and tel["logs"][0].endswith(" gpu-0 feature-store: WARNING OOM command not allowed")
+    # the level is in the body, as in the simulator's lines: the policy's log feature counts the line (a warning of
+    # feature-store on gpu-0) although it matches no simulator template
+    from ifshm_ray.sim.core import BatchedSim
+    from ifshm_ray.sim.render import TemplateMiner
+    from ifshm_ray.config import SimConfig
+    miner = TemplateMiner(BatchedSim(SimConfig(), batch_size=1))
+    _, svc_lines, node_lines, unmatched = miner.mine(tel["logs"])
+    assert unmatched == 1 and svc_lines[topo.services.index("feature-store")] == 1
+    assert node_lines[topo.nodes.index("gpu-0")] == 1
     assert tel["time_s"] == pytest.approx(10.0)
     assert fake.queries == ["q1", "nan q"]
 

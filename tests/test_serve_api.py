@@ -199,6 +199,71 @@ def test_expected_recovery_and_escalation(make_client, served):
     assert not any("confidence" in r for r in body["escalate_reasons"])
 
 
+@pytest.mark.timeout(120)
+def test_series_a_window_lacks_are_read_at_the_steady_state_and_named(make_client, served):
+    """``missing_metrics``: a series the simulator reports in every window but the request leaves out is read at
+    the simulator's fault-free value (default), listed in ``imputed_metrics``; ``zero`` keeps the old defaults;
+    ``error`` refuses the request."""
+    import copy
+
+    from ifshm_ray.env.fault_env import split_env_config
+    from ifshm_ray.env.observation import TelemetryObserver, steady_state_metrics
+
+    full = served["windows"][-1]
+    window = copy.deepcopy(full)
+    del window["metrics"]["coredns"]
+    del window["metrics"]["gpu-3"]["DCGM_FI_DEV_GPU_TEMP"]
+    dropped = {f"coredns/{m}" for m in full["metrics"]["coredns"]} | {"gpu-3/DCGM_FI_DEV_GPU_TEMP"}
+    client, service = make_client()
+    seen = []
+    real = service.observer.observe
+    service.observer.observe = lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
+    try:
+        body = client.post("/v1/heal", json={"telemetry": window}).json()
+        assert set(body["imputed_metrics"]) == dropped
+        # the observation is that of the window with those series at the steady state
+        sim_cfg = split_env_config(served["policy"].manifest["env"]["config"])[0]
+        ss = steady_state_metrics(sim_cfg, episodes=8, steps=4, seed=0)
+        assert ss == service.steady_state  # (deterministic, the ServeConfig defaults)
+        assert ss["gpu-3"]["DCGM_FI_DEV_GPU_TEMP"] > 30.0 and 0.0 < ss["coredns"]["cpu_util"] < 1.0
+        patched = copy.deepcopy(window)
+        patched["metrics"]["coredns"] = {m: [v] for m, v in ss["coredns"].items()}
+        patched["metrics"]["gpu-3"]["DCGM_FI_DEV_GPU_TEMP"] = [ss["gpu-3"]["DCGM_FI_DEV_GPU_TEMP"]]
+        np.testing.assert_array_equal(seen[-1]["obs"], TelemetryObserver(sim_cfg).observe(patched)["obs"])
+        assert not np.array_equal(seen[-1]["obs"], TelemetryObserver(sim_cfg).observe(window)["obs"])
+        # a complete window reads nothing at the steady state
+        assert client.post("/v1/heal", json={"telemetry": full}).json()["imputed_metrics"] == []
+        np.testing.assert_array_equal(seen[-1]["obs"], TelemetryObserver(sim_cfg).observe(full)["obs"])
+    finally:
+        service.observer.observe = real
+    zero, _ = make_client(missing_metrics="zero")
+    body = zero.post("/v1/heal", json={"telemetry": window}).json()
+    assert set(body["imputed_metrics"]) == dropped
+    strict, _ = make_client(missing_metrics="error")
+    r = strict.post("/v1/heal", json={"telemetry": window})
+    assert r.status_code == 422 and "missing_metrics: error" in r.json()["detail"]
+    assert "coredns/cpu_util" in r.json()["detail"]
+    assert strict.post("/v1/heal", json={"telemetry": full}).status_code == 200
+
+
+def test_missing_series_are_logged_when_their_set_changes(make_client, served, caplog):
+    import copy
+    import logging
+
+    _, service = make_client()
+    window = copy.deepcopy(served["windows"][-1])
+    del window["metrics"]["coredns"]
+    empty = {**window, "metrics": {}}
+    with caplog.at_level(logging.WARNING, logger="ifshm_ray.serve.service"):
+        for _ in range(3):  # two kinds of request alternating: one warning for each
+            service._note_missing(service.missing(window))
+            service._note_missing(service.missing(empty))
+            service._note_missing(service.missing(served["windows"][-1]))  # (complete: nothing to say)
+    warned = [r.getMessage() for r in caplog.records if "lacks" in r.getMessage()]
+    assert len(warned) == 2 and "coredns" in warned[0] and "steady state" in warned[0]
+    assert f"lacks {len(service.missing(empty))} of {len(service.missing(empty))}" in warned[1]
+
+
 # ------------------------------------------------------------------------------------------- Alertmanager
 @pytest.mark.timeout(60)
 def test_alertmanager_mapping():

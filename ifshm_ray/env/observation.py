@@ -7,17 +7,27 @@ lines. What the telemetry cannot carry comes from the agent's own actions: the i
 actions other than observe taken in this incident, with how many steps ago) and the cordoned nodes (given, and
 every node drained in the history). On simulator telemetry and the env's executed actions it reproduces the env's
 observation exactly (``tests/test_no_hidden_state.py``); nothing else of the simulator is read.
+
+**Series a window does not report.** The simulator reports the same (entity, metric) series in every window
+(every metric of every service and node; the GPU metrics on GPU nodes only), so a policy never met a missing one.
+A window from elsewhere (the live stack binds only some entities and metrics; an Alertmanager notification carries
+none) leaves some out. Given ``fill`` (:func:`steady_state_metrics`: the simulator's own fault-free readings of the
+same config), the observer reads each series the simulator reports but the window lacks at its steady-state value,
+so the policy sees a healthy entity as it saw healthy entities in training, and lists those series in
+``last_imputed``. Without ``fill`` (the earlier behaviour) a missing series reads 0 except throughput, readiness and
+latency (healthy values), which puts values the policy never saw into its input (e.g. a GPU temperature of 0 C, a
+CPU at 0) and is kept only for callers that must reproduce old observations.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ifshm_ray.config import SimConfig
 from ifshm_ray.env.features import Featurizer
 from ifshm_ray.sim.actions import CATEGORIES, CATEGORY_TARGET_KIND
-from ifshm_ray.sim.core import NODE_METRICS, SVC_METRICS, BatchedSim
+from ifshm_ray.sim.core import METRIC_DECIMALS, NODE_METRICS, SVC_METRICS, BatchedSim
 from ifshm_ray.sim.render import TemplateMiner
 from ifshm_ray.telemetry import validate_telemetry
 
@@ -37,14 +47,66 @@ def incident_history(actions: Sequence[Any]) -> list[dict]:
     return out[::-1]
 
 
+def steady_state_metrics(sim_cfg: SimConfig | dict | None = None, *, episodes: int, steps: int,
+                         seed: int) -> dict[str, dict[str, float]]:
+    """The simulator's steady state: for every (entity, metric) series its rendered telemetry reports, the median of
+    the last sample of each window over ``episodes`` fault-free episodes (reset seeds ``seed``, ``seed + 1``, ...) of
+    ``steps`` observe steps each, under ``sim_cfg`` (the policy bundle's env config: its topology, load and noise).
+    Deterministic for a seed. ``{entity: {metric: value}}``, the series set every simulator window has."""
+    from ifshm_ray.env.fault_env import FaultInjectionEnv
+    from ifshm_ray.sim.catalog import FAULT_FREE
+
+    if episodes < 1 or steps < 1:
+        raise ValueError(f"steady_state_metrics needs episodes >= 1 and steps >= 1, got {episodes}, {steps}")
+    cfg = {"sim": sim_cfg} if isinstance(sim_cfg, SimConfig) else dict(sim_cfg or {})
+    env = FaultInjectionEnv({**cfg, "render_telemetry": True, "mine_logs": False})
+    samples: dict[tuple[str, str], list[float]] = {}
+    for ep in range(episodes):
+        _, info = env.reset(seed=seed + ep, options={"faults": FAULT_FREE})
+        for _ in range(steps):
+            _, _, term, trunc, info = env.step((0, 0, 0))
+            for ent, series in info["telemetry"]["metrics"].items():
+                for m, v in series.items():
+                    samples.setdefault((ent, m), []).append(v[-1])
+            if term or trunc:
+                break
+    out: dict[str, dict[str, float]] = {}
+    for (ent, m), v in samples.items():
+        out.setdefault(ent, {})[m] = round(float(np.median(v)), METRIC_DECIMALS)  # (as windows report them)
+    return out
+
+
+def missing_series(telemetry: dict, series: Mapping[str, Iterable[str]]) -> list[str]:
+    """The ``entity/metric`` names of ``series`` (``{entity: metrics}``, e.g. a :func:`steady_state_metrics`) that
+    ``telemetry`` does not report (absent, or an empty list), in ``series``' order."""
+    metrics = telemetry.get("metrics", {})
+    return [f"{e}/{m}" for e, ms in series.items() for m in ms if not metrics.get(e, {}).get(m)]
+
+
 class TelemetryObserver:
-    def __init__(self, sim_cfg: SimConfig | None = None):
+    """See the module docstring. ``fill``: the values of series a window does not report
+    (:func:`steady_state_metrics`), or None for the earlier defaults."""
+
+    def __init__(self, sim_cfg: SimConfig | None = None, fill: Mapping[str, Mapping[str, float]] | None = None):
         self.sim = BatchedSim(sim_cfg or SimConfig(), batch_size=1)
         self.sim.reset([0], [0])
         self.featurizer = Featurizer(self.sim)
         self.topology = self.sim.topo
         self.miner = TemplateMiner(self.sim)
         self.alert_index = {a.name: i for i, a in enumerate(self.sim.alerts)}
+        self.fill = None
+        if fill is not None:
+            known = {**{s: SVC_METRICS for s in self.topology.services}, **{n: NODE_METRICS for n in self.topology.nodes}}
+            bad = [f"{e}/{m}" for e, ms in fill.items() for m in ms if m not in known.get(e, ())]
+            if bad:
+                raise ValueError(f"fill names series outside this topology's entities and metrics: {bad[:10]}")
+            self.fill = {e: {m: float(v) for m, v in ms.items()} for e, ms in fill.items()}
+        self.last_imputed: list[str] = []
+        """The ``entity/metric`` series the last :meth:`observe` read from ``fill`` (reported but not sent)."""
+
+    def missing(self, telemetry: dict) -> list[str]:
+        """The series of ``fill`` that ``telemetry`` does not report (:func:`missing_series`); [] without ``fill``."""
+        return missing_series(telemetry, self.fill or {})
 
     def memory(self, history: Sequence[Mapping] | None = None, last_action: str | None = None,
                cordoned: Sequence[str] | None = None) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[str]]:
@@ -107,6 +169,12 @@ class TelemetryObserver:
         svc[0, :, SVC_METRICS.index("latency_slo_ratio")] = 1.0 / sim.cfg.slo_latency_factor
         node = np.zeros((1, topo.N, len(NODE_METRICS)))
         node[0, :, NODE_METRICS.index("kube_node_status_ready")] = 1.0
+        if self.fill is not None:  # the simulator's steady state where the window says nothing
+            for ents, block, names in ((topo.services, svc, SVC_METRICS), (topo.nodes, node, NODE_METRICS)):
+                for i, e in enumerate(ents):
+                    for m, v in self.fill.get(e, {}).items():
+                        block[0, i, names.index(m)] = v
+        self.last_imputed = self.missing(telemetry)
         metrics = telemetry.get("metrics", {})
         for i, s in enumerate(topo.services):
             for j, m in enumerate(SVC_METRICS):

@@ -11,7 +11,11 @@ through the same schema.
   logs, rendered like the simulator's (``<ISO timestamp> <host> <source>: <body>``): the host is the simulator
   node bound to this machine (the binding's ``host`` component), the source is the simulator entity bound to the
   component that wrote the line (the component's own name where it has no binding, e.g. the Serve gateway).
-  Only the last ``max_log_bytes`` of each file are read.
+  The body starts with the line's level as the word ``ERROR`` or ``WARNING`` (:data:`LEVEL_WORDS`), as the
+  simulator's lines carry theirs in the body (``ERROR upstream ...``, ``WARN GC pause ...``, oslo's ``... WARNING
+  ...``): the policy's log feature counts the lines that match no simulator template by those words, so a line
+  whose level lived only in the program's own prefix (Serve's ``ERROR <time>``, nginx's ``[error]``, Redis's
+  ``#``) would not count at all. Only the last ``max_log_bytes`` of each file are read.
 """
 from __future__ import annotations
 
@@ -33,8 +37,12 @@ _SERVE = re.compile(r"^(?P<level>INFO|DEBUG|WARNING|ERROR|CRITICAL) (?P<ts>\d{4}
                     r"(?P<body>.*)$")
 _REDIS = re.compile(r"^\d+:[XCSM] (?P<ts>\d\d \w{3} \d{4} \d\d:\d\d:\d\d\.\d{3}) (?P<level>[.\-*#]) (?P<body>.*)$")
 _NGINX = re.compile(r"^(?P<ts>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(?P<level>\w+)\] (?P<body>.*)$")
-_KEEP = {"serve": {"WARNING", "ERROR", "CRITICAL"}, "redis": {"#"}, "nginx": {"warn", "error", "crit", "alert",
-                                                                            "emerg"}}
+LEVEL_WORDS = {"serve": {"WARNING": "WARNING", "ERROR": "ERROR", "CRITICAL": "ERROR"},
+               "redis": {"#": "WARNING"},  # (Redis's level marks: . debug, - verbose, * notice, # warning)
+               "nginx": {"warn": "WARNING", "error": "ERROR", "crit": "ERROR", "alert": "ERROR", "emerg": "ERROR"}}
+"""Level of each kept line (per format) -> the word the rendered body starts with (the simulator's level words);
+lines of other levels are left out."""
+_KEEP = {fmt: set(words) for fmt, words in LEVEL_WORDS.items()}
 _TS_FORMATS = {"serve": "%Y-%m-%d %H:%M:%S,%f", "redis": "%d %b %Y %H:%M:%S.%f", "nginx": "%Y/%m/%d %H:%M:%S"}
 _FORMAT_OF_KIND = {"serve_deployment": "serve", "redis": "redis", "nginx": "nginx"}
 _PATTERNS = {"serve": _SERVE, "redis": _REDIS, "nginx": _NGINX}
@@ -151,7 +159,7 @@ class Collector:
                     ts, level, body = parsed
                     if start <= ts < end and level in _KEEP[fmt]:
                         iso = datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-                        rows.append((ts, f"{iso} {self.host} {source}: {body}"))
+                        rows.append((ts, f"{iso} {self.host} {source}: {LEVEL_WORDS[fmt][level]} {body}"))
         rows.sort(key=lambda r: r[0])
         return [r[1] for r in rows[-self.max_log_lines:]]
 

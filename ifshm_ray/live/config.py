@@ -232,7 +232,10 @@ class HealerConfig(ConfigModel):
     """``ServeConfig`` fields of the healer (``ifshm_ray/serve/config.py``). Default: the MiniLM encoder preset
     (the fine-tuned SmolLM2 encoder is too slow for 2 shared cores beside the target) whose fault head is then
     untrained, so ``min_confidence`` is 0: escalation comes from the policy's own choice, not from an untrained
-    diagnosis. The policy's observation does not use the encoder."""
+    diagnosis. The policy's observation does not use the encoder. ``missing_metrics`` (default ``steady_state``):
+    the series of the simulator that a live window lacks (every entity without a live binding, every metric
+    without a PromQL mapping) are read at the simulator's fault-free values, as the policy saw healthy entities in
+    training, and listed in each answer's ``imputed_metrics``."""
     startup_timeout_s: float = Field(240.0, gt=0.0)
     """The healer must answer ``/healthz`` within this long (loading the bundle and the encoder)."""
     request_timeout_s: float = Field(30.0, gt=0.0)

@@ -59,7 +59,42 @@ def build_service(checkpoint: str, overrides: list[str] | None = None):
     async def info() -> dict:
         return encoder.info()
 
-    return HealingService(load_policy_bundle(cfg.checkpoint), diagnose_one, cfg, info)
+    policy = load_policy_bundle(cfg.checkpoint)
+    describe_inputs(policy.manifest, encoder.info(), cfg)
+    return HealingService(policy, diagnose_one, cfg, info)
+
+
+def describe_inputs(manifest: dict, encoder_info: dict, cfg) -> list[str]:
+    """Log (and return) what the policy and the diagnosis read, so that a healer whose inputs differ from the
+    policy's training is visible in its log: the policy's observation (its feature count, whether it embeds text
+    with an encoder, recorded in the bundle), the diagnosing encoder, and warnings where the two could be taken for
+    one another: an untrained diagnosing encoder with a ``min_confidence`` above 0 (its pages would come from an
+    untrained head), a policy with an LLM semantic state (it carries its own item table from the encoder named in
+    the manifest; the diagnosing encoder is not part of its input)."""
+    spaces = manifest.get("spaces", {})
+    enc = manifest.get("encoder")
+    train_env = manifest.get("env", {}).get("config", {})
+    lines = [f"policy input: {spaces.get('num_features')} telemetry features of the simulator's observation "
+             f"(env config {train_env}); "
+             + ("no encoder (numeric metrics, alert flags, log-template counts, incident memory)" if enc is None
+                else f"plus its LLM semantic state from the encoder in its manifest ({enc})")
+             + f"; series a window lacks read as: missing_metrics={cfg.missing_metrics}",
+             f"diagnosis (fault_mode, confidence, unknown score; not the policy's input): {encoder_info.get('model')} "
+             f"encoder, {'trained: ' + str(encoder_info.get('checkpoint')) if encoder_info.get('trained') else 'untrained'}"]
+    for line in lines:
+        log.info(line)
+    warnings = []
+    if not encoder_info.get("trained") and cfg.min_confidence > 0:
+        warnings.append(f"the diagnosing encoder is untrained but min_confidence={cfg.min_confidence}: its "
+                        f"confidence carries no information, so the pages it causes are noise (set min_confidence=0 "
+                        f"or give encoder_checkpoint)")
+    if enc is not None and encoder_info.get("checkpoint") != enc.get("checkpoint"):
+        warnings.append(f"the policy's semantic state came from encoder {enc.get('checkpoint') or enc.get('model')}; "
+                        f"the diagnosis uses {encoder_info.get('checkpoint') or encoder_info.get('model')} (the "
+                        f"policy reads its own item table, not the diagnosis)")
+    for w in warnings:
+        log.warning(w)
+    return lines + warnings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,10 +221,15 @@ class HealerArm:
         return body, answer
 
     def taken(self, outcome: str) -> None:
-        """What the executor did with the last answer: an action refused (cooldown, in flight, deny-list, ...) or
-        only observed was not taken, so the incident's memory records ``observe`` for that window, as the
-        simulator's memory holds the actions applied."""
-        if self.decisions and outcome in ("refused", "observed"):
+        """What the executor did with the last answer, which the incident's memory records for that window, as the
+        simulator's memory holds the actions applied (and counts one the masks refuse as ``observe``): an action
+        refused (cooldown, in flight, deny-list, ...) or only observed was not taken (``observe``); a page is the
+        policy's ``escalate`` when it chose one, and otherwise nothing applied to the system (``observe``): an action
+        on a target with no live binding, which the executor escalates instead of guessing, or a page of the
+        service's own gate (low confidence, unknown fault)."""
+        if not self.decisions:
+            return
+        if outcome in ("refused", "observed") or (outcome == "page" and self.decisions[-1]["category"] != "escalate"):
             self.decisions[-1] = {"category": "observe", "target": None}
 
 

@@ -237,7 +237,10 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
                                                # what the healer saw: firing alerts, and its diagnosis if any
                                                "firing": sorted({f"{x['name']}/{x['entity']}" for x in tel["alarms"]
                                                                  if x["state"] == "firing"}),
-                                               "diagnosis": (answer.get("diagnosis") or {}).get("fault_mode")})
+                                               "diagnosis": (answer.get("diagnosis") or {}).get("fault_mode"),
+                                               # series of the simulator's the window lacked (the healer read
+                                               # them at the simulator's steady state)
+                                               "imputed": len(answer.get("imputed_metrics") or [])})
                 if recorder is not None:
                     recorder.add(incident=incident, fault=plan.name, arm=arm, window_index=window,
                                  wall_time=time.time(), telemetry=tel, answer=answer, outcome=outcome,

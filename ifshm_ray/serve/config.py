@@ -60,6 +60,19 @@ class ServeConfig(ConfigModel):
     """``/v1/heal`` sets ``escalate`` when the diagnosis confidence is below this."""
     max_unknown_score: float = Field(1.0, gt=0.0)
     """``/v1/heal`` sets ``escalate`` when the encoder's unknown score is above this (> 1: unlike every known fault)."""
+    missing_metrics: Literal["steady_state", "error", "zero"] = "steady_state"
+    """What the policy reads for an (entity, metric) series the simulator reports in every window but a request does
+    not (a live stack that binds only some entities; an Alertmanager notification, which carries no metrics):
+    ``steady_state``: the simulator's fault-free reading of that series under the bundle's env config
+    (:func:`~ifshm_ray.env.observation.steady_state_metrics`), listed in the answer's ``imputed_metrics`` and logged
+    as a warning when the set changes; ``error``: refuse the request (422, naming the missing series); ``zero``: the
+    earlier defaults (0 except throughput, readiness and latency), values the policy never saw in training."""
+    steady_state_episodes: int = Field(8, ge=1)
+    """``missing_metrics: steady_state``: fault-free simulator episodes the steady state is the median over."""
+    steady_state_steps: int = Field(4, ge=1)
+    """``missing_metrics: steady_state``: decision steps (windows) per episode."""
+    steady_state_seed: int = 0
+    """``missing_metrics: steady_state``: reset seed of the first episode (the steady state is a function of it)."""
     max_batch_size: int = Field(16, ge=1)
     """``@serve.batch``: most telemetry windows the encoder deployment diagnoses in one forward pass."""
     batch_wait_timeout_s: float = Field(0.005, ge=0.0)

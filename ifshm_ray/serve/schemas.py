@@ -163,6 +163,11 @@ class HealResponse(BaseModel):
     value: float | None = Field(description="The policy's value estimate V(s) (negative expected cost-to-go).")
     gate: Gate | None = Field(None, description="The meta-controller's decision (null: no meta-controller in the "
                                                 "bundle).")
+    imputed_metrics: list[str] = Field(
+        default_factory=list,
+        description="The `entity/metric` series the simulator reports in every window that this request did not "
+                    "send: the policy read them at the simulator's steady state (`missing_metrics: steady_state`, the "
+                    "default) or as 0 (`zero`); with `error` such a request is refused (422).")
 
 
 class AlertmanagerResponse(HealResponse):

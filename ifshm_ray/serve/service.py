@@ -36,6 +36,9 @@ from ifshm_ray.serve.config import ServeConfig
 logger = logging.getLogger(__name__)
 
 HEALTHY = "healthy"
+MISSING_SETS_REMEMBERED = 64
+"""Distinct sets of missing series the service remembers having warned about (a client sends a few kinds of window;
+an evicted set is warned about again)."""
 RATIO_CATEGORIES = ("scale", "reallocate")
 
 
@@ -238,7 +241,7 @@ class HealingService:
     def __init__(self, policy: Any, diagnose_one: DiagnoseOne, cfg: ServeConfig,
                  diagnoser_info: Callable[[], Awaitable[dict]] | None = None):
         from ifshm_ray.env.fault_env import split_env_config
-        from ifshm_ray.env.observation import TelemetryObserver
+        from ifshm_ray.env.observation import TelemetryObserver, steady_state_metrics
         from ifshm_ray.sim.catalog import load_catalog
 
         self.cfg = cfg
@@ -251,7 +254,13 @@ class HealingService:
         except Exception as exc:  # a bundle trained on another env (e.g. the policy tests' stand-in)
             raise ValueError(f"policy bundle {policy.path}: its env config {env} is no FaultInjectionEnv config, so "
                              f"telemetry cannot be turned into its observations ({exc})") from exc
-        self.observer = TelemetryObserver(self.sim_cfg)
+        # the series the simulator reports in every window, at their fault-free values: what the policy reads where
+        # a request is silent (ServeConfig.missing_metrics)
+        self.steady_state = steady_state_metrics(self.sim_cfg, episodes=cfg.steady_state_episodes,
+                                                 steps=cfg.steady_state_steps, seed=cfg.steady_state_seed)
+        self.observer = TelemetryObserver(self.sim_cfg,
+                                          fill=self.steady_state if cfg.missing_metrics == "steady_state" else None)
+        self._missing_warned = LRUCache(MISSING_SETS_REMEMBERED)  # the sets of missing series already warned about
         topo = self.observer.topology
         self.services, self.nodes = list(topo.services), list(topo.nodes)
         spaces = policy.manifest.get("spaces", {})
@@ -302,6 +311,10 @@ class HealingService:
                                            "action_space_hash": m.get("action_space_hash"), "split": self.split,
                                            "env": m.get("env", {}).get("entry_point")},
                 "topology": {"services": self.services, "nodes": self.nodes},
+                "observation": {"features": int(m.get("spaces", {}).get("num_features") or 0),
+                                "encoder_in_policy": m.get("encoder"),
+                                "missing_metrics": self.cfg.missing_metrics,
+                                "series": sum(len(v) for v in self.steady_state.values())},
                 "encoder": info, "auth": self.cfg.resolved_token() is not None,
                 "policy_cache": self._policy_cache.stats()}
 
@@ -309,9 +322,39 @@ class HealingService:
         d = await self.diagnose_one(telemetry)
         return self._diagnosis(d, telemetry)
 
+    def missing(self, telemetry: dict) -> list[str]:
+        """The ``entity/metric`` series the simulator reports in every window that ``telemetry`` lacks."""
+        from ifshm_ray.env.observation import missing_series
+
+        return missing_series(telemetry, self.steady_state)
+
+    def _note_missing(self, missing: list[str]) -> None:
+        """A warning the first time a set of missing series is seen (one per set: the live loop's windows and
+        Alertmanager's notifications, which carry no metrics, alternate)."""
+        key = tuple(missing)
+        if not missing or self._missing_warned.get(key) is not None:
+            return
+        self._missing_warned.put(key, True)
+        by_entity: dict[str, list[str]] = {}
+        for name in missing:
+            e, m = name.split("/", 1)
+            by_entity.setdefault(e, []).append(m)
+        whole = sorted(e for e, ms in by_entity.items() if len(ms) == len(self.steady_state.get(e, ())))
+        part = {e: ms for e, ms in by_entity.items() if e not in whole}
+        how = ("the simulator's steady state" if self.cfg.missing_metrics == "steady_state" else
+               "0 (missing_metrics: zero; values the policy never saw in training)")
+        logger.warning("telemetry lacks %d of %d series the policy was trained on; read as %s: every metric of %s; "
+                       "some metrics of %s", len(missing), sum(len(v) for v in self.steady_state.values()), how,
+                       whole, part)
+
     async def heal(self, telemetry: dict, last_action: str | None = None, cordoned: Sequence[str] = (),
                    history: list[dict] | None = None) -> dict:
         self.check_cordoned(cordoned)
+        if self.cfg.missing_metrics == "error":
+            missing = self.missing(telemetry)
+            if missing:
+                raise InputError(f"telemetry lacks {len(missing)} series the policy was trained on "
+                                 f"(missing_metrics: error): {missing[:20]}{' ...' if len(missing) > 20 else ''}")
         try:  # (reads the topology only: safe off the policy thread)
             self.observer.memory(history, last_action, cordoned)
         except ValueError as exc:
@@ -335,16 +378,18 @@ class HealingService:
     # ----- internals ---------------------------------------------------------------------------------------------
     def _policy(self, telemetry: dict, last_action: str | None, cordoned: list[str],
                 history: list[dict] | None) -> dict:
+        missing = self.missing(telemetry)
+        self._note_missing(missing)
         obs = self.observer.observe(telemetry, last_action=last_action, cordoned=cordoned, history=history)
         key = b"".join(np.ascontiguousarray(obs[k], np.float32).tobytes() for k in ("obs", "action_mask", "ratio_mask"))
         hit = self._policy_cache.get(key)
         if hit is not None:
-            return hit
+            return {**hit, "imputed": missing}
         c, t, r = self.policy.act(obs, deterministic=True)
         dist = self.policy.action_distribution(obs, top_k=max(64, self.cfg.top_k))
         out = {"act": (c, t, r), "dist": dist}
         self._policy_cache.put(key, out)
-        return out
+        return {**out, "imputed": missing}
 
     def _action(self, c: int, t: int, r: int, prob: float | None) -> dict:
         p = self.policy
@@ -380,7 +425,8 @@ class HealingService:
         return {"diagnosis": diagnosis, "action": action, "category_probability": cat_prob,
                 "alternatives": alternatives, "expected_recovery_s": eta, "expected_recovery_basis": basis,
                 "escalate": bool(reasons), "escalate_reasons": reasons,
-                "value": float(dist["value"]) if dist.get("value") is not None else None, "gate": gate}
+                "value": float(dist["value"]) if dist.get("value") is not None else None, "gate": gate,
+                "imputed_metrics": list(pol.get("imputed", []))}
 
     def gate(self, diagnosis: dict) -> dict | None:
         """The meta-controller's decision for one diagnosis (None without a meta-controller). Serving only reads
