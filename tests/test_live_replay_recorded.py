@@ -63,12 +63,10 @@ def test_recorded_live_windows_name_the_series_the_policy_reads_at_the_steady_st
 
 
 def test_live_sim_gap_report_on_the_recorded_windows(capsys):
-    """benchmarks/live_sim_gap.py on the recorded windows: read as 0, the unbound entities' CPU and memory leave
-    the simulator's range in every window; read at the steady state they do not."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("live_sim_gap", FIX.parents[2] / "benchmarks" / "live_sim_gap.py")
-    gap = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gap)
+    """``python -m ifshm_ray.live.sim_gap`` on the recorded windows: read as 0, the unbound entities' CPU and memory
+    leave the simulator's range in every window; read at the steady state they do not."""
+    from ifshm_ray.live import sim_gap as gap
+
     assert gap.main(["--windows", str(FIX / "windows.parquet"), "--checkpoint", str(FIX / "policy_bundle"),
                      "--episodes", "3", "--max-steps", "4", "--rows", "1000"]) == 0
     out = capsys.readouterr().out

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Where the observation a policy bundle gets from recorded live windows leaves what it met in the simulator, and
 which of those differences change its decisions (issue 13, sim-to-real). Prints Markdown.
 
-    python benchmarks/live_sim_gap.py --windows results/live/incidents.parquet --checkpoint BUNDLE \
+    python -m ifshm_ray.live.sim_gap --windows results/live/incidents.parquet --checkpoint BUNDLE \
         [--episodes 40] [--max-steps 40] [--seed 1000]
 
 1. **Reference**: the bundle's own observations in the simulator: ``--episodes`` episodes of its env config (the
