@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "replay_pushed_episodes": er.get("ifshm/replay_pushed_episodes"),
                 "sil_loss": lrn.get("loss/sil"),
                 "sil_num_valid": lrn.get("sil_num_valid"),
+                **({"sil_num_clipped": lrn.get("sil_num_clipped")} if cfg.replay.sil.clip_ratio is not None else {}),
                 **({"clone_loss": lrn.get("loss/clone"), "clone_policy_loss": lrn.get("clone_policy_loss"),
                     "clone_value_loss": lrn.get("clone_value_loss"),
                     "clone_num_policy": lrn.get("clone_num_policy")} if cfg.replay.clone.enabled else {}),

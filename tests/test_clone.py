@@ -367,3 +367,41 @@ def test_reference_that_is_not_a_bundle_is_a_clear_error(tmp_path, monkeypatch):
     sil._actor = _FakeActor(buf)
     with pytest.raises(FileNotFoundError, match="replay.clone.reference"):
         sil.before_update()
+
+
+@pytest.mark.timeout(60)
+def test_learner_sil_clip_measures_the_ratio_against_the_update_start(monkeypatch):
+    """sil.clip_ratio in the learner: log pi at the update's first minibatch is the reference of the trust region;
+    after many gradient steps on the same sample the imitated rows fall outside it; the next update starts afresh."""
+    import ray
+
+    from ifshm_ray.policy.replay import SILReplay
+
+    module = build("hierarchical")
+    obs = random_obs(6, seed=7)
+    o = [{k: v[i].numpy() for k, v in obs.items()} for i in range(6)]
+    torch.manual_seed(7)
+    with torch.no_grad():  # valid actions (not masked at their states), as the runbook's are; better than expected
+        out = module.forward_exploration({Columns.OBS: {k: v[:5] for k, v in obs.items()}})[Columns.ACTIONS]
+    acts = [tuple(np.int64(a[i]) for a in out) for i in range(5)]
+    buf = StratifiedReplayBuffer(ReplayConfig(capacity=1000, seed=3))
+    buf.add([SingleAgentEpisode(observations=o, actions=acts, rewards=[50.0] * 5, terminated=True,
+                                len_lookback_buffer=0)], stratum="novel")
+    monkeypatch.setattr(ray, "get", lambda x, *a, **k: x)
+    sil = SILReplay(ReplaySection(enabled=True, sil={"batch_size": 16, "clip_ratio": 0.2}))
+    sil._actor = _FakeActor(buf)
+    opt = torch.optim.Adam(module.parameters(), lr=0.05)
+    sil.before_update()
+    clipped = []
+    for _ in range(12):
+        opt.zero_grad()
+        terms, logs = sil.losses(module)
+        clipped.append(logs["sil_num_clipped"].item())
+        terms["sil"][0].backward()
+        opt.step()
+    assert clipped[0] == 0 and logs["sil_num_valid"].item() == 16
+    assert clipped[-1] == 16  # every row
+    sil.after_update()
+    sil.before_update()  # a new update: its own start is the reference again
+    terms, logs = sil.losses(module)
+    assert logs["sil_num_clipped"].item() == 0

@@ -137,3 +137,44 @@ def test_priorities_from_the_loss_steer_the_replay():
     buf.update_priorities(batch.handle, out.priorities.numpy())
     freq = np.bincount(buf.sample(3000).columns[Columns.OBS][:, 0].astype(int), minlength=4) / 3000
     np.testing.assert_allclose(freq, [2 / 3, 1 / 3, 0, 0], atol=0.03)
+
+
+def test_clip_ratio_stops_the_gradient_of_steps_past_the_trust_region():
+    logp, v, r = inputs()  # (R - V)+ = [2, 0, 0.5]
+    # step 0: pi rose from 0.25 to 0.5 since the update's start (ratio 2 > 1.2); step 2: from 0.095 to 0.1 (1.05)
+    old = torch.log(torch.tensor([0.25, 0.25, 0.095], dtype=torch.float64))
+    out = sil_loss(logp, v, r, clip_ratio=0.2, logp_old=old)
+    ref = sil_loss(*inputs())
+    assert out.num_clipped == 1
+    assert out.loss.item() == pytest.approx(ref.loss.item())  # the term's value is kept, only its gradient goes
+    out.loss.backward()
+    assert logp.grad.tolist() == pytest.approx([0.0, 0.0, -0.25])  # step 2 inside the region: -w d / N as before
+    # at the update's first minibatch (logp_old = logp) the clipped term is the paper's, gradient and all
+    logp2, v2, r2 = inputs()
+    first = sil_loss(logp2, v2, r2, clip_ratio=0.2, logp_old=logp2.detach())
+    first.loss.backward()
+    assert first.num_clipped == 0 and logp2.grad.tolist() == pytest.approx([-1.0, 0.0, -0.25])
+    with pytest.raises(ValueError, match="logp_old"):
+        sil_loss(*inputs(), clip_ratio=0.2)
+    assert SILConfig().clip_ratio is None  # off by default: the paper's term
+
+
+def test_clip_ratio_bounds_how_far_one_update_moves_the_policy_on_a_replayed_step():
+    # one replayed step of an action the policy finds unlikely (p = 0.02), many gradient steps within one update
+    def run(clip):
+        torch.manual_seed(0)
+        logits = torch.zeros(5, requires_grad=True)
+        with torch.no_grad():
+            logits[0] = math.log(0.02 * 4 / 0.98)
+        opt = torch.optim.SGD([logits], lr=0.05)
+        old = torch.log_softmax(logits, -1)[0].detach().reshape(1)
+        for _ in range(64):  # gradient steps over the same replayed sample within one update
+            opt.zero_grad()
+            lp = torch.log_softmax(logits, -1)[0].reshape(1)
+            sil_loss(lp, torch.zeros(1), torch.ones(1), clip_ratio=clip, logp_old=old if clip else None).loss.backward()
+            opt.step()
+        return torch.softmax(logits, -1)[0].item()
+
+    free, clipped = run(None), run(0.2)
+    assert free > 0.2  # unclipped: the update imitates the one step outright (> 10x its probability)
+    assert 0.02 * 1.2 <= clipped < 0.02 * 1.2 * 1.06  # clipped: stops just past 1.2x (one gradient step of overshoot)

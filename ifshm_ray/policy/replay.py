@@ -19,7 +19,8 @@ the section travels to every process in ``learner_config_dict[LCD_KEY]`` (env ru
   sample, with the exact hierarchical log-probability ``log p(c) + log p(t|c) + log p(r|c)``
   (:func:`~ifshm_ray.replay.sil.hierarchical_logp`); after the update the last minibatch's (R - V)+ are written
   back as the sample's priorities. Logged under ``learners/<module>/``: ``loss/sil``, ``sil_policy_loss``,
-  ``sil_value_loss``, ``sil_num_valid``, ``sil_batch_size`` and (``__all_modules__``) ``sil_priorities_written``.
+  ``sil_value_loss``, ``sil_num_valid``, ``sil_num_clipped`` (steps past ``sil.clip_ratio``'s trust region, measured against
+  log pi at the update's first minibatch), ``sil_batch_size`` and (``__all_modules__``) ``sil_priorities_written``.
   With ``ReplaySection.clone.weight`` > 0 (CLEAR, :mod:`ifshm_ray.replay.clone`) the same sample also gives
   ``clone.weight * L_clone`` on its rows of the cloned strata (default: the known one) that carry behaviour outputs:
   the env runners then keep each step's ``ACTION_DIST_INPUTS`` (what RLlib 2.x's env runners store in
@@ -457,10 +458,14 @@ class SILReplay:
             sizes = [inputs.shape[-1]]
             logp = module.get_train_action_dist_cls().from_logits(inputs).logp(actions)
         values = module.compute_values({Columns.OBS: b[Columns.OBS]})
-        terms = sil_loss_from_config(logp, values, b[Columns.RETURNS_TO_GO], b["weights"], self.section.sil)
+        if "sil_logp_old" not in b:  # the update's first minibatch: log pi before any of its gradient steps
+            b["sil_logp_old"] = logp.detach()
+        terms = sil_loss_from_config(logp, values, b[Columns.RETURNS_TO_GO], b["weights"], self.section.sil,
+                                     logp_old=b["sil_logp_old"])
         self.priorities = terms.priorities.detach().cpu().numpy()
         logs = {"sil_policy_loss": terms.policy_loss, "sil_value_loss": terms.value_loss,
                 "sil_num_valid": torch.tensor(float(terms.num_valid)),
+                "sil_num_clipped": torch.tensor(float(terms.num_clipped)),
                 "sil_batch_size": torch.tensor(float(len(logp)))}
         out = {"sil": (terms.loss, self.section.sil.weight)}
         if self.section.clone.enabled:

@@ -96,6 +96,13 @@ class SILConfig(ConfigModel):
     max_nlogp: float | None = Field(5.0, gt=0.0)
     """Cap on -log pi(a|s) in the policy term (5: the official code), so that a step the policy now finds
     very unlikely cannot dominate; None: no cap."""
+    clip_ratio: float | None = Field(None, gt=0.0)
+    """PPO's trust region on the policy term: a replayed step stops pulling once pi(a|s) has risen past
+    ``1 + clip_ratio`` times its probability at the start of the learner update (the module before the update's
+    first gradient step), so that the update's epochs over one small replayed sample cannot move the policy far
+    on it (PPO's clipped surrogate, Schulman et al. 2017, with the sample's (R - V)+ >= 0 as the advantage; clipped
+    ratios on replayed data as in GePPO, Queeney et al. 2021). Use ``ppo.clip_param`` (0.2). None (the default):
+    the paper's unbounded term."""
     adv_normalize: bool = True
     """Divide the policy term's (R - V)+ by the root mean square of R - V over the replayed sample, so that its
     gradient has the scale of PPO's standardized advantages whatever the reward scale (the paper's Atari rewards

@@ -19,10 +19,19 @@ of the official code (junhyukoh/self-imitation-learning) are kept, both off or m
 ``adv_clip`` clips d at an upper bound (the value term then becomes a Huber loss with that bound, whose gradient
 is the official one), and ``max_nlogp`` caps the value of -log pi (its gradient is kept, as in the official code).
 Where R <= V nothing reaches the gradients.
+
+``clip_ratio`` (optional, off by default) adds PPO's trust region to the policy term: given ``logp_old``, log pi(a|s)
+of the module at the start of the learner update, a step whose ratio pi / pi_old has passed ``1 + clip_ratio``
+stops contributing gradient (its term is kept as a constant). Since (R - V)+ >= 0 this is the gradient of PPO's
+clipped surrogate min(r A, clip(r, 1 - eps, 1 + eps) A) in log form: the same gradient as the unclipped term
+while the step is inside the region (at r = 1 the two are equal), none once it is past it. The learner runs
+several epochs of minibatches over one replayed sample per update; without the clip a few replayed episodes that
+the policy finds unlikely (another actor's, for example the runbook's) are pulled on at every one of them.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -38,6 +47,8 @@ class SILTerms:
     value_loss: torch.Tensor
     priorities: torch.Tensor
     num_valid: int
+    num_clipped: int = 0
+    """Steps with R > V whose policy term was outside the trust region (``clip_ratio``) and gave no gradient."""
 
 
 def hierarchical_logp(logp_category: torch.Tensor, logp_target: torch.Tensor,
@@ -48,11 +59,14 @@ def hierarchical_logp(logp_category: torch.Tensor, logp_target: torch.Tensor,
 
 def sil_loss(logp: torch.Tensor, values: torch.Tensor, returns: torch.Tensor, weights: torch.Tensor | None = None,
              *, value_weight: float = 0.01, adv_clip: float | None = None, max_nlogp: float | None = None,
-             min_valid: int = 1, adv_normalize: bool = False) -> SILTerms:
+             min_valid: int = 1, adv_normalize: bool = False, clip_ratio: float | None = None,
+             logp_old: torch.Tensor | None = None) -> SILTerms:
     """The self-imitation loss of a replayed batch (1-D tensors of equal length; see the module doc)."""
     if not (logp.shape == values.shape == returns.shape) or logp.dim() != 1:
         raise ValueError(f"logp, values and returns must be 1-D of one length, got {tuple(logp.shape)}, "
                          f"{tuple(values.shape)}, {tuple(returns.shape)}")
+    if clip_ratio is not None and (logp_old is None or logp_old.shape != logp.shape):
+        raise ValueError("clip_ratio needs logp_old of the same shape as logp (log pi at the update's start)")
     if weights is None:
         weights = torch.ones_like(returns)
     weights = weights.to(returns.dtype).detach()
@@ -76,14 +90,21 @@ def sil_loss(logp: torch.Tensor, values: torch.Tensor, returns: torch.Tensor, we
     nlogp = -logp
     if max_nlogp is not None:
         nlogp = nlogp + (torch.clamp(nlogp, max=max_nlogp) - nlogp).detach()
+    num_clipped = 0
+    if clip_ratio is not None:  # past the trust region: the term stays, its gradient goes
+        outside = ((logp.detach() - logp_old.detach()) > math.log1p(clip_ratio)) & (mask > 0)
+        num_clipped = int(outside.sum().item())
+        nlogp = torch.where(outside, nlogp.detach(), nlogp)
     policy_loss = (weights * adv * nlogp).sum() / denom
     value_loss = (weights * value_per_step).sum() / denom
     return SILTerms(loss=policy_loss + value_weight * value_loss, policy_loss=policy_loss, value_loss=value_loss,
-                    priorities=priorities, num_valid=num_valid)
+                    priorities=priorities, num_valid=num_valid, num_clipped=num_clipped)
 
 
 def sil_loss_from_config(logp: torch.Tensor, values: torch.Tensor, returns: torch.Tensor,
-                         weights: torch.Tensor | None, config: SILConfig) -> SILTerms:
+                         weights: torch.Tensor | None, config: SILConfig,
+                         logp_old: torch.Tensor | None = None) -> SILTerms:
     """:func:`sil_loss` with the numbers of a :class:`SILConfig` (its ``weight`` scales the term in the learner)."""
     return sil_loss(logp, values, returns, weights, value_weight=config.value_weight, adv_clip=config.adv_clip,
-                    max_nlogp=config.max_nlogp, min_valid=config.min_valid, adv_normalize=config.adv_normalize)
+                    max_nlogp=config.max_nlogp, min_valid=config.min_valid, adv_normalize=config.adv_normalize,
+                    clip_ratio=config.clip_ratio, logp_old=logp_old)
