@@ -7,7 +7,8 @@ meeting the same stream and the same paired evaluations. See :mod:`ifshm_ray.met
 
 Outputs in ``--out``: ``metrics.json`` (issue 15's keys, per arm, paired comparisons with bootstrap 95% intervals),
 ``curves.png`` (unknown- and known-type MTTR per arm against the new-type episodes seen, the blind runbook as a
-line), ``runs.json`` (every evaluation and stream record), ``config.yaml`` (resolved), and per seed
+line), ``runs.json`` (every evaluation and stream record; rewritten after each seed, so that a run stopped
+part-way can be summarised over its finished seeds with ``--summarise-only``), ``config.yaml`` (resolved), and per seed
 ``seed_N/phase1/`` and ``seed_N/<arm>/`` (``jobs/train.py`` folders; a gated arm's folder holds ``meta_state.json``
 and ``diagnoser.json``, so ``jobs/evaluate.py --policy gated:OUT/seed_N/<arm>`` evaluates it behind its gate).
 One progress line per step. ``configs/continual_tiny.yaml`` is a smoke run of a few minutes on 2 cores; its numbers
@@ -199,7 +200,13 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     try:
         proto = Protocol(cfg, out)
-        runs = [proto.run_seed(s) for s in cfg.seeds]
+        runs = []
+        for s in cfg.seeds:
+            runs.append(proto.run_seed(s))
+            # the seeds finished so far: a run stopped later can still be summarised (--summarise-only)
+            tmp = out / "runs.json.tmp"
+            tmp.write_text(json.dumps(jsonable(runs)))
+            tmp.replace(out / "runs.json")
     finally:
         if owns_ray:
             ray.shutdown()
