@@ -210,7 +210,6 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if owns_ray:
             ray.shutdown()
-    (out / "runs.json").write_text(json.dumps(jsonable(runs)))
     command = " ".join(["python", "jobs/continual.py"] + (argv if argv is not None else sys.argv[1:]))
     metrics, png = _write_summary(cfg, runs, out, time.time() - t0, command)
     keys = ("unknown_mttr_before_s", "unknown_mttr_zero_shot_gated_s", "unknown_mttr_after_s",
