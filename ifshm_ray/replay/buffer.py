@@ -78,8 +78,9 @@ def returns_to_go(rewards: Sequence[float], gamma: float) -> np.ndarray:
 def with_returns(episode: SingleAgentEpisode, gamma: float) -> SingleAgentEpisode:
     """A numpy copy of a complete episode (no lookback, no infos) with ``Columns.RETURNS_TO_GO`` per step.
 
-    A truncated episode's returns are not bootstrapped (they underestimate R for rewards <= 0, so the
-    self-imitation term, which uses only (R - V)+, errs on the side of imitating less).
+    A truncated episode's returns are not bootstrapped: with rewards <= 0 they overestimate R (the cost after the
+    cut is missing), so (R - V)+ would favour the steps of incidents cut at the time limit, the failures.
+    ``ReplayConfig.recovered_only`` (the default) keeps such episodes out of the buffer.
     """
     if not episode.is_done:
         raise ValueError(f"episode {episode.id_} is not done: push complete episodes (terminated or truncated)")
