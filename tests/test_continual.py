@@ -236,6 +236,19 @@ def test_metrics_and_curves_read_a_sparse_evaluation_schedule(tmp_path):
         assert (m["gate_false_positive_rate"], m["gate_recall"]) == (0.0, 1.0)
         assert (m["gate_false_positive_rate_after"], m["gate_recall_after"]) == (0.0, 1.0)
         assert m["known_mttr_phase1_s"] == m["known_mttr_phase2_s"] == 400.0
+        assert m["per_arm"]["full"]["known_mttr_worst_s"] == 400.0
+    # a collapse in the middle of phase 2 that recovers by the end: forgetting does not see it, the worst MTTR does
+    cfg = ContinualConfig.from_dict(base)
+    runs = _synthetic_runs(cfg, adapt_block=2)
+    ev = runs[1]["arms"]["full"]["evals"][3]["ungated"]
+    for r in ev:
+        if r["fault"] in runs[1]["known"]:
+            r["mttr_s"] = 1000.0
+    m = summarise_protocol(cfg, runs)
+    assert m["per_arm"]["full"]["known_mttr_worst_per_seed_s"] == [400.0, 1000.0]
+    assert m["per_arm"]["full"]["known_mttr_worst_s"] == 700.0
+    assert m["per_arm"]["finetune"]["known_mttr_worst_s"] == 400.0
+    assert m["per_arm"]["full"]["forgetting"]["mean"] == 0.0
     # adapted from block 3 on (6 new-type incidents seen): every evaluation sees it; every second one only at
     # block 4 (8 seen)
     for every, episodes in ((1, 6), (2, 8)):

@@ -1224,6 +1224,14 @@ def summarise_protocol(cfg: ContinualConfig, runs: list[dict]) -> dict:
         am["known_mttr_phase1_s"] = mean(per_seed(a.name, "ungated", 0, kn))
         am["known_mttr_phase2_s"] = mean(per_seed(a.name, "ungated", -1, kn))
         am["forgetting"] = cmp(per_seed(a.name, "ungated", -1, kn), per_seed(a.name, "ungated", 0, kn), True)
+        # the worst moment for the known types during phase 2 (forgetting compares the ends only; a collapse that
+        # recovers by the end is what operators live through in between): per seed, the largest known-type mean
+        # MTTR over the arm's evaluations after phase 1, then the mean over seeds
+        worst = [max(float(np.mean([r["mttr_s"] for r in e["ungated"] if r["fault"] in set(run["known"])]))
+                     for e in run["arms"][a.name]["evals"][1:]) for run in runs
+                 if len(run["arms"][a.name]["evals"]) > 1]
+        am["known_mttr_worst_s"] = float(np.mean(worst)) if worst else None
+        am["known_mttr_worst_per_seed_s"] = worst
         if a.name in gated_arms:
             am["unknown_mttr_before_gated_s"] = mean(per_seed(a.name, "gated", 0, unk))
             am["unknown_mttr_after_gated_s"] = mean(per_seed(a.name, "gated", -1, unk))
