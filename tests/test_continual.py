@@ -69,6 +69,24 @@ def test_shipped_configs_load():
 
 
 @pytest.mark.timeout(60)
+def test_which_recorded_incidents_an_arm_pushes():
+    from ifshm_ray.meta.continual import pushes_incident
+
+    def table(arm):  # (deferred, success) -> pushed
+        return {(d, ok): pushes_incident(arm, d, ok) for d in (False, True) for ok in (False, True)}
+
+    own = {(False, False): True, (False, True): True}
+    assert table(ArmConfig(name="full")) == {**own, (True, False): True, (True, True): True}
+    assert table(ArmConfig(name="nr", imitate_runbook=False)) == {**own, (True, False): False, (True, True): False}
+    # only the runbook's healed incidents: a failed one, or a page (never a success), is not imitated
+    assert table(ArmConfig(name="healed", deferred_healed_only=True)) == {**own, (True, False): False,
+                                                                          (True, True): True}
+    assert not any(table(ArmConfig(name="off", push_stream=False)).values())
+    with pytest.raises(ValueError, match="deferred_healed_only"):
+        ArmConfig(name="bad", imitate_runbook=False, deferred_healed_only=True)
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("train_config, decide_on, needle", [
     ("configs/demo_alert.yaml", "firing", "use meta.decide_on: action"),
     ("configs/demo.yaml", "action", "acts in calm windows"),

@@ -35,8 +35,8 @@ Arms (``arms``): ``full`` (replay + self-imitation + scenario replay + meta-cont
 the LM's gate), ``finetune`` (PPO fine-tuning without replay, no gate), ``uniform`` (as full with uniform instead of
 prioritized replay), ``gate_only`` (the phase-1 policy behind the gate; the trust table learns, the policy and the
 encoder do not), ``frozen`` (the phase-1 policy). Ablations are arms with other switches (:class:`ArmConfig`:
-``sil``, ``strata``, ``scenario_replay``, ``imitate_runbook``, ``prompt_tuning``; ``configs/continual_ablations.yaml``,
-``configs/continual_prompt_tiny.yaml``). Metrics: :func:`summarise_protocol`.
+``sil``, ``strata``, ``scenario_replay``, ``imitate_runbook``, ``deferred_healed_only``, ``prompt_tuning``;
+``configs/continual_ablations.yaml``, ``configs/continual_prompt_tiny.yaml``). Metrics: :func:`summarise_protocol`.
 
 Tuning (``pseudo_unknown``, ``configs/continual_pseudo.yaml``): whole families of the split's known types, drawn
 with the seed, play the unknown types, and everything that is blind to the unknown types (phase 1, the gate, the
@@ -99,6 +99,14 @@ class ArmConfig(ConfigModel):
     imitate_runbook: bool = True
     """Keep the stream incidents the gate deferred (the runbook's or escalation's actions) in what is pushed
     (False: the arm without them, to measure how much adaptation came from imitating the runbook)."""
+    deferred_healed_only: bool = False
+    """Of the deferred incidents, push only those that ended in success (healed by the runbook's actions, without a
+    page); False: every deferred incident that ended recovered (``ReplayConfig.recovered_only``), a human's fix after
+    a page included. Why: self-imitation keeps a replayed step when its return beat the value estimate, which on a
+    new fault type's states is poor; the runbook's failed incidents then get imitated too. Measured: the deferred
+    incidents succeeded 96% of the time on the pseudo-unknown types (where imitating them is what adapted the
+    policy) and 6% on the real hand-picked ones (pilot v6, where imitating them made the known types collapse).
+    Needs ``imitate_runbook``."""
     strata: bool = True
     """A replay stratum per novel cluster beside the known stratum, under one capacity with the known stratum
     keeping at least half (False: the no-strata ablation: every recorded incident and every training episode goes
@@ -134,6 +142,9 @@ class ArmConfig(ConfigModel):
                              "learn)")
         if self.steering_overrides and not self.replay:
             raise ValueError(f"arm {self.name!r}: steering_overrides steer the replay; the arm has replay: false")
+        if self.deferred_healed_only and not self.imitate_runbook:
+            raise ValueError(f"arm {self.name!r}: deferred_healed_only filters the deferred incidents that "
+                             "imitate_runbook pushes; with imitate_runbook: false none is pushed")
         if self.phase1_memory and not self.replay:
             raise ValueError(f"arm {self.name!r}: phase1_memory fills the replay; the arm has replay: false")
         if not self.strata and not self.replay:
@@ -590,6 +601,17 @@ def run_incidents(env, policy, incidents: Sequence[tuple[str, int]]) -> list[dic
 def mean_mttr(records: Sequence[dict], faults: Sequence[str] | None = None) -> float | None:
     xs = [r["mttr_s"] for r in records if faults is None or r["fault"] in faults]
     return float(np.mean(xs)) if xs else None
+
+
+def pushes_incident(arm: ArmConfig, deferred: bool, success: bool) -> bool:
+    """Whether an arm stores a recorded stream incident in its replay: its own incidents always (with
+    ``push_stream``); a deferred one (the runbook acted, or a page) with ``imitate_runbook``, and then, with
+    ``deferred_healed_only``, only when it ended in success."""
+    if not arm.push_stream:
+        return False
+    if not deferred:
+        return True
+    return arm.imitate_runbook and (success or not arm.deferred_healed_only)
 
 
 def push_stratum(incident, arm: ArmConfig, known_stratum: str, novel_stratum: str = "novel") -> str:
@@ -1060,7 +1082,7 @@ class Protocol:
                                         "actor": rec.decision.actor if rec.decision else "policy",
                                         "deferred": rec.deferred})
                     seen[fault] += is_new
-                    if arm.push_stream and (arm.imitate_runbook or not rec.deferred):
+                    if pushes_incident(arm, rec.deferred, bool(info["success"])):
                         pushed.append((push_stratum(rec, arm, cfg.meta.known_stratum), rec.episode))
                 if arm.learn:
                     weights = {fault: cfg.stream.new_share}
