@@ -1251,9 +1251,8 @@ def summarise_protocol(cfg: ContinualConfig, runs: list[dict]) -> dict:
         # the worst moment for the known types during phase 2 (forgetting compares the ends only; a collapse that
         # recovers by the end is what operators live through in between): per seed, the largest known-type mean
         # MTTR over the arm's evaluations after phase 1, then the mean over seeds
-        worst = [max(float(np.mean([r["mttr_s"] for r in e["ungated"] if r["fault"] in set(run["known"])]))
-                     for e in run["arms"][a.name]["evals"][1:]) for run in runs
-                 if len(run["arms"][a.name]["evals"]) > 1]
+        worst = [max(mean_mttr(e["ungated"], run["known"]) for e in run["arms"][a.name]["evals"][1:])
+                 for run in runs if len(run["arms"][a.name]["evals"]) > 1]
         am["known_mttr_worst_s"] = float(np.mean(worst)) if worst else None
         am["known_mttr_worst_per_seed_s"] = worst
         if a.name in gated_arms:
