@@ -135,6 +135,18 @@ def test_steering_mix_and_scenario_weights():
     assert small.replay_mix() is None  # two clusters of one incident each: as without clusters
     small.observe(3.0, np.eye(4)[1])
     assert small.replay_mix() == pytest.approx({"known": 0.5, "novel-0": 0.5})
+    # ramp_incidents: a cluster's part grows with its incidents, the rest going to the known stratum
+    cfg = m.config.model_copy(update={"steering": m.config.steering.model_copy(update={"ramp_incidents": 4})})
+    ramp = MetaController(MetaConfig.from_dict(cfg.to_dict()), m.calibration)
+    ramp.observe(3.0, np.eye(4)[1])
+    assert ramp.replay_mix() == pytest.approx({"known": 1.0 - 0.5 / 4, "novel-0": 0.5 / 4})
+    ramp.observe(3.0, np.eye(4)[2])
+    assert ramp.replay_mix() == pytest.approx({"known": 1.0 - 0.25 / 4 * 2, "novel-0": 0.25 / 4, "novel-1": 0.25 / 4})
+    for _ in range(5):
+        ramp.observe(3.0, np.eye(4)[1])
+    mix = ramp.replay_mix()  # cluster 0 holds 6 >= 4 incidents: its whole part; cluster 1 still a quarter of its own
+    assert mix == pytest.approx({"known": 0.5 + 0.25 * 3 / 4, "novel-0": 0.25, "novel-1": 0.25 / 4})
+    assert list(mix) == ["known", "novel-0", "novel-1"]
     levels = {"a": 0.7, "b": 0.2, "c": 0.1}
     assert m.scenario_weights(levels) == levels  # no baseline: unchanged
     m.set_known_baseline({"a": 100.0, "c": 100.0})

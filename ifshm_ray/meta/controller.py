@@ -16,7 +16,8 @@ the policy's own skill on a cluster is recorded from ungated paired evaluations)
 vector (Serve's diagnosis has none) get no cluster and are judged on the pooled novel outcomes.
 
 Steering: :meth:`replay_mix` gives the replay actor's stratum weights (the known stratum ``steering.known_share``,
-untrusted clusters weight 1 and trusted ones ``steering.trusted_weight`` in the rest); :meth:`scenario_weights`
+untrusted clusters weight 1 and trusted ones ``steering.trusted_weight`` in the rest, each scaled by
+min(1, incidents / ``steering.ramp_incidents``), what a cluster gives up going to the known stratum); :meth:`scenario_weights`
 moves the level sampler's weights towards known types whose rolling MTTR regressed past their phase-1 baseline.
 
 The whole state is JSON (:meth:`state`, :meth:`save`, :meth:`load`): it is saved with the training checkpoints
@@ -302,15 +303,15 @@ class MetaController:
         if not len(self.clusters) or not self.config.strata:
             return None
         s = self.config.steering
-        need = {self.stratum(k): (s.trusted_weight if self.trust.trusted(k)[0] else 1.0)
-                for k in range(len(self.clusters)) if self.clusters.counts[k] >= s.min_cluster_incidents}
-        if not need:  # no cluster big enough to imitate yet: as without clusters
+        eligible = [k for k in range(len(self.clusters)) if self.clusters.counts[k] >= s.min_cluster_incidents]
+        if not eligible:  # no cluster big enough to imitate yet: as without clusters
             return None
+        need = {k: (s.trusted_weight if self.trust.trusted(k)[0] else 1.0) for k in eligible}
         total = sum(need.values())
-        mix = {self.config.known_stratum: s.known_share}
-        for name, w in need.items():
-            mix[name] = (1.0 - s.known_share) * (w / total if total > 0 else 1.0 / len(need))
-        return mix
+        novel = {self.stratum(k): (1.0 - s.known_share) * (w / total if total > 0 else 1.0 / len(need))
+                 * min(1.0, self.clusters.counts[k] / s.ramp_incidents) for k, w in need.items()}
+        # the known stratum gets the rest: its own share and what clusters still ramping up give up
+        return {self.config.known_stratum: max(0.0, 1.0 - sum(novel.values())), **novel}
 
     def set_known_baseline(self, mttr_by_type: Mapping[str, float]) -> None:
         """The known types' MTTR after phase 1 (what forgetting is measured against)."""
