@@ -308,10 +308,12 @@ class MetaController:
             return None
         need = {k: (s.trusted_weight if self.trust.trusted(k)[0] else 1.0) for k in eligible}
         total = sum(need.values())
-        novel = {self.stratum(k): (1.0 - s.known_share) * (w / total if total > 0 else 1.0 / len(need))
-                 * min(1.0, self.clusters.counts[k] / s.ramp_incidents) for k, w in need.items()}
-        # the known stratum gets the rest: its own share and what clusters still ramping up give up
-        return {self.config.known_stratum: max(0.0, 1.0 - sum(novel.values())), **novel}
+        part = {k: (1.0 - s.known_share) * (w / total if total > 0 else 1.0 / len(need)) for k, w in need.items()}
+        ramp = {k: min(1.0, self.clusters.counts[k] / s.ramp_incidents) for k in need}
+        # the known stratum gets its own share and what clusters still ramping up give up (0 with ramp_incidents 1)
+        given_up = sum(part[k] * (1.0 - ramp[k]) for k in need)
+        return {self.config.known_stratum: s.known_share + given_up,
+                **{self.stratum(k): part[k] * ramp[k] for k in need}}
 
     def set_known_baseline(self, mttr_by_type: Mapping[str, float]) -> None:
         """The known types' MTTR after phase 1 (what forgetting is measured against)."""
