@@ -343,15 +343,48 @@ def start_replay_actor(cfg: TrainConfig, out: Path, resume_ckpt: Path | None):
     from ifshm_ray.policy.replay import simulators
 
     env = make_env(cfg)
-    levels = scenario_levels(cfg, simulators(env)[0][0])
+    sim = simulators(env)[0][0]
+    levels = scenario_levels(cfg, sim)
+    known = set(cfg.replay.known_types if cfg.replay.known_types is not None
+                else sim.catalog.known_in(sim.cfg.split or sim.catalog.default_split))
+    known = [f for f in sim.fault_names if f in known]
     env.close()
     actor = get_or_create_replay_actor(cfg.replay.buffer, state_dir=str(out / "replay"), levels=levels,
                                        level_config=cfg.replay.level_sampler)
     if resume_ckpt is not None and (resume_ckpt / STATE_FILE).is_file():
         ray.get(actor.load.remote(str(resume_ckpt)))
         logger.info("replay state restored from %s", resume_ckpt)
+    elif cfg.replay.demonstrations.enabled:  # a resumed run has them in its restored state already
+        store_demonstrations(cfg, actor, known, out)
     logger.info("replay actor %s: %s", cfg.replay.buffer.actor_name, ray.get(actor.stats.remote()))
     return actor
+
+
+def store_demonstrations(cfg: TrainConfig, actor, known: list[str], out: Path) -> dict:
+    """Record ``replay.demonstrations`` on the env's known types and push them into their stratum of the replay
+    actor (before the algorithm exists: the first update can sample them); their summary goes to
+    ``out/demonstrations.json``."""
+    import ray
+
+    from ifshm_ray.policy.algo import env_config_of
+    from ifshm_ray.replay.demonstrations import record_demonstrations
+
+    demo = cfg.replay.demonstrations
+    print(f"demonstrations: {demo.incidents_per_type} incidents per known type ({len(known)} types) by "
+          f"{demo.policy} ...", flush=True)
+    episodes, summary = record_demonstrations(demo, env_config_of(cfg), known, cfg.run.seed,
+                                              progress=lambda m: print(m, flush=True))
+    if not episodes:
+        raise RuntimeError(f"demonstrations: {demo.policy} healed none of the {summary['per_type']} incidents; "
+                           "nothing to store (set replay.demonstrations.healed_only: false to keep failed ones)")
+    ray.get(actor.push_many.remote([(demo.stratum, episodes)], source=0))
+    if cfg.replay.buffer.deterministic:
+        ray.get(actor.flush.remote())
+    summary["stored_steps"] = ray.get(actor.stats.remote()).get("strata", {}).get(demo.stratum)
+    (out / "demonstrations.json").write_text(json.dumps(summary, indent=2))
+    print(f"demonstrations: {summary['episodes']} episodes ({summary['steps']} steps) in stratum "
+          f"{demo.stratum!r}", flush=True)
+    return summary
 
 
 def semantic_cache_stats(algo, meta: dict) -> dict:

@@ -114,7 +114,12 @@ def test_gate_without_state_vector_uses_pooled_outcomes_and_does_not_cluster():
 
 
 def test_steering_mix_and_scenario_weights():
+    default = _controller()  # the default ramps a new cluster's part up over 10 incidents
+    assert default.config.steering.ramp_incidents == 10
+    default.observe(3.0, np.eye(4)[1])
+    assert default.replay_mix() == pytest.approx({"known": 1.0 - 0.5 / 10, "novel-0": 0.5 / 10})
     m = _controller()
+    m.config = m.config.model_copy(update={"steering": m.config.steering.model_copy(update={"ramp_incidents": 1})})
     assert m.replay_mix() is None
     m.observe(3.0, np.eye(4)[1])
     m.observe(3.0, np.eye(4)[2])

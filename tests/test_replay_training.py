@@ -184,3 +184,35 @@ def test_clear_cloning_is_trained_and_logged(ray_session, tmp_path, monkeypatch)
     train.main(["--config", str(TINY), "--out", str(out2), "--iterations", "1", "--seed", "2", *sets])
     rows = [json.loads(line) for line in (out2 / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["clone_num_policy"] > 0 and rows[0]["clone_policy_loss"] > 0, rows[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_train_job_stores_demonstrations_once_and_samples_them(ray_session, tmp_path, capsys, monkeypatch):
+    """``replay.demonstrations``: the runbook's incidents of every known type are in their stratum before the first
+    update, sampled by the self-imitation term (``replay.mix``), saved with the checkpoints, and a resumed run
+    restores them instead of recording them again."""
+    monkeypatch.chdir(REPO)
+    train = load_job("train")
+    out = tmp_path / "demos"
+    name = f"replay-demos-{uuid.uuid4().hex[:8]}"
+    sets = [x for o in [*_replay_overrides(name), "replay.buffer.recovered_only=false",
+                        "replay.demonstrations.policy=runbook", "replay.demonstrations.incidents_per_type=1",
+                        "replay.demonstrations.healed_only=false", "replay.mix={known: 0.5, demo: 0.5}"]
+            for x in ("--set", o)]
+    first = train.main(["--config", str(TINY), "--out", str(out), "--iterations", "1", "--seed", "1", *sets])
+    assert "demonstrations: " in capsys.readouterr().out
+    summary = json.loads((out / "demonstrations.json").read_text())
+    from ifshm_ray.sim.catalog import load_catalog
+
+    cat = load_catalog()
+    assert sorted(summary["per_type"]) == sorted(cat.known_in(cat.default_split))  # the known types only
+    assert summary["episodes"] == len(summary["per_type"])
+    demo = first["replay"]["strata"]["demo"]
+    assert demo["num_episodes"] == summary["episodes"] and demo["num_steps"] == summary["steps"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["sil_priorities_written"] == 64  # the first update sampled (demonstrations and own episodes)
+    second = train.main(["--config", str(TINY), "--out", str(out), "--resume", str(out), "--iterations", "2",
+                         "--seed", "1", *sets])
+    assert "demonstrations: " not in capsys.readouterr().out  # restored with the replay state, not recorded again
+    assert second["replay"]["strata"]["demo"] == {**demo, "share": second["replay"]["strata"]["demo"]["share"]}

@@ -64,10 +64,12 @@ class SteeringConfig(ConfigModel):
     each of its steps is imitated many times per update (measured in the continual pilots: clusters of 1-2
     runbook-handled incidents, the self-imitation loss up from 0.03 to 0.9-2.5 and the policy collapsing). 5 on the
     pilot of 2026-11-30 moved that collapse to when a cluster reached 5 incidents rather than removing it (README)."""
-    ramp_incidents: int = Field(1, ge=1)
+    ramp_incidents: int = Field(10, ge=1)
     """A novel cluster's part of the mix is scaled by min(1, incidents / ramp_incidents), and what it gives up goes to
     the known stratum, so a cluster's weight in every self-imitation sample grows with the evidence it holds. With
-    1 (the default, as before) a cluster of one recorded incident gets its whole part at once. Why: in the continual
+    1 (the default until 2026-12-01; the configs measured before then pin it) a cluster of one recorded incident gets
+    its whole part at once. 10 (the default) was chosen on pseudo-unknown types and then measured on the hand-picked
+    split: it helped or cost nothing on both (README, "ramp_incidents"). Why: in the continual
     pilots the known-type collapse followed the first recorded incident (even a healed one) alone in a new cluster,
     whose few steps then filled that cluster's whole part of every sample and were imitated many times per update;
     ``min_cluster_incidents`` only delays the full part and ``ReplayConfig.max_oversample`` caps by stored steps,

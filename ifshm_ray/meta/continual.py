@@ -764,13 +764,20 @@ class Protocol:
             d["runners"]["gym_env_vectorize_mode"] = "vector_entry_point"
         d["run"].update(iterations=int(iterations), seed=int(seed), checkpoint_every=10**6, keep_checkpoints=1,
                         max_wall_s=1e9)
-        replay = bool(arm is not None and arm.replay)
+        # demonstrations (replay.demonstrations of train_config) belong to phase 1, which then trains with the replay
+        # (without the meta-controller); phase 2 resumes with them in the replay state and records none
+        demos = (d["replay"].get("demonstrations") or {}).get("policy")
+        replay = bool(arm.replay) if arm is not None else bool(demos)
+        if arm is not None and demos:
+            d["replay"]["demonstrations"] = {**d["replay"]["demonstrations"], "policy": None}
         d["replay"]["enabled"] = replay
-        d["meta"] = {**(self.arm_meta(arm) if arm is not None else self.cfg.meta).to_dict(), "enabled": replay}
+        d["meta"] = {**(self.arm_meta(arm) if arm is not None else self.cfg.meta).to_dict(),
+                     "enabled": replay and arm is not None}
         if self.cfg.pseudo_unknown is not None:  # the pseudo-unknown types are novel to the replay too
             d["replay"]["known_types"] = list(self.blind_known)
         if replay:
             d["replay"]["buffer"]["gamma"] = d["ppo"]["gamma"]
+        if replay and arm is not None:
             if not arm.prioritized:
                 d["replay"]["buffer"]["alpha"] = 0.0
             if not arm.sil:

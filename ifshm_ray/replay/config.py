@@ -170,6 +170,37 @@ class CloneConfig(ConfigModel):
         return self.strata == "all" or stratum in self.strata
 
 
+class DemonstrationsConfig(ConfigModel):
+    """Demonstrations stored in the replay before training starts: incidents of the split's known types handled by a
+    blind reference (``policy``), recorded as episodes in the policy's action space and pushed into a stratum of their
+    own, which the self-imitation term then samples beside the policy's own episodes (learning from demonstrations
+    through self-imitation: Oh et al. 2018 sec. 5 use SIL's loss on demonstrations too; DQfD, Hester et al. 2018, and
+    POfD, Kang et al. 2018, keep demonstrations in the replay for the whole run). SIL's (R - V)+ keeps a demonstrated
+    step only while its return beats the policy's own value estimate there, so the policy stops imitating a
+    demonstration once it does better. Only the split's known types (or ``replay.known_types``) are demonstrated, by a
+    reference that knows only them (the blind runbook): an operator's runbooks, never the held-out types' answers."""
+
+    policy: Literal["runbook", "runbook-instant"] | None = None
+    """The demonstrating reference (``ifshm_ray.baselines``): ``runbook`` (the blind runbook of the env's split) or
+    ``runbook-instant``; None (the default): no demonstrations."""
+    incidents_per_type: int = Field(20, ge=1)
+    """Incidents recorded per known fault type."""
+    healed_only: bool = True
+    """Store only the demonstrations that ended in success (healed without a page): the runbook's failed incidents
+    (escalated, timed out) are not worth imitating (measured in the continual pilots: imitating the runbook's failed
+    incidents made the known types collapse, README "pilot v6")."""
+    stratum: str = "demo"
+    """Replay stratum of the demonstrations (their own, so the policy's episodes never evict them while they stay
+    under their share of the capacity)."""
+    seed: int = 0
+    """Seed of the demonstration incidents (mixed with ``run.seed``; never an evaluation seed: see
+    :func:`~ifshm_ray.replay.demonstrations.demo_seed`)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.policy is not None
+
+
 class ReplaySection(ConfigModel):
     """The ``replay:`` section of a training config (``jobs/train.py``): trajectory replay through the shared actor
     and the self-imitation term, and scenario replay over fault types. Off by default (plain PPO)."""
@@ -202,3 +233,16 @@ class ReplaySection(ConfigModel):
     mix: dict[str, float] | None = None
     """Fixed weights per stratum of each replay sample (None: in proportion to the strata's sizes). The
     meta-controller, when present, replaces it."""
+    demonstrations: DemonstrationsConfig = Field(default_factory=DemonstrationsConfig)
+    """Demonstrations of the known types by a blind reference, stored before training (off by default)."""
+
+    @model_validator(mode="after")
+    def _check_demonstrations(self) -> "ReplaySection":
+        d = self.demonstrations
+        if d.enabled and not self.enabled:
+            raise ValueError("replay.demonstrations are stored in the replay: set replay.enabled: true")
+        if d.enabled and d.stratum in (self.buffer.known_stratum, self.novel_stratum):
+            raise ValueError(f"replay.demonstrations.stratum {d.stratum!r} must differ from the known stratum "
+                             f"{self.buffer.known_stratum!r} and the novel stratum {self.novel_stratum!r} (the "
+                             "policy's own episodes would evict the demonstrations)")
+        return self
