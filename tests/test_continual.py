@@ -883,3 +883,25 @@ def test_job_refuses_bad_input(argv, needle, tmp_path, capsys):
         load_job("continual").main(argv + ["--out", str(tmp_path / "out")])
     assert e.value.code == 2 and needle in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing started
+
+
+@pytest.mark.timeout(60)
+def test_demonstrations_make_phase1_train_with_replay_and_phase2_record_none(tmp_path):
+    """A ``train_config`` with ``replay.demonstrations``: phase 1 trains with the replay (no meta-controller) and
+    records them; phase 2 resumes with them in the replay state and records none, in every arm (an arm without
+    replay has nothing to store them in)."""
+    from ifshm_ray.policy.config import TrainConfig
+
+    protocol = _protocol(tmp_path, train_overrides=["replay.enabled=true", "replay.demonstrations.policy=runbook"])
+    faults = ["node_crash", "dns_upstream_failure"]
+    p1 = protocol._train_dict(faults, 5, 0, None, None)
+    assert p1["replay"]["enabled"] and p1["replay"]["demonstrations"]["policy"] == "runbook"
+    assert not p1["meta"]["enabled"]
+    TrainConfig.from_dict(p1)
+    for arm in (ArmConfig(name="full"), ArmConfig(name="finetune", gate=False, replay=False)):
+        d = protocol._train_dict(faults, 5, 0, arm, {"node_crash": 0.9})
+        assert d["replay"]["demonstrations"]["policy"] is None and d["replay"]["enabled"] == arm.replay
+        assert d["meta"]["enabled"] == arm.replay
+        TrainConfig.from_dict(d)
+    plain = _protocol(tmp_path)._train_dict(faults, 5, 0, None, None)
+    assert not plain["replay"]["enabled"]  # without demonstrations phase 1 trains without replay, as before
