@@ -287,6 +287,17 @@ class RewardConfig(ConfigModel):
     """Extra penalty for a non-observe action while no fault is active (acting on a false alarm)."""
     invalid_action_penalty: float = Field(1.0, ge=0.0)
     """Penalty for an action the observation's masks forbid (the env executes it as ``observe``; lenient mode)."""
+    duration_discount: float | None = Field(None, gt=0.0, le=1.0)
+    """Discount per ``SimConfig.step_s`` applied to the unhealthy time inside one step (semi-MDP discounting, Sutton,
+    Precup and Singh 1999; Bradtke and Duff 1995): an action lasting n = duration / step_s decision intervals is
+    charged its unhealthy time as sum_{k<n} gamma^k (for fractional n, (1 - gamma^n) / (1 - gamma)) intervals, and the
+    wait after it is discounted by gamma^n. Set it to the learner's per-decision discount (``ppo.gamma``; training
+    checks it): then a page that runs for hours costs what staying stuck for that long costs in the returns PPO
+    optimises, instead of its whole duration undiscounted in one step (README, "The paged human": a drawn page cost
+    54.6 units on average for known types, more than being stuck forever, 50). A plain step (no action duration) is
+    charged exactly as without it; None (the default): no discount inside a step, as before. The value bootstrap
+    after a long action still uses the learner's gamma per step (the env cannot change it); after a page the episode
+    ends within a few steps, where that matters little."""
 
 
 class LognormalTime(ConfigModel):

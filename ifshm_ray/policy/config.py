@@ -262,6 +262,10 @@ class TrainConfig(ConfigModel):
         if self.replay.enabled and abs(self.replay.buffer.gamma - self.ppo.gamma) > 0.0:
             raise ValueError(f"replay.buffer.gamma ({self.replay.buffer.gamma}) must equal ppo.gamma "
                              f"({self.ppo.gamma}): the stored returns-to-go are compared with the PPO value function")
+        dd = (self.env.config.get("reward") or {}).get("duration_discount")
+        if dd is not None and abs(float(dd) - self.ppo.gamma) > 0.0:
+            raise ValueError(f"env.config.reward.duration_discount ({dd}) must equal ppo.gamma ({self.ppo.gamma}): it "
+                             "discounts the time inside a step as the learner discounts the steps")
         if self.meta.enabled and not self.replay.enabled:
             raise ValueError("meta.enabled needs replay.enabled: the meta-controller steers the replay")
         if self.replay.known_types is not None:

@@ -956,7 +956,12 @@ class BatchedSim:
         unhealthy_s = act_s * unhealthy_before + wait_s * ~healthy_after
         self.unhealthy_s += unhealthy_s
         rw = cfg.reward
-        reward = (-(unhealthy_s / 60.0) * rw.unhealthy_weight - self._act_cost_scaled[c]
+        charged_s = unhealthy_s
+        if rw.duration_discount is not None and rw.duration_discount < 1.0:  # semi-MDP: discounted inside the step
+            g, n = rw.duration_discount, act_s / cfg.step_s
+            gn = g ** n
+            charged_s = (cfg.step_s * (1.0 - gn) / (1.0 - g)) * unhealthy_before + gn * wait_s * ~healthy_after
+        reward = (-(charged_s / 60.0) * rw.unhealthy_weight - self._act_cost_scaled[c]
                   - harm * rw.harm_penalty - false_alarm * rw.false_alarm_penalty)
         terminated = (self.streak >= cfg.healthy_steps) & self.has_fault  # (fault-free: run to the time limit)
         truncated = ~terminated & (self.t >= cfg.time_limit_s)
