@@ -106,6 +106,21 @@ class PolicySection(ConfigModel):
     as an alert-triggered healer does; the trigger is part of the module (:mod:`ifshm_ray.policy.trigger`), so it
     holds in training, evaluation and Serve alike."""
 
+    target_head: Literal["mlp", "entity"] = "mlp"
+    """The hierarchical policy's target head: ``mlp`` (default, as before: one MLP from the shared encoding and the
+    category embedding to one logit per target) or ``entity``: those logits plus a score per target from that
+    target's own features with weights shared over the targets
+    (:class:`~ifshm_ray.policy.module.EntityTargetHead`). Why: measured 2026-12-01 (README, "Demonstrations in the
+    replay"), the trained policies heal 0-5% of the known fault types rooted on a node (the runbook 73%) against
+    61-90% of those rooted on a service: picking the faulty node out of the flat observation is what they do not
+    learn. Not for ``kind: flat``."""
+
+    @model_validator(mode="after")
+    def _check_target_head(self) -> "PolicySection":
+        if self.target_head == "entity" and self.kind != "hierarchical":
+            raise ValueError("policy.target_head: entity needs kind: hierarchical (the flat policy has no target head)")
+        return self
+
     def rl_module_config(self, env_config: dict | None = None) -> dict:
         """The ``model_config`` dict for the RLModule (pydantic reserves the name ``model_config`` itself);
         ``env_config`` (the env the module acts in) is needed with ``act_on: alert``."""
@@ -116,6 +131,10 @@ class PolicySection(ConfigModel):
             from ifshm_ray.policy.trigger import trigger_spec
 
             trigger = {"act_trigger": trigger_spec(env_config)}
+        if self.target_head == "entity":
+            from ifshm_ray.policy.trigger import entity_layout
+
+            trigger["entity_layout"] = entity_layout(env_config)
         semantic = {}
         if self.semantic_table:
             from ifshm_ray.encoding.rl_state import load_table

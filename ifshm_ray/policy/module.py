@@ -84,6 +84,7 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "semantic_init_from_encoder": True,
     "semantic_keep_counts": False,
     "act_trigger": None,
+    "entity_layout": None,
 }
 
 
@@ -186,6 +187,31 @@ class SemanticStateBlock(nn.Module):
 
     def forward(self, x: "torch.Tensor") -> "torch.Tensor":
         return torch.cat([x[:, self.keep_index], self.semantic_state(x)], dim=-1)
+
+
+class EntityTargetHead(nn.Module):
+    """Target logits scored per target with shared weights (``policy.target_head: entity``): logit(t | s, c) =
+    w . act(W_x x_t + W_h h + W_e e_c + b), where x_t is target t's own features (its block of the observation and the
+    incident memory's record of actions on it) and h the shared encoding of the whole observation. One set of weights
+    scores every target, so what is learned about a node showing a fault transfers to every other node (a pointer over
+    entities, as in Vinyals et al. 2015's pointer networks and AlphaStar's target selection), where the plain head
+    must learn a separate output per node from the flat observation. Computed as a sum of three projections so the
+    (B, C, T, D) tensor of every category is built without concatenating inputs."""
+
+    def __init__(self, ent_dim: int, enc_dim: int, emb_dim: int, hidden: int, activation: str) -> None:
+        super().__init__()
+        act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
+        self.wx = nn.Linear(ent_dim, hidden)
+        self.wh = nn.Linear(enc_dim, hidden, bias=False)
+        self.we = nn.Linear(emb_dim, hidden, bias=False)
+        self.out = nn.Sequential(act(), nn.Linear(hidden, 1))
+
+    def forward(self, ent: "torch.Tensor", h: "torch.Tensor", e: "torch.Tensor") -> "torch.Tensor":
+        """``ent`` (B, T, F), ``h`` (B, H), ``e`` (B, E) -> (B, T); or ``e`` (B, C, E) -> (B, C, T)."""
+        a, g = self.wx(ent), self.wh(h)
+        if e.dim() == 2:
+            return self.out(a + (g + self.we(e))[:, None, :]).squeeze(-1)
+        return self.out(a[:, None] + (g[:, None, :] + self.we(e))[:, :, None, :]).squeeze(-1)
 
 
 class _MaskedRecoveryModuleBase(TorchRLModule, ValueFunctionAPI):
@@ -333,6 +359,36 @@ class HierarchicalRecoveryModule(_MaskedRecoveryModuleBase):
         low_in = self._enc_dim + int(cfg["category_embed_dim"])
         self._target_head = _mlp(low_in, cfg["head_hiddens"], d.num_targets, act)
         self._ratio_head = _mlp(low_in, cfg["head_hiddens"], d.num_ratios, act)
+        self._entity = self._entity_spec(cfg["entity_layout"])
+        if self._entity is not None:  # the plain head's logits plus a per-target score
+            hidden = int(cfg["head_hiddens"][0]) if cfg["head_hiddens"] else 64
+            self._entity_head = EntityTargetHead(self._entity["ent_dim"], self._enc_dim,
+                                                 int(cfg["category_embed_dim"]), hidden, act)
+
+    def _entity_spec(self, layout: dict | None) -> dict | None:
+        """``entity_layout`` (:func:`ifshm_ray.policy.trigger.entity_layout`) checked against the spaces: where each
+        target's features are (a block of ``target_feat`` per target from index 0, target-major) and where the incident
+        memory's target one-hots are (``memory_slots`` slots of ``memory_slot_feat`` from ``memory_offset``: category
+        one-hot, target one-hot, steps ago)."""
+        if not layout:
+            return None
+        d = self.dims
+        f, mo, m, sf = (int(layout[k]) for k in ("target_feat", "memory_offset", "memory_slots", "memory_slot_feat"))
+        if sf != d.num_categories + d.num_targets + 1 or mo + m * sf > d.num_features or d.num_targets * f > mo:
+            raise ValueError(f"model_config['entity_layout'] {layout!r} does not fit the observation "
+                             f"({d.num_features} features), {d.num_targets} targets and {d.num_categories} "
+                             "categories; it is built by ifshm_ray.policy.trigger.entity_layout(env_config)")
+        return {"target_feat": f, "memory_offset": mo, "memory_slots": m, "slot": sf, "ent_dim": f + m}
+
+    def _entities(self, obs) -> "torch.Tensor":
+        """(B, T, F + M): each target's observation block and, per incident-memory slot, whether that action was on
+        it."""
+        x, e, d = obs[OBS_KEY], self._entity, self.dims
+        b, t = x.shape[0], d.num_targets
+        blocks = x[:, : t * e["target_feat"]].reshape(b, t, e["target_feat"])
+        mem = x[:, e["memory_offset"]: e["memory_offset"] + e["memory_slots"] * e["slot"]]
+        on = mem.reshape(b, e["memory_slots"], e["slot"])[:, :, d.num_categories: d.num_categories + t]
+        return torch.cat([blocks, on.transpose(1, 2)], dim=-1)
 
     # --- building blocks -----------------------------------------------------------------------------------
     def _high(self, obs):
@@ -341,20 +397,27 @@ class HierarchicalRecoveryModule(_MaskedRecoveryModuleBase):
         cat_logits = _masked(self._category_head(h), cat_mask)
         return h, cat_logits, pair_mask, ratio_mask
 
-    def _low_given(self, h, category, pair_mask, ratio_mask):
+    def _low_given(self, h, category, pair_mask, ratio_mask, obs):
         """Masked target and ratio logits conditioned on ``category`` (B,)."""
-        x = torch.cat([h, self._category_embedding(category)], dim=-1)
+        emb = self._category_embedding(category)
+        x = torch.cat([h, emb], dim=-1)
         idx = torch.arange(category.shape[0], device=category.device)
-        t_logits = _masked(self._target_head(x), pair_mask[idx, category])
+        t_raw = self._target_head(x)
+        if self._entity is not None:
+            t_raw = t_raw + self._entity_head(self._entities(obs), h, emb)
+        t_logits = _masked(t_raw, pair_mask[idx, category])
         r_logits = _masked(self._ratio_head(x), ratio_mask[idx, category])
         return t_logits, r_logits
 
-    def _low_all(self, h, pair_mask, ratio_mask):
+    def _low_all(self, h, pair_mask, ratio_mask, obs):
         """Masked target (B, C, T) and ratio (B, C, R) logits for every category."""
         b, c = h.shape[0], self.dims.num_categories
         emb = self._category_embedding.weight.unsqueeze(0).expand(b, c, -1)
         x = torch.cat([h.unsqueeze(1).expand(b, c, h.shape[-1]), emb], dim=-1)
-        return _masked(self._target_head(x), pair_mask), _masked(self._ratio_head(x), ratio_mask)
+        t_raw = self._target_head(x)
+        if self._entity is not None:
+            t_raw = t_raw + self._entity_head(self._entities(obs), h, emb)
+        return _masked(t_raw, pair_mask), _masked(self._ratio_head(x), ratio_mask)
 
     def _act(self, obs, deterministic: bool) -> Dict[str, Any]:
         h, cat_logits, pair_mask, ratio_mask = self._high(obs)
@@ -362,7 +425,7 @@ class HierarchicalRecoveryModule(_MaskedRecoveryModuleBase):
             c = cat_logits.argmax(-1)
         else:
             c = torch.distributions.Categorical(logits=cat_logits).sample()
-        t_logits, r_logits = self._low_given(h, c, pair_mask, ratio_mask)
+        t_logits, r_logits = self._low_given(h, c, pair_mask, ratio_mask, obs)
         if deterministic:
             t, r = t_logits.argmax(-1), r_logits.argmax(-1)
         else:
@@ -397,12 +460,12 @@ class HierarchicalRecoveryModule(_MaskedRecoveryModuleBase):
         idx = torch.arange(c.shape[0], device=c.device)
         ent_high = categorical_entropy(cat_logits)
         if self._low_entropy_mode == "expected":
-            t_all, r_all = self._low_all(h, pair_mask, ratio_mask)
+            t_all, r_all = self._low_all(h, pair_mask, ratio_mask, obs)
             t_logits, r_logits = t_all[idx, c], r_all[idx, c]
             p_c = torch.softmax(cat_logits, -1)
             ent_low = (p_c * (categorical_entropy(t_all) + categorical_entropy(r_all))).sum(-1)
         else:
-            t_logits, r_logits = self._low_given(h, c, pair_mask, ratio_mask)
+            t_logits, r_logits = self._low_given(h, c, pair_mask, ratio_mask, obs)
             ent_low = categorical_entropy(t_logits) + categorical_entropy(r_logits)
         out = {
             Columns.ACTION_DIST_INPUTS: torch.cat([cat_logits, t_logits, r_logits], dim=-1),
@@ -433,7 +496,7 @@ class HierarchicalRecoveryModule(_MaskedRecoveryModuleBase):
     # --- public helpers ------------------------------------------------------------------------------------
     def action_probabilities(self, obs: Dict[str, "torch.Tensor"]) -> "torch.Tensor":
         h, cat_logits, pair_mask, ratio_mask = self._high(obs)
-        t_all, r_all = self._low_all(h, pair_mask, ratio_mask)
+        t_all, r_all = self._low_all(h, pair_mask, ratio_mask, obs)
         p_c = torch.softmax(cat_logits, -1)
         p_t = torch.softmax(t_all, -1)
         p_r = torch.softmax(r_all, -1)
@@ -442,7 +505,7 @@ class HierarchicalRecoveryModule(_MaskedRecoveryModuleBase):
     def low_level_logits(self, obs: Dict[str, "torch.Tensor"], category: "torch.Tensor") -> tuple:
         """Masked ``(target_logits (B, T), ratio_logits (B, R))`` given a category (B,)."""
         h, _, pair_mask, ratio_mask = self._high(obs)
-        return self._low_given(h, category.long(), pair_mask, ratio_mask)
+        return self._low_given(h, category.long(), pair_mask, ratio_mask, obs)
 
 
 class FlatRecoveryModule(_MaskedRecoveryModuleBase):

@@ -33,3 +33,18 @@ def trigger_spec(env_config: dict | None) -> dict:
     if not flags:
         raise ValueError("act_on: alert needs at least one alert rule outside the runbook's ignore_alerts")
     return {"flags": flags, "slo_green": int(layout["slo_green"]), "observe": CATEGORIES.index("observe")}
+
+
+def entity_layout(env_config: dict | None) -> dict:
+    """``model_config["entity_layout"]`` for the env built from ``env_config``: where each target's features and the
+    incident memory are in its observation (:func:`ifshm_ray.env.features.obs_layout`), for the entity target head."""
+    from ifshm_ray.env import FaultInjectionEnv
+    from ifshm_ray.env.fault_env import VECTOR_ONLY_KEYS
+
+    cfg = {k: v for k, v in dict(env_config or {}).items() if k not in VECTOR_ONLY_KEYS}
+    env = FaultInjectionEnv({**cfg, "render_telemetry": False})
+    try:
+        layout = env.obs_layout
+    finally:
+        env.close()
+    return {k: int(layout[k]) for k in ("target_feat", "memory_offset", "memory_slots", "memory_slot_feat")}
