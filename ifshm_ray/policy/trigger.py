@@ -17,16 +17,9 @@ def trigger_spec(env_config: dict | None) -> dict:
     ``{"flags": [observation indices of the pending-or-firing flags of the incident-opening alert rules],
     "slo_green": index of the SLO-green feature, "observe": index of the observe category}``."""
     from ifshm_ray.baselines.policies import ignored_alerts
-    from ifshm_ray.env import FaultInjectionEnv
-    from ifshm_ray.env.fault_env import VECTOR_ONLY_KEYS
     from ifshm_ray.sim.actions import CATEGORIES
 
-    cfg = {k: v for k, v in dict(env_config or {}).items() if k not in VECTOR_ONLY_KEYS}
-    env = FaultInjectionEnv({**cfg, "render_telemetry": False})
-    try:
-        layout, alerts = env.obs_layout, env.sim.alerts
-    finally:
-        env.close()
+    layout, alerts = _layout_and_alerts(env_config)
     ignore = ignored_alerts()
     g = int(layout["global_offset"])  # the pending flags (firing included) come first, one per rule
     flags = [g + i for i, a in enumerate(alerts) if a.name not in ignore]
@@ -38,13 +31,19 @@ def trigger_spec(env_config: dict | None) -> dict:
 def entity_layout(env_config: dict | None) -> dict:
     """``model_config["entity_layout"]`` for the env built from ``env_config``: where each target's features and the
     incident memory are in its observation (:func:`ifshm_ray.env.features.obs_layout`), for the entity target head."""
+    layout, _ = _layout_and_alerts(env_config)
+    return {k: int(layout[k]) for k in ("target_feat", "memory_offset", "memory_slots", "memory_slot_feat")}
+
+
+def _layout_and_alerts(env_config: dict | None) -> tuple[dict, list]:
+    """The observation layout (:func:`ifshm_ray.env.features.obs_layout`) and alert rules of the env built from
+    ``env_config``."""
     from ifshm_ray.env import FaultInjectionEnv
     from ifshm_ray.env.fault_env import VECTOR_ONLY_KEYS
 
     cfg = {k: v for k, v in dict(env_config or {}).items() if k not in VECTOR_ONLY_KEYS}
     env = FaultInjectionEnv({**cfg, "render_telemetry": False})
     try:
-        layout = env.obs_layout
+        return dict(env.obs_layout), list(env.sim.alerts)
     finally:
         env.close()
-    return {k: int(layout[k]) for k in ("target_feat", "memory_offset", "memory_slots", "memory_slot_feat")}

@@ -193,8 +193,8 @@ class DemonstrationsConfig(ConfigModel):
     """Replay stratum of the demonstrations (their own, so the policy's episodes never evict them while they stay
     under their share of the capacity)."""
     seed: int = 0
-    """Seed of the demonstration incidents (mixed with ``run.seed``; never an evaluation seed: see
-    :func:`~ifshm_ray.replay.demonstrations.demo_seed`)."""
+    """Seed of the demonstration incidents (mixed with ``run.seed`` by
+    :func:`~ifshm_ray.replay.demonstrations.demo_seed`, a formula other than the evaluation's)."""
 
     @property
     def enabled(self) -> bool:

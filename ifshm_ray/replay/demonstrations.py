@@ -17,8 +17,9 @@ from typing import Any, Callable, Sequence
 from ifshm_ray.replay.config import DemonstrationsConfig
 
 DEMO_SEED_BASE = 1_500_000_007
-"""Offset of the demonstration seeds: evaluation incidents use seeds from small bases (``jobs/evaluate.py --seed``,
-the continual protocol's ``incident_seed``), so demonstrations never replay an evaluation incident."""
+"""Offset of the demonstration seeds, a formula of their own: the evaluation's seeds (``jobs/evaluate.py --seed``, the
+continual protocol's ``incident_seed``) come from other formulas over the same 2^31 range, so a demonstration can
+coincide with an evaluation incident only by chance (about 1 in 2^31 per pair; not excluded)."""
 
 
 def demo_seed(run_seed: int, demo: DemonstrationsConfig, fault: str, i: int) -> int:
