@@ -368,6 +368,15 @@ def test_arm_train_overrides_reach_only_that_arms_training(tmp_path):
             ArmConfig(name="bad", train_overrides=bad)
     with pytest.raises(ValueError, match="replay: false"):
         ArmConfig(name="bad", replay=False, train_overrides=["replay.sil.weight=0.5"])
+    # the entropy bonuses (loss weights) may differ per arm; the policy's network may not
+    ent = protocol._train_dict(faults, 5, 0, ArmConfig(name="ent", train_overrides=["policy.entropy_coeff_high=0.2"]),
+                               None)
+    assert ent["policy"]["entropy_coeff_high"] == 0.2 and TrainConfig.from_dict(ent).policy.entropy_coeff_high == 0.2
+    assert full["policy"]["entropy_coeff_high"] != 0.2 and ent["policy"]["encoder_hiddens"] == full["policy"][
+        "encoder_hiddens"]
+    for bad in (["policy.encoder_hiddens=[8]"], ["policy=5"]):
+        with pytest.raises(ValueError, match="entropy_coeff_high"):
+            ArmConfig(name="bad", train_overrides=bad)
     with pytest.raises(ValueError, match="phase1_memory"):
         ArmConfig(name="bad", replay=False, phase1_memory=2)
     for derived in ("replay.enabled=false", "replay.scenario_replay=true", "replay.buffer.gamma=0.9"):

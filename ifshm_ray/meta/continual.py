@@ -77,6 +77,11 @@ PHASE1_REFERENCE = "phase1"
 the policy before phase 2 on the replayed known-type states: policy distillation against forgetting)."""
 
 
+ARM_POLICY_KEYS = ("entropy_coeff_high", "entropy_coeff_low")
+"""The ``policy.*`` keys an arm's ``train_overrides`` may set: loss weights, which leave the phase-1 network (and so
+its checkpoint) as it is."""
+
+
 class ArmConfig(ConfigModel):
     """One arm of the protocol."""
 
@@ -133,7 +138,9 @@ class ArmConfig(ConfigModel):
     train_overrides: list[str] = Field(default_factory=list)
     """``replay.key=value`` or ``ppo.key=value`` overrides of this arm's phase-2 training config, applied after the
     switches above (to compare settings paired on one stream, e.g. ``replay.sil.weight=0.3`` in tuning on
-    pseudo-unknown types). ``ppo.train_batch_size`` is refused: every arm gets the same env-step budget."""
+    pseudo-unknown types), and of the policy's loss weights that leave the network unchanged
+    (:data:`ARM_POLICY_KEYS`: the entropy bonuses). ``ppo.train_batch_size`` is refused: every arm gets the same
+    env-step budget."""
 
     @model_validator(mode="after")
     def _check(self) -> "ArmConfig":
@@ -159,11 +166,13 @@ class ArmConfig(ConfigModel):
             over = parse_overrides(self.train_overrides)
         except Exception as e:  # noqa: BLE001 - a malformed item: say which arm
             raise ValueError(f"arm {self.name!r}: train_overrides: {e}") from None
-        bad = sorted(set(over) - {"replay", "ppo"})
+        bad = sorted(set(over) - {"replay", "ppo", "policy"})
+        pol = over.get("policy", {})
+        bad += [f"policy.{k}" for k in sorted(pol) if k not in ARM_POLICY_KEYS] if isinstance(pol, dict) else ["policy"]
         if bad:
-            raise ValueError(f"arm {self.name!r}: train_overrides may set only replay.* and ppo.* keys, not {bad} "
-                             "(the env, the policy and the meta-controller are the protocol's, the same in every "
-                             "arm)")
+            raise ValueError(f"arm {self.name!r}: train_overrides may set only replay.*, ppo.* and "
+                             f"{', '.join('policy.' + k for k in ARM_POLICY_KEYS)} keys, not {bad} (the env, the "
+                             "policy's network and the meta-controller are the protocol's, the same in every arm)")
         if not all(isinstance(over.get(k, {}), dict) for k in ("replay", "ppo")):
             raise ValueError(f"arm {self.name!r}: train_overrides: replay and ppo are sections; set their keys "
                              "(replay.sil.weight=0.3), not the sections themselves")
