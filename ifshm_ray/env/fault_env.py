@@ -20,6 +20,9 @@ ENV_ID = "ifshm/FaultInjection-v0"
 RLLIB_ENV_NAME = "ifshm-fault-v0"
 _ENV_KEYS = ("render_telemetry", "mine_logs", "strict_actions")
 VECTOR_ONLY_KEYS = ("num_envs", "fault_weights")
+ELAPSED_STEPS_KEY = "elapsed_steps"
+"""info key: the step's length in step intervals (1 + action duration / step_s), reported by both envs when
+``reward.duration_discount`` is set (the learner's semi-MDP GAE and the replay's returns read it)."""
 """Env-config keys that only the vector entry points take (RLlib's ``num_envs``; the continual protocol's stream env,
 :func:`ifshm_ray.meta.continual.make_stream_env`, draws the first fault with ``fault_weights``). A single env, the
 policy bundle's manifest and Serve drop them: the observation layout and alert rules do not depend on them."""
@@ -167,6 +170,9 @@ class FaultInjectionEnv(gym.Env):
         info = self._info()
         info["invalid_action"] = invalid
         info["harmful"] = bool(res.harmful[0])
+        dd = self.sim_cfg.reward.duration_discount
+        if dd is not None and dd < 1.0:  # the step's length, for semi-MDP discounting (policy/semi_mdp.py)
+            info[ELAPSED_STEPS_KEY] = float(res.elapsed_steps[0])
         if terminated or truncated:
             info.update(self.sim.episode_stats(0))
             info["episode_return"] = self._ep_return
@@ -334,6 +340,8 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
         self.action_space_hash = single.action_space_hash
         self.sim_cfg = single.sim_cfg
         self.sim = BatchedSim(self.sim_cfg, batch_size=num_envs)
+        dd = self.sim_cfg.reward.duration_discount
+        self._semi_mdp = dd is not None and dd < 1.0
         self.featurizer = Featurizer(self.sim)
         self.obs_layout = dict(self.featurizer.layout)
         self._rngs = [np.random.default_rng(i) for i in range(num_envs)]
@@ -383,6 +391,9 @@ class FaultInjectionVectorEnv(gym.vector.VectorEnv):
         self._ret += rew
         term, trunc = res.terminated.copy(), res.truncated.copy()
         infos: dict = {}
+        if self._semi_mdp:  # the step's length, for the semi-MDP discount of the learner's GAE (policy/semi_mdp.py)
+            infos[ELAPSED_STEPS_KEY] = np.where(resetting, 1.0, res.elapsed_steps)
+            infos["_" + ELAPSED_STEPS_KEY] = np.ones(self.num_envs, bool)
         done = term | trunc
         if done.any():
             stats = self.sim.episode_stats_batch(done)  # (episode_stats of the done envs, 0 elsewhere)

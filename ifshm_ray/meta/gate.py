@@ -27,6 +27,7 @@ import numpy as np
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from ifshm_ray.baselines.policies import Policy
+from ifshm_ray.env.fault_env import ELAPSED_STEPS_KEY
 from ifshm_ray.meta.controller import GateDecision, MetaController
 from ifshm_ray.sim.actions import CATEGORY_INDEX
 
@@ -129,7 +130,7 @@ def record_incident(env, policy: Policy, fault: str | list[str], seed: int) -> R
     the env's Tuple action space): a gated incident is still recorded, whoever acted."""
     obs, info = env.reset(seed=seed, options={"faults": fault})
     policy.reset(env, episode_seed=seed)
-    observations, actions, rewards = [obs], [], []
+    observations, actions, rewards, infos = [obs], [], [], [{}]
     term = trunc = False
     while not (term or trunc):
         a = np.asarray(policy.act(obs, info, env), np.int64)
@@ -137,7 +138,9 @@ def record_incident(env, policy: Policy, fault: str | list[str], seed: int) -> R
         observations.append(obs)
         actions.append(tuple(int(x) for x in a))
         rewards.append(float(r))
-    episode = SingleAgentEpisode(observations=observations, actions=actions, rewards=rewards,
+        # only the step's length (semi-MDP discounting of the replay's returns), where the env reports it
+        infos.append({ELAPSED_STEPS_KEY: info[ELAPSED_STEPS_KEY]} if ELAPSED_STEPS_KEY in info else {})
+    episode = SingleAgentEpisode(observations=observations, actions=actions, rewards=rewards, infos=infos,
                                  observation_space=env.observation_space, action_space=env.action_space,
                                  terminated=bool(term), truncated=bool(trunc), len_lookback_buffer=0)
     return RecordedIncident(episode, info, getattr(policy, "decision", None))

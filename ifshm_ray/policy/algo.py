@@ -15,6 +15,7 @@ from ifshm_ray.policy.config import TrainConfig
 from ifshm_ray.policy.learner import IFSHMPPOTorchLearner
 from ifshm_ray.policy.module import module_class
 from ifshm_ray.policy.replay import LCD_KEY, ReplayCallback
+from ifshm_ray.policy.semi_mdp import LCD_SEMI_MDP_KEY
 
 
 def _import_entry_point(entry_point: str) -> Callable[[dict], Any]:
@@ -92,6 +93,13 @@ def env_config_of(cfg: TrainConfig) -> dict:
     return env_config
 
 
+def semi_mdp(cfg: TrainConfig) -> bool:
+    """Whether the run discounts by each step's length (``env.config.reward.duration_discount`` < 1): the simulator
+    inside the step, the learner's GAE and the replay's returns across steps (:mod:`ifshm_ray.policy.semi_mdp`)."""
+    dd = (cfg.env.config.get("reward") or {}).get("duration_discount")
+    return dd is not None and float(dd) < 1.0
+
+
 def build_ppo_config(cfg: TrainConfig) -> PPOConfig:
     """The full ``PPOConfig`` for a :class:`TrainConfig` (new API stack, torch)."""
     r, p, ppo, ft = cfg.runners, cfg.policy, cfg.ppo, cfg.fault_tolerance
@@ -114,6 +122,7 @@ def build_ppo_config(cfg: TrainConfig) -> PPOConfig:
                 "entropy_coeff_high": p.entropy_coeff_high,
                 "entropy_coeff_low": p.entropy_coeff_low,
                 **({LCD_KEY: cfg.replay.to_dict()} if cfg.replay.enabled else {}),
+                **({LCD_SEMI_MDP_KEY: True} if semi_mdp(cfg) else {}),
             },
         )
         .rl_module(

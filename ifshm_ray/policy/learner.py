@@ -12,6 +12,9 @@
 * Further terms (replay, prompt tuning, clustering, ...): ``learner_config_dict["extra_losses"]`` maps a name
   to ``{"fn": "package.module:function", "coeff": float}``; ``fn(learner, module_id=..., config=..., batch=...,
   fwd_out=...)`` returns a scalar tensor. Subclasses may instead override :meth:`extra_loss_terms`.
+* Semi-MDP discounting: with ``learner_config_dict["semi_mdp_gae"]`` (set with ``reward.duration_discount``) RLlib's
+  GAE piece is replaced by :class:`ifshm_ray.policy.semi_mdp.SemiMDPGAE` (each step discounted by gamma ** its
+  length in step intervals).
 * Self-imitation (issue 15): with ``learner_config_dict["ifshm_replay"]`` (an enabled ``ReplaySection``) every
   update draws one prioritized sample from the replay actor and adds ``sil.weight * L_sil`` (logged as
   ``loss/sil``, ``sil_*``), then writes (R - V)+ back as priorities (:class:`ifshm_ray.policy.replay.SILReplay`).
@@ -35,6 +38,7 @@ from ray.rllib.utils.framework import try_import_torch
 from ray.rllib.utils.typing import ModuleID, TensorType
 
 from ifshm_ray.policy.module import ENTROPY_HIGH, ENTROPY_LOW
+from ifshm_ray.policy.semi_mdp import LCD_SEMI_MDP_KEY, SemiMDPGAE
 
 torch, nn = try_import_torch()
 
@@ -72,6 +76,15 @@ class IFSHMPPOTorchLearner(PPOTorchLearner):
                 raise ValueError(f"learner_config_dict['extra_losses'][{name!r}] needs keys 'fn' and 'coeff'.")
             fn = spec["fn"] if callable(spec["fn"]) else _resolve(spec["fn"])
             self._extra_losses[name] = (fn, float(spec["coeff"]))
+        if lcd.get(LCD_SEMI_MDP_KEY):  # GAE with each step's own discount (the env reports the steps' lengths)
+            from ray.rllib.connectors.learner.general_advantage_estimation import GeneralAdvantageEstimation
+
+            if self._learner_connector is None or not any(isinstance(p, GeneralAdvantageEstimation)
+                                                          for p in self._learner_connector.connectors):
+                raise ValueError("semi_mdp_gae: the learner connector pipeline has no GAE piece to replace "
+                                 "(config.add_default_connectors_to_learner_pipeline must stay on)")
+            self._learner_connector.remove(GeneralAdvantageEstimation)
+            self._learner_connector.append(SemiMDPGAE(gamma=self.config.gamma, lambda_=self.config.lambda_))
         from ifshm_ray.policy.replay import SILReplay, replay_section
 
         section = replay_section(self.config)

@@ -114,41 +114,49 @@ def known_types(env: Any) -> set[str]:
 
 def join_chunks(chunks: Sequence[SingleAgentEpisode], extra_keys: Sequence[str] = ()) -> SingleAgentEpisode:
     """One complete episode (no lookback) from its chunks in time order, with the extra model outputs named in
-    ``extra_keys`` that every chunk carries (none by default)."""
+    ``extra_keys`` that every chunk carries (none by default); of the infos only each step's ``elapsed_steps``."""
     if not chunks:
         raise ValueError("join_chunks needs at least one chunk")
-    obs, actions, rewards = [], [], []
+    from ifshm_ray.env.fault_env import ELAPSED_STEPS_KEY
+
+    obs, actions, rewards, infos = [], [], [], []
     keys = [k for k in extra_keys if all(k in ch.extra_model_outputs for ch in chunks)]
     extra: dict[str, list] = {k: [] for k in keys}
     for k, ch in enumerate(chunks):
         n = len(ch)
         start = 0 if k == 0 else 1  # a chunk starts with the observation the previous one ended with
         obs.extend(ch.get_observations(i) for i in range(start, n + 1))
+        for i in range(start, n + 1):  # only each step's length (semi-MDP discounting), where the env reports it
+            info = ch.get_infos(i) or {}
+            infos.append({ELAPSED_STEPS_KEY: info[ELAPSED_STEPS_KEY]} if ELAPSED_STEPS_KEY in info else {})
         actions.extend(ch.get_actions(i) for i in range(n))
         rewards.extend(float(r) for r in ch.get_rewards())
         for key in keys:
             extra[key].extend(ch.get_extra_model_outputs(key, i) for i in range(n))
     last = chunks[-1]
     return SingleAgentEpisode(
-        id_=last.id_, observations=obs, actions=actions, rewards=rewards,
+        id_=last.id_, observations=obs, actions=actions, rewards=rewards, infos=infos,
         observation_space=last.observation_space, action_space=last.action_space,
         terminated=last.is_terminated, truncated=last.is_truncated, extra_model_outputs=extra or None,
         len_lookback_buffer=0,
     )
 
 
-def gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lambda_: float) -> np.ndarray:
+def gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lambda_: float,
+        elapsed: np.ndarray | None = None) -> np.ndarray:
     """Generalized advantage estimates of one episode: ``values`` has one more entry than ``rewards`` (the value
-    after the last step: 0 for a terminated episode)."""
+    after the last step: 0 for a terminated episode). With ``elapsed`` (each step's length in step intervals) step
+    t is discounted by gamma ** elapsed[t] (semi-MDP, :mod:`ifshm_ray.policy.semi_mdp`)."""
     rewards = np.asarray(rewards, np.float64)
     values = np.asarray(values, np.float64)
     if values.shape != (len(rewards) + 1,):
         raise ValueError(f"values needs len(rewards) + 1 = {len(rewards) + 1} entries, got {values.shape}")
+    disc = np.full(len(rewards), gamma) if elapsed is None else gamma ** np.asarray(elapsed, np.float64)
     adv = np.zeros(len(rewards))
     running = 0.0
     for t in range(len(rewards) - 1, -1, -1):
-        delta = rewards[t] + gamma * values[t + 1] - values[t]
-        running = delta + gamma * lambda_ * running
+        delta = rewards[t] + disc[t] * values[t + 1] - values[t]
+        running = delta + disc[t] * lambda_ * running
         adv[t] = running
     return adv
 
@@ -227,7 +235,10 @@ class ReplayCallback(HealingMetricsCallback):
             cfg = env_runner.config
             if values is None:
                 values = episode_values(rl_module, full)
-            score = float(np.abs(gae(full.get_rewards(), values, cfg.gamma, cfg.lambda_)).mean())
+            from ifshm_ray.policy.semi_mdp import elapsed_of
+
+            score = float(np.abs(gae(full.get_rewards(), values, cfg.gamma, cfg.lambda_,
+                                     elapsed_of(full.get_infos(), len(full)))).mean())
             scores = getattr(env_runner, _RUNNER_SCORES, None)
             if scores is None:
                 scores = []

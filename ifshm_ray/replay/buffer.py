@@ -64,19 +64,22 @@ def has_key(key: str) -> str:
     return f"has_{key}"
 
 
-def returns_to_go(rewards: Sequence[float], gamma: float) -> np.ndarray:
-    """Discounted return from every step to the episode's end: R_t = r_t + gamma * R_{t+1}, R_T = 0."""
+def returns_to_go(rewards: Sequence[float], gamma: float, elapsed: Sequence[float] | None = None) -> np.ndarray:
+    """Discounted return from every step to the episode's end: R_t = r_t + gamma * R_{t+1}, R_T = 0; with
+    ``elapsed`` (each step's length in step intervals, semi-MDP) the discount of step t is gamma ** elapsed[t]."""
     rewards = np.asarray(rewards, dtype=np.float64)
+    disc = np.full(len(rewards), gamma) if elapsed is None else gamma ** np.asarray(elapsed, np.float64)
     out = np.zeros(len(rewards), dtype=np.float64)
     running = 0.0
     for t in range(len(rewards) - 1, -1, -1):
-        running = rewards[t] + gamma * running
+        running = rewards[t] + disc[t] * running
         out[t] = running
     return out.astype(np.float32)
 
 
 def with_returns(episode: SingleAgentEpisode, gamma: float) -> SingleAgentEpisode:
-    """A numpy copy of a complete episode (no lookback, no infos) with ``Columns.RETURNS_TO_GO`` per step.
+    """A numpy copy of a complete episode (no lookback, no infos) with ``Columns.RETURNS_TO_GO`` per step (semi-MDP
+    discounted by the steps' ``info["elapsed_steps"]`` where the env reports them, :mod:`ifshm_ray.policy.semi_mdp`).
 
     A truncated episode's returns are not bootstrapped: with rewards <= 0 they overestimate R (the cost after the
     cut is missing), so (R - V)+ would favour the steps of incidents cut at the time limit, the failures.
@@ -86,7 +89,9 @@ def with_returns(episode: SingleAgentEpisode, gamma: float) -> SingleAgentEpisod
         raise ValueError(f"episode {episode.id_} is not done: push complete episodes (terminated or truncated)")
     n = len(episode)
     extra = {k: episode.get_extra_model_outputs(k) for k in episode.extra_model_outputs.keys()}
-    extra[Columns.RETURNS_TO_GO] = returns_to_go(episode.get_rewards(), gamma)
+    from ifshm_ray.policy.semi_mdp import elapsed_of  # (steps of 1 interval where the env reports no length)
+
+    extra[Columns.RETURNS_TO_GO] = returns_to_go(episode.get_rewards(), gamma, elapsed_of(episode.get_infos(), n))
     return SingleAgentEpisode(
         id_=episode.id_,
         observations=[episode.get_observations(i) for i in range(n + 1)],

@@ -76,6 +76,9 @@ class StepResult:
     terminated: np.ndarray
     truncated: np.ndarray
     harmful: np.ndarray
+    elapsed_steps: np.ndarray | None = None
+    """[B] the step's length in step intervals, 1 + action duration / ``step_s`` (a 20-minute page: 41): the
+    semi-MDP discount of the next state's value is gamma ** elapsed_steps (:mod:`ifshm_ray.policy.semi_mdp`)."""
 
 
 class BatchedSim:
@@ -965,7 +968,8 @@ class BatchedSim:
                   - harm * rw.harm_penalty - false_alarm * rw.false_alarm_penalty)
         terminated = (self.streak >= cfg.healthy_steps) & self.has_fault  # (fault-free: run to the time limit)
         truncated = ~terminated & (self.t >= cfg.time_limit_s)
-        return StepResult(reward=reward, terminated=terminated, truncated=truncated, harmful=harm > 0)
+        return StepResult(reward=reward, terminated=terminated, truncated=truncated, harmful=harm > 0,
+                          elapsed_steps=1.0 + dur / cfg.step_s)
 
     def _act_duration(self, c: np.ndarray, tg: np.ndarray) -> np.ndarray:
         """[B] the duration of action (c, tg) outside a fault's remedy: the category's, or a range drawn per action for
