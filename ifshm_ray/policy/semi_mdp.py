@@ -52,18 +52,6 @@ def step_discounts(episode: Any, gamma: float) -> np.ndarray:
     return gamma ** elapsed_of(episode.get_infos(), n)
 
 
-def returns_to_go_semi_mdp(rewards: Sequence[float], discounts: Sequence[float]) -> np.ndarray:
-    """R_t = r_t + d_t * R_{t+1}, R_T = 0, with ``d_t`` step t's discount (``gamma ** elapsed_steps``)."""
-    rewards = np.asarray(rewards, np.float64)
-    d = np.asarray(discounts, np.float64)
-    out = np.zeros(len(rewards), np.float32)
-    running = 0.0
-    for t in reversed(range(len(rewards))):
-        running = rewards[t] + d[t] * running
-        out[t] = running
-    return out
-
-
 def semi_mdp_value_targets(values: np.ndarray, rewards: np.ndarray, terminateds: np.ndarray,
                            truncateds: np.ndarray, discounts: np.ndarray, lambda_: float) -> np.ndarray:
     """RLlib's ``compute_value_targets`` (same conventions: episodes elongated by one artificial step, a terminated
