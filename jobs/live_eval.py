@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                           "baseline": vars(stack.baseline), "model_cache_tmpfs": stack.mounted,
                           "latency_slo_ms": sim.slo_latency_factor * stack.baseline.p95_s * 1000.0}
             arm_healer = HealerArm(healer_proc.url, cfg.healer.request_timeout_s) if healer_proc else None
+            skipped_run = 0
             for plan in selected:
                 for rep in range(cfg.eval.repeats):
                     for arm in cfg.eval.arms:  # arms interleaved: a drift of the box over time hits each alike
@@ -219,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
                         dead = sorted(k for k, v in stack.health().items() if not v and k != "entry")
                         if dead:  # a stack process ended (e.g. at max_lifetime_s): later incidents cannot run
                             raise StackError(f"stack processes ended during the run: {dead}")
+                        skipped_run = skipped_run + 1 if str(rec.get("skipped", "")).startswith("not green") else 0
+                        if skipped_run >= cfg.eval.max_skipped_in_a_row:
+                            raise StackError(
+                                f"{skipped_run} incidents in a row skipped, the stack not green before injecting "
+                                f"(last: {rec['skipped']}); stopping (eval.max_skipped_in_a_row). A loaded box "
+                                "raises latency over the SLO measured at start: run with fewer jobs beside it, or "
+                                "a longer eval.settle_s")
             stack_info["health_at_end"] = stack.health()
             if healer_proc is not None and recorder.rows:
                 try:

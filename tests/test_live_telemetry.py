@@ -314,3 +314,35 @@ def test_ray_scrape_state_names_the_ray_targets_and_series():
         pass  # closed: nothing answers on that port any more
     url = f"http://127.0.0.1:{port}"
     assert ray_scrape_state(url).startswith(f"Prometheus at {url} not readable")
+
+
+@pytest.mark.timeout(30)
+def test_incident_skipped_when_not_green_says_why():
+    """A stack that is not green before the injection: the incident is skipped (nothing injected) and its record
+    says why, with the probe's reading against the SLO."""
+    from types import SimpleNamespace
+
+    from ifshm_ray.config import SimConfig
+    from ifshm_ray.live.config import LiveConfig
+    from ifshm_ray.live.incident import run_incident
+    from ifshm_ray.live.injectors import FaultPlan
+    from ifshm_ray.live.slo import SloReading
+
+    class RedProbe:  # p95 at 900 ms against a 100 ms baseline: over the latency SLO
+        sim = SimConfig()
+        stack = SimpleNamespace(baseline=SimpleNamespace(p95_s=0.1))
+
+        def reading(self):
+            return SloReading(requests=50, success_rate=1.0, latency_ms=900.0, replicas_healthy=True)
+
+        def badness(self, reading=None):
+            return 1.0
+
+    cfg = LiveConfig.from_dict({"eval": {"settle_s": 0.3, "probe_interval_s": 0.1}})
+    plan = FaultPlan(name="path-latency", kind="proxy", proxy={"latency_ms": 300}, expected="reroute")
+    rec = run_incident(None, cfg, None, plan, "none", topology=None, executor=None, collector=None,
+                       probe=RedProbe())
+    assert rec["recovered"] is False and rec["skipped"].startswith("not green")
+    assert "900 ms" in rec["skipped"] and "replicas healthy: True" in rec["skipped"]
+    assert rec["reading_before"]["latency_ms"] == 900.0 and rec["reading_before"]["latency_slo_ms"] > 100.0
+    assert "actions" in rec and rec["actions"] == []

@@ -258,6 +258,10 @@ class EvalConfig(ConfigModel):
     """An incident not recovered this long after the injection counts as not healed, at the cap."""
     settle_s: float = Field(20.0, ge=0.0)
     """After an incident is undone, wait at most this long for the probe to be green again before the next."""
+    max_skipped_in_a_row: int = Field(3, ge=1)
+    """Stop the run (a clear error, the incidents so far reported) when this many incidents in a row were skipped
+    because the stack was not green before injecting (a box too loaded for the SLO measured at start, a component
+    that did not come back): later incidents would be skipped too and measure nothing."""
     window_s: float = Field(30.0, gt=0.0)
     """Telemetry window the collector builds for each decision (Prometheus range queries and log lines)."""
     probe_interval_s: float = Field(1.0, gt=0.0)

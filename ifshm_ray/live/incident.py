@@ -163,8 +163,17 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
     pre = wait_green(probe, cfg.slo.green_s, ev.settle_s, ev.probe_interval_s)
     rec["steady_before_s"] = pre
     if pre is None:
-        rec.update(skipped=f"not green for {cfg.slo.green_s} s within settle_s = {ev.settle_s} before injecting",
-                   recovered=False)
+        r = probe.reading()  # why: errors, latency against its SLO, replicas
+        limit_ms = probe.sim.slo_latency_factor * probe.stack.baseline.p95_s * 1000.0
+        q = f"p{cfg.slo.latency_quantile * 100:g}"
+        why = (f"success {r.success_rate:.1%} of {r.requests} requests, {q} {r.latency_ms:.0f} ms (SLO "
+               f"{limit_ms:.0f} ms), replicas healthy: {r.replicas_healthy}")
+        rec.update(skipped=f"not green for {cfg.slo.green_s} s within settle_s = {ev.settle_s} before injecting "
+                           f"({why})", recovered=False,
+                   reading_before={"requests": r.requests, "success_rate": r.success_rate,
+                                   "latency_ms": r.latency_ms if math.isfinite(r.latency_ms) else None,
+                                   "latency_slo_ms": limit_ms, "replicas_healthy": r.replicas_healthy})
+        log.warning("incident %s skipped: the stack is not green before injecting (%s)", incident, why)
         return rec
     injector = build_injector(plan, cfg.injectors, proxy=ProxyControl(stack.proxy_control_url,
                                                                       cfg.injectors.control_timeout_s),
