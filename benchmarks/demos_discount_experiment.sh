@@ -7,19 +7,12 @@
 #
 #   bash benchmarks/demos_discount_experiment.sh [OUT] [SEEDS]      (default results/drawn_demos, "0 1 2"; ~35 min)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib_drawn_train.sh"
 OUT=${1:-results/drawn_demos}
 SEEDS=${2:-0 1 2}
-PY=${PYTHON:-python}
-export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-unset RAY_ADDRESS
 train() { # name config seed [--set ...]
   local name=$1 cfg=$2 s=$3; shift 3
-  local d=$OUT/runs/$name/handpicked/seed$s
-  mkdir -p "$d"
-  [ -f "$d/summary.json" ] || $PY jobs/train.py --config "$cfg" --out "$d" --seed "$s" --iterations 200 \
-    --max-wall-s 1800 --num-cpus 1 --set env.config.split=handpicked --set runners.torch_threads=1 \
-    --set env.config.human.model=drawn "$@" > "$d/train.log" 2>&1
+  drawn_train "$OUT/runs/$name/handpicked/seed$s" "$cfg" "$s" "$@"
   echo "$(date +%T) trained $name seed $s"
 }
 DISC=(--set env.config.reward.duration_discount=0.99)

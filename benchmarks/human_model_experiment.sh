@@ -13,24 +13,16 @@
 # (default 10; the sweep's 3 are its first 3); SEEDS: training seeds (default "0 1"). A trained run (its
 # summary.json) is not trained again.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib_drawn_train.sh"
 SWEEP=${1:-results/sweep/runs/hier_alert/handpicked}
 OUT=${2:-results/human_model}
 EP=${3:-10}
 SEEDS=${4:-0 1}
-PY=${PYTHON:-python}
-export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-unset RAY_ADDRESS
 
 drawn_arms=() fixed_arms=() dg="" fg=""
 for s in $SEEDS; do
   d=$OUT/runs/hier_alert_drawn/handpicked/seed$s
-  if [ ! -f "$d/summary.json" ]; then
-    mkdir -p "$d"
-    nice -n 5 $PY jobs/train.py --config configs/demo_alert.yaml --out "$d" --seed "$s" --iterations 200 \
-      --max-wall-s 1800 --num-cpus 1 --set env.config.split=handpicked --set runners.torch_threads=1 \
-      --set env.config.human.model=drawn > "$d/train.log" 2>&1
-  fi
+  PY="nice -n 5 $PY" drawn_train "$d" configs/demo_alert.yaml "$s"
   drawn_arms+=(--arm "drawn_s$s=checkpoint:$d")
   fixed_arms+=(--arm "fixed_s$s=checkpoint:$SWEEP/seed$s")
   dg+="${dg:++}drawn_s$s" fg+="${fg:++}fixed_s$s"

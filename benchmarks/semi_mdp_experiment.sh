@@ -8,19 +8,12 @@
 #
 #   bash benchmarks/semi_mdp_experiment.sh [OUT] [SEEDS]      (default results/semi_mdp, "0 1 2"; ~45 min on 2 cores)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib_drawn_train.sh"
 OUT=${1:-results/semi_mdp}
 SEEDS=${2:-0 1 2}
-PY=${PYTHON:-python}
-export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-unset RAY_ADDRESS
 train() { # name seed [--set ...]
   local name=$1 s=$2; shift 2
-  local d=$OUT/runs/$name/handpicked/seed$s
-  mkdir -p "$d"
-  [ -f "$d/summary.json" ] || $PY jobs/train.py --config configs/demo_alert_entity.yaml --out "$d" --seed "$s" \
-    --iterations 200 --max-wall-s 1800 --num-cpus 1 --set env.config.split=handpicked --set runners.torch_threads=1 \
-    --set env.config.human.model=drawn "$@" > "$d/train.log" 2>&1
+  drawn_train "$OUT/runs/$name/handpicked/seed$s" configs/demo_alert_entity.yaml "$s" "$@"
   echo "$(date +%T) trained $name seed $s"
 }
 for s in $SEEDS; do

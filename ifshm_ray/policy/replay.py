@@ -135,7 +135,7 @@ def join_chunks(chunks: Sequence[SingleAgentEpisode], extra_keys: Sequence[str] 
             extra[key].extend(ch.get_extra_model_outputs(key, i) for i in range(n))
     last = chunks[-1]
     return SingleAgentEpisode(
-        id_=last.id_, observations=obs, actions=actions, rewards=rewards, infos=infos,
+        id_=last.id_, observations=obs, actions=actions, rewards=rewards, infos=infos if any(infos) else None,
         observation_space=last.observation_space, action_space=last.action_space,
         terminated=last.is_terminated, truncated=last.is_truncated, extra_model_outputs=extra or None,
         len_lookback_buffer=0,

@@ -1,4 +1,4 @@
-"""Semi-MDP discounting in the learner: GAE with a discount per step (issue 15's honest-benchmark follow-up).
+"""Semi-MDP discounting in the learner: GAE with a discount per step.
 
 A simulator step lasts its action's duration plus one step interval: observing lasts 30 s, a restart a few minutes,
 a page 20 minutes or more. With ``env.config.reward.duration_discount`` (= ``ppo.gamma``) the simulator already
@@ -10,7 +10,8 @@ lambda``. Without it a 20-minute page is one step away from its outcome, as chea
 :class:`SemiMDPGAE` replaces RLlib's :class:`GeneralAdvantageEstimation` in the learner connector pipeline
 (:class:`~ifshm_ray.policy.learner.IFSHMPPOTorchLearner` swaps it in when ``learner_config_dict["semi_mdp_gae"]``
 is set, which :func:`~ifshm_ray.policy.algo.build_ppo_config` does with a duration discount).
-:func:`step_discounts` gives the same per-step discounts to the replay's returns-to-go and level scores.
+:func:`elapsed_of` reads the same step lengths for the replay's returns-to-go (``replay/buffer.py``) and level-replay
+scores (``policy/replay.py``).
 """
 from __future__ import annotations
 
