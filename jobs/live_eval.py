@@ -97,6 +97,9 @@ def report_md(metrics: dict) -> str:
         for w in wrong:
             lines.append(f"| {w['fault']} #{w['repeat']} | {w['expected']} | {w['action']} | {w['outcome']} | "
                          f"{', '.join(w['firing']) or 'none'} | {w['diagnosis']} | {w.get('imputed')} |")
+    bad = (metrics.get("stack") or {}).get("collector_out_of_range")
+    if bad:
+        lines += ["", f"Shares read outside [0, 1] (a PromQL mapping error; windows per series): {bad}"]
     rp = metrics.get("replay")
     if rp and "error" in rp:
         lines += ["", f"Replay through /v1/heal failed: {rp['error']}"]
@@ -228,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "raises latency over the SLO measured at start: run with fewer jobs beside it, or "
                                 "a longer eval.settle_s")
             stack_info["health_at_end"] = stack.health()
+            stack_info["collector_out_of_range"] = dict(collector.out_of_range)
             if healer_proc is not None and recorder.rows:
                 try:
                     replay = replay_windows(read_windows(recorder.write()), http_heal(healer_proc.url,

@@ -22,10 +22,12 @@ import pytest
 from ifshm_ray.config import SimConfig
 from ifshm_ray.live.binding import load_binding
 from ifshm_ray.live.config import LiveConfig
-from ifshm_ray.live.incident import LoadSloProbe, make_executor, wait_green
+from ifshm_ray.live.incident import LoadSloProbe, make_collector, make_executor, wait_green
 from ifshm_ray.live.injectors import FaultPlan, ProxyControl, build_injector, experiment, load_fault_plans
 from ifshm_ray.live.serve_api import ServeDashboard
 from ifshm_ray.live.stack import LiveStack, find_binaries, stack_pids
+from ifshm_ray.config import TopologyConfig
+from ifshm_ray.sim.topology import Topology
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.live, pytest.mark.timeout(300)]
 
@@ -148,6 +150,11 @@ def test_three_live_faults_alerted_healed_and_torn_down(binaries, tmp_path):
             timings["disk_alert_s"] = _wait_alert(stack, run["started_at"], "NodeFilesystemAlmostOutOfSpace",
                                                   "gpu-0")
             timings["disk_red"] = _still_red(probe)
+            # the model's failed requests read as an error ratio in [0, 1] through the real Prometheus (errors over
+            # errors + successes: Serve's request counter holds successes only)
+            col = make_collector(stack, binding, Topology(TopologyConfig()))
+            errs = col.window(10.0)["metrics"].get("inference-server", {}).get("error_rate", [])
+            assert errs and max(errs) > 0 and col.out_of_range == {}, (errs, col.out_of_range)
             rec = ex.decide(incident="e2e-2", answer={"action": {"category": "clear_storage", "target": "gpu-0"}})
             assert rec["outcome"] == "executed" and rec["reply"]["removed"] == 1, rec
             assert ex.wait_verified(10.0)["outcome"] == "verified"

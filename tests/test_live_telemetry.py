@@ -133,7 +133,8 @@ class _FakeProm:
                 if url.path == "/api/v1/query_range":
                     q = url.params["query"]
                     fake.queries.append(q)
-                    vals = [[1.0, "0.5"], [2.0, "NaN"], [3.0, "0.75"]] if "nan" not in q else [[1.0, "NaN"]]
+                    vals = ([[1.0, "NaN"]] if "nan" in q else [[1.0, "0.5"], [2.0, "2.3"]] if "over" in q else
+                            [[1.0, "0.5"], [2.0, "NaN"], [3.0, "0.75"]])
                     data = {"resultType": "matrix", "result": [{"metric": {}, "values": vals}]}
                 elif url.path == "/api/v1/alerts":
                     data = {"alerts": [
@@ -188,6 +189,34 @@ def test_collector_builds_a_valid_window_from_prometheus_and_logs(tmp_path):
     assert node_lines[topo.nodes.index("gpu-0")] == 1
     assert tel["time_s"] == pytest.approx(10.0)
     assert fake.queries == ["q1", "nan q"]
+
+
+def test_collector_flags_a_share_outside_zero_one_as_a_mapping_error(tmp_path, caplog):
+    """Ray Serve counts a failed request in its error counter only, not in its request counter: the error ratio
+    errors / requests read up to 44 on the live stack. A share by definition outside [0, 1] is counted and warned
+    about once per entity and metric; memory_util (Redis used / maxmemory) may pass 1 and is not flagged."""
+    fake = _FakeProm()
+    topo = Topology(TopologyConfig())
+    queries = {"inference-server": {"error_rate": "over q"}, "feature-store": {"memory_util": "over q2"},
+               "api-gateway": {"error_rate": "q1"}}
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())) as port:
+        col = Collector(f"http://127.0.0.1:{port}", queries, load_binding(), lambda: {},
+                        services=topo.services, nodes=topo.nodes, samples=3)
+        now = time.time()
+        with caplog.at_level("WARNING", logger="ifshm_ray.live.collector"):
+            col.window(30.0, now=now, t0=now - 10)
+            col.window(30.0, now=now, t0=now - 10)
+    assert col.out_of_range == {"inference-server/error_rate": 2}
+    warned = [r.getMessage() for r in caplog.records if "outside [0, 1]" in r.getMessage()]
+    assert len(warned) == 1 and "inference-server/error_rate read 2.3" in warned[0] and "over q" in warned[0]
+
+
+def test_model_error_ratio_counts_failed_requests_in_the_denominator():
+    """The mapping itself: Serve's request counter holds successes only, so the ratio must divide by errors +
+    successes (checked on the expression: a live Prometheus runs it in tests/test_live_e2e.py)."""
+    q = promql_map(VALUES)["inference-server"]["error_rate"]
+    num, den = q.split(" / ", 1)
+    assert "error_counter" in num and "error_counter" in den and "request_counter" in den
 
 
 def test_answer_from_action_names_simulator_targets_and_ratio_only_where_used():

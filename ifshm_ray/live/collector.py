@@ -19,6 +19,7 @@ through the same schema.
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -31,6 +32,14 @@ import httpx
 from ifshm_ray.live.binding import Binding
 from ifshm_ray.live.net import check_loopback_url
 from ifshm_ray.telemetry import SCHEMA, validate_telemetry
+
+logger = logging.getLogger(__name__)
+
+UNIT_INTERVAL_METRICS = frozenset({"error_rate", "ready_ratio", "node_filesystem_used_ratio", "node_cpu_utilisation",
+                                   "node_memory_utilisation"})
+"""Simulator metrics that are shares by definition (a live value outside [0, 1] is a mapping error). Not
+``memory_util``: Redis's used / maxmemory passes 1 when maxmemory is set below what it holds (a real fault)."""
+UNIT_SLACK = 1e-3  # rounding and the rate windows' edges
 
 # one pattern per log format: (timestamp group, level group, body group); the level decides what is kept
 _SERVE = re.compile(r"^(?P<level>INFO|DEBUG|WARNING|ERROR|CRITICAL) (?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) "
@@ -100,6 +109,8 @@ class Collector:
         self.source_of = {comp: ent for ent, comp in binding.entities.items()}
         hosts = [ent for ent, comp in binding.entities.items() if binding.components[comp].kind == "host"]
         self.host = hosts[0] if hosts else "localhost"
+        self.out_of_range: dict[str, int] = {}
+        """'entity/metric' -> windows in which that share-by-definition metric read outside [0, 1]."""
 
     def _get(self, client: httpx.Client, path: str, **params) -> dict:
         r = client.get(self.url + path, params=params)
@@ -123,7 +134,20 @@ class Collector:
                 vals = [round(v, 4) for v in vals if math.isfinite(v)]
                 if vals:
                     out.setdefault(ent, {})[metric] = vals
+                    self._check_bounded(ent, metric, vals, q)
         return out
+
+    def _check_bounded(self, ent: str, metric: str, vals: Sequence[float], query: str) -> None:
+        """A metric that is a share by definition (:data:`UNIT_INTERVAL_METRICS`) outside [0, 1] means its PromQL
+        is wrong (as the model deployment's error ratio was: errors / successes, up to 44): counted per (entity,
+        metric) in :attr:`out_of_range` and warned about once; the values are kept as read."""
+        if metric not in UNIT_INTERVAL_METRICS or all(-UNIT_SLACK <= v <= 1.0 + UNIT_SLACK for v in vals):
+            return
+        key = f"{ent}/{metric}"
+        if key not in self.out_of_range:
+            logger.warning("%s read %s, outside [0, 1] where it is a share by definition: the PromQL mapping "
+                           "(ifshm_ray/live/data/promql.yaml) is wrong: %s", key, max(vals, key=abs), query)
+        self.out_of_range[key] = self.out_of_range.get(key, 0) + 1
 
     def alarms(self, client: httpx.Client, now: float) -> list[dict]:
         out = []
