@@ -126,7 +126,8 @@ def policy_wrong_picks(records: list[dict]) -> list[dict]:
         if picked != r["expected"]:
             out.append({"fault": r["fault"], "repeat": r["repeat"], "expected": r["expected"],
                         "action": "observe (no action)" if first is None else
-                        f"{first['category']} {first.get('target') or ''}".strip(),
+                        f"{first['category']} {first.get('target') or ''}".strip()
+                        + (" (the runbook's: the gate deferred)" if first.get("actor") == "runbook" else ""),
                         "outcome": first["outcome"] if first else incident_outcome(r),
                         "firing": first.get("firing", []) if first else [],
                         "diagnosis": first.get("diagnosis") if first else None,
@@ -208,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                                                executor=executor, collector=collector, probe=probe,
                                                recorder=recorder, repeat=rep,
                                                policy_factory=RunbookPolicy if arm == "runbook" else None,
-                                               healer=arm_healer if arm == "policy" else None)
+                                               healer=arm_healer if arm == "policy" else None,
+                                               fallback_factory=RunbookPolicy if arm == "policy" else None)
                         except Exception as e:  # noqa: BLE001  (one failed incident must not end the run)
                             log.exception("incident %s/%s/%d failed", plan.name, arm, rep)
                             rec = {"fault": plan.name, "arm": arm, "repeat": rep, "recovered": False,

@@ -67,6 +67,63 @@ def test_an_action_not_taken_is_remembered_as_observe():
         HealerArm("http://10.0.0.1:8000", 1.0)
 
 
+def test_the_gate_decides_once_per_incident_and_a_deferral_lets_the_runbook_act():
+    """The live healer arm with a gate in the answers: the first answer whose gate decides here fixes the incident's
+    actor, sent back as incident_gate; after a deferral to the runbook the runbook's action goes to the executor
+    (the healer's answer is still what is recorded), and the incident's memory holds what was applied."""
+    import numpy as np
+
+    from ifshm_ray.config import TopologyConfig
+    from ifshm_ray.live.incident import healer_decision
+    from ifshm_ray.sim.actions import CATEGORIES
+    from ifshm_ray.sim.topology import Topology
+
+    topo = Topology(TopologyConfig())
+
+    def answer(cat, target, gate):
+        return {"action": {"category": cat, "target": target, "ratio": None}, "escalate": gate["deferred"],
+                "gate": gate}
+
+    calm = {"actor": "runbook", "deferred": True, "decides_here": False}       # not deciding yet: ignored
+    decide = {"actor": "runbook", "deferred": True, "decides_here": True}
+    later = {"actor": "policy", "deferred": False, "decides_here": True}       # a later window would say policy
+    answers = iter([answer("observe", None, calm), answer("drain", "gpu-0", decide), answer("drain", "gpu-0", later)])
+    sent = []
+
+    class FakeHealer(HealerArm):
+        def decide(self, telemetry):
+            body = heal_request(telemetry, self.decisions)
+            if self.gate_actor is not None:
+                body["incident_gate"] = self.gate_actor
+            sent.append(body)
+            a = next(answers)
+            self.note_gate(a)
+            self.decisions.append({"category": a["action"]["category"], "target": a["action"]["target"]})
+            return body, a
+
+    class Runbook:
+        def act(self, obs, info, env):
+            assert "telemetry" in info
+            return np.array([CATEGORIES.index("clear_storage"), topo.targets.index("gpu-0"), 0])
+
+    h = FakeHealer("http://127.0.0.1:1", 1.0)
+    h.reset()
+    _, ans, acting, actor = healer_decision(h, Runbook(), live_window(), None, topo)
+    assert h.gate_actor is None and acting is ans and actor == "policy"  # the policy's own answer stands
+    _, ans, acting, actor = healer_decision(h, Runbook(), live_window(), None, topo)
+    assert h.gate_actor == "runbook" and actor == "runbook" and ans["action"]["category"] == "drain"
+    assert acting["action"] == {"category": "clear_storage", "target": "gpu-0", "ratio": None}
+    assert not acting["escalate"]
+    h.taken("executed", applied=acting["action"])
+    assert h.decisions[-1] == {"category": "clear_storage", "target": "gpu-0"}
+    _, ans, acting, actor = healer_decision(h, Runbook(), live_window(), None, topo)
+    assert sent[-1]["incident_gate"] == "runbook" and "incident_gate" not in sent[0] and h.gate_actor == "runbook"
+    assert actor == "runbook" and acting["action"]["category"] == "clear_storage"
+    assert sent[-1]["history"][-1] == {"category": "clear_storage", "target": "gpu-0", "steps_ago": 1}
+    h.reset()
+    assert h.gate_actor is None and h.decisions == []
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from ifshm_ray.serve.testing import untrained_policy_bundle

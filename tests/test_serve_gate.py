@@ -74,14 +74,106 @@ def test_heal_gate_defers_novel_incidents_and_says_why(bundle_and_windows, tmp_p
     meta.save(bundle)
     assert (bundle / STATE_FILE).is_file()
 
-    novel = _client(bundle, 5.0).post("/v1/heal", json={"telemetry": windows[0]}).json()
+    firing = {**windows[0], "alarms": [{"name": "ServiceErrorBudgetBurn", "severity": "critical",
+                                        "entity": "coredns", "state": "firing", "active_for_s": 30.0,
+                                        "summary": "coredns burns its error budget fast"}]}
+    client = _client(bundle, 5.0)
+    novel = client.post("/v1/heal", json={"telemetry": firing}).json()
     g = novel["gate"]
     assert g["deferred"] and g["novel"] and g["actor"] == "escalate" and g["threshold"] == pytest.approx(97 / 99)
     assert "5.00 > threshold 0.98" in g["reason"] and "escalation's 400 s" in g["reason"]
+    assert g["decides_here"] and g["applies"] and g["score_source"] == "encoder"  # (a firing alarm: it decides)
     assert novel["escalate"] and any("deferred to escalate" in x for x in novel["escalate_reasons"])
+    # a calm window (no alarm) of an incident whose gate has not decided yet: the policy's answer stands, as in
+    # training (the gate decides at the first firing alarm or the first window the policy would act in)
+    calm = client.post("/v1/heal", json={"telemetry": windows[0]}).json()
+    if calm["action"]["category"] == "observe":
+        assert not calm["gate"]["decides_here"] and not calm["gate"]["applies"]
+        assert not any("gate" in x for x in calm["escalate_reasons"])
+    # the incident's later windows keep the actor decided earlier (sent back as incident_gate)
+    kept = client.post("/v1/heal", json={"telemetry": windows[0], "incident_gate": "escalate"}).json()
+    assert kept["gate"]["actor"] == "escalate" and kept["gate"]["applies"] and kept["escalate"]
+    assert kept["gate"]["reason"].startswith("decided at an earlier window of this incident: escalate")
+    stays = client.post("/v1/heal", json={"telemetry": firing, "incident_gate": "policy"}).json()
+    assert stays["gate"]["actor"] == "policy" and not stays["gate"]["deferred"] and not stays["escalate"] \
+        or any("gate" not in x for x in stays["escalate_reasons"])
+    assert not any("meta-controller gate" in x for x in stays["escalate_reasons"])
+    bad = client.post("/v1/heal", json={"telemetry": firing, "incident_gate": "oracle"})
+    assert bad.status_code == 422
 
-    known = _client(bundle, 0.2).post("/v1/heal", json={"telemetry": windows[1]}).json()
+    known = _client(bundle, 0.2).post("/v1/heal", json={"telemetry": firing}).json()
     assert known["gate"]["actor"] == "policy" and not known["gate"]["deferred"] and not known["gate"]["novel"]
     assert not any("gate" in x for x in known["escalate_reasons"])
     # serving only reads the state: nothing was clustered or counted
     assert MetaController.load(bundle).state() == meta.state()
+
+
+@pytest.mark.timeout(120)
+def test_heal_gate_scores_novelty_with_the_bundles_diagnoser(bundle_and_windows, tmp_path):
+    """A bundle with a feature diagnoser (diagnoser.json, what jobs/continual.py calibrates the gate on) is scored
+    by it, not by the served encoder's unknown score (another scale): the gate's score is the diagnoser's."""
+    import json
+
+    from ifshm_ray.meta.diagnose import FeatureDiagnoser
+
+    src, windows = bundle_and_windows
+    bundle = tmp_path / "bundle"
+    shutil.copytree(src, bundle)
+    sim_config = json.loads((bundle / "manifest.json").read_text())["env"]["config"]
+    from ifshm_ray.serve.testing import sample_windows
+
+    fit = [("node_crash" if i % 2 else "dns_upstream_failure", i, w) for i, w in enumerate(sample_windows(8, seed=1))]
+    diag = FeatureDiagnoser.fit(sim_config, fit)
+    diag.save(bundle)
+    meta = MetaController(MetaConfig(enabled=True), calibrate(np.linspace(0, 1, 100)))
+    meta.save(bundle)
+    r = _client(bundle, 123.0).post("/v1/heal", json={"telemetry": windows[1]}).json()
+    want, _ = diag(windows[1])
+    assert r["gate"]["score_source"] == "diagnoser"
+    assert r["gate"]["unknown_score"] == pytest.approx(float(want)) and r["gate"]["unknown_score"] != 123.0
+
+
+@pytest.mark.timeout(120)
+def test_attach_gate_writes_a_servable_gated_bundle_and_refuses_mismatches(bundle_and_windows, tmp_path):
+    """python -m ifshm_ray.meta.attach: a phase-1 bundle + a calibration + the diagnoser it was calibrated on -> a
+    bundle whose /v1/heal gates with that diagnoser's score; a diagnoser for another observation, an encoder
+    diagnoser, an existing --out and a missing calibration are refused with a clear message."""
+    import json
+
+    from ifshm_ray.meta.attach import ATTACHED_FILE, main
+    from ifshm_ray.meta.diagnose import FeatureDiagnoser
+    from ifshm_ray.serve.testing import sample_windows
+
+    src, windows = bundle_and_windows
+    sim_config = json.loads((src / "manifest.json").read_text())["env"]["config"]
+    fit = [("node_crash" if i % 2 else "dns_upstream_failure", i, w) for i, w in enumerate(sample_windows(8, seed=1))]
+    d = tmp_path / "seed"
+    FeatureDiagnoser.fit(sim_config, fit).save(d)
+    calibrate(np.linspace(0, 1, 100)).save(d / "novelty_calibration.json")
+    (tmp_path / "meta.yaml").write_text("meta:\n  decide_on: firing\n  trust: {prior_strength: 5}\n")
+    args = ["--bundle", str(src), "--calibration", str(d / "novelty_calibration.json"), "--diagnoser",
+            str(d / "diagnoser.json"), "--meta-config", str(tmp_path / "meta.yaml")]
+    assert main(args + ["--out", str(tmp_path / "gated")]) == 0
+    out = tmp_path / "gated"
+    meta = MetaController.load(out)
+    assert meta.config.enabled and meta.config.trust.prior_strength == 5 and meta.threshold == pytest.approx(97 / 99)
+    assert json.loads((out / ATTACHED_FILE).read_text())["fallback"] == "runbook"
+    r = _client(out, 123.0).post("/v1/heal", json={"telemetry": windows[1]}).json()
+    assert r["gate"]["score_source"] == "diagnoser" and r["gate"]["unknown_score"] != 123.0
+
+    assert main(args + ["--out", str(out)]) == 2  # exists
+    bad = json.loads((d / "diagnoser.json").read_text())
+    for k in ("mean", "std", "unseen"):
+        if isinstance(bad.get(k), list):
+            bad[k] = bad[k] + [0.0 if k != "unseen" else False]
+    bad["prototypes"] = [p + [0.0] for p in bad["prototypes"]]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "diagnoser.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="features, the bundle's policy reads"):
+        from ifshm_ray.meta.attach import attach_gate
+        attach_gate(src, d / "novelty_calibration.json", tmp_path / "bad" / "diagnoser.json", tmp_path / "meta.yaml",
+                    tmp_path / "gated2")
+    assert not (tmp_path / "gated2").exists()
+    assert main(args[:2] + ["--calibration", str(tmp_path / "nope.json")] + args[4:] +
+                ["--out", str(tmp_path / "gated3")]) == 2
+    assert not (tmp_path / "gated3").exists()

@@ -200,35 +200,55 @@ def heal_request(telemetry: dict, decisions: list[dict]) -> dict:
 
 class HealerArm:
     """The trained-policy arm of the live loop: one ``/v1/heal`` call per decision window (see the module
-    docstring); :meth:`reset` starts a new incident's memory. ``decide`` returns ``(request, answer)``."""
+    docstring); :meth:`reset` starts a new incident's memory. ``decide`` returns ``(request, answer)``.
+
+    With a meta-controller in the bundle the answer carries the gate; the gate decides once per incident, as in
+    training and evaluation (:class:`~ifshm_ray.meta.gate.GatedPolicy`): :attr:`gate_actor` is the ``actor`` of the
+    first answer whose gate ``decides_here``, sent back as ``incident_gate`` with the incident's later windows.
+    ``runbook``: the live loop lets the blind runbook act for the rest of the incident; ``escalate``: the answers
+    escalate (the executor pages)."""
 
     def __init__(self, url: str, timeout_s: float):
         self.url = check_loopback_url(url, "healer")
         self.timeout_s = timeout_s
         self.decisions: list[dict] = []
+        self.gate_actor: str | None = None
 
     def reset(self) -> None:
         self.decisions = []
+        self.gate_actor = None
 
     def decide(self, telemetry: dict) -> tuple[dict, dict[str, Any]]:
         body = heal_request(telemetry, self.decisions)
+        if self.gate_actor is not None:
+            body["incident_gate"] = self.gate_actor
         with httpx.Client(trust_env=False, timeout=self.timeout_s) as c:
             r = c.post(self.url + "/v1/heal", json=body)
         if r.status_code != 200:
             raise RuntimeError(f"/v1/heal answered {r.status_code}: {r.text[:500]}")
         answer = r.json()
+        self.note_gate(answer)
         self.decisions.append({"category": answer["action"]["category"], "target": answer["action"]["target"]})
         return body, answer
 
-    def taken(self, outcome: str) -> None:
+    def note_gate(self, answer: dict) -> None:
+        """Keep the incident's gate decision: the first answer whose gate decides here."""
+        g = answer.get("gate")
+        if self.gate_actor is None and g and g.get("decides_here"):
+            self.gate_actor = g["actor"]
+
+    def taken(self, outcome: str, applied: dict | None = None) -> None:
         """What the executor did with the last answer, which the incident's memory records for that window, as the
         simulator's memory holds the actions applied (and counts one the masks refuse as ``observe``): an action
         refused (cooldown, in flight, deny-list, ...) or only observed was not taken (``observe``); a page is the
         policy's ``escalate`` when it chose one, and otherwise nothing applied to the system (``observe``): an action
         on a target with no live binding, which the executor escalates instead of guessing, or a page of the
-        service's own gate (low confidence, unknown fault)."""
+        service's own gate (low confidence, unknown fault). ``applied``: the action that was sent to the executor
+        instead of the policy's (the runbook's, after the gate deferred to it), ``{"category", "target"}``."""
         if not self.decisions:
             return
+        if applied is not None:
+            self.decisions[-1] = {"category": applied["category"], "target": applied.get("target")}
         if outcome in ("refused", "observed") or (outcome == "page" and self.decisions[-1]["category"] != "escalate"):
             self.decisions[-1] = {"category": "observe", "target": None}
 

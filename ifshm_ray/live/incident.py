@@ -147,11 +147,28 @@ def wait_green(probe: LoadSloProbe, green_s: float, timeout_s: float, step_s: fl
     return None
 
 
+def healer_decision(healer: HealerArm, fallback: Any | None, telemetry: dict, env: Any, topology
+                    ) -> tuple[dict, dict, dict, str | None]:
+    """One decision window of the healer arm: ``(request, answer, acting, actor)``. ``answer`` is the healer's
+    (recorded and replayed as is); ``acting`` what goes to the executor: the answer, or, once the incident's gate
+    deferred to the runbook (``healer.gate_actor``), the blind runbook's action on the same window (``fallback``);
+    ``actor``: who acted by the gate (None without a gate in the answer)."""
+    request, answer = healer.decide(telemetry)
+    acting, actor = answer, None
+    if answer.get("gate"):
+        actor = healer.gate_actor or "policy"
+    if healer.gate_actor == "runbook" and fallback is not None:
+        acting = answer_from_action(fallback.act({}, {"telemetry": telemetry}, env), topology)
+    return request, answer, acting, actor
+
+
 def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: FaultPlan, arm: str, *,
                  topology, executor: SafeExecutor, collector: Collector, probe: LoadSloProbe,
                  recorder: IncidentRecorder | None = None, policy_factory: Callable[[], Any] | None = None,
-                 healer: HealerArm | None = None, repeat: int = 0) -> dict:
-    """One incident; returns its JSON-able record (see the module docstring)."""
+                 healer: HealerArm | None = None, repeat: int = 0,
+                 fallback_factory: Callable[[], Any] | None = None) -> dict:
+    """One incident; returns its JSON-able record (see the module docstring). ``fallback_factory``: the blind
+    runbook that acts for the healer once its gate deferred the incident to it (``HealerArm.gate_actor``)."""
     ev = cfg.eval
     incident = f"{plan.name}-{arm}-{repeat}-{uuid.uuid4().hex[:6]}"
     rec: dict[str, Any] = {"incident": incident, "fault": plan.name, "kind": plan.kind, "arm": arm,
@@ -189,6 +206,9 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
         raise ValueError("the policy arm needs a healer (HealerArm over /v1/heal)")
     if healer is not None:
         healer.reset()
+    fallback = fallback_factory() if (healer is not None and fallback_factory is not None) else None
+    if fallback is not None:
+        fallback.reset(env)
     watch: RecoveryWatch | None = None  # started at the first SLO violation: recovery is counted after it
     trace: list[list] = []  # [s since injection, success rate, latency quantile (ms), SLO badness] per probe read
     rec["trace_columns"] = list(TRACE_COLUMNS)
@@ -223,25 +243,28 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
                 tel = collector.window(ev.window_s, t0=t_inject)
                 answer = request = None
                 outcome = None
+                acting = answer  # what goes to the executor: the answer, or the runbook's after a deferral
+                actor = None
                 if policy is not None:
                     a = policy.act({}, {"telemetry": tel}, env)
-                    answer = answer_from_action(a, topology)
+                    answer = acting = answer_from_action(a, topology)
                 elif arm == "policy":
                     try:
-                        request, answer = healer.decide(tel)
+                        request, answer, acting, actor = healer_decision(healer, fallback, tel, env, topology)
                     except Exception as e:  # noqa: BLE001  (no answer: no decision for this window, recorded)
                         log.warning("incident %s: /v1/heal failed: %r", incident, e)
                         rec.setdefault("heal_errors", []).append(repr(e)[:300])
-                if answer is not None:
-                    d = executor.decide(incident=incident, answer=answer, telemetry=tel,
+                if acting is not None:
+                    d = executor.decide(incident=incident, answer=acting, telemetry=tel,
                                         fingerprint=",".join(sorted({x["name"] for x in tel["alarms"]})))
                     outcome = d["outcome"]
                     if healer is not None and request is not None:
-                        healer.taken(outcome)
-                    if answer["action"]["category"] != "observe" or answer.get("escalate"):
+                        healer.taken(outcome, applied=acting["action"] if acting is not answer else None)
+                    if acting["action"]["category"] != "observe" or acting.get("escalate"):
                         rec["actions"].append({"at_s": round(time.time() - t_inject, 2),
-                                               **{k: answer["action"].get(k) for k in ("category", "target",
+                                               **{k: acting["action"].get(k) for k in ("category", "target",
                                                                                        "ratio")},
+                                               **({"actor": actor} if actor is not None else {}),
                                                "outcome": outcome, "reason": d["reason"][:300],
                                                # what the healer saw: firing alerts, and its diagnosis if any
                                                "firing": sorted({f"{x['name']}/{x['entity']}" for x in tel["alarms"]
@@ -341,7 +364,9 @@ def summarise(records: list[dict], stats: StatsConfig | None = None) -> dict:
             continue
         groups.setdefault((r["fault"], r["arm"]), []).append(r)
     return {f"{fault}/{arm}": {"fault": fault, "arm": arm, **_group_stats(rs, stats),
-                               "actions": [[(a["category"], a["target"], a["outcome"]) for a in r["actions"]]
+                               "actions": [[(a["category"], a["target"],
+                                             a["outcome"] + (", by the runbook" if a.get("actor") == "runbook" else ""))
+                                            for a in r["actions"]]
                                            for r in rs]}
             for (fault, arm), rs in groups.items()}
 

@@ -1134,8 +1134,9 @@ class Protocol:
                 if evaluate_after_block(b, len(type_blocks), cfg.eval.every_blocks):
                     evaluate(seen, f"{fault}#{b + 1}")
         meta.save(out)
-        if arm.learn:
+        if arm.learn:  # the bundle serves its gate by itself: the state and the diagnoser its threshold is for
             meta.save(out / "policy_bundle")
+            diagnose.save(out / "policy_bundle")
         return {"evals": evals, "stream": stream_recs, "meta": meta.stats(), "dir": str(out),
                 "prompt_tuning": list(tuner.log) if tuner is not None else []}
 

@@ -144,7 +144,7 @@ def create_app(service: HealingService) -> FastAPI:
     async def heal(req: HealRequest) -> dict:
         telemetry = service.check(req.telemetry.to_telemetry())
         history = None if req.history is None else [h.model_dump() for h in req.history]
-        return await service.heal(telemetry, req.last_action, req.cordoned, history)
+        return await service.heal(telemetry, req.last_action, req.cordoned, history, req.incident_gate)
 
     @app.post("/v1/alertmanager", response_model=AlertmanagerResponse, responses=errors, dependencies=auth,
               summary="Prometheus Alertmanager webhook receiver (payload version 4).")

@@ -47,6 +47,10 @@ class HealRequest(BaseModel):
                                                                   "drained in history.")
     history: list[HistoryEntry] | None = Field(None, description="Actions taken in this incident, any order (the "
                                                                  "policy remembers the most recent ones).")
+    incident_gate: Literal["policy", "runbook", "escalate"] | None = Field(
+        None, description="Who the meta-controller's gate chose at an earlier window of this incident (the `actor` of "
+                          "the first answer whose gate had `decides_here`): the gate decides once per incident, as in "
+                          "training and evaluation, so later windows keep that actor. Null: decide on this window.")
 
 
 @functools.lru_cache(maxsize=16)
@@ -146,6 +150,16 @@ class Gate(BaseModel):
     threshold: float | None = Field(description="Calibrated on known-fault validation windows to the configured "
                                                 "false-positive rate.")
     cluster: int | None = Field(description="Nearest novel cluster (null without a state vector in the diagnosis).")
+    decides_here: bool = Field(False, description="Whether the gate decides the incident at this window (its "
+                                                  "`decide_on`: the first firing alarm, any alarm, or the first window "
+                                                  "the policy would act in); send `actor` back as `incident_gate` "
+                                                  "with the incident's later windows.")
+    applies: bool = Field(True, description="Whether the decision applies to this window (it `decides_here`, or "
+                                            "`incident_gate` was sent): only then does a deferral escalate; before "
+                                            "the gate has decided, the policy's own answer stands (as in training).")
+    score_source: str = Field("encoder", description="What scored novelty: 'diagnoser' (the bundle's "
+                                                     "diagnoser.json, the score the gate was calibrated on) or "
+                                                     "'encoder' (the served encoder's unknown score).")
 
 
 class HealResponse(BaseModel):

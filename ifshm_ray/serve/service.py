@@ -226,6 +226,26 @@ def load_meta_controller(bundle_dir: Any):
     return MetaController.load(path) if path.is_file() else None
 
 
+def load_gate_diagnoser(bundle_dir: Any):
+    """The feature diagnoser saved beside the meta-controller (``diagnoser.json`` in the bundle, which
+    ``jobs/continual.py`` writes into each learning arm's bundle, else in the folder holding the bundle: the arm's
+    folder, as ``gated:PATH`` evaluations look it up): the gate's threshold was calibrated on its unknown score, so
+    serving scores novelty with it too. None without one, or when it is the encoder's (then the served encoder's
+    unknown score is used: serve that encoder checkpoint)."""
+    from pathlib import Path
+
+    from ifshm_ray.meta.diagnose import DIAGNOSER_FILE, FeatureDiagnoser, load_diagnoser
+
+    for folder in (Path(bundle_dir), Path(bundle_dir).parent):
+        if (folder / DIAGNOSER_FILE).is_file():
+            d = load_diagnoser(folder / DIAGNOSER_FILE)
+            if isinstance(d, FeatureDiagnoser):
+                logger.info("gate: novelty scored by the feature diagnoser %s", folder / DIAGNOSER_FILE)
+                return d
+            return None
+    return None
+
+
 # --------------------------------------------------------------------------------------------------- service
 DiagnoseOne = Callable[[dict], Awaitable[dict]]
 
@@ -279,6 +299,7 @@ class HealingService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifshm-policy")
         self._policy_cache = LRUCache(cfg.cache_size)
         self.meta = load_meta_controller(policy.path)
+        self.gate_diagnoser = load_gate_diagnoser(policy.path) if self.meta is not None else None
 
     # ----- inputs ------------------------------------------------------------------------------------------------
     def check(self, telemetry: dict) -> dict:
@@ -348,7 +369,7 @@ class HealingService:
                        whole, part)
 
     async def heal(self, telemetry: dict, last_action: str | None = None, cordoned: Sequence[str] = (),
-                   history: list[dict] | None = None) -> dict:
+                   history: list[dict] | None = None, incident_gate: str | None = None) -> dict:
         self.check_cordoned(cordoned)
         if self.cfg.missing_metrics == "error":
             missing = self.missing(telemetry)
@@ -364,7 +385,15 @@ class HealingService:
             self.diagnose_one(telemetry),
             loop.run_in_executor(self._executor, self._policy, telemetry, last_action, list(cordoned), history),
         )
-        return self._heal_response(self._diagnosis(diag, telemetry), pol)
+        diagnosis = self._diagnosis(diag, telemetry)
+        gate = None
+        if self.meta is not None:
+            scored = None
+            if self.gate_diagnoser is not None:
+                scored = await loop.run_in_executor(self._executor, self.gate_diagnoser, telemetry)
+            gate = self.gate(diagnosis, telemetry=telemetry, proposal=pol["act"], incident_gate=incident_gate,
+                             scored=scored)
+        return self._heal_response(diagnosis, pol, gate)
 
     async def alertmanager(self, payload: dict) -> dict:
         if len(payload.get("alerts", [])) > self.cfg.max_alarms:
@@ -400,7 +429,7 @@ class HealingService:
             target = None
         return {"category": cat, "target": target, "ratio": ratio, "probability": prob}
 
-    def _heal_response(self, diagnosis: dict, pol: dict) -> dict:
+    def _heal_response(self, diagnosis: dict, pol: dict, gate: dict | None = None) -> dict:
         c, t, r = pol["act"]
         dist = pol["dist"]
         joint = {(a["category"], a["target"], a["ratio"]): a["prob"] for a in dist["top_actions"]}
@@ -419,8 +448,7 @@ class HealingService:
                            f"{self.cfg.max_unknown_score} (unlike every known fault type)")
         if action["category"] == "escalate":
             reasons.append("the policy recommends escalating to a human")
-        gate = self.gate(diagnosis)
-        if gate is not None and gate["deferred"]:
+        if gate is not None and gate["deferred"] and gate["applies"]:
             reasons.append(f"meta-controller gate: deferred to {gate['actor']} ({gate['reason']})")
         return {"diagnosis": diagnosis, "action": action, "category_probability": cat_prob,
                 "alternatives": alternatives, "expected_recovery_s": eta, "expected_recovery_basis": basis,
@@ -428,14 +456,33 @@ class HealingService:
                 "value": float(dist["value"]) if dist.get("value") is not None else None, "gate": gate,
                 "imputed_metrics": list(pol.get("imputed", []))}
 
-    def gate(self, diagnosis: dict) -> dict | None:
-        """The meta-controller's decision for one diagnosis (None without a meta-controller). Serving only reads
-        the controller's state (nearest cluster, trust table): it neither clusters nor records."""
+    def gate(self, diagnosis: dict, *, telemetry: dict | None = None, proposal: Sequence[int] | None = None,
+             incident_gate: str | None = None, scored: tuple | None = None) -> dict | None:
+        """The meta-controller's decision for one window (None without a meta-controller). Serving only reads
+        the controller's state (nearest cluster, trust table): it neither clusters nor records. Novelty is scored by
+        the bundle's diagnoser (``scored``: its (unknown score, state) of the window) when it has one, else by the
+        served encoder's diagnosis. ``decides_here``: the window is where the gate decides the incident
+        (:func:`~ifshm_ray.meta.gate.gate_decides_here` with the policy's ``proposal``); ``incident_gate``: the actor
+        decided at an earlier window of the incident, kept (the score is still reported)."""
         if self.meta is None:
             return None
-        d = self.meta.observe(diagnosis.get("unknown_score"), diagnosis.get("state"), update=False)
-        return {"actor": d.actor, "deferred": d.deferred, "novel": d.novel, "reason": d.reason,
-                "unknown_score": d.unknown_score, "threshold": d.threshold, "cluster": d.cluster}
+        from ifshm_ray.meta.gate import gate_decides_here
+
+        score, state = scored if scored is not None else (diagnosis.get("unknown_score"), diagnosis.get("state"))
+        d = self.meta.observe(score, state, update=False)
+        out = {"actor": d.actor, "deferred": d.deferred, "novel": d.novel, "reason": d.reason,
+               "unknown_score": d.unknown_score, "threshold": d.threshold, "cluster": d.cluster,
+               "decides_here": False, "applies": True,
+               "score_source": "diagnoser" if scored is not None else "encoder"}
+        if incident_gate is not None:
+            return {**out, "actor": incident_gate, "deferred": incident_gate != "policy",
+                    "reason": f"decided at an earlier window of this incident: {incident_gate} (this window: "
+                              f"{d.reason})"}
+        if telemetry is not None and proposal is not None:
+            out["decides_here"] = bool(gate_decides_here(telemetry, self.meta.config.decide_on,
+                                                         np.asarray(proposal, np.int64)))
+            out["applies"] = out["decides_here"]
+        return out
 
     def expected_recovery(self, fault: str, category: str) -> tuple[float | None, str]:
         """Expected seconds to recovery if ``category`` is applied to ``fault`` (see the module docstring)."""
