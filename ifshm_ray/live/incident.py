@@ -243,8 +243,7 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
                 tel = collector.window(ev.window_s, t0=t_inject)
                 answer = request = None
                 outcome = None
-                acting = answer  # what goes to the executor: the answer, or the runbook's after a deferral
-                actor = None
+                acting = actor = None  # what goes to the executor (the answer, or the runbook's after a deferral)
                 if policy is not None:
                     a = policy.act({}, {"telemetry": tel}, env)
                     answer = acting = answer_from_action(a, topology)
