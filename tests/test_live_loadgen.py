@@ -27,7 +27,7 @@ def test_pacer_spaces_sends_and_does_not_burst_after_a_stall():
 
 
 def test_requests_are_sent_recorded_and_stopped(upstream):
-    load = LoadGenerator(f"http://127.0.0.1:{upstream}/x", LoadConfig(rate_rps=40, concurrency=2)).start()
+    load = LoadGenerator(f"http://127.0.0.1:{upstream}/x", LoadConfig(rate_rps=40, concurrency=2, max_duration_s=120)).start()
     t0 = time.monotonic()
     try:
         assert wait_until(lambda: len(load.records) >= 8)
@@ -45,7 +45,7 @@ def test_requests_are_sent_recorded_and_stopped(upstream):
 def test_errors_through_the_fault_proxy_are_counted(upstream):
     with FaultProxy(upstream, cfg=ProxyConfig(seed=0)) as proxy:
         proxy.set_faults(FaultSpec(error_rate=1.0))
-        with LoadGenerator(proxy.url + "/", LoadConfig(rate_rps=40, concurrency=2)) as load:
+        with LoadGenerator(proxy.url + "/", LoadConfig(rate_rps=40, concurrency=2, max_duration_s=120)) as load:
             assert wait_until(lambda: len(load.records) >= 5)
         assert load.window(since=0).success_rate == 0.0
 
@@ -58,14 +58,18 @@ def test_bounds(upstream):
         with pytest.raises(ConfigError, match="max_rate_rps"):
             load.set_rate(51)
         assert wait_until(lambda: not load.running())  # stopped by itself after max_duration_s
+        assert load.expired()
     finally:
         load.stop()
     with pytest.raises(ConfigError, match="127.0.0.1"):
-        LoadGenerator("http://10.0.0.1/", LoadConfig())
+        LoadGenerator("http://10.0.0.1/", LoadConfig(max_duration_s=1))
+    with pytest.raises(ConfigError, match="max_duration_s"):  # unset: only the live stack fills it in
+        LoadGenerator(f"http://127.0.0.1:{upstream}/", LoadConfig())
 
 
 def test_surge_multiplies_the_rate_and_the_undo_restores_it(upstream):
-    with LoadGenerator(f"http://127.0.0.1:{upstream}/", LoadConfig(rate_rps=5, concurrency=1)) as load:
+    with LoadGenerator(f"http://127.0.0.1:{upstream}/", LoadConfig(rate_rps=5, concurrency=1,
+                                                                        max_duration_s=120)) as load:
         inj = build_injector(load_fault_plans().get("traffic-surge"), InjectorConfig(), load=load)
         with experiment(inj) as run:
             assert load.rate_rps == 30 and run["injected"]["before_rps"] == 5

@@ -34,7 +34,7 @@ def stack(upstream, tmp_path):
 
     executor = SafeExecutor(ExecutorConfig(execute=True, verify_after_s=0.0, audit_log=str(tmp_path / "a.jsonl")),
                             load_binding(), {"reroute": bypass}, probe=probe)
-    load = LoadGenerator(proxy.url + "/", LoadConfig(rate_rps=20, concurrency=2)).start()
+    load = LoadGenerator(proxy.url + "/", LoadConfig(rate_rps=20, concurrency=2, max_duration_s=120)).start()
     yield proxy, control, probe, executor, load
     load.stop()
     proxy.stop()

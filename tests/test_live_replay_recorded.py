@@ -74,3 +74,27 @@ def test_live_sim_gap_report_on_the_recorded_windows(capsys):
     assert "| coredns.cpu | 1.00 |" in zero and "| coredns.cpu |" not in rest
     assert "| gpu-3.DCGM_FI_DEV_GPU_TEMP | 1.00 |" in zero and "gpu-3.DCGM_FI_DEV_GPU_TEMP" not in rest
     assert "## Decisions" in rest and "path-errors-policy-0-1d3e2f" in rest
+
+
+def test_the_committed_live_policy_gates_recorded_live_windows():
+    """``models/live_policy`` (make live's default LIVE_POLICY: the entity policy with its zero-shot gate attached)
+    serves the recorded live windows with the gate scored by its own diagnoser: the full model cache (a type the
+    simulator's known faults do not show on an inference node) is novel and goes to the runbook; the Redis fault and
+    the negative control are not, and the policy acts."""
+    bundle = Path(__file__).resolve().parents[1] / "models" / "live_policy"
+    meta = json.loads((FIX / "meta.json").read_text())["steady_state"]
+    windows = read_windows(FIX / meta["file"])
+    heal, close = in_process_heal(str(bundle), [f"{k}={v}" for k, v in meta["serve"].items()])
+    try:
+        gates = {}
+        for w in windows:
+            g = heal(w["request"])["gate"]
+            assert g["score_source"] == "diagnoser" and g["threshold"] == pytest.approx(4.3112, abs=1e-3)
+            gates.setdefault(w["fault"], []).append(g)
+    finally:
+        close()
+    assert {"model-cache-full", "redis-maxmemory-too-small", "negative-control"} <= set(gates)
+    for fault, gs in gates.items():
+        novel = fault == "model-cache-full"
+        assert all(g["novel"] is novel and g["actor"] == ("runbook" if novel else "policy") for g in gs), (fault, gs)
+        assert all((g["unknown_score"] > g["threshold"]) is novel for g in gs)

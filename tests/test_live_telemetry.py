@@ -300,6 +300,26 @@ def test_live_eval_refuses_bad_settings_before_starting_anything(override, expec
     assert expect in capsys.readouterr().err
 
 
+def test_the_load_generator_runs_as_long_as_the_stack_and_a_shorter_one_is_refused(capsys):
+    """The first full live runs stopped after an hour: the load generator's own 3600 s limit ended the load while the
+    stack lived on, every later window had 0 requests and was never green."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from ifshm_ray.config import load_config
+    from ifshm_ray.live.config import LiveConfig
+    from ifshm_ray.live.stack import load_duration_s
+    from jobs.live_eval import main
+    cfg_file = Path(__file__).resolve().parents[1] / "configs" / "live_eval.yaml"
+    cfg = load_config(LiveConfig, cfg_file)
+    assert cfg.loadgen.max_duration_s is None and load_duration_s(cfg) == cfg.stack.max_lifetime_s
+    assert load_duration_s(load_config(LiveConfig, cfg_file, ["loadgen.max_duration_s=60"])) == 60
+    assert load_duration_s(load_config(LiveConfig, cfg_file, ["loadgen.max_duration_s=1e9"])) == \
+        cfg.stack.max_lifetime_s
+    assert main(["--config", str(cfg_file), "--set", "eval.arms=[runbook,none]",
+                 "--set", "loadgen.max_duration_s=3600"]) == 2
+    assert "longer than the load generator runs" in capsys.readouterr().err
+
+
 def test_incident_timeline_png(tmp_path):
     from ifshm_ray.live.incident import TRACE_COLUMNS
     from ifshm_ray.live.plots import incident_filename, plot_incident, plot_incidents

@@ -133,8 +133,10 @@ class LoadConfig(ConfigModel):
     """Requests in flight at most (one worker thread each)."""
     request_timeout_s: float = Field(5.0, gt=0.0)
     """A request slower than this counts as failed."""
-    max_duration_s: float = Field(3600.0, gt=0.0)
-    """The generator stops by itself after this long."""
+    max_duration_s: float | None = Field(None, gt=0.0)
+    """The generator stops by itself after this long; None: the live stack's ``max_lifetime_s`` (the stack's load
+    lives as long as its processes; a shorter value ends the measurement mid-run: ``jobs/live_eval.py`` refuses a
+    plan longer than it). A generator used on its own needs it set."""
     max_records: int = Field(100_000, ge=1)
     """Most request records kept (the oldest are dropped)."""
 

@@ -185,6 +185,9 @@ def run_incident(stack: LiveStack, cfg: LiveConfig, binding: Binding, plan: Faul
         q = f"p{cfg.slo.latency_quantile * 100:g}"
         why = (f"success {r.success_rate:.1%} of {r.requests} requests, {q} {r.latency_ms:.0f} ms (SLO "
                f"{limit_ms:.0f} ms), replicas healthy: {r.replicas_healthy}")
+        load = getattr(stack, "load", None)
+        if load is not None and not load.running():
+            why += "; the load generator has stopped (loadgen.max_duration_s reached?)"
         rec.update(skipped=f"not green for {cfg.slo.green_s} s within settle_s = {ev.settle_s} before injecting "
                            f"({why})", recovered=False,
                    reading_before={"requests": r.requests, "success_rate": r.success_rate,

@@ -8,7 +8,7 @@ once (bounded joins).
 
 Example::
 
-    with LoadGenerator("http://127.0.0.1:8080/predict", LoadConfig(rate_rps=5)) as load:
+    with LoadGenerator("http://127.0.0.1:8080/predict", LoadConfig(rate_rps=5, max_duration_s=600)) as load:
         ...
         stats = load.window(since=time.monotonic() - 10)
 """
@@ -75,6 +75,8 @@ class LoadGenerator:
 
     def __init__(self, url: str, cfg: LoadConfig):
         self.url = check_loopback_url(url, "load generator")
+        if cfg.max_duration_s is None:
+            raise ConfigError("the load generator needs loadgen.max_duration_s (it stops by itself after it)")
         self.cfg = cfg
         self.pacer = Pacer(cfg.rate_rps)
         self.records: collections.deque[RequestRecord] = collections.deque(maxlen=cfg.max_records)
@@ -121,6 +123,10 @@ class LoadGenerator:
 
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
+
+    def expired(self) -> bool:
+        """True once ``max_duration_s`` has passed since :meth:`start` (the workers stop by themselves then)."""
+        return bool(self._threads) and time.monotonic() >= self._deadline
 
     def _worker(self) -> None:
         with httpx.Client(trust_env=False, timeout=self.cfg.request_timeout_s) as client:

@@ -82,6 +82,13 @@ def find_binaries(cache_dir: str | Path) -> tuple[dict[str, Path], str | None]:
     return found, None
 
 
+def load_duration_s(cfg: LiveConfig) -> float:
+    """How long the stack's load generator runs: ``loadgen.max_duration_s``, by default (None) the stack's
+    ``max_lifetime_s``, never longer than it."""
+    d = cfg.loadgen.max_duration_s
+    return cfg.stack.max_lifetime_s if d is None else min(d, cfg.stack.max_lifetime_s)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -689,7 +696,7 @@ http {{
 
     def _start_load(self) -> None:
         self.load = LoadGenerator(self.entry_url + "?id=7", self.cfg.loadgen.model_copy(
-            update={"max_duration_s": min(self.cfg.loadgen.max_duration_s, self.s.max_lifetime_s)})).start()
+            update={"max_duration_s": load_duration_s(self.cfg)})).start()
         self.sidecar = Sidecar(self.s.webhook_path).start()
         self.sidecar.load = self.load
 
@@ -827,8 +834,11 @@ http {{
 
     # -------------------------------------------------------------- health / stop
     def health(self) -> dict[str, bool]:
-        """Every supervised process alive, plus the service answering through nginx."""
+        """Every supervised process alive, the load generator sending (without it every window is empty: 0 requests,
+        never green), plus the service answering through nginx."""
         out = {p.name: p.alive() for p in self.procs}
+        if self.load is not None:
+            out["load"] = self.load.running() and not self.load.expired()
         try:
             out["entry"] = http_ok(self.entry_url + "?id=1", 5)
         except httpx.HTTPError:
