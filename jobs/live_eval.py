@@ -32,7 +32,7 @@ from ifshm_ray.config import ConfigError, SimConfig, TopologyConfig, add_overrid
 from ifshm_ray.live.binding import load_binding
 from ifshm_ray.live.config import LiveConfig
 from ifshm_ray.live.healer import HealerArm, HealerProcess
-from ifshm_ray.live.incident import (LoadSloProbe, incident_outcome, make_collector, make_executor,
+from ifshm_ray.live.incident import (LoadSloProbe, incident_outcome, make_collector, make_executor, paired_arms,
                                      restore_steady_state, run_incident, summarise, summarise_arms)
 from ifshm_ray.live.injectors import load_fault_plans
 from ifshm_ray.live.recording import IncidentRecorder
@@ -77,6 +77,10 @@ def report_md(metrics: dict) -> str:
     for s in metrics["per_arm"].values():
         lines.append(f"| {s['arm']} | {s['incidents']} | {s['recovered']}/{s['incidents']} | {s['escalations']} | "
                      f"{s['timeouts']} | {s['mttr_mean_s']} | {_ci(s['mttr_ci95_s'])} | {s['detect_mean_s']} |")
+    if metrics.get("paired"):
+        lines += ["", "Paired by fault and repeat (the same injected fault; every fault but the negative control): "
+                  + "; ".join(f"{k}: {v['mean_diff_s']} s, 95% CI {_ci(v['ci95_s'])} ({v['pairs']} pairs)"
+                              for k, v in metrics["paired"].items() if v["pairs"]) + "."]
     lines += ["", "## Per fault and arm", "",
               "| fault | arm | incidents | success | escalated | timed out | MTTR mean (s) | 95% CI | detect mean (s) "
               "| first action (s) | actions (per incident) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -135,6 +139,36 @@ def policy_wrong_picks(records: list[dict]) -> list[dict]:
     return out
 
 
+def summaries(records: list[dict], cfg: LiveConfig, negative: tuple[str, ...]) -> dict:
+    """Everything metrics.json derives from the incident records: per fault and arm, per arm (without the negative
+    control), the policy arm paired with the others, the policy's wrong picks."""
+    others = tuple(a for a in cfg.eval.arms if a != "policy")
+    return {"summary": summarise(records, cfg.eval.stats),
+            "per_arm": summarise_arms(records, cfg.eval.stats, exclude_faults=negative),
+            "paired": (paired_arms(records, "policy", others, cfg.eval.stats, exclude_faults=negative)
+                       if "policy" in cfg.eval.arms else {}),
+            "policy_wrong_picks": policy_wrong_picks(records)}
+
+
+def resummarise(run_dir: Path) -> int:
+    """Recompute metrics.json's summaries and report.md of a finished run from its recorded incidents with this
+    code (e.g. after a change of how incidents are counted); the incidents themselves are kept as recorded."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        print(f"error: {path} does not exist (a jobs/live_eval.py --out folder?)", file=sys.stderr)
+        return 2
+    metrics = json.loads(path.read_text())
+    cfg = LiveConfig.model_validate(metrics["config"])
+    plans = load_fault_plans(cfg.faults)
+    negative = tuple(p.name for p in plans.faults if p.expected == "observe")
+    metrics.update(summaries(metrics["incidents"], cfg, negative))
+    metrics["resummarised_unix_s"] = round(time.time(), 1)
+    path.write_text(json.dumps(metrics, indent=1, default=str))
+    (run_dir / "report.md").write_text(report_md(metrics))
+    print(report_md(metrics))
+    return 0
+
+
 def planned_s(cfg: LiveConfig, faults: int) -> float:
     """An upper bound of the run's wall time: start-up, then per incident the settle wait, the cap, the executor's
     verification wait and the green window (measured here: ~85 s per capped incident at a 60 s cap)."""
@@ -148,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/live_eval.yaml")
     parser.add_argument("--out", default=None, help="output folder (default: eval.out of the config)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resummarise", metavar="RUN_DIR", help="only recompute RUN_DIR's metrics.json summaries and "
+                        "report.md from its recorded incidents (nothing is started)")
     add_override_arg(parser)
     args = parser.parse_args(argv)
+    if args.resummarise:
+        return resummarise(Path(args.resummarise))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
@@ -259,9 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     negative = tuple(p.name for p in selected if p.expected == "observe")
     metrics = {"config": to_dict(cfg), "seed": args.seed, "wall_s": round(time.time() - t0, 1),
                "stack": stack_info, "healer": healer_info, "incidents": records,
-               "summary": summarise(records, cfg.eval.stats),
-               "per_arm": summarise_arms(records, cfg.eval.stats, exclude_faults=negative),
-               "policy_wrong_picks": policy_wrong_picks(records), "replay": replay, "timelines": timelines}
+               **summaries(records, cfg, negative), "replay": replay, "timelines": timelines}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     (out / "report.md").write_text(report_md(metrics))
     print(report_md(metrics))

@@ -279,6 +279,54 @@ def test_summarise_bootstrap_ci_escalations_and_arms():
     arms = summarise_arms(recs, exclude_faults=("neg",))
     assert arms["policy"]["incidents"] == 4 and arms["policy"]["mttr_mean_s"] == 38.0
     assert summarise_arms(recs)["policy"]["incidents"] == 5
+    # a page counts as not healed, at the cap, also when the service came back by itself afterwards (the simulator
+    # counts an escalation the same way): the record keeps what the probe saw
+    late = {"fault": "g", "arm": "policy", "recovered": True, "mttr_s": 37.0, "capped_at_s": 60.0, "detect_s": None,
+            "actions": [{"category": "reallocate", "target": "message-queue", "outcome": "page"}]}
+    assert incident_outcome(late) == "escalated"
+    row = summarise([late])["g/policy"]
+    assert row["recovered"] == 0 and row["escalations"] == 1 and row["mttr_mean_s"] == 60.0
+
+
+def test_paired_arms_by_fault_and_repeat():
+    from ifshm_ray.live.incident import paired_arms
+
+    def rec(fault, rep, arm, mttr, skipped=False):
+        r = {"fault": fault, "repeat": rep, "arm": arm, "recovered": mttr is not None, "mttr_s": mttr,
+             "capped_at_s": 60.0, "actions": []}
+        return {**r, "skipped": "x"} if skipped else r
+    recs = [rec("a", 0, "policy", 10.0), rec("a", 0, "runbook", 20.0), rec("a", 1, "policy", None),
+            rec("a", 1, "runbook", 30.0), rec("b", 0, "policy", 5.0), rec("b", 0, "runbook", 5.0, skipped=True),
+            rec("neg", 0, "policy", 1.0), rec("neg", 0, "runbook", 50.0), rec("a", 0, "none", None)]
+    p = paired_arms(recs, "policy", ("runbook", "none"), exclude_faults=("neg",))
+    assert p["policy-runbook"]["pairs"] == 2 and p["policy-runbook"]["mean_diff_s"] == 10.0  # (-10 + 30) / 2
+    lo, hi = p["policy-runbook"]["ci95_s"]
+    assert lo == -10.0 and hi == 30.0
+    assert p["policy-none"] == {"pairs": 1, "mean_diff_s": -50.0, "ci95_s": None}
+
+
+def test_live_eval_resummarise_recounts_a_recorded_run(tmp_path, capsys):
+    import json
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from ifshm_ray.config import load_config, to_dict
+    from ifshm_ray.live.config import LiveConfig
+    from jobs.live_eval import main
+    cfg = load_config(LiveConfig, Path(__file__).resolve().parents[1] / "configs" / "live_eval.yaml")
+    page = [{"category": "reallocate", "target": "message-queue", "outcome": "page", "at_s": 11.0}]
+    incidents = [{"incident": f"i{k}", "fault": "hung-replica", "expected": "restart", "arm": arm, "repeat": 0,
+                  "recovered": True, "mttr_s": 37.0, "capped_at_s": 60.0, "detect_s": None, "actions": acts}
+                 for k, (arm, acts) in enumerate([("policy", page), ("runbook", []), ("none", [])])]
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"config": to_dict(cfg), "stack": {"startup_s": 50.0, "baseline": {}}, "healer": None,
+         "incidents": incidents, "summary": {}, "per_arm": {}, "replay": None}))
+    assert main(["--resummarise", str(tmp_path)]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["summary"]["hung-replica/policy"]["escalations"] == 1 and m["per_arm"]["policy"]["mttr_mean_s"] == 60.0
+    assert m["paired"]["policy-none"]["mean_diff_s"] == 23.0 and m["incidents"] == incidents
+    assert "policy-none: 23.0 s" in (tmp_path / "report.md").read_text()
+    assert main(["--resummarise", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["live.yaml", "live_eval.yaml"])

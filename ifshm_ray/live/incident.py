@@ -328,15 +328,41 @@ def alert_events(stack: LiveStack, t_inject: float) -> list[dict]:
 
 
 def incident_outcome(r: dict) -> str:
-    """``recovered`` (within the cap), ``escalated`` (not recovered, and the executor paged a human: counts as not
-    healed, at the cap) or ``timed_out`` (not recovered by the cap, nobody paged)."""
-    if r["recovered"]:
-        return "recovered"
-    return "escalated" if any(a.get("outcome") == "page" for a in r.get("actions", [])) else "timed_out"
+    """``escalated`` (the executor paged a human: not healed, at the cap, also when the service came back later:
+    the human then owns the incident, as the simulator counts an escalation), ``recovered`` (within the cap, nobody
+    paged) or ``timed_out`` (not recovered by the cap, nobody paged). The record's own ``recovered``/``mttr_s`` keep
+    what the probe saw."""
+    if any(a.get("outcome") == "page" for a in r.get("actions", [])):
+        return "escalated"
+    return "recovered" if r["recovered"] else "timed_out"
+
+
+def healed_mttr_s(r: dict) -> float:
+    """The incident's MTTR as the evaluation counts it: the probe's when healed (:func:`incident_outcome`
+    ``recovered``), else the cap."""
+    return r["mttr_s"] if incident_outcome(r) == "recovered" else r["capped_at_s"]
+
+
+def paired_arms(records: list[dict], arm: str, others: tuple[str, ...], stats: StatsConfig | None = None,
+                exclude_faults: tuple[str, ...] = ()) -> dict:
+    """``arm`` - each of ``others`` in MTTR (:func:`healed_mttr_s`), paired by fault and repeat (the same injected
+    fault, the arms interleaved within a repeat): mean difference, its percentile-bootstrap interval and the pairs.
+    Skipped incidents and ``exclude_faults`` are left out; a pair needs both incidents."""
+    stats = stats or StatsConfig()
+    val = {(r["fault"], r["repeat"], r["arm"]): healed_mttr_s(r) for r in records
+           if "skipped" not in r and r["fault"] not in exclude_faults}
+    out = {}
+    for other in others:
+        keys = sorted((f, rep) for (f, rep, a) in val if a == arm and (f, rep, other) in val)
+        d = [val[(f, rep, arm)] - val[(f, rep, other)] for f, rep in keys]
+        ci = bootstrap_mean_ci(d, stats) if len(d) >= 2 else None
+        out[f"{arm}-{other}"] = {"pairs": len(d), "mean_diff_s": round(float(np.mean(d)), 3) if d else None,
+                                 "ci95_s": None if ci is None else [round(v, 3) for v in ci]}
+    return out
 
 
 def _group_stats(rs: list[dict], stats: StatsConfig) -> dict:
-    mttr = [r["mttr_s"] if r["recovered"] else r["capped_at_s"] for r in rs]
+    mttr = [healed_mttr_s(r) for r in rs]
     det = [r["detect_s"] for r in rs if r.get("detect_s") is not None]
     first = [r["first_action_s"] for r in rs if r.get("first_action_s") is not None]
     outcomes = [incident_outcome(r) for r in rs]
